@@ -1,0 +1,335 @@
+"""GPU benchmark of the SSD backends: parity first, then side-by-side timings, one run.
+
+    python benchmarks/gpu_ssd.py --out results.md [--chunk-sizes 64,128] [--quick]
+
+1. Parity on the GPU, bf16, through the zoo's conformance kit (outputs, every gradient,
+   final states against the fp64 sequential reference): ``ssm: triton`` (each chunk
+   size), ``converter: triton``, the fused TransMamba call, ``ssm: mamba_ssm`` and
+   ``ssm: chunked``. A backend that fails parity is not timed (reported as such).
+2. Timings (median of ``triton.testing.do_bench``), bf16, H=48, P=64, N=128, G=8, at
+   (B=1, T in 2K, 8K, 32K, 64K) and (B=8, T=2K): forward, and forward+backward, for our
+   Triton SSD vs mamba-ssm's ``mamba_chunk_scan_combined`` vs the chunked pure-PyTorch
+   SSD under ``torch.compile``; ratios are from the same run.
+3. The byte floor of the forward at the largest T (the bytes it must read and write,
+   over the device-copy bandwidth measured in the same run).
+
+Writes a markdown report (``--out``) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+HEADS, HEAD_DIM, STATE_DIM, GROUPS = 48, 64, 128, 8
+SHAPES = [(1, 2048), (1, 8192), (1, 32768), (1, 65536), (8, 2048)]
+START = time.time()
+
+
+def log(message: str) -> None:
+    print(f"[{time.time() - START:7.1f}s] {message}", flush=True)
+
+
+def inputs(batch: int, seq_len: int, *, grad: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+
+    def randn(*shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, device="cuda", dtype=torch.float32).to(dtype)
+
+    tensors = {
+        "x": randn(batch, seq_len, HEADS, HEAD_DIM),
+        "dt": F.softplus(randn(batch, seq_len, HEADS, dtype=torch.float32) - 1.0),
+        "A": -torch.exp(torch.rand(HEADS, generator=gen, device="cuda") * 2.5 - 1.0),
+        "B": randn(batch, seq_len, GROUPS, STATE_DIM) / STATE_DIM**0.5,
+        "C": randn(batch, seq_len, GROUPS, STATE_DIM) / STATE_DIM**0.5,
+        "D": randn(HEADS, dtype=torch.float32),
+    }
+    for value in tensors.values():
+        value.requires_grad_(grad)
+    return tensors
+
+
+def bench(fn: Callable[[], object], grads: list[torch.Tensor] | None = None) -> float:
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=grads, return_mode="median")
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy, bytes read + written per second."""
+    src = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = bench(lambda: dst.copy_(src))
+    del src, dst
+    return 2 * 2 * 1024**3 / (ms * 1e-3)
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def parity(backends: dict[str, object], report: list[str]) -> dict[str, bool]:
+    """Each backend vs the fp64 chunked SSD on the GPU (itself tested against the sequential
+    scan on CPU): y, final_state and the gradients of x, dt, A, B, C, D, initial_state.
+    One reference per case serves all backends (the sequential one would take minutes)."""
+    from zoo.ops.ssd.chunked import converter_chunked, ssd_chunked
+    from zoo.testing import rel_err, tolerance
+
+    tol = tolerance(torch.bfloat16)
+    report += ["", "### Parity on the GPU (bf16 backend vs fp64 reference; relative error)", ""]
+    report += ["| backend | case | y / state | final_state | worst gradient | result |",
+               "|---|---|---|---|---|---|"]
+    ok = {name: True for name in backends}
+    for batch, seq_len, with_init in ((1, 1000, True), (2, 333, False)):
+        case_id = f"B{batch}-T{seq_len}-H{HEADS}-P{HEAD_DIM}-N{STATE_DIM}-G{GROUPS}" + ("-init" if with_init else "")
+        t = inputs(batch, seq_len, grad=False, seed=seq_len)
+        t["init"] = torch.randn(batch, HEADS, HEAD_DIM, STATE_DIM, device="cuda") if with_init else None
+        ref = {k: None if v is None else v.double().requires_grad_(True) for k, v in t.items()}
+        mine = {k: None if v is None else v.clone().requires_grad_(True) for k, v in t.items()}
+        y_ref, state_ref = ssd_chunked(
+            ref["x"], ref["dt"], ref["A"], ref["B"], ref["C"], D=ref["D"],
+            initial_state=ref["init"], return_final_state=True, chunk_size=64,
+        )
+        conv_ref = converter_chunked(ref["B"], ref["x"], ref["dt"], ref["A"], initial_state=ref["init"])
+        w_y, w_s = torch.randn_like(y_ref), torch.randn_like(state_ref)
+        names = [k for k, v in ref.items() if v is not None]
+        g_ref = dict(zip(names, torch.autograd.grad(
+            (y_ref * w_y).sum() + (state_ref * w_s).sum(), [ref[k] for k in names]), strict=True))
+        conv_names = [k for k in ("x", "dt", "A", "B", "init") if ref[k] is not None]
+        g_conv_ref = dict(zip(conv_names, torch.autograd.grad(
+            (conv_ref * w_s).sum(), [ref[k] for k in conv_names]), strict=True))
+        for name, backend in backends.items():
+            log(f"parity {name} {case_id}")
+            try:
+                if name.startswith("converter"):
+                    state = backend(mine["B"], mine["x"], mine["dt"], mine["A"], initial_state=mine["init"])
+                    errors = {"state": rel_err(state, conv_ref)}
+                    grads = torch.autograd.grad((state.double() * w_s).sum(), [mine[k] for k in conv_names])
+                    errors.update({f"d{k}": rel_err(g, g_conv_ref[k]) for k, g in zip(conv_names, grads, strict=True)})
+                else:
+                    y, state = backend(
+                        mine["x"], mine["dt"], mine["A"], mine["B"], mine["C"], D=mine["D"],
+                        initial_state=mine["init"], return_final_state=True,
+                    )
+                    errors = {"y": rel_err(y, y_ref), "final_state": rel_err(state, state_ref)}
+                    grads = torch.autograd.grad(
+                        (y.double() * w_y).sum() + (state.double() * w_s).sum(), [mine[k] for k in names])
+                    errors.update({f"d{k}": rel_err(g, g_ref[k]) for k, g in zip(names, grads, strict=True)})
+                failed = {k: v for k, v in errors.items() if not v <= tol}
+                verdict = "pass" if not failed else "FAIL " + ", ".join(f"{k} {v:.2e}" for k, v in failed.items())
+            except Exception as error:  # a crash is a failed parity, reported
+                traceback.print_exc()
+                errors, verdict = {}, f"FAIL {type(error).__name__}: {str(error)[:200]}"
+            ok[name] = ok[name] and verdict == "pass"
+            grad_errors = {k: v for k, v in errors.items() if k.startswith("d")}
+            worst = max(grad_errors.items(), key=lambda kv: kv[1]) if grad_errors else ("-", float("nan"))
+            first = errors.get("y", errors.get("state", float("nan")))
+            report.append(
+                f"| {name} | {case_id} | {first:.2e} | {errors.get('final_state', float('nan')):.2e} "
+                f"| {worst[0]} {worst[1]:.2e} | {verdict} |"
+            )
+    return ok
+
+
+def fused_parity(chunk_size: int, report: list[str]) -> bool:
+    """transmamba_ssd(transpoint) == suffix of the full fp64 scan; its gradients too."""
+    from zoo.ops.ssd.chunked import ssd_chunked
+    from zoo.testing import rel_err
+    from zoo_plugins.triton_ssd import transmamba_ssd
+
+    log(f"parity fused transmamba_ssd chunk {chunk_size}")
+    seq_len, transpoint = 1500, 613
+    tensors = inputs(1, seq_len, grad=True, seed=3)
+    ref = {k: v.detach().double().requires_grad_(True) for k, v in tensors.items()}
+    y_ref, state_ref = ssd_chunked(
+        ref["x"], ref["dt"], ref["A"], ref["B"], ref["C"], D=ref["D"],
+        return_final_state=True, chunk_size=64,
+    )
+    y_ref = y_ref[:, transpoint:]
+    y, state = transmamba_ssd(
+        tensors["x"], tensors["dt"], tensors["A"], tensors["B"], tensors["C"],
+        transpoint=transpoint, D=tensors["D"], return_final_state=True, chunk_size=chunk_size,
+    )
+    w_y, w_s = torch.randn_like(y_ref), torch.randn_like(state_ref)
+    g_ref = torch.autograd.grad((y_ref * w_y).sum() + (state_ref * w_s).sum(), list(ref.values()))
+    g = torch.autograd.grad(
+        (y.double() * w_y).sum() + (state.double() * w_s).sum(), list(tensors.values())
+    )
+    errors = {"y": rel_err(y, y_ref), "final_state": rel_err(state, state_ref)}
+    errors.update({f"d{k}": rel_err(a, b) for k, a, b in zip(tensors, g, g_ref, strict=True)})
+    ok = all(e <= 3e-2 for e in errors.values())
+    worst = max(errors.items(), key=lambda kv: kv[1])
+    report.append(
+        f"| transmamba_ssd (chunk {chunk_size}, transpoint {transpoint}) | B1-T{seq_len} | {errors['y']:.2e} "
+        f"| {errors['final_state']:.2e} | {worst[0]} {worst[1]:.2e} | {'pass' if ok else 'FAIL'} |"
+    )
+    return ok
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def time_backend(call: Callable, batch: int, seq_len: int) -> tuple[float, float]:
+    t = inputs(batch, seq_len, grad=False)
+    with torch.no_grad():
+        fwd = bench(lambda: call(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"]))
+    del t
+    t = inputs(batch, seq_len, grad=True)
+    dy = torch.randn(batch, seq_len, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+    leaves = list(t.values())
+
+    def step() -> None:
+        y = call(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"])
+        y.backward(dy)
+
+    fwd_bwd = bench(step, grads=leaves)
+    del t, dy, leaves
+    torch.cuda.empty_cache()
+    return fwd, fwd_bwd
+
+
+def fwd_bytes(batch: int, seq_len: int) -> int:
+    """Bytes the forward must move at least: read x, B, C (bf16), dt (fp32); write y."""
+    tokens = batch * seq_len
+    return tokens * (2 * HEADS * HEAD_DIM * 2 + 2 * GROUPS * STATE_DIM * 2 + HEADS * 4)
+
+
+def fwd_flops(batch: int, seq_len: int) -> int:
+    """Linear-time SSD arithmetic: state update + read-out, 2 * 2*T*H*P*N."""
+    return 4 * batch * seq_len * HEADS * HEAD_DIM * STATE_DIM
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="gpu_ssd.md")
+    parser.add_argument("--chunk-sizes", default="64,128")
+    parser.add_argument("--quick", action="store_true", help="only B=1 T=8K and B=8 T=2K")
+    parser.add_argument("--skip-compiled", action="store_true")
+    args = parser.parse_args()
+    assert torch.cuda.is_available(), "this benchmark needs a CUDA GPU"
+
+    import triton
+
+    import zoo.backends  # noqa: F401  (core backends)
+    from zoo.backends.ssm import ChunkedSSM
+    from zoo.ops.ssd.chunked import ssd_chunked
+    from zoo_plugins.mamba_ssm import MambaSSM
+    from zoo_plugins.triton_ssd import TritonConverter, TritonSSM
+
+    chunk_sizes = [int(c) for c in args.chunk_sizes.split(",")]
+    report = [
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- GPU: {torch.cuda.get_device_name()} ({torch.cuda.get_device_properties(0).multi_processor_count} SMs)",
+        f"- torch {torch.__version__}, triton {triton.__version__}, CUDA {torch.version.cuda}",
+        f"- command: `python benchmarks/gpu_ssd.py {' '.join(sys.argv[1:])}`",
+        f"- shapes: bf16 x/B/C, fp32 dt/A/D, H={HEADS}, P={HEAD_DIM}, N={STATE_DIM}, G={GROUPS}, "
+        "D on, no initial state; fwd under no_grad; fwd+bwd = forward + y.backward(dy)",
+    ]
+    mamba_ok, mamba_why = MambaSSM.is_available()
+    backends: dict[str, object] = {f"triton (chunk {c})": TritonSSM({"chunk_size": c}) for c in chunk_sizes}
+    backends[f"converter triton (chunk {chunk_sizes[0]})"] = TritonConverter({"chunk_size": chunk_sizes[0]})
+    if mamba_ok:
+        backends["mamba_ssm (chunk 256)"] = MambaSSM({"chunk_size": 256})
+    else:
+        report.append(f"- mamba_ssm not available: {mamba_why}")
+    backends["chunked (chunk 64)"] = ChunkedSSM({"chunk_size": 64})
+    passed = parity(backends, report)
+    for c in chunk_sizes:
+        try:
+            passed[f"fused {c}"] = fused_parity(c, report)
+        except Exception as error:  # reported, never fatal: the timings still run
+            traceback.print_exc()
+            passed[f"fused {c}"] = False
+            report.append(f"| transmamba_ssd (chunk {c}) | - | - | - | - | FAIL {type(error).__name__} |")
+    log("parity done")
+    Path(args.out).write_text("\n".join(report) + "\n")
+    print("\n".join(report), flush=True)
+
+    timed: dict[str, Callable] = {}
+    for c in chunk_sizes:
+        if passed[f"triton (chunk {c})"]:
+            timed[f"triton c{c}"] = backends[f"triton (chunk {c})"]
+    if mamba_ok and passed["mamba_ssm (chunk 256)"]:
+        timed["mamba_ssm"] = backends["mamba_ssm (chunk 256)"]
+    if not args.skip_compiled and passed["chunked (chunk 64)"]:
+        compiled = torch.compile(ssd_chunked, dynamic=True, fullgraph=True)
+        timed["torch chunked (compiled)"] = lambda *a, **k: compiled(*a, chunk_size=64, **k)
+
+    shapes = [(1, 8192), (8, 2048)] if args.quick else SHAPES
+    results: dict[tuple[str, int, int], tuple[float, float]] = {}
+    for batch, seq_len in shapes:
+        for name, call in timed.items():
+            try:
+                results[(name, batch, seq_len)] = time_backend(call, batch, seq_len)
+                log(f"{name} B{batch} T{seq_len}: fwd {results[(name, batch, seq_len)][0]:.3f} ms, "
+                    f"fwd+bwd {results[(name, batch, seq_len)][1]:.3f} ms")
+            except Exception as error:
+                log(f"{name} B{batch} T{seq_len} failed: {type(error).__name__}: {error}")
+                traceback.print_exc()
+                torch.cuda.empty_cache()
+
+    names = list(timed)
+    report += ["", "### SSD forward / forward+backward, ms (median)", ""]
+    header = "| B | T | " + " | ".join(f"{n} fwd | {n} fwd+bwd" for n in names) + " |"
+    report += [header, "|" + "---|" * (2 + 2 * len(names))]
+    for batch, seq_len in shapes:
+        cells = []
+        for n in names:
+            fwd, fb = results.get((n, batch, seq_len), (float("nan"), float("nan")))
+            cells += [f"{fwd:.3f}", f"{fb:.3f}"]
+        report.append(f"| {batch} | {seq_len} | " + " | ".join(cells) + " |")
+
+    if "mamba_ssm" in timed:
+        ours = [n for n in names if n.startswith("triton")]
+        report += ["", "### Speed-up of our Triton SSD over mamba_ssm (same run; >1 = faster)", ""]
+        report += ["| B | T | " + " | ".join(f"{n} fwd | {n} fwd+bwd" for n in ours) + " |",
+                   "|" + "---|" * (2 + 2 * len(ours))]
+        for batch, seq_len in shapes:
+            base = results.get(("mamba_ssm", batch, seq_len))
+            cells = []
+            for n in ours:
+                mine = results.get((n, batch, seq_len))
+                if base and mine:
+                    cells += [f"{base[0] / mine[0]:.2f}x", f"{base[1] / mine[1]:.2f}x"]
+                else:
+                    cells += ["-", "-"]
+            report.append(f"| {batch} | {seq_len} | " + " | ".join(cells) + " |")
+
+    batch, seq_len = shapes[-2] if not args.quick else shapes[0]
+    if not args.quick:
+        batch, seq_len = 1, 65536
+    bandwidth = copy_bandwidth()
+    floor_ms = fwd_bytes(batch, seq_len) / bandwidth * 1e3
+    report += ["", f"### Forward floor at B={batch}, T={seq_len}", ""]
+    report.append(
+        f"- bytes the forward must move: {fwd_bytes(batch, seq_len) / 1e9:.3f} GB (x, B, C, y in bf16, dt fp32); "
+        f"measured copy bandwidth {bandwidth / 1e12:.2f} TB/s -> byte floor {floor_ms:.3f} ms"
+    )
+    report.append(
+        f"- linear-time arithmetic 4*T*H*P*N = {fwd_flops(batch, seq_len) / 1e9:.1f} GFLOP "
+        f"-> {fwd_flops(batch, seq_len) / 700e12 * 1e3:.3f} ms at 700 TFLOP/s (below the byte floor)"
+    )
+    for n in names:
+        if (n, batch, seq_len) in results:
+            fwd = results[(n, batch, seq_len)][0]
+            report.append(f"- {n}: fwd {fwd:.3f} ms = {fwd / floor_ms:.2f}x the byte floor")
+
+    text = "\n".join(report) + "\n"
+    Path(args.out).write_text(text)
+    print(text, flush=True)
+    log("done")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,121 @@
+"""Basic schedules: constant, cyclic, attention_only, ssm_only, random."""
+
+from __future__ import annotations
+
+import random as _random
+
+from pydantic import Field, model_validator
+
+from zoo.registry import SCHEDULE
+from zoo.schedule import ScheduleParams, TransPointSchedule, clamp, cyclic, from_fractions
+
+
+class ConstantParams(ScheduleParams):
+    value: int | None = Field(None, ge=0, description="absolute TransPoint for every layer")
+    fraction: float | None = Field(None, ge=0, le=1, description="TransPoint as a fraction of T")
+
+    @model_validator(mode="after")
+    def _one(self) -> ConstantParams:
+        if (self.value is None) == (self.fraction is None):
+            raise ValueError("give exactly one of 'value' (absolute) or 'fraction' (of T)")
+        return self
+
+
+@SCHEDULE.register("constant")
+class Constant(TransPointSchedule):
+    """Every layer switches at the same P (absolute, or a fraction of T)."""
+
+    Params = ConstantParams
+
+    def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
+        p = self.params
+        value = p.value if p.value is not None else round(p.fraction * seq_len)
+        return clamp([value] * n_layers, seq_len)
+
+
+class CyclicParams(ScheduleParams):
+    values: list[int] | None = Field(None, min_length=1, description="absolute TransPoints, cycled over layers")
+    fractions: list[float] | None = Field(None, min_length=1, description="fractions of T, cycled over layers")
+
+    @model_validator(mode="after")
+    def _one(self) -> CyclicParams:
+        if (self.values is None) == (self.fractions is None):
+            raise ValueError("give exactly one of 'values' (absolute) or 'fractions' (of T)")
+        if self.values is not None and min(self.values) < 0:
+            raise ValueError("values must be >= 0")
+        if self.fractions is not None and not all(0 <= f <= 1 for f in self.fractions):
+            raise ValueError("fractions must lie in [0, 1]")
+        return self
+
+
+@SCHEDULE.register("cyclic")
+class Cyclic(TransPointSchedule):
+    """Layer l takes list[l % len(list)] (absolute values or fractions of T)."""
+
+    Params = CyclicParams
+
+    def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
+        p = self.params
+        values = p.values if p.values is not None else from_fractions(p.fractions, seq_len)
+        return clamp(cyclic(values, n_layers), seq_len)
+
+
+@SCHEDULE.register("attention_only")
+class AttentionOnly(TransPointSchedule):
+    """P = T for every layer: the model runs as a (grouped-attention) Transformer."""
+
+    def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
+        return [seq_len] * n_layers
+
+
+@SCHEDULE.register("ssm_only")
+class SSMOnly(TransPointSchedule):
+    """P = 0 for every layer: the model runs as Mamba2."""
+
+    def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
+        return [0] * n_layers
+
+
+V9_FRACTIONS = [0.0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
+
+
+class RandomParams(ScheduleParams):
+    fractions: list[float] = Field(
+        default_factory=lambda: list(V9_FRACTIONS), min_length=1,
+        description="the values a layer's P may take, as fractions of T")
+    n_variants: int = Field(8, ge=1, le=1024, description="how many per-layer lists are pre-drawn (= graphs)")
+    seed: int = 0
+    eval_fractions: list[float] = Field(
+        default_factory=lambda: list(V9_FRACTIONS), min_length=1,
+        description="cyclic schedule used when no step is given (evaluation, generation)")
+
+    @model_validator(mode="after")
+    def _range(self) -> RandomParams:
+        if not all(0 <= f <= 1 for f in [*self.fractions, *self.eval_fractions]):
+            raise ValueError("fractions and eval_fractions must lie in [0, 1]")
+        return self
+
+
+@SCHEDULE.register("random")
+class RandomSchedule(TransPointSchedule):
+    """Training-time random TransPoints from a bounded set (n_variants graphs at most).
+
+    ``n_variants`` per-layer lists are drawn once from ``fractions`` (seeded). Step s uses
+    variant hash(seed, s) % n_variants, so a compiled model compiles at most n_variants
+    graphs per sequence length (raise torch._dynamo.config.cache_size_limit to match).
+    """
+
+    Params = RandomParams
+    is_random = True
+
+    def variants(self, n_layers: int) -> list[list[float]]:
+        rng = _random.Random(self.params.seed)
+        return [[rng.choice(self.params.fractions) for _ in range(n_layers)] for _ in range(self.params.n_variants)]
+
+    def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
+        if step is None:
+            fractions = cyclic(self.params.eval_fractions, n_layers)
+        else:
+            index = _random.Random(f"{self.params.seed}:{step}").randrange(self.params.n_variants)
+            fractions = self.variants(n_layers)[index]
+        return clamp(from_fractions(fractions, seq_len), seq_len)

@@ -1,0 +1,170 @@
+"""Grouped attention: reference against a per-head loop, SDPA and Flex against the reference."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from functools import partial
+
+import pytest
+import torch
+
+from zoo.ops.attention import (
+    flex_grouped_attention,
+    grouped_attention,
+    sdpa_grouped_attention,
+)
+from zoo.ops.attention.flex import flex_function
+from zoo.ops.attention.sdpa import resolve_grouping
+from zoo.testing import ATTENTION_CASES, AttentionCase, attention_inputs, rel_err
+
+
+def per_head_loop(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, causal: bool
+) -> torch.Tensor:
+    """The plainest possible definition: one softmax per value head, explicit bottom-right mask."""
+    n_queries, n_keys, n_groups, n_heads = (
+        q.shape[1],
+        k.shape[1],
+        k.shape[2],
+        v.shape[2],
+    )
+    outputs = []
+    for head in range(n_heads):
+        group = head // (n_heads // n_groups)
+        scores = q[:, :, group] @ k[:, :, group].transpose(-1, -2) * scale
+        if causal:
+            allowed = torch.ones(n_queries, n_keys, dtype=torch.bool).tril(
+                diagonal=n_keys - n_queries
+            )
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        outputs.append(torch.softmax(scores, dim=-1) @ v[:, :, head])
+    return torch.stack(outputs, dim=2)
+
+
+IMPLEMENTATIONS: dict[str, Callable] = {
+    "sdpa-expand": partial(sdpa_grouped_attention, grouping="expand"),
+    "sdpa-fold_values": partial(sdpa_grouped_attention, grouping="fold_values"),
+    "flex-eager-expand": partial(flex_grouped_attention, grouping="expand"),
+    "flex-eager-fold_values": partial(flex_grouped_attention, grouping="fold_values"),
+}
+FORWARD_ONLY = {
+    "flex-eager-expand",
+    "flex-eager-fold_values",
+}  # no Flex backward on CPU
+
+
+@pytest.fixture(autouse=True)
+def _quiet_flex_eager_warning():
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*flex_attention called without torch.compile.*"
+        )
+        yield
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=[c.id for c in ATTENTION_CASES])
+def test_reference_matches_per_head_loop(case: AttentionCase) -> None:
+    inputs = attention_inputs(case)
+    scale = case.qk_dim**-0.5
+    expected = per_head_loop(*inputs.values(), scale=scale, causal=case.causal)
+    assert (
+        rel_err(
+            grouped_attention(*inputs.values(), scale=scale, causal=case.causal),
+            expected,
+        )
+        < 1e-12
+    )
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=[c.id for c in ATTENTION_CASES])
+@pytest.mark.parametrize("name", list(IMPLEMENTATIONS))
+def test_implementation_matches_reference(name: str, case: AttentionCase) -> None:
+    grads = name not in FORWARD_ONLY
+    raw = attention_inputs(case)
+    ref = {k: t.clone().requires_grad_() for k, t in raw.items()}
+    mine = {k: t.float().requires_grad_(grads) for k, t in raw.items()}
+    scale = case.qk_dim**-0.5
+    expected = grouped_attention(*ref.values(), scale=scale, causal=case.causal)
+    actual = IMPLEMENTATIONS[name](*mine.values(), scale=scale, causal=case.causal)
+    assert actual.dtype == torch.float32
+    assert rel_err(actual, expected) < 1e-5
+    if grads:
+        cotangent = torch.randn_like(expected)
+        expected_grads = torch.autograd.grad(
+            (expected * cotangent).sum(), list(ref.values())
+        )
+        actual_grads = torch.autograd.grad(
+            (actual.double() * cotangent).sum(), list(mine.values())
+        )
+        for key, a, e in zip(ref, actual_grads, expected_grads, strict=True):
+            assert rel_err(a, e) < 1e-5, f"d{key}"
+
+
+@pytest.mark.parametrize("name", ["reference", *IMPLEMENTATIONS])
+@pytest.mark.parametrize("n_queries", [1, 4, 13])
+def test_last_queries_equal_last_rows_of_full_attention(
+    name: str, n_queries: int
+) -> None:
+    """Bottom-right alignment: T queries over S keys are the last T rows of the S x S result."""
+    fn = grouped_attention if name == "reference" else IMPLEMENTATIONS[name]
+    full = attention_inputs(AttentionCase(2, 13, 13, 2, 4, 8, 8))
+    q, k, v = (t.float() for t in full.values())
+    whole = fn(q, k, v, scale=0.3)
+    tail = fn(q[:, -n_queries:], k, v, scale=0.3)
+    assert rel_err(tail, whole[:, -n_queries:]) < 1e-6
+
+
+def test_causal_with_more_queries_than_keys_is_rejected() -> None:
+    q, k, v = attention_inputs(
+        AttentionCase(1, 5, 3, 1, 2, 8, 8, causal=False)
+    ).values()
+    for fn in (grouped_attention, sdpa_grouped_attention):
+        with pytest.raises(ValueError, match="T <= S"):
+            fn(q, k, v, scale=1.0)
+
+
+def test_auto_grouping() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_grouping("auto", cpu, 2, 8, qk_dim=128, head_dim=64) == "fold_values"
+    assert resolve_grouping("auto", cpu, 2, 8, qk_dim=32, head_dim=32) == "expand"
+    assert resolve_grouping("auto", cuda, 2, 8, qk_dim=128, head_dim=64) == "expand"
+    assert resolve_grouping("auto", cuda, 8, 8) == "fold_values"
+    assert resolve_grouping("expand", cpu, 2, 8) == "expand"
+
+
+def test_compiled_flex_matches_reference() -> None:
+    """The fused (inductor) Flex kernel, forward, one shape: a CPU compile takes ~10 s."""
+    case = AttentionCase(1, 5, 12, 2, 4, 16, 8)
+    raw = attention_inputs(case)
+    expected = grouped_attention(*raw.values(), scale=0.25)
+    actual = flex_grouped_attention(
+        *(t.float() for t in raw.values()),
+        scale=0.25,
+        flex=flex_function(compiled=True),
+    )
+    assert rel_err(actual, expected) < 1e-5
+
+
+@pytest.mark.parametrize("grouping", ["expand", "fold_values"])
+def test_sdpa_compiles_fullgraph_for_prefill_and_decode(grouping: str) -> None:
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    compiled = torch.compile(
+        partial(sdpa_grouped_attention, grouping=grouping),
+        fullgraph=True,
+        backend=counter,
+    )
+    for n_queries, n_keys in [(9, 9), (3, 11)]:
+        q, k, v = (
+            t.float()
+            for t in attention_inputs(
+                AttentionCase(1, n_queries, n_keys, 2, 4, 8, 8)
+            ).values()
+        )
+        assert (
+            rel_err(compiled(q, k, v, scale=0.3), grouped_attention(q, k, v, scale=0.3))
+            < 1e-6
+        )
+    assert counter.frame_count >= 1

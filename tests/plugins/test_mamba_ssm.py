@@ -1,0 +1,66 @@
+"""The mamba-ssm plugin against the references (CPU: Triton interpreter, small shapes).
+
+Skips with the install hint when mamba-ssm is not installed. On CPU, mamba-ssm's launch
+code calls two CUDA-only helpers; the ``cpu_shims`` fixture stands them in.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from zoo.testing import SSMCase, check_ssm_backend
+from zoo_plugins.mamba_ssm import MambaSSM
+
+available, why = MambaSSM.is_available()
+pytestmark = pytest.mark.skipif(not available, reason=f"ssm 'mamba_ssm' unavailable: {why}")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+CASES = (
+    SSMCase(1, 37, 4, 16, 16, 2),
+    SSMCase(2, 20, 2, 16, 16, 1, initial_state=False, skip_D=True),
+)
+
+
+@pytest.fixture
+def cpu_shims(monkeypatch: pytest.MonkeyPatch) -> None:
+    if DEVICE == "cuda":
+        return
+
+    class _NoDevice:
+        def __init__(self, *_: object) -> None: ...
+        def __enter__(self) -> None: ...
+        def __exit__(self, *_: object) -> None: ...
+
+    monkeypatch.setattr(torch.cuda, "device", _NoDevice)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda *_: SimpleNamespace(multi_processor_count=2)
+    )
+
+
+def test_import_does_not_run_mamba_ssm_init() -> None:
+    code = (
+        "import sys, zoo_plugins.mamba_ssm as p;"
+        "p.MambaSSM.is_available();"
+        "assert 'mamba_ssm' not in sys.modules, 'imported at registration'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# Triton's CPU interpreter multiplies 16-bit floats wrongly (a tl.dot bug that the zoo's
+# own kernels work around), so bf16 is checked on GPUs only.
+DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+def test_mamba_ssm_matches_reference(cpu_shims: None, dtype: torch.dtype) -> None:
+    check_ssm_backend(MambaSSM({"chunk_size": 16}), device=DEVICE, dtype=dtype, cases=CASES)
+
+
+def test_supports_declines_empty_sequences() -> None:
+    ok, reason = MambaSSM().supports(device=torch.device(DEVICE), dtype=torch.float32, seq_len=0)
+    assert not ok and "token" in reason

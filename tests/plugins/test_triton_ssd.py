@@ -1,0 +1,156 @@
+"""The Triton SSD plugin against the references (CPU: Triton interpreter, small shapes).
+
+Outputs, every gradient and final states, through the zoo's conformance kit, plus the
+fused TransMamba call (converter + suffix scan) at TransPoints inside, on and off chunk
+boundaries.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zoo.ops.ssd.reference import converter_scan, ssd_scan
+from zoo.registry import CONVERTER, SSM
+from zoo.testing import (
+    SSMCase,
+    check_converter_backend,
+    check_ssm_backend,
+    rel_err,
+    ssm_inputs,
+    tolerance,
+)
+from zoo.testing.conformance import ConformanceCase, run_compile_case
+from zoo_plugins.triton_ssd import TritonConverter, TritonSSM, transmamba_ssd
+
+available, why = TritonSSM.is_available()
+pytestmark = pytest.mark.skipif(not available, reason=f"ssm 'triton' unavailable: {why}")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+CHUNK = 16
+# Odd lengths, several chunks, a partial last chunk, G in {1, 2, H}, T = 1 and T = 0.
+CASES = (
+    SSMCase(1, 37, 4, 8, 16, 2),
+    SSMCase(2, 20, 2, 16, 8, 1, initial_state=False, skip_D=True),
+    SSMCase(1, 16, 2, 8, 8, 2),
+    SSMCase(1, 1, 2, 8, 8, 1),
+    SSMCase(1, 0, 2, 8, 8, 1),
+)
+
+
+def test_registered_under_triton() -> None:
+    assert SSM.get("triton").obj is TritonSSM
+    assert CONVERTER.get("triton").obj is TritonConverter
+
+
+def test_import_does_not_load_kernels() -> None:
+    code = (
+        "import sys, zoo_plugins.triton_ssd as p, zoo.registry as r;"
+        "assert 'zoo_plugins.triton_ssd.kernels' not in sys.modules;"
+        "assert r.SSM.get('triton').obj is p.TritonSSM"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_ssm_matches_reference(dtype: torch.dtype) -> None:
+    check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=dtype, cases=CASES)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_converter_matches_reference(dtype: torch.dtype) -> None:
+    check_converter_backend(
+        TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=dtype, cases=CASES
+    )
+
+
+@pytest.mark.parametrize("transpoint", [0, 7, 16, 21, 37])
+def test_transmamba_call_is_converter_then_suffix_scan(transpoint: int) -> None:
+    case = SSMCase(1, 37, 4, 8, 16, 2)
+    inputs = ssm_inputs(case, seed=transpoint)
+    names = ("x", "dt", "A", "B", "C", "D", "initial_state")
+    ref = {k: inputs[k].clone().requires_grad_(True) for k in names}
+    mine = {k: inputs[k].float().to(DEVICE).requires_grad_(True) for k in names}
+
+    prefix = slice(0, transpoint)
+    suffix = slice(transpoint, None)
+    state = converter_scan(
+        ref["B"][:, prefix], ref["x"][:, prefix], ref["dt"][:, prefix], ref["A"],
+        initial_state=ref["initial_state"],
+    )
+    y_ref, final_ref = ssd_scan(
+        ref["x"][:, suffix], ref["dt"][:, suffix], ref["A"], ref["B"][:, suffix],
+        ref["C"][:, suffix], D=ref["D"], initial_state=state, return_final_state=True,
+    )
+    y, final = transmamba_ssd(
+        mine["x"], mine["dt"], mine["A"], mine["B"], mine["C"], transpoint=transpoint,
+        D=mine["D"], initial_state=mine["initial_state"], return_final_state=True,
+        chunk_size=CHUNK,
+    )
+    tol = tolerance(torch.float32)
+    assert y.shape == (1, 37 - transpoint, 4, 8)
+    assert rel_err(y, y_ref) <= tol
+    assert rel_err(final, final_ref) <= tol
+
+    gen = torch.Generator().manual_seed(1)
+    w_y = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+    w_s = torch.randn(final_ref.shape, generator=gen, dtype=torch.float64)
+    loss_ref = (y_ref * w_y).sum() + (final_ref * w_s).sum()
+    loss = (y.double() * w_y.to(DEVICE)).sum() + (final.double() * w_s.to(DEVICE)).sum()
+    expected = torch.autograd.grad(loss_ref, list(ref.values()), allow_unused=True)
+    actual = torch.autograd.grad(loss, list(mine.values()), allow_unused=True)
+    for name, a, e in zip(names, actual, expected, strict=True):
+        e = torch.zeros_like(ref[name]) if e is None else e
+        assert rel_err(a, e) <= tol, f"d{name}: rel_err {rel_err(a, e):.3g}"
+
+
+def test_prefix_then_scan_method_matches_function() -> None:
+    inputs = ssm_inputs(SSMCase(1, 21, 2, 8, 8, 1))
+    args = [inputs[k].float().to(DEVICE) for k in ("x", "dt", "A", "B", "C")]
+    backend = TritonSSM({"chunk_size": CHUNK})
+    y = backend.prefix_then_scan(*args, transpoint=9, D=inputs["D"].float().to(DEVICE))
+    full = backend(*args, D=inputs["D"].float().to(DEVICE))
+    assert rel_err(y, full[:, 9:]) <= tolerance(torch.float32)
+
+
+@pytest.mark.parametrize("kind", ["ssm", "converter"])
+def test_compiles_fullgraph(kind: str) -> None:
+    run_compile_case(
+        ConformanceCase(kind, "triton", SSMCase(2, 21, 4, 8, 8, 2), {"chunk_size": CHUNK}, DEVICE)
+    )
+
+
+def test_fused_call_compiles_fullgraph_with_backward() -> None:
+    inputs = ssm_inputs(SSMCase(1, 21, 2, 8, 8, 1))
+    args = [inputs[k].float().to(DEVICE).requires_grad_(True) for k in ("x", "dt", "A", "B", "C")]
+    backend = TritonSSM({"chunk_size": CHUNK})
+
+    def step(x, dt, A, B, C):
+        y, state = backend.prefix_then_scan(x, dt, A, B, C, transpoint=9, return_final_state=True)
+        return y.square().sum() + state.sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    grads = torch.autograd.grad(compiled(*args), args)
+    expected = torch.autograd.grad(step(*args), args)
+    for a, e in zip(grads, expected, strict=True):
+        assert rel_err(a, e) <= tolerance(torch.float32)
+
+
+def test_rejects_bad_chunk_size_and_transpoint() -> None:
+    with pytest.raises(ValueError):
+        TritonSSM({"chunk_size": 48})
+    inputs = ssm_inputs(SSMCase(1, 5, 2, 8, 8, 1))
+    args = [inputs[k].float().to(DEVICE) for k in ("x", "dt", "A", "B", "C")]
+    with pytest.raises(RuntimeError, match="transpoint"):
+        transmamba_ssd(*args, transpoint=6)
+
+
+def test_supports_declines_with_reasons() -> None:
+    backend = TritonSSM()
+    ok, reason = backend.supports(device=torch.device(DEVICE), dtype=torch.float64)
+    assert not ok and "fp64" in reason or "float64" in reason
+    ok, reason = backend.supports(device=torch.device(DEVICE), dtype=torch.float32, n_heads=6, n_groups=4)
+    assert not ok and "multiple" in reason

@@ -1,0 +1,182 @@
+"""CLI commands and the demo, with the stand-in model in place of zoo.build."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+import zoo.checkpoint
+import zoo.training.demo
+import zoo.training.runs
+from zoo.cli import compare as compare_cmd
+from zoo.cli import eval as eval_cmd
+from zoo.cli import train as train_cmd
+from zoo.training import read_jsonl
+
+
+@pytest.fixture
+def fake_build(monkeypatch, standin):
+    def build_for_task(ref, task, *, device=None):
+        return standin(vocab_size=task.vocab_size, d_model=16 if "small" in ref else 32)
+
+    def load(path, **kwargs):
+        checkpoint = zoo.checkpoint.open_checkpoint(path)
+        spec = checkpoint.spec
+        model = standin(vocab_size=spec["vocab_size"], d_model=spec["d_model"])
+        zoo.checkpoint.load_model_state(model, checkpoint)
+        return model
+
+    monkeypatch.setattr(zoo.training.runs, "build_for_task", build_for_task)
+    monkeypatch.setattr(zoo.training.demo, "build_for_task", build_for_task)
+    monkeypatch.setattr(zoo.checkpoint, "load", load)
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="zoo")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (train_cmd, eval_cmd, compare_cmd):
+        module.register(sub)
+    return parser.parse_args(argv)
+
+
+FAST = ("--no-compile", "--no-progress", "--device", "cpu")
+
+
+def test_train_resume_and_eval(tmp_path, fake_build, capsys) -> None:
+    out = tmp_path / "run"
+    common = (
+        "m-tiny",
+        "--task",
+        "mqar",
+        "--seq-len",
+        "32",
+        "--vocab",
+        "32",
+        "--num-items",
+        "4",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--save-every",
+        "3",
+        *FAST,
+    )
+    args = _parse("train", *common, "--steps", "6")
+    assert args.func(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["step"] == 6 and "eval_accuracy" in first
+    args = _parse("train", *common, "--steps", "9", "--resume")
+    assert args.func(args) == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == list(range(1, 10))
+    capsys.readouterr()
+    args = _parse("eval", str(out), "--device", "cpu")
+    assert args.func(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["step"] == 9 and result["task"] == "mqar" and 0 <= result["eval_accuracy"] <= 1
+
+
+def test_eval_text_on_other_data(tmp_path, fake_build, capsys) -> None:
+    out = tmp_path / "run"
+    args = _parse(
+        "train",
+        "m-tiny",
+        "--data",
+        "builtin:topics",
+        "--seq-len",
+        "32",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        *FAST,
+    )
+    assert args.func(args) == 0
+    other = tmp_path / "other.txt"
+    other.write_text("completely different text " * 400)
+    capsys.readouterr()
+    args = _parse("eval", str(out), "--data", str(other), "--device", "cpu")
+    assert args.func(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["corpus"] == str(other) and result["eval_ppl"] > 1
+
+
+def test_compare_prints_table_and_writes_plot(tmp_path, fake_build, capsys) -> None:
+    out = tmp_path / "cmp"
+    args = _parse(
+        "compare",
+        "m-tiny",
+        "m-small",
+        "--task",
+        "mqar",
+        "--budget",
+        "4",
+        "--seq-len",
+        "32",
+        "--vocab",
+        "32",
+        "--num-items",
+        "4",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "2",
+        "--out",
+        str(out),
+        *FAST,
+    )
+    assert args.func(args) == 0
+    table = capsys.readouterr().out
+    assert "m-tiny" in table and "m-small" in table and "eval_accuracy" in table
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert [r["steps"] for r in rows] == [4, 4] and rows[0]["params"] != rows[1]["params"]
+    pytest.importorskip("matplotlib")
+    assert (out / "compare.png").stat().st_size > 1000
+
+
+def test_demo_runs_end_to_end(tmp_path, fake_build) -> None:
+    pytest.importorskip("matplotlib")
+    import io
+
+    stream = io.StringIO()
+    result = zoo.training.demo.run_demo(
+        tmp_path / "demo",
+        preset="m-tiny",
+        steps=30,
+        seq_len=32,
+        batch_size=8,
+        lr=1e-2,
+        compile=False,
+        device="cpu",
+        progress=False,
+        sample_tokens=20,
+        stream=stream,
+    )
+    assert result.final_loss < result.baseline_loss
+    assert (tmp_path / "demo" / "loss.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "demo" / "demo.json").read_text())["steps"] == 30
+    assert "untrained" in stream.getvalue() and result.prompt in stream.getvalue()
+    assert isinstance(result.sample, str)
+
+
+def test_demo_time_budget_bounds_the_run(tmp_path, fake_build) -> None:
+    import io
+
+    result = zoo.training.demo.run_demo(
+        tmp_path / "demo",
+        preset="m-tiny",
+        time_budget_s=4.0,
+        seq_len=32,
+        batch_size=4,
+        compile=False,
+        device="cpu",
+        progress=False,
+        sample_tokens=5,
+        plot=False,
+        stream=io.StringIO(),
+    )
+    assert 8 <= result.steps < 100_000 and result.elapsed_s < 10

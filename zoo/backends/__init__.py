@@ -1,0 +1,3 @@
+"""The core's backends. Importing this package registers them (no entry point needed)."""
+
+from zoo.backends import attention, converter, ssm  # noqa: F401

@@ -1,0 +1,146 @@
+"""Spec -> model. Resolves every name in its registry once, checks backend support, builds.
+
+``build(spec | dict | path | preset_name, *, device=None, dtype=None, compile=None)``:
+1. resolve the argument to a validated ``ModelSpec`` (presets by name, files by path);
+2. for each layer, build the chosen backends from their params and ask each
+   ``supports(device=, dtype=, **shapes)``; a refusal raises ``BackendUnsupportedError``
+   with the backend's own reason and the layer path;
+3. construct the ``CausalLM`` on ``device`` (``"meta"`` allocates nothing);
+4. optionally ``model.compile(...)`` with the spec's compile options (in place, so
+   state_dict keys stay unprefixed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.errors import BackendUnsupportedError, SpecError
+from zoo.registry import PRESET, REGISTRIES, RegistryError
+from zoo.specs import ModelSpec, load_spec
+
+
+def resolve_spec(obj: ModelSpec | dict[str, Any] | str | Path) -> ModelSpec:
+    """A ModelSpec from a spec, dict, file path, JSON/YAML text or preset name."""
+    if isinstance(obj, str) and "\n" not in obj and not obj.endswith((".json", ".yaml", ".yml")) \
+            and not obj.lstrip().startswith("{"):
+        if obj in PRESET:
+            return load_spec(PRESET.get(obj).obj(), source=f"preset {obj!r}")
+        if Path(obj).is_file():
+            return load_spec(Path(obj))
+        raise SpecError([("", PRESET.unknown_message(obj) + " (or give a .json/.yaml spec file)")])
+    return load_spec(obj)
+
+
+@dataclass
+class LayerPlan:
+    index: int
+    mixer: str
+    mixer_params: Any
+    backends: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_layers(spec: ModelSpec) -> list[LayerPlan]:
+    """Resolve each layer's mixer class, params and backend objects (no tensors)."""
+    plans = []
+    for index, block in enumerate(spec.layers):
+        mixer_cls = REGISTRIES["mixer"].get(block.mixer.name).obj
+        params = mixer_cls.Params.model_validate(block.mixer.params)
+        backends = {}
+        for slot, default in getattr(mixer_cls, "backend_slots", {}).items():
+            chosen = getattr(block.mixer, slot) or None
+            name = chosen.name if chosen else default
+            backend_params = chosen.params if chosen else {}
+            entry = REGISTRIES[slot].get(name)
+            backends[slot] = entry.obj(entry.params_model.model_validate(backend_params))
+        plans.append(LayerPlan(index, block.mixer.name, params, backends))
+    return plans
+
+
+def check_support(spec: ModelSpec, plans: list[LayerPlan], device: torch.device, dtype: torch.dtype,
+                  *, requires_grad: bool = True) -> None:
+    checked: set[tuple] = set()
+    for plan in plans:
+        mixer_cls = REGISTRIES["mixer"].get(plan.mixer).obj
+        shapes_by_slot = mixer_cls.backend_shapes(spec.d_model, plan.mixer_params)
+        for slot, backend in plan.backends.items():
+            entry = REGISTRIES[slot].get(backend.registry_name)
+            ok, reason = entry.availability()
+            path = f"layers.{plan.index}.mixer.{slot}"
+            if not ok:
+                raise BackendUnsupportedError(f"{path}: {slot} backend {entry.name!r} is not available here: {reason}")
+            shapes = dict(shapes_by_slot.get(slot, {}), requires_grad=int(requires_grad))
+            key = (slot, entry.name, repr(backend.params), tuple(sorted(shapes.items())))
+            if key in checked:
+                continue
+            checked.add(key)
+            device_for_check = torch.device("cpu") if device.type == "meta" else device
+            ok, reason = backend.supports(device=device_for_check, dtype=dtype, **shapes)
+            if not ok:
+                raise BackendUnsupportedError(
+                    f"{path}: {slot} backend {entry.name!r} does not support this layer on "
+                    f"{device_for_check.type}/{str(dtype).removeprefix('torch.')}: {reason}")
+
+
+def build_schedule(spec: ModelSpec):
+    if spec.schedule is None:
+        return None
+    entry = REGISTRIES["schedule"].get(spec.schedule.name)
+    return entry.obj(entry.params_model.model_validate(spec.schedule.params))
+
+
+def build(
+    spec: ModelSpec | dict[str, Any] | str | Path,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    compile: bool | None = None,
+    requires_grad: bool = True,
+):
+    """Build a ``CausalLM`` from a spec, dict, file, or preset name. See module docstring."""
+    from zoo.models.lm import CausalLM
+
+    spec = resolve_spec(spec)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = dtype or torch.float32
+    try:
+        plans = plan_layers(spec)
+    except RegistryError as exc:  # validated specs resolve; this guards registry edits since
+        raise SpecError([("", str(exc))]) from None
+    check_support(spec, plans, device, dtype, requires_grad=requires_grad)
+    with torch.device(device):
+        mixers = []
+        for plan in plans:
+            mixer_cls = REGISTRIES["mixer"].get(plan.mixer).obj
+            mixers.append(mixer_cls(spec.d_model, plan.mixer_params, backends=plan.backends, layer_idx=plan.index))
+        model = CausalLM(spec, mixers, build_schedule(spec))
+    if dtype != torch.float32:
+        model = model.to(dtype=dtype)
+    enabled = spec.compile.enabled if compile is None else compile
+    if enabled:
+        options = spec.compile
+        model.compile(fullgraph=options.fullgraph, backend=options.backend,
+                      mode=None if options.mode in (None, "default") else options.mode, dynamic=options.dynamic)
+    return model
+
+
+def describe(model, seq_len: int | None = None) -> str:
+    """Per-layer plan (mixer, backends, TransPoint) and parameter counts, as text."""
+    spec: ModelSpec = model.spec
+    lines = [f"model {spec.name or '(unnamed)'}: vocab {spec.vocab_size}, d_model {spec.d_model}, "
+             f"{len(spec.layers)} layers, schedule {model.schedule!r}"]
+    transpoints = model.transpoints_for(seq_len) if seq_len else None
+    for index, block in enumerate(model.blocks):
+        mixer = block.mixer
+        backends = ", ".join(f"{slot}={getattr(mixer, slot).registry_name}"
+                             for slot in ("attention", "ssm", "converter") if hasattr(mixer, slot))
+        n = sum(p.numel() for p in block.parameters())
+        tp = f"  P={transpoints[index]}" if transpoints and block.uses_transpoint else ""
+        lines.append(f"  layer {index:3d}  {spec.layers[index].mixer.name:<11} [{backends}]  {n:,} params{tp}")
+    total = model.num_parameters()
+    lines.append(f"total parameters: {total:,} ({total / 1e6:.2f}M; "
+                 f"{model.num_parameters(exclude_embeddings=True):,} without embeddings)")
+    return "\n".join(lines)

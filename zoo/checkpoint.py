@@ -1,0 +1,419 @@
+"""Checkpoint IO: safetensors for tensors, JSON for everything else, never pickle.
+
+A run directory looks like::
+
+    RUN/checkpoints/step-00000100/{model,optimizer}.safetensors
+                                  {spec,trainer_state,tokenizer}.json
+                                  MANIFEST.json      (size + sha256 of every other file)
+    RUN/.staging/                                    (scratch space, never a checkpoint)
+
+A checkpoint is written complete into ``RUN/.staging`` (files fsynced, ``MANIFEST.json``
+last), then moved into ``checkpoints/`` with one ``os.replace``, so ``checkpoints/`` only
+ever holds complete checkpoints, whenever the process dies. Pruning moves a checkpoint
+back to staging before deleting it, for the same reason. Loading checks the manifest
+first: a truncated or altered file is reported by name instead of failing inside a
+decoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from zoo.errors import CheckpointError
+
+FORMAT = "zoo-checkpoint"
+VERSION = 1
+MANIFEST = "MANIFEST.json"
+MODEL_FILE, OPTIMIZER_FILE = "model.safetensors", "optimizer.safetensors"
+SPEC_FILE, STATE_FILE, TOKENIZER_FILE = "spec.json", "trainer_state.json", "tokenizer.json"
+CHECKPOINTS, STAGING = "checkpoints", ".staging"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+# ---------------------------------------------------------------- atomic file helpers
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- state <-> tensors + JSON
+
+
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with tied tensors stored once (safetensors refuses shared storage)."""
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen[key] = name
+        tensors[name] = tensor.detach().to("cpu").contiguous()
+    return tensors
+
+
+def optimizer_to_safetensors(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (``state.<param>.<key>``) and JSON metadata."""
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in state_dict["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{key}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    meta = {"param_groups": state_dict["param_groups"], "scalars": scalars}
+    return tensors, meta
+
+
+def optimizer_from_safetensors(
+    tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = value
+    for index, entry in meta.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(entry)
+    state = dict(sorted(state.items()))
+    groups = []
+    for group in meta["param_groups"]:
+        group = dict(group)
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+        groups.append(group)
+    return {"state": state, "param_groups": groups}
+
+
+def spec_to_json(model: torch.nn.Module) -> dict[str, Any] | None:
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        return None
+    if hasattr(spec, "model_dump"):
+        return spec.model_dump(mode="json")
+    return dict(spec)
+
+
+# ---------------------------------------------------------------- saving
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _STEP_DIR.match(p.name)) and p.is_dir()
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def clear_staging(run_dir: str | Path) -> None:
+    """Delete leftovers of a checkpoint write that was interrupted (they are never loaded)."""
+    shutil.rmtree(Path(run_dir) / STAGING, ignore_errors=True)
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    trainer_state: dict[str, Any] | None = None,
+    spec: dict[str, Any] | None = None,
+    tokenizer: dict[str, Any] | None = None,
+    keep_last: int | None = None,
+) -> Path:
+    """Write checkpoint ``step`` atomically under ``run_dir/checkpoints``; keep the last ``keep_last``."""
+    run_dir = Path(run_dir)
+    staging = run_dir / STAGING
+    final_root = run_dir / CHECKPOINTS
+    staging.mkdir(parents=True, exist_ok=True)
+    final_root.mkdir(parents=True, exist_ok=True)
+    name = checkpoint_name(step)
+    tmp = staging / f"{name}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+
+    save_file(model_tensors(model), str(tmp / MODEL_FILE), metadata={"format": FORMAT})
+    state = dict(trainer_state or {})
+    state["step"] = step
+    if optimizer is not None:
+        tensors, meta = optimizer_to_safetensors(optimizer)
+        save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": FORMAT})
+        state["optimizer"] = meta
+    spec = spec if spec is not None else spec_to_json(model)
+    if spec is not None:
+        _write_json(tmp / SPEC_FILE, spec)
+    if tokenizer is not None:
+        _write_json(tmp / TOKENIZER_FILE, tokenizer)
+    _write_json(tmp / STATE_FILE, state)
+    files = {}
+    for path in sorted(tmp.iterdir()):
+        _fsync_file(path)
+        files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    _write_json(
+        tmp / MANIFEST, {"format": FORMAT, "version": VERSION, "step": step, "files": files}
+    )
+    _fsync_file(tmp / MANIFEST)
+    _fsync_dir(tmp)
+
+    final = final_root / name
+    if final.exists():  # re-saving a step (e.g. after a resume): move the old one out first
+        _discard(final, staging)
+    os.replace(tmp, final)
+    _fsync_dir(final_root)
+    if keep_last is not None and keep_last > 0:
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            _discard(old, staging)
+    return final
+
+
+def _discard(path: Path, staging: Path) -> None:
+    trash = staging / f"trash-{path.name}.{os.getpid()}"
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- loading
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint on disk; tensors are read on demand."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.manifest["step"])
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest["files"]
+
+    def read_json(self, name: str) -> Any:
+        file = self.path / name
+        try:
+            return json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"checkpoint file {file} is unreadable: {exc}") from exc
+
+    def read_tensors(
+        self, name: str, device: str | torch.device = "cpu"
+    ) -> dict[str, torch.Tensor]:
+        file = self.path / name
+        try:
+            return load_file(str(file), device=str(device))
+        except (OSError, SafetensorError, ValueError) as exc:
+            raise CheckpointError(
+                f"checkpoint file {file} is not a valid safetensors file: {exc}"
+            ) from exc
+
+    @property
+    def spec(self) -> dict[str, Any] | None:
+        return self.read_json(SPEC_FILE) if self.has(SPEC_FILE) else None
+
+    @property
+    def trainer_state(self) -> dict[str, Any]:
+        return self.read_json(STATE_FILE)
+
+    @property
+    def tokenizer(self) -> dict[str, Any] | None:
+        return self.read_json(TOKENIZER_FILE) if self.has(TOKENIZER_FILE) else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory (its latest checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint path {path} does not exist")
+    if (path / MANIFEST).exists() or _STEP_DIR.match(path.name):
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(
+            f"{path} is neither a checkpoint nor a run directory with checkpoints/step-*"
+        )
+    return latest
+
+
+def open_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
+    """Open and verify (sizes, sha256) a checkpoint; errors name the offending file."""
+    path = resolve_checkpoint(path)
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise CheckpointError(f"incomplete checkpoint {path}: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        int(manifest["step"])
+    except (
+        OSError,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as exc:
+        raise CheckpointError(f"checkpoint manifest {manifest_file} is corrupted: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{manifest_file} is not a {FORMAT} manifest")
+    if manifest.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {manifest['version']}; this zoo reads <= {VERSION}"
+        )
+    for name, info in files.items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint file {file} is missing")
+        size = file.stat().st_size
+        if size != info["bytes"]:
+            raise CheckpointError(
+                f"checkpoint file {file} is truncated or altered: {size} bytes, manifest says {info['bytes']}"
+            )
+        if verify and _sha256(file) != info["sha256"]:
+            raise CheckpointError(
+                f"checkpoint file {file} is corrupted: sha256 does not match the manifest"
+            )
+    return Checkpoint(path, manifest)
+
+
+def load_model_state(
+    model: torch.nn.Module, checkpoint: Checkpoint, *, strict: bool = True
+) -> None:
+    tensors = checkpoint.read_tensors(MODEL_FILE)
+    own = model.state_dict()
+    # Tied parameters were stored once; fill the aliases from their twin.
+    aliases = {}
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    for name, tensor in own.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+    for alias, twin in aliases.items():
+        if alias not in tensors and twin in tensors:
+            tensors[alias] = tensors[twin]
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{checkpoint.path / MODEL_FILE} does not match the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            if name in own:
+                if own[name].shape != tensor.shape:
+                    raise CheckpointError(
+                        f"{checkpoint.path / MODEL_FILE}: {name} has shape {tuple(tensor.shape)}, "
+                        f"the model expects {tuple(own[name].shape)}"
+                    )
+                own[name].copy_(tensor)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, checkpoint: Checkpoint) -> None:
+    meta = checkpoint.trainer_state.get("optimizer")
+    if meta is None or not checkpoint.has(OPTIMIZER_FILE):
+        raise CheckpointError(f"checkpoint {checkpoint.path} holds no optimizer state")
+    tensors = checkpoint.read_tensors(OPTIMIZER_FILE)
+    optimizer.load_state_dict(optimizer_from_safetensors(tensors, meta))
+
+
+def load(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    compile: bool | None = False,
+) -> torch.nn.Module:
+    """Build the model a checkpoint (or a run directory's latest checkpoint) describes, with its weights."""
+    from zoo.builder import build
+
+    checkpoint = open_checkpoint(path)
+    spec = checkpoint.spec
+    if spec is None:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} has no {SPEC_FILE}; cannot rebuild the model"
+        )
+    model = build(spec, device=device, dtype=dtype, compile=False)
+    load_model_state(model, checkpoint)
+    if compile:
+        model = torch.compile(model)
+    return model
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer stored with a checkpoint (the byte tokenizer when none was stored)."""
+    from zoo.data.tokenizer import ByteTokenizer, tokenizer_from_json
+
+    data = open_checkpoint(path, verify=False).tokenizer
+    return tokenizer_from_json(data) if data is not None else ByteTokenizer()

@@ -1,0 +1,64 @@
+"""``zoo eval CHECKPOINT``: validation loss/perplexity or recall accuracy of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "evaluate a checkpoint (or a run directory's latest) on its task or on --data"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help=HELP, description=HELP)
+    parser.add_argument("checkpoint", help="checkpoint directory or run directory")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="text corpus to evaluate on (default: the one it was trained on)",
+    )
+    parser.add_argument(
+        "--seq-len", type=int, default=None, help="default: the training sequence length"
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from zoo import checkpoint as ckpt
+    from zoo.training.runs import task_from_description
+    from zoo.training.trainer import TrainConfig, Trainer
+
+    checkpoint = ckpt.open_checkpoint(args.checkpoint)
+    description = checkpoint.trainer_state.get(
+        "task", {"task": "text", "seq_len": args.seq_len or 256}
+    )
+    task = task_from_description(
+        description,
+        tokenizer=ckpt.load_tokenizer(checkpoint.path),
+        data=args.data,
+        seq_len=args.seq_len,
+    )
+    model = ckpt.load(checkpoint.path)
+    config = TrainConfig(
+        steps=1,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        progress=False,
+    )
+    metrics = Trainer(model, task, config).evaluate()
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(checkpoint.path),
+                "step": checkpoint.step,
+                **task.describe(),
+                **metrics,
+            }
+        )
+    )
+    return 0

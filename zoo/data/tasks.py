@@ -1,0 +1,228 @@
+"""Tasks the trainer consumes: deterministic batches addressed by (step, micro-batch).
+
+A batch is a pure function of ``(seed, step, micro)``, so resuming needs no loader
+state beyond the step counter and a resumed run sees exactly the batches an
+uninterrupted run would. Text is packed: the token stream of the whole split is cut into
+windows of ``seq_len + 1`` tokens at random offsets, crossing document boundaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from zoo.data.corpora import Corpus, load_corpus
+from zoo.data.synthetic import (
+    IGNORE,
+    check_mqar,
+    check_selective_copy,
+    mqar_batch,
+    selective_copy_batch,
+)
+from zoo.data.tokenizer import ByteTokenizer, Tokenizer, make_tokenizer
+from zoo.errors import ZooError
+
+Batch = tuple[Tensor, Tensor]
+
+
+def seeded_generator(seed: int, *parts: object) -> torch.Generator:
+    """A CPU generator whose seed depends on ``seed`` and ``parts`` only (not on hash seeds)."""
+    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+class Task(Protocol):
+    name: str
+    metric: str  # "loss" (text) or "accuracy" (recall tasks)
+    vocab_size: int
+    seq_len: int
+
+    def train_batch(self, step: int, micro: int, batch_size: int) -> Batch: ...
+
+    def eval_batches(self, batch_size: int) -> list[Batch]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class TextTask:
+    """Next-token prediction on a tokenized corpus."""
+
+    train_tokens: Tensor  # [N] long
+    val_tokens: Tensor  # [M] long
+    seq_len: int
+    tokenizer: Tokenizer
+    seed: int = 0
+    eval_windows: int = 64
+    corpus_name: str = "?"
+    name: str = "text"
+    metric: str = "loss"
+
+    def __post_init__(self) -> None:
+        for split, tokens in (("train", self.train_tokens), ("validation", self.val_tokens)):
+            if tokens.numel() < self.seq_len + 2:
+                raise ZooError(
+                    f"the {split} split of corpus {self.corpus_name!r} has {tokens.numel()} tokens, "
+                    f"fewer than seq_len + 2 = {self.seq_len + 2}; use a shorter --seq-len or more text"
+                )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def _windows(self, tokens: Tensor, offsets: Tensor) -> Batch:
+        index = offsets[:, None] + torch.arange(self.seq_len + 1)[None, :]
+        chunk = tokens[index]
+        return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+
+    def train_batch(self, step: int, micro: int, batch_size: int) -> Batch:
+        generator = seeded_generator(self.seed, "text-train", step, micro)
+        high = self.train_tokens.numel() - self.seq_len - 1
+        offsets = torch.randint(0, high + 1, (batch_size,), generator=generator)
+        return self._windows(self.train_tokens, offsets)
+
+    def eval_batches(self, batch_size: int) -> list[Batch]:
+        """Evenly spaced windows over the validation split (non-overlapping when it is long enough)."""
+        high = self.val_tokens.numel() - self.seq_len - 1
+        count = max(1, min(self.eval_windows, high // self.seq_len + 1))
+        offsets = torch.linspace(0, high, count).long()
+        return [
+            self._windows(self.val_tokens, offsets[i : i + batch_size])
+            for i in range(0, count, batch_size)
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "corpus": self.corpus_name,
+            "tokenizer": self.tokenizer.kind,
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            "seed": self.seed,
+            "train_tokens": int(self.train_tokens.numel()),
+            "val_tokens": int(self.val_tokens.numel()),
+        }
+
+
+@dataclass
+class SyntheticTask:
+    """MQAR (``kind="mqar"``) or selective copying (``kind="copy"``); scored by recall accuracy."""
+
+    kind: str
+    seq_len: int
+    vocab_size: int
+    num_items: int  # key-value pairs (mqar) or tokens to copy (copy)
+    seed: int = 0
+    eval_examples: int = 256
+    metric: str = "accuracy"
+    _eval_cache: dict[int, list[Batch]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        check = {"mqar": check_mqar, "copy": check_selective_copy}.get(self.kind)
+        if check is None:
+            raise ZooError(f"unknown synthetic task {self.kind!r}; choose mqar or copy")
+        check(self.seq_len, self.num_items, self.vocab_size)
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def _batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        make = mqar_batch if self.kind == "mqar" else selective_copy_batch
+        return make(batch_size, self.seq_len, self.num_items, self.vocab_size, generator)
+
+    def train_batch(self, step: int, micro: int, batch_size: int) -> Batch:
+        return self._batch(batch_size, seeded_generator(self.seed, self.kind, "train", step, micro))
+
+    def eval_batches(self, batch_size: int) -> list[Batch]:
+        if batch_size not in self._eval_cache:
+            # The evaluation set is drawn from its own stream, disjoint in seed space from training.
+            generator = seeded_generator(self.seed, self.kind, "eval")
+            inputs, targets = self._batch(self.eval_examples, generator)
+            self._eval_cache[batch_size] = [
+                (inputs[i : i + batch_size], targets[i : i + batch_size])
+                for i in range(0, self.eval_examples, batch_size)
+            ]
+        return self._eval_cache[batch_size]
+
+    def describe(self) -> dict[str, Any]:
+        items = "num_kv_pairs" if self.kind == "mqar" else "num_tokens"
+        return {
+            "task": self.kind,
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            items: self.num_items,
+            "seed": self.seed,
+            "eval_examples": self.eval_examples,
+        }
+
+
+def text_task(
+    data: str | None = None,
+    *,
+    seq_len: int = 256,
+    tokenizer: str | Tokenizer = "byte",
+    seed: int = 0,
+    eval_windows: int = 64,
+) -> TextTask:
+    corpus: Corpus = load_corpus(data)
+    if isinstance(tokenizer, str):
+        tok = ByteTokenizer() if tokenizer == "byte" else make_tokenizer(tokenizer, [corpus.train])
+    else:
+        tok = tokenizer
+
+    def encode(text: str) -> Tensor:
+        return torch.tensor(tok.encode(text), dtype=torch.long)
+
+    return TextTask(
+        encode(corpus.train),
+        encode(corpus.validation),
+        seq_len,
+        tok,
+        seed=seed,
+        eval_windows=eval_windows,
+        corpus_name=corpus.name,
+    )
+
+
+def make_task(
+    kind: str,
+    *,
+    data: str | None = None,
+    seq_len: int = 256,
+    seed: int = 0,
+    tokenizer: str | Tokenizer = "byte",
+    vocab_size: int | None = None,
+    num_items: int | None = None,
+    eval_examples: int = 256,
+) -> Task:
+    """``text`` (``data``: corpus source), ``mqar`` or ``copy``."""
+    if kind == "text":
+        return text_task(data, seq_len=seq_len, tokenizer=tokenizer, seed=seed)
+    if kind in ("mqar", "copy"):
+        default_items = max(1, seq_len // 8) if kind == "mqar" else max(1, seq_len // 4)
+        return SyntheticTask(
+            kind,
+            seq_len,
+            vocab_size or 64,
+            num_items or default_items,
+            seed=seed,
+            eval_examples=eval_examples,
+        )
+    raise ZooError(f"unknown task {kind!r}; choose text, mqar or copy")
+
+
+__all__ = [
+    "IGNORE",
+    "Batch",
+    "SyntheticTask",
+    "Task",
+    "TextTask",
+    "make_task",
+    "seeded_generator",
+    "text_task",
+]

@@ -1,0 +1,31 @@
+"""Exceptions with messages meant for people. The CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+
+class ZooError(Exception):
+    """Base class of the zoo's user-facing errors."""
+
+
+class SpecError(ZooError, ValueError):
+    """A spec failed validation. ``errors`` holds ``(path, message)`` pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]], source: str | None = None) -> None:
+        self.errors = errors
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = [f"invalid model spec{where} ({len(errors)} error{'s' if len(errors) != 1 else ''}):"]
+        lines += [f"  {path or '<root>'}: {msg}" for path, msg in errors]
+        super().__init__("\n".join(lines))
+
+
+class BackendUnsupportedError(ZooError, ValueError):
+    """A chosen backend cannot run the spec's shapes here; the message is the backend's reason."""
+
+
+class PluginError(ZooError):
+    """A plugin failed to load."""
+
+
+class CheckpointError(ZooError):
+    """A checkpoint is missing, truncated or corrupted."""

@@ -1,0 +1,1 @@
+"""Layers: norms, MLP, causal conv and the sequence mixers (``zoo.layers.mixers``)."""

@@ -1,0 +1,94 @@
+"""Standard multi-head / grouped-query attention mixer with RoPE (the Transformer baseline).
+
+Legend: B batch, T tokens, D d_model, H n_heads, K n_kv_heads, E head_dim.
+The attention backend contract groups q/k per value head, so K < H is served by
+repeating each k/v head H/K times (a view + copy before the kernel).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from einops import rearrange
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from zoo.backends.base import AttentionBackend
+from zoo.layers.norm import RMSNorm
+from zoo.ops.rope import rotary
+from zoo.registry import MIXER
+
+
+class AttentionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    n_heads: int = Field(8, ge=1, le=1024)
+    n_kv_heads: int | None = Field(None, ge=1, description="None = n_heads (MHA)")
+    head_dim: int | None = Field(None, ge=2, description="None = d_model // n_heads")
+    rope_theta: float = Field(1e4, gt=0)
+    qk_norm: bool = False
+    bias: bool = False
+
+
+@MIXER.register("attention")
+class AttentionMixer(nn.Module):
+    """Causal multi-head (or GQA) softmax attention with its own q, k, v, o and RoPE."""
+
+    Params: ClassVar = AttentionParams
+    backend_slots: ClassVar[dict[str, str]] = {"attention": "sdpa"}
+    uses_schedule: ClassVar[bool] = False
+
+    @staticmethod
+    def _dims(d_model: int, params: AttentionParams) -> tuple[int, int, int]:
+        head_dim = params.head_dim or d_model // params.n_heads
+        return params.n_heads, params.n_kv_heads or params.n_heads, head_dim
+
+    @classmethod
+    def check_spec(cls, d_model: int, params: AttentionParams) -> list[tuple[str, str]]:
+        n_heads, n_kv, head_dim = cls._dims(d_model, params)
+        if params.head_dim is None and d_model % n_heads:
+            return [("n_heads", f"d_model ({d_model}) must be divisible by n_heads ({n_heads}), or set head_dim")]
+        if n_heads % n_kv:
+            return [("n_kv_heads", f"n_heads ({n_heads}) must be divisible by n_kv_heads ({n_kv})")]
+        if head_dim % 2:
+            return [("head_dim", f"RoPE needs an even head_dim, got {head_dim}")]
+        return []
+
+    @classmethod
+    def backend_shapes(cls, d_model: int, params: AttentionParams) -> dict[str, dict[str, int]]:
+        n_heads, _, head_dim = cls._dims(d_model, params)
+        return {"attention": {"n_heads": n_heads, "n_groups": n_heads, "head_dim": head_dim, "state_dim": head_dim}}
+
+    def __init__(self, d_model: int, params: AttentionParams, *, backends: dict[str, Any], layer_idx: int = 0) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv_heads, self.head_dim = self._dims(d_model, params)
+        self.rope_theta = params.rope_theta
+        self.q_proj = nn.Linear(d_model, self.n_heads * self.head_dim, bias=params.bias)
+        self.kv_proj = nn.Linear(d_model, 2 * self.n_kv_heads * self.head_dim, bias=params.bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d_model, bias=params.bias)
+        self.q_norm = RMSNorm(self.head_dim) if params.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim) if params.qk_norm else None
+        self.attention: AttentionBackend = backends["attention"]
+        self.scale = self.head_dim ** -0.5
+
+    def qkv(self, hidden_states: torch.Tensor, positions: torch.Tensor):
+        """[B,T,D] -> q [B,T,H,E], k, v [B,T,K,E] with RoPE applied to q, k."""
+        q = rearrange(self.q_proj(hidden_states), "b t (h e) -> b t h e", e=self.head_dim)
+        k, v = rearrange(self.kv_proj(hidden_states), "b t (two k e) -> two b t k e", two=2, e=self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return rotary(q, positions, self.rope_theta), rotary(k, positions, self.rope_theta), v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        repeat = self.n_heads // self.n_kv_heads
+        if repeat > 1:
+            k = k.repeat_interleave(repeat, dim=2)
+            v = v.repeat_interleave(repeat, dim=2)
+        y = self.attention(q, k, v, scale=self.scale, causal=True)
+        return self.o_proj(rearrange(y, "b t h e -> b t (h e)"))
+
+    def forward(self, hidden_states: torch.Tensor, *, transpoint: int | None = None) -> torch.Tensor:
+        positions = torch.arange(hidden_states.shape[1], device=hidden_states.device)
+        q, k, v = self.qkv(hidden_states, positions)
+        return self.attend(q, k, v)

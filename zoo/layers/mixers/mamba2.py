@@ -1,0 +1,50 @@
+"""The Mamba2 (SSD) mixer: [B,T,D] -> [B,T,D]. TransMamba with P = 0 equals it."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from zoo.backends.base import SSMBackend
+from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes
+from zoo.registry import MIXER
+
+
+class Mamba2Params(SSDParams):
+    pass
+
+
+@MIXER.register("mamba2")
+class Mamba2Mixer(nn.Module):
+    """Mamba2 SSD mixer (in_proj, causal conv, SSD scan, gated RMSNorm, out_proj)."""
+
+    Params: ClassVar = Mamba2Params
+    backend_slots: ClassVar[dict[str, str]] = {"ssm": "chunked"}
+    uses_schedule: ClassVar[bool] = False
+
+    @staticmethod
+    def check_spec(d_model: int, params: Mamba2Params) -> list[tuple[str, str]]:
+        return check_ssd_shapes(d_model, params)
+
+    @staticmethod
+    def backend_shapes(d_model: int, params: Mamba2Params) -> dict[str, dict[str, int]]:
+        d_inner = params.expand * d_model
+        shapes = {"n_heads": d_inner // params.headdim, "n_groups": params.n_groups,
+                  "head_dim": params.headdim, "state_dim": params.d_state}
+        return {"ssm": shapes}
+
+    def __init__(self, d_model: int, params: Mamba2Params, *, backends: dict[str, Any], layer_idx: int = 0) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.ssd = SSDProjections(d_model, params)
+        self.ssm: SSMBackend = backends["ssm"]
+
+    def forward(self, hidden_states: torch.Tensor, *, transpoint: int | None = None) -> torch.Tensor:
+        ssd = self.ssd
+        z, xBC, dt_raw = ssd.project(hidden_states)
+        xBC, _ = ssd.conv(xBC)
+        x, Bm, Cm = ssd.split(xBC)
+        y = self.ssm(x, ssd.dt(dt_raw), ssd.A(), Bm, Cm, D=ssd.D)
+        return ssd.out_proj(ssd.finish(y, z))

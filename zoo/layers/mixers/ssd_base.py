@@ -1,0 +1,124 @@
+"""The Mamba2 (SSD) parameter set shared by the ``mamba2`` and ``transmamba`` mixers.
+
+Legend: B batch, T tokens, D d_model, H n_heads, P headdim, G n_groups, N d_state,
+d_inner = expand * D = H * P.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from zoo.layers.conv import CausalConv1d
+from zoo.layers.norm import GatedRMSNorm
+
+
+class SSDParams(BaseModel):
+    """Mamba2 mixer options (defaults follow mamba_ssm's Mamba2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    d_state: int = Field(64, ge=1, le=1024, description="N: state size = the q/k dim of attention mode")
+    d_conv: int = Field(4, ge=1, le=16, description="causal depthwise conv width")
+    expand: int = Field(2, ge=1, le=8, description="d_inner = expand * d_model")
+    headdim: int = Field(64, ge=1, le=1024, description="P: channels per head")
+    n_groups: int = Field(1, ge=1, description="G: groups of B/C (q/k) shared by heads")
+    dt_min: float = Field(0.001, gt=0)
+    dt_max: float = Field(0.1, gt=0)
+    dt_init_floor: float = Field(1e-4, gt=0)
+    A_init_min: float = Field(1.0, gt=0)
+    A_init_max: float = Field(16.0, gt=0)
+    conv_bias: bool = True
+    bias: bool = False
+    norm_eps: float = Field(1e-5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SSDParams:
+        if self.dt_min > self.dt_max:
+            raise ValueError(f"dt_min ({self.dt_min}) must be <= dt_max ({self.dt_max})")
+        if self.A_init_min > self.A_init_max:
+            raise ValueError(f"A_init_min ({self.A_init_min}) must be <= A_init_max ({self.A_init_max})")
+        return self
+
+
+def check_ssd_shapes(d_model: int, params: SSDParams) -> list[tuple[str, str]]:
+    d_inner = params.expand * d_model
+    if d_inner % params.headdim:
+        return [("headdim", f"expand*d_model = {d_inner} must be divisible by headdim ({params.headdim})")]
+    n_heads = d_inner // params.headdim
+    if n_heads % params.n_groups:
+        return [("n_groups", f"n_heads = {n_heads} must be divisible by n_groups ({params.n_groups})")]
+    return []
+
+
+class SSDProjections(nn.Module):
+    """in_proj -> causal conv + SiLU -> (x, B, C), dt, A, D, gated norm, out_proj."""
+
+    def __init__(self, d_model: int, params: SSDParams) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.d_inner = params.expand * d_model
+        self.headdim = params.headdim
+        self.n_heads = self.d_inner // params.headdim
+        self.n_groups = params.n_groups
+        self.d_state = params.d_state
+        self.conv_channels = self.d_inner + 2 * self.n_groups * self.d_state
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * self.n_groups * self.d_state + self.n_heads,
+                                 bias=params.bias)
+        self.conv1d = CausalConv1d(self.conv_channels, params.d_conv, bias=params.conv_bias)
+        self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
+        self.A_log = nn.Parameter(torch.empty(self.n_heads))
+        self.D = nn.Parameter(torch.ones(self.n_heads))
+        self.norm = GatedRMSNorm(self.d_inner, self.n_groups, eps=params.norm_eps)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=params.bias)
+        self._init = params
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self) -> None:
+        p = self._init
+        if self.dt_bias.is_meta:
+            return
+        # dt ~ log-uniform in [dt_min, dt_max]; dt_bias = softplus^-1(dt)
+        dt = torch.exp(torch.rand(self.n_heads) * (math.log(p.dt_max) - math.log(p.dt_min)) + math.log(p.dt_min))
+        dt = dt.clamp(min=p.dt_init_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        A = torch.empty(self.n_heads).uniform_(p.A_init_min, p.A_init_max)
+        self.A_log.copy_(torch.log(A))
+        self.D.fill_(1.0)
+
+    def project(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """u [B,T,D] -> z [B,T,d_inner], xBC (pre-conv) [B,T,conv_channels], dt_raw [B,T,H]."""
+        zxbcdt = self.in_proj(u)
+        return torch.split(zxbcdt, [self.d_inner, self.conv_channels, self.n_heads], dim=-1)
+
+    def conv(self, xBC: torch.Tensor, conv_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        y, state = self.conv1d(xBC, conv_state)
+        return F.silu(y), state
+
+    def split(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """post-conv [B,T,C] -> x [B,T,H,P], B [B,T,G,N], C [B,T,G,N]."""
+        gn = self.n_groups * self.d_state
+        x, Bm, Cm = torch.split(xBC, [self.d_inner, gn, gn], dim=-1)
+        x = rearrange(x, "b t (h p) -> b t h p", p=self.headdim)
+        Bm = rearrange(Bm, "b t (g n) -> b t g n", g=self.n_groups)
+        Cm = rearrange(Cm, "b t (g n) -> b t g n", g=self.n_groups)
+        return x, Bm, Cm
+
+    def dt(self, dt_raw: torch.Tensor) -> torch.Tensor:
+        return F.softplus(dt_raw.float() + self.dt_bias.float())
+
+    def A(self) -> torch.Tensor:
+        return -torch.exp(self.A_log.float())
+
+    def finish(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """y [B,T,H,P] -> gated norm -> [B,T,d_inner] (out_proj is applied by the caller)."""
+        return self.norm(rearrange(y, "b t h p -> b t (h p)"), z)
+
+    def backend_shapes(self) -> dict[str, int]:
+        return {"n_heads": self.n_heads, "n_groups": self.n_groups, "head_dim": self.headdim,
+                "state_dim": self.d_state}

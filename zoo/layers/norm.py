@@ -1,0 +1,50 @@
+"""RMSNorm and the Mamba2 gated, grouped RMSNorm. Shapes: [..., D]."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x32 * self.weight.float()).to(x.dtype)
+
+
+def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    """Resolved at build time (never in forward)."""
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps)
+    raise ValueError(f"norm.kind must be 'rmsnorm' or 'layernorm', got {kind!r}")
+
+
+class GatedRMSNorm(nn.Module):
+    """Mamba2's output norm: rmsnorm(y * silu(z)) per group of ``dim // n_groups`` channels.
+
+    ``z=None`` skips the gate (the TransMamba attention path's default).
+    """
+
+    def __init__(self, dim: int, n_groups: int = 1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.n_groups = n_groups
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        y32 = y.float()
+        if z is not None:
+            y32 = y32 * F.silu(z.float())
+        shape = y32.shape
+        grouped = y32.reshape(*shape[:-1], self.n_groups, shape[-1] // self.n_groups)
+        grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (grouped.reshape(shape) * self.weight.float()).to(y.dtype)

@@ -1,0 +1,111 @@
+"""Causal language model: embedding -> blocks -> final norm -> LM head.
+
+Block: x + mixer(norm(x)), then x + mlp(norm(x)). Legend: B batch, T tokens, D d_model,
+V vocab. Components arrive already built (``zoo.builder`` resolves names); forward() does
+no registry look-ups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from zoo.layers.mlp import SwiGLU
+from zoo.layers.norm import make_norm
+from zoo.schedule import NoSchedule, TransPointSchedule
+
+
+class Block(nn.Module):
+    def __init__(self, mixer: nn.Module, mlp: nn.Module | None, d_model: int, norm_kind: str, eps: float) -> None:
+        super().__init__()
+        self.mixer_norm = make_norm(norm_kind, d_model, eps)
+        self.mixer = mixer
+        self.mlp_norm = make_norm(norm_kind, d_model, eps) if mlp is not None else None
+        self.mlp = mlp
+        self.uses_transpoint = bool(getattr(type(mixer), "uses_schedule", False))
+
+    def forward(self, x: torch.Tensor, transpoint: int | None = None) -> torch.Tensor:
+        if self.uses_transpoint:
+            x = x + self.mixer(self.mixer_norm(x), transpoint=transpoint)
+        else:
+            x = x + self.mixer(self.mixer_norm(x))
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x
+
+
+class CausalLM(nn.Module):
+    """A causal LM over a per-layer list of blocks. ``spec`` is its validated ModelSpec."""
+
+    def __init__(self, spec, mixers: list[nn.Module], schedule: TransPointSchedule | None) -> None:
+        super().__init__()
+        self.spec = spec
+        d_model = spec.d_model
+        self.embedding = nn.Embedding(spec.vocab_size, d_model)
+        blocks = []
+        for block_spec, mixer in zip(spec.layers, mixers, strict=True):
+            mlp = None
+            if block_spec.mlp.kind == "swiglu":
+                from zoo.layers.mlp import default_d_ff
+
+                mlp = SwiGLU(d_model, block_spec.mlp.d_ff or default_d_ff(d_model), bias=block_spec.mlp.bias)
+            blocks.append(Block(mixer, mlp, d_model, spec.norm.kind, spec.norm.eps))
+        self.blocks = nn.ModuleList(blocks)
+        self.final_norm = make_norm(spec.norm.kind, d_model, spec.norm.eps)
+        self.lm_head = nn.Linear(d_model, spec.vocab_size, bias=False)
+        if spec.tie_embeddings:
+            self.lm_head.weight = self.embedding.weight
+        self.schedule: TransPointSchedule = schedule if schedule is not None else NoSchedule()
+        self.n_layers = len(blocks)
+        for index, block in enumerate(self.blocks):
+            if block.uses_transpoint:
+                block.mixer.default_transpoint = _LayerTranspoint(self.schedule, index, self.n_layers)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        if self.embedding.weight.is_meta:
+            return
+        std = self.spec.init_std
+        nn.init.normal_(self.embedding.weight, std=std)
+        if not self.spec.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=std)
+        # GPT-2 style: output projections of residual branches scaled by 1/sqrt(2 * n_layers)
+        out_std = std / (2 * self.n_layers) ** 0.5
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and module is not self.lm_head:
+                is_out = name.endswith(("out_proj", "o_proj", "down"))
+                nn.init.normal_(module.weight, std=out_std if is_out else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def transpoints_for(self, seq_len: int, *, step: int | None = None) -> list[int]:
+        """Per-layer TransPoints the schedule gives for this length (and training step)."""
+        return self.schedule.transpoints(self.n_layers, seq_len, step=step)
+
+    def forward(self, input_ids: torch.Tensor, *, transpoints: Sequence[int] | None = None) -> torch.Tensor:
+        """input_ids [B,T] -> logits [B,T,V]. ``transpoints`` overrides the schedule per layer."""
+        x = self.embedding(input_ids)
+        if transpoints is None:
+            transpoints = self.transpoints_for(input_ids.shape[1])
+        for block, transpoint in zip(self.blocks, transpoints, strict=True):
+            x = block(x, transpoint)
+        return self.lm_head(self.final_norm(x))
+
+    def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
+        total = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            total -= self.embedding.weight.numel()
+        return total
+
+
+class _LayerTranspoint:
+    """Callable bound to one layer: seq_len -> that layer's TransPoint under the schedule."""
+
+    def __init__(self, schedule: TransPointSchedule, layer_idx: int, n_layers: int) -> None:
+        self.schedule, self.layer_idx, self.n_layers = schedule, layer_idx, n_layers
+
+    def __call__(self, seq_len: int) -> int:
+        return self.schedule.transpoints(self.n_layers, seq_len)[self.layer_idx]

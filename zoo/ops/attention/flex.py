@@ -1,0 +1,92 @@
+"""Grouped causal attention through FlexAttention (``torch.nn.attention.flex_attention``).
+
+Shape legend as in :mod:`zoo.ops.attention.reference`. The causal mask is a block mask
+built from a bottom-right aligned ``mask_mod``, so T < S (decode, chunked prefill) needs
+no special case. Groups map onto value heads as in :mod:`zoo.ops.attention.sdpa`
+(``fold_values`` or ``expand``).
+
+FlexAttention is only fused under torch.compile; called eagerly PyTorch runs an unfused
+implementation (and warns). :func:`flex_function` (``compiled=True``) wraps it in
+torch.compile, which is inlined when the caller is itself compiled. Limits found in torch 2.13 on CPU: forward
+only ("FlexAttention does not support backward on CPU"), and fp32/fp16/bf16 only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from einops import rearrange
+
+from zoo.ops.attention.reference import check_shapes
+from zoo.ops.attention.sdpa import Grouping, resolve_grouping
+
+
+def flex_unavailable_reason() -> str:
+    """'' when FlexAttention can be imported here, else why not."""
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401
+    except ImportError as exc:
+        return f"torch {torch.__version__} has no torch.nn.attention.flex_attention ({exc})"
+    return ""
+
+
+def flex_function(compiled: bool) -> Callable:
+    """flex_attention itself, or wrapped in torch.compile. Resolve it once, at build time."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention) if compiled else flex_attention
+
+
+def flex_grouped_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    causal: bool = True,
+    grouping: Grouping = "auto",
+    flex: Callable | None = None,
+) -> torch.Tensor:
+    """q [B,T,G,N], k [B,S,G,N], v [B,S,H,P] -> [B,T,H,P] via FlexAttention.
+
+    ``flex`` is the function to call (see :func:`flex_function`); default: eager flex_attention.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    check_shapes(q, k, v, causal)
+    n_queries, n_keys = q.shape[1], k.shape[1]
+    n_groups, n_heads, head_dim = k.shape[2], v.shape[2], v.shape[3]
+    block_mask = None
+    if causal:
+        offset = n_keys - n_queries
+
+        def bottom_right_causal(batch, head, q_idx, kv_idx):
+            return kv_idx <= q_idx + offset
+
+        block_mask = create_block_mask(
+            bottom_right_causal, None, None, n_queries, n_keys, device=q.device
+        )
+    flex = flex or flex_function(compiled=False)
+    mode = resolve_grouping(grouping, q.device, n_groups, n_heads, q.shape[3], head_dim)
+    if mode == "fold_values":
+        values = rearrange(v, "b s (g r) p -> b g s (r p)", g=n_groups)
+        out = flex(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            values,
+            block_mask=block_mask,
+            scale=scale,
+        )
+        return rearrange(out, "b g t (r p) -> b t (g r) p", p=head_dim)
+    if mode == "expand":
+        # Flex's GQA shares k/v across query heads; here q/k are shared across value heads,
+        # so q and k are repeated to the H heads.
+        repeats = n_heads // n_groups
+        query = rearrange(q, "b t g n -> b g t n").repeat_interleave(repeats, dim=1)
+        key = rearrange(k, "b s g n -> b g s n").repeat_interleave(repeats, dim=1)
+        out = flex(query, key, v.transpose(1, 2), block_mask=block_mask, scale=scale)
+        return out.transpose(1, 2)
+    raise ValueError(
+        f"unknown grouping {grouping!r}; expected 'auto', 'expand' or 'fold_values'"
+    )

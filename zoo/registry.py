@@ -1,0 +1,189 @@
+"""Name -> component registries, one generic implementation, one instance per kind.
+
+Every registered component is a class (or, for presets, a function) that may carry a
+pydantic ``Params`` model; the spec validator checks a spec's ``params`` against it.
+A component says whether it can run here with ``is_available() -> (ok, reason)``.
+
+Plugins (``zoo.plugins`` entry points) are loaded lazily the first time any registry
+is read, so ``import zoo`` stays cheap and a broken plugin never breaks the core.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+KINDS = ("mixer", "attention", "ssm", "converter", "schedule", "preset")
+
+
+class RegistryError(KeyError):
+    """Unknown or duplicate registry name. ``str()`` is the readable message."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NoParams(BaseModel):
+    """Params model for components that take no options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    obj: Any
+    origin: str
+
+    @property
+    def params_model(self) -> type[BaseModel]:
+        return getattr(self.obj, "Params", NoParams)
+
+    def availability(self) -> tuple[bool, str]:
+        check = getattr(self.obj, "is_available", None)
+        if check is None:
+            return True, ""
+        try:
+            result = check()
+        except Exception as exc:  # an availability probe must never crash a listing
+            return False, f"availability check raised {type(exc).__name__}: {exc}"
+        if isinstance(result, tuple):
+            ok, reason = result
+            return bool(ok), str(reason or "")
+        return bool(result), ""
+
+    def is_available(self) -> bool:
+        return self.availability()[0]
+
+    @property
+    def description(self) -> str:
+        doc = inspect.getdoc(self.obj) or ""
+        return doc.strip().splitlines()[0] if doc else ""
+
+
+# The distribution/package a registration is attributed to while a plugin loads.
+_current_origin: list[str] = []
+
+
+def _origin_of(obj: Any) -> str:
+    if _current_origin:
+        return _current_origin[-1]
+    module = getattr(obj, "__module__", None) or "?"
+    return module.split(".")[0]
+
+
+class Registry:
+    """Registry for one kind of component.
+
+    >>> SSM = Registry("ssm")
+    >>> @SSM.register("scan")
+    ... class Scan: ...
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, *, origin: str | None = None) -> Callable[[Any], Any]:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind} registry: name must be a non-empty string, got {name!r}")
+
+        def decorator(obj: Any) -> Any:
+            where = origin or _origin_of(obj)
+            if name in self._entries:
+                old = self._entries[name]
+                raise RegistryError(
+                    f"{self.kind} {name!r} is already registered by {old.origin} "
+                    f"({_qualname(old.obj)}); {where} ({_qualname(obj)}) tried to register it "
+                    "again. Pick another name."
+                )
+            self._entries[name] = Entry(self.kind, name, obj, where)
+            try:
+                obj.registry_name = name
+            except (AttributeError, TypeError):
+                pass
+            return obj
+
+        return decorator
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry (for tests and for plugins replacing their own entries)."""
+        self._entries.pop(name, None)
+
+    def _ensure_plugins(self) -> None:
+        from zoo import plugins
+
+        plugins.autoload()
+
+    def get(self, name: str) -> Entry:
+        self._ensure_plugins()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise RegistryError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: Any) -> str:
+        names = sorted(self._entries)
+        close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return (
+            f"unknown {self.kind} {name!r}.{hint} Registered {self.kind} names: "
+            f"{', '.join(names) if names else '(none)'}"
+        )
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_plugins()
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        self._ensure_plugins()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        self._ensure_plugins()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self._entries)} entries)"
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+MIXER = Registry("mixer")
+ATTENTION = Registry("attention")
+SSM = Registry("ssm")
+CONVERTER = Registry("converter")
+SCHEDULE = Registry("schedule")
+PRESET = Registry("preset")
+
+REGISTRIES: dict[str, Registry] = {
+    "mixer": MIXER,
+    "attention": ATTENTION,
+    "ssm": SSM,
+    "converter": CONVERTER,
+    "schedule": SCHEDULE,
+    "preset": PRESET,
+}
+
+
+def registry(kind: str) -> Registry:
+    try:
+        return REGISTRIES[kind]
+    except KeyError:
+        raise RegistryError(
+            f"unknown registry kind {kind!r}; kinds are: {', '.join(KINDS)}"
+        ) from None

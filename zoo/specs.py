@@ -1,0 +1,305 @@
+"""Model specs: frozen pydantic models whose tree mirrors the module tree.
+
+A ``ModelSpec`` is an explicit per-layer list of blocks (mixer + MLP), a TransPoint
+schedule, norm/tying options and compile options. Component choices are ``{name, params}``
+pairs resolved in the registries; ``params`` are validated against the component's own
+``Params`` model, so an error names its full path, e.g.
+``layers.3.mixer.attention.params.bogus: Extra inputs are not permitted``.
+
+Entry points: ``load_spec(obj)`` (ModelSpec, dict, JSON/YAML path or text) raises
+``SpecError`` listing every problem; ``ModelSpec.model_validate`` does the same checks
+and raises pydantic's ``ValidationError``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from zoo.errors import SpecError
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComponentSpec(BaseModel):
+    """A registered component by name, with its params (validated against its ``Params``)."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MixerSpec(BaseModel):
+    """A sequence mixer and the backends it runs on (slots the mixer does not use must be unset)."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    attention: ComponentSpec | None = None
+    ssm: ComponentSpec | None = None
+    converter: ComponentSpec | None = None
+
+
+class MLPSpec(BaseModel):
+    """Feed-forward block. ``d_ff=None`` means 8/3 * d_model rounded up to a multiple of 64."""
+
+    model_config = _FROZEN
+    kind: Literal["swiglu", "none"] = "swiglu"
+    d_ff: int | None = Field(default=None, ge=1)
+    bias: bool = False
+
+
+class BlockSpec(BaseModel):
+    model_config = _FROZEN
+    mixer: MixerSpec
+    mlp: MLPSpec = Field(default_factory=MLPSpec)
+
+
+class NormSpec(BaseModel):
+    model_config = _FROZEN
+    kind: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    eps: float = Field(default=1e-5, gt=0, lt=1)
+
+
+class CompileSpec(BaseModel):
+    """torch.compile options; ``zoo.build(compile=...)`` overrides ``enabled``."""
+
+    model_config = _FROZEN
+    enabled: bool = False
+    fullgraph: bool = True
+    backend: str = "inductor"
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
+    dynamic: bool | None = None
+
+
+class ModelSpec(BaseModel):
+    """A causal language model: embedding, blocks, final norm, LM head."""
+
+    model_config = _FROZEN
+    name: str | None = None
+    vocab_size: int = Field(ge=2, le=10_000_000)
+    d_model: int = Field(ge=1, le=65_536)
+    layers: list[BlockSpec] = Field(min_length=1, max_length=4096)
+    schedule: ComponentSpec | None = None
+    norm: NormSpec = Field(default_factory=NormSpec)
+    tie_embeddings: bool = True
+    init_std: float = Field(default=0.02, gt=0, le=1)
+    compile: CompileSpec = Field(default_factory=CompileSpec)
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _expand_pattern(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return expand_pattern(**_pattern_kwargs(value))
+        return value
+
+    @model_validator(mode="after")
+    def _check_registries(self, info: ValidationInfo) -> ModelSpec:
+        if info.context and info.context.get("skip_registry"):
+            return self
+        errors = registry_errors(self)
+        if errors:
+            raise ValueError("\n".join(f"{path}: {msg}" for path, msg in errors))
+        return self
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    def mixer_names(self) -> list[str]:
+        return [block.mixer.name for block in self.layers]
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent, exclude_defaults=False)
+
+
+# ----------------------------------------------------------------------------- patterns
+
+
+def _pattern_kwargs(value: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"n_layers", "block", "every", "offset", "other"}
+    extra = set(value) - allowed
+    if extra:
+        raise ValueError(
+            f"layer pattern takes keys {sorted(allowed)}; unexpected {sorted(extra)}"
+        )
+    if "n_layers" not in value or "block" not in value:
+        raise ValueError("layer pattern needs 'n_layers' and 'block'")
+    return value
+
+
+def expand_pattern(
+    n_layers: int,
+    block: BlockSpec | dict[str, Any],
+    every: int | None = None,
+    offset: int | None = None,
+    other: BlockSpec | dict[str, Any] | None = None,
+) -> list[Any]:
+    """Expand a layer pattern into an explicit per-layer list.
+
+    ``n_layers`` copies of ``block``; if ``every``/``other`` are given, every ``every``-th
+    layer (layer l with ``l % every == offset``, ``offset`` defaulting to ``every - 1``)
+    is ``other`` instead. E.g. a Jamba-like 1:7 hybrid::
+
+        expand_pattern(16, mamba2_block, every=8, other=attention_block)
+    """
+    if not isinstance(n_layers, int) or isinstance(n_layers, bool) or not 1 <= n_layers <= 4096:
+        raise ValueError(f"layer pattern: n_layers must be an integer in [1, 4096], got {n_layers!r}")
+    if (every is None) != (other is None):
+        raise ValueError("layer pattern: give both 'every' and 'other', or neither")
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+        raise ValueError(f"layer pattern: every must be a positive integer, got {every!r}")
+    if every is not None:
+        offset = every - 1 if offset is None else offset
+        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < every:
+            raise ValueError(f"layer pattern: offset must be an integer in [0, every), got {offset!r}")
+    layers = []
+    for index in range(n_layers):
+        use_other = every is not None and index % every == offset
+        layers.append(other if use_other else block)
+    return layers
+
+
+# ----------------------------------------------------------------------------- registry checks
+
+
+def _check_component(
+    kind: str, spec: ComponentSpec | MixerSpec, path: str, errors: list[tuple[str, str]]
+) -> Any | None:
+    """Resolve ``spec.name`` in the ``kind`` registry and validate its params. Returns the entry."""
+    from zoo.registry import RegistryError, registry
+
+    try:
+        entry = registry(kind).get(spec.name)
+    except RegistryError as exc:
+        errors.append((f"{path}.name", str(exc)))
+        return None
+    try:
+        entry.params_model.model_validate(spec.params)
+    except ValidationError as exc:
+        errors.extend(_pydantic_errors(exc, prefix=f"{path}.params"))
+        return None
+    return entry
+
+
+def registry_errors(spec: ModelSpec) -> list[tuple[str, str]]:
+    """Every problem found resolving the spec's components in the registries."""
+    errors: list[tuple[str, str]] = []
+    uses_schedule = False
+    for index, block in enumerate(spec.layers):
+        path = f"layers.{index}.mixer"
+        entry = _check_component("mixer", block.mixer, path, errors)
+        if entry is None:
+            continue
+        mixer_cls = entry.obj
+        slots: dict[str, str] = getattr(mixer_cls, "backend_slots", {})
+        uses_schedule |= bool(getattr(mixer_cls, "uses_schedule", False))
+        for slot in ("attention", "ssm", "converter"):
+            chosen = getattr(block.mixer, slot)
+            if chosen is None:
+                continue
+            if slot not in slots:
+                used = ", ".join(slots) or "none"
+                errors.append(
+                    (f"{path}.{slot}", f"the {block.mixer.name!r} mixer takes no {slot} backend "
+                     f"(its backend slots: {used}); remove this field")
+                )
+                continue
+            _check_component(slot, chosen, f"{path}.{slot}", errors)
+        check = getattr(mixer_cls, "check_spec", None)
+        if check is not None and not any(p.startswith(f"{path}.") for p, _ in errors):
+            params = entry.params_model.model_validate(block.mixer.params)
+            for sub, msg in check(spec.d_model, params):
+                errors.append((f"{path}.params.{sub}" if sub else f"{path}.params", msg))
+    if spec.schedule is not None:
+        _check_component("schedule", spec.schedule, "schedule", errors)
+    elif uses_schedule:
+        errors.append(
+            ("schedule", "required: a layer uses the transmamba mixer; set e.g. "
+             "{'name': 'v9', 'params': {'relative': true}} or {'name': 'constant', 'params': {'fraction': 0.5}}")
+        )
+    return errors
+
+
+def _pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err.get("loc", ()))
+        path = ".".join(p for p in (prefix, loc) if p)
+        msg = str(err.get("msg", "invalid"))
+        if err.get("type") == "value_error" and msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+            # our own model validator packs "path: message" lines into one error
+            if not loc and "\n" not in msg and ": " in msg and msg.split(": ", 1)[0].count(".") >= 1:
+                sub, msg = msg.split(": ", 1)
+                path = ".".join(p for p in (prefix, sub) if p)
+            elif not loc and "\n" in msg:
+                for line in msg.splitlines():
+                    sub, _, m = line.partition(": ")
+                    out.append((".".join(p for p in (prefix, sub) if p), m))
+                continue
+        out.append((path, msg))
+    return out
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _read_text_spec(text: str, source: str) -> Any:
+    stripped = text.lstrip()
+    if stripped.startswith("{") or stripped.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError([("", f"invalid JSON: {exc}")], source) from None
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - pyyaml is a core dependency
+        raise SpecError([("", "YAML specs need pyyaml: pip install pyyaml")], source) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([("", f"invalid YAML: {exc}")], source) from None
+
+
+def load_spec(obj: ModelSpec | dict[str, Any] | str | Path, *, source: str | None = None) -> ModelSpec:
+    """Validate ``obj`` into a ``ModelSpec`` or raise ``SpecError`` naming every bad field.
+
+    ``obj`` may be a ``ModelSpec``, a dict, a path to a .json/.yaml/.yml file, or JSON/YAML text.
+    """
+    if isinstance(obj, ModelSpec):
+        return obj
+    if isinstance(obj, Path) or (isinstance(obj, str) and "\n" not in obj and obj.endswith((".json", ".yaml", ".yml"))):
+        path = Path(obj)
+        if not path.is_file():
+            raise SpecError([("", f"spec file not found: {path}")], str(path))
+        source = source or str(path)
+        obj = _read_text_spec(path.read_text(), source)
+    elif isinstance(obj, str):
+        obj = _read_text_spec(obj, source or "<text>")
+    if not isinstance(obj, dict):
+        raise SpecError([("", f"a model spec must be a mapping, got {type(obj).__name__}")], source)
+    try:
+        spec = ModelSpec.model_validate(obj, context={"skip_registry": True})
+    except ValidationError as exc:
+        raise SpecError(_pydantic_errors(exc), source) from None
+    errors = registry_errors(spec)
+    if errors:
+        raise SpecError(errors, source)
+    return spec
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``ModelSpec`` (component params are checked per registry entry)."""
+    return ModelSpec.model_json_schema()

@@ -1,0 +1,144 @@
+"""Glue shared by the CLI commands and the demo: specs with the task's vocabulary, tasks
+rebuilt from a checkpoint's description, and run summaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.data.tasks import Task, make_task
+from zoo.data.tokenizer import Tokenizer
+from zoo.errors import ZooError
+
+
+def resolve_spec(ref: Any) -> dict[str, Any]:
+    """A preset name, a spec file, a dict or a ModelSpec, as a JSON dict."""
+    from zoo.builder import resolve_spec as builder_resolve_spec
+
+    return builder_resolve_spec(ref).model_dump(mode="json")
+
+
+def spec_with_vocab(spec: dict[str, Any], vocab_size: int) -> dict[str, Any]:
+    """The spec with ``vocab_size`` set to the task's vocabulary."""
+    if "vocab_size" not in spec:
+        raise ZooError("model spec has no vocab_size field; cannot fit it to the tokenizer")
+    return {**spec, "vocab_size": vocab_size}
+
+
+def build_for_task(
+    ref: Any, task: Task, *, device: str | torch.device | None = None
+) -> torch.nn.Module:
+    """Build the model ``ref`` names with the vocabulary of ``task`` (compile is the trainer's job)."""
+    from zoo.builder import build
+
+    return build(spec_with_vocab(resolve_spec(ref), task.vocab_size), device=device, compile=False)
+
+
+def task_from_description(
+    description: dict[str, Any],
+    *,
+    tokenizer: Tokenizer | None = None,
+    data: str | None = None,
+    seq_len: int | None = None,
+) -> Task:
+    """Rebuild the task a checkpoint was trained on (``data``/``seq_len`` override it)."""
+    kind = description.get("task")
+    seq_len = seq_len or description["seq_len"]
+    if kind == "text":
+        return make_task(
+            "text",
+            data=data or description.get("corpus"),
+            seq_len=seq_len,
+            tokenizer=tokenizer or "byte",
+            seed=description.get("seed", 0),
+        )
+    if kind in ("mqar", "copy"):
+        items = description.get("num_kv_pairs", description.get("num_tokens"))
+        return make_task(
+            kind,
+            seq_len=seq_len,
+            vocab_size=description["vocab_size"],
+            num_items=items,
+            seed=description.get("seed", 0),
+            eval_examples=description.get("eval_examples", 256),
+        )
+    raise ZooError(f"cannot rebuild task {kind!r} from a checkpoint description")
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A plain-text table; floats with 4 significant digits."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        if isinstance(value, int) and value >= 10_000:
+            return f"{value:,}"
+        return "-" if value is None else str(value)
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+Curves = dict[str, list[tuple[int, float]]]
+
+
+def smooth(points: list[tuple[int, float]], beta: float = 0.9) -> list[tuple[int, float]]:
+    """Bias-corrected exponential moving average, for noisy per-step training losses."""
+    out, average = [], 0.0
+    for i, (step, value) in enumerate(points, start=1):
+        average = beta * average + (1 - beta) * value
+        out.append((step, average / (1 - beta**i)))
+    return out
+
+
+def plot_panels(
+    panels: list[tuple[str, str, Curves]],
+    path: str | Path,
+    *,
+    baselines: dict[str, float] | None = None,
+) -> Path:
+    """PNG with one panel per ``(title, ylabel, {label: [(step, value)]})``; needs matplotlib (the ``plot`` extra).
+
+    ``baselines`` draws labelled horizontal lines on the first panel.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ZooError("plots need matplotlib: pip install 'zoo[plot]'") from exc
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6.5 * len(panels), 4.2), dpi=110, squeeze=False
+    )
+    for ax, (title, ylabel, curves) in zip(axes[0], panels):
+        for label, points in curves.items():
+            if points:
+                steps, values = zip(*points)
+                ax.plot(
+                    steps,
+                    values,
+                    label=label,
+                    linewidth=1.4,
+                    marker="o" if len(points) < 12 else None,
+                )
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    for label, value in (baselines or {}).items():
+        axes[0][0].axhline(value, linestyle="--", color="gray", linewidth=1, label=label)
+    for ax in axes[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,85 @@
+"""``ssm: mamba_ssm``: mamba-ssm's ``mamba_chunk_scan_combined`` as a zoo backend.
+
+The peer the Triton SSD is measured against. mamba-ssm is an optional dependency; it is
+imported on the first call only. Its op is a ``torch.autograd.Function`` around Triton
+launches, not a custom op, so it is not offered to compiled (fullgraph) models.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+
+from zoo.backends.base import BackendParams, SSMBackend
+from zoo.registry import SSM
+from zoo_plugins.mamba_ssm import loader
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+class MambaSSMParams(BackendParams):
+    chunk_size: int = Field(256, ge=16, description="mamba-ssm's chunk size (its default is 256)")
+
+
+@SSM.register("mamba_ssm")
+class MambaSSM(SSMBackend):
+    """mamba-ssm's Triton SSD (mamba_chunk_scan_combined); CUDA, or CPU under TRITON_INTERPRET=1."""
+
+    Params = MambaSSMParams
+    requires: ClassVar[tuple[str, ...]] = ("mamba_ssm", "triton")
+    conformance_small: ClassVar[bool] = True
+    conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}]
+    conformance_compile: ClassVar[bool] = False
+
+    def __init__(self, params: BackendParams | dict | None = None) -> None:
+        super().__init__(params)
+        self.chunk_size: int = self.params.chunk_size
+        self._scan = None
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        if not loader.installed():
+            return False, loader.INSTALL_HINT
+        if importlib.util.find_spec("triton") is None:
+            return False, "needs the 'triton' package (pip install triton)"
+        if os.environ.get("TRITON_INTERPRET", "") == "1" or torch.cuda.is_available():
+            return True, ""
+        return False, "needs a CUDA GPU, or TRITON_INTERPRET=1 (set before import) to run on CPU"
+
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
+        device = torch.device(device)
+        interpret = os.environ.get("TRITON_INTERPRET", "") == "1"
+        if device.type != "cuda" and not (device.type == "cpu" and interpret):
+            return False, f"runs on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device}"
+        if dtype not in DTYPES:
+            return False, f"dtype {dtype} is not supported; use fp16, bf16 or fp32"
+        if shapes.get("seq_len", 1) < 1:
+            return False, "mamba_chunk_scan_combined needs at least one token"
+        n_heads, n_groups = shapes.get("n_heads"), shapes.get("n_groups")
+        if n_heads and n_groups and n_heads % n_groups:
+            return False, f"n_heads ({n_heads}) must be a multiple of n_groups ({n_groups})"
+        return True, ""
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        dt: torch.Tensor,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        C: torch.Tensor,
+        *,
+        D: torch.Tensor | None = None,
+        initial_state: torch.Tensor | None = None,
+        return_final_state: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self._scan is None:
+            self._scan = loader.chunk_scan_combined()
+        result = self._scan(
+            x, dt, A, B, C, self.chunk_size,
+            D=D, initial_states=initial_state, return_final_states=return_final_state,
+        )
+        return result

@@ -1,0 +1,161 @@
+"""``ssm: triton`` and ``converter: triton``: the Triton SSD as zoo backends.
+
+``supports`` reads the shape keys of :mod:`zoo.backends.ssm` (``n_heads``, ``n_groups``,
+``head_dim``, ``state_dim``, ``seq_len``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import ClassVar
+
+import torch
+from pydantic import Field, field_validator
+
+from zoo.backends.base import BackendParams, ConverterBackend, SSMBackend
+from zoo.registry import CONVERTER, SSM
+from zoo_plugins.triton_ssd.api import DEFAULT_CHUNK_SIZE, converter, ssd, transmamba_ssd
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "") == "1"
+
+
+def triton_available() -> tuple[bool, str]:
+    if importlib.util.find_spec("triton") is None:
+        return False, "needs the 'triton' package (pip install triton)"
+    if interpreting() or torch.cuda.is_available():
+        return True, ""
+    return False, "needs a CUDA GPU, or TRITON_INTERPRET=1 (set before import) to run on CPU"
+
+
+def triton_supports(device: torch.device, dtype: torch.dtype, shapes: dict[str, int]) -> tuple[bool, str]:
+    device = torch.device(device)
+    if device.type != "cuda" and not (device.type == "cpu" and interpreting()):
+        return False, f"runs on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device}"
+    if dtype not in DTYPES:
+        return False, f"dtype {dtype} is not supported; use fp16, bf16 or fp32"
+    n_heads, n_groups = shapes.get("n_heads"), shapes.get("n_groups")
+    if n_heads and n_groups and n_heads % n_groups:
+        return False, f"n_heads ({n_heads}) must be a multiple of n_groups ({n_groups})"
+    for key in ("head_dim", "state_dim"):
+        if shapes.get(key, 0) > 256:
+            return False, f"{key} {shapes[key]} > 256 is not supported (one tile per head)"
+    return True, ""
+
+
+class TritonSSDParams(BackendParams):
+    chunk_size: int = Field(
+        DEFAULT_CHUNK_SIZE,
+        ge=16,
+        le=256,
+        description="tokens per chunk (a power of two); 64 or 128 on an H200",
+    )
+
+    @field_validator("chunk_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"chunk_size must be a power of two, got {value}")
+        return value
+
+
+@SSM.register("triton")
+class TritonSSM(SSMBackend):
+    """Chunked SSD in Triton: fused forward/backward kernels, custom ops (compiles fullgraph).
+
+    Also offers ``prefix_then_scan`` (Memory Converter + suffix scan in one op) for the
+    TransMamba mixer.
+    """
+
+    Params = TritonSSDParams
+    requires: ClassVar[tuple[str, ...]] = ("triton",)
+    conformance_small: ClassVar[bool] = True
+    conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}]
+
+    def __init__(self, params: BackendParams | dict | None = None) -> None:
+        super().__init__(params)
+        self.chunk_size: int = self.params.chunk_size
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        return triton_available()
+
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
+        return triton_supports(device, dtype, shapes)
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        dt: torch.Tensor,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        C: torch.Tensor,
+        *,
+        D: torch.Tensor | None = None,
+        initial_state: torch.Tensor | None = None,
+        return_final_state: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return ssd(
+            x, dt, A, B, C,
+            D=D, initial_state=initial_state, return_final_state=return_final_state,
+            chunk_size=self.chunk_size,
+        )
+
+    def prefix_then_scan(
+        self,
+        x: torch.Tensor,
+        dt: torch.Tensor,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        C: torch.Tensor,
+        *,
+        transpoint: int,
+        D: torch.Tensor | None = None,
+        initial_state: torch.Tensor | None = None,
+        return_final_state: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Whole-sequence inputs -> suffix outputs y [B, T - transpoint, H, P] (, final_state).
+
+        The converter's state of tokens [0, transpoint) is the suffix scan's initial state.
+        """
+        return transmamba_ssd(
+            x, dt, A, B, C,
+            transpoint=transpoint, D=D, initial_state=initial_state,
+            return_final_state=return_final_state, chunk_size=self.chunk_size,
+        )
+
+
+@CONVERTER.register("triton")
+class TritonConverter(ConverterBackend):
+    """Memory Converter as the Triton SSD's chunk-state + state-passing kernels (no outputs)."""
+
+    Params = TritonSSDParams
+    requires: ClassVar[tuple[str, ...]] = ("triton",)
+    conformance_small: ClassVar[bool] = True
+    conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}]
+
+    def __init__(self, params: BackendParams | dict | None = None) -> None:
+        super().__init__(params)
+        self.chunk_size: int = self.params.chunk_size
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        return triton_available()
+
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
+        return triton_supports(device, dtype, shapes)
+
+    def __call__(
+        self,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        dt: torch.Tensor,
+        A: torch.Tensor,
+        *,
+        initial_state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return converter(k, v, dt, A, initial_state=initial_state, chunk_size=self.chunk_size)
