@@ -209,14 +209,57 @@ def fwd_flops(batch: int, seq_len: int) -> int:
     return 4 * batch * seq_len * HEADS * HEAD_DIM * STATE_DIM
 
 
+def breakdown(chunk_sizes: list[int]) -> None:
+    """Per-kernel device time of our Triton SSD (torch.profiler) and each kernel's registers,
+    spills and shared memory: what limits it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from zoo_plugins.triton_ssd import kernels, ssd
+
+    for chunk_size in chunk_sizes:
+        for batch, seq_len in ((1, 65536), (8, 2048)):
+            t = inputs(batch, seq_len, grad=True)
+            dy = torch.randn(batch, seq_len, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+
+            def step() -> None:
+                y = ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"], chunk_size=chunk_size)
+                y.backward(dy)
+
+            step()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    step()
+                torch.cuda.synchronize()
+            log(f"breakdown chunk {chunk_size} B{batch} T{seq_len} (per fwd+bwd step)")
+            for event in sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)[:12]:
+                print(f"    {event.key[:60]:60s} {event.self_device_time_total / 3e3:8.3f} ms  x{event.count // 3}")
+            del t, dy
+            torch.cuda.empty_cache()
+    for name in ("_chunk_state_fwd", "_state_pass_fwd", "_chunk_out_fwd", "_chunk_dstate", "_state_pass_bwd", "_chunk_bwd"):
+        fn = getattr(kernels, name)
+        try:
+            for cache in fn.device_caches.values():
+                for compiled in cache[0].values():
+                    print(f"    {name}: regs {compiled.n_regs}, spills {compiled.n_spills}, "
+                          f"shared {compiled.metadata.shared}, warps {compiled.metadata.num_warps}, "
+                          f"stages {compiled.metadata.num_stages}")
+        except Exception as error:
+            print(f"    {name}: no compile info ({type(error).__name__}: {error})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_ssd.md")
     parser.add_argument("--chunk-sizes", default="64,128")
     parser.add_argument("--quick", action="store_true", help="only B=1 T=8K and B=8 T=2K")
     parser.add_argument("--skip-compiled", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="per-kernel profile of ours, then exit")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "this benchmark needs a CUDA GPU"
+    if args.breakdown:
+        breakdown([int(c) for c in args.chunk_sizes.split(",")])
+        return
 
     import triton
 

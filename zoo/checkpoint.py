@@ -120,9 +120,7 @@ def optimizer_to_safetensors(
     return tensors, meta
 
 
-def optimizer_from_safetensors(
-    tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
-) -> dict[str, Any]:
+def optimizer_from_safetensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         _, index, key = name.split(".", 2)
@@ -160,11 +158,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [
-        (int(m.group(1)), p)
-        for p in root.iterdir()
-        if (m := _STEP_DIR.match(p.name)) and p.is_dir()
-    ]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
     return [p for _, p in sorted(found)]
 
 
@@ -217,9 +211,7 @@ def save_checkpoint(
     for path in sorted(tmp.iterdir()):
         _fsync_file(path)
         files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-    _write_json(
-        tmp / MANIFEST, {"format": FORMAT, "version": VERSION, "step": step, "files": files}
-    )
+    _write_json(tmp / MANIFEST, {"format": FORMAT, "version": VERSION, "step": step, "files": files})
     _fsync_file(tmp / MANIFEST)
     _fsync_dir(tmp)
 
@@ -265,16 +257,12 @@ class Checkpoint:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"checkpoint file {file} is unreadable: {exc}") from exc
 
-    def read_tensors(
-        self, name: str, device: str | torch.device = "cpu"
-    ) -> dict[str, torch.Tensor]:
+    def read_tensors(self, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         file = self.path / name
         try:
             return load_file(str(file), device=str(device))
         except (OSError, SafetensorError, ValueError) as exc:
-            raise CheckpointError(
-                f"checkpoint file {file} is not a valid safetensors file: {exc}"
-            ) from exc
+            raise CheckpointError(f"checkpoint file {file} is not a valid safetensors file: {exc}") from exc
 
     @property
     def spec(self) -> dict[str, Any] | None:
@@ -298,9 +286,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     latest = latest_checkpoint(path)
     if latest is None:
-        raise CheckpointError(
-            f"{path} is neither a checkpoint nor a run directory with checkpoints/step-*"
-        )
+        raise CheckpointError(f"{path} is neither a checkpoint nor a run directory with checkpoints/step-*")
     return latest
 
 
@@ -339,15 +325,11 @@ def open_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
                 f"checkpoint file {file} is truncated or altered: {size} bytes, manifest says {info['bytes']}"
             )
         if verify and _sha256(file) != info["sha256"]:
-            raise CheckpointError(
-                f"checkpoint file {file} is corrupted: sha256 does not match the manifest"
-            )
+            raise CheckpointError(f"checkpoint file {file} is corrupted: sha256 does not match the manifest")
     return Checkpoint(path, manifest)
 
 
-def load_model_state(
-    model: torch.nn.Module, checkpoint: Checkpoint, *, strict: bool = True
-) -> None:
+def load_model_state(model: torch.nn.Module, checkpoint: Checkpoint, *, strict: bool = True) -> None:
     tensors = checkpoint.read_tensors(MODEL_FILE)
     own = model.state_dict()
     # Tied parameters were stored once; fill the aliases from their twin.
@@ -401,9 +383,7 @@ def load(
     checkpoint = open_checkpoint(path)
     spec = checkpoint.spec
     if spec is None:
-        raise CheckpointError(
-            f"checkpoint {checkpoint.path} has no {SPEC_FILE}; cannot rebuild the model"
-        )
+        raise CheckpointError(f"checkpoint {checkpoint.path} has no {SPEC_FILE}; cannot rebuild the model")
     model = build(spec, device=device, dtype=dtype, compile=False)
     load_model_state(model, checkpoint)
     if compile:

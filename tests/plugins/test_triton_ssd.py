@@ -31,9 +31,11 @@ pytestmark = pytest.mark.skipif(not available, reason=f"ssm 'triton' unavailable
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CHUNK = 16
-# Odd lengths, several chunks, a partial last chunk, G in {1, 2, H}, T = 1 and T = 0.
+# Odd lengths, a partial last chunk, more chunks than the state pass takes per step (8),
+# G in {1, 2, H}, T = 1 and T = 0.
 CASES = (
     SSMCase(1, 37, 4, 8, 16, 2),
+    SSMCase(1, 150, 2, 8, 8, 1),
     SSMCase(2, 20, 2, 16, 8, 1, initial_state=False, skip_D=True),
     SSMCase(1, 16, 2, 8, 8, 2),
     SSMCase(1, 1, 2, 8, 8, 1),
@@ -48,16 +50,23 @@ def test_registered_under_triton() -> None:
 
 def test_import_does_not_load_kernels() -> None:
     code = (
-        "import sys, zoo_plugins.triton_ssd as p, zoo.registry as r;"
+        "import sys, zoo_plugins.triton_ssd as p; from zoo.registry import SSM;"
         "assert 'zoo_plugins.triton_ssd.kernels' not in sys.modules;"
-        "assert r.SSM.get('triton').obj is p.TritonSSM"
+        "assert SSM.get('triton').obj is p.TritonSSM"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+# bf16 skips the 150-token case: it exercises the multi-step state pass (dtype-blind
+# logic, checked in fp32), and its dA, a sum over all tokens with cancellation, lands at
+# ~4e-2 with bf16 tensor-core operands (state tiles are rounded to bf16 for the dots).
+BF16_CASES = tuple(case for case in CASES if case.seq_len != 150)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_ssm_matches_reference(dtype: torch.dtype) -> None:
-    check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=dtype, cases=CASES)
+    cases = CASES if dtype == torch.float32 else BF16_CASES
+    check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=dtype, cases=cases)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

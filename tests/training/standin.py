@@ -39,9 +39,7 @@ class StandinLM(nn.Module):
         self.n_layers = n_layers
         self.schedule = StandinSchedule(random_schedule)
         self.embed = nn.Embedding(vocab_size, d_model)
-        self.convs = nn.ModuleList(
-            nn.Conv1d(d_model, d_model, 4, groups=d_model) for _ in range(n_layers)
-        )
+        self.convs = nn.ModuleList(nn.Conv1d(d_model, d_model, 4, groups=d_model) for _ in range(n_layers))
         self.mlps = nn.ModuleList(
             nn.Sequential(
                 nn.LayerNorm(d_model),
@@ -56,13 +54,11 @@ class StandinLM(nn.Module):
         self.head.weight = self.embed.weight
         self.seen_transpoints: list[Sequence[int] | None] = []
 
-    def forward(
-        self, input_ids: torch.Tensor, *, transpoints: Sequence[int] | None = None
-    ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, *, transpoints: Sequence[int] | None = None) -> torch.Tensor:
         if not torch.compiler.is_compiling():
             self.seen_transpoints.append(transpoints)
         h = self.embed(input_ids)
-        for conv, mlp in zip(self.convs, self.mlps):
+        for conv, mlp in zip(self.convs, self.mlps, strict=True):
             x = nn.functional.pad(h.transpose(1, 2), (3, 0))
             h = h + conv(x).transpose(1, 2)
             h = h + mlp(h)

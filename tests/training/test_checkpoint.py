@@ -32,7 +32,7 @@ def test_round_trip_weights_optimizer_and_json(tmp_path, standin) -> None:
     fresh = standin()
     ckpt.load_model_state(fresh, loaded)
     assert fresh.head.weight is fresh.embed.weight  # tying survives
-    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     fresh_opt = make_optimizer(fresh, lr=1e-2, weight_decay=0.1)
     ckpt.load_optimizer_state(fresh_opt, loaded)

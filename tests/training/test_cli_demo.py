@@ -169,7 +169,7 @@ def test_demo_time_budget_bounds_the_run(tmp_path, fake_build) -> None:
     result = zoo.training.demo.run_demo(
         tmp_path / "demo",
         preset="m-tiny",
-        time_budget_s=4.0,
+        minutes=4.0 / 60,
         seq_len=32,
         batch_size=4,
         compile=False,

@@ -67,8 +67,8 @@ def test_corpus_from_file_dir_and_glob(tmp_path) -> None:
 def test_mqar_targets_are_the_values_of_the_queried_keys() -> None:
     inputs, targets = mqar_batch(8, 64, 8, 64, seeded_generator(0, "t"))
     assert inputs.shape == targets.shape == (8, 64)
-    for row_in, row_t in zip(inputs.tolist(), targets.tolist()):
-        pairs = dict(zip(row_in[0:16:2], row_in[1:16:2]))
+    for row_in, row_t in zip(inputs.tolist(), targets.tolist(), strict=True):
+        pairs = dict(zip(row_in[0:16:2], row_in[1:16:2], strict=True))
         assert len(pairs) == 8 and all(1 <= k < 32 <= v < 64 for k, v in pairs.items())
         scored = [(pos, t) for pos, t in enumerate(row_t) if t != IGNORE]
         assert len(scored) == 8
@@ -80,7 +80,7 @@ def test_mqar_targets_are_the_values_of_the_queried_keys() -> None:
 
 def test_selective_copy_targets_are_the_data_tokens_in_order() -> None:
     inputs, targets = selective_copy_batch(4, 40, 8, 16, seeded_generator(1))
-    for row_in, row_t in zip(inputs.tolist(), targets.tolist()):
+    for row_in, row_t in zip(inputs.tolist(), targets.tolist(), strict=True):
         data = [t for t in row_in[:32] if t >= 2]
         assert row_in[32] == 1 and row_t[32:] == data and set(row_t[:32]) == {IGNORE}
 

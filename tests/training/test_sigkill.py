@@ -54,9 +54,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path) -> None:
         stderr=subprocess.PIPE,
     )
     stop, partial = threading.Event(), []
-    watcher = threading.Thread(
-        target=_watch_for_partial_checkpoints, args=(killed_dir, stop, partial)
-    )
+    watcher = threading.Thread(target=_watch_for_partial_checkpoints, args=(killed_dir, stop, partial))
     watcher.start()
     try:
         deadline = time.monotonic() + 60

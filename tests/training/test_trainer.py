@@ -60,9 +60,7 @@ def test_text_eval_reports_perplexity(standin) -> None:
 
 
 def test_resume_reproduces_the_uninterrupted_loss_sequence_bitwise(tmp_path, standin) -> None:
-    config = TrainConfig(
-        steps=16, batch_size=8, grad_accum=2, lr=1e-2, warmup_steps=4, save_every=4, **FAST
-    )
+    config = TrainConfig(steps=16, batch_size=8, grad_accum=2, lr=1e-2, warmup_steps=4, save_every=4, **FAST)
     torch.manual_seed(0)
     Trainer(standin(), _mqar(), config, out_dir=tmp_path / "a").fit()
     torch.manual_seed(0)
@@ -82,9 +80,7 @@ def test_resume_refuses_a_different_task(tmp_path, standin) -> None:
     config = TrainConfig(steps=2, batch_size=2, **FAST)
     Trainer(standin(), _mqar(), config, out_dir=tmp_path).fit()
     with pytest.raises(Exception, match="cannot resume"):
-        Trainer(
-            standin(), _mqar(seed=1), config.model_copy(update={"steps": 4}), out_dir=tmp_path
-        ).fit(resume=True)
+        Trainer(standin(), _mqar(seed=1), config.model_copy(update={"steps": 4}), out_dir=tmp_path).fit(resume=True)
 
 
 def test_random_schedule_gets_per_step_transpoints(standin) -> None:

@@ -22,17 +22,11 @@ HELP = "train several models with the same data, steps and seed, and compare the
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("compare", help=HELP, description=HELP)
     parser.add_argument("models", nargs="+", help="presets or spec files; LABEL=REF names a column")
-    parser.add_argument(
-        "--budget", type=int, default=None, help="optimizer steps per model (same as --steps)"
-    )
+    parser.add_argument("--budget", type=int, default=None, help="optimizer steps per model (same as --steps)")
     add_task_args(parser)
     add_training_args(parser)
-    parser.add_argument(
-        "--out", default="runs/compare", help="output directory (default runs/compare)"
-    )
-    parser.add_argument(
-        "--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)"
-    )
+    parser.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     parser.set_defaults(func=run)
 
 
@@ -106,8 +100,6 @@ def run(args: argparse.Namespace) -> int:
         key = "eval_accuracy" if accuracy else "eval_loss"
         evals = {r["model"]: [(h["step"], h[key]) for h in r["history"] if key in h] for r in rows}
         if any(len(points) > 1 for points in evals.values()):
-            panels.append(
-                (f"validation {key.removeprefix('eval_')}", key.removeprefix("eval_"), evals)
-            )
+            panels.append((f"validation {key.removeprefix('eval_')}", key.removeprefix("eval_"), evals))
         print(f"plot: {plot_panels(panels, out / 'compare.png')}", file=sys.stderr)
     return 0

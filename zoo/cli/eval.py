@@ -16,9 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="text corpus to evaluate on (default: the one it was trained on)",
     )
-    parser.add_argument(
-        "--seq-len", type=int, default=None, help="default: the training sequence length"
-    )
+    parser.add_argument("--seq-len", type=int, default=None, help="default: the training sequence length")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
@@ -32,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from zoo.training.trainer import TrainConfig, Trainer
 
     checkpoint = ckpt.open_checkpoint(args.checkpoint)
-    description = checkpoint.trainer_state.get(
-        "task", {"task": "text", "seq_len": args.seq_len or 256}
-    )
+    description = checkpoint.trainer_state.get("task", {"task": "text", "seq_len": args.seq_len or 256})
     task = task_from_description(
         description,
         tokenizer=ckpt.load_tokenizer(checkpoint.path),

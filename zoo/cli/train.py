@@ -15,9 +15,7 @@ HELP = "train a model (preset or spec file) on text or a synthetic recall task"
 
 def add_task_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument(
-        "--task", choices=("text", "mqar", "copy"), default="text", help="default: text"
-    )
+    group.add_argument("--task", choices=("text", "mqar", "copy"), default="text", help="default: text")
     group.add_argument(
         "--data",
         default=None,
@@ -29,9 +27,7 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
         help="byte (default) or bpe[:VOCAB] (trained locally; needs the bpe extra)",
     )
     group.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (default 256)")
-    group.add_argument(
-        "--vocab", type=int, default=64, help="synthetic tasks: vocabulary size (default 64)"
-    )
+    group.add_argument("--vocab", type=int, default=64, help="synthetic tasks: vocabulary size (default 64)")
     group.add_argument(
         "--num-items",
         type=int,
@@ -47,27 +43,19 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-accum", type=int, default=1)
     group.add_argument("--lr", type=float, default=3e-3)
     group.add_argument("--min-lr-ratio", type=float, default=0.1)
-    group.add_argument(
-        "--warmup", type=int, default=None, help="warmup steps (default: 5%% of --steps)"
-    )
+    group.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 5%% of --steps)")
     group.add_argument("--weight-decay", type=float, default=0.1)
     group.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip; 0 turns it off")
     group.add_argument("--seed", type=int, default=0)
-    group.add_argument(
-        "--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ..."
-    )
+    group.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1 ...")
     group.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
         help="auto: bf16 autocast on CUDA, fp32 on CPU",
     )
-    group.add_argument(
-        "--no-compile", action="store_true", help="run eagerly instead of torch.compile"
-    )
-    group.add_argument(
-        "--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)"
-    )
+    group.add_argument("--no-compile", action="store_true", help="run eagerly instead of torch.compile")
+    group.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -113,12 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_training_args(parser)
     group = parser.add_argument_group("output")
     group.add_argument("--out", default=None, help="run directory (default runs/<spec name>)")
-    group.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in --out"
-    )
-    group.add_argument(
-        "--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end)"
-    )
+    group.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    group.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end)")
     group.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
     parser.set_defaults(func=run)
 
@@ -145,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
     model = build_for_task(args.spec, task)
     trainer = Trainer(model, task, config, out_dir=out)
     print(
-        f"training {args.spec} ({trainer.n_params:,} params) on {task.describe()} "
-        f"for {config.steps} steps -> {out}",
+        f"training {args.spec} ({trainer.n_params:,} params) on {task.describe()} for {config.steps} steps -> {out}",
         file=sys.stderr,
     )
     (out / "run.json").parent.mkdir(parents=True, exist_ok=True)

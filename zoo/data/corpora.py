@@ -65,9 +65,7 @@ def builtin_documents(part: str = "all") -> list[str]:
     if part in ("all", "stdlib"):
         docs += [inspect.getsource(importlib.import_module(name)) for name in STDLIB_MODULES]
     if not docs:
-        raise ZooError(
-            f"unknown built-in corpus part {part!r}; use builtin, builtin:topics or builtin:stdlib"
-        )
+        raise ZooError(f"unknown built-in corpus part {part!r}; use builtin, builtin:topics or builtin:stdlib")
     return docs
 
 
@@ -78,13 +76,9 @@ def resolve_files(source: str | Path) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
     else:
-        files = sorted(
-            Path(p) for p in globlib.glob(str(source), recursive=True) if Path(p).is_file()
-        )
+        files = sorted(Path(p) for p in globlib.glob(str(source), recursive=True) if Path(p).is_file())
     if not files:
-        raise ZooError(
-            f"no text files found for --data {str(source)!r} (a file, a directory or a glob)"
-        )
+        raise ZooError(f"no text files found for --data {str(source)!r} (a file, a directory or a glob)")
     return files
 
 
@@ -103,9 +97,7 @@ def split_text(text: str, *, val_every: int = 20, block_chars: int = 4096) -> tu
     return "".join(train), "".join(val)
 
 
-def load_corpus(
-    source: str | Path | None = None, *, val_every: int = 20, separator: str = "\n\n"
-) -> Corpus:
+def load_corpus(source: str | Path | None = None, *, val_every: int = 20, separator: str = "\n\n") -> Corpus:
     """``None``/``"builtin"``, ``"builtin:topics"``, ``"builtin:stdlib"``, a file, a directory or a glob."""
     name = "builtin" if source is None else str(source)
     if name == "builtin" or name.startswith("builtin:"):

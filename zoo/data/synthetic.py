@@ -90,6 +90,4 @@ def check_selective_copy(seq_len: int, num_tokens: int, vocab_size: int) -> None
             f"got seq_len {seq_len}"
         )
     if vocab_size < 3:
-        raise ValueError(
-            f"selective copying needs vocab_size >= 3 (noise, separator, data), got {vocab_size}"
-        )
+        raise ValueError(f"selective copying needs vocab_size >= 3 (noise, separator, data), got {vocab_size}")

@@ -90,10 +90,7 @@ class TextTask:
         high = self.val_tokens.numel() - self.seq_len - 1
         count = max(1, min(self.eval_windows, high // self.seq_len + 1))
         offsets = torch.linspace(0, high, count).long()
-        return [
-            self._windows(self.val_tokens, offsets[i : i + batch_size])
-            for i in range(0, count, batch_size)
-        ]
+        return [self._windows(self.val_tokens, offsets[i : i + batch_size]) for i in range(0, count, batch_size)]
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -32,12 +32,19 @@ class CausalConv1d(nn.Module):
         self, x: torch.Tensor, conv_state: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B,T,C] -> (y [B,T,C], new conv_state [B,C,W-1]); no activation."""
-        xt = x.transpose(1, 2)
+        width = self.width
         if conv_state is None:
-            xt = F.pad(xt, (self.width - 1, 0))
+            padded = F.pad(x, (0, 0, width - 1, 0))
         else:
-            xt = torch.cat([conv_state.to(xt.dtype), xt], dim=-1)
-        y = F.conv1d(xt, self.weight.to(xt.dtype), None if self.bias is None else self.bias.to(xt.dtype),
-                     groups=self.channels)
-        new_state = xt[:, :, xt.shape[-1] - (self.width - 1):]
-        return y.transpose(1, 2), new_state
+            padded = torch.cat([conv_state.transpose(1, 2).to(x.dtype), x], dim=1)
+        # W shifted multiply-adds over [B,T,C]: exact, any dtype, fuses under inductor;
+        # (F.conv1d's CPU depthwise path was ~1 s per call in fp64 on the 2-core CI machine)
+        seq_len = x.shape[1]
+        weight = self.weight.to(x.dtype)
+        y = padded[:, 0:seq_len] * weight[:, 0, 0]
+        for tap in range(1, width):
+            y = y + padded[:, tap:tap + seq_len] * weight[:, 0, tap]
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        new_state = padded[:, padded.shape[1] - (width - 1):].transpose(1, 2)
+        return y, new_state

@@ -98,7 +98,7 @@ def run_demo(
     out_dir: str | Path = "runs/demo",
     *,
     preset: str = "transmamba-tiny",
-    time_budget_s: float = 300.0,
+    minutes: float = 5.0,
     steps: int | None = None,
     seq_len: int = 128,
     batch_size: int = 16,
@@ -113,8 +113,8 @@ def run_demo(
     progress: bool = True,
     stream: TextIO | None = None,
 ) -> DemoResult:
-    """Train ``preset`` on the built-in corpus (or ``data``) for ``time_budget_s`` seconds of
-    wall clock in total (or exactly ``steps`` steps), then report and sample.
+    """Train ``preset`` on the built-in corpus (or ``data``) so that the whole demo takes about
+    ``minutes`` of wall clock (or for exactly ``steps`` steps), then report and sample.
 
     Writes ``out_dir/{metrics.jsonl, loss.png, demo.json, checkpoints/}``.
     """
@@ -153,14 +153,12 @@ def run_demo(
     baseline = trainer.evaluate()["eval_loss"]
     eval_cost = time.perf_counter() - eval_start
     uniform = math.log(task.vocab_size)
-    say(
-        f"untrained validation loss {baseline:.3f} (uniform guess ln {task.vocab_size} = {uniform:.3f})"
-    )
+    say(f"untrained validation loss {baseline:.3f} (uniform guess ln {task.vocab_size} = {uniform:.3f})")
     budget = None
     if steps is None:
         # Leave room for the final sampling (about one eval's worth of forwards per 10 tokens).
         reserve = eval_cost * (1 + sample_tokens / 200)
-        budget = time_budget_s - (time.perf_counter() - started) - reserve
+        budget = minutes * 60 - (time.perf_counter() - started) - reserve
         say(f"training for about {budget:.0f} s")
     result = trainer.fit(time_budget_s=budget, budget_evals=evals, eval_cost_s=eval_cost)
     final = result.eval["eval_loss"]
@@ -173,9 +171,7 @@ def run_demo(
     plot_path = None
     if plot:
         train_curve = smooth([(h["step"], h["loss"]) for h in result.history])
-        val_curve = [(0, baseline)] + [
-            (h["step"], h["eval_loss"]) for h in result.history if "eval_loss" in h
-        ]
+        val_curve = [(0, baseline)] + [(h["step"], h["eval_loss"]) for h in result.history if "eval_loss" in h]
         plot_path = plot_panels(
             [
                 (

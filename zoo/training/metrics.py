@@ -63,9 +63,7 @@ def truncate_jsonl(path: str | Path, max_step: int) -> None:
 class ProgressBar:
     """``step/total [bar] key=value ...`` on one line of a terminal, every ``every`` steps otherwise."""
 
-    def __init__(
-        self, total: int, *, enabled: bool = True, stream: TextIO | None = None, width: int = 24
-    ) -> None:
+    def __init__(self, total: int, *, enabled: bool = True, stream: TextIO | None = None, width: int = 24) -> None:
         self.total, self.enabled, self.width = total, enabled, width
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -78,9 +76,7 @@ class ProgressBar:
         done = int(self.width * step / max(1, self.total))
         bar = "#" * done + "." * (self.width - done)
         elapsed = time.perf_counter() - self.start
-        fields = " ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
-        )
+        fields = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         line = f"{step}/{self.total} [{bar}] {elapsed:.0f}s {fields}"
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         self.stream.flush()

@@ -40,14 +40,10 @@ def make_optimizer(
     """AdamW, fused when every parameter lives on CUDA (``fused=None``) or when asked."""
     if fused is None:
         fused = all(p.is_cuda for p in model.parameters())
-    return torch.optim.AdamW(
-        param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused or None
-    )
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
-def lr_at(
-    step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float
-) -> float:
+def lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
     """Linear warmup over ``warmup_steps`` then cosine from ``base_lr`` down to ``min_lr_ratio * base_lr``.
 
     ``step`` counts optimizer steps from 0; the first step uses ``base_lr / warmup_steps``.

@@ -27,9 +27,7 @@ def spec_with_vocab(spec: dict[str, Any], vocab_size: int) -> dict[str, Any]:
     return {**spec, "vocab_size": vocab_size}
 
 
-def build_for_task(
-    ref: Any, task: Task, *, device: str | torch.device | None = None
-) -> torch.nn.Module:
+def build_for_task(ref: Any, task: Task, *, device: str | torch.device | None = None) -> torch.nn.Module:
     """Build the model ``ref`` names with the vocabulary of ``task`` (compile is the trainer's job)."""
     from zoo.builder import build
 
@@ -79,9 +77,9 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
     cells = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines)
 
 
@@ -114,13 +112,11 @@ def plot_panels(
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ZooError("plots need matplotlib: pip install 'zoo[plot]'") from exc
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(6.5 * len(panels), 4.2), dpi=110, squeeze=False
-    )
-    for ax, (title, ylabel, curves) in zip(axes[0], panels):
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), dpi=110, squeeze=False)
+    for ax, (title, ylabel, curves) in zip(axes[0], panels, strict=True):
         for label, points in curves.items():
             if points:
-                steps, values = zip(*points)
+                steps, values = zip(*points, strict=True)
                 ax.plot(
                     steps,
                     values,

@@ -44,7 +44,9 @@ def _num_warps(chunk_size: int) -> int:
     return 8 if chunk_size >= 128 else 4
 
 
-_PASS_BLOCK = 512
+# State pass: elements of a [P*N] state per program, chunks per serial step.
+_PASS_BLOCK = 128
+_PASS_CHUNKS = 8
 
 
 @torch.library.custom_op(f"{_LIB}::ssd_fwd", mutates_args=())
@@ -83,9 +85,10 @@ def ssd_fwd(
         )
     state_numel = head_dim * state_dim
     init = initial_state.contiguous() if initial_state is not None else final_state
-    kernels._state_pass_fwd[(batch * n_heads, triton_cdiv(state_numel, _PASS_BLOCK))](
+    kernels._state_pass[(batch * n_heads, triton_cdiv(state_numel, _PASS_BLOCK))](
         states, totals, init, final_state, state_numel, n_chunks,
-        HAS_INIT=initial_state is not None, BLOCK=_PASS_BLOCK, num_warps=4,
+        HAS_START=initial_state is not None, HAS_OWN=True, REVERSE=False,
+        BLOCK=_PASS_BLOCK, CB=_PASS_CHUNKS, num_warps=4,
     )
     first_chunk = out_start // chunk_size
     if seq_len > out_start:
@@ -163,24 +166,25 @@ def ssd_bwd(
             out_start, Q=chunk_size, BP=block_p, BN=block_n, PREC=prec, DOT_F32=_interpreting(), num_warps=warps,
         )
     state_numel = head_dim * state_dim
-    kernels._state_pass_bwd[(batch * n_heads, triton_cdiv(state_numel, _PASS_BLOCK))](
+    kernels._state_pass[(batch * n_heads, triton_cdiv(state_numel, _PASS_BLOCK))](
         dstates, totals,
         dfinal_state.contiguous() if dfinal_state is not None else d_init, d_init,
         state_numel, n_chunks,
-        HAS_DFINAL=dfinal_state is not None, HAS_PULL=has_dy, BLOCK=_PASS_BLOCK,
-        num_warps=4,
+        HAS_START=dfinal_state is not None, HAS_OWN=has_dy, REVERSE=True,
+        BLOCK=_PASS_BLOCK, CB=_PASS_CHUNKS, num_warps=4,
     )
     if n_chunks > 0:
-        kernels._chunk_bwd[(n_chunks, batch * n_groups)](
-            x, dt, A, B, C, D if D is not None else A, states, dstates,
-            dy if has_dy else x,
-            dx, ddt, dB, dC, dA_part, dD_part,
-            seq_len, n_heads, n_groups, heads_per_group, head_dim, state_dim, n_chunks,
-            out_start,
-            HAS_D=D is not None, HAS_DY=has_dy, Q=chunk_size, BP=block_p, BN=block_n,
-            PREC=prec, DOT_F32=_interpreting(), num_warps=warps,
-            # Software pipelining of the head loop would overflow shared memory at Q >= 128.
-            num_stages=1 if chunk_size >= 128 else 3,
+        shape_args = (seq_len, n_heads, n_groups, heads_per_group, head_dim, state_dim, n_chunks, out_start)
+        meta = dict(Q=chunk_size, BP=block_p, BN=block_n, PREC=prec, DOT_F32=_interpreting())
+        dy_or_x = dy if has_dy else x
+        kernels._chunk_bwd_dbc[(n_chunks, batch * n_groups)](
+            x, dt, A, B, C, states, dstates, dy_or_x, dB, dC, *shape_args,
+            HAS_DY=has_dy, num_warps=8, **meta,
+        )
+        kernels._chunk_bwd_dx[(n_chunks, batch * n_heads)](
+            x, dt, A, B, C, D if D is not None else A, states, dstates, dy_or_x,
+            dx, ddt, dA_part, dD_part, *shape_args,
+            HAS_D=D is not None, HAS_DY=has_dy, num_warps=warps, **meta,
         )
     dA = dA_part.sum(dim=(0, 1)).to(A.dtype)
     if D is not None:

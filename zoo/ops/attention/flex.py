@@ -55,6 +55,9 @@ def flex_grouped_attention(
     from torch.nn.attention.flex_attention import create_block_mask
 
     check_shapes(q, k, v, causal)
+    # compiled flex on CPU (torch 2.13) returned wrong values for a single query row whose
+    # inputs had a token stride of 1 (sliced from a channel-major conv output): normalise.
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     n_queries, n_keys = q.shape[1], k.shape[1]
     n_groups, n_heads, head_dim = k.shape[2], v.shape[2], v.shape[3]
     block_mask = None
