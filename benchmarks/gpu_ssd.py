@@ -100,7 +100,12 @@ def parity(backends: dict[str, object], report: list[str]) -> dict[str, bool]:
             ref["x"], ref["dt"], ref["A"], ref["B"], ref["C"], D=ref["D"],
             initial_state=ref["init"], return_final_state=True, chunk_size=64,
         )
-        conv_ref = converter_chunked(ref["B"], ref["x"], ref["dt"], ref["A"], initial_state=ref["init"])
+        # A short prefix: after ~1000 tokens the initial state has decayed below fp32 range,
+        # and the relative error of its (~1e-70) gradient would be meaningless.
+        conv = slice(0, 96)
+        conv_ref = converter_chunked(
+            ref["B"][:, conv], ref["x"][:, conv], ref["dt"][:, conv], ref["A"], initial_state=ref["init"]
+        )
         w_y, w_s = torch.randn_like(y_ref), torch.randn_like(state_ref)
         names = [k for k, v in ref.items() if v is not None]
         g_ref = dict(zip(names, torch.autograd.grad(
@@ -112,7 +117,10 @@ def parity(backends: dict[str, object], report: list[str]) -> dict[str, bool]:
             log(f"parity {name} {case_id}")
             try:
                 if name.startswith("converter"):
-                    state = backend(mine["B"], mine["x"], mine["dt"], mine["A"], initial_state=mine["init"])
+                    state = backend(
+                        mine["B"][:, conv], mine["x"][:, conv], mine["dt"][:, conv], mine["A"],
+                        initial_state=mine["init"],
+                    )
                     errors = {"state": rel_err(state, conv_ref)}
                     grads = torch.autograd.grad((state.double() * w_s).sum(), [mine[k] for k in conv_names])
                     errors.update({f"d{k}": rel_err(g, g_conv_ref[k]) for k, g in zip(conv_names, grads, strict=True)})
@@ -134,8 +142,9 @@ def parity(backends: dict[str, object], report: list[str]) -> dict[str, bool]:
             grad_errors = {k: v for k, v in errors.items() if k.startswith("d")}
             worst = max(grad_errors.items(), key=lambda kv: kv[1]) if grad_errors else ("-", float("nan"))
             first = errors.get("y", errors.get("state", float("nan")))
+            row_id = case_id + (" (prefix 96)" if name.startswith("converter") else "")
             report.append(
-                f"| {name} | {case_id} | {first:.2e} | {errors.get('final_state', float('nan')):.2e} "
+                f"| {name} | {row_id} | {first:.2e} | {errors.get('final_state', float('nan')):.2e} "
                 f"| {worst[0]} {worst[1]:.2e} | {verdict} |"
             )
     return ok
@@ -255,6 +264,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only B=1 T=8K and B=8 T=2K")
     parser.add_argument("--skip-compiled", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="per-kernel profile of ours, then exit")
+    parser.add_argument("--no-peers", action="store_true", help="only our Triton SSD (no mamba_ssm, no torch)")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "this benchmark needs a CUDA GPU"
     if args.breakdown:
@@ -279,13 +289,16 @@ def main() -> None:
         "D on, no initial state; fwd under no_grad; fwd+bwd = forward + y.backward(dy)",
     ]
     mamba_ok, mamba_why = MambaSSM.is_available()
+    if args.no_peers:
+        mamba_ok, mamba_why, args.skip_compiled = False, "left out (--no-peers)", True
     backends: dict[str, object] = {f"triton (chunk {c})": TritonSSM({"chunk_size": c}) for c in chunk_sizes}
     backends[f"converter triton (chunk {chunk_sizes[0]})"] = TritonConverter({"chunk_size": chunk_sizes[0]})
     if mamba_ok:
         backends["mamba_ssm (chunk 256)"] = MambaSSM({"chunk_size": 256})
     else:
         report.append(f"- mamba_ssm not available: {mamba_why}")
-    backends["chunked (chunk 64)"] = ChunkedSSM({"chunk_size": 64})
+    if not args.skip_compiled:
+        backends["chunked (chunk 64)"] = ChunkedSSM({"chunk_size": 64})
     passed = parity(backends, report)
     for c in chunk_sizes:
         try:
@@ -304,7 +317,7 @@ def main() -> None:
             timed[f"triton c{c}"] = backends[f"triton (chunk {c})"]
     if mamba_ok and passed["mamba_ssm (chunk 256)"]:
         timed["mamba_ssm"] = backends["mamba_ssm (chunk 256)"]
-    if not args.skip_compiled and passed["chunked (chunk 64)"]:
+    if not args.skip_compiled and passed.get("chunked (chunk 64)"):
         compiled = torch.compile(ssd_chunked, dynamic=True, fullgraph=True)
         timed["torch chunked (compiled)"] = lambda *a, **k: compiled(*a, chunk_size=64, **k)
 

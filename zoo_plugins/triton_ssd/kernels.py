@@ -233,7 +233,8 @@ def _chunk_bwd_dbc(
     HAS_DY: tl.constexpr,
     Q: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr, DOT_F32: tl.constexpr,
 ):
-    """dB and dC of one (batch, group, chunk), summed over the group's heads in registers."""
+    """dB and dC of one (batch, group, chunk), a BN-wide block of N (grid axis 2), summed
+    over the group's heads in registers. Every term is column-wise in N, so N splits freely."""
     c = tl.program_id(0)
     bg = tl.program_id(1)
     b = bg // G
@@ -241,7 +242,7 @@ def _chunk_bwd_dbc(
     t = c * Q + tl.arange(0, Q)
     tmask = t < T
     p = tl.arange(0, BP)
-    n = tl.arange(0, BN)
+    n = tl.program_id(2) * BN + tl.arange(0, BN)
     pmask = p < P
     nmask = n < N
     bc_off = ((b * T + t[:, None]) * G + g) * N + n[None, :]

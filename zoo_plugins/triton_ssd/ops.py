@@ -177,14 +177,16 @@ def ssd_bwd(
         shape_args = (seq_len, n_heads, n_groups, heads_per_group, head_dim, state_dim, n_chunks, out_start)
         meta = dict(Q=chunk_size, BP=block_p, BN=block_n, PREC=prec, DOT_F32=_interpreting())
         dy_or_x = dy if has_dy else x
-        kernels._chunk_bwd_dbc[(n_chunks, batch * n_groups)](
+        # dB/dC hold two [Q, N] fp32 accumulators: halving N per program avoids spills.
+        block_n_dbc = max(16, block_n // 2)
+        kernels._chunk_bwd_dbc[(n_chunks, batch * n_groups, triton_cdiv(state_dim, block_n_dbc))](
             x, dt, A, B, C, states, dstates, dy_or_x, dB, dC, *shape_args,
-            HAS_DY=has_dy, num_warps=8, **meta,
+            HAS_DY=has_dy, num_warps=8, **{**meta, "BN": block_n_dbc},
         )
         kernels._chunk_bwd_dx[(n_chunks, batch * n_heads)](
             x, dt, A, B, C, D if D is not None else A, states, dstates, dy_or_x,
             dx, ddt, dA_part, dD_part, *shape_args,
-            HAS_D=D is not None, HAS_DY=has_dy, num_warps=warps, **meta,
+            HAS_D=D is not None, HAS_DY=has_dy, num_warps=8, **meta,
         )
     dA = dA_part.sum(dim=(0, 1)).to(A.dtype)
     if D is not None:
