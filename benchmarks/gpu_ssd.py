@@ -71,7 +71,6 @@ def copy_bandwidth() -> float:
     src = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
     ms = bench(lambda: dst.copy_(src))
-    del src, dst
     return 2 * 2 * 1024**3 / (ms * 1e-3)
 
 
@@ -87,8 +86,7 @@ def parity(backends: dict[str, object], report: list[str]) -> dict[str, bool]:
 
     tol = tolerance(torch.bfloat16)
     report += ["", "### Parity on the GPU (bf16 backend vs fp64 reference; relative error)", ""]
-    report += ["| backend | case | y / state | final_state | worst gradient | result |",
-               "|---|---|---|---|---|---|"]
+    report += ["| backend | case | y / state | final_state | worst gradient | result |", "|---|---|---|---|---|---|"]
     ok = {name: True for name in backends}
     for batch, seq_len, with_init in ((1, 1000, True), (2, 333, False)):
         case_id = f"B{batch}-T{seq_len}-H{HEADS}-P{HEAD_DIM}-N{STATE_DIM}-G{GROUPS}" + ("-init" if with_init else "")
@@ -97,8 +95,15 @@ def parity(backends: dict[str, object], report: list[str]) -> dict[str, bool]:
         ref = {k: None if v is None else v.double().requires_grad_(True) for k, v in t.items()}
         mine = {k: None if v is None else v.clone().requires_grad_(True) for k, v in t.items()}
         y_ref, state_ref = ssd_chunked(
-            ref["x"], ref["dt"], ref["A"], ref["B"], ref["C"], D=ref["D"],
-            initial_state=ref["init"], return_final_state=True, chunk_size=64,
+            ref["x"],
+            ref["dt"],
+            ref["A"],
+            ref["B"],
+            ref["C"],
+            D=ref["D"],
+            initial_state=ref["init"],
+            return_final_state=True,
+            chunk_size=64,
         )
         # A short prefix: after ~1000 tokens the initial state has decayed below fp32 range,
         # and the relative error of its (~1e-70) gradient would be meaningless.
@@ -108,17 +113,26 @@ def parity(backends: dict[str, object], report: list[str]) -> dict[str, bool]:
         )
         w_y, w_s = torch.randn_like(y_ref), torch.randn_like(state_ref)
         names = [k for k, v in ref.items() if v is not None]
-        g_ref = dict(zip(names, torch.autograd.grad(
-            (y_ref * w_y).sum() + (state_ref * w_s).sum(), [ref[k] for k in names]), strict=True))
+        g_ref = dict(
+            zip(
+                names,
+                torch.autograd.grad((y_ref * w_y).sum() + (state_ref * w_s).sum(), [ref[k] for k in names]),
+                strict=True,
+            )
+        )
         conv_names = [k for k in ("x", "dt", "A", "B", "init") if ref[k] is not None]
-        g_conv_ref = dict(zip(conv_names, torch.autograd.grad(
-            (conv_ref * w_s).sum(), [ref[k] for k in conv_names]), strict=True))
+        g_conv_ref = dict(
+            zip(conv_names, torch.autograd.grad((conv_ref * w_s).sum(), [ref[k] for k in conv_names]), strict=True)
+        )
         for name, backend in backends.items():
             log(f"parity {name} {case_id}")
             try:
                 if name.startswith("converter"):
                     state = backend(
-                        mine["B"][:, conv], mine["x"][:, conv], mine["dt"][:, conv], mine["A"],
+                        mine["B"][:, conv],
+                        mine["x"][:, conv],
+                        mine["dt"][:, conv],
+                        mine["A"],
                         initial_state=mine["init"],
                     )
                     errors = {"state": rel_err(state, conv_ref)}
@@ -126,12 +140,19 @@ def parity(backends: dict[str, object], report: list[str]) -> dict[str, bool]:
                     errors.update({f"d{k}": rel_err(g, g_conv_ref[k]) for k, g in zip(conv_names, grads, strict=True)})
                 else:
                     y, state = backend(
-                        mine["x"], mine["dt"], mine["A"], mine["B"], mine["C"], D=mine["D"],
-                        initial_state=mine["init"], return_final_state=True,
+                        mine["x"],
+                        mine["dt"],
+                        mine["A"],
+                        mine["B"],
+                        mine["C"],
+                        D=mine["D"],
+                        initial_state=mine["init"],
+                        return_final_state=True,
                     )
                     errors = {"y": rel_err(y, y_ref), "final_state": rel_err(state, state_ref)}
                     grads = torch.autograd.grad(
-                        (y.double() * w_y).sum() + (state.double() * w_s).sum(), [mine[k] for k in names])
+                        (y.double() * w_y).sum() + (state.double() * w_s).sum(), [mine[k] for k in names]
+                    )
                     errors.update({f"d{k}": rel_err(g, g_ref[k]) for k, g in zip(names, grads, strict=True)})
                 failed = {k: v for k, v in errors.items() if not v <= tol}
                 verdict = "pass" if not failed else "FAIL " + ", ".join(f"{k} {v:.2e}" for k, v in failed.items())
@@ -161,19 +182,30 @@ def fused_parity(chunk_size: int, report: list[str]) -> bool:
     tensors = inputs(1, seq_len, grad=True, seed=3)
     ref = {k: v.detach().double().requires_grad_(True) for k, v in tensors.items()}
     y_ref, state_ref = ssd_chunked(
-        ref["x"], ref["dt"], ref["A"], ref["B"], ref["C"], D=ref["D"],
-        return_final_state=True, chunk_size=64,
+        ref["x"],
+        ref["dt"],
+        ref["A"],
+        ref["B"],
+        ref["C"],
+        D=ref["D"],
+        return_final_state=True,
+        chunk_size=64,
     )
     y_ref = y_ref[:, transpoint:]
     y, state = transmamba_ssd(
-        tensors["x"], tensors["dt"], tensors["A"], tensors["B"], tensors["C"],
-        transpoint=transpoint, D=tensors["D"], return_final_state=True, chunk_size=chunk_size,
+        tensors["x"],
+        tensors["dt"],
+        tensors["A"],
+        tensors["B"],
+        tensors["C"],
+        transpoint=transpoint,
+        D=tensors["D"],
+        return_final_state=True,
+        chunk_size=chunk_size,
     )
     w_y, w_s = torch.randn_like(y_ref), torch.randn_like(state_ref)
     g_ref = torch.autograd.grad((y_ref * w_y).sum() + (state_ref * w_s).sum(), list(ref.values()))
-    g = torch.autograd.grad(
-        (y.double() * w_y).sum() + (state.double() * w_s).sum(), list(tensors.values())
-    )
+    g = torch.autograd.grad((y.double() * w_y).sum() + (state.double() * w_s).sum(), list(tensors.values()))
     errors = {"y": rel_err(y, y_ref), "final_state": rel_err(state, state_ref)}
     errors.update({f"d{k}": rel_err(a, b) for k, a, b in zip(tensors, g, g_ref, strict=True)})
     ok = all(e <= 3e-2 for e in errors.values())
@@ -188,21 +220,27 @@ def fused_parity(chunk_size: int, report: list[str]) -> bool:
 # --------------------------------------------------------------------------- timing
 
 
-def time_backend(call: Callable, batch: int, seq_len: int) -> tuple[float, float]:
+def time_forward(call: Callable, batch: int, seq_len: int) -> float:
     t = inputs(batch, seq_len, grad=False)
     with torch.no_grad():
-        fwd = bench(lambda: call(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"]))
-    del t
+        return bench(lambda: call(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"]))
+
+
+def time_forward_backward(call: Callable, batch: int, seq_len: int) -> float:
     t = inputs(batch, seq_len, grad=True)
     dy = torch.randn(batch, seq_len, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
-    leaves = list(t.values())
 
     def step() -> None:
         y = call(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"])
         y.backward(dy)
 
-    fwd_bwd = bench(step, grads=leaves)
-    del t, dy, leaves
+    return bench(step, grads=list(t.values()))
+
+
+def time_backend(call: Callable, batch: int, seq_len: int) -> tuple[float, float]:
+    fwd = time_forward(call, batch, seq_len)
+    torch.cuda.empty_cache()
+    fwd_bwd = time_forward_backward(call, batch, seq_len)
     torch.cuda.empty_cache()
     return fwd, fwd_bwd
 
@@ -218,41 +256,55 @@ def fwd_flops(batch: int, seq_len: int) -> int:
     return 4 * batch * seq_len * HEADS * HEAD_DIM * STATE_DIM
 
 
+def _profile_one(ssd: Callable, chunk_size: int, batch: int, seq_len: int, profile, activity) -> None:
+    t = inputs(batch, seq_len, grad=True)
+    dy = torch.randn(batch, seq_len, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+
+    def step() -> None:
+        for value in t.values():
+            value.grad = None
+        y = ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"], chunk_size=chunk_size)
+        y.backward(dy)
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[activity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    log(f"breakdown chunk {chunk_size} B{batch} T{seq_len} (per fwd+bwd step)")
+    for event in sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)[:12]:
+        print(f"    {event.key[:60]:60s} {event.self_device_time_total / 3e3:8.3f} ms  x{event.count // 3}")
+
+
 def breakdown(chunk_sizes: list[int]) -> None:
     """Per-kernel device time of our Triton SSD (torch.profiler) and each kernel's registers,
     spills and shared memory: what limits it."""
     from torch.profiler import ProfilerActivity, profile
 
-    from zoo_plugins.triton_ssd import kernels, ssd
+    from zoo_plugins.triton_ssd import kernels, kernels_bwd, ssd
 
     for chunk_size in chunk_sizes:
         for batch, seq_len in ((1, 65536), (8, 2048)):
-            t = inputs(batch, seq_len, grad=True)
-            dy = torch.randn(batch, seq_len, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
-
-            def step() -> None:
-                y = ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"], chunk_size=chunk_size)
-                y.backward(dy)
-
-            step()
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(3):
-                    step()
-                torch.cuda.synchronize()
-            log(f"breakdown chunk {chunk_size} B{batch} T{seq_len} (per fwd+bwd step)")
-            for event in sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)[:12]:
-                print(f"    {event.key[:60]:60s} {event.self_device_time_total / 3e3:8.3f} ms  x{event.count // 3}")
-            del t, dy
+            _profile_one(ssd, chunk_size, batch, seq_len, profile, ProfilerActivity)
             torch.cuda.empty_cache()
-    for name in ("_chunk_state_fwd", "_state_pass_fwd", "_chunk_out_fwd", "_chunk_dstate", "_state_pass_bwd", "_chunk_bwd"):
-        fn = getattr(kernels, name)
+    for name in (
+        "_chunk_state_fwd",
+        "_state_pass",
+        "_chunk_out_fwd",
+        "_chunk_dstate",
+        "_chunk_bwd_dbc",
+        "_chunk_bwd_dx",
+    ):
+        fn = getattr(kernels, name, None) or getattr(kernels_bwd, name)
         try:
             for cache in fn.device_caches.values():
                 for compiled in cache[0].values():
-                    print(f"    {name}: regs {compiled.n_regs}, spills {compiled.n_spills}, "
-                          f"shared {compiled.metadata.shared}, warps {compiled.metadata.num_warps}, "
-                          f"stages {compiled.metadata.num_stages}")
+                    print(
+                        f"    {name}: regs {compiled.n_regs}, spills {compiled.n_spills}, "
+                        f"shared {compiled.metadata.shared}, warps {compiled.metadata.num_warps}, "
+                        f"stages {compiled.metadata.num_stages}"
+                    )
         except Exception as error:
             print(f"    {name}: no compile info ({type(error).__name__}: {error})")
 
@@ -327,8 +379,10 @@ def main() -> None:
         for name, call in timed.items():
             try:
                 results[(name, batch, seq_len)] = time_backend(call, batch, seq_len)
-                log(f"{name} B{batch} T{seq_len}: fwd {results[(name, batch, seq_len)][0]:.3f} ms, "
-                    f"fwd+bwd {results[(name, batch, seq_len)][1]:.3f} ms")
+                log(
+                    f"{name} B{batch} T{seq_len}: fwd {results[(name, batch, seq_len)][0]:.3f} ms, "
+                    f"fwd+bwd {results[(name, batch, seq_len)][1]:.3f} ms"
+                )
             except Exception as error:
                 log(f"{name} B{batch} T{seq_len} failed: {type(error).__name__}: {error}")
                 traceback.print_exc()
@@ -348,8 +402,10 @@ def main() -> None:
     if "mamba_ssm" in timed:
         ours = [n for n in names if n.startswith("triton")]
         report += ["", "### Speed-up of our Triton SSD over mamba_ssm (same run; >1 = faster)", ""]
-        report += ["| B | T | " + " | ".join(f"{n} fwd | {n} fwd+bwd" for n in ours) + " |",
-                   "|" + "---|" * (2 + 2 * len(ours))]
+        report += [
+            "| B | T | " + " | ".join(f"{n} fwd | {n} fwd+bwd" for n in ours) + " |",
+            "|" + "---|" * (2 + 2 * len(ours)),
+        ]
         for batch, seq_len in shapes:
             base = results.get(("mamba_ssm", batch, seq_len))
             cells = []

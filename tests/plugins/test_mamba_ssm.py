@@ -37,9 +37,7 @@ def cpu_shims(monkeypatch: pytest.MonkeyPatch) -> None:
         def __exit__(self, *_: object) -> None: ...
 
     monkeypatch.setattr(torch.cuda, "device", _NoDevice)
-    monkeypatch.setattr(
-        torch.cuda, "get_device_properties", lambda *_: SimpleNamespace(multi_processor_count=2)
-    )
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *_: SimpleNamespace(multi_processor_count=2))
 
 
 def test_import_does_not_run_mamba_ssm_init() -> None:
@@ -61,6 +59,9 @@ def test_mamba_ssm_matches_reference(cpu_shims: None, dtype: torch.dtype) -> Non
     check_ssm_backend(MambaSSM({"chunk_size": 16}), device=DEVICE, dtype=dtype, cases=CASES)
 
 
-def test_supports_declines_empty_sequences() -> None:
-    ok, reason = MambaSSM().supports(device=torch.device(DEVICE), dtype=torch.float32, seq_len=0)
+def test_supports_declines_with_reasons() -> None:
+    backend = MambaSSM()
+    ok, reason = backend.supports(device=torch.device("cpu"), dtype=torch.float32)
+    assert not ok and "CUDA" in reason
+    ok, reason = backend.supports(device=torch.device("cuda"), dtype=torch.float32, seq_len=0)
     assert not ok and "token" in reason

@@ -86,11 +86,7 @@ def transmamba_ssd(
     _check_chunk_size(chunk_size)
     # Messages without closures, so that dynamo can keep a symbolic transpoint.
     torch._check(transpoint >= 0, lambda: "transpoint must be >= 0")
-    torch._check(
-        transpoint <= x.shape[1], lambda: "transpoint must be <= the sequence length"
-    )
+    torch._check(transpoint <= x.shape[1], lambda: "transpoint must be <= the sequence length")
     save = _needs_grad(x, dt, A, B, C, D, initial_state)
-    y, final_state, _, _ = ssd_fwd(
-        x, dt, A, B, C, D, initial_state, transpoint, chunk_size, save
-    )
+    y, final_state, _, _ = ssd_fwd(x, dt, A, B, C, D, initial_state, transpoint, chunk_size, save)
     return (y, final_state) if return_final_state else y

@@ -100,8 +100,14 @@ class TritonSSM(SSMBackend):
         return_final_state: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return ssd(
-            x, dt, A, B, C,
-            D=D, initial_state=initial_state, return_final_state=return_final_state,
+            x,
+            dt,
+            A,
+            B,
+            C,
+            D=D,
+            initial_state=initial_state,
+            return_final_state=return_final_state,
             chunk_size=self.chunk_size,
         )
 
@@ -123,9 +129,16 @@ class TritonSSM(SSMBackend):
         The converter's state of tokens [0, transpoint) is the suffix scan's initial state.
         """
         return transmamba_ssd(
-            x, dt, A, B, C,
-            transpoint=transpoint, D=D, initial_state=initial_state,
-            return_final_state=return_final_state, chunk_size=self.chunk_size,
+            x,
+            dt,
+            A,
+            B,
+            C,
+            transpoint=transpoint,
+            D=D,
+            initial_state=initial_state,
+            return_final_state=return_final_state,
+            chunk_size=self.chunk_size,
         )
 
 
