@@ -39,12 +39,17 @@ def backend(registry, name: str, **params):
 
 def core_combos() -> list[tuple[str, str, str]]:
     """Every combination of the core's available backends, plus each plugin backend once."""
+    shapes = TransMambaMixer.backend_shapes(D_MODEL, PARAMS)["ssm"]
+
+    def runs_here(registry, entry) -> bool:
+        if not entry.is_available():
+            return False
+        ok, _ = backend(registry, entry.name).supports(device=torch.device("cpu"), dtype=torch.float32,
+                                                       requires_grad=0, **shapes)
+        return ok
+
     def names(registry, core: bool):
-        out = []
-        for e in registry.entries():
-            if (e.origin == "zoo") == core and e.is_available():
-                out.append(e.name)
-        return out
+        return [e.name for e in registry.entries() if (e.origin == "zoo") == core and runs_here(registry, e)]
 
     combos = list(itertools.product(names(ATTENTION, True), names(SSM, True), names(CONVERTER, True)))
     combos += [(a, "chunked", "chunked") for a in names(ATTENTION, False)]
