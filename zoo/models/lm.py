@@ -35,6 +35,18 @@ class Block(nn.Module):
             x = x + self.mlp(self.mlp_norm(x))
         return x
 
+    def prefill(self, x: torch.Tensor, cache, start: int) -> torch.Tensor:
+        x = x + self.mixer.prefill(self.mixer_norm(x), cache, start)
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x
+
+    def step(self, x: torch.Tensor, cache, positions: torch.Tensor, phase: str) -> torch.Tensor:
+        x = x + self.mixer.step(self.mixer_norm(x), cache, positions, phase)
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x
+
 
 class CausalLM(nn.Module):
     """A causal LM over a per-layer list of blocks. ``spec`` is its validated ModelSpec."""
@@ -92,6 +104,43 @@ class CausalLM(nn.Module):
             transpoints = self.transpoints_for(input_ids.shape[1])
         for block, transpoint in zip(self.blocks, transpoints, strict=True):
             x = block(x, transpoint)
+        return self.lm_head(self.final_norm(x))
+
+    def allocate_cache(self, batch_size: int, max_length: int, dtype: torch.dtype | None = None,
+                       device: torch.device | str | None = None, *,
+                       transpoints: Sequence[int] | None = None):
+        """Inference state for ``batch_size`` rows of up to ``max_length`` tokens (zoo.inference.cache).
+
+        The schedule is evaluated at ``max_length``: P = schedule(max_length) per layer,
+        unless ``transpoints`` gives them. dtype/device default to the model's.
+        """
+        from zoo.inference.cache import ModelCache, allocate_layer_cache
+
+        weight = self.embedding.weight
+        dtype = dtype or weight.dtype
+        device = torch.device(device) if device is not None else weight.device
+        transpoints = list(transpoints) if transpoints is not None else self.transpoints_for(max_length)
+        layers = [allocate_layer_cache(block.mixer, batch_size, max_length, int(p), dtype, device)
+                  for block, p in zip(self.blocks, transpoints, strict=True)]
+        positions = torch.zeros(batch_size, dtype=torch.long, device=device)
+        if positions.is_cuda:
+            torch._dynamo.mark_static_address(positions)
+        return ModelCache(layers, max_length, [0] * batch_size, positions, [min(int(p), max_length)
+                                                                             for p in transpoints])
+
+    def prefill(self, input_ids: torch.Tensor, caches: Sequence, start: int) -> torch.Tensor:
+        """input_ids [B,T] at positions start.. of every row, onto per-layer ``caches`` -> logits [B,T,V]."""
+        x = self.embedding(input_ids)
+        for block, cache in zip(self.blocks, caches, strict=True):
+            x = block.prefill(x, cache, start)
+        return self.lm_head(self.final_norm(x))
+
+    def step(self, input_ids: torch.Tensor, caches: Sequence, positions: torch.Tensor,
+             phases: Sequence[str]) -> torch.Tensor:
+        """One token per row: input_ids [B,1] at ``positions`` [B] -> logits [B,1,V] (static shapes)."""
+        x = self.embedding(input_ids)
+        for block, cache, phase in zip(self.blocks, caches, phases, strict=True):
+            x = block.step(x, cache, positions, phase)
         return self.lm_head(self.final_norm(x))
 
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:

@@ -27,7 +27,10 @@ def ssd_block(name: str) -> dict:
 
 
 def attention_block(d_ff: int) -> dict:
-    return {"mixer": {"name": "attention", "params": {"n_heads": 4}, "attention": {"name": "sdpa"}}, "mlp": {"d_ff": d_ff}}
+    return {
+        "mixer": {"name": "attention", "params": {"n_heads": 4}, "attention": {"name": "sdpa"}},
+        "mlp": {"d_ff": d_ff},
+    }
 
 
 def spec(name: str, layers: list[dict], schedule: dict | None = None) -> dict:
@@ -44,14 +47,27 @@ def main() -> None:
         "tm-ssm": spec("tm-ssm", transmamba, {"name": "ssm_only"}),
         "tm-half": spec("tm-half", transmamba, {"name": "constant", "params": {"fraction": 0.5}}),
         "tm-cyclic": spec("tm-cyclic", transmamba, {"name": "cyclic", "params": {"fractions": [0.25, 0.75]}}),
-        "tm-random": spec("tm-random", transmamba, {"name": "random", "params": {"fractions": [0.0, 0.25, 0.5, 0.75, 1.0], "n_variants": 8, "eval_fractions": [0.25, 0.75]}}),
+        "tm-random": spec(
+            "tm-random",
+            transmamba,
+            {
+                "name": "random",
+                "params": {"fractions": [0.0, 0.25, 0.5, 0.75, 1.0], "n_variants": 8, "eval_fractions": [0.25, 0.75]},
+            },
+        ),
         "mamba2": spec("mamba2", [ssd_block("mamba2")] * N_LAYERS),
         "hybrid": spec("hybrid", [ssd_block("mamba2"), attention_block(D_FF)]),
     }
     target = count_params(zoo.build(specs["mamba2"]))
-    d_ff = min(range(D_FF, 8 * D_FF, 8), key=lambda f: abs(count_params(zoo.build(spec("t", [attention_block(f)] * N_LAYERS))) - target))
+    d_ff = min(
+        range(D_FF, 8 * D_FF, 8),
+        key=lambda f: abs(count_params(zoo.build(spec("t", [attention_block(f)] * N_LAYERS))) - target),
+    )
     specs["transformer"] = spec("transformer", [attention_block(d_ff)] * N_LAYERS)
-    hybrid_ff = min(range(D_FF, 8 * D_FF, 8), key=lambda f: abs(count_params(zoo.build(spec("h", [ssd_block("mamba2"), attention_block(f)]))) - target))
+    hybrid_ff = min(
+        range(D_FF, 8 * D_FF, 8),
+        key=lambda f: abs(count_params(zoo.build(spec("h", [ssd_block("mamba2"), attention_block(f)]))) - target),
+    )
     specs["hybrid"] = spec("hybrid", [ssd_block("mamba2"), attention_block(hybrid_ff)])
     for name, body in specs.items():
         params = count_params(zoo.build(body))

@@ -92,3 +92,31 @@ class AttentionMixer(nn.Module):
         positions = torch.arange(hidden_states.shape[1], device=hidden_states.device)
         q, k, v = self.qkv(hidden_states, positions)
         return self.attend(q, k, v)
+
+    # Inference (zoo.inference): static KV cache [B,K,S,E], see zoo/inference/cache.py.
+
+    def prefill(self, hidden_states: torch.Tensor, cache, start: int) -> torch.Tensor:
+        """Tokens start .. start+T-1 of every row onto ``cache``. [B,T,D] -> [B,T,D]."""
+        end = start + hidden_states.shape[1]
+        positions = torch.arange(start, end, device=hidden_states.device)
+        q, k, v = self.qkv(hidden_states, positions)
+        cache.key[:, :, start:end] = k.transpose(1, 2)
+        cache.value[:, :, start:end] = v.transpose(1, 2)
+        return self.attend(q, cache.key[:, :, :end].transpose(1, 2), cache.value[:, :, :end].transpose(1, 2))
+
+    def step(self, hidden_states: torch.Tensor, cache, positions: torch.Tensor, phase: str) -> torch.Tensor:
+        """One token per row at ``positions`` [B]: [B,1,D] -> [B,1,D]."""
+        from zoo.inference.ops import masked_decode_attention
+
+        q, k, v = self.qkv(hidden_states, positions[:, None])
+        rows = torch.arange(q.shape[0], device=q.device)
+        cache.key[rows, :, positions] = k[:, 0]
+        cache.value[rows, :, positions] = v[:, 0]
+        keys, values = cache.key, cache.value
+        repeat = self.n_heads // self.n_kv_heads
+        if repeat > 1:
+            keys = keys.repeat_interleave(repeat, dim=1)
+            values = values.repeat_interleave(repeat, dim=1)
+        key_mask = torch.arange(keys.shape[2], device=q.device)[None, :] <= positions[:, None]
+        y = masked_decode_attention(q.transpose(1, 2), keys, values, key_mask, scale=self.scale)
+        return self.o_proj(rearrange(y, "b h t e -> b t (h e)"))

@@ -91,6 +91,10 @@ class TransMambaMixer(nn.Module):
         keys = k if k_all is None else k_all
         values = x if v_all is None else v_all
         y = self.attention(q, keys, values, scale=self.scale, causal=True)
+        return self._attention_out(y, x, z)
+
+    def _attention_out(self, y, x, z):
+        """Attention-path epilogue: optional D skip, then the path's norm / gate. y, x [B,T,H,P]."""
         if self.params.attn_d_skip:
             y = y + x * self.ssd.D.to(x.dtype)[:, None]
         y = rearrange(y, "b t h p -> b t (h p)")
@@ -127,4 +131,115 @@ class TransMambaMixer(nn.Module):
             y = self.ssm(x[:, P:], dt[:, P:], A, Bm[:, P:], Cm[:, P:], D=ssd.D, initial_state=state)
             pieces.append(ssd.finish(y, z[:, P:]))
         y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+        return ssd.out_proj(y)
+
+    # Inference (zoo.inference): prefix buffer, fold at the TransPoint, SSM afterwards.
+
+    def _fold(self, cache, A: torch.Tensor) -> torch.Tensor:
+        """Memory Converter over the whole prefix buffer -> SSM state [B,H,P,N] (fp32)."""
+        keys = rearrange(cache.key, "b g s n -> b s g n")
+        if self.params.rope:
+            # the buffer holds rotated keys (what attention reads); the converter needs B itself
+            positions = torch.arange(keys.shape[1], device=keys.device)
+            keys = rotary(keys, -positions, self.params.rope_theta)
+        values = rearrange(cache.value, "b g s (r p) -> b s (g r) p", p=self.ssd.headdim)
+        dt = rearrange(cache.dt, "b h s -> b s h")
+        return self.converter(keys, values, dt, A)
+
+    def prefill(self, hidden_states: torch.Tensor, cache, start: int) -> torch.Tensor:
+        """Tokens start .. start+T-1 of every row, onto ``cache`` (a TransMambaCache). [B,T,D] -> [B,T,D].
+
+        Rows before the layer's TransPoint run attention over the buffer and append to it;
+        a chunk reaching the TransPoint folds the buffer into the SSM state first.
+        """
+        ssd = self.ssd
+        seq_len, P = hidden_states.shape[1], cache.transpoint
+        z, xBC, dt_raw = ssd.project(hidden_states)
+        xBC, conv_state = ssd.conv(xBC, cache.conv)
+        cache.conv.copy_(conv_state)
+        x, Bm, Cm = ssd.split(xBC)
+        dt = ssd.dt(dt_raw)
+        A = ssd.A()
+        n_attn = max(0, min(P, start + seq_len) - start)
+        end = start + n_attn
+        pieces = []
+        if n_attn:
+            positions = torch.arange(start, end, device=hidden_states.device)
+            keys = Bm[:, :n_attn]
+            if self.params.rope:
+                keys = rotary(keys, positions, self.params.rope_theta)
+            cache.key[:, :, start:end] = rearrange(keys, "b t g n -> b g t n")
+            cache.value[:, :, start:end] = rearrange(x[:, :n_attn], "b t (g r) p -> b g t (r p)", g=ssd.n_groups)
+            cache.dt[:, :, start:end] = rearrange(dt[:, :n_attn], "b t h -> b h t")
+            k_all = rearrange(cache.key[:, :, :end], "b g s n -> b s g n")
+            v_all = rearrange(cache.value[:, :, :end], "b g s (r p) -> b s (g r) p", p=ssd.headdim)
+            pieces.append(self.attention_rows(x[:, :n_attn], Bm[:, :n_attn], Cm[:, :n_attn], z[:, :n_attn],
+                                              positions, k_all=k_all, v_all=v_all))
+        if n_attn < seq_len:
+            state = cache.ssm if (P == 0 or start > P) else self._fold(cache, A)
+            y, final = self.ssm(x[:, n_attn:], dt[:, n_attn:], A, Bm[:, n_attn:], Cm[:, n_attn:], D=ssd.D,
+                                initial_state=state, return_final_state=True)
+            cache.ssm.copy_(final)
+            pieces.append(ssd.finish(y, z[:, n_attn:]))
+        y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+        return ssd.out_proj(y)
+
+    def step(self, hidden_states: torch.Tensor, cache, positions: torch.Tensor, phase: str) -> torch.Tensor:
+        """One token per row at ``positions`` [B] (long, on device). [B,1,D] -> [B,1,D].
+
+        ``phase`` (host-decided, static per compiled graph): "attn" every row is before the
+        TransPoint; "ssm" every row has folded (the buffer is not touched); "mixed" rows
+        differ (ragged batches, or the step at the TransPoint): both paths, chosen per row.
+        """
+        from zoo.inference.ops import masked_decode_attention, ssd_step
+
+        ssd = self.ssd
+        P = cache.transpoint
+        z, xBC, dt_raw = ssd.project(hidden_states)
+        xBC, conv_state = ssd.conv(xBC, cache.conv)
+        cache.conv.copy_(conv_state)
+        x, Bm, Cm = ssd.split(xBC)
+        dt = ssd.dt(dt_raw)
+        A = ssd.A()
+        y_attn = y_ssm = None
+        if phase != "ssm":
+            q, k = Cm, Bm
+            if self.params.rope:
+                q = rotary(q, positions[:, None], self.params.rope_theta)
+                k = rotary(k, positions[:, None], self.params.rope_theta)
+            rows = torch.arange(x.shape[0], device=x.device)
+            slot = positions if phase == "attn" else positions.clamp(max=P - 1)
+            new_k = k[:, 0]
+            new_v = rearrange(x[:, 0], "b (g r) p -> b g (r p)", g=ssd.n_groups)
+            new_dt = dt[:, 0]
+            if phase == "mixed":
+                # rows at or past P must not overwrite the buffer they are folding / have folded
+                keep = (positions < P)[:, None, None]
+                new_k = torch.where(keep, new_k, cache.key[rows, :, slot])
+                new_v = torch.where(keep, new_v, cache.value[rows, :, slot])
+                new_dt = torch.where(keep[:, :, 0], new_dt, cache.dt[rows, :, slot])
+            cache.key[rows, :, slot] = new_k
+            cache.value[rows, :, slot] = new_v
+            cache.dt[rows, :, slot] = new_dt
+            key_mask = torch.arange(cache.key.shape[2], device=x.device)[None, :] <= positions[:, None]
+            y = masked_decode_attention(rearrange(q, "b t g n -> b g t n"), cache.key, cache.value, key_mask,
+                                        scale=self.scale)
+            y = rearrange(y, "b g t (r p) -> b t (g r) p", p=ssd.headdim)
+            y_attn = self._attention_out(y, x, z)
+        if phase != "attn":
+            state = cache.ssm
+            if phase == "mixed":
+                crossing = (positions == P)[:, None, None, None]
+                state = torch.where(crossing, self._fold(cache, A), state)
+            y, new_state = ssd_step(x[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0], ssd.D, state)
+            if phase == "mixed":
+                new_state = torch.where((positions >= P)[:, None, None, None], new_state, cache.ssm)
+            cache.ssm.copy_(new_state)
+            y_ssm = ssd.finish(y[:, None], z)
+        if y_attn is None:
+            y = y_ssm
+        elif y_ssm is None:
+            y = y_attn
+        else:
+            y = torch.where((positions < P)[:, None, None], y_attn, y_ssm)
         return ssd.out_proj(y)

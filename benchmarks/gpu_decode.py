@@ -1,0 +1,100 @@
+"""Decode on the GPU (issue 4): tokens/s and cache memory at long contexts, 400m presets.
+
+transmamba-400m (its V9-relative schedule, evaluated at max_length) vs transformer-400m
+vs mamba2-400m, random weights, bf16, batch 1 (and a larger batch at the longest
+context), greedy decode through CUDA graphs. Decode parity (prefill + steps == one
+forward, fp32, TF32 off) is checked on the GPU first, eager and graphed; a failing
+preset is not timed. Stops adding measurements when ``--budget-s`` is spent.
+
+    python benchmarks/gpu_decode.py --contexts 1024 8192 32768 --out gpu_decode.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import time
+
+import torch
+
+import schedules  # noqa: F401  (registers the schedules where the entry points are not installed)
+import zoo
+from zoo.inference.bench import decode_benchmark, decode_parity, format_table
+
+PRESETS = ("transmamba-400m", "transformer-400m", "mamba2-400m")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 8192, 32768])
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--big-batch", type=int, default=8)
+    parser.add_argument("--budget-s", type=float, default=240)
+    parser.add_argument("--extra-modes", nargs="*", default=["reduce-overhead"])
+    parser.add_argument("--out", default="gpu_decode.json")
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--mode", default="cudagraph", help="decode mode of the main table")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else args.device, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "zoo": zoo.__version__}
+    print(json.dumps(info), flush=True)
+    results: dict = {"info": info, "parity": {}, "rows": []}
+
+    def save() -> None:
+        with open(args.out, "w") as handle:
+            json.dump(results, handle, indent=1)
+
+    models = {}
+    parity_modes = ("eager", args.mode) if args.mode != "eager" else ("eager",)
+    for preset in args.presets:
+        model = zoo.build(preset, device=args.device, requires_grad=False).eval()
+        for mode in parity_modes:
+            err = decode_parity(model, prompt=300, new=24, mode=mode)
+            results["parity"][f"{preset}/{mode}"] = err
+            print(f"parity fp32 {preset} {mode}: rel err {err:.2e}", flush=True)
+        if max(results["parity"][f"{preset}/{m}"] for m in parity_modes) < 1e-3:
+            models[preset] = model.to(torch.bfloat16)
+        else:
+            print(f"{preset}: parity failed, not timed", flush=True)
+        save()
+
+    def log(row: dict) -> None:
+        print(json.dumps(row), flush=True)
+        results["rows"].append(row)
+        save()
+
+    def run(contexts, batch_size, mode):
+        rows = decode_benchmark(list(models), contexts, batch_size=batch_size, steps=args.steps, warmup=8,
+                                device=args.device, dtype=torch.bfloat16, mode=mode, parity_tol=None, models=models,
+                                log=log)
+        print(format_table(rows), flush=True)
+
+    run(args.contexts, 1, args.mode)
+    longest = max(args.contexts)
+    if args.big_batch and time.perf_counter() - began < args.budget_s * 0.6:
+        run([longest], args.big_batch, args.mode)
+    for mode in args.extra_modes:
+        if time.perf_counter() - began > args.budget_s * 0.6:
+            print(f"budget: skipping mode {mode}", flush=True)
+            continue
+        try:
+            for preset, model in models.items():
+                err = decode_parity(model, prompt=64, new=8, mode=mode)
+                results["parity"][f"{preset}/{mode}/bf16"] = err
+                print(f"parity bf16 {preset} {mode}: rel err {err:.2e}", flush=True)
+            run([longest], 1, mode)
+        except Exception as exc:  # report, keep what was measured
+            print(f"mode {mode} failed: {type(exc).__name__}: {exc}", flush=True)
+            results[f"error/{mode}"] = f"{type(exc).__name__}: {exc}"
+            save()
+    print(f"total {time.perf_counter() - began:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
