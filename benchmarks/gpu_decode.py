@@ -41,7 +41,8 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else args.device, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
+            "torch": torch.__version__, "cuda": torch.version.cuda,
             "zoo": zoo.__version__}
     print(json.dumps(info), flush=True)
     results: dict = {"info": info, "parity": {}, "rows": []}

@@ -18,6 +18,14 @@ import json
 import torch
 
 import zoo
+from zoo.registry import SCHEDULE, SSM
+
+if "constant" not in SCHEDULE or "triton" not in SSM:
+    # run from a source tree that is not pip-installed: no entry-point metadata, so
+    # import the project's plugins directly (they register on import)
+    import schedules  # noqa: F401
+    import zoo_plugins.mamba_ssm  # noqa: F401
+    import zoo_plugins.triton_ssd  # noqa: F401
 
 SSD = {"d_state": 128, "headdim": 64, "n_groups": 8, "expand": 2}
 

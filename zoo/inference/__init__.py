@@ -9,9 +9,9 @@ See docs/inference.md.
 """
 
 from zoo.inference.cache import AttentionCache, ModelCache, SSMCache, TransMambaCache
-from zoo.inference.engine import compile_step, decode, prefill
+from zoo.inference.engine import compile_prefill, compile_step, decode, prefill
 from zoo.inference.generate import generate
 from zoo.inference.sampling import sample
 
-__all__ = ["AttentionCache", "ModelCache", "SSMCache", "TransMambaCache", "compile_step", "decode", "generate",
-           "prefill", "sample"]
+__all__ = ["AttentionCache", "ModelCache", "SSMCache", "TransMambaCache", "compile_prefill", "compile_step",
+           "decode", "generate", "prefill", "sample"]

@@ -39,7 +39,7 @@ class GraphedStep:
             logits = self.model.step(self.tokens, cache.layers, cache.positions, phases)
         self.pool = graph.pool()
         for layer, values in zip(cache.layers, saved, strict=True):
-            for (name, current), value in zip(list(vars(layer).items()), values, strict=True):
+            for current, value in zip(list(vars(layer).values()), values, strict=True):
                 if isinstance(current, torch.Tensor):
                     current.copy_(value)
         cache.positions.copy_(saved_positions)

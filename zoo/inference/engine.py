@@ -17,12 +17,14 @@ from zoo.inference.cache import ModelCache, select_rows
 
 
 def prefill(model, cache: ModelCache, input_ids: torch.Tensor, *, lengths: Sequence[int] | None = None,
-            chunk_size: int | None = None) -> torch.Tensor:
+            chunk_size: int | None = None, prefill_fn: Callable | None = None) -> torch.Tensor:
     """Feed prompts onto the cache (which may already hold tokens) -> last-token logits [B,V].
 
     ``lengths`` (host ints) marks real tokens of a right-padded batch; ``chunk_size`` cuts
-    the prompt into chunks (the result equals one prefill).
+    the prompt into chunks (the result equals one prefill). ``prefill_fn`` defaults to
+    ``model.prefill`` (pass ``compile_prefill(model)`` for the compiled one).
     """
+    prefill_fn = prefill_fn or model.prefill
     batch, seq_len = input_ids.shape
     if batch != cache.batch_size:
         raise ValueError(f"input_ids has {batch} rows, the cache {cache.batch_size}")
@@ -41,7 +43,7 @@ def prefill(model, cache: ModelCache, input_ids: torch.Tensor, *, lengths: Seque
         logits = None
         for begin in range(0, n_real, step):
             end = min(begin + step, n_real)
-            logits = model.prefill(input_ids[view, begin:end], layers, cache.lengths[rows[0]])
+            logits = prefill_fn(input_ids[view, begin:end], layers, cache.lengths[rows[0]])
             for row in rows:
                 cache.lengths[row] += end - begin
         if logits is None:
@@ -62,6 +64,8 @@ def decode(model, cache: ModelCache, tokens: torch.Tensor, step_fn: StepFn | Non
     (pass ``compile_step(model)`` for the compiled one). No host sync: phases come from
     host-side counts, positions advance on the device."""
     step_fn = step_fn or model.step
+    if max(cache.lengths) >= cache.max_length:
+        raise ValueError(f"the cache is full: rows hold {cache.lengths} tokens, max_length {cache.max_length}")
     logits = step_fn(tokens[:, None], cache.layers, cache.positions, cache.phases())
     cache.positions.add_(1)
     cache.advance(1)
@@ -76,3 +80,12 @@ def compile_step(model, *, mode: str | None = None, backend: str = "inductor", f
 
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     return torch.compile(model.step, mode=mode, backend=backend, fullgraph=fullgraph, dynamic=False)
+
+
+def compile_prefill(model, *, backend: str = "inductor", fullgraph: bool = True) -> Callable:
+    """torch.compile of ``model.prefill`` with dynamic length and start (one graph serves
+    every chunk length; TransPoint placement relative to the chunk adds guards, not steps)."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    return torch.compile(model.prefill, backend=backend, fullgraph=fullgraph, dynamic=True)

@@ -1,0 +1,33 @@
+"""``zoo bench-decode``: decode tokens/s and cache bytes vs context length, model against model
+(parity-checked first; see zoo.inference.bench)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench-decode", help="decode tokens/s and cache memory vs context length")
+    p.add_argument("--presets", nargs="+", default=["transmamba-tiny", "transformer-tiny", "mamba2-tiny"])
+    p.add_argument("--contexts", type=int, nargs="+", default=[128, 512, 2048])
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="default: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--mode", choices=["eager", "compile", "reduce-overhead", "cudagraph"], default="eager")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from zoo.inference.bench import decode_benchmark, format_table
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
+    rows = decode_benchmark(args.presets, args.contexts, batch_size=args.batch_size, steps=args.steps,
+                            device=device, dtype=dtype, mode=args.mode)
+    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
+    print(format_table(rows))
+    return 0 if all("error" not in row for row in rows) else 1

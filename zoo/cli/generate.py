@@ -1,0 +1,76 @@
+"""``zoo generate CHECKPOINT_OR_PRESET --prompt TEXT``: sample a continuation, streaming tokens.
+
+A checkpoint brings its tokenizer (``zoo.checkpoint.load_tokenizer``); a preset (random
+weights) uses the byte tokenizer of ``zoo.data``. Tokens are printed as they come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="sample text from a checkpoint or preset (streams tokens)")
+    p.add_argument("model", metavar="CHECKPOINT_OR_PRESET")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-eos", action="store_true", help="do not stop at the tokenizer's eos token")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--compile", action="store_true", help="compiled decode step (reduce-overhead on cuda)")
+    p.set_defaults(func=run)
+
+
+def load_model_and_tokenizer(name: str, device: str):
+    import zoo
+    from zoo.data.tokenizer import ByteTokenizer
+
+    if Path(name).exists():
+        from zoo.checkpoint import load_tokenizer
+
+        return zoo.load(name, device=device), load_tokenizer(name)
+    return zoo.build(name, device=device, requires_grad=False), ByteTokenizer()
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    import zoo
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_model_and_tokenizer(args.model, device)
+    model.eval()
+    ids = tokenizer.encode(args.prompt)
+    if not ids:
+        raise ValueError("--prompt encodes to no tokens")
+    if max(ids) >= model.spec.vocab_size:
+        raise ValueError(f"the prompt has token ids up to {max(ids)}, the model's vocabulary is "
+                         f"{model.spec.vocab_size}")
+    eos_id = None if args.no_eos else getattr(tokenizer, "eos_id", None)
+    pending: list[int] = []
+
+    def stream(tokens: list[int]) -> None:
+        token = tokens[0]
+        if token == eos_id:
+            return
+        pending.append(token)
+        text = tokenizer.decode(pending)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            pending.clear()
+
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+    zoo.generate(model, torch.tensor([ids], device=device), args.max_new_tokens, temperature=args.temperature,
+                 top_k=args.top_k, top_p=args.top_p, seed=args.seed, eos_id=eos_id, on_token=stream,
+                 compile=args.compile, compile_mode="reduce-overhead" if device.startswith("cuda") else None)
+    if pending:
+        sys.stdout.write(tokenizer.decode(pending))
+    sys.stdout.write("\n")
+    return 0
