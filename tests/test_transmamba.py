@@ -55,6 +55,8 @@ def core_combos() -> list[tuple[str, str, str]]:
     combos += [(a, "chunked", "chunked") for a in names(ATTENTION, False)]
     combos += [("sdpa", s, "chunked") for s in names(SSM, False)]
     combos += [("sdpa", "chunked", c) for c in names(CONVERTER, False)]
+    # a plugin providing both may fuse converter + suffix scan (prefix_then_scan)
+    combos += [("sdpa", s, s) for s in names(SSM, False) if s in names(CONVERTER, False)]
     return combos
 
 

@@ -75,6 +75,11 @@ class TransMambaMixer(nn.Module):
         self.attention: AttentionBackend = backends["attention"]
         self.ssm: SSMBackend = backends["ssm"]
         self.converter: ConverterBackend = backends["converter"]
+        # A kernel family that provides both the ssm and the converter may fuse them
+        # (``prefix_then_scan``); chosen here, at build time, never per call.
+        fused = getattr(self.ssm, "prefix_then_scan", None)
+        same_family = getattr(self.ssm, "registry_name", None) == getattr(self.converter, "registry_name", "")
+        self.fused_prefix_scan = fused if same_family else None
         self.scale = params.attn_scale if params.attn_scale is not None else 1.0 / math.sqrt(params.d_state)
         self.default_transpoint = None  # set by the model from its schedule: fn(seq_len) -> int
 
@@ -125,10 +130,12 @@ class TransMambaMixer(nn.Module):
             positions = torch.arange(P, device=hidden_states.device)
             pieces.append(self.attention_rows(x[:, :P], Bm[:, :P], Cm[:, :P], z[:, :P], positions))
         if P < seq_len:
-            state = None
-            if P > 0:
-                state = self.converter(Bm[:, :P], x[:, :P], dt[:, :P], A)
-            y = self.ssm(x[:, P:], dt[:, P:], A, Bm[:, P:], Cm[:, P:], D=ssd.D, initial_state=state)
+            if P > 0 and self.fused_prefix_scan is not None:
+                # one op: prefix chunk states -> converter state -> suffix scan, no round trip
+                y = self.fused_prefix_scan(x, dt, A, Bm, Cm, transpoint=P, D=ssd.D)
+            else:
+                state = self.converter(Bm[:, :P], x[:, :P], dt[:, :P], A) if P > 0 else None
+                y = self.ssm(x[:, P:], dt[:, P:], A, Bm[:, P:], Cm[:, P:], D=ssd.D, initial_state=state)
             pieces.append(ssd.finish(y, z[:, P:]))
         y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
         return ssd.out_proj(y)
