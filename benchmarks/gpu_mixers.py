@@ -85,7 +85,7 @@ def main() -> None:
     assert err < 1e-2, "parity failed: not timing"
     T = args.seq_len
     mixers = {
-        "transmamba P=%d (sdpa + triton)" % args.transpoint: (
+        f"transmamba P={args.transpoint} (sdpa + triton)": (
             {"name": "transmamba", "params": SSD, "attention": {"name": "sdpa"}, "ssm": {"name": "triton"},
              "converter": {"name": "triton"}}, args.transpoint),
         "transformer (sdpa, 16 heads)": ({"name": "attention", "params": {"n_heads": 16}}, None),

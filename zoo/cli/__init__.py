@@ -16,7 +16,8 @@ import sys
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description="TransMamba model zoo: build, plan, train, generate, bench.")
+    parser = argparse.ArgumentParser(
+        prog="zoo", description="TransMamba model zoo: build, plan, train, generate, bench.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

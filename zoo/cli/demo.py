@@ -11,7 +11,8 @@ import time
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: build every preset, then train, evaluate, plot and sample")
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--preset", default="transmamba-tiny", help="model to train (default: transmamba-tiny; small is ~17x slower per step)")
+    p.add_argument("--preset", default="transmamba-tiny",
+                   help="model to train (default: transmamba-tiny; -small is ~17x slower per step)")
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget in minutes")
     p.add_argument("--build-only", action="store_true", help="only build the presets")
     p.set_defaults(func=run)
