@@ -51,6 +51,36 @@ def _backend(registry, name: str, **params):
     return entry.obj(entry.params_model.model_validate(params))
 
 
+def _compare_backends(suite: str, registry, names: list[str], shape: str, shapes: dict[str, int],
+                      device: torch.device, dtype: torch.dtype, call: Callable, *, warmup: int,
+                      repeats: int) -> list[Row]:
+    """Time ``call(backend)`` for each named backend; the first that runs is the reference,
+    and a backend whose output disagrees with it is reported, not timed."""
+    rows, reference = [], None
+    with torch.no_grad():
+        for name in names:
+            ok, reason = registry.get(name).availability()
+            if not ok:
+                rows.append(Row(suite, name, shape, None, f"unavailable: {reason}"))
+                continue
+            backend = _backend(registry, name)
+            ok, reason = backend.supports(device=device, dtype=dtype, **shapes)
+            if not ok:
+                rows.append(Row(suite, name, shape, None, f"unsupported: {reason}"))
+                continue
+            out = call(backend).float()
+            if reference is None:
+                reference = out
+            else:
+                err = rel_err(out, reference)
+                if err > tolerance(dtype) * 10:
+                    rows.append(Row(suite, name, shape, None, f"FAILED PARITY (rel err {err:.1e})"))
+                    continue
+            ms = time_ms(lambda b=backend: call(b), device, warmup=warmup, repeats=repeats)
+            rows.append(Row(suite, name, shape, ms))
+    return rows
+
+
 def ssm_suite(seq_len: int = 2048, *, batch: int = 1, heads: int = 8, headdim: int = 32, groups: int = 1,
               d_state: int = 32, device: str = "cpu", dtype: torch.dtype = torch.float32,
               names: list[str] | None = None, repeats: int = 3) -> list[Row]:
@@ -64,31 +94,9 @@ def ssm_suite(seq_len: int = 2048, *, batch: int = 1, heads: int = 8, headdim: i
     C = torch.randn(batch, seq_len, groups, d_state, generator=g).to(dev, dtype)
     shape = f"B{batch}-T{seq_len}-H{heads}-P{headdim}-N{d_state}-G{groups}"
     names = names or ["scan"] + [n for n in SSM.names() if n != "scan"]
-    rows, reference = [], None
-    with torch.no_grad():
-        for name in names:
-            entry = SSM.get(name)
-            ok, reason = entry.availability()
-            if not ok:
-                rows.append(Row("ssm", name, shape, None, f"unavailable: {reason}"))
-                continue
-            backend = _backend(SSM, name)
-            ok, reason = backend.supports(device=dev, dtype=dtype, n_heads=heads, n_groups=groups, head_dim=headdim,
-                                          state_dim=d_state)
-            if not ok:
-                rows.append(Row("ssm", name, shape, None, f"unsupported: {reason}"))
-                continue
-            out = backend(x, dt, A, B, C).float()
-            if reference is None:
-                reference = out
-            else:
-                err = rel_err(out, reference)
-                if err > tolerance(dtype) * 10:
-                    rows.append(Row("ssm", name, shape, None, f"FAILED PARITY (rel err {err:.1e})"))
-                    continue
-            ms = time_ms(lambda b=backend: b(x, dt, A, B, C), dev, warmup=1, repeats=repeats)
-            rows.append(Row("ssm", name, shape, ms))
-    return rows
+    shapes = dict(n_heads=heads, n_groups=groups, head_dim=headdim, state_dim=d_state)
+    return _compare_backends("ssm", SSM, names, shape, shapes, dev, dtype,
+                             lambda backend: backend(x, dt, A, B, C), warmup=1, repeats=repeats)
 
 
 def attention_suite(seq_len: int = 1024, *, batch: int = 1, heads: int = 8, groups: int = 2, d_state: int = 64,
@@ -103,29 +111,9 @@ def attention_suite(seq_len: int = 1024, *, batch: int = 1, heads: int = 8, grou
     scale = d_state ** -0.5
     shape = f"B{batch}-T{seq_len}-H{heads}-G{groups}-N{d_state}-P{headdim}"
     names = ["eager"] + [n for n in ATTENTION.names() if n != "eager"]
-    rows, reference = [], None
-    with torch.no_grad():
-        for name in names:
-            entry = ATTENTION.get(name)
-            ok, reason = entry.availability()
-            backend = _backend(ATTENTION, name) if ok else None
-            if ok:
-                ok, reason = backend.supports(device=dev, dtype=dtype, n_heads=heads, n_groups=groups,
-                                              head_dim=headdim, state_dim=d_state, requires_grad=0)
-            if not ok:
-                rows.append(Row("attention", name, shape, None, f"unavailable: {reason}"))
-                continue
-            out = backend(q, k, v, scale=scale).float()
-            if reference is None:
-                reference = out
-            else:
-                err = rel_err(out, reference)
-                if err > tolerance(dtype) * 10:
-                    rows.append(Row("attention", name, shape, None, f"FAILED PARITY (rel err {err:.1e})"))
-                    continue
-            rows.append(Row("attention", name, shape,
-                            time_ms(lambda b=backend: b(q, k, v, scale=scale), dev, repeats=repeats)))
-    return rows
+    shapes = dict(n_heads=heads, n_groups=groups, head_dim=headdim, state_dim=d_state, requires_grad=0)
+    return _compare_backends("attention", ATTENTION, names, shape, shapes, dev, dtype,
+                             lambda backend: backend(q, k, v, scale=scale), warmup=2, repeats=repeats)
 
 
 def model_suite(preset: str = "transmamba-tiny", *, seq_len: int = 512, batch: int = 4, device: str = "cpu",

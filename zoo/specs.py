@@ -238,17 +238,8 @@ def _pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, 
         loc = ".".join(str(part) for part in err.get("loc", ()))
         path = ".".join(p for p in (prefix, loc) if p)
         msg = str(err.get("msg", "invalid"))
-        if err.get("type") == "value_error" and msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-            # our own model validator packs "path: message" lines into one error
-            if not loc and "\n" not in msg and ": " in msg and msg.split(": ", 1)[0].count(".") >= 1:
-                sub, msg = msg.split(": ", 1)
-                path = ".".join(p for p in (prefix, sub) if p)
-            elif not loc and "\n" in msg:
-                for line in msg.splitlines():
-                    sub, _, m = line.partition(": ")
-                    out.append((".".join(p for p in (prefix, sub) if p), m))
-                continue
+        if err.get("type") == "value_error":
+            msg = msg.removeprefix("Value error, ")
         out.append((path, msg))
     return out
 

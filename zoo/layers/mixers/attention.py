@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from zoo.backends.base import AttentionBackend
+from zoo.inference.ops import masked_decode_attention
 from zoo.layers.norm import RMSNorm
 from zoo.ops.rope import rotary
 from zoo.registry import MIXER
@@ -106,8 +107,6 @@ class AttentionMixer(nn.Module):
 
     def step(self, hidden_states: torch.Tensor, cache, positions: torch.Tensor, phase: str) -> torch.Tensor:
         """One token per row at ``positions`` [B]: [B,1,D] -> [B,1,D]."""
-        from zoo.inference.ops import masked_decode_attention
-
         q, k, v = self.qkv(hidden_states, positions[:, None])
         rows = torch.arange(q.shape[0], device=q.device)
         cache.key[rows, :, positions] = k[:, 0]

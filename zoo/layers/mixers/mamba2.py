@@ -9,6 +9,7 @@ from torch import nn
 
 from zoo.backends.base import SSMBackend
 from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes
+from zoo.ops.ssd.reference import ssd_step
 from zoo.registry import MIXER
 
 
@@ -43,10 +44,8 @@ class Mamba2Mixer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *, transpoint: int | None = None) -> torch.Tensor:
         ssd = self.ssd
-        z, xBC, dt_raw = ssd.project(hidden_states)
-        xBC, _ = ssd.conv(xBC)
-        x, Bm, Cm = ssd.split(xBC)
-        y = self.ssm(x, ssd.dt(dt_raw), ssd.A(), Bm, Cm, D=ssd.D)
+        z, x, Bm, Cm, dt, A, _ = ssd.inputs(hidden_states)
+        y = self.ssm(x, dt, A, Bm, Cm, D=ssd.D)
         return ssd.out_proj(ssd.finish(y, z))
 
     # Inference (zoo.inference): conv state + SSM state, see zoo/inference/cache.py.
@@ -54,24 +53,18 @@ class Mamba2Mixer(nn.Module):
     def prefill(self, hidden_states: torch.Tensor, cache, start: int) -> torch.Tensor:
         """T tokens of every row onto ``cache`` (an SSMCache). [B,T,D] -> [B,T,D]."""
         ssd = self.ssd
-        z, xBC, dt_raw = ssd.project(hidden_states)
-        xBC, conv_state = ssd.conv(xBC, cache.conv)
+        z, x, Bm, Cm, dt, A, conv_state = ssd.inputs(hidden_states, cache.conv)
         cache.conv.copy_(conv_state)
-        x, Bm, Cm = ssd.split(xBC)
-        y, final = self.ssm(x, ssd.dt(dt_raw), ssd.A(), Bm, Cm, D=ssd.D, initial_state=cache.ssm,
+        y, final = self.ssm(x, dt, A, Bm, Cm, D=ssd.D, initial_state=cache.ssm,
                             return_final_state=True)
         cache.ssm.copy_(final)
         return ssd.out_proj(ssd.finish(y, z))
 
     def step(self, hidden_states: torch.Tensor, cache, positions: torch.Tensor, phase: str) -> torch.Tensor:
         """One token per row: [B,1,D] -> [B,1,D] (positions and phase are not needed)."""
-        from zoo.inference.ops import ssd_step
-
         ssd = self.ssd
-        z, xBC, dt_raw = ssd.project(hidden_states)
-        xBC, conv_state = ssd.conv(xBC, cache.conv)
+        z, x, Bm, Cm, dt, A, conv_state = ssd.inputs(hidden_states, cache.conv)
         cache.conv.copy_(conv_state)
-        x, Bm, Cm = ssd.split(xBC)
-        y, state = ssd_step(x[:, 0], ssd.dt(dt_raw)[:, 0], ssd.A(), Bm[:, 0], Cm[:, 0], ssd.D, cache.ssm)
+        y, state = ssd_step(x[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0], ssd.D, cache.ssm)
         cache.ssm.copy_(state)
         return ssd.out_proj(ssd.finish(y[:, None], z))

@@ -91,6 +91,14 @@ class SSDProjections(nn.Module):
         self.A_log.copy_(torch.log(A))
         self.D.fill_(1.0)
 
+    def inputs(self, u: torch.Tensor, conv_state: torch.Tensor | None = None):
+        """u [B,T,D] -> z, x [B,T,H,P], B, C [B,T,G,N], dt [B,T,H] (softplus-ed, fp32), A [H],
+        and the conv state after these tokens ([B,C,W-1]; the input state, or zeros, before)."""
+        z, xBC, dt_raw = self.project(u)
+        xBC, new_conv_state = self.conv(xBC, conv_state)
+        x, Bm, Cm = self.split(xBC)
+        return z, x, Bm, Cm, self.dt(dt_raw), self.A(), new_conv_state
+
     def project(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """u [B,T,D] -> z [B,T,d_inner], xBC (pre-conv) [B,T,conv_channels], dt_raw [B,T,H]."""
         zxbcdt = self.in_proj(u)

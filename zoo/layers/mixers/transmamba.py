@@ -23,8 +23,10 @@ from pydantic import Field
 from torch import nn
 
 from zoo.backends.base import AttentionBackend, ConverterBackend, SSMBackend
+from zoo.inference.ops import masked_decode_attention
 from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes
 from zoo.ops.rope import rotary
+from zoo.ops.ssd.reference import ssd_step
 from zoo.registry import MIXER
 
 
@@ -89,11 +91,11 @@ class TransMambaMixer(nn.Module):
         x [B,T,H,P]; Bm, Cm [B,T,G,N]; positions [T]. ``k_all``/``v_all`` (already rotated)
         extend the keys with earlier tokens (decode); by default keys are these rows.
         """
-        q, k = Cm, Bm
-        if self.params.rope:
-            q = rotary(q, positions, self.params.rope_theta)
-            k = rotary(k, positions, self.params.rope_theta)
-        keys = k if k_all is None else k_all
+        q = rotary(Cm, positions, self.params.rope_theta) if self.params.rope else Cm
+        if k_all is None:
+            keys = rotary(Bm, positions, self.params.rope_theta) if self.params.rope else Bm
+        else:
+            keys = k_all  # the cache holds keys already rotated at their positions
         values = x if v_all is None else v_all
         y = self.attention(q, keys, values, scale=self.scale, causal=True)
         return self._attention_out(y, x, z)
@@ -120,11 +122,7 @@ class TransMambaMixer(nn.Module):
             transpoint = self.default_transpoint(seq_len)
         P = clamp_transpoint(transpoint, seq_len)
         ssd = self.ssd
-        z, xBC, dt_raw = ssd.project(hidden_states)
-        xBC, _ = ssd.conv(xBC)
-        x, Bm, Cm = ssd.split(xBC)
-        dt = ssd.dt(dt_raw)
-        A = ssd.A()
+        z, x, Bm, Cm, dt, A, _ = ssd.inputs(hidden_states)
         pieces = []
         if P > 0:
             positions = torch.arange(P, device=hidden_states.device)
@@ -161,12 +159,8 @@ class TransMambaMixer(nn.Module):
         """
         ssd = self.ssd
         seq_len, P = hidden_states.shape[1], cache.transpoint
-        z, xBC, dt_raw = ssd.project(hidden_states)
-        xBC, conv_state = ssd.conv(xBC, cache.conv)
+        z, x, Bm, Cm, dt, A, conv_state = ssd.inputs(hidden_states, cache.conv)
         cache.conv.copy_(conv_state)
-        x, Bm, Cm = ssd.split(xBC)
-        dt = ssd.dt(dt_raw)
-        A = ssd.A()
         n_attn = max(0, min(P, start + seq_len) - start)
         end = start + n_attn
         pieces = []
@@ -198,16 +192,10 @@ class TransMambaMixer(nn.Module):
         TransPoint; "ssm" every row has folded (the buffer is not touched); "mixed" rows
         differ (ragged batches, or the step at the TransPoint): both paths, chosen per row.
         """
-        from zoo.inference.ops import masked_decode_attention, ssd_step
-
         ssd = self.ssd
         P = cache.transpoint
-        z, xBC, dt_raw = ssd.project(hidden_states)
-        xBC, conv_state = ssd.conv(xBC, cache.conv)
+        z, x, Bm, Cm, dt, A, conv_state = ssd.inputs(hidden_states, cache.conv)
         cache.conv.copy_(conv_state)
-        x, Bm, Cm = ssd.split(xBC)
-        dt = ssd.dt(dt_raw)
-        A = ssd.A()
         y_attn = y_ssm = None
         if phase != "ssm":
             q, k = Cm, Bm

@@ -47,6 +47,35 @@ def _heads_from_groups(tensor: torch.Tensor, n_heads: int) -> torch.Tensor:
     return repeat(tensor, "b t g n -> b t (g r) n", r=n_heads // n_groups)
 
 
+def recurrence_step(
+    state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
+) -> torch.Tensor:
+    """h = exp(dt*A) h + dt x B^T for one token, heads already expanded.
+
+    state [B,H,P,N], x [B,H,P], dt [B,H], A [H], B [B,H,N] (all in the working dtype).
+    """
+    decay = torch.exp(dt * A)
+    update = (dt[..., None] * x)[..., None] * B[:, :, None, :]
+    return decay[..., None, None] * state + update
+
+
+def ssd_step(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: torch.Tensor | None, state: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode token: x [B,H,P], dt [B,H], A [H], B/C [B,G,N], D [H], state [B,H,P,N]
+    (fp32) -> (y [B,H,P] in x.dtype, new state in the state's dtype)."""
+    n_heads, work = x.shape[1], state.dtype
+    x_w = x.to(work)
+    B_h = _heads_from_groups(B.to(work)[:, None], n_heads)[:, 0]
+    C_h = _heads_from_groups(C.to(work)[:, None], n_heads)[:, 0]
+    state = recurrence_step(state, x_w, dt.to(work), A.to(work), B_h)
+    y = torch.einsum("bhpn,bhn->bhp", state, C_h)
+    if D is not None:
+        y = y + D.to(work)[:, None] * x_w
+    return y.to(x.dtype), state
+
+
 def ssd_scan(
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -75,9 +104,7 @@ def ssd_scan(
 
     outputs = []
     for t in range(seq_len):
-        decay = torch.exp(dt_w[:, t] * A_w)  # [B, H]
-        update = (dt_w[:, t, :, None] * x_w[:, t])[..., None] * B_w[:, t, :, None, :]
-        state = decay[..., None, None] * state + update
+        state = recurrence_step(state, x_w[:, t], dt_w[:, t], A_w, B_w[:, t])
         outputs.append(torch.einsum("bhpn,bhn->bhp", state, C_w[:, t]))
     if outputs:
         y = torch.stack(outputs, dim=1)
@@ -110,7 +137,5 @@ def converter_scan(
         initial_state, (batch, n_heads, head_dim, k.shape[-1]), work, v.device
     )
     for t in range(prefix_len):
-        decay = torch.exp(dt_w[:, t] * A_w)
-        update = (dt_w[:, t, :, None] * v_w[:, t])[..., None] * k_w[:, t, :, None, :]
-        state = decay[..., None, None] * state + update
+        state = recurrence_step(state, v_w[:, t], dt_w[:, t], A_w, k_w[:, t])
     return state
