@@ -31,21 +31,16 @@ class Block(nn.Module):
             x = x + self.mixer(self.mixer_norm(x), transpoint=transpoint)
         else:
             x = x + self.mixer(self.mixer_norm(x))
-        if self.mlp is not None:
-            x = x + self.mlp(self.mlp_norm(x))
-        return x
+        return self._mlp_residual(x)
 
     def prefill(self, x: torch.Tensor, cache, start: int) -> torch.Tensor:
-        x = x + self.mixer.prefill(self.mixer_norm(x), cache, start)
-        if self.mlp is not None:
-            x = x + self.mlp(self.mlp_norm(x))
-        return x
+        return self._mlp_residual(x + self.mixer.prefill(self.mixer_norm(x), cache, start))
 
     def step(self, x: torch.Tensor, cache, positions: torch.Tensor, phase: str) -> torch.Tensor:
-        x = x + self.mixer.step(self.mixer_norm(x), cache, positions, phase)
-        if self.mlp is not None:
-            x = x + self.mlp(self.mlp_norm(x))
-        return x
+        return self._mlp_residual(x + self.mixer.step(self.mixer_norm(x), cache, positions, phase))
+
+    def _mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mlp is None else x + self.mlp(self.mlp_norm(x))
 
 
 class CausalLM(nn.Module):

@@ -23,6 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from zoo.backends.base import AttentionBackend, ConverterBackend, SSMBackend
+from zoo.inference.cache import ATTN, MIXED, SSM
 from zoo.inference.ops import masked_decode_attention
 from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes
 from zoo.ops.rope import rotary
@@ -197,17 +198,17 @@ class TransMambaMixer(nn.Module):
         z, x, Bm, Cm, dt, A, conv_state = ssd.inputs(hidden_states, cache.conv)
         cache.conv.copy_(conv_state)
         y_attn = y_ssm = None
-        if phase != "ssm":
+        if phase != SSM:
             q, k = Cm, Bm
             if self.params.rope:
                 q = rotary(q, positions[:, None], self.params.rope_theta)
                 k = rotary(k, positions[:, None], self.params.rope_theta)
             rows = torch.arange(x.shape[0], device=x.device)
-            slot = positions if phase == "attn" else positions.clamp(max=P - 1)
+            slot = positions if phase == ATTN else positions.clamp(max=P - 1)
             new_k = k[:, 0]
             new_v = rearrange(x[:, 0], "b (g r) p -> b g (r p)", g=ssd.n_groups)
             new_dt = dt[:, 0]
-            if phase == "mixed":
+            if phase == MIXED:
                 # rows at or past P must not overwrite the buffer they are folding / have folded
                 keep = (positions < P)[:, None, None]
                 new_k = torch.where(keep, new_k, cache.key[rows, :, slot])
@@ -221,13 +222,13 @@ class TransMambaMixer(nn.Module):
                                         scale=self.scale)
             y = rearrange(y, "b g t (r p) -> b t (g r) p", p=ssd.headdim)
             y_attn = self._attention_out(y, x, z)
-        if phase != "attn":
+        if phase != ATTN:
             state = cache.ssm
-            if phase == "mixed":
+            if phase == MIXED:
                 crossing = (positions == P)[:, None, None, None]
                 state = torch.where(crossing, self._fold(cache, A), state)
             y, new_state = ssd_step(x[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0], ssd.D, state)
-            if phase == "mixed":
+            if phase == MIXED:
                 new_state = torch.where((positions >= P)[:, None, None, None], new_state, cache.ssm)
             cache.ssm.copy_(new_state)
             y_ssm = ssd.finish(y[:, None], z)
