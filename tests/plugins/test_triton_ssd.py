@@ -46,6 +46,29 @@ CASES = (
 FP32_CASES = CASES + (SSMCase(1, 150, 2, 8, 8, 1), SSMCase(1, 37, 4, 8, 40, 2))
 
 
+@pytest.fixture
+def tuning():
+    """Set launch knobs of the Triton SSD for one test, restored afterwards."""
+    from zoo_plugins.triton_ssd import ops
+
+    saved = dict(ops.TUNING)
+    yield ops.TUNING
+    ops.TUNING.clear()
+    ops.TUNING.update(saved)
+
+
+# chunks per segment: 1 (every chunk its own segment), 2, 3 (a short last segment) and
+# 1000 (one segment: no segment pass at all); block_p 16 splits P = 32 over two programs.
+@pytest.mark.parametrize(
+    ("per_segment", "block_p"), [(1, None), (2, None), (3, 16), (1000, None), (1000, 16)], ids=str
+)
+def test_segment_and_block_splits_match_reference(tuning, per_segment: int, block_p: int | None) -> None:
+    tuning.update(chunks_per_segment=per_segment, block_p=block_p)
+    cases = (SSMCase(1, 150, 2, 8, 8, 1), SSMCase(2, 37, 4, 32, 16, 2), SSMCase(1, 16, 2, 8, 8, 2))
+    check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases)
+    check_converter_backend(TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases)
+
+
 def test_registered_under_triton() -> None:
     assert SSM.get("triton").obj is TritonSSM
     assert CONVERTER.get("triton").obj is TritonConverter
@@ -72,8 +95,10 @@ def test_converter_matches_reference(dtype: torch.dtype) -> None:
     check_converter_backend(TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=dtype, cases=cases)
 
 
+@pytest.mark.parametrize("per_segment", [None, 1, 1000], ids=["auto", "seg1", "oneseg"])
 @pytest.mark.parametrize("transpoint", [0, 7, 16, 21, 37])
-def test_transmamba_call_is_converter_then_suffix_scan(transpoint: int) -> None:
+def test_transmamba_call_is_converter_then_suffix_scan(tuning, transpoint: int, per_segment: int | None) -> None:
+    tuning.update(chunks_per_segment=per_segment)
     case = SSMCase(1, 37, 4, 8, 16, 2)
     inputs = ssm_inputs(case, seed=transpoint)
     names = ("x", "dt", "A", "B", "C", "D", "initial_state")

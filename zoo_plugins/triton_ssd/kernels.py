@@ -1,4 +1,4 @@
-"""Triton kernels of the chunked SSD scan: the forward, and the state pass both directions use.
+"""Triton kernels of the SSD scan: the forward, and the state pass both directions use.
 
 Imported lazily (from :mod:`zoo_plugins.triton_ssd.ops` inside the op bodies), so that
 ``TRITON_INTERPRET=1`` set by a test's conftest takes effect before any ``@triton.jit``.
@@ -6,20 +6,26 @@ Imported lazily (from :mod:`zoo_plugins.triton_ssd.ops` inside the op bodies), s
 Shape legend: B batch, T tokens, H heads, P head dim, G groups, N state dim, R = H // G
 heads per group, Q = chunk size, c chunk index, nc = ceil(T / Q). Inside a chunk,
 ``a_t = dt_t * A_h <= 0`` and ``acs_t = a_0 + ... + a_t`` (cumulative, in-chunk).
+A *segment* is a run of ``CPS`` consecutive chunks; a row is one (batch, head).
 
-Forward, three launches:
+Design: the state walks. A program owns one (row, P block, segment) and carries the
+[BP, N] fp32 state across the chunks of its segment in registers, so the per-chunk
+states never round-trip through HBM (they did in the three-kernel chunked design, and
+that traffic was the measured limiter: 6.4 GB at T=64K). Segments exist only to give the
+GPU enough programs when B*H is small; with one segment the forward is one launch.
 
-1. ``_chunk_state_fwd``  grid (nc, B*G): each chunk's own state
-   S_c = sum_s exp(acs_end - acs_s) dt_s x_s B_s^T  [P, N], and the chunk's total decay.
-2. ``_state_pass``       grid (B*H, P*N blocks): sequential over chunks (CB at a time);
-   overwrites S_c by the state entering chunk c (initial state in, final state out).
-3. ``_chunk_out_fwd``    grid (chunks with outputs, B*G): y = intra-chunk quadratic form
-   + exp(acs) C h_in + D x, only for tokens t >= out_start (the TransPoint).
+1. ``_seg_state_fwd``  grid (rows * P blocks, nseg - 1): each segment's own state (from zero) and
+   its total log-decay; reads x, dt, B only.
+2. ``_state_pass``     grid (rows, PN blocks): sequential over the segments; slot s gets
+   the state entering segment s, ``end`` the state entering the last one.
+3. ``_seg_scan_fwd``   grid (rows * P blocks, segments): walks its segment from its
+   entering state: y = intra-chunk quadratic form + exp(acs) C h + D x for tokens
+   t >= out_start (the TransPoint), then h <- exp(total) h + sum_s w_s x_s B_s^T. It
+   stores each chunk's entering state (in the dtype of x) when a backward will need it,
+   and the last segment stores the final state.
 
-The backward is in :mod:`zoo_plugins.triton_ssd.kernels_bwd`; it runs ``_state_pass``
-reversed. A program of the forward chunk kernels owns one (batch, group, chunk) and loops
-over the R heads of the group, so the B/C tiles and the C B^T scores are loaded and formed
-once per group.
+The backward is in :mod:`zoo_plugins.triton_ssd.kernels_bwd`; it mirrors this (a reverse
+walk for the state gradients, ``_state_pass`` reversed over segments).
 
 Tokens past T are loaded as zeros (dt = 0: decay 1, input 0), which is exactly neutral.
 """
@@ -39,13 +45,23 @@ def _dot(a, b, PREC: tl.constexpr, DOT_F32: tl.constexpr):
 
 
 @triton.jit
-def _chunk_state_fwd(
+def _chunk_decay(dt_ptr, A_h, b, h, c, T, H, Q: tl.constexpr):
+    """One chunk's tokens, their mask, dt, in-chunk cumulative log-decay and total."""
+    t = c * Q + tl.arange(0, Q)
+    tmask = t < T
+    dt = tl.load(dt_ptr + (b * T + t) * H + h, mask=tmask, other=0.0).to(tl.float32)
+    a = dt * A_h
+    return t, tmask, dt, tl.cumsum(a, axis=0), tl.sum(a, axis=0)
+
+
+@triton.jit
+def _seg_state_fwd(
     x_ptr,
     dt_ptr,
     A_ptr,
     B_ptr,
-    states_ptr,
-    totals_ptr,
+    seg_ptr,
+    seg_total_ptr,
     T,
     H,
     G,
@@ -53,48 +69,52 @@ def _chunk_state_fwd(
     P,
     N,
     NC,
+    CPS,
+    NS,
     Q: tl.constexpr,
     BP: tl.constexpr,
     BN: tl.constexpr,
+    NPB: tl.constexpr,
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
-    c = tl.program_id(0)
-    bg = tl.program_id(1)
-    b = bg // G
-    g = bg % G
-    t = c * Q + tl.arange(0, Q)
-    tmask = t < T
-    p = tl.arange(0, BP)
+    """Own state of segment s (entering state zero) and its total log-decay, into slot s."""
+    pid = tl.program_id(0)
+    row = pid // NPB
+    s = tl.program_id(1)
+    b = row // H
+    h = row % H
+    g = h // R
+    p = (pid % NPB) * BP + tl.arange(0, BP)
     n = tl.arange(0, BN)
     pmask = p < P
     nmask = n < N
-    Bm = tl.load(
-        B_ptr + ((b * T + t[:, None]) * G + g) * N + n[None, :],
-        mask=tmask[:, None] & nmask[None, :],
-        other=0.0,
-    )
-    for r in range(R):
-        h = g * R + r
-        A_h = tl.load(A_ptr + h).to(tl.float32)
-        dt = tl.load(dt_ptr + (b * T + t) * H + h, mask=tmask, other=0.0).to(tl.float32)
-        acs = tl.cumsum(dt * A_h, axis=0)
-        total = tl.sum(dt * A_h, axis=0)
-        weight = tl.exp(total - acs) * dt
+    A_h = tl.load(A_ptr + h).to(tl.float32)
+    state = tl.zeros([BP, BN], dtype=tl.float32)
+    decay_sum = tl.zeros([Q], dtype=tl.float32)
+    c_end = tl.minimum(s * CPS + CPS, NC)
+    for c in range(s * CPS, c_end):
+        t, tmask, dt, acs, total = _chunk_decay(dt_ptr, A_h, b, h, c, T, H, Q)
+        decay_sum += dt * A_h
         xm = tl.load(
             x_ptr + ((b * T + t[:, None]) * H + h) * P + p[None, :],
             mask=tmask[:, None] & pmask[None, :],
             other=0.0,
         )
-        xw = (xm.to(tl.float32) * weight[:, None]).to(Bm.dtype)
-        state = _dot(tl.trans(xw), Bm, PREC, DOT_F32)  # [BP, BN]
-        base = ((b * H + h) * NC + c) * P * N
-        tl.store(
-            states_ptr + base + p[:, None] * N + n[None, :],
-            state,
-            mask=pmask[:, None] & nmask[None, :],
+        Bm = tl.load(
+            B_ptr + ((b * T + t[:, None]) * G + g) * N + n[None, :],
+            mask=tmask[:, None] & nmask[None, :],
+            other=0.0,
         )
-        tl.store(totals_ptr + (b * H + h) * NC + c, total)
+        xw = (xm.to(tl.float32) * (tl.exp(total - acs) * dt)[:, None]).to(Bm.dtype)
+        state = state * tl.exp(total) + _dot(tl.trans(xw), Bm, PREC, DOT_F32)
+    slot = row * NS + s
+    tl.store(
+        seg_ptr + (slot * P + p[:, None]) * N + n[None, :],
+        state,
+        mask=pmask[:, None] & nmask[None, :],
+    )
+    tl.store(seg_total_ptr + slot, tl.sum(decay_sum, axis=0))
 
 
 @triton.jit
@@ -105,20 +125,21 @@ def _state_pass(
     end_ptr,
     PN,
     NC,
+    NS,
     HAS_START: tl.constexpr,
     HAS_OWN: tl.constexpr,
     REVERSE: tl.constexpr,
     BLOCK: tl.constexpr,
     CB: tl.constexpr,
 ):
-    """Sequential pass over chunks, CB chunks per step; slot c of ``states`` is replaced.
+    """Sequential pass over NC slots (row stride NS), CB at a time; each slot is replaced.
 
-    Forward: ``own_c`` = chunk c's own state; slot c gets the state entering chunk c;
-    ``end`` = final state. Reverse (backward): ``own_c`` = chunk c's outputs' pull on its
-    entering state; slot c gets the gradient of the state leaving chunk c; ``end`` = the
-    initial state's gradient. Both are s <- exp(total_c) s + own_c in (reversed) order.
-    Within a step the CB updates are one [CB, CB] lower-triangular decay matrix, so the
-    loads of a step are issued together and the serial chain is NC / CB steps long.
+    Forward: ``own_c`` = slot c's own state; slot c gets the state entering it; ``end`` =
+    the state after the last. Reverse (backward): ``own_c`` = slot c's outputs' pull on
+    its entering state; slot c gets the gradient of the state leaving it; ``end`` = the
+    gradient of the state entering slot 0. Both are s <- exp(total_c) s + own_c in
+    (reversed) order. Within a step the CB updates are one [CB, CB] lower-triangular decay
+    matrix, so the loads of a step are issued together and the chain is NC / CB long.
     """
     bh = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -136,10 +157,10 @@ def _state_pass(
         else:
             chunk = step + j
             cmask = chunk < NC
-        total = tl.load(totals_ptr + bh * NC + chunk, mask=cmask, other=0.0)
+        total = tl.load(totals_ptr + bh * NS + chunk, mask=cmask, other=0.0)
         inclusive = tl.cumsum(total, axis=0)
         exclusive = inclusive - total
-        ptrs = states_ptr + (bh * NC + chunk)[:, None] * PN + offs[None, :]
+        ptrs = states_ptr + (bh * NS + chunk)[:, None] * PN + offs[None, :]
         tile_mask = cmask[:, None] & mask[None, :]
         # slot_j = exp(exclusive_j) s + sum_{i<j} exp(exclusive_j - inclusive_i) own_i
         slot = tl.exp(exclusive)[:, None] * state[None, :]
@@ -155,15 +176,18 @@ def _state_pass(
 
 
 @triton.jit
-def _chunk_out_fwd(
+def _seg_scan_fwd(
     x_ptr,
     dt_ptr,
     A_ptr,
     B_ptr,
     C_ptr,
     D_ptr,
+    seg_ptr,
+    last_ptr,
     states_ptr,
     y_ptr,
+    final_ptr,
     T,
     H,
     G,
@@ -171,58 +195,80 @@ def _chunk_out_fwd(
     P,
     N,
     NC,
+    CPS,
+    NSEG,
+    NS,
     out_start,
-    first_chunk,
+    first_seg,
     HAS_D: tl.constexpr,
+    HAS_LAST: tl.constexpr,
+    SAVE: tl.constexpr,
     Q: tl.constexpr,
     BP: tl.constexpr,
     BN: tl.constexpr,
+    NPB: tl.constexpr,
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
-    c = tl.program_id(0) + first_chunk
-    bg = tl.program_id(1)
-    b = bg // G
-    g = bg % G
-    t = c * Q + tl.arange(0, Q)
-    tmask = t < T
-    p = tl.arange(0, BP)
+    """Walk one segment from its entering state: outputs, saved chunk states, final state.
+
+    Entering state of segment s: slot s of ``seg`` (s < NSEG - 1), else ``last`` (the
+    state pass's end, or the initial state when there is one segment), else zero.
+    """
+    pid = tl.program_id(0)
+    row = pid // NPB
+    s = tl.program_id(1) + first_seg
+    b = row // H
+    h = row % H
+    g = h // R
+    p = (pid % NPB) * BP + tl.arange(0, BP)
     n = tl.arange(0, BN)
     pmask = p < P
     nmask = n < N
-    bc_off = ((b * T + t[:, None]) * G + g) * N + n[None, :]
-    bc_mask = tmask[:, None] & nmask[None, :]
-    Bm = tl.load(B_ptr + bc_off, mask=bc_mask, other=0.0)
-    Cm = tl.load(C_ptr + bc_off, mask=bc_mask, other=0.0)
-    scores = _dot(Cm, tl.trans(Bm), PREC, DOT_F32)  # [Q(l), Q(s)]
+    pn_off = p[:, None] * N + n[None, :]
+    pn_mask = pmask[:, None] & nmask[None, :]
+    if s < NSEG - 1:
+        state = tl.load(seg_ptr + (row * NS + s) * P * N + pn_off, mask=pn_mask, other=0.0)
+    elif HAS_LAST:
+        state = tl.load(last_ptr + row * P * N + pn_off, mask=pn_mask, other=0.0).to(tl.float32)
+    else:
+        state = tl.zeros([BP, BN], dtype=tl.float32)
+    A_h = tl.load(A_ptr + h).to(tl.float32)
     causal = tl.arange(0, Q)[:, None] >= tl.arange(0, Q)[None, :]
-    ymask = (tmask & (t >= out_start))[:, None] & pmask[None, :]
     T_out = T - out_start
-    for r in range(R):
-        h = g * R + r
-        A_h = tl.load(A_ptr + h).to(tl.float32)
-        dt = tl.load(dt_ptr + (b * T + t) * H + h, mask=tmask, other=0.0).to(tl.float32)
-        acs = tl.cumsum(dt * A_h, axis=0)
-        decay = tl.exp(tl.where(causal, acs[:, None] - acs[None, :], float("-inf")))
+    c_end = tl.minimum(s * CPS + CPS, NC)
+    for c in range(s * CPS, c_end):
+        t, tmask, dt, acs, total = _chunk_decay(dt_ptr, A_h, b, h, c, T, H, Q)
+        bc_off = ((b * T + t[:, None]) * G + g) * N + n[None, :]
+        bc_mask = tmask[:, None] & nmask[None, :]
         xm = tl.load(
             x_ptr + ((b * T + t[:, None]) * H + h) * P + p[None, :],
             mask=tmask[:, None] & pmask[None, :],
             other=0.0,
         )
-        weights = (scores * decay * dt[None, :]).to(xm.dtype)
-        y = _dot(weights, xm, PREC, DOT_F32)
-        base = ((b * H + h) * NC + c) * P * N
-        h_in = tl.load(
-            states_ptr + base + p[:, None] * N + n[None, :],
-            mask=pmask[:, None] & nmask[None, :],
-            other=0.0,
-        )
-        y_state = _dot(Cm, tl.trans(h_in.to(Cm.dtype)), PREC, DOT_F32)
-        y += tl.exp(acs)[:, None] * y_state
-        if HAS_D:
-            y += tl.load(D_ptr + h).to(tl.float32) * xm.to(tl.float32)
-        tl.store(
-            y_ptr + ((b * T_out + t[:, None] - out_start) * H + h) * P + p[None, :],
-            y.to(y_ptr.dtype.element_ty),
-            mask=ymask,
-        )
+        Bm = tl.load(B_ptr + bc_off, mask=bc_mask, other=0.0)
+        if SAVE:
+            tl.store(
+                states_ptr + (row * NC + c) * P * N + pn_off,
+                state.to(states_ptr.dtype.element_ty),
+                mask=pn_mask,
+            )
+        if ((c + 1) * Q > out_start) & (out_start < T):
+            Cm = tl.load(C_ptr + bc_off, mask=bc_mask, other=0.0)
+            scores = _dot(Cm, tl.trans(Bm), PREC, DOT_F32)  # [Q(l), Q(s)]
+            decay = tl.exp(tl.where(causal, acs[:, None] - acs[None, :], float("-inf")))
+            weights = (scores * decay * dt[None, :]).to(xm.dtype)
+            y = _dot(weights, xm, PREC, DOT_F32)
+            y_state = _dot(Cm, tl.trans(state.to(Cm.dtype)), PREC, DOT_F32)
+            y += tl.exp(acs)[:, None] * y_state
+            if HAS_D:
+                y += tl.load(D_ptr + h).to(tl.float32) * xm.to(tl.float32)
+            tl.store(
+                y_ptr + ((b * T_out + t[:, None] - out_start) * H + h) * P + p[None, :],
+                y.to(y_ptr.dtype.element_ty),
+                mask=(tmask & (t >= out_start))[:, None] & pmask[None, :],
+            )
+        xw = (xm.to(tl.float32) * (tl.exp(total - acs) * dt)[:, None]).to(Bm.dtype)
+        state = state * tl.exp(total) + _dot(tl.trans(xw), Bm, PREC, DOT_F32)
+    if s == NSEG - 1:
+        tl.store(final_ptr + row * P * N + pn_off, state, mask=pn_mask)

@@ -1,14 +1,20 @@
-"""Triton kernels of the chunked SSD scan: the backward.
+"""Triton kernels of the SSD scan: the backward.
 
 Imported lazily, like :mod:`zoo_plugins.triton_ssd.kernels` (legend and the forward there).
-Four launches: ``_chunk_dstate`` (each chunk's outputs' pull on its entering state),
-``_state_pass`` reversed (the recurrence run backwards: the gradient of the state leaving
-each chunk, and of the initial state), then ``_chunk_bwd_dbc`` (dB, dC) and
-``_chunk_bwd_dx`` (dx, ddt, per-chunk dA and dD partials). The last two are split so that
-neither spills much at chunk 64 on Hopper (ptxas: 0 and ~100 bytes per thread, where one
-fused kernel spilled 2.5-4.7 KB). ``_chunk_bwd_dbc`` owns one (batch, group, chunk,
-N block) and sums dB/dC over the group's heads in registers (no atomics);
-``_chunk_bwd_dx`` owns one (batch, head, chunk).
+The forward saved each chunk's entering state (dtype of x). Launches:
+
+1. ``_seg_dstate_rev``   (only with several segments) grid (rows * P blocks, nseg - 1):
+   each segment s >= 1 walked backwards from zero: its outputs' pull on the state
+   entering it, and its total log-decay.
+2. ``_state_pass`` reversed over those segments: the gradient of the state leaving each.
+3. ``_seg_dstate_store`` grid (rows * P blocks, nseg): walks each segment backwards from
+   the gradient leaving it, storing the gradient of the state leaving every chunk (dtype
+   of x); segment 0 ends with the initial state's gradient.
+4. ``_chunk_bwd_dbc`` (dB, dC) and ``_chunk_bwd_dx`` (dx, ddt, per-chunk dA and dD
+   partials), chunk-parallel. They are split so that neither spills much at chunk 64 on
+   Hopper (ptxas: 0 and ~100 bytes per thread, where one fused kernel spilled 2.5-4.7 KB).
+   ``_chunk_bwd_dbc`` owns one (batch, group, chunk, N block) and sums dB/dC over the
+   group's heads in registers (no atomics); ``_chunk_bwd_dx`` owns one (batch, head, chunk).
 
 The forward that the gradients follow, per chunk with xd_s = dt_s x_s and
 decay[l, s] = exp(acs_l - acs_s) (s <= l):
@@ -25,16 +31,37 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from zoo_plugins.triton_ssd.kernels import _dot
+from zoo_plugins.triton_ssd.kernels import _chunk_decay, _dot
 
 
 @triton.jit
-def _chunk_dstate(
+def _chunk_pull(
+    dy_ptr, C_ptr, acs, t, tmask, b, h, g, p, n, pmask, nmask, T, H, G, P, N, out_start,
+    PREC: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    """Pull of one chunk's outputs on its entering state: sum_l exp(acs_l) dy_l^T C_l [BP, BN]."""
+    Cm = tl.load(
+        C_ptr + ((b * T + t[:, None]) * G + g) * N + n[None, :],
+        mask=tmask[:, None] & nmask[None, :],
+        other=0.0,
+    )
+    dy = tl.load(
+        dy_ptr + ((b * (T - out_start) + t[:, None] - out_start) * H + h) * P + p[None, :],
+        mask=(tmask & (t >= out_start))[:, None] & pmask[None, :],
+        other=0.0,
+    )
+    dyw = (dy.to(tl.float32) * tl.exp(acs)[:, None]).to(Cm.dtype)
+    return _dot(tl.trans(dyw), Cm, PREC, DOT_F32)
+
+
+@triton.jit
+def _seg_dstate_rev(
     dy_ptr,
     dt_ptr,
     A_ptr,
     C_ptr,
-    dstates_ptr,
+    seg_ptr,
+    seg_total_ptr,
     T,
     H,
     G,
@@ -42,49 +69,124 @@ def _chunk_dstate(
     P,
     N,
     NC,
+    CPS,
+    NS,
     out_start,
+    HAS_DY: tl.constexpr,
     Q: tl.constexpr,
     BP: tl.constexpr,
     BN: tl.constexpr,
+    NPB: tl.constexpr,
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
-    """Pull of chunk c's outputs on its entering state: sum_l exp(acs_l) dy_l^T C_l."""
-    c = tl.program_id(0)
-    bg = tl.program_id(1)
-    b = bg // G
-    g = bg % G
-    t = c * Q + tl.arange(0, Q)
-    tmask = t < T
-    p = tl.arange(0, BP)
+    """Segment s >= 1 walked backwards from a zero gradient: its outputs' pull on the state
+    entering it, into slot s - 1, and its total log-decay."""
+    pid = tl.program_id(0)
+    row = pid // NPB
+    s = tl.program_id(1) + 1
+    b = row // H
+    h = row % H
+    g = h // R
+    p = (pid % NPB) * BP + tl.arange(0, BP)
     n = tl.arange(0, BN)
     pmask = p < P
     nmask = n < N
-    Cm = tl.load(
-        C_ptr + ((b * T + t[:, None]) * G + g) * N + n[None, :],
-        mask=tmask[:, None] & nmask[None, :],
-        other=0.0,
+    A_h = tl.load(A_ptr + h).to(tl.float32)
+    grad = tl.zeros([BP, BN], dtype=tl.float32)
+    decay_sum = tl.zeros([Q], dtype=tl.float32)
+    c_first = s * CPS
+    c_end = tl.minimum(c_first + CPS, NC)
+    for i in range(0, c_end - c_first):
+        c = c_end - 1 - i
+        t, tmask, dt, acs, total = _chunk_decay(dt_ptr, A_h, b, h, c, T, H, Q)
+        decay_sum += dt * A_h
+        grad = grad * tl.exp(total)
+        if HAS_DY:
+            if (c + 1) * Q > out_start:
+                grad += _chunk_pull(dy_ptr, C_ptr, acs, t, tmask, b, h, g, p, n, pmask, nmask, T, H, G, P, N,
+                                    out_start, PREC, DOT_F32)
+    slot = row * NS + s - 1
+    tl.store(
+        seg_ptr + slot * P * N + p[:, None] * N + n[None, :],
+        grad,
+        mask=pmask[:, None] & nmask[None, :],
     )
-    ymask = (tmask & (t >= out_start))[:, None] & pmask[None, :]
-    T_out = T - out_start
-    for r in range(R):
-        h = g * R + r
-        A_h = tl.load(A_ptr + h).to(tl.float32)
-        dt = tl.load(dt_ptr + (b * T + t) * H + h, mask=tmask, other=0.0).to(tl.float32)
-        acs = tl.cumsum(dt * A_h, axis=0)
-        dy = tl.load(
-            dy_ptr + ((b * T_out + t[:, None] - out_start) * H + h) * P + p[None, :],
-            mask=ymask,
-            other=0.0,
-        )
-        dyw = (dy.to(tl.float32) * tl.exp(acs)[:, None]).to(Cm.dtype)
-        pull = _dot(tl.trans(dyw), Cm, PREC, DOT_F32)  # [BP, BN]
-        base = ((b * H + h) * NC + c) * P * N
+    tl.store(seg_total_ptr + slot, tl.sum(decay_sum, axis=0))
+
+
+@triton.jit
+def _seg_dstate_store(
+    dy_ptr,
+    dt_ptr,
+    A_ptr,
+    C_ptr,
+    seg_ptr,
+    first_ptr,
+    dstates_ptr,
+    d_init_ptr,
+    T,
+    H,
+    G,
+    R,
+    P,
+    N,
+    NC,
+    CPS,
+    NS,
+    out_start,
+    HAS_FIRST: tl.constexpr,
+    HAS_DY: tl.constexpr,
+    Q: tl.constexpr,
+    BP: tl.constexpr,
+    BN: tl.constexpr,
+    NPB: tl.constexpr,
+    PREC: tl.constexpr,
+    DOT_F32: tl.constexpr,
+):
+    """Walk segment s backwards from the gradient of the state leaving it, storing the
+    gradient of the state leaving each chunk; segment 0 ends with the initial state's.
+
+    Gradient leaving segment s: slot s - 1 of ``seg`` (s >= 1), else ``first`` (the
+    reversed state pass's end, or the final state's gradient when there is one segment),
+    else zero.
+    """
+    pid = tl.program_id(0)
+    row = pid // NPB
+    s = tl.program_id(1)
+    b = row // H
+    h = row % H
+    g = h // R
+    p = (pid % NPB) * BP + tl.arange(0, BP)
+    n = tl.arange(0, BN)
+    pmask = p < P
+    nmask = n < N
+    pn_off = p[:, None] * N + n[None, :]
+    pn_mask = pmask[:, None] & nmask[None, :]
+    if s > 0:
+        grad = tl.load(seg_ptr + (row * NS + s - 1) * P * N + pn_off, mask=pn_mask, other=0.0)
+    elif HAS_FIRST:
+        grad = tl.load(first_ptr + row * P * N + pn_off, mask=pn_mask, other=0.0).to(tl.float32)
+    else:
+        grad = tl.zeros([BP, BN], dtype=tl.float32)
+    A_h = tl.load(A_ptr + h).to(tl.float32)
+    c_first = s * CPS
+    c_end = tl.minimum(c_first + CPS, NC)
+    for i in range(0, c_end - c_first):
+        c = c_end - 1 - i
         tl.store(
-            dstates_ptr + base + p[:, None] * N + n[None, :],
-            pull,
-            mask=pmask[:, None] & nmask[None, :],
+            dstates_ptr + (row * NC + c) * P * N + pn_off,
+            grad.to(dstates_ptr.dtype.element_ty),
+            mask=pn_mask,
         )
+        t, tmask, dt, acs, total = _chunk_decay(dt_ptr, A_h, b, h, c, T, H, Q)
+        grad = grad * tl.exp(total)
+        if HAS_DY:
+            if (c + 1) * Q > out_start:
+                grad += _chunk_pull(dy_ptr, C_ptr, acs, t, tmask, b, h, g, p, n, pmask, nmask, T, H, G, P, N,
+                                    out_start, PREC, DOT_F32)
+    if s == 0:
+        tl.store(d_init_ptr + row * P * N + pn_off, grad, mask=pn_mask)
 
 
 @triton.jit
@@ -229,8 +331,8 @@ def _chunk_bwd_dx(
     x_off = ((b * T + t[:, None]) * H + h) * P + p[None, :]
     xm = tl.load(x_ptr + x_off, mask=xp_mask, other=0.0)
     base = ((b * H + h) * NC + c) * P * N
-    d_leave = tl.load(dstates_ptr + base + pn_off, mask=pn_mask, other=0.0)
-    h_in = tl.load(states_ptr + base + pn_off, mask=pn_mask, other=0.0)
+    d_leave = tl.load(dstates_ptr + base + pn_off, mask=pn_mask, other=0.0).to(tl.float32)
+    h_in = tl.load(states_ptr + base + pn_off, mask=pn_mask, other=0.0).to(tl.float32)
     # h_next = exp(total) h_in + S_c: the decay of the whole chunk.
     dtotal = tl.exp(total) * tl.sum(tl.sum(d_leave * h_in, axis=1), axis=0)
     pull_B = _dot(Bm, tl.trans(d_leave.to(Bm.dtype)), PREC, DOT_F32)  # [Q, BP]

@@ -4,7 +4,8 @@ Shape legend as in :mod:`zoo_plugins.triton_ssd.kernels`. Two ops:
 
 - ``zoo_triton_ssd::ssd_fwd(x, dt, A, B, C, D?, initial_state?, out_start, chunk_size,
   save_states) -> (y [B, T - out_start, H, P], final_state [B,H,P,N] fp32,
-  states [B,H,nc,P,N] fp32 (empty unless save_states), totals [B,H,nc] fp32)``.
+  states [B,H,nc,P,N])``: ``states`` are the chunks' entering states in the dtype of x,
+  saved for the backward (empty unless save_states).
   ``out_start`` is the first token whose output is computed: 0 for a plain scan, the
   TransPoint for the fused converter + suffix scan, T for the converter alone.
 - ``zoo_triton_ssd::ssd_bwd(...)`` -> gradients of x, dt, A, B, C, D, initial_state.
@@ -15,6 +16,7 @@ imported inside the op bodies only (see the package docstring for why).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -45,9 +47,49 @@ def _num_warps(chunk_size: int) -> int:
     return 8 if chunk_size >= 128 else 4
 
 
-# State pass: elements of a [P*N] state per program, chunks per serial step.
+# State pass over segments: elements of a [P*N] state per program, slots per serial step.
 _PASS_BLOCK = 128
 _PASS_CHUNKS = 8
+
+# Launch knobs. ``programs_per_sm`` sets how many (row, P block, segment) programs the
+# walking kernels aim for; ``chunks_per_segment`` forces a segment length (tests use it to
+# cover one and several segments); ``block_p`` splits the head dim across programs.
+TUNING: dict[str, int | None] = {"programs_per_sm": 2, "chunks_per_segment": None, "block_p": None, "warps": None}
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _target_programs(device: torch.device) -> int:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return _sm_count(index) * int(TUNING["programs_per_sm"] or 2)
+    return 8  # the interpreter: a few segments, so every path runs in the CPU tests
+
+
+def _segments(n_chunks: int, programs_per_segment: int, device: torch.device) -> tuple[int, int]:
+    """(chunks per segment, number of segments): enough programs to fill the device."""
+    if n_chunks == 0:
+        return 1, 1
+    per_segment = TUNING["chunks_per_segment"]
+    if not per_segment:
+        wanted = max(1, min(n_chunks, _cdiv(_target_programs(device), programs_per_segment)))
+        per_segment = _cdiv(n_chunks, wanted)
+    return per_segment, _cdiv(n_chunks, per_segment)
+
+
+def _blocks(head_dim: int, state_dim: int, chunk_size: int) -> dict:
+    block_p = _next_pow2(head_dim)
+    if TUNING["block_p"]:
+        block_p = min(block_p, int(TUNING["block_p"]))
+    return dict(
+        BP=block_p,
+        BN=_next_pow2(state_dim),
+        NPB=_cdiv(head_dim, block_p),
+        warps=int(TUNING["warps"] or _num_warps(chunk_size)),
+    )
 
 
 @torch.library.custom_op(f"{_LIB}::ssd_fwd", mutates_args=())
@@ -62,91 +104,81 @@ def ssd_fwd(
     out_start: int,
     chunk_size: int,
     save_states: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     from zoo_plugins.triton_ssd import kernels
 
     x, dt, A, B, C = (v.contiguous() for v in (x, dt, A, B, C))
     batch, seq_len, n_heads, head_dim = x.shape
     n_groups, state_dim = B.shape[2], B.shape[3]
-    heads_per_group = n_heads // n_groups
     n_chunks = _cdiv(seq_len, chunk_size)
+    rows = batch * n_heads
     f32 = dict(device=x.device, dtype=torch.float32)
     y = torch.empty(batch, seq_len - out_start, n_heads, head_dim, device=x.device, dtype=x.dtype)
     final_state = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
-    states = torch.empty(batch, n_heads, n_chunks, head_dim, state_dim, **f32)
-    totals = torch.empty(batch, n_heads, n_chunks, **f32)
-    block_p, block_n = _next_pow2(head_dim), _next_pow2(state_dim)
-    prec = _dot_precision(x.dtype)
-    warps = _num_warps(chunk_size)
-    if n_chunks > 0:
-        kernels._chunk_state_fwd[(n_chunks, batch * n_groups)](
-            x,
-            dt,
-            A,
-            B,
-            states,
-            totals,
-            seq_len,
-            n_heads,
-            n_groups,
-            heads_per_group,
-            head_dim,
-            state_dim,
-            n_chunks,
-            Q=chunk_size,
-            BP=block_p,
-            BN=block_n,
-            PREC=prec,
-            DOT_F32=_interpreting(),
-            num_warps=warps,
+    if save_states:
+        states = torch.empty(batch, n_heads, n_chunks, head_dim, state_dim, device=x.device, dtype=x.dtype)
+    else:
+        states = torch.empty(0, device=x.device, dtype=x.dtype)
+    init = initial_state.contiguous() if initial_state is not None else None
+    if n_chunks == 0:
+        return y, final_state.copy_(init) if init is not None else final_state.zero_(), states
+    blocks = _blocks(head_dim, state_dim, chunk_size)
+    warps = blocks.pop("warps")
+    per_segment, n_segments = _segments(n_chunks, rows * blocks["NPB"], x.device)
+    slots = max(n_segments - 1, 1)
+    shape = (seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment)
+    meta = dict(Q=chunk_size, PREC=_dot_precision(x.dtype), DOT_F32=_interpreting(), **blocks)
+    seg = final_state
+    last = init
+    if n_segments > 1:
+        seg = torch.empty(batch, n_heads, slots, head_dim, state_dim, **f32)
+        seg_total = torch.empty(batch, n_heads, slots, **f32)
+        kernels._seg_state_fwd[(rows * blocks["NPB"], n_segments - 1)](
+            x, dt, A, B, seg, seg_total, *shape, slots, num_warps=warps, **meta
         )
-    state_numel = head_dim * state_dim
-    init = initial_state.contiguous() if initial_state is not None else final_state
-    kernels._state_pass[(batch * n_heads, _cdiv(state_numel, _PASS_BLOCK))](
-        states,
-        totals,
-        init,
+        last = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
+        state_numel = head_dim * state_dim
+        kernels._state_pass[(rows, _cdiv(state_numel, _PASS_BLOCK))](
+            seg,
+            seg_total,
+            init if init is not None else last,
+            last,
+            state_numel,
+            n_segments - 1,
+            slots,
+            HAS_START=init is not None,
+            HAS_OWN=True,
+            REVERSE=False,
+            BLOCK=_PASS_BLOCK,
+            CB=_PASS_CHUNKS,
+            num_warps=4,
+        )
+    # Segments before the TransPoint's have no outputs: skipped unless states are saved.
+    first_segment = 0 if save_states else min(out_start // chunk_size // per_segment, n_segments - 1)
+    kernels._seg_scan_fwd[(rows * blocks["NPB"], n_segments - first_segment)](
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D if D is not None else A,
+        seg,
+        last if last is not None else final_state,
+        states if save_states else final_state,
+        y,
         final_state,
-        state_numel,
-        n_chunks,
-        HAS_START=initial_state is not None,
-        HAS_OWN=True,
-        REVERSE=False,
-        BLOCK=_PASS_BLOCK,
-        CB=_PASS_CHUNKS,
-        num_warps=4,
+        *shape,
+        n_segments,
+        slots,
+        out_start,
+        first_segment,
+        HAS_D=D is not None,
+        HAS_LAST=last is not None,
+        SAVE=save_states,
+        num_warps=warps,
+        **meta,
     )
-    first_chunk = out_start // chunk_size
-    if seq_len > out_start:
-        kernels._chunk_out_fwd[(n_chunks - first_chunk, batch * n_groups)](
-            x,
-            dt,
-            A,
-            B,
-            C,
-            D if D is not None else A,
-            states,
-            y,
-            seq_len,
-            n_heads,
-            n_groups,
-            heads_per_group,
-            head_dim,
-            state_dim,
-            n_chunks,
-            out_start,
-            first_chunk,
-            HAS_D=D is not None,
-            Q=chunk_size,
-            BP=block_p,
-            BN=block_n,
-            PREC=prec,
-            DOT_F32=_interpreting(),
-            num_warps=warps,
-        )
-    if not save_states:
-        states = states.new_empty(0)
-    return y, final_state, states, totals
+    return y, final_state, states
 
 
 @ssd_fwd.register_fake
@@ -157,11 +189,10 @@ def _ssd_fwd_fake(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_
     y = x.new_empty(batch, seq_len - out_start, n_heads, head_dim)
     final_state = x.new_empty(batch, n_heads, head_dim, state_dim, dtype=torch.float32)
     if save_states:
-        states = x.new_empty(batch, n_heads, n_chunks, head_dim, state_dim, dtype=torch.float32)
+        states = x.new_empty(batch, n_heads, n_chunks, head_dim, state_dim)
     else:
-        states = x.new_empty(0, dtype=torch.float32)
-    totals = x.new_empty(batch, n_heads, n_chunks, dtype=torch.float32)
-    return y, final_state, states, totals
+        states = x.new_empty(0)
+    return y, final_state, states
 
 
 @torch.library.custom_op(f"{_LIB}::ssd_bwd", mutates_args=())
@@ -175,7 +206,6 @@ def ssd_bwd(
     C: Tensor,
     D: Tensor | None,
     states: Tensor,
-    totals: Tensor,
     out_start: int,
     chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -184,8 +214,8 @@ def ssd_bwd(
     x, dt, A, B, C = (v.contiguous() for v in (x, dt, A, B, C))
     batch, seq_len, n_heads, head_dim = x.shape
     n_groups, state_dim = B.shape[2], B.shape[3]
-    heads_per_group = n_heads // n_groups
     n_chunks = _cdiv(seq_len, chunk_size)
+    rows = batch * n_heads
     f32 = dict(device=x.device, dtype=torch.float32)
     has_dy = dy is not None and seq_len > out_start
     dx = torch.empty_like(x)
@@ -193,92 +223,105 @@ def ssd_bwd(
     dB = torch.empty_like(B)
     dC = torch.empty_like(C) if has_dy else torch.zeros_like(C)
     d_init = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
-    dstates = torch.empty(batch, n_heads, n_chunks, head_dim, state_dim, **f32)
+    dfinal = dfinal_state.contiguous() if dfinal_state is not None else None
+    if n_chunks == 0:
+        d_init = d_init.copy_(dfinal) if dfinal is not None else d_init.zero_()
+        dD = torch.zeros_like(D) if D is not None else A.new_zeros(n_heads)
+        return dx, ddt, torch.zeros_like(A), dB, dC, dD, d_init
+    dstates = torch.empty(batch, n_heads, n_chunks, head_dim, state_dim, device=x.device, dtype=x.dtype)
     dA_part = torch.empty(batch, n_chunks, n_heads, **f32)
     dD_part = torch.empty(batch, n_chunks, n_heads, **f32)
-    block_p, block_n = _next_pow2(head_dim), _next_pow2(state_dim)
-    prec = _dot_precision(x.dtype)
-    warps = _num_warps(chunk_size)
-    if has_dy:
-        dy = dy.contiguous()
-        kernels_bwd._chunk_dstate[(n_chunks, batch * n_groups)](
-            dy,
-            dt,
-            A,
-            C,
-            dstates,
-            seq_len,
-            n_heads,
-            n_groups,
-            heads_per_group,
-            head_dim,
-            state_dim,
-            n_chunks,
-            out_start,
-            Q=chunk_size,
-            BP=block_p,
-            BN=block_n,
-            PREC=prec,
-            DOT_F32=_interpreting(),
-            num_warps=warps,
+    dy_or_x = dy.contiguous() if has_dy else x
+    blocks = _blocks(head_dim, state_dim, chunk_size)
+    warps = blocks.pop("warps")
+    per_segment, n_segments = _segments(n_chunks, rows * blocks["NPB"], x.device)
+    slots = max(n_segments - 1, 1)
+    walk_shape = (seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment)
+    meta = dict(Q=chunk_size, PREC=_dot_precision(x.dtype), DOT_F32=_interpreting())
+    seg = d_init
+    first = dfinal
+    if n_segments > 1:
+        seg = torch.empty(batch, n_heads, slots, head_dim, state_dim, **f32)
+        seg_total = torch.empty(batch, n_heads, slots, **f32)
+        kernels_bwd._seg_dstate_rev[(rows * blocks["NPB"], n_segments - 1)](
+            dy_or_x, dt, A, C, seg, seg_total, *walk_shape, slots, out_start, HAS_DY=has_dy,
+            num_warps=warps, **meta, **blocks,
         )
-    state_numel = head_dim * state_dim
-    kernels._state_pass[(batch * n_heads, _cdiv(state_numel, _PASS_BLOCK))](
+        first = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
+        state_numel = head_dim * state_dim
+        kernels._state_pass[(rows, _cdiv(state_numel, _PASS_BLOCK))](
+            seg,
+            seg_total,
+            dfinal if dfinal is not None else first,
+            first,
+            state_numel,
+            n_segments - 1,
+            slots,
+            HAS_START=dfinal is not None,
+            HAS_OWN=has_dy,
+            REVERSE=True,
+            BLOCK=_PASS_BLOCK,
+            CB=_PASS_CHUNKS,
+            num_warps=4,
+        )
+    kernels_bwd._seg_dstate_store[(rows * blocks["NPB"], n_segments)](
+        dy_or_x,
+        dt,
+        A,
+        C,
+        seg,
+        first if first is not None else d_init,
         dstates,
-        totals,
-        dfinal_state.contiguous() if dfinal_state is not None else d_init,
         d_init,
-        state_numel,
-        n_chunks,
-        HAS_START=dfinal_state is not None,
-        HAS_OWN=has_dy,
-        REVERSE=True,
-        BLOCK=_PASS_BLOCK,
-        CB=_PASS_CHUNKS,
-        num_warps=4,
+        *walk_shape,
+        slots,
+        out_start,
+        HAS_FIRST=first is not None,
+        HAS_DY=has_dy,
+        num_warps=warps,
+        **meta,
+        **blocks,
     )
-    if n_chunks > 0:
-        shape_args = (seq_len, n_heads, n_groups, heads_per_group, head_dim, state_dim, n_chunks, out_start)
-        meta = dict(Q=chunk_size, BP=block_p, BN=block_n, PREC=prec, DOT_F32=_interpreting())
-        dy_or_x = dy if has_dy else x
-        # dB/dC hold two [Q, N] fp32 accumulators: halving N per program avoids spills.
-        block_n_dbc = max(16, block_n // 2)
-        kernels_bwd._chunk_bwd_dbc[(n_chunks, batch * n_groups, _cdiv(state_dim, block_n_dbc))](
-            x,
-            dt,
-            A,
-            B,
-            C,
-            states,
-            dstates,
-            dy_or_x,
-            dB,
-            dC,
-            *shape_args,
-            HAS_DY=has_dy,
-            num_warps=8,
-            **{**meta, "BN": block_n_dbc},
-        )
-        kernels_bwd._chunk_bwd_dx[(n_chunks, batch * n_heads)](
-            x,
-            dt,
-            A,
-            B,
-            C,
-            D if D is not None else A,
-            states,
-            dstates,
-            dy_or_x,
-            dx,
-            ddt,
-            dA_part,
-            dD_part,
-            *shape_args,
-            HAS_D=D is not None,
-            HAS_DY=has_dy,
-            num_warps=8,
-            **meta,
-        )
+    shape_args = (seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, out_start)
+    full = dict(BP=_next_pow2(head_dim), BN=_next_pow2(state_dim), **meta)
+    # dB/dC hold two [Q, N] fp32 accumulators: halving N per program avoids spills.
+    block_n_dbc = max(16, full["BN"] // 2)
+    kernels_bwd._chunk_bwd_dbc[(n_chunks, batch * n_groups, _cdiv(state_dim, block_n_dbc))](
+        x,
+        dt,
+        A,
+        B,
+        C,
+        states,
+        dstates,
+        dy_or_x,
+        dB,
+        dC,
+        *shape_args,
+        HAS_DY=has_dy,
+        num_warps=8,
+        **{**full, "BN": block_n_dbc},
+    )
+    kernels_bwd._chunk_bwd_dx[(n_chunks, rows)](
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D if D is not None else A,
+        states,
+        dstates,
+        dy_or_x,
+        dx,
+        ddt,
+        dA_part,
+        dD_part,
+        *shape_args,
+        HAS_D=D is not None,
+        HAS_DY=has_dy,
+        num_warps=8,
+        **full,
+    )
     dA = dA_part.sum(dim=(0, 1)).to(A.dtype)
     if D is not None:
         dD = dD_part.sum(dim=(0, 1)).to(D.dtype) if has_dy else torch.zeros_like(D)
@@ -288,7 +331,7 @@ def ssd_bwd(
 
 
 @ssd_bwd.register_fake
-def _ssd_bwd_fake(dy, dfinal_state, x, dt, A, B, C, D, states, totals, out_start, chunk_size):
+def _ssd_bwd_fake(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size):
     batch, _, n_heads, head_dim = x.shape
     state_dim = B.shape[3]
     dD = D.new_empty(D.shape) if D is not None else A.new_empty(n_heads)
@@ -306,8 +349,8 @@ def _ssd_bwd_fake(dy, dfinal_state, x, dt, A, B, C, D, states, totals, out_start
 
 def _setup_context(ctx, inputs, output) -> None:
     x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states = inputs
-    _, _, states, totals = output
-    ctx.save_for_backward(x, dt, A, B, C, D, states, totals)
+    _, _, states = output
+    ctx.save_for_backward(x, dt, A, B, C, D, states)
     ctx.out_start = out_start
     ctx.chunk_size = chunk_size
     ctx.has_D = D is not None
@@ -315,12 +358,12 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.init_dtype = initial_state.dtype if initial_state is not None else None
 
 
-def _backward(ctx, dy, dfinal_state, _dstates, _dtotals):
-    x, dt, A, B, C, D, states, totals = ctx.saved_tensors
-    if states.numel() == 0 and totals.numel() > 0:
+def _backward(ctx, dy, dfinal_state, _dstates):
+    x, dt, A, B, C, D, states = ctx.saved_tensors
+    if states.numel() == 0 and x.shape[1] > 0:
         raise RuntimeError("zoo_triton_ssd::ssd_fwd ran with save_states=False; it cannot be differentiated")
     dx, ddt, dA, dB, dC, dD, d_init = ssd_bwd(
-        dy, dfinal_state, x, dt, A, B, C, D, states, totals, ctx.out_start, ctx.chunk_size
+        dy, dfinal_state, x, dt, A, B, C, D, states, ctx.out_start, ctx.chunk_size
     )
     return (
         dx,
