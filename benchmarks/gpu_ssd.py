@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import sys
 import time
@@ -289,10 +290,11 @@ def breakdown(chunk_sizes: list[int]) -> None:
             _profile_one(ssd, chunk_size, batch, seq_len, profile, ProfilerActivity)
             torch.cuda.empty_cache()
     for name in (
-        "_chunk_state_fwd",
+        "_seg_state_fwd",
         "_state_pass",
-        "_chunk_out_fwd",
-        "_chunk_dstate",
+        "_seg_scan_fwd",
+        "_seg_dstate_rev",
+        "_seg_dstate_store",
         "_chunk_bwd_dbc",
         "_chunk_bwd_dx",
     ):
@@ -309,6 +311,47 @@ def breakdown(chunk_sizes: list[int]) -> None:
             print(f"    {name}: no compile info ({type(error).__name__}: {error})")
 
 
+SWEEP_SHAPES = [(1, 8192), (1, 65536), (8, 2048)]
+
+
+def sweep(report: list[str]) -> None:
+    """Our Triton SSD under each launch configuration (``ops.TUNING``): checked against the
+    default configuration (y and every gradient, bf16), then timed at three shapes."""
+    import itertools
+
+    from zoo.testing import rel_err
+    from zoo_plugins.triton_ssd import ops, ssd
+
+    defaults = dict(ops.TUNING)
+    t = inputs(1, 8192, grad=True, seed=5)
+    dy = torch.randn_like(t["x"])
+
+    def run(chunk_size: int) -> list[torch.Tensor]:
+        y = ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"], chunk_size=chunk_size)
+        return [y, *torch.autograd.grad((y.float() * dy.float()).sum(), list(t.values()))]
+
+    reference = run(64)
+    report += ["", "### Launch-configuration sweep of our Triton SSD, ms (median)", ""]
+    header = "| chunk | programs/SM | block_p | warps | max rel err vs default | "
+    header += " | ".join(f"B{b} T{s} fwd | B{b} T{s} fwd+bwd" for b, s in SWEEP_SHAPES) + " |"
+    report += [header, "|" + "---|" * (5 + 2 * len(SWEEP_SHAPES))]
+    for chunk_size, per_sm, block_p, warps in itertools.product((64, 128), (1, 2, 4), (64, 32), (4, 8)):
+        ops.TUNING.update(defaults, programs_per_sm=per_sm, block_p=block_p, warps=warps)
+        try:
+            error = max(rel_err(a, b) for a, b in zip(run(chunk_size), reference, strict=True))
+            cells = []
+            for batch, seq_len in SWEEP_SHAPES:
+                call = functools.partial(ssd, chunk_size=chunk_size)
+                cells += [f"{v:.3f}" for v in time_backend(call, batch, seq_len)]
+        except Exception as exc:  # a failing configuration is reported, the sweep goes on
+            traceback.print_exc()
+            error, cells = float("nan"), [f"FAIL {type(exc).__name__}"] * (2 * len(SWEEP_SHAPES))
+        row = f"| {chunk_size} | {per_sm} | {block_p} | {warps} | {error:.1e} | " + " | ".join(cells) + " |"
+        log(row)
+        report.append(row)
+    ops.TUNING.update(defaults)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_ssd.md")
@@ -316,6 +359,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only B=1 T=8K and B=8 T=2K")
     parser.add_argument("--skip-compiled", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="per-kernel profile of ours, then exit")
+    parser.add_argument("--sweep", action="store_true", help="time ours under each launch configuration, then exit")
     parser.add_argument("--no-peers", action="store_true", help="only our Triton SSD (no mamba_ssm, no torch)")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "this benchmark needs a CUDA GPU"
@@ -362,6 +406,11 @@ def main() -> None:
     log("parity done")
     Path(args.out).write_text("\n".join(report) + "\n")
     print("\n".join(report), flush=True)
+    if args.sweep:
+        sweep(report)
+        Path(args.out).write_text("\n".join(report) + "\n")
+        print("\n".join(report), flush=True)
+        return
 
     timed: dict[str, Callable] = {}
     for c in chunk_sizes:
