@@ -58,15 +58,23 @@ def tuning():
 
 
 # chunks per segment: 1 (every chunk its own segment), 2, 3 (a short last segment) and
-# 1000 (one segment: no segment pass at all); block_p 16 splits P = 32 over two programs.
-@pytest.mark.parametrize(
-    ("per_segment", "block_p"), [(1, None), (2, None), (3, 16), (1000, None), (1000, 16)], ids=str
-)
-def test_segment_and_block_splits_match_reference(tuning, per_segment: int, block_p: int | None) -> None:
-    tuning.update(chunks_per_segment=per_segment, block_p=block_p)
+# 1000 (one segment: no segment pass at all).
+@pytest.mark.parametrize("per_segment", [1, 2, 3, 1000], ids=str)
+def test_segment_splits_match_reference(tuning, per_segment: int) -> None:
+    tuning.update(chunks_per_segment=per_segment)
     cases = (SSMCase(1, 150, 2, 8, 8, 1), SSMCase(2, 37, 4, 32, 16, 2), SSMCase(1, 16, 2, 8, 8, 2))
     check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases)
     check_converter_backend(TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases)
+
+
+def test_segments_fill_the_device_only_when_rows_do_not() -> None:
+    from zoo_plugins.triton_ssd import ops
+
+    cpu = torch.device("cpu")  # the interpreter's stand-in device: 64 processors, 128 programs
+    assert ops._segments(100, 64, cpu) == (100, 1)  # rows fill it: one segment, no extra pass
+    assert ops._segments(100, 2, cpu) == (2, 50)  # two rows: 64 segments wanted, of 2 chunks
+    assert ops._segments(3, 2, cpu) == (1, 3)  # never more segments than chunks
+    assert ops._segments(0, 2, cpu) == (1, 1)
 
 
 def test_registered_under_triton() -> None:

@@ -74,18 +74,16 @@ def _seg_state_fwd(
     Q: tl.constexpr,
     BP: tl.constexpr,
     BN: tl.constexpr,
-    NPB: tl.constexpr,
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
     """Own state of segment s (entering state zero) and its total log-decay, into slot s."""
-    pid = tl.program_id(0)
-    row = pid // NPB
+    row = tl.program_id(0)
     s = tl.program_id(1)
     b = row // H
     h = row % H
     g = h // R
-    p = (pid % NPB) * BP + tl.arange(0, BP)
+    p = tl.arange(0, BP)
     n = tl.arange(0, BN)
     pmask = p < P
     nmask = n < N
@@ -206,7 +204,6 @@ def _seg_scan_fwd(
     Q: tl.constexpr,
     BP: tl.constexpr,
     BN: tl.constexpr,
-    NPB: tl.constexpr,
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
@@ -215,13 +212,12 @@ def _seg_scan_fwd(
     Entering state of segment s: slot s of ``seg`` (s < NSEG - 1), else ``last`` (the
     state pass's end, or the initial state when there is one segment), else zero.
     """
-    pid = tl.program_id(0)
-    row = pid // NPB
+    row = tl.program_id(0)
     s = tl.program_id(1) + first_seg
     b = row // H
     h = row % H
     g = h // R
-    p = (pid % NPB) * BP + tl.arange(0, BP)
+    p = tl.arange(0, BP)
     n = tl.arange(0, BN)
     pmask = p < P
     nmask = n < N

@@ -76,19 +76,17 @@ def _seg_dstate_rev(
     Q: tl.constexpr,
     BP: tl.constexpr,
     BN: tl.constexpr,
-    NPB: tl.constexpr,
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
     """Segment s >= 1 walked backwards from a zero gradient: its outputs' pull on the state
     entering it, into slot s - 1, and its total log-decay."""
-    pid = tl.program_id(0)
-    row = pid // NPB
+    row = tl.program_id(0)
     s = tl.program_id(1) + 1
     b = row // H
     h = row % H
     g = h // R
-    p = (pid % NPB) * BP + tl.arange(0, BP)
+    p = tl.arange(0, BP)
     n = tl.arange(0, BN)
     pmask = p < P
     nmask = n < N
@@ -140,7 +138,6 @@ def _seg_dstate_store(
     Q: tl.constexpr,
     BP: tl.constexpr,
     BN: tl.constexpr,
-    NPB: tl.constexpr,
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
@@ -151,13 +148,12 @@ def _seg_dstate_store(
     reversed state pass's end, or the final state's gradient when there is one segment),
     else zero.
     """
-    pid = tl.program_id(0)
-    row = pid // NPB
+    row = tl.program_id(0)
     s = tl.program_id(1)
     b = row // H
     h = row % H
     g = h // R
-    p = (pid % NPB) * BP + tl.arange(0, BP)
+    p = tl.arange(0, BP)
     n = tl.arange(0, BN)
     pmask = p < P
     nmask = n < N

@@ -51,43 +51,45 @@ def _num_warps(chunk_size: int) -> int:
 _PASS_BLOCK = 128
 _PASS_CHUNKS = 8
 
-# Launch knobs. ``programs_per_sm`` sets how many (row, P block, segment) programs the
-# walking kernels aim for; ``chunks_per_segment`` forces a segment length (tests use it to
-# cover one and several segments); ``block_p`` splits the head dim across programs.
-TUNING: dict[str, int | None] = {"programs_per_sm": 2, "chunks_per_segment": None, "block_p": None, "warps": None}
+# Launch knobs. A walking kernel runs one program per (batch, head, segment of chunks).
+# When there are fewer (batch, head) rows than SMs, the chunks are cut into segments so that
+# there are about ``programs_per_sm`` programs per SM (benchmarks/gpu_ssd.py --sweep measured
+# 4 best at B=1, T=64K, H=48 on an H200; docs/benchmarks.md). ``chunks_per_segment`` forces
+# a segment length (tests use it to cover one and several segments); ``warps`` overrides
+# the walking kernels' warp count.
+TUNING: dict[str, int | None] = {"programs_per_sm": 4, "chunks_per_segment": None, "warps": None}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _target_programs(device: torch.device) -> int:
+def _target_programs(device: torch.device) -> tuple[int, int]:
+    """(processors, programs wanted) on this device."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        return _sm_count(index) * int(TUNING["programs_per_sm"] or 2)
-    return 8  # the interpreter: a few segments, so every path runs in the CPU tests
+        return _sm_count(index), _sm_count(index) * int(TUNING["programs_per_sm"] or 1)
+    return 64, 128  # the interpreter: its small tests get several segments, so every path runs
 
 
-def _segments(n_chunks: int, programs_per_segment: int, device: torch.device) -> tuple[int, int]:
-    """(chunks per segment, number of segments): enough programs to fill the device."""
+def _segments(n_chunks: int, rows: int, device: torch.device) -> tuple[int, int]:
+    """(chunks per segment, number of segments): enough programs to fill the device, and a
+    single segment when the rows alone do (each extra segment costs a pass of its own)."""
     if n_chunks == 0:
         return 1, 1
     per_segment = TUNING["chunks_per_segment"]
     if not per_segment:
-        wanted = max(1, min(n_chunks, _cdiv(_target_programs(device), programs_per_segment)))
+        processors, wanted_programs = _target_programs(device)
+        wanted = 1 if rows >= processors else max(1, min(n_chunks, _cdiv(wanted_programs, rows)))
         per_segment = _cdiv(n_chunks, wanted)
     return per_segment, _cdiv(n_chunks, per_segment)
 
 
 def _blocks(head_dim: int, state_dim: int, chunk_size: int) -> dict:
-    block_p = _next_pow2(head_dim)
-    if TUNING["block_p"]:
-        block_p = min(block_p, int(TUNING["block_p"]))
     return dict(
-        BP=block_p,
+        BP=_next_pow2(head_dim),
         BN=_next_pow2(state_dim),
-        NPB=_cdiv(head_dim, block_p),
         warps=int(TUNING["warps"] or _num_warps(chunk_size)),
     )
 
@@ -124,7 +126,7 @@ def ssd_fwd(
         return y, final_state.copy_(init) if init is not None else final_state.zero_(), states
     blocks = _blocks(head_dim, state_dim, chunk_size)
     warps = blocks.pop("warps")
-    per_segment, n_segments = _segments(n_chunks, rows * blocks["NPB"], x.device)
+    per_segment, n_segments = _segments(n_chunks, rows, x.device)
     slots = max(n_segments - 1, 1)
     shape = (seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment)
     meta = dict(Q=chunk_size, PREC=_dot_precision(x.dtype), DOT_F32=_interpreting(), **blocks)
@@ -133,7 +135,7 @@ def ssd_fwd(
     if n_segments > 1:
         seg = torch.empty(batch, n_heads, slots, head_dim, state_dim, **f32)
         seg_total = torch.empty(batch, n_heads, slots, **f32)
-        kernels._seg_state_fwd[(rows * blocks["NPB"], n_segments - 1)](
+        kernels._seg_state_fwd[(rows, n_segments - 1)](
             x, dt, A, B, seg, seg_total, *shape, slots, num_warps=warps, **meta
         )
         last = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
@@ -155,7 +157,7 @@ def ssd_fwd(
         )
     # Segments before the TransPoint's have no outputs: skipped unless states are saved.
     first_segment = 0 if save_states else min(out_start // chunk_size // per_segment, n_segments - 1)
-    kernels._seg_scan_fwd[(rows * blocks["NPB"], n_segments - first_segment)](
+    kernels._seg_scan_fwd[(rows, n_segments - first_segment)](
         x,
         dt,
         A,
@@ -234,7 +236,7 @@ def ssd_bwd(
     dy_or_x = dy.contiguous() if has_dy else x
     blocks = _blocks(head_dim, state_dim, chunk_size)
     warps = blocks.pop("warps")
-    per_segment, n_segments = _segments(n_chunks, rows * blocks["NPB"], x.device)
+    per_segment, n_segments = _segments(n_chunks, rows, x.device)
     slots = max(n_segments - 1, 1)
     walk_shape = (seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment)
     meta = dict(Q=chunk_size, PREC=_dot_precision(x.dtype), DOT_F32=_interpreting())
@@ -243,9 +245,20 @@ def ssd_bwd(
     if n_segments > 1:
         seg = torch.empty(batch, n_heads, slots, head_dim, state_dim, **f32)
         seg_total = torch.empty(batch, n_heads, slots, **f32)
-        kernels_bwd._seg_dstate_rev[(rows * blocks["NPB"], n_segments - 1)](
-            dy_or_x, dt, A, C, seg, seg_total, *walk_shape, slots, out_start, HAS_DY=has_dy,
-            num_warps=warps, **meta, **blocks,
+        kernels_bwd._seg_dstate_rev[(rows, n_segments - 1)](
+            dy_or_x,
+            dt,
+            A,
+            C,
+            seg,
+            seg_total,
+            *walk_shape,
+            slots,
+            out_start,
+            HAS_DY=has_dy,
+            num_warps=warps,
+            **meta,
+            **blocks,
         )
         first = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
         state_numel = head_dim * state_dim
@@ -264,7 +277,7 @@ def ssd_bwd(
             CB=_PASS_CHUNKS,
             num_warps=4,
         )
-    kernels_bwd._seg_dstate_store[(rows * blocks["NPB"], n_segments)](
+    kernels_bwd._seg_dstate_store[(rows, n_segments)](
         dy_or_x,
         dt,
         A,
