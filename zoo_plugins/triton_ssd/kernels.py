@@ -8,17 +8,17 @@ heads per group, Q = chunk size, c chunk index, nc = ceil(T / Q). Inside a chunk
 ``a_t = dt_t * A_h <= 0`` and ``acs_t = a_0 + ... + a_t`` (cumulative, in-chunk).
 A *segment* is a run of ``CPS`` consecutive chunks; a row is one (batch, head).
 
-Design: the state walks. A program owns one (row, P block, segment) and carries the
-[BP, N] fp32 state across the chunks of its segment in registers, so the per-chunk
+Design: the state walks. A program owns one (row, segment) and carries the
+[P, N] fp32 state across the chunks of its segment in registers, so the per-chunk
 states never round-trip through HBM (they did in the three-kernel chunked design, and
 that traffic was the measured limiter: 6.4 GB at T=64K). Segments exist only to give the
 GPU enough programs when B*H is small; with one segment the forward is one launch.
 
-1. ``_seg_state_fwd``  grid (rows * P blocks, nseg - 1): each segment's own state (from zero) and
+1. ``_seg_state_fwd``  grid (rows, nseg - 1): each segment's own state (from zero) and
    its total log-decay; reads x, dt, B only.
 2. ``_state_pass``     grid (rows, PN blocks): sequential over the segments; slot s gets
    the state entering segment s, ``end`` the state entering the last one.
-3. ``_seg_scan_fwd``   grid (rows * P blocks, segments): walks its segment from its
+3. ``_seg_scan_fwd``   grid (rows, segments): walks its segment from its
    entering state: y = intra-chunk quadratic form + exp(acs) C h + D x for tokens
    t >= out_start (the TransPoint), then h <- exp(total) h + sum_s w_s x_s B_s^T. It
    stores each chunk's entering state (in the dtype of x) when a backward will need it,

@@ -3,11 +3,11 @@
 Imported lazily, like :mod:`zoo_plugins.triton_ssd.kernels` (legend and the forward there).
 The forward saved each chunk's entering state (dtype of x). Launches:
 
-1. ``_seg_dstate_rev``   (only with several segments) grid (rows * P blocks, nseg - 1):
+1. ``_seg_dstate_rev``   (only with several segments) grid (rows, nseg - 1):
    each segment s >= 1 walked backwards from zero: its outputs' pull on the state
    entering it, and its total log-decay.
 2. ``_state_pass`` reversed over those segments: the gradient of the state leaving each.
-3. ``_seg_dstate_store`` grid (rows * P blocks, nseg): walks each segment backwards from
+3. ``_seg_dstate_store`` grid (rows, nseg): walks each segment backwards from
    the gradient leaving it, storing the gradient of the state leaving every chunk (dtype
    of x); segment 0 ends with the initial state's gradient.
 4. ``_chunk_bwd_dbc`` (dB, dC) and ``_chunk_bwd_dx`` (dx, ddt, per-chunk dA and dD
@@ -36,8 +36,26 @@ from zoo_plugins.triton_ssd.kernels import _chunk_decay, _dot
 
 @triton.jit
 def _chunk_pull(
-    dy_ptr, C_ptr, acs, t, tmask, b, h, g, p, n, pmask, nmask, T, H, G, P, N, out_start,
-    PREC: tl.constexpr, DOT_F32: tl.constexpr,
+    dy_ptr,
+    C_ptr,
+    acs,
+    t,
+    tmask,
+    b,
+    h,
+    g,
+    p,
+    n,
+    pmask,
+    nmask,
+    T,
+    H,
+    G,
+    P,
+    N,
+    out_start,
+    PREC: tl.constexpr,
+    DOT_F32: tl.constexpr,
 ):
     """Pull of one chunk's outputs on its entering state: sum_l exp(acs_l) dy_l^T C_l [BP, BN]."""
     Cm = tl.load(
@@ -102,8 +120,9 @@ def _seg_dstate_rev(
         grad = grad * tl.exp(total)
         if HAS_DY:
             if (c + 1) * Q > out_start:
-                grad += _chunk_pull(dy_ptr, C_ptr, acs, t, tmask, b, h, g, p, n, pmask, nmask, T, H, G, P, N,
-                                    out_start, PREC, DOT_F32)
+                grad += _chunk_pull(
+                    dy_ptr, C_ptr, acs, t, tmask, b, h, g, p, n, pmask, nmask, T, H, G, P, N, out_start, PREC, DOT_F32
+                )
     slot = row * NS + s - 1
     tl.store(
         seg_ptr + slot * P * N + p[:, None] * N + n[None, :],
@@ -179,8 +198,9 @@ def _seg_dstate_store(
         grad = grad * tl.exp(total)
         if HAS_DY:
             if (c + 1) * Q > out_start:
-                grad += _chunk_pull(dy_ptr, C_ptr, acs, t, tmask, b, h, g, p, n, pmask, nmask, T, H, G, P, N,
-                                    out_start, PREC, DOT_F32)
+                grad += _chunk_pull(
+                    dy_ptr, C_ptr, acs, t, tmask, b, h, g, p, n, pmask, nmask, T, H, G, P, N, out_start, PREC, DOT_F32
+                )
     if s == 0:
         tl.store(d_init_ptr + row * P * N + pn_off, grad, mask=pn_mask)
 

@@ -86,6 +86,24 @@ def _segments(n_chunks: int, rows: int, device: torch.device) -> tuple[int, int]
     return per_segment, _cdiv(n_chunks, per_segment)
 
 
+def _stages(dtype: torch.dtype) -> int:
+    # fp32 is the exactness dtype, run without software pipelining: with three stages the
+    # fp32 forward's outputs were wrong on the H200 (rel. error 7e-2, states right; Triton
+    # 3.6), and its tiles need more shared memory than the 227 KB an SM has.
+    return 1 if dtype == torch.float32 else 3
+
+
+# fp32 tiles of a 128-token chunk do not fit in shared memory (the dx kernel needs 245 KB at
+# one stage); the chunk size changes no result, so fp32 on a GPU uses at most 64.
+_FP32_MAX_CHUNK = 64
+
+
+def _chunk(chunk_size: int, x: Tensor) -> int:
+    if x.dtype == torch.float32 and x.device.type == "cuda":
+        return min(chunk_size, _FP32_MAX_CHUNK)
+    return chunk_size
+
+
 def _blocks(head_dim: int, state_dim: int, chunk_size: int) -> dict:
     return dict(
         BP=_next_pow2(head_dim),
@@ -112,6 +130,7 @@ def ssd_fwd(
     x, dt, A, B, C = (v.contiguous() for v in (x, dt, A, B, C))
     batch, seq_len, n_heads, head_dim = x.shape
     n_groups, state_dim = B.shape[2], B.shape[3]
+    chunk_size = _chunk(chunk_size, x)
     n_chunks = _cdiv(seq_len, chunk_size)
     rows = batch * n_heads
     f32 = dict(device=x.device, dtype=torch.float32)
@@ -126,6 +145,7 @@ def ssd_fwd(
         return y, final_state.copy_(init) if init is not None else final_state.zero_(), states
     blocks = _blocks(head_dim, state_dim, chunk_size)
     warps = blocks.pop("warps")
+    stages = _stages(x.dtype)
     per_segment, n_segments = _segments(n_chunks, rows, x.device)
     slots = max(n_segments - 1, 1)
     shape = (seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment)
@@ -136,7 +156,7 @@ def ssd_fwd(
         seg = torch.empty(batch, n_heads, slots, head_dim, state_dim, **f32)
         seg_total = torch.empty(batch, n_heads, slots, **f32)
         kernels._seg_state_fwd[(rows, n_segments - 1)](
-            x, dt, A, B, seg, seg_total, *shape, slots, num_warps=warps, **meta
+            x, dt, A, B, seg, seg_total, *shape, slots, num_warps=warps, num_stages=stages, **meta
         )
         last = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
         state_numel = head_dim * state_dim
@@ -178,6 +198,7 @@ def ssd_fwd(
         HAS_LAST=last is not None,
         SAVE=save_states,
         num_warps=warps,
+        num_stages=stages,
         **meta,
     )
     return y, final_state, states
@@ -187,6 +208,7 @@ def ssd_fwd(
 def _ssd_fwd_fake(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states):
     batch, seq_len, n_heads, head_dim = x.shape
     state_dim = B.shape[3]
+    chunk_size = _chunk(chunk_size, x)
     n_chunks = _cdiv(seq_len, chunk_size)
     y = x.new_empty(batch, seq_len - out_start, n_heads, head_dim)
     final_state = x.new_empty(batch, n_heads, head_dim, state_dim, dtype=torch.float32)
@@ -216,6 +238,7 @@ def ssd_bwd(
     x, dt, A, B, C = (v.contiguous() for v in (x, dt, A, B, C))
     batch, seq_len, n_heads, head_dim = x.shape
     n_groups, state_dim = B.shape[2], B.shape[3]
+    chunk_size = _chunk(chunk_size, x)
     n_chunks = _cdiv(seq_len, chunk_size)
     rows = batch * n_heads
     f32 = dict(device=x.device, dtype=torch.float32)
@@ -236,6 +259,7 @@ def ssd_bwd(
     dy_or_x = dy.contiguous() if has_dy else x
     blocks = _blocks(head_dim, state_dim, chunk_size)
     warps = blocks.pop("warps")
+    stages = _stages(x.dtype)
     per_segment, n_segments = _segments(n_chunks, rows, x.device)
     slots = max(n_segments - 1, 1)
     walk_shape = (seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment)
@@ -257,6 +281,7 @@ def ssd_bwd(
             out_start,
             HAS_DY=has_dy,
             num_warps=warps,
+            num_stages=stages,
             **meta,
             **blocks,
         )
@@ -292,6 +317,7 @@ def ssd_bwd(
         HAS_FIRST=first is not None,
         HAS_DY=has_dy,
         num_warps=warps,
+        num_stages=stages,
         **meta,
         **blocks,
     )
@@ -313,6 +339,7 @@ def ssd_bwd(
         *shape_args,
         HAS_DY=has_dy,
         num_warps=8,
+        num_stages=stages,
         **{**full, "BN": block_n_dbc},
     )
     kernels_bwd._chunk_bwd_dx[(n_chunks, rows)](
@@ -333,6 +360,7 @@ def ssd_bwd(
         HAS_D=D is not None,
         HAS_DY=has_dy,
         num_warps=8,
+        num_stages=stages,
         **full,
     )
     dA = dA_part.sum(dim=(0, 1)).to(A.dtype)
