@@ -14,6 +14,8 @@ import os
 import pkgutil
 import sys
 
+from zoo.errors import ZooError
+
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -46,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, ImportError, RuntimeError) as exc:
-        from zoo.errors import ZooError
-
+    except (ZooError, ValueError, KeyError, FileNotFoundError, ImportError, RuntimeError) as exc:
         if os.environ.get("ZOO_DEBUG") or not (
             isinstance(exc, (ZooError, ValueError, KeyError, FileNotFoundError, ImportError))
         ):

@@ -15,6 +15,7 @@ from zoo.cli.train import (
     config_from_args,
     task_from_args,
 )
+from zoo.errors import ZooError
 
 HELP = "train several models with the same data, steps and seed, and compare them"
 
@@ -38,18 +39,25 @@ def parse_entry(entry: str) -> tuple[str, str]:
 def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
-    from zoo.training.runs import build_for_task
-    from zoo.training.trainer import Trainer
+    from zoo.training.runs import build_for_task, parse_backend_overrides, resolve_spec, spec_with_backends
+    from zoo.training.trainer import Trainer, resolve_device
 
     if args.budget is not None:
         args.steps = args.budget
     task = task_from_args(args)
     config = config_from_args(args, save_every=0, keep_last=1)
     out = Path(args.out)
+    entries = [parse_entry(entry) for entry in args.models]
+    backends = parse_backend_overrides(args.backend)
+    if backends:  # each override must apply to some model (a transformer has no ssm slot)
+        applied = set().union(*(spec_with_backends(resolve_spec(ref), backends)[1] for _, ref in entries))
+        unused = sorted(set(backends) - applied)
+        if unused:
+            raise ZooError(f"--backend {', '.join(unused)}: none of the compared models has that slot")
     rows = []
-    for label, ref in map(parse_entry, args.models):
+    for label, ref in entries:
         torch.manual_seed(config.seed)
-        model = build_for_task(ref, task)
+        model = build_for_task(ref, task, device=resolve_device(config.device), backends=backends, strict=False)
         trainer = Trainer(model, task, config, out_dir=out / label)
         print(f"[{label}] {trainer.n_params:,} params, {config.steps} steps", file=sys.stderr)
         start = time.perf_counter()

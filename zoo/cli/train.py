@@ -57,6 +57,14 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-compile", action="store_true", help="run eagerly instead of torch.compile")
     group.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="SLOT=NAME",
+        help="run every layer that has backend slot SLOT (attention, ssm, converter) on backend NAME, "
+        "e.g. --backend ssm=triton --backend converter=triton; repeatable (zoo list shows the backends)",
+    )
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
@@ -109,8 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zoo import checkpoint as ckpt
-    from zoo.training.runs import build_for_task
-    from zoo.training.trainer import Trainer
+    from zoo.training.runs import build_for_task, parse_backend_overrides
+    from zoo.training.trainer import Trainer, resolve_device
 
     out = Path(args.out or Path("runs") / Path(args.spec).stem)
     tokenizer = None
@@ -126,7 +134,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.manual_seed(config.seed)
-    model = build_for_task(args.spec, task)
+    model = build_for_task(
+        args.spec,
+        task,
+        device=resolve_device(config.device),
+        backends=parse_backend_overrides(args.backend),
+    )
     trainer = Trainer(model, task, config, out_dir=out)
     print(
         f"training {args.spec} ({trainer.n_params:,} params) on {task.describe()} for {config.steps} steps -> {out}",

@@ -1,0 +1,80 @@
+"""``--backend SLOT=NAME`` for ``zoo train`` / ``zoo compare``: parsing, the spec rewrite, builds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zoo.cli import main
+from zoo.data.tasks import make_task
+from zoo.errors import ZooError
+from zoo.training.runs import build_for_task, parse_backend_overrides, resolve_spec, spec_with_backends
+
+
+def test_parse_backend_overrides() -> None:
+    assert parse_backend_overrides(None) == {}
+    assert parse_backend_overrides(["ssm=triton", " converter = triton "]) == {"ssm": "triton", "converter": "triton"}
+    assert parse_backend_overrides(["ssm=scan", "ssm=scan"]) == {"ssm": "scan"}
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["ssm"], "expected SLOT=NAME"),
+        (["ssm="], "expected SLOT=NAME"),
+        (["mlp=swiglu"], "unknown slot 'mlp'; the slots are attention, ssm, converter"),
+        (["ssm=scan", "ssm=chunked"], "slot 'ssm' given twice"),
+    ],
+)
+def test_parse_backend_overrides_rejects(items: list[str], message: str) -> None:
+    with pytest.raises(ZooError, match=message):
+        parse_backend_overrides(items)
+
+
+def test_spec_with_backends_switches_every_layer_with_the_slot() -> None:
+    spec = resolve_spec("hybrid-tiny")  # mamba2 and attention layers
+    new, applied = spec_with_backends(spec, {"ssm": "scan", "attention": "eager"})
+    assert applied == {"ssm", "attention"}
+    for old_layer, layer in zip(spec["layers"], new["layers"], strict=True):
+        mixer = layer["mixer"]
+        if old_layer["mixer"]["name"] == "mamba2":
+            assert mixer["ssm"] == {"name": "scan", "params": {}} and mixer.get("attention") is None
+        else:
+            assert mixer["attention"] == {"name": "eager", "params": {}} and mixer.get("ssm") is None
+    assert spec["layers"][0]["mixer"] != new["layers"][0]["mixer"]  # the input is not mutated
+
+
+def test_spec_with_backends_keeps_params_of_the_same_backend() -> None:
+    spec = resolve_spec("transmamba-tiny")
+    spec["layers"][0]["mixer"]["ssm"] = {"name": "chunked", "params": {"chunk_size": 16}}
+    new, _ = spec_with_backends(spec, {"ssm": "chunked"})
+    assert new["layers"][0]["mixer"]["ssm"] == {"name": "chunked", "params": {"chunk_size": 16}}
+    new, _ = spec_with_backends(spec, {"ssm": "scan"})
+    assert new["layers"][0]["mixer"]["ssm"] == {"name": "scan", "params": {}}
+
+
+def test_build_for_task_applies_overrides_and_rejects_unused_slots() -> None:
+    task = make_task("mqar", seq_len=32, vocab_size=32, num_items=4, seed=0)
+    model = build_for_task("transmamba-tiny", task, backends={"ssm": "scan", "converter": "scan"})
+    for block in model.blocks:
+        assert block.mixer.ssm.registry_name == "scan" and block.mixer.converter.registry_name == "scan"
+    assert all(layer.mixer.ssm.name == "scan" for layer in model.spec.layers)  # recorded in the spec
+    with pytest.raises(ZooError, match="no layer of 'transformer-tiny' has that slot"):
+        build_for_task("transformer-tiny", task, backends={"ssm": "scan"})
+    model = build_for_task("transformer-tiny", task, backends={"ssm": "scan"}, strict=False)
+    assert model.spec.layers[0].mixer.ssm is None
+
+
+def test_compare_cli_overrides_backends_end_to_end(tmp_path, capsys) -> None:
+    out = tmp_path / "cmp"
+    common = ["--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4", "--batch-size", "4"]
+    common += ["--budget", "2", "--no-compile", "--no-progress", "--device", "cpu", "--no-plot", "--out", str(out)]
+    overrides = ["--backend", "ssm=scan", "--backend", "converter=scan"]
+    assert main(["compare", "transmamba-tiny", "transformer-tiny", *common, *overrides]) == 0
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert [row["steps"] for row in rows] == [2, 2]
+    assert main(["compare", "transformer-tiny", *common, "--backend", "ssm=scan"]) == 2
+    assert "none of the compared models has that slot" in capsys.readouterr().err
+    assert main(["compare", "transmamba-tiny", *common, "--backend", "ssm=nope"]) == 2
+    assert "nope" in capsys.readouterr().err
