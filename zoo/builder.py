@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from zoo.errors import BackendUnsupportedError, SpecError
+from zoo.errors import BackendUnsupportedError, SpecError, ZooError
 from zoo.registry import PRESET, REGISTRIES, RegistryError
 from zoo.specs import ModelSpec, load_spec
 
@@ -33,6 +33,56 @@ def resolve_spec(obj: ModelSpec | dict[str, Any] | str | Path) -> ModelSpec:
             return load_spec(Path(obj))
         raise SpecError([("", PRESET.unknown_message(obj) + " (or give a .json/.yaml spec file)")])
     return load_spec(obj)
+
+
+BACKEND_SLOTS = ("attention", "ssm", "converter")
+
+
+def parse_backend_overrides(items: list[str] | None) -> dict[str, str]:
+    """``["ssm=triton", "attention=sdpa"]`` -> ``{"ssm": "triton", "attention": "sdpa"}``."""
+    overrides: dict[str, str] = {}
+    for item in items or []:
+        slot, sep, name = item.partition("=")
+        slot, name = slot.strip(), name.strip()
+        if not sep or not name:
+            raise ZooError(f"--backend {item!r}: expected SLOT=NAME, e.g. --backend ssm=triton")
+        if slot not in BACKEND_SLOTS:
+            raise ZooError(f"--backend {item!r}: unknown slot {slot!r}; the slots are {', '.join(BACKEND_SLOTS)}")
+        if slot in overrides and overrides[slot] != name:
+            raise ZooError(f"--backend: slot {slot!r} given twice ({overrides[slot]!r} and {name!r})")
+        overrides[slot] = name
+    return overrides
+
+
+def spec_with_backends(
+    spec: dict[str, Any], overrides: dict[str, str], *, strict: bool = False, label: str | None = None
+) -> tuple[dict[str, Any], set[str]]:
+    """The spec (a JSON dict) with every layer whose mixer has a backend slot in ``overrides``
+    switched to the named backend, and the set of slots that applied to some layer.
+
+    A layer's backend params are kept when the backend keeps its name and dropped (the new
+    backend's defaults) when it changes: params of one backend do not carry to another.
+    Slots a mixer does not have are left alone (a transformer has no ``ssm`` slot); with
+    ``strict``, an override that no layer takes is an error.
+    """
+    applied: set[str] = set()
+    layers = []
+    for layer in spec["layers"]:
+        mixer = dict(layer["mixer"])
+        slots = getattr(REGISTRIES["mixer"].get(mixer["name"]).obj, "backend_slots", {})
+        for slot, name in overrides.items():
+            if slot not in slots:
+                continue
+            current = mixer.get(slot) or {"name": slots[slot], "params": {}}
+            mixer[slot] = current if current["name"] == name else {"name": name, "params": {}}
+            applied.add(slot)
+        layers.append({**layer, "mixer": mixer})
+    unused = sorted(set(overrides) - applied)
+    if strict and unused:
+        name = label or repr(spec.get("name") or "the model")
+        slots = "that slot" if len(unused) == 1 else "those slots"
+        raise ZooError(f"--backend {', '.join(unused)}: no layer of {name} has {slots}")
+    return {**spec, "layers": layers}, applied
 
 
 @dataclass

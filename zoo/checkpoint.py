@@ -376,14 +376,22 @@ def load(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     compile: bool | None = False,
+    backends: dict[str, str] | None = None,
 ) -> torch.nn.Module:
-    """Build the model a checkpoint (or a run directory's latest checkpoint) describes, with its weights."""
-    from zoo.builder import build
+    """Build the model a checkpoint (or a run directory's latest checkpoint) describes, with its weights.
+
+    ``backends`` ({slot: name}) runs it on other backends than it was trained on, e.g.
+    ``{"ssm": "chunked", "converter": "chunked"}`` for a checkpoint trained with the Triton
+    kernels, on a CPU (the weights do not depend on the backend).
+    """
+    from zoo.builder import build, spec_with_backends
 
     checkpoint = open_checkpoint(path)
     spec = checkpoint.spec
     if spec is None:
         raise CheckpointError(f"checkpoint {checkpoint.path} has no {SPEC_FILE}; cannot rebuild the model")
+    if backends:
+        spec, _ = spec_with_backends(spec, backends, strict=True, label=f"checkpoint {checkpoint.path}")
     model = build(spec, device=device, dtype=dtype, compile=False)
     load_model_state(model, checkpoint)
     if compile:

@@ -78,3 +78,29 @@ def test_compare_cli_overrides_backends_end_to_end(tmp_path, capsys) -> None:
     assert "none of the compared models has that slot" in capsys.readouterr().err
     assert main(["compare", "transmamba-tiny", *common, "--backend", "ssm=nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_checkpoint_loads_on_other_backends(tmp_path) -> None:
+    import torch
+
+    import zoo
+    from zoo.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = zoo.build("transmamba-tiny", device="cpu").eval()
+    save_checkpoint(tmp_path, 1, model=model)
+    tokens = torch.randint(0, model.spec.vocab_size, (2, 40))
+    loaded = zoo.load(tmp_path, backends={"ssm": "scan", "converter": "scan"}).eval()
+    assert all(block.mixer.ssm.registry_name == "scan" for block in loaded.blocks)
+    with torch.no_grad():
+        want, got = model(tokens), loaded(tokens)
+    assert ((got - want).norm() / want.norm()).item() < 1e-4  # same weights, another scan
+    with pytest.raises(ZooError, match="no layer of checkpoint .* has that slot"):
+        zoo.load(save_checkpoint(tmp_path / "tf", 1, model=zoo.build("transformer-tiny")), backends={"ssm": "scan"})
+
+
+def test_generate_cli_takes_backend_overrides(capsys) -> None:
+    argv = ["generate", "transmamba-tiny", "--prompt", "ab", "--max-new-tokens", "3", "--device", "cpu"]
+    assert main([*argv, "--backend", "ssm=scan", "--backend", "converter=scan"]) == 0
+    assert main([*argv, "--backend", "ssm=nope"]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -21,13 +21,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="SLOT=NAME",
+        help="run on another backend than the checkpoint's (e.g. --backend ssm=chunked --backend converter=chunked "
+        "for a model trained with the triton kernels, on a CPU); repeatable",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from zoo import checkpoint as ckpt
+    from zoo.builder import parse_backend_overrides
     from zoo.training.runs import task_from_description
-    from zoo.training.trainer import TrainConfig, Trainer
+    from zoo.training.trainer import TrainConfig, Trainer, resolve_device
 
     checkpoint = ckpt.open_checkpoint(args.checkpoint)
     description = checkpoint.trainer_state.get("task", {"task": "text", "seq_len": args.seq_len or 256})
@@ -37,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         seq_len=args.seq_len,
     )
-    model = ckpt.load(checkpoint.path)
+    model = ckpt.load(
+        checkpoint.path, device=resolve_device(args.device), backends=parse_backend_overrides(args.backend)
+    )
     config = TrainConfig(
         steps=1,
         batch_size=args.batch_size,

@@ -23,27 +23,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-eos", action="store_true", help="do not stop at the tokenizer's eos token")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--compile", action="store_true", help="compiled decode step (reduce-overhead on cuda)")
+    p.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="SLOT=NAME",
+        help="run on another backend (e.g. --backend ssm=chunked for a triton-trained checkpoint on a CPU); repeatable",
+    )
     p.set_defaults(func=run)
 
 
-def load_model_and_tokenizer(name: str, device: str):
+def load_model_and_tokenizer(name: str, device: str, backends: dict[str, str] | None = None):
     import zoo
+    from zoo.builder import resolve_spec, spec_with_backends
     from zoo.data.tokenizer import ByteTokenizer
 
     if Path(name).exists():
         from zoo.checkpoint import load_tokenizer
 
-        return zoo.load(name, device=device), load_tokenizer(name)
-    return zoo.build(name, device=device, requires_grad=False), ByteTokenizer()
+        return zoo.load(name, device=device, backends=backends), load_tokenizer(name)
+    spec = resolve_spec(name).model_dump(mode="json")
+    if backends:
+        spec, _ = spec_with_backends(spec, backends, strict=True, label=repr(name))
+    return zoo.build(spec, device=device, requires_grad=False), ByteTokenizer()
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
+    from zoo.builder import parse_backend_overrides
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model_and_tokenizer(args.model, device)
+    model, tokenizer = load_model_and_tokenizer(args.model, device, parse_backend_overrides(args.backend))
     model.eval()
     ids = tokenizer.encode(args.prompt)
     if not ids:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from zoo.builder import BACKEND_SLOTS, parse_backend_overrides, spec_with_backends  # noqa: F401 (re-exported)
 from zoo.data.tasks import Task, make_task
 from zoo.data.tokenizer import Tokenizer
 from zoo.errors import ZooError
@@ -27,50 +28,6 @@ def spec_with_vocab(spec: dict[str, Any], vocab_size: int) -> dict[str, Any]:
     return {**spec, "vocab_size": vocab_size}
 
 
-BACKEND_SLOTS = ("attention", "ssm", "converter")
-
-
-def parse_backend_overrides(items: list[str] | None) -> dict[str, str]:
-    """``["ssm=triton", "attention=sdpa"]`` -> ``{"ssm": "triton", "attention": "sdpa"}``."""
-    overrides: dict[str, str] = {}
-    for item in items or []:
-        slot, sep, name = item.partition("=")
-        slot, name = slot.strip(), name.strip()
-        if not sep or not name:
-            raise ZooError(f"--backend {item!r}: expected SLOT=NAME, e.g. --backend ssm=triton")
-        if slot not in BACKEND_SLOTS:
-            raise ZooError(f"--backend {item!r}: unknown slot {slot!r}; the slots are {', '.join(BACKEND_SLOTS)}")
-        if slot in overrides and overrides[slot] != name:
-            raise ZooError(f"--backend: slot {slot!r} given twice ({overrides[slot]!r} and {name!r})")
-        overrides[slot] = name
-    return overrides
-
-
-def spec_with_backends(spec: dict[str, Any], overrides: dict[str, str]) -> tuple[dict[str, Any], set[str]]:
-    """The spec with every layer whose mixer has a backend slot in ``overrides`` switched to
-    the named backend, and the set of slots that applied to some layer.
-
-    A layer's backend params are kept when the backend keeps its name and dropped (the new
-    backend's defaults) when it changes: params of one backend do not carry to another.
-    Slots a mixer does not have are left alone (a transformer has no ``ssm`` slot).
-    """
-    from zoo.registry import REGISTRIES
-
-    applied: set[str] = set()
-    layers = []
-    for layer in spec["layers"]:
-        mixer = dict(layer["mixer"])
-        slots = getattr(REGISTRIES["mixer"].get(mixer["name"]).obj, "backend_slots", {})
-        for slot, name in overrides.items():
-            if slot not in slots:
-                continue
-            current = mixer.get(slot) or {"name": slots[slot], "params": {}}
-            mixer[slot] = current if current["name"] == name else {"name": name, "params": {}}
-            applied.add(slot)
-        layers.append({**layer, "mixer": mixer})
-    return {**spec, "layers": layers}, applied
-
-
 def build_for_task(
     ref: Any,
     task: Task,
@@ -87,13 +44,7 @@ def build_for_task(
 
     spec = spec_with_vocab(resolve_spec(ref), task.vocab_size)
     if backends:
-        spec, applied = spec_with_backends(spec, backends)
-        unused = sorted(set(backends) - applied)
-        if unused and strict:
-            raise ZooError(
-                f"--backend {', '.join(unused)}: no layer of {spec.get('name') or ref!r} has "
-                f"{'that slot' if len(unused) == 1 else 'those slots'}"
-            )
+        spec, _ = spec_with_backends(spec, backends, strict=strict, label=repr(ref))
     return build(spec, device=device, compile=False)
 
 
