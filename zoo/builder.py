@@ -121,7 +121,11 @@ def check_support(spec: ModelSpec, plans: list[LayerPlan], device: torch.device,
             ok, reason = entry.availability()
             path = f"layers.{plan.index}.mixer.{slot}"
             if not ok:
-                raise BackendUnsupportedError(f"{path}: {slot} backend {entry.name!r} is not available here: {reason}")
+                raise BackendUnsupportedError(
+                    f"{path}: {slot} backend {entry.name!r} is not available here: {reason} "
+                    f"(to use another: --backend {slot}=NAME on the CLI, backends={{{slot!r}: NAME}} in zoo.load; "
+                    f"`zoo list` shows the {slot} backends)"
+                )
             shapes = dict(shapes_by_slot.get(slot, {}), requires_grad=int(requires_grad))
             key = (slot, entry.name, repr(backend.params), tuple(sorted(shapes.items())))
             if key in checked:
