@@ -1,0 +1,101 @@
+"""Registers, spill stack and shared memory of the Triton SSD kernels, without a GPU.
+
+    python benchmarks/kernel_resources.py [--arch 90] [--dtype bf16]
+
+Compiles each kernel of ``zoo_plugins/triton_ssd`` ahead of time for an NVIDIA target with
+the launch configuration ``ops.py`` uses (H=48 P=64 N=128 shapes: BP=64, BN=128; chunk 64 and
+128; the warps and stages of ``ops._blocks`` / ``ops._stages``) and reads the cubin's resource
+usage with ``cuobjdump -res-usage`` (both ship with Triton's NVIDIA backend). A kernel at 255
+registers with a non-zero STACK spills; that is the first thing to check after a kernel
+change, before spending device time. The numbers belong to the local Triton version, which
+may differ from the GPU machine's (the script prints it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource, compile  # noqa: E402
+
+from zoo_plugins.triton_ssd import kernels, kernels_bwd, ops  # noqa: E402
+
+# pointers that hold x.dtype tensors; every other pointer is fp32
+LOW_PRECISION = {"x_ptr", "B_ptr", "C_ptr", "y_ptr", "states_ptr", "dstates_ptr"}
+LOW_PRECISION |= {"dy_ptr", "dx_ptr", "dB_ptr", "dC_ptr"}
+
+
+def resources(fn, constexprs: dict, *, warps: int, stages: int, arch: int, dtype: str) -> dict[str, int]:
+    signature = {}
+    for param in fn.params:
+        if param.is_constexpr:
+            signature[param.name] = "constexpr"
+        elif param.name.endswith("_ptr"):
+            signature[param.name] = f"*{dtype}" if param.name in LOW_PRECISION else "*fp32"
+        else:
+            signature[param.name] = "i32"
+    constants = {name: value for name, value in constexprs.items() if signature.get(name) == "constexpr"}
+    missing = [name for name, kind in signature.items() if kind == "constexpr" and name not in constants]
+    if missing:
+        raise ValueError(f"{fn.__name__}: no value for constexpr {missing}")
+    compiled = compile(
+        ASTSource(fn=fn, signature=signature, constexprs=constants),
+        target=GPUTarget("cuda", arch, 32),
+        options={"num_warps": warps, "num_stages": stages},
+    )
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        text = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True, text=True, check=True).stdout
+    found = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", text))
+    return {key: int(value) for key, value in found.items()} | {"triton_shared": compiled.metadata.shared}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90 = H100/H200)")
+    parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    args = parser.parse_args()
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    torch_dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[args.dtype]
+    import torch
+
+    stages = ops._stages(getattr(torch, torch_dtype))
+    precision = "ieee" if args.dtype == "fp32" else "tf32"
+    print(f"triton {triton.__version__}, sm_{args.arch}, {args.dtype}, stages {stages} (walking kernels)")
+    print(f"{'kernel':20s} {'chunk':>5s} {'warps':>5s} {'REG':>4s} {'STACK':>6s} {'shared':>7s}")
+    chunks = (64,) if args.dtype == "fp32" else (64, 128)
+    for chunk in chunks:
+        blocks = ops._blocks(64, 128, chunk)
+        warps = blocks.pop("warps")
+        common = dict(Q=chunk, PREC=precision, DOT_F32=False, **blocks)
+        flags = dict(HAS_D=True, HAS_LAST=True, SAVE=True, HAS_DY=True, HAS_FIRST=True)
+        rows = [
+            (kernels._seg_state_fwd, common, warps),
+            (kernels._seg_scan_fwd, common | flags, warps),
+            (kernels_bwd._seg_dstate_rev, common | flags, warps),
+            (kernels_bwd._seg_dstate_store, common | flags, warps),
+            (kernels_bwd._chunk_bwd_dbc, common | flags | {"BN": blocks["BN"] // 2}, 8),
+            (kernels_bwd._chunk_bwd_dx, common | flags, 8),
+        ]
+        for fn, constexprs, num_warps in rows:
+            usage = resources(fn, constexprs, warps=num_warps, stages=stages, arch=args.arch, dtype=args.dtype)
+            print(
+                f"{fn.__name__:20s} {chunk:5d} {num_warps:5d} {usage.get('REG', 0):4d} "
+                f"{usage.get('STACK', 0):6d} {usage['triton_shared']:7d}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
