@@ -77,6 +77,19 @@ def test_segments_fill_the_device_only_when_rows_do_not() -> None:
     assert ops._segments(0, 2, cpu) == (1, 1)
 
 
+def test_fp32_runs_unpipelined_with_gpu_sized_chunks() -> None:
+    # fp32 with 3 pipeline stages gave wrong outputs on the H200 (docs/benchmarks.md, "fp32 on
+    # the GPU"); fp32 chunk-128 tiles do not fit an SM's shared memory.
+    from zoo_plugins.triton_ssd import ops
+
+    assert ops._stages(torch.float32) == 1 and ops._stages(torch.bfloat16) == 3
+    assert ops._chunk(128, torch.empty(1)) == 128  # the cap is for CUDA tensors only
+    assert ops._chunk(128, torch.empty(1, dtype=torch.bfloat16)) == 128
+    if torch.cuda.is_available():
+        assert ops._chunk(128, torch.empty(1, device="cuda")) == 64
+        assert ops._chunk(128, torch.empty(1, device="cuda", dtype=torch.bfloat16)) == 128
+
+
 def test_registered_under_triton() -> None:
     assert SSM.get("triton").obj is TritonSSM
     assert CONVERTER.get("triton").obj is TritonConverter
