@@ -65,6 +65,8 @@ def spec_with_backends(
     Slots a mixer does not have are left alone (a transformer has no ``ssm`` slot); with
     ``strict``, an override that no layer takes is an error.
     """
+    if isinstance(spec.get("layers"), dict):  # a layer pattern: expand it first
+        spec = load_spec(spec).model_dump(mode="json")
     applied: set[str] = set()
     layers = []
     for layer in spec["layers"]:

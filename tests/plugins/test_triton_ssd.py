@@ -75,6 +75,25 @@ def test_segments_fill_the_device_only_when_rows_do_not() -> None:
     assert ops._segments(100, 2, cpu) == (2, 50)  # two rows: 64 segments wanted, of 2 chunks
     assert ops._segments(3, 2, cpu) == (1, 3)  # never more segments than chunks
     assert ops._segments(0, 2, cpu) == (1, 1)
+    assert ops._segments(4, 0, cpu) == (4, 1)  # an empty batch: nothing to split
+
+
+def test_empty_batch_scans_to_empty_outputs_and_gradients() -> None:
+    from zoo_plugins.triton_ssd import ssd
+
+    case = SSMCase(1, 40, 2, 8, 8, 1)
+    inputs = ssm_inputs(case, seed=0)
+    names = ("x", "dt", "B", "C")
+    empty = {
+        k: (v[:0] if k in names else v).to(DEVICE, torch.float32).requires_grad_(True)
+        for k, v in inputs.items()
+        if k in (*names, "A", "D")
+    }
+    y, state = ssd(empty["x"], empty["dt"], empty["A"], empty["B"], empty["C"], D=empty["D"],
+                   return_final_state=True, chunk_size=CHUNK)
+    assert y.shape == empty["x"].shape and state.shape[0] == 0
+    (y.sum() + state.sum()).backward()
+    assert empty["x"].grad.shape == empty["x"].shape and float(empty["A"].grad.abs().sum()) == 0.0
 
 
 def test_fp32_runs_unpipelined_with_gpu_sized_chunks() -> None:

@@ -104,3 +104,29 @@ def test_generate_cli_takes_backend_overrides(capsys) -> None:
     assert main([*argv, "--backend", "ssm=scan", "--backend", "converter=scan"]) == 0
     assert main([*argv, "--backend", "ssm=nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_spec_with_backends_expands_a_layer_pattern() -> None:
+    pattern = {
+        "vocab_size": 64,
+        "d_model": 32,
+        "layers": {"n_layers": 2, "block": {"mixer": {"name": "mamba2", "params": {"headdim": 8, "d_state": 8}}}},
+    }
+    new, applied = spec_with_backends(pattern, {"ssm": "scan"})
+    assert applied == {"ssm"} and [layer["mixer"]["ssm"]["name"] for layer in new["layers"]] == ["scan", "scan"]
+
+
+def test_resume_keeps_the_backends_the_run_was_trained_with(tmp_path) -> None:
+    from zoo.checkpoint import latest_checkpoint, open_checkpoint
+
+    out = tmp_path / "run"
+    common = ["train", "transmamba-tiny", "--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4"]
+    common += ["--batch-size", "2", "--no-compile", "--no-progress", "--device", "cpu", "--out", str(out)]
+    assert main([*common, "--steps", "2", "--backend", "ssm=scan", "--backend", "converter=scan"]) == 0
+    assert main([*common, "--steps", "4", "--resume"]) == 0  # no --backend: the checkpoint's
+    layers = open_checkpoint(latest_checkpoint(out)).spec["layers"]
+    assert open_checkpoint(latest_checkpoint(out)).step == 4
+    assert {layer["mixer"]["ssm"]["name"] for layer in layers} == {"scan"}
+    assert main([*common, "--steps", "6", "--resume", "--backend", "ssm=chunked"]) == 0  # an explicit one wins
+    layers = open_checkpoint(latest_checkpoint(out)).spec["layers"]
+    assert {layer["mixer"]["ssm"]["name"] for layer in layers} == {"chunked"}

@@ -122,8 +122,12 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out or Path("runs") / Path(args.spec).stem)
     tokenizer = None
+    ref: Any = args.spec
     if args.resume and ckpt.latest_checkpoint(out) is not None:
         tokenizer = ckpt.load_tokenizer(out)  # a BPE must not be retrained differently
+        saved = ckpt.open_checkpoint(ckpt.latest_checkpoint(out), verify=False).spec
+        if saved is not None:  # the architecture and backends the run was trained with; --backend still wins
+            ref = saved
     elif not args.resume and ckpt.latest_checkpoint(out) is not None:
         print(
             f"note: {out} holds checkpoints; starting over (pass --resume to continue)",
@@ -135,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(config.seed)
     model = build_for_task(
-        args.spec,
+        ref,
         task,
         device=resolve_device(config.device),
         backends=parse_backend_overrides(args.backend),

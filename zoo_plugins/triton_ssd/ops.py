@@ -76,8 +76,8 @@ def _target_programs(device: torch.device) -> tuple[int, int]:
 def _segments(n_chunks: int, rows: int, device: torch.device) -> tuple[int, int]:
     """(chunks per segment, number of segments): enough programs to fill the device, and a
     single segment when the rows alone do (each extra segment costs a pass of its own)."""
-    if n_chunks == 0:
-        return 1, 1
+    if n_chunks == 0 or rows == 0:
+        return max(n_chunks, 1), 1
     per_segment = TUNING["chunks_per_segment"]
     if not per_segment:
         processors, wanted_programs = _target_programs(device)
@@ -141,7 +141,7 @@ def ssd_fwd(
     else:
         states = torch.empty(0, device=x.device, dtype=x.dtype)
     init = initial_state.contiguous() if initial_state is not None else None
-    if n_chunks == 0:
+    if n_chunks == 0 or rows == 0:  # nothing to scan: T = 0 or an empty batch
         return y, final_state.copy_(init) if init is not None else final_state.zero_(), states
     blocks = _blocks(head_dim, state_dim, chunk_size)
     warps = blocks.pop("warps")
@@ -249,7 +249,7 @@ def ssd_bwd(
     dC = torch.empty_like(C) if has_dy else torch.zeros_like(C)
     d_init = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
     dfinal = dfinal_state.contiguous() if dfinal_state is not None else None
-    if n_chunks == 0:
+    if n_chunks == 0 or rows == 0:
         d_init = d_init.copy_(dfinal) if dfinal is not None else d_init.zero_()
         dD = torch.zeros_like(D) if D is not None else A.new_zeros(n_heads)
         return dx, ddt, torch.zeros_like(A), dB, dC, dD, d_init
@@ -394,6 +394,7 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(x, dt, A, B, C, D, states)
     ctx.out_start = out_start
     ctx.chunk_size = chunk_size
+    ctx.save_states = save_states
     ctx.has_D = D is not None
     ctx.has_init = initial_state is not None
     ctx.init_dtype = initial_state.dtype if initial_state is not None else None
@@ -401,7 +402,7 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, dy, dfinal_state, _dstates):
     x, dt, A, B, C, D, states = ctx.saved_tensors
-    if states.numel() == 0 and x.shape[1] > 0:
+    if not ctx.save_states:
         raise RuntimeError("zoo_triton_ssd::ssd_fwd ran with save_states=False; it cannot be differentiated")
     dx, ddt, dA, dB, dC, dD, d_init = ssd_bwd(
         dy, dfinal_state, x, dt, A, B, C, D, states, ctx.out_start, ctx.chunk_size
