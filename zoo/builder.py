@@ -65,6 +65,9 @@ def spec_with_backends(
     Slots a mixer does not have are left alone (a transformer has no ``ssm`` slot); with
     ``strict``, an override that no layer takes is an error.
     """
+    unknown = sorted(set(overrides) - set(BACKEND_SLOTS))
+    if unknown:
+        raise ZooError(f"backend override: unknown slot {unknown[0]!r}; the slots are {', '.join(BACKEND_SLOTS)}")
     if isinstance(spec.get("layers"), dict):  # a layer pattern: expand it first
         spec = load_spec(spec).model_dump(mode="json")
     applied: set[str] = set()
@@ -155,8 +158,14 @@ def build(
     dtype: torch.dtype | None = None,
     compile: bool | None = None,
     requires_grad: bool = True,
+    support_device: torch.device | str | None = None,
 ):
-    """Build a ``CausalLM`` from a spec, dict, file, or preset name. See module docstring."""
+    """Build a ``CausalLM`` from a spec, dict, file, or preset name. See module docstring.
+
+    ``support_device``: check the backends against this device instead of ``device`` (build
+    on the CPU, where the initial weights do not depend on the GPU's random generator, for a
+    model that will run on a GPU).
+    """
     from zoo.models.lm import CausalLM
 
     spec = resolve_spec(spec)
@@ -166,7 +175,8 @@ def build(
         plans = plan_layers(spec)
     except RegistryError as exc:  # validated specs resolve; this guards registry edits since
         raise SpecError([("", str(exc))]) from None
-    check_support(spec, plans, device, dtype, requires_grad=requires_grad)
+    target = torch.device(support_device) if support_device is not None else device
+    check_support(spec, plans, target, dtype, requires_grad=requires_grad)
     with torch.device(device):
         mixers = []
         for plan in plans:

@@ -106,6 +106,11 @@ def test_generate_cli_takes_backend_overrides(capsys) -> None:
     assert "nope" in capsys.readouterr().err
 
 
+def test_spec_with_backends_rejects_unknown_slots() -> None:
+    with pytest.raises(ZooError, match="unknown slot 'mlp'"):
+        spec_with_backends(resolve_spec("mamba2-tiny"), {"mlp": "x"})
+
+
 def test_spec_with_backends_expands_a_layer_pattern() -> None:
     pattern = {
         "vocab_size": 64,
@@ -130,3 +135,19 @@ def test_resume_keeps_the_backends_the_run_was_trained_with(tmp_path) -> None:
     assert main([*common, "--steps", "6", "--resume", "--backend", "ssm=chunked"]) == 0  # an explicit one wins
     layers = open_checkpoint(latest_checkpoint(out)).spec["layers"]
     assert {layer["mixer"]["ssm"]["name"] for layer in layers} == {"chunked"}
+
+
+def test_support_is_checked_against_the_device_the_model_will_run_on() -> None:
+    import zoo
+    from zoo.errors import BackendUnsupportedError
+    from zoo_plugins.mamba_ssm import MambaSSM
+
+    ok, why = MambaSSM.is_available()
+    if not ok:
+        pytest.skip(f"mamba_ssm unavailable: {why}")
+    spec = resolve_spec("mamba2-tiny")
+    spec, _ = spec_with_backends(spec, {"ssm": "mamba_ssm"})
+    with pytest.raises(BackendUnsupportedError, match="runs on CUDA"):
+        zoo.build(spec, device="cpu")  # checked against the CPU: refused
+    model = zoo.build(spec, device="cpu", support_device="cuda")  # built on the CPU to run on a GPU
+    assert next(model.parameters()).device.type == "cpu"

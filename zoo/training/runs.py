@@ -37,15 +37,17 @@ def build_for_task(
     strict: bool = True,
 ) -> torch.nn.Module:
     """Build the model ``ref`` names with the vocabulary of ``task`` (compile is the trainer's
-    job), on ``device`` (backends are checked against it), with ``backends`` overriding the
-    spec's backend slots (see :func:`spec_with_backends`). With ``strict``, a slot that no
-    layer has is an error (``zoo compare`` checks that across its models instead)."""
+    job), with ``backends`` overriding the spec's backend slots (see
+    :func:`spec_with_backends`; with ``strict``, a slot that no layer has is an error, and
+    ``zoo compare`` checks that across its models instead). The weights are initialised on
+    the CPU, so a seed gives the same model on every device; the backends are checked
+    against ``device``, where the trainer will run it."""
     from zoo.builder import build
 
     spec = spec_with_vocab(resolve_spec(ref), task.vocab_size)
     if backends:
         spec, _ = spec_with_backends(spec, backends, strict=strict, label=repr(ref))
-    return build(spec, device=device, compile=False)
+    return build(spec, device="cpu", compile=False, support_device=device)
 
 
 def task_from_description(
