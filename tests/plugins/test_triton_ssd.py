@@ -96,6 +96,24 @@ def test_empty_batch_scans_to_empty_outputs_and_gradients() -> None:
     assert empty["x"].grad.shape == empty["x"].shape and float(empty["A"].grad.abs().sum()) == 0.0
 
 
+def test_fp16_saves_fp32_states_and_matches_fp32() -> None:
+    from zoo_plugins.triton_ssd import ops, ssd
+
+    inputs = ssm_inputs(SSMCase(1, 70, 2, 8, 8, 1), seed=1)
+    names = ("x", "dt", "A", "B", "C", "D")
+    low = ("x", "B", "C")
+    results = []
+    for dtype in (torch.float16, torch.float32):
+        t = {k: inputs[k].to(DEVICE, dtype if k in low else torch.float32).requires_grad_(True) for k in names}
+        y = ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"], chunk_size=CHUNK)
+        y.float().square().sum().backward()
+        results.append([y.float(), *(t[k].grad.float() for k in names)])
+    for a, b in zip(*results, strict=True):
+        assert ((a - b).norm() / b.norm()).item() < 2e-2
+    assert ops._saved(torch.empty(1, dtype=torch.float16)) == torch.float32
+    assert ops._saved(torch.empty(1, dtype=torch.bfloat16)) == torch.bfloat16
+
+
 def test_fp32_runs_unpipelined_with_gpu_sized_chunks() -> None:
     # fp32 with 3 pipeline stages gave wrong outputs on the H200 (docs/benchmarks.md, "fp32 on
     # the GPU"); fp32 chunk-128 tiles do not fit an SM's shared memory.

@@ -4,7 +4,7 @@ Shape legend as in :mod:`zoo_plugins.triton_ssd.kernels`. Two ops:
 
 - ``zoo_triton_ssd::ssd_fwd(x, dt, A, B, C, D?, initial_state?, out_start, chunk_size,
   save_states) -> (y [B, T - out_start, H, P], final_state [B,H,P,N] fp32,
-  states [B,H,nc,P,N])``: ``states`` are the chunks' entering states in the dtype of x,
+  states [B,H,nc,P,N])``: ``states`` are the chunks' entering states in the dtype of x (fp32 when x is fp16),
   saved for the backward (empty unless save_states).
   ``out_start`` is the first token whose output is computed: 0 for a plain scan, the
   TransPoint for the fused converter + suffix scan, T for the converter alone.
@@ -104,6 +104,12 @@ def _chunk(chunk_size: int, x: Tensor) -> int:
     return chunk_size
 
 
+def _saved(x: Tensor) -> torch.dtype:
+    """dtype of the per-chunk states saved for the backward: that of x (bf16 has fp32's
+    range), except fp16, whose 65504 ceiling a long-context state can pass: fp32 then."""
+    return torch.float32 if x.dtype == torch.float16 else x.dtype
+
+
 def _blocks(head_dim: int, state_dim: int, chunk_size: int) -> dict:
     return dict(
         BP=_next_pow2(head_dim),
@@ -137,9 +143,9 @@ def ssd_fwd(
     y = torch.empty(batch, seq_len - out_start, n_heads, head_dim, device=x.device, dtype=x.dtype)
     final_state = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
     if save_states:
-        states = torch.empty(batch, n_heads, n_chunks, head_dim, state_dim, device=x.device, dtype=x.dtype)
+        states = torch.empty(batch, n_heads, n_chunks, head_dim, state_dim, device=x.device, dtype=_saved(x))
     else:
-        states = torch.empty(0, device=x.device, dtype=x.dtype)
+        states = torch.empty(0, device=x.device, dtype=_saved(x))
     init = initial_state.contiguous() if initial_state is not None else None
     if n_chunks == 0 or rows == 0:  # nothing to scan: T = 0 or an empty batch
         return y, final_state.copy_(init) if init is not None else final_state.zero_(), states
@@ -213,9 +219,9 @@ def _ssd_fwd_fake(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_
     y = x.new_empty(batch, seq_len - out_start, n_heads, head_dim)
     final_state = x.new_empty(batch, n_heads, head_dim, state_dim, dtype=torch.float32)
     if save_states:
-        states = x.new_empty(batch, n_heads, n_chunks, head_dim, state_dim)
+        states = x.new_empty(batch, n_heads, n_chunks, head_dim, state_dim, dtype=_saved(x))
     else:
-        states = x.new_empty(0)
+        states = x.new_empty(0, dtype=_saved(x))
     return y, final_state, states
 
 
@@ -253,7 +259,7 @@ def ssd_bwd(
         d_init = d_init.copy_(dfinal) if dfinal is not None else d_init.zero_()
         dD = torch.zeros_like(D) if D is not None else A.new_zeros(n_heads)
         return dx, ddt, torch.zeros_like(A), dB, dC, dD, d_init
-    dstates = torch.empty(batch, n_heads, n_chunks, head_dim, state_dim, device=x.device, dtype=x.dtype)
+    dstates = torch.empty(batch, n_heads, n_chunks, head_dim, state_dim, device=x.device, dtype=_saved(x))
     dA_part = torch.empty(batch, n_chunks, n_heads, **f32)
     dD_part = torch.empty(batch, n_chunks, n_heads, **f32)
     dy_or_x = dy.contiguous() if has_dy else x
