@@ -332,11 +332,11 @@ def sweep(report: list[str]) -> None:
 
     reference = run(64)
     report += ["", "### Launch-configuration sweep of our Triton SSD, ms (median)", ""]
-    header = "| chunk | programs/SM | warps | max rel err vs default | "
+    header = "| chunk | programs/SM | warps | stages | max rel err vs default | "
     header += " | ".join(f"B{b} T{s} fwd | B{b} T{s} fwd+bwd" for b, s in SWEEP_SHAPES) + " |"
-    report += [header, "|" + "---|" * (4 + 2 * len(SWEEP_SHAPES))]
-    for chunk_size, per_sm, warps in itertools.product((64, 128), (2, 4, 8), (4, 8)):
-        ops.TUNING.update(defaults, programs_per_sm=per_sm, warps=warps)
+    report += [header, "|" + "---|" * (5 + 2 * len(SWEEP_SHAPES))]
+    for chunk_size, per_sm, warps, stages in itertools.product((64, 128), (2, 4, 8), (4, 8), (2, 3)):
+        ops.TUNING.update(defaults, programs_per_sm=per_sm, warps=warps, stages=stages)
         try:
             error = max(rel_err(a, b) for a, b in zip(run(chunk_size), reference, strict=True))
             cells = []
@@ -346,7 +346,7 @@ def sweep(report: list[str]) -> None:
         except Exception as exc:  # a failing configuration is reported, the sweep goes on
             traceback.print_exc()
             error, cells = float("nan"), [f"FAIL {type(exc).__name__}"] * (2 * len(SWEEP_SHAPES))
-        row = f"| {chunk_size} | {per_sm} | {warps} | {error:.1e} | " + " | ".join(cells) + " |"
+        row = f"| {chunk_size} | {per_sm} | {warps} | {stages} | {error:.1e} | " + " | ".join(cells) + " |"
         log(row)
         report.append(row)
     ops.TUNING.update(defaults)

@@ -114,12 +114,14 @@ def test_fp16_saves_fp32_states_and_matches_fp32() -> None:
     assert ops._saved(torch.empty(1, dtype=torch.bfloat16)) == torch.bfloat16
 
 
-def test_fp32_runs_unpipelined_with_gpu_sized_chunks() -> None:
+def test_fp32_runs_unpipelined_with_gpu_sized_chunks(tuning) -> None:
     # fp32 with 3 pipeline stages gave wrong outputs on the H200 (docs/benchmarks.md, "fp32 on
     # the GPU"); fp32 chunk-128 tiles do not fit an SM's shared memory.
     from zoo_plugins.triton_ssd import ops
 
     assert ops._stages(torch.float32) == 1 and ops._stages(torch.bfloat16) == 3
+    tuning.update(stages=2)  # a 16-bit knob: fp32 stays unpipelined
+    assert ops._stages(torch.float32) == 1 and ops._stages(torch.bfloat16) == 2
     assert ops._chunk(128, torch.empty(1)) == 128  # the cap is for CUDA tensors only
     assert ops._chunk(128, torch.empty(1, dtype=torch.bfloat16)) == 128
     if torch.cuda.is_available():

@@ -56,8 +56,9 @@ _PASS_CHUNKS = 8
 # there are about ``programs_per_sm`` programs per SM (benchmarks/gpu_ssd.py --sweep measured
 # 4 best at B=1, T=64K, H=48 on an H200; docs/benchmarks.md). ``chunks_per_segment`` forces
 # a segment length (tests use it to cover one and several segments); ``warps`` overrides
-# the walking kernels' warp count.
-TUNING: dict[str, int | None] = {"programs_per_sm": 4, "chunks_per_segment": None, "warps": None}
+# the walking kernels' warp count, ``stages`` the pipeline stages of 16-bit runs (fewer stages
+# spill less: kernel_resources.py; speed not yet measured).
+TUNING: dict[str, int | None] = {"programs_per_sm": 4, "chunks_per_segment": None, "warps": None, "stages": None}
 
 
 @functools.cache
@@ -90,7 +91,7 @@ def _stages(dtype: torch.dtype) -> int:
     # fp32 is the exactness dtype, run without software pipelining: with three stages the
     # fp32 forward's outputs were wrong on the H200 (rel. error 7e-2, states right; Triton
     # 3.6), and its tiles need more shared memory than the 227 KB an SM has.
-    return 1 if dtype == torch.float32 else 3
+    return 1 if dtype == torch.float32 else int(TUNING["stages"] or 3)
 
 
 # fp32 tiles of a 128-token chunk do not fit in shared memory (the dx kernel needs 245 KB at
