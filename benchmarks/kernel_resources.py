@@ -4,7 +4,7 @@
 
 Compiles each kernel of ``zoo_plugins/triton_ssd`` ahead of time for an NVIDIA target with
 the launch configuration ``ops.py`` uses (H=48 P=64 N=128 shapes: BP=64, BN=128; chunk 64 and
-128; the warps and stages of ``ops._blocks`` / ``ops._stages``) and reads the cubin's resource
+128; the warps and stages of ``ops._walk``) and reads the cubin's resource
 usage with ``cuobjdump -res-usage`` (both ship with Triton's NVIDIA backend). A kernel at 255
 registers with a non-zero STACK spills; that is the first thing to check after a kernel
 change, before spending device time. The numbers belong to the local Triton version, which
@@ -76,16 +76,15 @@ def main() -> None:
     print(f"{'kernel':20s} {'chunk':>5s} {'warps':>5s} {'REG':>4s} {'STACK':>6s} {'shared':>7s}")
     chunks = (64,) if args.dtype == "fp32" else (64, 128)
     for chunk in chunks:
-        blocks = ops._blocks(64, 128, chunk)
-        warps = blocks.pop("warps")
-        common = dict(Q=chunk, PREC=precision, DOT_F32=False, **blocks)
+        warps = int(ops.TUNING["warps"] or ops._num_warps(chunk))
+        common = dict(Q=chunk, BP=64, BN=128, PREC=precision, DOT_F32=False)
         flags = dict(HAS_D=True, HAS_LAST=True, SAVE=True, HAS_DY=True, HAS_FIRST=True)
         rows = [
             (kernels._seg_state_fwd, common, warps),
             (kernels._seg_scan_fwd, common | flags, warps),
             (kernels_bwd._seg_dstate_rev, common | flags, warps),
             (kernels_bwd._seg_dstate_store, common | flags, warps),
-            (kernels_bwd._chunk_bwd_dbc, common | flags | {"BN": blocks["BN"] // 2}, 8),
+            (kernels_bwd._chunk_bwd_dbc, common | flags | {"BN": common["BN"] // 2}, 8),
             (kernels_bwd._chunk_bwd_dx, common | flags, 8),
         ]
         for fn, constexprs, num_warps in rows:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -111,11 +112,60 @@ def _saved(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype == torch.float16 else x.dtype
 
 
-def _blocks(head_dim: int, state_dim: int, chunk_size: int) -> dict:
-    return dict(
+class _Walk(NamedTuple):
+    """How one scan is cut and launched (shared by the forward and the backward)."""
+
+    n_segments: int
+    slots: int  # rows of the per-segment buffers (at least 1, so they can be allocated)
+    shape: tuple  # sizes the walking kernels take: T, H, G, R, P, N, nc, chunks per segment
+    meta: dict  # constexprs of every kernel: Q, BP, BN, PREC, DOT_F32
+    launch: dict  # num_warps / num_stages of the walking kernels
+    per_segment: int
+
+
+def _walk(x: Tensor, n_groups: int, state_dim: int, chunk_size: int, n_chunks: int) -> _Walk:
+    batch, seq_len, n_heads, head_dim = x.shape
+    per_segment, n_segments = _segments(n_chunks, batch * n_heads, x.device)
+    meta = dict(
+        Q=chunk_size,
         BP=_next_pow2(head_dim),
         BN=_next_pow2(state_dim),
-        warps=int(TUNING["warps"] or _num_warps(chunk_size)),
+        PREC=_dot_precision(x.dtype),
+        DOT_F32=_interpreting(),
+    )
+    return _Walk(
+        n_segments=n_segments,
+        slots=max(n_segments - 1, 1),
+        shape=(seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment),
+        meta=meta,
+        launch=dict(num_warps=int(TUNING["warps"] or _num_warps(chunk_size)), num_stages=_stages(x.dtype)),
+        per_segment=per_segment,
+    )
+
+
+def _chain_segments(
+    own: Tensor, totals: Tensor, start: Tensor | None, end: Tensor, walk: _Walk, *, has_own: bool, reverse: bool
+) -> None:
+    """The sequential pass over segments (``kernels._state_pass``): ``own`` slots become the
+    states (forward) or state gradients (reverse) at the segment boundaries, ``end`` the one
+    entering the last segment (forward) or leaving the first (reverse)."""
+    from zoo_plugins.triton_ssd import kernels
+
+    rows, state_numel = own.shape[0] * own.shape[1], own.shape[3] * own.shape[4]
+    kernels._state_pass[(rows, _cdiv(state_numel, _PASS_BLOCK))](
+        own,
+        totals,
+        start if start is not None else end,
+        end,
+        state_numel,
+        walk.n_segments - 1,
+        walk.slots,
+        HAS_START=start is not None,
+        HAS_OWN=has_own,
+        REVERSE=reverse,
+        BLOCK=_PASS_BLOCK,
+        CB=_PASS_CHUNKS,
+        num_warps=4,
     )
 
 
@@ -150,40 +200,20 @@ def ssd_fwd(
     init = initial_state.contiguous() if initial_state is not None else None
     if n_chunks == 0 or rows == 0:  # nothing to scan: T = 0 or an empty batch
         return y, final_state.copy_(init) if init is not None else final_state.zero_(), states
-    blocks = _blocks(head_dim, state_dim, chunk_size)
-    warps = blocks.pop("warps")
-    stages = _stages(x.dtype)
-    per_segment, n_segments = _segments(n_chunks, rows, x.device)
-    slots = max(n_segments - 1, 1)
-    shape = (seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment)
-    meta = dict(Q=chunk_size, PREC=_dot_precision(x.dtype), DOT_F32=_interpreting(), **blocks)
+    walk = _walk(x, n_groups, state_dim, chunk_size, n_chunks)
     seg = final_state
     last = init
-    if n_segments > 1:
-        seg = torch.empty(batch, n_heads, slots, head_dim, state_dim, **f32)
-        seg_total = torch.empty(batch, n_heads, slots, **f32)
-        kernels._seg_state_fwd[(rows, n_segments - 1)](
-            x, dt, A, B, seg, seg_total, *shape, slots, num_warps=warps, num_stages=stages, **meta
+    if walk.n_segments > 1:
+        seg = torch.empty(batch, n_heads, walk.slots, head_dim, state_dim, **f32)
+        seg_total = torch.empty(batch, n_heads, walk.slots, **f32)
+        kernels._seg_state_fwd[(rows, walk.n_segments - 1)](
+            x, dt, A, B, seg, seg_total, *walk.shape, walk.slots, **walk.launch, **walk.meta
         )
         last = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
-        state_numel = head_dim * state_dim
-        kernels._state_pass[(rows, _cdiv(state_numel, _PASS_BLOCK))](
-            seg,
-            seg_total,
-            init if init is not None else last,
-            last,
-            state_numel,
-            n_segments - 1,
-            slots,
-            HAS_START=init is not None,
-            HAS_OWN=True,
-            REVERSE=False,
-            BLOCK=_PASS_BLOCK,
-            CB=_PASS_CHUNKS,
-            num_warps=4,
-        )
+        _chain_segments(seg, seg_total, init, last, walk, has_own=True, reverse=False)
     # Segments before the TransPoint's have no outputs: skipped unless states are saved.
-    first_segment = 0 if save_states else min(out_start // chunk_size // per_segment, n_segments - 1)
+    n_segments = walk.n_segments
+    first_segment = 0 if save_states else min(out_start // chunk_size // walk.per_segment, n_segments - 1)
     kernels._seg_scan_fwd[(rows, n_segments - first_segment)](
         x,
         dt,
@@ -196,17 +226,16 @@ def ssd_fwd(
         states if save_states else final_state,
         y,
         final_state,
-        *shape,
+        *walk.shape,
         n_segments,
-        slots,
+        walk.slots,
         out_start,
         first_segment,
         HAS_D=D is not None,
         HAS_LAST=last is not None,
         SAVE=save_states,
-        num_warps=warps,
-        num_stages=stages,
-        **meta,
+        **walk.launch,
+        **walk.meta,
     )
     return y, final_state, states
 
@@ -240,7 +269,7 @@ def ssd_bwd(
     out_start: int,
     chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    from zoo_plugins.triton_ssd import kernels, kernels_bwd
+    from zoo_plugins.triton_ssd import kernels_bwd
 
     x, dt, A, B, C = (v.contiguous() for v in (x, dt, A, B, C))
     batch, seq_len, n_heads, head_dim = x.shape
@@ -264,52 +293,19 @@ def ssd_bwd(
     dA_part = torch.empty(batch, n_chunks, n_heads, **f32)
     dD_part = torch.empty(batch, n_chunks, n_heads, **f32)
     dy_or_x = dy.contiguous() if has_dy else x
-    blocks = _blocks(head_dim, state_dim, chunk_size)
-    warps = blocks.pop("warps")
-    stages = _stages(x.dtype)
-    per_segment, n_segments = _segments(n_chunks, rows, x.device)
-    slots = max(n_segments - 1, 1)
-    walk_shape = (seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment)
-    meta = dict(Q=chunk_size, PREC=_dot_precision(x.dtype), DOT_F32=_interpreting())
+    walk = _walk(x, n_groups, state_dim, chunk_size, n_chunks)
     seg = d_init
     first = dfinal
-    if n_segments > 1:
-        seg = torch.empty(batch, n_heads, slots, head_dim, state_dim, **f32)
-        seg_total = torch.empty(batch, n_heads, slots, **f32)
-        kernels_bwd._seg_dstate_rev[(rows, n_segments - 1)](
-            dy_or_x,
-            dt,
-            A,
-            C,
-            seg,
-            seg_total,
-            *walk_shape,
-            slots,
-            out_start,
-            HAS_DY=has_dy,
-            num_warps=warps,
-            num_stages=stages,
-            **meta,
-            **blocks,
+    if walk.n_segments > 1:
+        seg = torch.empty(batch, n_heads, walk.slots, head_dim, state_dim, **f32)
+        seg_total = torch.empty(batch, n_heads, walk.slots, **f32)
+        kernels_bwd._seg_dstate_rev[(rows, walk.n_segments - 1)](
+            dy_or_x, dt, A, C, seg, seg_total, *walk.shape, walk.slots, out_start, HAS_DY=has_dy,
+            **walk.launch, **walk.meta,
         )
         first = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
-        state_numel = head_dim * state_dim
-        kernels._state_pass[(rows, _cdiv(state_numel, _PASS_BLOCK))](
-            seg,
-            seg_total,
-            dfinal if dfinal is not None else first,
-            first,
-            state_numel,
-            n_segments - 1,
-            slots,
-            HAS_START=dfinal is not None,
-            HAS_OWN=has_dy,
-            REVERSE=True,
-            BLOCK=_PASS_BLOCK,
-            CB=_PASS_CHUNKS,
-            num_warps=4,
-        )
-    kernels_bwd._seg_dstate_store[(rows, n_segments)](
+        _chain_segments(seg, seg_total, dfinal, first, walk, has_own=has_dy, reverse=True)
+    kernels_bwd._seg_dstate_store[(rows, walk.n_segments)](
         dy_or_x,
         dt,
         A,
@@ -318,20 +314,18 @@ def ssd_bwd(
         first if first is not None else d_init,
         dstates,
         d_init,
-        *walk_shape,
-        slots,
+        *walk.shape,
+        walk.slots,
         out_start,
         HAS_FIRST=first is not None,
         HAS_DY=has_dy,
-        num_warps=warps,
-        num_stages=stages,
-        **meta,
-        **blocks,
+        **walk.launch,
+        **walk.meta,
     )
-    shape_args = (seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, out_start)
-    full = dict(BP=_next_pow2(head_dim), BN=_next_pow2(state_dim), **meta)
+    shape_args = (*walk.shape[:-1], out_start)  # the chunk kernels: T .. nc, then out_start (no segments)
+    chunk_launch = dict(num_warps=8, num_stages=walk.launch["num_stages"])
     # dB/dC hold two [Q, N] fp32 accumulators: halving N per program avoids spills.
-    block_n_dbc = max(16, full["BN"] // 2)
+    block_n_dbc = max(16, walk.meta["BN"] // 2)
     kernels_bwd._chunk_bwd_dbc[(n_chunks, batch * n_groups, _cdiv(state_dim, block_n_dbc))](
         x,
         dt,
@@ -345,9 +339,8 @@ def ssd_bwd(
         dC,
         *shape_args,
         HAS_DY=has_dy,
-        num_warps=8,
-        num_stages=stages,
-        **{**full, "BN": block_n_dbc},
+        **chunk_launch,
+        **{**walk.meta, "BN": block_n_dbc},
     )
     kernels_bwd._chunk_bwd_dx[(n_chunks, rows)](
         x,
@@ -366,9 +359,8 @@ def ssd_bwd(
         *shape_args,
         HAS_D=D is not None,
         HAS_DY=has_dy,
-        num_warps=8,
-        num_stages=stages,
-        **full,
+        **chunk_launch,
+        **walk.meta,
     )
     dA = dA_part.sum(dim=(0, 1)).to(A.dtype)
     if D is not None:
