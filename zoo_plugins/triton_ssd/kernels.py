@@ -45,6 +45,23 @@ def _dot(a, b, PREC: tl.constexpr, DOT_F32: tl.constexpr):
 
 
 @triton.jit
+def _row_tile(row, H, R, P, N, BP: tl.constexpr, BN: tl.constexpr):
+    """A (batch, head) row's batch, head and group, and the indices and masks of its
+    [BP, BN] state tile."""
+    h = row % H
+    p = tl.arange(0, BP)
+    n = tl.arange(0, BN)
+    return row // H, h, h // R, p, n, p < P, n < N
+
+
+@triton.jit
+def _store_slot(seg_ptr, seg_total_ptr, slot, value, total, p, n, pmask, nmask, P, N):
+    """Slot ``slot`` of the per-segment buffers: a [P, N] state (or gradient), its log-decay."""
+    tl.store(seg_ptr + (slot * P + p[:, None]) * N + n[None, :], value, mask=pmask[:, None] & nmask[None, :])
+    tl.store(seg_total_ptr + slot, total)
+
+
+@triton.jit
 def _chunk_decay(dt_ptr, A_h, b, h, c, T, H, Q: tl.constexpr):
     """One chunk's tokens, their mask, dt, in-chunk cumulative log-decay and total."""
     t = c * Q + tl.arange(0, Q)
@@ -80,13 +97,7 @@ def _seg_state_fwd(
     """Own state of segment s (entering state zero) and its total log-decay, into slot s."""
     row = tl.program_id(0)
     s = tl.program_id(1)
-    b = row // H
-    h = row % H
-    g = h // R
-    p = tl.arange(0, BP)
-    n = tl.arange(0, BN)
-    pmask = p < P
-    nmask = n < N
+    b, h, g, p, n, pmask, nmask = _row_tile(row, H, R, P, N, BP, BN)
     A_h = tl.load(A_ptr + h).to(tl.float32)
     state = tl.zeros([BP, BN], dtype=tl.float32)
     decay_sum = tl.zeros([Q], dtype=tl.float32)
@@ -106,13 +117,7 @@ def _seg_state_fwd(
         )
         xw = (xm.to(tl.float32) * (tl.exp(total - acs) * dt)[:, None]).to(Bm.dtype)
         state = state * tl.exp(total) + _dot(tl.trans(xw), Bm, PREC, DOT_F32)
-    slot = row * NS + s
-    tl.store(
-        seg_ptr + (slot * P + p[:, None]) * N + n[None, :],
-        state,
-        mask=pmask[:, None] & nmask[None, :],
-    )
-    tl.store(seg_total_ptr + slot, tl.sum(decay_sum, axis=0))
+    _store_slot(seg_ptr, seg_total_ptr, row * NS + s, state, tl.sum(decay_sum, axis=0), p, n, pmask, nmask, P, N)
 
 
 @triton.jit
@@ -214,13 +219,7 @@ def _seg_scan_fwd(
     """
     row = tl.program_id(0)
     s = tl.program_id(1) + first_seg
-    b = row // H
-    h = row % H
-    g = h // R
-    p = tl.arange(0, BP)
-    n = tl.arange(0, BN)
-    pmask = p < P
-    nmask = n < N
+    b, h, g, p, n, pmask, nmask = _row_tile(row, H, R, P, N, BP, BN)
     pn_off = p[:, None] * N + n[None, :]
     pn_mask = pmask[:, None] & nmask[None, :]
     if s < NSEG - 1:

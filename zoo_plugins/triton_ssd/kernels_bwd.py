@@ -31,7 +31,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from zoo_plugins.triton_ssd.kernels import _chunk_decay, _dot
+from zoo_plugins.triton_ssd.kernels import _chunk_decay, _dot, _row_tile, _store_slot
 
 
 @triton.jit
@@ -101,13 +101,7 @@ def _seg_dstate_rev(
     entering it, into slot s - 1, and its total log-decay."""
     row = tl.program_id(0)
     s = tl.program_id(1) + 1
-    b = row // H
-    h = row % H
-    g = h // R
-    p = tl.arange(0, BP)
-    n = tl.arange(0, BN)
-    pmask = p < P
-    nmask = n < N
+    b, h, g, p, n, pmask, nmask = _row_tile(row, H, R, P, N, BP, BN)
     A_h = tl.load(A_ptr + h).to(tl.float32)
     grad = tl.zeros([BP, BN], dtype=tl.float32)
     decay_sum = tl.zeros([Q], dtype=tl.float32)
@@ -123,13 +117,7 @@ def _seg_dstate_rev(
                 grad += _chunk_pull(
                     dy_ptr, C_ptr, acs, t, tmask, b, h, g, p, n, pmask, nmask, T, H, G, P, N, out_start, PREC, DOT_F32
                 )
-    slot = row * NS + s - 1
-    tl.store(
-        seg_ptr + slot * P * N + p[:, None] * N + n[None, :],
-        grad,
-        mask=pmask[:, None] & nmask[None, :],
-    )
-    tl.store(seg_total_ptr + slot, tl.sum(decay_sum, axis=0))
+    _store_slot(seg_ptr, seg_total_ptr, row * NS + s - 1, grad, tl.sum(decay_sum, axis=0), p, n, pmask, nmask, P, N)
 
 
 @triton.jit
@@ -169,13 +157,7 @@ def _seg_dstate_store(
     """
     row = tl.program_id(0)
     s = tl.program_id(1)
-    b = row // H
-    h = row % H
-    g = h // R
-    p = tl.arange(0, BP)
-    n = tl.arange(0, BN)
-    pmask = p < P
-    nmask = n < N
+    b, h, g, p, n, pmask, nmask = _row_tile(row, H, R, P, N, BP, BN)
     pn_off = p[:, None] * N + n[None, :]
     pn_mask = pmask[:, None] & nmask[None, :]
     if s > 0:
