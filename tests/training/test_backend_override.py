@@ -6,10 +6,11 @@ import json
 
 import pytest
 
+from zoo.builder import parse_backend_overrides, spec_with_backends
 from zoo.cli import main
 from zoo.data.tasks import make_task
 from zoo.errors import ZooError
-from zoo.training.runs import build_for_task, parse_backend_overrides, resolve_spec, spec_with_backends
+from zoo.training.runs import build_for_task, resolve_spec
 
 
 def test_parse_backend_overrides() -> None:

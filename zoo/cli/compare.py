@@ -39,7 +39,8 @@ def parse_entry(entry: str) -> tuple[str, str]:
 def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
-    from zoo.training.runs import build_for_task, parse_backend_overrides, resolve_spec, spec_with_backends
+    from zoo.builder import parse_backend_overrides, spec_with_backends
+    from zoo.training.runs import build_for_task, resolve_spec
     from zoo.training.trainer import Trainer, resolve_device
 
     if args.budget is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from zoo.cli.train import add_backend_arg
+
 HELP = "evaluate a checkpoint (or a run directory's latest) on its task or on --data"
 
 
@@ -21,14 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
-    parser.add_argument(
-        "--backend",
-        action="append",
-        default=[],
-        metavar="SLOT=NAME",
-        help="run on another backend than the checkpoint's (e.g. --backend ssm=chunked --backend converter=chunked "
-        "for a model trained with the triton kernels, on a CPU); repeatable",
-    )
+    add_backend_arg(parser)
     parser.set_defaults(func=run)
 
 

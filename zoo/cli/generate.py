@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from zoo.cli.train import add_backend_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="sample text from a checkpoint or preset (streams tokens)")
@@ -23,13 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-eos", action="store_true", help="do not stop at the tokenizer's eos token")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--compile", action="store_true", help="compiled decode step (reduce-overhead on cuda)")
-    p.add_argument(
-        "--backend",
-        action="append",
-        default=[],
-        metavar="SLOT=NAME",
-        help="run on another backend (e.g. --backend ssm=chunked for a triton-trained checkpoint on a CPU); repeatable",
-    )
+    add_backend_arg(p)
     p.set_defaults(func=run)
 
 

@@ -36,6 +36,19 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_backend_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--backend SLOT=NAME``, repeatable (parsed by ``zoo.builder.parse_backend_overrides``)."""
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="SLOT=NAME",
+        help="run every layer that has backend slot SLOT (attention, ssm, converter) on backend NAME, "
+        "e.g. --backend ssm=triton on a GPU, or ssm=chunked for a triton-trained checkpoint on a CPU; "
+        "repeatable (zoo list shows the backends)",
+    )
+
+
 def add_training_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--steps", type=int, default=1000)
@@ -57,14 +70,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-compile", action="store_true", help="run eagerly instead of torch.compile")
     group.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group.add_argument(
-        "--backend",
-        action="append",
-        default=[],
-        metavar="SLOT=NAME",
-        help="run every layer that has backend slot SLOT (attention, ssm, converter) on backend NAME, "
-        "e.g. --backend ssm=triton --backend converter=triton; repeatable (zoo list shows the backends)",
-    )
+    add_backend_arg(group)
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
@@ -117,18 +123,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zoo import checkpoint as ckpt
-    from zoo.training.runs import build_for_task, parse_backend_overrides
+    from zoo.builder import parse_backend_overrides
+    from zoo.training.runs import build_for_task
     from zoo.training.trainer import Trainer, resolve_device
 
     out = Path(args.out or Path("runs") / Path(args.spec).stem)
     tokenizer = None
     ref: Any = args.spec
-    if args.resume and ckpt.latest_checkpoint(out) is not None:
-        tokenizer = ckpt.load_tokenizer(out)  # a BPE must not be retrained differently
-        saved = ckpt.open_checkpoint(ckpt.latest_checkpoint(out), verify=False).spec
-        if saved is not None:  # the architecture and backends the run was trained with; --backend still wins
-            ref = saved
-    elif not args.resume and ckpt.latest_checkpoint(out) is not None:
+    latest = ckpt.latest_checkpoint(out)
+    if args.resume and latest is not None:
+        checkpoint = ckpt.open_checkpoint(latest, verify=False)
+        tokenizer = ckpt.load_tokenizer(latest)  # a BPE must not be retrained differently
+        if checkpoint.spec is not None:  # the architecture and backends it was trained with; --backend wins
+            ref = checkpoint.spec
+    elif latest is not None:
         print(
             f"note: {out} holds checkpoints; starting over (pass --resume to continue)",
             file=sys.stderr,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from zoo.builder import BACKEND_SLOTS, parse_backend_overrides, spec_with_backends  # noqa: F401 (re-exported)
+from zoo.builder import spec_with_backends
 from zoo.data.tasks import Task, make_task
 from zoo.data.tokenizer import Tokenizer
 from zoo.errors import ZooError
