@@ -39,6 +39,36 @@ def build(label: str, device: str):
     return zoo.build(spec, device=device, requires_grad=False).eval()
 
 
+@torch.no_grad()
+def profile_decode(label: str, model, context: int, steps: int = 8, rows: int = 18) -> str:
+    """Kernels of the compiled decode step by device time (inductor without CUDA graphs, so
+    the profiler sees each kernel; the kernels are those ``reduce-overhead`` replays)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from zoo.inference.bench import make_step
+    from zoo.inference.engine import decode, prefill
+
+    device = model.embedding.weight.device
+    activity = ProfilerActivity.CUDA if device.type == "cuda" else ProfilerActivity.CPU
+    cache = model.allocate_cache(1, context + 4 + steps)
+    tokens = prefill(model, cache, torch.randint(0, model.spec.vocab_size, (1, context), device=device)).argmax(-1)
+    step = make_step(model, cache, "compile")
+    for _ in range(4):
+        tokens = decode(model, cache, tokens, step).argmax(-1)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    with profile(activities=[activity]) as prof:
+        for _ in range(steps):
+            tokens = decode(model, cache, tokens, step).argmax(-1)
+        sync()
+    events = prof.key_averages()
+    if device.type != "cuda":
+        return events.table(sort_by="self_cpu_time_total", row_limit=rows)
+    total_us = sum(e.self_device_time_total for e in events) / steps
+    table = events.table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=70)
+    return f"== {label} at {context}: {total_us:.0f} us of kernels per step ({steps} steps)\n{table}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 8192, 32768])
@@ -50,7 +80,17 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--mode", default="reduce-overhead", help="decode mode of the main table")
+    parser.add_argument("--profile", action="store_true",
+                        help="only print each preset's decode kernels by device time at the longest context")
     args = parser.parse_args()
+    if args.profile:
+        for preset in args.presets:
+            model = build(preset, args.device)
+            model = model.to(torch.bfloat16) if args.device == "cuda" else model
+            print(profile_decode(preset, model, max(args.contexts)), flush=True)
+            del model
+            torch.cuda.empty_cache()
+        return
     began = time.perf_counter()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

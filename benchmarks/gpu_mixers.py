@@ -60,6 +60,22 @@ def time_mixer(mixer, hidden: torch.Tensor, transpoint: int | None) -> tuple[flo
     return fwd, fwd_bwd
 
 
+def profile_mixer(mixer, hidden: torch.Tensor, transpoint: int | None, rows: int = 14) -> str:
+    """Device time per kernel of one forward+backward (after a warm-up), torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    kwargs = {"transpoint": transpoint} if transpoint is not None else {}
+    h = hidden.detach().clone().requires_grad_(True)
+    grad = torch.randn_like(hidden)
+    for _ in range(2):
+        mixer(h, **kwargs).backward(grad)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        mixer(h, **kwargs).backward(grad)
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=60)
+
+
 def parity_check() -> float:
     """transmamba with triton backends vs the same weights on chunked/sdpa, fp32, T=1000, P=300."""
     fast = build_mixer({"name": "transmamba", "params": SSD, "attention": {"name": "sdpa"},
@@ -78,7 +94,12 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=8192)
     parser.add_argument("--transpoint", type=int, default=2048)
     parser.add_argument("--out", default="gpu_mixers.md")
+    parser.add_argument("--profile", action="store_true", help="also print each mixer's kernels by device time")
+    parser.add_argument("--tuning", default="", help="Triton SSD launch knobs, e.g. chunk_warps=4,stages=2")
     args = parser.parse_args()
+    from zoo_plugins.triton_ssd import ops
+
+    ops.set_tuning(**ops.parse_tuning(args.tuning))
     torch.backends.cuda.matmul.allow_tf32 = True
     err = parity_check()
     print(f"parity transmamba(triton) vs transmamba(chunked/eager), fp32: rel err {err:.2e}", flush=True)
@@ -99,12 +120,15 @@ def main() -> None:
             mixer = build_mixer(spec)
             fwd, fwd_bwd = time_mixer(mixer, hidden, transpoint)
             rows.append((name, fwd, fwd_bwd, ""))
+            if args.profile:
+                print(f"== {name}: one fwd+bwd, kernels by device time\n"
+                      + profile_mixer(mixer, hidden, transpoint), flush=True)
         except Exception as exc:  # a peer that cannot run here is reported, not hidden
             rows.append((name, None, None, f"{type(exc).__name__}: {str(exc)[:120]}"))
         print(rows[-1], flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Mixer comparison, B=1, T={T}, d_model 1536, bf16; {stamp}; {torch.cuda.get_device_name()}; "
-             f"torch {torch.__version__}; parity rel err {err:.1e}",
+             f"torch {torch.__version__}; parity rel err {err:.1e}; Triton SSD TUNING {ops.TUNING}",
              "", "| mixer | fwd ms | fwd+bwd ms | note |", "|---|---|---|---|"]
     for name, fwd, fb, note in rows:
         lines.append(f"| {name} | {fwd and f'{fwd:.3f}' or '-'} | {fb and f'{fb:.3f}' or '-'} | {note} |")

@@ -129,6 +129,35 @@ def test_fp32_runs_unpipelined_with_gpu_sized_chunks(tuning) -> None:
         assert ops._chunk(128, torch.empty(1, device="cuda", dtype=torch.bfloat16)) == 128
 
 
+def test_tuning_knobs_are_checked_and_reach_the_launches(tuning, monkeypatch) -> None:
+    from zoo_plugins.triton_ssd import ops
+
+    assert ops.parse_tuning("chunk_warps=4, stages=2,maxnreg=none") == {
+        "chunk_warps": 4, "stages": 2, "maxnreg": None}
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        ops.parse_tuning("chunk_warps")
+    with pytest.raises(KeyError, match="chunk_wraps"):
+        ops.set_tuning(chunk_wraps=4)
+    with pytest.raises(ValueError, match="stages=0"):
+        ops.set_tuning(stages=0)
+    assert ops._chunk_launch(torch.bfloat16) == {"num_warps": 8, "num_stages": 3}
+    old = ops.set_tuning(chunk_warps=4, chunk_stages=2, chunk_maxnreg=128)
+    assert old == {"chunk_warps": None, "chunk_stages": None, "chunk_maxnreg": None}
+    assert ops._chunk_launch(torch.float32)["num_stages"] == 1  # fp32 stays unpipelined
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # a real launch gets the register cap
+    assert ops._chunk_launch(torch.bfloat16) == {"num_warps": 4, "num_stages": 2, "maxnreg": 128}
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the interpreter has no registers to cap
+    assert ops._chunk_launch(torch.bfloat16) == {"num_warps": 4, "num_stages": 2}
+
+
+def test_non_default_launch_knobs_match_reference(tuning) -> None:
+    from zoo_plugins.triton_ssd import ops
+
+    ops.set_tuning(warps=8, stages=2, maxnreg=128, chunk_warps=4, chunk_stages=2, chunk_maxnreg=128)
+    cases = (SSMCase(1, 37, 4, 8, 16, 2), SSMCase(2, 20, 2, 16, 8, 1, initial_state=False, skip_D=True))
+    check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases)
+
+
 def test_registered_under_triton() -> None:
     assert SSM.get("triton").obj is TritonSSM
     assert CONVERTER.get("triton").obj is TritonConverter

@@ -180,3 +180,10 @@ def test_demo_time_budget_bounds_the_run(tmp_path, fake_build) -> None:
         stream=io.StringIO(),
     )
     assert 8 <= result.steps < 100_000 and result.elapsed_s < 10
+
+
+def test_eager_eval_flag_turns_off_compiled_evaluation() -> None:
+    default = train_cmd.config_from_args(_parse("train", "m-tiny"))
+    eager = train_cmd.config_from_args(_parse("compare", "a", "b", "--eager-eval"))
+    assert default.compile and default.compile_eval is None  # None: compiled on CUDA, eager on CPU
+    assert eager.compile and eager.compile_eval is False

@@ -68,6 +68,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         help="auto: bf16 autocast on CUDA, fp32 on CPU",
     )
     group.add_argument("--no-compile", action="store_true", help="run eagerly instead of torch.compile")
+    group.add_argument(
+        "--eager-eval",
+        action="store_true",
+        help="evaluate without compiling (default: compiled on CUDA; saves the eval graph's compile time)",
+    )
     group.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_backend_arg(group)
@@ -87,6 +92,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "device": args.device,
         "precision": args.precision,
         "compile": not args.no_compile,
+        "compile_eval": False if args.eager_eval else None,
         "eval_every": args.eval_every,
         "progress": not args.no_progress,
     }

@@ -58,8 +58,55 @@ _PASS_CHUNKS = 8
 # 4 best at B=1, T=64K, H=48 on an H200; docs/benchmarks.md). ``chunks_per_segment`` forces
 # a segment length (tests use it to cover one and several segments); ``warps`` overrides
 # the walking kernels' warp count, ``stages`` the pipeline stages of 16-bit runs (fewer stages
-# spill less: kernel_resources.py; speed not yet measured).
-TUNING: dict[str, int | None] = {"programs_per_sm": 4, "chunks_per_segment": None, "warps": None, "stages": None}
+# spill less: kernel_resources.py). ``chunk_warps`` / ``chunk_stages`` are those of the
+# backward's chunk-parallel kernels (dB/dC and dx). ``maxnreg`` / ``chunk_maxnreg`` cap the
+# registers per thread (ptxas .maxnreg): at 8 warps, 128 lets two programs share an SM at the
+# price of spills. None = the default. ``set_tuning`` changes them with a check.
+TUNING: dict[str, int | None] = {
+    "programs_per_sm": 4,
+    "chunks_per_segment": None,
+    "warps": None,
+    "stages": None,
+    "chunk_warps": None,
+    "chunk_stages": None,
+    "maxnreg": None,
+    "chunk_maxnreg": None,
+}
+
+
+def set_tuning(**knobs: int | None) -> dict[str, int | None]:
+    """Set launch knobs of :data:`TUNING` (None restores a default); returns the old values.
+
+    >>> old = set_tuning(chunk_warps=4)
+    >>> _ = set_tuning(**old)
+    """
+    unknown = sorted(set(knobs) - set(TUNING))
+    if unknown:
+        raise KeyError(f"unknown Triton SSD tuning knob(s) {unknown}; known: {sorted(TUNING)}")
+    for name, value in knobs.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"tuning knob {name}={value!r}: expected a positive int or None")
+    old = {name: TUNING[name] for name in knobs}
+    TUNING.update(knobs)
+    return old
+
+
+def parse_tuning(text: str) -> dict[str, int | None]:
+    """``"chunk_warps=4,stages=2"`` -> {"chunk_warps": 4, "stages": 2} (``none`` -> None)."""
+    knobs: dict[str, int | None] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"tuning {item!r}: expected NAME=VALUE, e.g. chunk_warps=4")
+        knobs[name.strip()] = None if value.strip().lower() == "none" else int(value)
+    return knobs
+
+
+def _launch(warps: int, stages: int, maxnreg: int | None) -> dict[str, int]:
+    launch = dict(num_warps=warps, num_stages=stages)
+    if maxnreg is not None and not _interpreting():
+        launch["maxnreg"] = maxnreg
+    return launch
 
 
 @functools.cache
@@ -112,6 +159,13 @@ def _saved(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype == torch.float16 else x.dtype
 
 
+def _chunk_launch(dtype: torch.dtype) -> dict[str, int]:
+    """Launch options of the backward's chunk-parallel kernels (8 warps by default; fp32
+    unpipelined, like the walking kernels)."""
+    stages = _stages(dtype) if dtype == torch.float32 else int(TUNING["chunk_stages"] or _stages(dtype))
+    return _launch(int(TUNING["chunk_warps"] or 8), stages, TUNING["chunk_maxnreg"])
+
+
 class _Walk(NamedTuple):
     """How one scan is cut and launched (shared by the forward and the backward)."""
 
@@ -119,7 +173,7 @@ class _Walk(NamedTuple):
     slots: int  # rows of the per-segment buffers (at least 1, so they can be allocated)
     shape: tuple  # sizes the walking kernels take: T, H, G, R, P, N, nc, chunks per segment
     meta: dict  # constexprs of every kernel: Q, BP, BN, PREC, DOT_F32
-    launch: dict  # num_warps / num_stages of the walking kernels
+    launch: dict  # num_warps / num_stages (/ maxnreg) of the walking kernels
     per_segment: int
 
 
@@ -138,7 +192,7 @@ def _walk(x: Tensor, n_groups: int, state_dim: int, chunk_size: int, n_chunks: i
         slots=max(n_segments - 1, 1),
         shape=(seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment),
         meta=meta,
-        launch=dict(num_warps=int(TUNING["warps"] or _num_warps(chunk_size)), num_stages=_stages(x.dtype)),
+        launch=_launch(int(TUNING["warps"] or _num_warps(chunk_size)), _stages(x.dtype), TUNING["maxnreg"]),
         per_segment=per_segment,
     )
 
@@ -323,7 +377,7 @@ def ssd_bwd(
         **walk.meta,
     )
     shape_args = (*walk.shape[:-1], out_start)  # the chunk kernels: T .. nc, then out_start (no segments)
-    chunk_launch = dict(num_warps=8, num_stages=walk.launch["num_stages"])
+    chunk_launch = _chunk_launch(x.dtype)
     # dB/dC hold two [Q, N] fp32 accumulators: halving N per program avoids spills.
     block_n_dbc = max(16, walk.meta["BN"] // 2)
     kernels_bwd._chunk_bwd_dbc[(n_chunks, batch * n_groups, _cdiv(state_dim, block_n_dbc))](
