@@ -80,7 +80,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zoo.training.runs import format_table, plot_panels, smooth
+    from zoo.training.runs import format_table
 
     rows = compare(args)
     out = Path(args.out)
@@ -99,16 +99,25 @@ def run(args: argparse.Namespace) -> int:
     (out / "compare.json").write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=1))
     (out / "compare.txt").write_text(table + "\n")
     if not args.no_plot:
-        panels = [
-            (
-                "training loss (EMA 0.9)",
-                "loss",
-                {r["model"]: smooth([(h["step"], h["loss"]) for h in r["history"]]) for r in rows},
-            )
-        ]
-        key = "eval_accuracy" if accuracy else "eval_loss"
-        evals = {r["model"]: [(h["step"], h[key]) for h in r["history"] if key in h] for r in rows}
-        if any(len(points) > 1 for points in evals.values()):
-            panels.append((f"validation {key.removeprefix('eval_')}", key.removeprefix("eval_"), evals))
-        print(f"plot: {plot_panels(panels, out / 'compare.png')}", file=sys.stderr)
+        print(f"plot: {plot_rows(rows, out / 'compare.png', accuracy=accuracy)}", file=sys.stderr)
     return 0
+
+
+def plot_rows(rows: list[dict[str, Any]], path: Path, *, accuracy: bool) -> Path:
+    """The PNG of a comparison (training loss, and the validation metric when evaluated more
+    than once) from its rows; also for a ``compare.json`` made elsewhere with ``--no-plot``:
+    ``plot_rows(json.load(open("compare.json"))["rows"], Path("compare.png"), accuracy=False)``."""
+    from zoo.training.runs import plot_panels, smooth
+
+    panels = [
+        (
+            "training loss (EMA 0.9)",
+            "loss",
+            {r["model"]: smooth([(h["step"], h["loss"]) for h in r["history"]]) for r in rows},
+        )
+    ]
+    key = "eval_accuracy" if accuracy else "eval_loss"
+    evals = {r["model"]: [(h["step"], h[key]) for h in r["history"] if key in h] for r in rows}
+    if any(len(points) > 1 for points in evals.values()):
+        panels.append((f"validation {key.removeprefix('eval_')}", key.removeprefix("eval_"), evals))
+    return plot_panels(panels, path)
