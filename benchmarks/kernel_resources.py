@@ -77,6 +77,7 @@ def main() -> None:
     chunks = (64,) if args.dtype == "fp32" else (64, 128)
     for chunk in chunks:
         warps = int(ops.TUNING["warps"] or ops._num_warps(chunk))
+        chunk_warps = ops._chunk_launch(getattr(torch, torch_dtype), chunk)["num_warps"]
         common = dict(Q=chunk, BP=64, BN=128, PREC=precision, DOT_F32=False)
         flags = dict(HAS_D=True, HAS_LAST=True, SAVE=True, HAS_DY=True, HAS_FIRST=True)
         rows = [
@@ -84,8 +85,8 @@ def main() -> None:
             (kernels._seg_scan_fwd, common | flags, warps),
             (kernels_bwd._seg_dstate_rev, common | flags, warps),
             (kernels_bwd._seg_dstate_store, common | flags, warps),
-            (kernels_bwd._chunk_bwd_dbc, common | flags | {"BN": common["BN"] // 2}, 8),
-            (kernels_bwd._chunk_bwd_dx, common | flags, 8),
+            (kernels_bwd._chunk_bwd_dbc, common | flags | {"BN": common["BN"] // 2}, chunk_warps),
+            (kernels_bwd._chunk_bwd_dx, common | flags, chunk_warps),
         ]
         for fn, constexprs, num_warps in rows:
             usage = resources(fn, constexprs, warps=num_warps, stages=stages, arch=args.arch, dtype=args.dtype)

@@ -140,14 +140,16 @@ def test_tuning_knobs_are_checked_and_reach_the_launches(tuning, monkeypatch) ->
         ops.set_tuning(chunk_wraps=4)
     with pytest.raises(ValueError, match="stages=0"):
         ops.set_tuning(stages=0)
-    assert ops._chunk_launch(torch.bfloat16) == {"num_warps": 8, "num_stages": 3}
+    assert ops._chunk_launch(torch.bfloat16, 64) == {"num_warps": 4, "num_stages": 3}
+    assert ops._chunk_launch(torch.bfloat16, 128) == {"num_warps": 8, "num_stages": 3}
+    assert ops._chunk_launch(torch.float32, 64) == {"num_warps": 8, "num_stages": 1}
     old = ops.set_tuning(chunk_warps=4, chunk_stages=2, chunk_maxnreg=128)
     assert old == {"chunk_warps": None, "chunk_stages": None, "chunk_maxnreg": None}
-    assert ops._chunk_launch(torch.float32)["num_stages"] == 1  # fp32 stays unpipelined
+    assert ops._chunk_launch(torch.float32, 64)["num_stages"] == 1  # fp32 stays unpipelined
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # a real launch gets the register cap
-    assert ops._chunk_launch(torch.bfloat16) == {"num_warps": 4, "num_stages": 2, "maxnreg": 128}
+    assert ops._chunk_launch(torch.bfloat16, 128) == {"num_warps": 4, "num_stages": 2, "maxnreg": 128}
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the interpreter has no registers to cap
-    assert ops._chunk_launch(torch.bfloat16) == {"num_warps": 4, "num_stages": 2}
+    assert ops._chunk_launch(torch.bfloat16, 128) == {"num_warps": 4, "num_stages": 2}
 
 
 def test_non_default_launch_knobs_match_reference(tuning) -> None:

@@ -159,11 +159,21 @@ def _saved(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype == torch.float16 else x.dtype
 
 
-def _chunk_launch(dtype: torch.dtype) -> dict[str, int]:
-    """Launch options of the backward's chunk-parallel kernels (8 warps by default; fp32
-    unpipelined, like the walking kernels)."""
-    stages = _stages(dtype) if dtype == torch.float32 else int(TUNING["chunk_stages"] or _stages(dtype))
-    return _launch(int(TUNING["chunk_warps"] or 8), stages, TUNING["chunk_maxnreg"])
+def _chunk_launch(dtype: torch.dtype, chunk_size: int) -> dict[str, int]:
+    """Launch options of the backward's chunk-parallel kernels (dB/dC and dx).
+
+    16-bit, chunks of at most 64: 4 warps. The 2026-11-29 11:01 sweep on the H200
+    (docs/benchmarks.md) measured 4 against 8 warps at 7.02 vs 9.31 ms fwd+bwd (B1 T64K) and
+    1.72 vs 2.29 ms (B8 T2K), the best geometric mean of the configurations tried; at 4 warps
+    two programs share an SM. Chunks of 128 keep 8 warps (at 4 their tiles spill 2.6-3 KB per
+    thread: kernel_resources.py). fp32 keeps the configuration its GPU parity was checked
+    with: 8 warps, unpipelined.
+    """
+    if dtype == torch.float32:
+        return _launch(int(TUNING["chunk_warps"] or 8), _stages(dtype), TUNING["chunk_maxnreg"])
+    stages = int(TUNING["chunk_stages"] or _stages(dtype))
+    warps = int(TUNING["chunk_warps"] or (4 if chunk_size <= 64 else 8))
+    return _launch(warps, stages, TUNING["chunk_maxnreg"])
 
 
 class _Walk(NamedTuple):
@@ -377,7 +387,7 @@ def ssd_bwd(
         **walk.meta,
     )
     shape_args = (*walk.shape[:-1], out_start)  # the chunk kernels: T .. nc, then out_start (no segments)
-    chunk_launch = _chunk_launch(x.dtype)
+    chunk_launch = _chunk_launch(x.dtype, chunk_size)
     # dB/dC hold two [Q, N] fp32 accumulators: halving N per program avoids spills.
     block_n_dbc = max(16, walk.meta["BN"] // 2)
     kernels_bwd._chunk_bwd_dbc[(n_chunks, batch * n_groups, _cdiv(state_dim, block_n_dbc))](
