@@ -43,17 +43,25 @@ def build_mixer(mixer: dict, dtype=torch.bfloat16):
     return model.blocks[0].mixer
 
 
-def time_mixer(mixer, hidden: torch.Tensor, transpoint: int | None) -> tuple[float, float]:
+def compiled(mixer, name: str):
+    """``torch.compile`` of a mixer, as the zoo's trainer compiles models. fullgraph except for
+    the mamba_ssm peer, whose autograd.Function launches are not ours to make traceable."""
+    return torch.compile(mixer, fullgraph="mamba_ssm" not in name, dynamic=False)
+
+
+def time_mixer(mixer, hidden: torch.Tensor, transpoint: int | None, call=None) -> tuple[float, float]:
+    """(fwd ms, fwd+bwd ms); ``call`` (default: the mixer itself) is what runs, e.g. its compiled form."""
     from triton.testing import do_bench
 
+    call = call or mixer
     kwargs = {"transpoint": transpoint} if transpoint is not None else {}
     with torch.no_grad():
-        fwd = do_bench(lambda: mixer(hidden, **kwargs))
+        fwd = do_bench(lambda: call(hidden, **kwargs))
     h = hidden.detach().clone().requires_grad_(True)
     grad = torch.randn_like(hidden)
 
     def step():
-        out = mixer(h, **kwargs)
+        out = call(h, **kwargs)
         out.backward(grad)
 
     fwd_bwd = do_bench(step, grad_to_none=[h, *mixer.parameters()])
@@ -95,6 +103,8 @@ def main() -> None:
     parser.add_argument("--transpoint", type=int, default=2048)
     parser.add_argument("--out", default="gpu_mixers.md")
     parser.add_argument("--profile", action="store_true", help="also print each mixer's kernels by device time")
+    parser.add_argument("--compile", action="store_true",
+                        help="time each mixer eager and under torch.compile (a second row per mixer)")
     parser.add_argument("--tuning", default="", help="Triton SSD launch knobs, e.g. chunk_warps=4,stages=2")
     args = parser.parse_args()
     from zoo_plugins.triton_ssd import ops
@@ -119,13 +129,24 @@ def main() -> None:
         try:
             mixer = build_mixer(spec)
             fwd, fwd_bwd = time_mixer(mixer, hidden, transpoint)
-            rows.append((name, fwd, fwd_bwd, ""))
+            rows.append((name, fwd, fwd_bwd, "eager"))
             if args.profile:
                 print(f"== {name}: one fwd+bwd, kernels by device time\n"
                       + profile_mixer(mixer, hidden, transpoint), flush=True)
         except Exception as exc:  # a peer that cannot run here is reported, not hidden
             rows.append((name, None, None, f"{type(exc).__name__}: {str(exc)[:120]}"))
         print(rows[-1], flush=True)
+        if args.compile and rows[-1][1] is not None:
+            try:
+                call = compiled(mixer, name)
+                fwd, fwd_bwd = time_mixer(mixer, hidden, transpoint, call)
+                rows.append((f"{name}, compiled", fwd, fwd_bwd, "torch.compile"))
+                if args.profile:
+                    print(f"== {name}, compiled: one fwd+bwd, kernels by device time\n"
+                          + profile_mixer(call, hidden, transpoint), flush=True)
+            except Exception as exc:
+                rows.append((f"{name}, compiled", None, None, f"{type(exc).__name__}: {str(exc)[:120]}"))
+            print(rows[-1], flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Mixer comparison, B=1, T={T}, d_model 1536, bf16; {stamp}; {torch.cuda.get_device_name()}; "
              f"torch {torch.__version__}; parity rel err {err:.1e}; Triton SSD TUNING {ops.TUNING}",
