@@ -43,6 +43,7 @@ def build(label: str, device: str):
 def profile_decode(label: str, model, context: int, steps: int = 8, rows: int = 18) -> str:
     """Kernels of the compiled decode step by device time (inductor without CUDA graphs, so
     the profiler sees each kernel; the kernels are those ``reduce-overhead`` replays)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     from zoo.inference.bench import make_step
@@ -64,7 +65,9 @@ def profile_decode(label: str, model, context: int, steps: int = 8, rows: int = 
     events = prof.key_averages()
     if device.type != "cuda":
         return events.table(sort_by="self_cpu_time_total", row_limit=rows)
-    total_us = sum(e.self_device_time_total for e in events) / steps
+    # kernels only: CPU ops and annotations also carry the device time of what they launched
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
+    total_us = sum(e.self_device_time_total for e in kernels) / steps
     table = events.table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=70)
     return f"== {label} at {context}: {total_us:.0f} us of kernels per step ({steps} steps)\n{table}"
 

@@ -84,6 +84,15 @@ def profile_mixer(mixer, hidden: torch.Tensor, transpoint: int | None, rows: int
     return prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=60)
 
 
+def show_profile(name: str, call, hidden: torch.Tensor, transpoint: int | None) -> None:
+    """Print a mixer's profile; a profiler failure is reported and the run goes on."""
+    try:
+        print(f"== {name}: one fwd+bwd, kernels by device time\n" + profile_mixer(call, hidden, transpoint),
+              flush=True)
+    except Exception as exc:
+        print(f"== {name}: profile failed: {type(exc).__name__}: {exc}", flush=True)
+
+
 def parity_check() -> float:
     """transmamba with triton backends vs the same weights on chunked/sdpa, fp32, T=1000, P=300."""
     fast = build_mixer({"name": "transmamba", "params": SSD, "attention": {"name": "sdpa"},
@@ -130,23 +139,21 @@ def main() -> None:
             mixer = build_mixer(spec)
             fwd, fwd_bwd = time_mixer(mixer, hidden, transpoint)
             rows.append((name, fwd, fwd_bwd, "eager"))
-            if args.profile:
-                print(f"== {name}: one fwd+bwd, kernels by device time\n"
-                      + profile_mixer(mixer, hidden, transpoint), flush=True)
         except Exception as exc:  # a peer that cannot run here is reported, not hidden
             rows.append((name, None, None, f"{type(exc).__name__}: {str(exc)[:120]}"))
         print(rows[-1], flush=True)
+        if args.profile and rows[-1][1] is not None:
+            show_profile(name, mixer, hidden, transpoint)
         if args.compile and rows[-1][1] is not None:
             try:
                 call = compiled(mixer, name)
                 fwd, fwd_bwd = time_mixer(mixer, hidden, transpoint, call)
                 rows.append((f"{name}, compiled", fwd, fwd_bwd, "torch.compile"))
-                if args.profile:
-                    print(f"== {name}, compiled: one fwd+bwd, kernels by device time\n"
-                          + profile_mixer(call, hidden, transpoint), flush=True)
             except Exception as exc:
                 rows.append((f"{name}, compiled", None, None, f"{type(exc).__name__}: {str(exc)[:120]}"))
             print(rows[-1], flush=True)
+            if args.profile and rows[-1][1] is not None:
+                show_profile(f"{name}, compiled", call, hidden, transpoint)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Mixer comparison, B=1, T={T}, d_model 1536, bf16; {stamp}; {torch.cuda.get_device_name()}; "
              f"torch {torch.__version__}; parity rel err {err:.1e}; Triton SSD TUNING {ops.TUNING}",

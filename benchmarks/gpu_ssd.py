@@ -316,11 +316,12 @@ SWEEP_SHAPES = [(1, 8192), (1, 65536), (8, 2048)]
 # Launch configurations the sweep tries (``ops.TUNING`` overrides on top of the defaults).
 # The grid of programs per SM x walking warps x chunk size was swept on 2026-11-29 08:21
 # (docs/benchmarks.md); these are the knobs added after it: pipeline stages, the chunk
-# kernels' warps and stages, and register caps (2 programs per SM at 8 warps).
+# kernels' warps (8 = the default before 11:01 that day) and register caps (2 programs per SM
+# at 8 warps). The sweep runs chunk 64; what it picks is meant for chunk 64.
 SWEEP_CONFIGS: list[dict[str, int]] = [
     {},
     {"stages": 2},
-    {"chunk_warps": 4},
+    {"chunk_warps": 8},
     {"chunk_maxnreg": 128},
     {"warps": 8, "maxnreg": 128},
     {"stages": 2, "chunk_maxnreg": 128},
@@ -353,8 +354,9 @@ def sweep(report: list[str], configs: list[dict[str, int]]) -> dict[str, int] | 
     timings: list[tuple[dict[str, int], float, list[float]]] = []
     for config in configs:
         ops.TUNING.clear()
-        ops.TUNING.update(defaults, **config)
+        ops.TUNING.update(defaults)
         try:
+            ops.set_tuning(**config)
             error = max(rel_err(a, b) for a, b in zip(run(), reference, strict=True))
             times = []
             for batch, seq_len in SWEEP_SHAPES:
@@ -385,6 +387,8 @@ def sweep(report: list[str], configs: list[dict[str, int]]) -> dict[str, int] | 
         return sum(math.log(v / b) for v, b in zip(entry[2], base, strict=True))
 
     good = [entry for entry in timings if entry[1] < 1e-2]
+    if not good:
+        return None
     best = min(good, key=score)
     return best[0] if best[0] and score(best) < 0 else None
 
@@ -396,7 +400,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only B=1 T=8K and B=8 T=2K")
     parser.add_argument("--skip-compiled", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="per-kernel profile of ours, then exit")
-    parser.add_argument("--sweep", action="store_true", help="time ours under each launch configuration, then exit")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="time ours under each launch configuration (chunk 64), then exit unless --then-full",
+    )
     parser.add_argument("--no-peers", action="store_true", help="only our Triton SSD (no mamba_ssm, no torch)")
     parser.add_argument(
         "--tuning", default="", help="Triton SSD launch knobs for the whole run, e.g. chunk_warps=4,stages=2"
@@ -459,7 +467,8 @@ def main() -> None:
         best = sweep(report, SWEEP_CONFIGS)
         report.append(f"\n- best configuration (geometric mean, matching the default): {best or '(defaults)'}")
         # for a later command of the same job (gpu_mixers.py --tuning "$(cat OUT.tuning)")
-        Path(args.out + ".tuning").write_text(",".join(f"{k}={v}" for k, v in (best or {}).items()))
+        chosen = ops.parse_tuning(args.tuning) | (best or {})  # --tuning's knobs stay
+        Path(args.out + ".tuning").write_text(",".join(f"{k}={v}" for k, v in chosen.items()))
         Path(args.out).write_text("\n".join(report) + "\n")
         print("\n".join(report), flush=True)
         if not args.then_full:

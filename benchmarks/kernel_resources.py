@@ -65,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90 = H100/H200)")
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    parser.add_argument("--chunk-warps", type=int, default=None, help="warps of the chunk kernels (default: ops')")
     args = parser.parse_args()
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     torch_dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[args.dtype]
@@ -77,7 +78,7 @@ def main() -> None:
     chunks = (64,) if args.dtype == "fp32" else (64, 128)
     for chunk in chunks:
         warps = int(ops.TUNING["warps"] or ops._num_warps(chunk))
-        chunk_warps = ops._chunk_launch(getattr(torch, torch_dtype), chunk)["num_warps"]
+        chunk_warps = args.chunk_warps or ops._chunk_launch(getattr(torch, torch_dtype), chunk)["num_warps"]
         common = dict(Q=chunk, BP=64, BN=128, PREC=precision, DOT_F32=False)
         flags = dict(HAS_D=True, HAS_LAST=True, SAVE=True, HAS_DY=True, HAS_FIRST=True)
         rows = [

@@ -148,16 +148,31 @@ def test_tuning_knobs_are_checked_and_reach_the_launches(tuning, monkeypatch) ->
     assert ops._chunk_launch(torch.float32, 64)["num_stages"] == 1  # fp32 stays unpipelined
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # a real launch gets the register cap
     assert ops._chunk_launch(torch.bfloat16, 128) == {"num_warps": 4, "num_stages": 2, "maxnreg": 128}
+    ops.set_tuning(warps=8, stages=2, maxnreg=168)
+    x = torch.empty(1, 100, 2, 8, dtype=torch.bfloat16)
+    assert ops._walk(x, 1, 16, 16, 7).launch == {"num_warps": 8, "num_stages": 2, "maxnreg": 168}
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the interpreter has no registers to cap
     assert ops._chunk_launch(torch.bfloat16, 128) == {"num_warps": 4, "num_stages": 2}
+    assert ops._walk(x, 1, 16, 16, 7).launch == {"num_warps": 8, "num_stages": 2}
+    ops.set_tuning(programs_per_sm=2)
+    assert ops._programs_per_sm() == 2
+    ops.set_tuning(programs_per_sm=None)  # None is the default (4 per SM), not 1
+    assert ops._programs_per_sm() == 4
+    with pytest.raises(ValueError, match="power of two"):
+        ops.set_tuning(chunk_warps=3)
+    with pytest.raises(ValueError, match="stages='two'"):
+        ops.parse_tuning("stages=two")
 
 
 def test_non_default_launch_knobs_match_reference(tuning) -> None:
+    # On the GPU in bf16 (where stages apply: fp32 runs unpipelined); the CPU interpreter
+    # ignores warps, stages and register caps, so there it checks only that the knobs pass through.
     from zoo_plugins.triton_ssd import ops
 
-    ops.set_tuning(warps=8, stages=2, maxnreg=128, chunk_warps=4, chunk_stages=2, chunk_maxnreg=128)
+    ops.set_tuning(warps=8, stages=2, maxnreg=128, chunk_warps=8, chunk_stages=2, chunk_maxnreg=128)
     cases = (SSMCase(1, 37, 4, 8, 16, 2), SSMCase(2, 20, 2, 16, 8, 1, initial_state=False, skip_D=True))
-    check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases)
+    dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=dtype, cases=cases)
 
 
 def test_registered_under_triton() -> None:

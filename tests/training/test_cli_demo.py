@@ -182,8 +182,23 @@ def test_demo_time_budget_bounds_the_run(tmp_path, fake_build) -> None:
     assert 8 <= result.steps < 100_000 and result.elapsed_s < 10
 
 
-def test_eager_eval_flag_turns_off_compiled_evaluation() -> None:
+def test_eager_eval_flag_turns_off_compiled_evaluation(standin) -> None:
+    from zoo.data import make_task
+    from zoo.training import Trainer
+
     default = train_cmd.config_from_args(_parse("train", "m-tiny"))
-    eager = train_cmd.config_from_args(_parse("compare", "a", "b", "--eager-eval"))
+    eager = train_cmd.config_from_args(_parse("compare", "a", "b", "--eager-eval", "--device", "cpu"))
     assert default.compile and default.compile_eval is None  # None: compiled on CUDA, eager on CPU
     assert eager.compile and eager.compile_eval is False
+    task = make_task("mqar", seq_len=32, vocab_size=64, num_items=4, seed=0, eval_examples=16)
+    forced = eager.model_copy(update={"compile_eval": True})
+    assert Trainer(standin(), task, forced).compile_eval is True
+    assert Trainer(standin(), task, eager).compile_eval is False
+
+
+def test_plot_rows_draws_a_compare_json(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    history = [{"step": s, "loss": 3.0 / s, **({"eval_loss": 2.5 / s} if s % 2 == 0 else {})} for s in range(1, 7)]
+    rows = [{"model": "a", "history": history}, {"model": "b", "history": history[:4]}]
+    path = compare_cmd.plot_rows(rows, tmp_path / "compare.png", accuracy=False)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -54,16 +54,18 @@ _PASS_CHUNKS = 8
 
 # Launch knobs. A walking kernel runs one program per (batch, head, segment of chunks).
 # When there are fewer (batch, head) rows than SMs, the chunks are cut into segments so that
-# there are about ``programs_per_sm`` programs per SM (benchmarks/gpu_ssd.py --sweep measured
-# 4 best at B=1, T=64K, H=48 on an H200; docs/benchmarks.md). ``chunks_per_segment`` forces
+# there are about ``programs_per_sm`` programs per SM (default 4: benchmarks/gpu_ssd.py --sweep
+# measured it best at B=1, T=64K, H=48 on an H200; docs/benchmarks.md). ``chunks_per_segment`` forces
 # a segment length (tests use it to cover one and several segments); ``warps`` overrides
 # the walking kernels' warp count, ``stages`` the pipeline stages of 16-bit runs (fewer stages
 # spill less: kernel_resources.py). ``chunk_warps`` / ``chunk_stages`` are those of the
 # backward's chunk-parallel kernels (dB/dC and dx). ``maxnreg`` / ``chunk_maxnreg`` cap the
 # registers per thread (ptxas .maxnreg): at 8 warps, 128 lets two programs share an SM at the
 # price of spills. None = the default. ``set_tuning`` changes them with a check.
+_PROGRAMS_PER_SM = 4
+_WARP_KNOBS = ("warps", "chunk_warps")
 TUNING: dict[str, int | None] = {
-    "programs_per_sm": 4,
+    "programs_per_sm": None,
     "chunks_per_segment": None,
     "warps": None,
     "stages": None,
@@ -84,8 +86,12 @@ def set_tuning(**knobs: int | None) -> dict[str, int | None]:
     if unknown:
         raise KeyError(f"unknown Triton SSD tuning knob(s) {unknown}; known: {sorted(TUNING)}")
     for name, value in knobs.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"tuning knob {name}={value!r}: expected a positive int or None")
+        if name in _WARP_KNOBS and value & (value - 1):
+            raise ValueError(f"tuning knob {name}={value}: a warp count must be a power of two (1, 2, 4, 8, 16)")
     old = {name: TUNING[name] for name in knobs}
     TUNING.update(knobs)
     return old
@@ -98,7 +104,13 @@ def parse_tuning(text: str) -> dict[str, int | None]:
         name, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"tuning {item!r}: expected NAME=VALUE, e.g. chunk_warps=4")
-        knobs[name.strip()] = None if value.strip().lower() == "none" else int(value)
+        name, value = name.strip(), value.strip()
+        if value.lower() == "none":
+            knobs[name] = None
+        elif value.isdigit():
+            knobs[name] = int(value)
+        else:
+            raise ValueError(f"tuning {name}={value!r}: expected a positive integer or none")
     return knobs
 
 
@@ -114,11 +126,15 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def _programs_per_sm() -> int:
+    return int(TUNING["programs_per_sm"] or _PROGRAMS_PER_SM)
+
+
 def _target_programs(device: torch.device) -> tuple[int, int]:
     """(processors, programs wanted) on this device."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        return _sm_count(index), _sm_count(index) * int(TUNING["programs_per_sm"] or 1)
+        return _sm_count(index), _sm_count(index) * _programs_per_sm()
     return 64, 128  # the interpreter: its small tests get several segments, so every path runs
 
 
@@ -164,10 +180,11 @@ def _chunk_launch(dtype: torch.dtype, chunk_size: int) -> dict[str, int]:
 
     16-bit, chunks of at most 64: 4 warps. The 2026-11-29 11:01 sweep on the H200
     (docs/benchmarks.md) measured 4 against 8 warps at 7.02 vs 9.31 ms fwd+bwd (B1 T64K) and
-    1.72 vs 2.29 ms (B8 T2K), the best geometric mean of the configurations tried; at 4 warps
-    two programs share an SM. Chunks of 128 keep 8 warps (at 4 their tiles spill 2.6-3 KB per
-    thread: kernel_resources.py). fp32 keeps the configuration its GPU parity was checked
-    with: 8 warps, unpipelined.
+    1.72 vs 2.29 ms (B8 T2K), but 1.72 vs 1.29 ms at B1 T8K (an outlier that other
+    measurements contradict; to be re-measured); the best geometric mean of the
+    configurations tried. Chunks of 128 keep 8 warps (at 4 their tiles spill 2.6-3 KB per
+    thread: ``kernel_resources.py --chunk-warps 4``). fp32 keeps the configuration its GPU
+    parity was checked with: 8 warps, unpipelined.
     """
     if dtype == torch.float32:
         return _launch(int(TUNING["chunk_warps"] or 8), _stages(dtype), TUNING["chunk_maxnreg"])
