@@ -109,3 +109,18 @@ def test_full_cache_is_a_clear_error(model):
         logits = prefill(model, cache, torch.zeros(1, 4, dtype=torch.long))
         with pytest.raises(ValueError, match="cache is full"):
             decode(model, cache, logits.argmax(-1))
+
+
+def test_prefill_and_decode_ignore_the_callers_grad_mode(model):
+    """In grad mode (the default) the in-place cache updates must not record gradients: a
+    compiled step (AOT autograd traces it) failed on such a cache before prefill/decode
+    turned autograd off themselves."""
+    assert torch.is_grad_enabled()
+    tokens = torch.randint(0, 260, (1, 12), generator=torch.Generator().manual_seed(9))
+    cache = model.allocate_cache(1, 16)
+    logits = prefill(model, cache, tokens)
+    held = [t for layer in cache.layers for t in vars(layer).values() if torch.is_tensor(t)]
+    assert not logits.requires_grad and not any(t.requires_grad for t in held)
+    step = compile_step(model, backend="aot_eager")
+    out = decode(model, cache, logits.argmax(-1), step)
+    assert not out.requires_grad and torch.isfinite(out).all()

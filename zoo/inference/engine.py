@@ -16,9 +16,13 @@ import torch
 from zoo.inference.cache import ModelCache, select_rows
 
 
+@torch.no_grad()
 def prefill(model, cache: ModelCache, input_ids: torch.Tensor, *, lengths: Sequence[int] | None = None,
             chunk_size: int | None = None, prefill_fn: Callable | None = None) -> torch.Tensor:
     """Feed prompts onto the cache (which may already hold tokens) -> last-token logits [B,V].
+
+    Runs without autograd whatever the caller's grad mode: the cache is updated in place, and
+    a cache that recorded gradients would make a compiled step trace a backward it cannot have.
 
     ``lengths`` (host ints) marks real tokens of a right-padded batch; ``chunk_size`` cuts
     the prompt into chunks (the result equals one prefill). ``prefill_fn`` defaults to
@@ -59,10 +63,11 @@ def prefill(model, cache: ModelCache, input_ids: torch.Tensor, *, lengths: Seque
 StepFn = Callable[[torch.Tensor, list, torch.Tensor, tuple], torch.Tensor]
 
 
+@torch.no_grad()
 def decode(model, cache: ModelCache, tokens: torch.Tensor, step_fn: StepFn | None = None) -> torch.Tensor:
     """One token per row (tokens [B]) -> logits [B,V]. ``step_fn`` defaults to ``model.step``
     (pass ``compile_step(model)`` for the compiled one). No host sync: phases come from
-    host-side counts, positions advance on the device."""
+    host-side counts, positions advance on the device. Runs without autograd, like prefill."""
     step_fn = step_fn or model.step
     if max(cache.lengths) >= cache.max_length:
         raise ValueError(f"the cache is full: rows hold {cache.lengths} tokens, max_length {cache.max_length}")
