@@ -85,7 +85,9 @@ def test_build_reports_backend_reason() -> None:
     spec["layers"][2]["mixer"]["attention"] = {"name": "flex"}
     with pytest.raises(BackendUnsupportedError, match=r"layers\.2\.mixer\.attention.*backward"):
         zoo.build(spec)  # FlexAttention has no backward on CPU
-    assert zoo.build(spec, requires_grad=False) is not None
+    frozen = zoo.build(spec, requires_grad=False)  # inference: no backward needed, none recorded
+    assert not any(p.requires_grad for p in frozen.parameters())
+    assert all(p.requires_grad for p in zoo.build("transmamba-tiny").parameters())
 
 
 def test_unknown_preset_message() -> None:

@@ -162,6 +162,8 @@ def build(
 ):
     """Build a ``CausalLM`` from a spec, dict, file, or preset name. See module docstring.
 
+    ``requires_grad=False`` builds a model for inference: backends need not support a
+    backward, and the parameters do not require gradients.
     ``support_device``: check the backends against this device instead of ``device`` (build
     on the CPU, where the initial weights do not depend on the GPU's random generator, for a
     model that will run on a GPU).
@@ -185,6 +187,8 @@ def build(
         model = CausalLM(spec, mixers, build_schedule(spec))
     if dtype != torch.float32:
         model = model.to(dtype=dtype)
+    if not requires_grad:
+        model.requires_grad_(False)
     enabled = spec.compile.enabled if compile is None else compile
     if enabled:
         options = spec.compile
