@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# One GPU measurement job per call of the lent-GPU tool (10 minutes a call; at most 8 files
+# come back, so everything is packed into one tarball under $OUT).
+#
+#   bash benchmarks/gpu_session.sh ssd       # issue 6: full same-run SSD table, then the sweep
+#   bash benchmarks/gpu_session.sh mixers    # issue 6: eager and compiled mixers, with profiles
+#   bash benchmarks/gpu_session.sh decode    # issue 4: compiled decode at 32K (batch 1 and 8), profiles
+#   bash benchmarks/gpu_session.sh train     # issue 5: the small presets compiled at T=2048 and 8192
+#   bash benchmarks/gpu_session.sh test      # the GPU-only test cases of the Triton plugins
+#
+# Where zoo or pydantic cannot be imported (the lent H200), the wheels in .whl (mamba-ssm,
+# pydantic; docs/benchmarks.md) are installed first. Each step has its own time limit, so a slow step cannot take the rest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+job="${1:?usage: gpu_session.sh ssd|mixers|decode|train|test}"
+out="${OUT:-runs/gpu}"
+work="$(mktemp -d)/$job"
+mkdir -p "$work" "$out"
+
+if ! python3 -c "import pydantic, zoo" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "installing .whl failed" >&2; exit 1; }
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tail -1
+  export PYTHONPATH="$PYTHONPATH:$PWD"
+fi
+{ date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+} > "$work/setup.txt" 2>&1
+cat "$work/setup.txt"
+
+step() {  # step SECONDS NAME COMMAND...: run with a limit, log to NAME.log, say how it ended
+  local limit=$1 name=$2
+  shift 2
+  local began=$SECONDS
+  timeout "$limit" "$@" > "$work/$name.log" 2>&1
+  echo "$name: rc=$? after $((SECONDS - began)) s"
+}
+
+case "$job" in
+  ssd)
+    step 330 ssd python3 benchmarks/gpu_ssd.py --out "$work/gpu_ssd.md"
+    step 200 sweep python3 benchmarks/gpu_ssd.py --no-peers --quick --sweep --out "$work/sweep.md"
+    ;;
+  mixers)
+    step 520 mixers python3 benchmarks/gpu_mixers.py --seq-len 8192 --compile --profile --out "$work/gpu_mixers.md"
+    ;;
+  decode)
+    step 330 decode python3 benchmarks/gpu_decode.py --contexts 32768 --budget-s 280 --out "$work/gpu_decode.json"
+    step 200 decode_profile python3 benchmarks/gpu_decode.py --profile --contexts 32768 \
+      --presets transmamba-400m@v9 transformer-400m
+    ;;
+  train)
+    for T in 2048 8192; do
+      step 280 "train$T" python3 -m zoo compare transmamba-small transformer-small mamba2-small hybrid-small \
+        --task text --seq-len "$T" --batch-size $((32768 / T)) --budget 150 --eval-every 50 --eager-eval \
+        --device cuda --precision bf16 --backend ssm=triton --backend converter=triton --no-plot --no-progress \
+        --out "$work/train$T"
+      find "$work/train$T" -name '*.safetensors' -delete  # checkpoints stay behind
+    done
+    ;;
+  test)
+    step 500 pytest python3 -m pytest -q tests/plugins
+    ;;
+  *)
+    echo "unknown job $job; expected ssd, mixers, decode, train or test" >&2
+    exit 2
+    ;;
+esac
+tar czf "$out/$job.tgz" -C "$(dirname "$work")" "$job"
+tail -n 25 "$work"/*.log "$work"/*.md 2>/dev/null | cut -c1-220
+echo "results: $out/$job.tgz"
