@@ -197,11 +197,30 @@ class _Walk(NamedTuple):
     """How one scan is cut and launched (shared by the forward and the backward)."""
 
     n_segments: int
-    slots: int  # rows of the per-segment buffers (at least 1, so they can be allocated)
     shape: tuple  # sizes the walking kernels take: T, H, G, R, P, N, nc, chunks per segment
     meta: dict  # constexprs of every kernel: Q, BP, BN, PREC, DOT_F32
     launch: dict  # num_warps / num_stages (/ maxnreg) of the walking kernels
-    per_segment: int
+
+    @property
+    def per_segment(self) -> int:
+        return self.shape[-1]
+
+    @property
+    def slots(self) -> int:
+        """Rows of the per-segment buffers (at least 1, so that they can be allocated)."""
+        return max(self.n_segments - 1, 1)
+
+    def segment_buffers(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """fp32 buffers of the pass over segments: one [P, N] state (or gradient) and one
+        log-decay per segment slot, and the [P, N] state at the far end of the pass."""
+        batch, _, n_heads, head_dim = x.shape
+        state_dim = self.shape[5]
+        f32 = dict(device=x.device, dtype=torch.float32)
+        return (
+            torch.empty(batch, n_heads, self.slots, head_dim, state_dim, **f32),
+            torch.empty(batch, n_heads, self.slots, **f32),
+            torch.empty(batch, n_heads, head_dim, state_dim, **f32),
+        )
 
 
 def _walk(x: Tensor, n_groups: int, state_dim: int, chunk_size: int, n_chunks: int) -> _Walk:
@@ -216,11 +235,9 @@ def _walk(x: Tensor, n_groups: int, state_dim: int, chunk_size: int, n_chunks: i
     )
     return _Walk(
         n_segments=n_segments,
-        slots=max(n_segments - 1, 1),
         shape=(seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment),
         meta=meta,
         launch=_launch(int(TUNING["warps"] or _num_warps(chunk_size)), _stages(x.dtype), TUNING["maxnreg"]),
-        per_segment=per_segment,
     )
 
 
@@ -285,12 +302,10 @@ def ssd_fwd(
     seg = final_state
     last = init
     if walk.n_segments > 1:
-        seg = torch.empty(batch, n_heads, walk.slots, head_dim, state_dim, **f32)
-        seg_total = torch.empty(batch, n_heads, walk.slots, **f32)
+        seg, seg_total, last = walk.segment_buffers(x)
         kernels._seg_state_fwd[(rows, walk.n_segments - 1)](
             x, dt, A, B, seg, seg_total, *walk.shape, walk.slots, **walk.launch, **walk.meta
         )
-        last = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
         _chain_segments(seg, seg_total, init, last, walk, has_own=True, reverse=False)
     # Segments before the TransPoint's have no outputs: skipped unless states are saved.
     n_segments = walk.n_segments
@@ -378,13 +393,11 @@ def ssd_bwd(
     seg = d_init
     first = dfinal
     if walk.n_segments > 1:
-        seg = torch.empty(batch, n_heads, walk.slots, head_dim, state_dim, **f32)
-        seg_total = torch.empty(batch, n_heads, walk.slots, **f32)
+        seg, seg_total, first = walk.segment_buffers(x)
         kernels_bwd._seg_dstate_rev[(rows, walk.n_segments - 1)](
             dy_or_x, dt, A, C, seg, seg_total, *walk.shape, walk.slots, out_start, HAS_DY=has_dy,
             **walk.launch, **walk.meta,
         )
-        first = torch.empty(batch, n_heads, head_dim, state_dim, **f32)
         _chain_segments(seg, seg_total, dfinal, first, walk, has_own=has_dy, reverse=True)
     kernels_bwd._seg_dstate_store[(rows, walk.n_segments)](
         dy_or_x,
