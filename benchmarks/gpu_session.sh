@@ -2,20 +2,27 @@
 # One GPU measurement job per call of the lent-GPU tool (10 minutes a call; at most 8 files
 # come back, so everything is packed into one tarball under $OUT).
 #
-#   bash benchmarks/gpu_session.sh ssd       # issue 6: full same-run SSD table, then the sweep
+#   bash benchmarks/gpu_session.sh ssd       # issue 6: the full same-run SSD table
+#   bash benchmarks/gpu_session.sh sweep     # issue 6: launch configurations of our kernels
+#   bash benchmarks/gpu_session.sh quick     # issue 6: ours (chunk 64) and mamba_ssm at B1 T8K and B8 T2K
+#   bash benchmarks/gpu_session.sh breakdown # issue 6: our kernels by device time, and the step's idle time
 #   bash benchmarks/gpu_session.sh mixers    # issue 6: eager and compiled mixers, with profiles
 #   bash benchmarks/gpu_session.sh decode    # issue 4: compiled decode at 32K (batch 1 and 8), profiles
 #   bash benchmarks/gpu_session.sh train     # issue 5: the small presets compiled at T=2048 and 8192
-#   bash benchmarks/gpu_session.sh test      # the GPU-only test cases of the Triton plugins
+#   bash benchmarks/gpu_session.sh autotune  # issue 4: decode at 32K, batch 1, compiled with max-autotune
+#   bash benchmarks/gpu_session.sh test      # the Triton and mamba_ssm plugin tests on the GPU
+#   bash benchmarks/gpu_session.sh mixers-compiled  # the mixers, eager and compiled, no profiles (shorter)
+#
+# Several jobs in one call run one after the other (``gpu_session.sh ssd autotune``), one
+# tarball each.
 #
 # Where zoo or pydantic cannot be imported (the lent H200), the wheels in .whl (mamba-ssm,
 # pydantic; docs/benchmarks.md) are installed first. Each step has its own time limit, so a slow step cannot take the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-job="${1:?usage: gpu_session.sh ssd|mixers|decode|train|test}"
+[ $# -gt 0 ] || { echo "usage: gpu_session.sh JOB... (the jobs are listed at the top of this script)" >&2; exit 2; }
 out="${OUT:-runs/gpu}"
-work="$(mktemp -d)/$job"
-mkdir -p "$work" "$out"
+mkdir -p "$out"
 
 if ! python3 -c "import pydantic, zoo" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -26,8 +33,8 @@ if ! python3 -c "import pydantic, zoo" 2> /dev/null && compgen -G ".whl/*.whl" >
 fi
 { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
-} > "$work/setup.txt" 2>&1
-cat "$work/setup.txt"
+} > "$out/setup.txt" 2>&1
+cat "$out/setup.txt"
 
 step() {  # step SECONDS NAME COMMAND...: run with a limit, log to NAME.log, say how it ended
   local limit=$1 name=$2
@@ -37,9 +44,24 @@ step() {  # step SECONDS NAME COMMAND...: run with a limit, log to NAME.log, say
   echo "$name: rc=$? after $((SECONDS - began)) s"
 }
 
+for job in "$@"; do
+work="$(mktemp -d)/$job"
+mkdir -p "$work"
+cp "$out/setup.txt" "$work/"
 case "$job" in
   ssd)
     step 330 ssd python3 benchmarks/gpu_ssd.py --out "$work/gpu_ssd.md"
+    ;;
+  quick)
+    step 120 quick python3 benchmarks/gpu_ssd.py --quick --skip-compiled --chunk-sizes 64 --out "$work/gpu_ssd_quick.md"
+    ;;
+  breakdown)
+    step 80 breakdown python3 benchmarks/gpu_ssd.py --breakdown --chunk-sizes 64
+    ;;
+  mixers-compiled)
+    step 210 mixers python3 benchmarks/gpu_mixers.py --seq-len 8192 --compile --out "$work/gpu_mixers.md"
+    ;;
+  sweep)
     step 200 sweep python3 benchmarks/gpu_ssd.py --no-peers --quick --sweep --out "$work/sweep.md"
     ;;
   mixers)
@@ -49,6 +71,10 @@ case "$job" in
     step 330 decode python3 benchmarks/gpu_decode.py --contexts 32768 --budget-s 280 --out "$work/gpu_decode.json"
     step 200 decode_profile python3 benchmarks/gpu_decode.py --profile --contexts 32768 \
       --presets transmamba-400m@v9 transformer-400m
+    ;;
+  autotune)
+    step 250 autotune python3 benchmarks/gpu_decode.py --contexts 32768 --big-batch 0 --mode max-autotune \
+      --budget-s 240 --presets transmamba-400m@v9 transformer-400m mamba2-400m --out "$work/gpu_decode_autotune.json"
     ;;
   train)
     for T in 2048 8192; do
@@ -60,13 +86,14 @@ case "$job" in
     done
     ;;
   test)
-    step 500 pytest python3 -m pytest -q tests/plugins
+    step "${TEST_LIMIT:-500}" pytest python3 -m pytest -v -p no:cacheprovider tests/plugins
     ;;
   *)
-    echo "unknown job $job; expected ssd, mixers, decode, train or test" >&2
-    exit 2
+    echo "unknown job $job; see the list at the top of this script" >&2
+    continue
     ;;
 esac
 tar czf "$out/$job.tgz" -C "$(dirname "$work")" "$job"
 tail -n 25 "$work"/*.log "$work"/*.md 2>/dev/null | cut -c1-220
 echo "results: $out/$job.tgz"
+done

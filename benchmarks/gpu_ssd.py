@@ -257,7 +257,12 @@ def fwd_flops(batch: int, seq_len: int) -> int:
     return 4 * batch * seq_len * HEADS * HEAD_DIM * STATE_DIM
 
 
+BREAKDOWN_SHAPES = [(1, 2048), (1, 8192), (1, 65536), (8, 2048)]
+
+
 def _profile_one(ssd: Callable, chunk_size: int, batch: int, seq_len: int, profile, activity) -> None:
+    from torch.autograd import DeviceType
+
     t = inputs(batch, seq_len, grad=True)
     dy = torch.randn(batch, seq_len, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
 
@@ -273,8 +278,13 @@ def _profile_one(ssd: Callable, chunk_size: int, batch: int, seq_len: int, profi
         for _ in range(3):
             step()
         torch.cuda.synchronize()
-    log(f"breakdown chunk {chunk_size} B{batch} T{seq_len} (per fwd+bwd step)")
-    for event in sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)[:12]:
+    events = prof.key_averages()
+    kernel_ms = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 3e3
+    wall_ms = bench(step)
+    # wall - kernels: the time the GPU waits on the host (launches, autograd) within a step
+    log(f"breakdown chunk {chunk_size} B{batch} T{seq_len} (per fwd+bwd step): wall {wall_ms:.3f} ms "
+        f"(do_bench), kernels {kernel_ms:.3f} ms, idle {wall_ms - kernel_ms:.3f} ms")
+    for event in sorted(events, key=lambda e: -e.self_device_time_total)[:12]:
         print(f"    {event.key[:60]:60s} {event.self_device_time_total / 3e3:8.3f} ms  x{event.count // 3}")
 
 
@@ -286,7 +296,7 @@ def breakdown(chunk_sizes: list[int]) -> None:
     from zoo_plugins.triton_ssd import kernels, kernels_bwd, ssd
 
     for chunk_size in chunk_sizes:
-        for batch, seq_len in ((1, 65536), (8, 2048)):
+        for batch, seq_len in BREAKDOWN_SHAPES:
             _profile_one(ssd, chunk_size, batch, seq_len, profile, ProfilerActivity)
             torch.cuda.empty_cache()
     for name in (

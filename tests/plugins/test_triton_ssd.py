@@ -96,6 +96,40 @@ def test_empty_batch_scans_to_empty_outputs_and_gradients() -> None:
     assert empty["x"].grad.shape == empty["x"].shape and float(empty["A"].grad.abs().sum()) == 0.0
 
 
+@pytest.mark.parametrize("use", ["y", "state"])
+def test_backward_gets_no_zero_filled_gradients(monkeypatch, use: str) -> None:
+    """An output that gets no gradient (the saved chunk states always; y or the final state
+    when unused) reaches ssd_bwd as None, not as a zero tensor autograd filled (at B=1,
+    T=64K the states alone are 805 MB), and the gradients still match the reference."""
+    from zoo_plugins.triton_ssd import ops, ssd
+
+    seen = []
+    real_bwd = ops.ssd_bwd
+
+    def spy(dy, dfinal_state, *rest):
+        seen.append((dy is None, dfinal_state is None))
+        return real_bwd(dy, dfinal_state, *rest)
+
+    monkeypatch.setattr(ops, "ssd_bwd", spy)
+    inputs = ssm_inputs(SSMCase(1, 37, 4, 8, 16, 2), seed=1)
+    names = ("x", "dt", "A", "B", "C", "D", "initial_state")
+    mine = {k: inputs[k].to(DEVICE, torch.float32).requires_grad_(True) for k in names}
+    ref = {k: inputs[k].clone().requires_grad_(True) for k in names}
+    y, state = ssd(*(mine[k] for k in ("x", "dt", "A", "B", "C")), D=mine["D"],
+                   initial_state=mine["initial_state"], return_final_state=True, chunk_size=CHUNK)
+    y_ref, state_ref = ssd_scan(*(ref[k] for k in ("x", "dt", "A", "B", "C")), D=ref["D"],
+                                initial_state=ref["initial_state"], return_final_state=True)
+    weight = torch.randn(y_ref.shape if use == "y" else state_ref.shape, dtype=torch.float64)
+    ((y if use == "y" else state).double() * weight).sum().backward()
+    ((y_ref if use == "y" else state_ref) * weight).sum().backward()
+    assert seen == [(use != "y", use != "state")]
+    for k in names:
+        if ref[k].grad is None:  # D when y is unused: no path to the loss
+            assert mine[k].grad is None or not mine[k].grad.any(), k
+        else:
+            assert rel_err(mine[k].grad.double().cpu(), ref[k].grad) < tolerance(torch.float32), k
+
+
 def test_fp16_saves_fp32_states_and_matches_fp32() -> None:
     from zoo_plugins.triton_ssd import ops, ssd
 

@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="default: bfloat16 on cuda, float32 on cpu")
-    p.add_argument("--mode", choices=["eager", "compile", "reduce-overhead", "cudagraph"], default="eager")
+    p.add_argument("--mode", choices=["eager", "compile", "reduce-overhead", "max-autotune", "cudagraph"],
+                   default="eager")
     p.set_defaults(func=run)
 
 

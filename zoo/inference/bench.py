@@ -17,7 +17,7 @@ import torch
 
 from zoo.inference.engine import compile_step, decode, prefill
 
-MODES = ("eager", "compile", "reduce-overhead", "cudagraph")
+MODES = ("eager", "compile", "reduce-overhead", "max-autotune", "cudagraph")
 
 
 def _sync(device: torch.device) -> None:
@@ -30,8 +30,8 @@ def make_step(model, cache, mode: str):
         return None
     if mode == "compile":
         return compile_step(model)
-    if mode == "reduce-overhead":
-        return compile_step(model, mode="reduce-overhead")
+    if mode in ("reduce-overhead", "max-autotune"):
+        return compile_step(model, mode=mode)
     if mode == "cudagraph":
         from zoo.inference.cudagraph import GraphedStep
 
