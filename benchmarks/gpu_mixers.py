@@ -53,7 +53,7 @@ def time_mixer(mixer, hidden: torch.Tensor, transpoint: int | None, call=None) -
     """(fwd ms, fwd+bwd ms); ``call`` (default: the mixer itself) is what runs, e.g. its compiled form."""
     from triton.testing import do_bench
 
-    call = call or mixer
+    call = mixer if call is None else call  # (a compiled module has no truth value)
     kwargs = {"transpoint": transpoint} if transpoint is not None else {}
     with torch.no_grad():
         fwd = do_bench(lambda: call(hidden, **kwargs))

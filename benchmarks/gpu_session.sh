@@ -59,7 +59,7 @@ case "$job" in
     step 80 breakdown python3 benchmarks/gpu_ssd.py --breakdown --chunk-sizes 64
     ;;
   mixers-compiled)
-    step 210 mixers python3 benchmarks/gpu_mixers.py --seq-len 8192 --compile --out "$work/gpu_mixers.md"
+    step "${MIXERS_LIMIT:-210}" mixers python3 benchmarks/gpu_mixers.py --seq-len 8192 --compile --out "$work/gpu_mixers.md"
     ;;
   sweep)
     step 200 sweep python3 benchmarks/gpu_ssd.py --no-peers --quick --sweep --out "$work/sweep.md"
@@ -86,7 +86,7 @@ case "$job" in
     done
     ;;
   test)
-    step "${TEST_LIMIT:-500}" pytest python3 -m pytest -v -p no:cacheprovider tests/plugins
+    step "${TEST_LIMIT:-500}" pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins
     ;;
   *)
     echo "unknown job $job; see the list at the top of this script" >&2

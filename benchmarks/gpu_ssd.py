@@ -274,7 +274,7 @@ def _profile_one(ssd: Callable, chunk_size: int, batch: int, seq_len: int, profi
 
     step()
     torch.cuda.synchronize()
-    with profile(activities=[activity.CUDA]) as prof:
+    with profile(activities=[activity.CPU, activity.CUDA]) as prof:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
@@ -284,8 +284,11 @@ def _profile_one(ssd: Callable, chunk_size: int, batch: int, seq_len: int, profi
     # wall - kernels: the time the GPU waits on the host (launches, autograd) within a step
     log(f"breakdown chunk {chunk_size} B{batch} T{seq_len} (per fwd+bwd step): wall {wall_ms:.3f} ms "
         f"(do_bench), kernels {kernel_ms:.3f} ms, idle {wall_ms - kernel_ms:.3f} ms")
-    for event in sorted(events, key=lambda e: -e.self_device_time_total)[:12]:
+    for event in sorted(events, key=lambda e: -e.self_device_time_total)[:8]:
         print(f"    {event.key[:60]:60s} {event.self_device_time_total / 3e3:8.3f} ms  x{event.count // 3}")
+    print("    host side (self CPU time per step):")
+    for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]:
+        print(f"    {event.key[:60]:60s} {event.self_cpu_time_total / 3e3:8.3f} ms  x{event.count // 3}")
 
 
 def breakdown(chunk_sizes: list[int]) -> None:
