@@ -54,9 +54,15 @@ def test_import_does_not_run_mamba_ssm_init() -> None:
 DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32]
 
 
+# On a GPU mamba-ssm's fp32 dots run in tf32 (errors ~1e-3 on the H200, 2026-11-29 12:53), so
+# fp32 there is held to a tf32 tolerance; the interpreter's fp32 is exact and keeps 1e-5.
+TF32_TOL = 5e-3
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
 def test_mamba_ssm_matches_reference(cpu_shims: None, dtype: torch.dtype) -> None:
-    check_ssm_backend(MambaSSM({"chunk_size": 16}), device=DEVICE, dtype=dtype, cases=CASES)
+    tol = TF32_TOL if DEVICE == "cuda" and dtype == torch.float32 else None
+    check_ssm_backend(MambaSSM({"chunk_size": 16}), device=DEVICE, dtype=dtype, cases=CASES, tol=tol)
 
 
 def test_supports_declines_with_reasons() -> None:

@@ -120,7 +120,7 @@ def test_backward_gets_no_zero_filled_gradients(monkeypatch, use: str) -> None:
     y_ref, state_ref = ssd_scan(*(ref[k] for k in ("x", "dt", "A", "B", "C")), D=ref["D"],
                                 initial_state=ref["initial_state"], return_final_state=True)
     weight = torch.randn(y_ref.shape if use == "y" else state_ref.shape, dtype=torch.float64)
-    ((y if use == "y" else state).double() * weight).sum().backward()
+    ((y if use == "y" else state).double() * weight.to(DEVICE)).sum().backward()
     ((y_ref if use == "y" else state_ref) * weight).sum().backward()
     assert seen == [(use != "y", use != "state")]
     for k in names:

@@ -182,13 +182,16 @@ def check_ssm_backend(
     small: bool = False,
     grads: bool = True,
     seed: int = 0,
+    tol: float | None = None,
 ) -> list[CaseResult]:
     """Check ``backend`` against :func:`zoo.ops.ssd.reference.ssd_scan`; raise AssertionError on failure.
 
-    Compares y, final_state and the gradients of x, dt, A, B, C, D, initial_state.
+    Compares y, final_state and the gradients of x, dt, A, B, C, D, initial_state, to the
+    dtype's tolerance (:func:`tolerance`) unless ``tol`` is given: a backend whose fp32
+    products run in tf32 on a GPU (mamba_ssm's kernels) cannot meet the fp32 one.
     """
     cases = cases or (SMALL_SSM_CASES if small else SSM_CASES)
-    tol = tolerance(dtype)
+    tol = tolerance(dtype) if tol is None else tol
     results = []
     for case in cases:
         result = CaseResult(case.id)
