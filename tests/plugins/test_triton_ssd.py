@@ -96,27 +96,30 @@ def test_empty_batch_scans_to_empty_outputs_and_gradients() -> None:
     assert empty["x"].grad.shape == empty["x"].shape and float(empty["A"].grad.abs().sum()) == 0.0
 
 
+@pytest.mark.parametrize("path", ["eager", "op"])
 @pytest.mark.parametrize("use", ["y", "state"])
-def test_backward_gets_no_zero_filled_gradients(monkeypatch, use: str) -> None:
+def test_backward_gets_no_zero_filled_gradients(monkeypatch, use: str, path: str) -> None:
     """An output that gets no gradient (the saved chunk states always; y or the final state
-    when unused) reaches ssd_bwd as None, not as a zero tensor autograd filled (at B=1,
-    T=64K the states alone are 805 MB), and the gradients still match the reference."""
-    from zoo_plugins.triton_ssd import ops, ssd
+    when unused) reaches the backward as None, not as a zero tensor autograd filled (at
+    B=1, T=64K the states alone are 805 MB), and the gradients still match the reference.
+    Both paths: ``eager`` (``ssd()`` outside torch.compile: ``ops._EagerSSD``) and ``op``
+    (the custom op with its registered autograd formula, as compiled graphs call it)."""
+    from zoo_plugins.triton_ssd import ops
 
     seen = []
-    real_bwd = ops.ssd_bwd
+    real_bwd = ops._bwd_impl
 
     def spy(dy, dfinal_state, *rest):
         seen.append((dy is None, dfinal_state is None))
         return real_bwd(dy, dfinal_state, *rest)
 
-    monkeypatch.setattr(ops, "ssd_bwd", spy)
+    monkeypatch.setattr(ops, "_bwd_impl", spy)
     inputs = ssm_inputs(SSMCase(1, 37, 4, 8, 16, 2), seed=1)
     names = ("x", "dt", "A", "B", "C", "D", "initial_state")
     mine = {k: inputs[k].to(DEVICE, torch.float32).requires_grad_(True) for k in names}
     ref = {k: inputs[k].clone().requires_grad_(True) for k in names}
-    y, state = ssd(*(mine[k] for k in ("x", "dt", "A", "B", "C")), D=mine["D"],
-                   initial_state=mine["initial_state"], return_final_state=True, chunk_size=CHUNK)
+    call = ops.scan if path == "eager" else ops.ssd_fwd
+    y, state, _ = call(*(mine[k] for k in names), 0, CHUNK, True)
     y_ref, state_ref = ssd_scan(*(ref[k] for k in ("x", "dt", "A", "B", "C")), D=ref["D"],
                                 initial_state=ref["initial_state"], return_final_state=True)
     weight = torch.randn(y_ref.shape if use == "y" else state_ref.shape, dtype=torch.float64)
@@ -321,6 +324,42 @@ def test_fused_call_compiles_fullgraph_with_backward() -> None:
     expected = torch.autograd.grad(step(*args), args)
     for a, e in zip(grads, expected, strict=True):
         assert rel_err(a, e) <= tolerance(torch.float32)
+
+
+def test_eager_calls_skip_the_custom_op_and_compiled_graphs_record_it(monkeypatch) -> None:
+    """Eagerly ``ssd()`` runs ``ops._EagerSSD`` (less host work); under torch.compile the
+    graph holds the ``zoo_triton_ssd`` ops, forward and backward, as opaque nodes."""
+    from zoo_plugins.triton_ssd import ops, ssd
+
+    inputs = ssm_inputs(SSMCase(1, 21, 2, 8, 8, 1))
+    args = [inputs[k].float().to(DEVICE).requires_grad_(True) for k in ("x", "dt", "A", "B", "C")]
+    graphs = []
+
+    def record(gm, example_inputs):
+        from functorch.compile import make_boxed_func
+
+        graphs.append(gm.code)
+        return make_boxed_func(gm.forward)
+
+    def step(x, dt, A, B, C):
+        return ssd(x, dt, A, B, C, chunk_size=CHUNK).square().sum()
+
+    from torch._functorch.aot_autograd import aot_module_simplified
+
+    def backend(gm, example_inputs):
+        return aot_module_simplified(gm, example_inputs, fw_compiler=record, bw_compiler=record)
+
+    compiled = torch.compile(step, fullgraph=True, backend=backend)
+    torch.autograd.grad(compiled(*args), args)
+    assert len(graphs) == 2
+    assert "zoo_triton_ssd.ssd_fwd" in graphs[0] and "zoo_triton_ssd.ssd_bwd" in graphs[1]
+
+    def no_op(*_args, **_kwargs):
+        raise AssertionError("the eager path went through the custom op")
+
+    monkeypatch.setattr(ops, "ssd_fwd", no_op)
+    monkeypatch.setattr(ops, "ssd_bwd", no_op)
+    torch.autograd.grad(step(*args), args)
 
 
 def test_rejects_bad_chunk_size_and_transpoint() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from zoo_plugins.triton_ssd.ops import ssd_fwd
+from zoo_plugins.triton_ssd.ops import scan
 
 DEFAULT_CHUNK_SIZE = 64
 
@@ -39,7 +39,7 @@ def ssd(
     -> y [B,T,H,P] (and final_state [B,H,P,N] fp32)."""
     _check_chunk_size(chunk_size)
     save = _needs_grad(x, dt, A, B, C, D, initial_state)
-    y, final_state, _ = ssd_fwd(x, dt, A, B, C, D, initial_state, 0, chunk_size, save)
+    y, final_state, _ = scan(x, dt, A, B, C, D, initial_state, 0, chunk_size, save)
     return (y, final_state) if return_final_state else y
 
 
@@ -59,7 +59,7 @@ def converter(
     """
     _check_chunk_size(chunk_size)
     save = _needs_grad(k, v, dt, A, initial_state)
-    _, state, _ = ssd_fwd(v, dt, A, k, k, None, initial_state, v.shape[1], chunk_size, save)
+    _, state, _ = scan(v, dt, A, k, k, None, initial_state, v.shape[1], chunk_size, save)
     return state
 
 
@@ -88,5 +88,5 @@ def transmamba_ssd(
     torch._check(transpoint >= 0, lambda: "transpoint must be >= 0")
     torch._check(transpoint <= x.shape[1], lambda: "transpoint must be <= the sequence length")
     save = _needs_grad(x, dt, A, B, C, D, initial_state)
-    y, final_state, _ = ssd_fwd(x, dt, A, B, C, D, initial_state, transpoint, chunk_size, save)
+    y, final_state, _ = scan(x, dt, A, B, C, D, initial_state, transpoint, chunk_size, save)
     return (y, final_state) if return_final_state else y

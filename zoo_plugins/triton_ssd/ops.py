@@ -10,8 +10,11 @@ Shape legend as in :mod:`zoo_plugins.triton_ssd.kernels`. Two ops:
   TransPoint for the fused converter + suffix scan, T for the converter alone.
 - ``zoo_triton_ssd::ssd_bwd(...)`` -> gradients of x, dt, A, B, C, D, initial_state.
 
-The autograd formula registered on ``ssd_fwd`` calls ``ssd_bwd``. The kernels module is
-imported inside the op bodies only (see the package docstring for why).
+The autograd formula registered on ``ssd_fwd`` calls ``ssd_bwd``. ``scan`` is what the
+public functions call: the op under torch.compile (dynamo keeps it whole), and eagerly
+``_EagerSSD``, an ``autograd.Function`` over the same implementations (``_fwd_impl``,
+``_bwd_impl``) that skips the custom-op dispatch, host time a B=1 step waits on. The kernels
+module is imported inside the implementations only (see the package docstring for why).
 """
 
 from __future__ import annotations
@@ -224,20 +227,29 @@ class _Walk(NamedTuple):
 
 
 def _walk(x: Tensor, n_groups: int, state_dim: int, chunk_size: int, n_chunks: int) -> _Walk:
-    batch, seq_len, n_heads, head_dim = x.shape
-    per_segment, n_segments = _segments(n_chunks, batch * n_heads, x.device)
+    # The plan depends on sizes, dtype, device and the knobs only: worked out once per
+    # combination (host time counts at B=1, where the GPU waits on it; benchmarks/host_overhead.py).
+    return _plan(tuple(x.shape), x.dtype, x.device, n_groups, state_dim, chunk_size, n_chunks,
+                 tuple(TUNING.values()), _interpreting())
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(shape: tuple, dtype: torch.dtype, device: torch.device, n_groups: int, state_dim: int, chunk_size: int,
+          n_chunks: int, _knobs: tuple, interpreting: bool) -> _Walk:
+    batch, seq_len, n_heads, head_dim = shape
+    per_segment, n_segments = _segments(n_chunks, batch * n_heads, device)
     meta = dict(
         Q=chunk_size,
         BP=_next_pow2(head_dim),
         BN=_next_pow2(state_dim),
-        PREC=_dot_precision(x.dtype),
-        DOT_F32=_interpreting(),
+        PREC=_dot_precision(dtype),
+        DOT_F32=interpreting,
     )
     return _Walk(
         n_segments=n_segments,
         shape=(seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment),
         meta=meta,
-        launch=_launch(int(TUNING["warps"] or _num_warps(chunk_size)), _stages(x.dtype), TUNING["maxnreg"]),
+        launch=_launch(int(TUNING["warps"] or _num_warps(chunk_size)), _stages(dtype), TUNING["maxnreg"]),
     )
 
 
@@ -267,8 +279,7 @@ def _chain_segments(
     )
 
 
-@torch.library.custom_op(f"{_LIB}::ssd_fwd", mutates_args=())
-def ssd_fwd(
+def _fwd_impl(
     x: Tensor,
     dt: Tensor,
     A: Tensor,
@@ -336,6 +347,22 @@ def ssd_fwd(
     return y, final_state, states
 
 
+@torch.library.custom_op(f"{_LIB}::ssd_fwd", mutates_args=())
+def ssd_fwd(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    initial_state: Tensor | None,
+    out_start: int,
+    chunk_size: int,
+    save_states: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    return _fwd_impl(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)
+
+
 @ssd_fwd.register_fake
 def _ssd_fwd_fake(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states):
     batch, seq_len, n_heads, head_dim = x.shape
@@ -351,8 +378,7 @@ def _ssd_fwd_fake(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_
     return y, final_state, states
 
 
-@torch.library.custom_op(f"{_LIB}::ssd_bwd", mutates_args=())
-def ssd_bwd(
+def _bwd_impl(
     dy: Tensor | None,
     dfinal_state: Tensor | None,
     x: Tensor,
@@ -464,6 +490,23 @@ def ssd_bwd(
     return dx, ddt, dA, dB, dC, dD, d_init
 
 
+@torch.library.custom_op(f"{_LIB}::ssd_bwd", mutates_args=())
+def ssd_bwd(
+    dy: Tensor | None,
+    dfinal_state: Tensor | None,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    states: Tensor,
+    out_start: int,
+    chunk_size: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _bwd_impl(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size)
+
+
 @ssd_bwd.register_fake
 def _ssd_bwd_fake(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size):
     batch, _, n_heads, head_dim = x.shape
@@ -498,13 +541,11 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, dy, dfinal_state, _dstates):
+def _gradients(ctx, dy, dfinal_state, bwd) -> tuple:
     x, dt, A, B, C, D, states = ctx.saved_tensors
     if not ctx.save_states:
         raise RuntimeError("zoo_triton_ssd::ssd_fwd ran with save_states=False; it cannot be differentiated")
-    dx, ddt, dA, dB, dC, dD, d_init = ssd_bwd(
-        dy, dfinal_state, x, dt, A, B, C, D, states, ctx.out_start, ctx.chunk_size
-    )
+    dx, ddt, dA, dB, dC, dD, d_init = bwd(dy, dfinal_state, x, dt, A, B, C, D, states, ctx.out_start, ctx.chunk_size)
     return (
         dx,
         ddt,
@@ -519,4 +560,50 @@ def _backward(ctx, dy, dfinal_state, _dstates):
     )
 
 
+def _backward(ctx, dy, dfinal_state, _dstates):
+    # the op, so that a compiled backward records it (opaque, with its fake kernel)
+    return _gradients(ctx, dy, dfinal_state, ssd_bwd)
+
+
 torch.library.register_autograd(f"{_LIB}::ssd_fwd", _backward, setup_context=_setup_context)
+
+
+class _EagerSSD(torch.autograd.Function):
+    """The ``ssd_fwd`` op and its autograd formula, without the custom-op machinery.
+
+    Same implementation (``_fwd_impl`` / ``_bwd_impl``) and the same saved tensors; what it
+    skips is host work: the dispatcher round trips and torch.library's Python autograd
+    wrapper, which on the H200 host left the GPU idle for 0.3-1.3 ms of a B=1 fwd+bwd step
+    (docs/benchmarks.md, 2026-11-29 12:36/12:44).
+    """
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states):
+        output = _fwd_impl(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)
+        _setup_context(ctx, (x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states), output)
+        ctx.mark_non_differentiable(output[2])
+        return output
+
+    @staticmethod
+    def backward(ctx, dy, dfinal_state, _dstates):
+        return _gradients(ctx, dy, dfinal_state, _bwd_impl)
+
+
+def scan(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    initial_state: Tensor | None,
+    out_start: int,
+    chunk_size: int,
+    save_states: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``ssd_fwd`` (arguments and outputs as the op's). Under torch.compile this is the
+    custom op, which dynamo keeps whole (fake and autograd registrations); eagerly it is
+    ``_EagerSSD``, the same kernels with less host work per call."""
+    if torch.compiler.is_compiling():
+        return ssd_fwd(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)
+    return _EagerSSD.apply(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)
