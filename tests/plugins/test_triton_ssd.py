@@ -362,6 +362,16 @@ def test_eager_calls_skip_the_custom_op_and_compiled_graphs_record_it(monkeypatc
     torch.autograd.grad(step(*args), args)
 
 
+def test_double_backward_is_refused_not_silently_wrong() -> None:
+    from zoo_plugins.triton_ssd import ssd
+
+    inputs = ssm_inputs(SSMCase(1, 20, 2, 8, 8, 1))
+    x, dt, A, B, C = (inputs[k].float().to(DEVICE).requires_grad_(True) for k in ("x", "dt", "A", "B", "C"))
+    (grad,) = torch.autograd.grad(ssd(x, dt, A, B, C, chunk_size=CHUNK).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+
+
 def test_rejects_bad_chunk_size_and_transpoint() -> None:
     with pytest.raises(ValueError):
         TritonSSM({"chunk_size": 48})

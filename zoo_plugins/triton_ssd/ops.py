@@ -585,6 +585,7 @@ class _EagerSSD(torch.autograd.Function):
         return output
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # like the op: no double backward
     def backward(ctx, dy, dfinal_state, _dstates):
         return _gradients(ctx, dy, dfinal_state, _bwd_impl)
 
