@@ -70,7 +70,10 @@ def ssd_step(
     B_h = _heads_from_groups(B.to(work)[:, None], n_heads)[:, 0]
     C_h = _heads_from_groups(C.to(work)[:, None], n_heads)[:, 0]
     state = recurrence_step(state, x_w, dt.to(work), A.to(work), B_h)
-    y = torch.einsum("bhpn,bhn->bhp", state, C_h)
+    # A broadcast product summed over N rather than an einsum: compiled, the read-out fuses
+    # into the state update's kernel instead of a separate batched GEMV (cuBLAS gemv, 2.8 us
+    # per layer in the H200 decode profile of 2026-11-29 12:13, re-reading the new state).
+    y = (state * C_h[:, :, None, :]).sum(-1)
     if D is not None:
         y = y + D.to(work)[:, None] * x_w
     return y.to(x.dtype), state
