@@ -53,7 +53,7 @@ case "$job" in
     step 330 ssd python3 benchmarks/gpu_ssd.py --out "$work/gpu_ssd.md"
     ;;
   quick)
-    step 120 quick python3 benchmarks/gpu_ssd.py --quick --skip-compiled --chunk-sizes 64 --out "$work/gpu_ssd_quick.md"
+    step "${QUICK_LIMIT:-200}" quick python3 benchmarks/gpu_ssd.py --quick --skip-compiled --chunk-sizes 64 --out "$work/gpu_ssd_quick.md"
     ;;
   breakdown)
     step 80 breakdown python3 benchmarks/gpu_ssd.py --breakdown --chunk-sizes 64
