@@ -362,6 +362,37 @@ def test_eager_calls_skip_the_custom_op_and_compiled_graphs_record_it(monkeypatc
     torch.autograd.grad(step(*args), args)
 
 
+@pytest.mark.parametrize("tracing_mode", ["fake", "symbolic"])
+def test_other_tracers_get_the_op(tracing_mode: str) -> None:
+    """make_fx (fake or symbolic shapes) traces ``ssd()`` to the op via its fake kernel,
+    never into the eager path's Triton launches."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from zoo_plugins.triton_ssd import ssd
+
+    inputs = ssm_inputs(SSMCase(1, 21, 2, 8, 8, 1))
+    args = [inputs[k].float().to(DEVICE) for k in ("x", "dt", "A", "B", "C")]
+    graph = make_fx(lambda *a: ssd(*a, chunk_size=CHUNK), tracing_mode=tracing_mode)(*args)
+    assert "zoo_triton_ssd.ssd_fwd" in graph.code
+
+
+def test_compiled_autograd_over_an_eager_forward() -> None:
+    """An eager forward (``_EagerSSD``) whose backward compiled autograd traces: the traced
+    backward calls the op, and the gradients equal the eager ones."""
+    from torch._dynamo import compiled_autograd
+
+    from zoo_plugins.triton_ssd import ssd
+
+    inputs = ssm_inputs(SSMCase(1, 20, 2, 8, 8, 1))
+    args = [inputs[k].float().to(DEVICE).requires_grad_(True) for k in ("x", "dt", "A", "B", "C")]
+    expected = torch.autograd.grad(ssd(*args, chunk_size=CHUNK).square().sum(), args)
+    loss = ssd(*args, chunk_size=CHUNK).square().sum()
+    with compiled_autograd._enable(lambda gm: torch.compile(gm, backend="aot_eager", fullgraph=True)):
+        loss.backward()
+    for arg, e in zip(args, expected, strict=True):
+        assert rel_err(arg.grad, e) <= tolerance(torch.float32)
+
+
 def test_double_backward_is_refused_not_silently_wrong() -> None:
     from zoo_plugins.triton_ssd import ssd
 

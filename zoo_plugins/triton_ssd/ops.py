@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 import torch
@@ -201,8 +203,8 @@ class _Walk(NamedTuple):
 
     n_segments: int
     shape: tuple  # sizes the walking kernels take: T, H, G, R, P, N, nc, chunks per segment
-    meta: dict  # constexprs of every kernel: Q, BP, BN, PREC, DOT_F32
-    launch: dict  # num_warps / num_stages (/ maxnreg) of the walking kernels
+    meta: Mapping  # constexprs of every kernel: Q, BP, BN, PREC, DOT_F32
+    launch: Mapping  # num_warps / num_stages (/ maxnreg) of the walking kernels
 
     @property
     def per_segment(self) -> int:
@@ -230,7 +232,7 @@ def _walk(x: Tensor, n_groups: int, state_dim: int, chunk_size: int, n_chunks: i
     # The plan depends on sizes, dtype, device and the knobs only: worked out once per
     # combination (host time counts at B=1, where the GPU waits on it; benchmarks/host_overhead.py).
     return _plan(tuple(x.shape), x.dtype, x.device, n_groups, state_dim, chunk_size, n_chunks,
-                 tuple(TUNING.values()), _interpreting())
+                 tuple(sorted(TUNING.items())), _interpreting())
 
 
 @functools.lru_cache(maxsize=256)
@@ -245,11 +247,12 @@ def _plan(shape: tuple, dtype: torch.dtype, device: torch.device, n_groups: int,
         PREC=_dot_precision(dtype),
         DOT_F32=interpreting,
     )
-    return _Walk(
+    launch = _launch(int(TUNING["warps"] or _num_warps(chunk_size)), _stages(dtype), TUNING["maxnreg"])
+    return _Walk(  # read-only views: every call of this shape shares the plan
         n_segments=n_segments,
         shape=(seq_len, n_heads, n_groups, n_heads // n_groups, head_dim, state_dim, n_chunks, per_segment),
-        meta=meta,
-        launch=_launch(int(TUNING["warps"] or _num_warps(chunk_size)), _stages(dtype), TUNING["maxnreg"]),
+        meta=MappingProxyType(meta),
+        launch=MappingProxyType(launch),
     )
 
 
@@ -587,7 +590,8 @@ class _EagerSSD(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable  # like the op: no double backward
     def backward(ctx, dy, dfinal_state, _dstates):
-        return _gradients(ctx, dy, dfinal_state, _bwd_impl)
+        # compiled autograd traces this backward: it must see the op, not the kernels
+        return _gradients(ctx, dy, dfinal_state, ssd_bwd if torch.compiler.is_compiling() else _bwd_impl)
 
 
 def scan(
@@ -605,6 +609,15 @@ def scan(
     """``ssd_fwd`` (arguments and outputs as the op's). Under torch.compile this is the
     custom op, which dynamo keeps whole (fake and autograd registrations); eagerly it is
     ``_EagerSSD``, the same kernels with less host work per call."""
-    if torch.compiler.is_compiling():
-        return ssd_fwd(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)
-    return _EagerSSD.apply(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)
+    if _eager(x):
+        return _EagerSSD.apply(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)
+    return ssd_fwd(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)
+
+
+def _eager(x: Tensor) -> bool:
+    """True for a plain eager call: not under torch.compile, and no tracer involved (a
+    tensor subclass such as FakeTensor, or a dispatch mode such as make_fx's), which
+    need the op's fake kernel instead of the Triton launches."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return not torch.compiler.is_compiling() and type(x) is Tensor and _get_current_dispatch_mode() is None
