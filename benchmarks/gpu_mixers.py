@@ -115,7 +115,10 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="time each mixer eager and under torch.compile (a second row per mixer)")
     parser.add_argument("--tuning", default="", help="Triton SSD launch knobs, e.g. chunk_warps=4,stages=2")
+    parser.add_argument("--no-eager", action="store_true", help="with --compile: time the compiled mixers only")
     args = parser.parse_args()
+    if args.no_eager and not args.compile:
+        parser.error("--no-eager needs --compile (nothing would be timed)")
     from zoo_plugins.triton_ssd import ops
 
     ops.set_tuning(**ops.parse_tuning(args.tuning))
@@ -134,36 +137,46 @@ def main() -> None:
     }
     hidden = torch.randn(1, T, 1536, device="cuda", dtype=torch.bfloat16)
     rows = []
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    def report() -> str:
+        """The table so far, rewritten after every row, so a run cut by its time limit keeps it."""
+        lines = [f"Mixer comparison, B=1, T={T}, d_model 1536, bf16; {stamp}; {torch.cuda.get_device_name()}; "
+                 f"torch {torch.__version__}; parity rel err {err:.1e}; Triton SSD TUNING {ops.TUNING}",
+                 "", "| mixer | fwd ms | fwd+bwd ms | note |", "|---|---|---|---|"]
+        for name, fwd, fb, note in rows:
+            lines.append(f"| {name} | {fwd and f'{fwd:.3f}' or '-'} | {fb and f'{fb:.3f}' or '-'} | {note} |")
+        text = "\n".join(lines)
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+        return text
+
+    def add(row) -> None:
+        rows.append(row)
+        print(row, flush=True)
+        report()
+
     for name, (spec, transpoint) in mixers.items():
         try:
             mixer = build_mixer(spec)
-            fwd, fwd_bwd = time_mixer(mixer, hidden, transpoint)
-            rows.append((name, fwd, fwd_bwd, "eager"))
+            if not args.no_eager:
+                fwd, fwd_bwd = time_mixer(mixer, hidden, transpoint)
+                add((name, fwd, fwd_bwd, "eager"))
         except Exception as exc:  # a peer that cannot run here is reported, not hidden
-            rows.append((name, None, None, f"{type(exc).__name__}: {str(exc)[:120]}"))
-        print(rows[-1], flush=True)
-        if args.profile and rows[-1][1] is not None:
+            add((name, None, None, f"{type(exc).__name__}: {str(exc)[:120]}"))
+            continue
+        if args.profile and not args.no_eager:
             show_profile(name, mixer, hidden, transpoint)
-        if args.compile and rows[-1][1] is not None:
+        if args.compile:
             try:
                 call = compiled(mixer, name)
                 fwd, fwd_bwd = time_mixer(mixer, hidden, transpoint, call)
-                rows.append((f"{name}, compiled", fwd, fwd_bwd, "torch.compile"))
+                add((f"{name}, compiled", fwd, fwd_bwd, "torch.compile"))
             except Exception as exc:
-                rows.append((f"{name}, compiled", None, None, f"{type(exc).__name__}: {str(exc)[:120]}"))
-            print(rows[-1], flush=True)
+                add((f"{name}, compiled", None, None, f"{type(exc).__name__}: {str(exc)[:120]}"))
             if args.profile and rows[-1][1] is not None:
                 show_profile(f"{name}, compiled", call, hidden, transpoint)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"Mixer comparison, B=1, T={T}, d_model 1536, bf16; {stamp}; {torch.cuda.get_device_name()}; "
-             f"torch {torch.__version__}; parity rel err {err:.1e}; Triton SSD TUNING {ops.TUNING}",
-             "", "| mixer | fwd ms | fwd+bwd ms | note |", "|---|---|---|---|"]
-    for name, fwd, fb, note in rows:
-        lines.append(f"| {name} | {fwd and f'{fwd:.3f}' or '-'} | {fb and f'{fb:.3f}' or '-'} | {note} |")
-    text = "\n".join(lines)
-    print(text)
-    with open(args.out, "w") as f:
-        f.write(text + "\n")
+    print(report())
     print(json.dumps({n: [f, b] for n, f, b, _ in rows}))
 
 

@@ -11,7 +11,7 @@
 #   bash benchmarks/gpu_session.sh train     # issue 5: the small presets compiled at T=2048 and 8192
 #   bash benchmarks/gpu_session.sh autotune  # issue 4: decode at 32K, batch 1, compiled with max-autotune
 #   bash benchmarks/gpu_session.sh test      # the Triton and mamba_ssm plugin tests on the GPU
-#   bash benchmarks/gpu_session.sh mixers-compiled  # the mixers, eager and compiled, no profiles (shorter)
+#   bash benchmarks/gpu_session.sh mixers-compiled  # the mixers compiled only, no profiles (shorter)
 #
 # Several jobs in one call run one after the other (``gpu_session.sh ssd autotune``), one
 # tarball each.
@@ -59,7 +59,7 @@ case "$job" in
     step 80 breakdown python3 benchmarks/gpu_ssd.py --breakdown --chunk-sizes 64
     ;;
   mixers-compiled)
-    step "${MIXERS_LIMIT:-210}" mixers python3 benchmarks/gpu_mixers.py --seq-len 8192 --compile --out "$work/gpu_mixers.md"
+    step "${MIXERS_LIMIT:-210}" mixers python3 benchmarks/gpu_mixers.py --seq-len 8192 --compile --no-eager --out "$work/gpu_mixers.md"
     ;;
   sweep)
     step 200 sweep python3 benchmarks/gpu_ssd.py --no-peers --quick --sweep --out "$work/sweep.md"
