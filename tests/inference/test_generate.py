@@ -103,6 +103,24 @@ def test_cli_generate_and_bench_decode(capsys):
     assert "mamba2-tiny" in out and "tokens/s" in out
 
 
+def test_decode_modes_agree_between_cli_and_library():
+    """``zoo bench-decode --mode`` offers exactly the modes ``make_step`` knows (the CLI keeps
+    its own list so that ``zoo --help`` does not import torch), and an unknown mode is a
+    clear error naming them."""
+    import argparse
+
+    from zoo.cli import bench_decode
+    from zoo.inference.bench import MODES, make_step
+
+    parser = argparse.ArgumentParser()
+    bench_decode.register(parser.add_subparsers())
+    choices = next(a for a in parser._subparsers._group_actions[0].choices["bench-decode"]._actions
+                   if a.dest == "mode").choices
+    assert list(choices) == list(MODES)
+    with pytest.raises(ValueError, match="max-autotune"):
+        make_step(None, None, "fastest")
+
+
 def test_full_cache_is_a_clear_error(model):
     cache = model.allocate_cache(1, 4)
     with torch.no_grad():
