@@ -107,13 +107,14 @@ def test_backward_gets_no_zero_filled_gradients(monkeypatch, use: str, path: str
     from zoo_plugins.triton_ssd import ops
 
     seen = []
-    real_bwd = ops._bwd_impl
+    backward = "_bwd_impl" if path == "eager" else "ssd_bwd"  # what each path's backward calls
+    real_bwd = getattr(ops, backward)
 
     def spy(dy, dfinal_state, *rest):
         seen.append((dy is None, dfinal_state is None))
         return real_bwd(dy, dfinal_state, *rest)
 
-    monkeypatch.setattr(ops, "_bwd_impl", spy)
+    monkeypatch.setattr(ops, backward, spy)
     inputs = ssm_inputs(SSMCase(1, 37, 4, 8, 16, 2), seed=1)
     names = ("x", "dt", "A", "B", "C", "D", "initial_state")
     mine = {k: inputs[k].to(DEVICE, torch.float32).requires_grad_(True) for k in names}

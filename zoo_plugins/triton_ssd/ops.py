@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 _LIB = "zoo_triton_ssd"
 
@@ -350,20 +351,9 @@ def _fwd_impl(
     return y, final_state, states
 
 
-@torch.library.custom_op(f"{_LIB}::ssd_fwd", mutates_args=())
-def ssd_fwd(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    initial_state: Tensor | None,
-    out_start: int,
-    chunk_size: int,
-    save_states: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    return _fwd_impl(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)
+# The ops are the implementations themselves (schema from their signatures): the graph
+# records them under torch.compile; eager calls go through ``_EagerSSD`` (see ``scan``).
+ssd_fwd = torch.library.custom_op(f"{_LIB}::ssd_fwd", mutates_args=())(_fwd_impl)
 
 
 @ssd_fwd.register_fake
@@ -493,21 +483,7 @@ def _bwd_impl(
     return dx, ddt, dA, dB, dC, dD, d_init
 
 
-@torch.library.custom_op(f"{_LIB}::ssd_bwd", mutates_args=())
-def ssd_bwd(
-    dy: Tensor | None,
-    dfinal_state: Tensor | None,
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    states: Tensor,
-    out_start: int,
-    chunk_size: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _bwd_impl(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size)
+ssd_bwd = torch.library.custom_op(f"{_LIB}::ssd_bwd", mutates_args=())(_bwd_impl)
 
 
 @ssd_bwd.register_fake
@@ -618,6 +594,4 @@ def _eager(x: Tensor) -> bool:
     """True for a plain eager call: not under torch.compile, and no tracer involved (a
     tensor subclass such as FakeTensor, or a dispatch mode such as make_fx's), which
     need the op's fake kernel instead of the Triton launches."""
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
     return not torch.compiler.is_compiling() and type(x) is Tensor and _get_current_dispatch_mode() is None
