@@ -68,7 +68,7 @@ def time_mixer(mixer, hidden: torch.Tensor, transpoint: int | None, call=None) -
     return fwd, fwd_bwd
 
 
-def profile_mixer(mixer, hidden: torch.Tensor, transpoint: int | None, rows: int = 14) -> str:
+def profile_mixer(mixer, hidden: torch.Tensor, transpoint: int | None, rows: int = 24) -> str:
     """Device time per kernel of one forward+backward (after a warm-up), torch.profiler."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -116,6 +116,8 @@ def main() -> None:
                         help="time each mixer eager and under torch.compile (a second row per mixer)")
     parser.add_argument("--tuning", default="", help="Triton SSD launch knobs, e.g. chunk_warps=4,stages=2")
     parser.add_argument("--no-eager", action="store_true", help="with --compile: time the compiled mixers only")
+    parser.add_argument("--only", default="",
+                        help="comma-separated substrings: time only the mixers whose name contains one of them")
     args = parser.parse_args()
     if args.no_eager and not args.compile:
         parser.error("--no-eager needs --compile (nothing would be timed)")
@@ -134,7 +136,20 @@ def main() -> None:
         "transformer (sdpa, 16 heads)": ({"name": "attention", "params": {"n_heads": 16}}, None),
         "mamba2 (mamba_ssm kernels)": ({"name": "mamba2", "params": SSD, "ssm": {"name": "mamba_ssm"}}, None),
         "mamba2 (triton kernels)": ({"name": "mamba2", "params": SSD, "ssm": {"name": "triton"}}, None),
+        f"transmamba P={args.transpoint} (sdpa fold_slices + triton)": (
+            {"name": "transmamba", "params": SSD, "attention": {"name": "sdpa", "params": {"grouping": "fold_slices"}},
+             "ssm": {"name": "triton"}, "converter": {"name": "triton"}}, args.transpoint),
+        f"transmamba P={args.transpoint} (flex + triton)": (
+            {"name": "transmamba", "params": SSD, "attention": {"name": "flex"}, "ssm": {"name": "triton"},
+             "converter": {"name": "triton"}}, args.transpoint),
     }
+    wanted = [part.strip() for part in args.only.split(",") if part.strip()]
+    if wanted:
+        mixers = {name: entry for name, entry in mixers.items() if any(part in name for part in wanted)}
+        if not mixers:
+            parser.error(f"--only {args.only!r} matches no mixer")
+    else:  # the attention variants are timed only when asked for
+        mixers = {name: entry for name, entry in mixers.items() if not any(v in name for v in ("flex", "fold_slices"))}
     hidden = torch.randn(1, T, 1536, device="cuda", dtype=torch.bfloat16)
     rows = []
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

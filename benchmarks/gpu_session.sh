@@ -12,6 +12,10 @@
 #   bash benchmarks/gpu_session.sh autotune  # issue 4: decode at 32K, batch 1, compiled with max-autotune
 #   bash benchmarks/gpu_session.sh test      # the Triton and mamba_ssm plugin tests on the GPU
 #   bash benchmarks/gpu_session.sh mixers-compiled  # the mixers compiled only, no profiles (shorter)
+#   bash benchmarks/gpu_session.sh mixers-profile   # compiled transmamba / mamba2 (ours) / transformer, profiled
+#   bash benchmarks/gpu_session.sh regsweep         # issue 6: register caps / programs per SM at chunk 32 and 64
+#   bash benchmarks/gpu_session.sh micro            # issue 6: prefix-attention groupings, rotary table vs inline
+#   bash benchmarks/gpu_session.sh chunks           # issue 6: our SSD at chunk 32 and 64, every shape, no peers
 #
 # Several jobs in one call run one after the other (``gpu_session.sh ssd autotune``), one
 # tarball each.
@@ -60,6 +64,22 @@ case "$job" in
     ;;
   mixers-compiled)
     step "${MIXERS_LIMIT:-210}" mixers python3 benchmarks/gpu_mixers.py --seq-len 8192 --compile --no-eager --out "$work/gpu_mixers.md"
+    ;;
+  mixers-profile)
+    step "${MIXERS_LIMIT:-300}" mixers python3 benchmarks/gpu_mixers.py --seq-len 8192 --compile --no-eager --profile \
+      --only "${MIXERS_ONLY:-transmamba,triton kernels,transformer}" --out "$work/gpu_mixers.md"
+    ;;
+  regsweep)
+    step 170 sweep32 python3 benchmarks/gpu_ssd.py --no-peers --quick --sweep --chunk-sizes 32 --sweep-chunk 32 \
+      --sweep-configs "${SWEEP32:-;maxnreg=168,programs_per_sm=6;programs_per_sm=8;warps=8}" --out "$work/sweep32.md"
+    step 110 sweep64 python3 benchmarks/gpu_ssd.py --no-peers --quick --sweep --chunk-sizes 64 --sweep-chunk 64 \
+      --sweep-configs "${SWEEP64:-;programs_per_sm=8}" --out "$work/sweep64.md"
+    ;;
+  micro)
+    step 200 micro python3 benchmarks/gpu_micro.py --out "$work/gpu_micro.md"
+    ;;
+  chunks)
+    step 200 chunks python3 benchmarks/gpu_ssd.py --no-peers --chunk-sizes 32,64 --out "$work/gpu_ssd_chunks.md"
     ;;
   sweep)
     step 200 sweep python3 benchmarks/gpu_ssd.py --no-peers --quick --sweep --out "$work/sweep.md"

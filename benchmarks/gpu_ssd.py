@@ -341,8 +341,8 @@ SWEEP_CONFIGS: list[dict[str, int]] = [
 ]
 
 
-def sweep(report: list[str], configs: list[dict[str, int]]) -> dict[str, int] | None:
-    """Our Triton SSD (chunk 64) under each launch configuration: checked against the
+def sweep(report: list[str], configs: list[dict[str, int]], chunk: int = 64) -> dict[str, int] | None:
+    """Our Triton SSD (chunk ``chunk``) under each launch configuration: checked against the
     default configuration (y and every gradient, bf16), then timed at three shapes. Returns
     the configuration with the smallest geometric-mean time over the six cells among those
     that match the default (rel. error < 1e-2), or None when none beats the default."""
@@ -356,11 +356,11 @@ def sweep(report: list[str], configs: list[dict[str, int]]) -> dict[str, int] | 
     dy = torch.randn_like(t["x"])
 
     def run() -> list[torch.Tensor]:
-        y = ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"], chunk_size=64)
+        y = ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"], chunk_size=chunk)
         return [y, *torch.autograd.grad((y.float() * dy.float()).sum(), list(t.values()))]
 
     reference = run()
-    report += ["", "### Launch-configuration sweep of our Triton SSD (chunk 64), ms (median)", ""]
+    report += ["", f"### Launch-configuration sweep of our Triton SSD (chunk {chunk}), ms (median)", ""]
     header = "| TUNING overrides | max rel err vs default | "
     header += " | ".join(f"B{b} T{s} fwd | B{b} T{s} fwd+bwd" for b, s in SWEEP_SHAPES) + " | geomean vs default |"
     report += [header, "|" + "---|" * (3 + 2 * len(SWEEP_SHAPES))]
@@ -373,7 +373,7 @@ def sweep(report: list[str], configs: list[dict[str, int]]) -> dict[str, int] | 
             error = max(rel_err(a, b) for a, b in zip(run(), reference, strict=True))
             times = []
             for batch, seq_len in SWEEP_SHAPES:
-                times += list(time_backend(functools.partial(ssd, chunk_size=64), batch, seq_len))
+                times += list(time_backend(functools.partial(ssd, chunk_size=chunk), batch, seq_len))
         except Exception as exc:  # a failing configuration is reported, the sweep goes on
             traceback.print_exc()
             error, times = float("nan"), []
@@ -417,6 +417,13 @@ def main() -> None:
         "--sweep",
         action="store_true",
         help="time ours under each launch configuration (chunk 64), then exit unless --then-full",
+    )
+    parser.add_argument("--sweep-chunk", type=int, default=64, help="chunk size of --sweep")
+    parser.add_argument(
+        "--sweep-configs",
+        default="",
+        help="--sweep's configurations instead of the built-in list: ';'-separated TUNING overrides, "
+        "the first of them the baseline, e.g. ';maxnreg=168;maxnreg=168,programs_per_sm=6'",
     )
     parser.add_argument("--no-peers", action="store_true", help="only our Triton SSD (no mamba_ssm, no torch)")
     parser.add_argument(
@@ -477,7 +484,8 @@ def main() -> None:
     Path(args.out).write_text("\n".join(report) + "\n")
     print("\n".join(report), flush=True)
     if args.sweep:
-        best = sweep(report, SWEEP_CONFIGS)
+        configs = [ops.parse_tuning(c) for c in args.sweep_configs.split(";")] if args.sweep_configs else SWEEP_CONFIGS
+        best = sweep(report, configs, args.sweep_chunk)
         report.append(f"\n- best configuration (geometric mean, matching the default): {best or '(defaults)'}")
         # for a later command of the same job (gpu_mixers.py --tuning "$(cat OUT.tuning)")
         chosen = ops.parse_tuning(args.tuning) | (best or {})  # --tuning's knobs stay

@@ -15,7 +15,7 @@ from zoo.ops.attention import (
     sdpa_grouped_attention,
 )
 from zoo.ops.attention.flex import flex_function
-from zoo.ops.attention.sdpa import resolve_grouping
+from zoo.ops.attention.sdpa import resolve_grouping, slice_heads
 from zoo.testing import ATTENTION_CASES, AttentionCase, attention_inputs, rel_err
 
 
@@ -47,11 +47,23 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "sdpa-fold_values": partial(sdpa_grouped_attention, grouping="fold_values"),
     "flex-eager-expand": partial(flex_grouped_attention, grouping="expand"),
     "flex-eager-fold_values": partial(flex_grouped_attention, grouping="fold_values"),
+    "sdpa-fold_slices": partial(sdpa_grouped_attention, grouping="fold_slices"),
+    "flex-eager-fold_slices": partial(flex_grouped_attention, grouping="fold_slices"),
 }
 FORWARD_ONLY = {
     "flex-eager-expand",
     "flex-eager-fold_values",
+    "flex-eager-fold_slices",
 }  # no Flex backward on CPU
+# fold_slices needs qk_dim a multiple of head_dim and R a multiple of their ratio; this
+# case has two slices of two value heads per group (the others have one slice, or none).
+SLICED_CASE = AttentionCase(2, 11, 11, 2, 8, 16, 8)
+
+
+def _applies(name: str, case: AttentionCase) -> bool:
+    return "fold_slices" not in name or bool(
+        slice_heads(case.n_groups, case.n_heads, case.qk_dim, case.head_dim)
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -77,9 +89,13 @@ def test_reference_matches_per_head_loop(case: AttentionCase) -> None:
     )
 
 
-@pytest.mark.parametrize("case", ATTENTION_CASES, ids=[c.id for c in ATTENTION_CASES])
+@pytest.mark.parametrize(
+    "case", [*ATTENTION_CASES, SLICED_CASE], ids=[c.id for c in (*ATTENTION_CASES, SLICED_CASE)]
+)
 @pytest.mark.parametrize("name", list(IMPLEMENTATIONS))
 def test_implementation_matches_reference(name: str, case: AttentionCase) -> None:
+    if not _applies(name, case):
+        pytest.skip("fold_slices does not apply to this shape (test_fold_slices_layout_and_rejected_shapes)")
     grads = name not in FORWARD_ONLY
     raw = attention_inputs(case)
     ref = {k: t.clone().requires_grad_() for k, t in raw.items()}
@@ -124,11 +140,36 @@ def test_causal_with_more_queries_than_keys_is_rejected() -> None:
             fn(q, k, v, scale=1.0)
 
 
+def test_fold_slices_layout_and_rejected_shapes() -> None:
+    assert slice_heads(2, 8, qk_dim=16, head_dim=8) == 2  # 4 heads per group -> 2 slices of 2
+    assert slice_heads(8, 48, qk_dim=128, head_dim=64) == 2  # the 400m shape: 3 slices of 2
+    assert slice_heads(2, 4, qk_dim=8, head_dim=16) == 0  # q/k narrower than a value head
+    assert slice_heads(2, 6, qk_dim=64, head_dim=16) == 0  # 3 heads per group, slices of 4
+    q, k, v = attention_inputs(AttentionCase(1, 5, 5, 4, 4, 8, 16)).values()
+    for fn in (sdpa_grouped_attention, flex_grouped_attention):
+        with pytest.raises(ValueError, match="fold_slices.*use grouping='expand'"):
+            fn(q, k, v, scale=1.0, grouping="fold_slices")
+
+
+def test_sdpa_backend_refuses_fold_slices_where_it_cannot_apply() -> None:
+    from zoo.backends.attention import SdpaAttention
+
+    backend = SdpaAttention({"grouping": "fold_slices"})
+    ok, _ = backend.supports(device=torch.device("cpu"), dtype=torch.float32,
+                             n_groups=8, n_heads=48, state_dim=128, head_dim=64)
+    assert ok
+    ok, reason = backend.supports(device=torch.device("cpu"), dtype=torch.float32,
+                                  n_groups=2, n_heads=4, state_dim=8, head_dim=16)
+    assert not ok and "fold_slices" in reason and "head_dim" in reason
+
+
 def test_auto_grouping() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_grouping("auto", cpu, 2, 8, qk_dim=128, head_dim=64) == "fold_values"
     assert resolve_grouping("auto", cpu, 2, 8, qk_dim=32, head_dim=32) == "expand"
-    assert resolve_grouping("auto", cuda, 2, 8, qk_dim=128, head_dim=64) == "expand"
+    assert resolve_grouping("auto", cuda, 2, 8, qk_dim=128, head_dim=64) == "fold_slices"
+    assert resolve_grouping("auto", cuda, 2, 8, qk_dim=64, head_dim=64) == "expand"  # slices of one head
+    assert resolve_grouping("auto", cuda, 2, 6, qk_dim=64, head_dim=16) == "expand"  # does not apply
     assert resolve_grouping("auto", cuda, 8, 8) == "fold_values"
     assert resolve_grouping("expand", cpu, 2, 8) == "expand"
 

@@ -363,6 +363,50 @@ def test_eager_calls_skip_the_custom_op_and_compiled_graphs_record_it(monkeypatc
     torch.autograd.grad(step(*args), args)
 
 
+def test_sliced_inputs_as_a_mixer_passes_them() -> None:
+    """x, B and C sliced from one [B, T, channels] tensor (a mixer's conv output): same
+    outputs and gradients as contiguous copies, eagerly and compiled. Compiled, the copies
+    are made in the graph, before the op (where inductor fuses them into the producer)."""
+    from zoo_plugins.triton_ssd import ssd
+
+    case = SSMCase(1, 21, 2, 8, 8, 1)
+    inputs = ssm_inputs(case)
+    x, B, C = (inputs[k].float().to(DEVICE) for k in ("x", "B", "C"))
+    dt, A = inputs["dt"].float().to(DEVICE), inputs["A"].float().to(DEVICE)
+    packed = torch.cat([x.flatten(2), B.flatten(2), C.flatten(2)], dim=-1).requires_grad_(True)
+
+    def step(packed, dt, A):
+        xs, Bs, Cs = torch.split(packed, [x[0, 0].numel(), B[0, 0].numel(), C[0, 0].numel()], dim=-1)
+        y = ssd(xs.unflatten(-1, x.shape[2:]), dt, A, Bs.unflatten(-1, B.shape[2:]), Cs.unflatten(-1, C.shape[2:]),
+                chunk_size=CHUNK)
+        return y.square().sum()
+
+    contiguous = [t.clone().requires_grad_(True) for t in (x, B, C)]
+    ref = ssd(contiguous[0], dt, A, contiguous[1], contiguous[2], chunk_size=CHUNK).square().sum()
+    ref_grad = torch.cat([g.flatten(2) for g in torch.autograd.grad(ref, contiguous)], dim=-1)
+    graphs = []
+
+    def record(gm, example_inputs):
+        from functorch.compile import make_boxed_func
+
+        graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    from torch._functorch.aot_autograd import aot_module_simplified
+
+    def backend(gm, example_inputs):
+        return aot_module_simplified(gm, example_inputs, fw_compiler=record, bw_compiler=record)
+
+    for fn in (step, torch.compile(step, fullgraph=True, backend=backend)):
+        loss = fn(packed, dt, A)
+        (grad,) = torch.autograd.grad(loss, packed)
+        assert rel_err(loss, ref) <= tolerance(torch.float32)
+        assert rel_err(grad, ref_grad) <= tolerance(torch.float32)
+    (op_node,) = [n for n in graphs[0].graph.nodes if "ssd_fwd" in str(n.target)]
+    for arg in op_node.args[:5]:  # x, dt, A, B, C as the op receives them
+        assert arg.meta["val"].is_contiguous(), arg
+
+
 @pytest.mark.parametrize("tracing_mode", ["fake", "symbolic"])
 def test_other_tracers_get_the_op(tracing_mode: str) -> None:
     """make_fx (fake or symbolic shapes) traces ``ssd()`` to the op via its fake kernel,

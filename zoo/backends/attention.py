@@ -22,7 +22,7 @@ from zoo.ops.attention.flex import (
     flex_unavailable_reason,
 )
 from zoo.ops.attention.reference import grouped_attention
-from zoo.ops.attention.sdpa import Grouping, resolve_grouping, sdpa_grouped_attention
+from zoo.ops.attention.sdpa import Grouping, resolve_grouping, sdpa_grouped_attention, slice_heads
 from zoo.registry import ATTENTION
 
 
@@ -51,7 +51,8 @@ class GroupingParams(BackendParams):
     grouping: Grouping = Field(
         "auto",
         description="how G q/k groups meet H value heads: 'fold_values' (one softmax per group, "
-        "values side by side), 'expand' (q, k copied to H heads, fused kernels), 'auto' "
+        "values side by side), 'expand' (q, k copied to H heads, fused kernels), 'fold_slices' "
+        "(sdpa only: values cut into slices as wide as q/k, fused kernels), 'auto' "
         "(see zoo.ops.attention.sdpa)",
     )
 
@@ -73,7 +74,15 @@ class SdpaAttention(AttentionBackend):
     def supports(
         self, *, device: torch.device, dtype: torch.dtype, **shapes: int
     ) -> tuple[bool, str]:
-        return check_float_and_groups(dtype, shapes)
+        ok, reason = check_float_and_groups(dtype, shapes)
+        if ok and self.grouping == "fold_slices":
+            dims = [shapes.get(k) for k in ("n_groups", "n_heads", "state_dim", "head_dim")]
+            if None not in dims and not slice_heads(*dims):
+                return False, (
+                    f"grouping 'fold_slices' needs state_dim ({dims[2]}) to be a multiple of head_dim "
+                    f"({dims[3]}) and the heads per group a multiple of their ratio; use 'expand' or 'auto'"
+                )
+        return ok, reason
 
     def __call__(
         self,

@@ -23,6 +23,32 @@ def rotary_angles(
     return positions.to(torch.float32)[..., None] * inv_freq
 
 
+def _cos_sin(positions: torch.Tensor, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = rotary_angles(positions, dim, theta)
+    return torch.cos(angles), torch.sin(angles)
+
+
+# Under torch.compile the table is an opaque op so that it is computed once, [T, D/2]. As
+# plain ops, inductor fuses cos, sin and the pow of the frequencies into the kernel that
+# rotates q or k and computes them again for every head and element: on the H200 that made
+# the transformer mixer's four rotary kernels (q, k, forward and backward) take 0.78 ms of
+# its 3.3 ms fwd+bwd at T=8192 (16 heads; docs/benchmarks.md, 2026-11-29 14:10).
+_cos_sin_op = torch.library.custom_op("zoo::rotary_cos_sin", mutates_args=())(_cos_sin)
+
+
+@_cos_sin_op.register_fake
+def _(positions: torch.Tensor, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (*positions.shape, dim // 2)
+    return positions.new_empty(shape, dtype=torch.float32), positions.new_empty(shape, dtype=torch.float32)
+
+
+def rotary_cos_sin(positions: torch.Tensor, dim: int, theta: float = 1e4) -> tuple[torch.Tensor, torch.Tensor]:
+    """positions [T] or [B,T] -> (cos, sin) of the angles, [..., T, D/2] fp32 each."""
+    if torch.compiler.is_compiling():
+        return _cos_sin_op(positions, dim, theta)
+    return _cos_sin(positions, dim, theta)  # eager: no op dispatch (a decode step calls this per layer)
+
+
 def rotary(
     x: torch.Tensor, positions: torch.Tensor, theta: float = 1e4
 ) -> torch.Tensor:
@@ -34,9 +60,11 @@ def rotary(
         raise ValueError(
             f"positions must be [T] or [B, T], got shape {list(positions.shape)}"
         )
-    angles = rotary_angles(positions, dim, theta)
-    angles = angles[None, :, None, :] if positions.dim() == 1 else angles[:, :, None, :]
-    cos, sin = torch.cos(angles), torch.sin(angles)
+    cos, sin = rotary_cos_sin(positions, dim, theta)
+    if positions.dim() == 1:
+        cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    else:
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     work = torch.promote_types(x.dtype, torch.float32)
     first, second = x.to(work).chunk(2, dim=-1)
     rotated = torch.cat(

@@ -522,6 +522,8 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _gradients(ctx, dy, dfinal_state, bwd) -> tuple:
     x, dt, A, B, C, D, states = ctx.saved_tensors
+    if dy is not None:
+        dy = dy.contiguous()  # traced under torch.compile: fused into dy's producer (see scan)
     if not ctx.save_states:
         raise RuntimeError("zoo_triton_ssd::ssd_fwd ran with save_states=False; it cannot be differentiated")
     dx, ddt, dA, dB, dC, dD, d_init = bwd(dy, dfinal_state, x, dt, A, B, C, D, states, ctx.out_start, ctx.chunk_size)
@@ -584,7 +586,15 @@ def scan(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``ssd_fwd`` (arguments and outputs as the op's). Under torch.compile this is the
     custom op, which dynamo keeps whole (fake and autograd registrations); eagerly it is
-    ``_EagerSSD``, the same kernels with less host work per call."""
+    ``_EagerSSD``, the same kernels with less host work per call.
+
+    The kernels read contiguous tensors. In a mixer, x, B and C are slices of one conv
+    output; made contiguous here, outside the op, a compiled graph writes them from the
+    conv's own kernel instead of copying them inside the op (forward and again in the
+    backward, from the saved slices: six strided copies, 0.21 ms of a 4.1 ms transmamba
+    fwd+bwd at T=8192 on the H200, docs/benchmarks.md 2026-11-29 14:10).
+    """
+    x, dt, A, B, C = (v.contiguous() for v in (x, dt, A, B, C))
     if _eager(x):
         return _EagerSSD.apply(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)
     return ssd_fwd(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states)

@@ -3,7 +3,7 @@
 Shape legend as in :mod:`zoo.ops.attention.reference`. The causal mask is a block mask
 built from a bottom-right aligned ``mask_mod``, so T < S (decode, chunked prefill) needs
 no special case. Groups map onto value heads as in :mod:`zoo.ops.attention.sdpa`
-(``fold_values`` or ``expand``).
+(``fold_values``, ``expand`` or ``fold_slices``).
 
 FlexAttention is only fused under torch.compile; called eagerly PyTorch runs an unfused
 implementation (and warns). :func:`flex_function` (``compiled=True``) wraps it in
@@ -19,7 +19,7 @@ import torch
 from einops import rearrange
 
 from zoo.ops.attention.reference import check_shapes
-from zoo.ops.attention.sdpa import Grouping, resolve_grouping
+from zoo.ops.attention.sdpa import Grouping, fold_slices, resolve_grouping
 
 
 def flex_unavailable_reason() -> str:
@@ -90,6 +90,10 @@ def flex_grouped_attention(
         key = rearrange(k, "b s g n -> b g s n").repeat_interleave(repeats, dim=1)
         out = flex(query, key, v.transpose(1, 2), block_mask=block_mask, scale=scale)
         return out.transpose(1, 2)
+    if mode == "fold_slices":
+        query, key, values = fold_slices(q, k, v)
+        out = flex(query, key, values, block_mask=block_mask, scale=scale)
+        return rearrange(out, "b a t (j p) -> b t (a j) p", p=head_dim)
     raise ValueError(
-        f"unknown grouping {grouping!r}; expected 'auto', 'expand' or 'fold_values'"
+        f"unknown grouping {grouping!r}; expected 'auto', 'expand', 'fold_values' or 'fold_slices'"
     )

@@ -9,13 +9,21 @@ way round: more query heads than key/value heads):
   by side, [B, G, S, R*P]. One score matrix and softmax per group instead of R, but
   only the math kernel takes a value width different from the q/k width.
 - ``expand``: q and k copied to the H heads ([B, H, T, N]), so fused kernels can run.
+- ``fold_slices``: between the two. A group's values are cut into slices as wide as q/k
+  (N / P whole value heads each), one attention head per slice, so the value width equals
+  the q/k width that fused kernels need, and q/k are copied R*P/N times instead of R. It
+  needs N to be a multiple of P and R a multiple of N / P; with N == P it is ``expand``.
 
 ``auto``: ``fold_values`` when R == 1 (the two coincide); on CPU ``fold_values`` unless
 N == P, because CPU's fused (flash) kernel needs q/k and value dims equal and without
 it ``expand`` is R times the math-kernel work (measured at T = 1024: N=128, P=64, R=16:
-224 ms expand vs 21 ms fold; N=P=32, R=4: 9.4 vs 20.8 ms); on CUDA ``expand`` (H200,
-bf16, T=8192, 8 groups x 128, 48 x 64 values: 1.40 vs 2.37 ms forward, 5.5 vs 25.9 ms
-forward+backward).
+224 ms expand vs 21 ms fold; N=P=32, R=4: 9.4 vs 20.8 ms); on CUDA ``fold_slices`` where it applies with
+slices wider than a value head, else ``expand``. H200, bf16, 8 groups x 128, 48 x 64 values,
+causal, B=1: at T=8192 ``expand`` beat ``fold_values`` (1.40 vs 2.37 ms forward, 5.5 vs 25.9
+ms forward+backward), and ``fold_slices`` beat ``expand`` (0.79 vs 1.24 ms forward, 2.99 vs
+5.31 ms forward+backward, compiled); at T=2048 they are within 8% of each other
+(``benchmarks/gpu_micro.py``, 2026-11-29 14:16); in the transmamba mixer at T=8192,
+P=2048, ``fold_slices`` took the attention kernels from 391 to 243 us (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -28,7 +36,33 @@ from einops import rearrange
 
 from zoo.ops.attention.reference import causal_mask_lower_right, check_shapes
 
-Grouping = Literal["auto", "expand", "fold_values"]
+Grouping = Literal["auto", "expand", "fold_values", "fold_slices"]
+
+
+def slice_heads(n_groups: int, n_heads: int, qk_dim: int, head_dim: int) -> int:
+    """Value heads per slice of ``fold_slices`` (qk_dim / head_dim), or 0 where it cannot apply."""
+    if qk_dim % head_dim or (n_heads // n_groups) % (qk_dim // head_dim):
+        return 0
+    return qk_dim // head_dim
+
+
+def fold_slices(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q [B,T,G,N], k [B,S,G,N], v [B,S,H,P] -> head-major query, key and values of the
+    ``fold_slices`` layout ([B, A, *, N], A = H*P/N attention heads). Value head
+    g*R + s*(N/P) + j is attention head g*(R*P/N) + s, channels j*P .. (j+1)*P; the output
+    goes back with ``rearrange(out, "b a t (j p) -> b t (a j) p", p=P)``."""
+    n_groups, n_heads, qk_dim, head_dim = k.shape[2], v.shape[2], q.shape[3], v.shape[3]
+    per_slice = slice_heads(n_groups, n_heads, qk_dim, head_dim)
+    if not per_slice:
+        raise ValueError(
+            f"grouping 'fold_slices' needs the q/k dim ({qk_dim}) to be a multiple of the value "
+            f"head dim ({head_dim}) and the heads per group ({n_heads // n_groups}) a multiple of "
+            "their ratio; use grouping='expand' or 'auto'"
+        )
+    slices = n_heads // n_groups // per_slice  # attention heads per group
+    query = rearrange(q, "b t g n -> b g t n").repeat_interleave(slices, dim=1)
+    key = rearrange(k, "b s g n -> b g s n").repeat_interleave(slices, dim=1)
+    return query, key, rearrange(v, "b s (a j) p -> b a s (j p)", j=per_slice)
 
 
 def resolve_grouping(
@@ -46,6 +80,8 @@ def resolve_grouping(
         return "fold_values"
     if device.type == "cpu":
         return "expand" if qk_dim is not None and qk_dim == head_dim else "fold_values"
+    if qk_dim is not None and head_dim is not None and slice_heads(n_groups, n_heads, qk_dim, head_dim) > 1:
+        return "fold_slices"
     return "expand"
 
 
@@ -89,6 +125,10 @@ def sdpa_grouped_attention(
             query, key, v.transpose(1, 2), scale=scale, **mask
         )
         return out.transpose(1, 2)
+    if mode == "fold_slices":
+        query, key, values = fold_slices(q, k, v)
+        out = F.scaled_dot_product_attention(query, key, values, scale=scale, **mask)
+        return rearrange(out, "b a t (j p) -> b t (a j) p", p=head_dim)
     raise ValueError(
-        f"unknown grouping {grouping!r}; expected 'auto', 'expand' or 'fold_values'"
+        f"unknown grouping {grouping!r}; expected 'auto', 'expand', 'fold_values' or 'fold_slices'"
     )

@@ -1,0 +1,136 @@
+"""Small GPU timings behind two choices of the mixers (issue 6), one run:
+
+1. grouped attention of the TransMamba prefix, B=1, G=8 groups x 128 (q/k), H=48 value heads
+   x 64, bf16, causal: SDPA with ``grouping`` 'expand' vs 'fold_slices', eager and compiled,
+   forward and forward+backward, at T = 2048 (the P = 2048 prefix) and 8192;
+2. rotary embedding of q and k as the transformer mixer applies it (B=1, T=8192, 16 heads x
+   96), compiled: the cos/sin table as an op of its own (``zoo.ops.rope``, now) vs cos/sin
+   computed inside the rotation (the earlier code, kept here for the comparison).
+
+    python benchmarks/gpu_micro.py --out micro.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+
+def bench(fn, grads=None) -> float:
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=25, rep=100, grad_to_none=grads, return_mode="median")
+
+
+def fwd_and_fwd_bwd(fn, inputs: list[torch.Tensor]) -> tuple[float, float]:
+    with torch.no_grad():
+        fwd = bench(lambda: fn(*inputs))
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out = fn(*leaves)
+    cotangent = torch.randn_like(out[0] if isinstance(out, tuple) else out)
+
+    def step():
+        result = fn(*leaves)
+        result = result[0] if isinstance(result, tuple) else result
+        result.backward(cotangent)
+
+    return fwd, bench(step, grads=leaves)
+
+
+def rotary_inline(x: torch.Tensor, positions: torch.Tensor, theta: float = 1e4) -> torch.Tensor:
+    """The rotation as it was before the table op (cos/sin as plain ops)."""
+    from zoo.ops.rope import rotary_angles
+
+    angles = rotary_angles(positions, x.shape[-1], theta)[None, :, None, :]
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    first, second = x.float().chunk(2, dim=-1)
+    return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1).to(x.dtype)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="gpu_micro.md")
+    args = parser.parse_args()
+    import triton
+
+    from zoo.ops.attention.reference import grouped_attention
+    from zoo.ops.attention.sdpa import sdpa_grouped_attention
+    from zoo.ops.rope import rotary
+    from zoo.testing import rel_err
+
+    lines = [
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; GPU: {torch.cuda.get_device_name()}",
+        f"- torch {torch.__version__}, triton {triton.__version__}",
+        f"- command: `python benchmarks/gpu_micro.py {' '.join(sys.argv[1:])}`",
+        "",
+        "### Grouped prefix attention, B=1, G=8 x 128, H=48 x 64, bf16, causal (ms, median)",
+        "",
+        "| grouping | T | max rel err vs fp32 reference | eager fwd | eager fwd+bwd | compiled fwd "
+        "| compiled fwd+bwd |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def write() -> None:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        print(lines[-1], flush=True)
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for T in (2048, 8192):
+        q = torch.randn(1, T, 8, 128, device="cuda", generator=gen).bfloat16()
+        k = torch.randn(1, T, 8, 128, device="cuda", generator=gen).bfloat16()
+        v = torch.randn(1, T, 48, 64, device="cuda", generator=gen).bfloat16()
+        scale = 128**-0.5
+        expected = grouped_attention(q[:, :512].float(), k[:, :512].float(), v[:, :512].float(), scale=scale)
+        for grouping in ("expand", "fold_slices"):
+            fn = partial(sdpa_grouped_attention, scale=scale, grouping=grouping)
+            err = rel_err(fn(q[:, :512], k[:, :512], v[:, :512]).float(), expected)
+            eager = fwd_and_fwd_bwd(fn, [q, k, v])
+            compiled = fwd_and_fwd_bwd(torch.compile(fn, fullgraph=True), [q, k, v])
+            cells = " | ".join(f"{t:.3f}" for t in (*eager, *compiled))
+            lines.append(f"| {grouping} | {T} | {err:.1e} | {cells} |")
+            write()
+
+    lines += ["", "### Rotary of q and k, B=1, T=8192, 16 heads x 96, bf16, compiled (ms, median)", "",
+              "| cos/sin | max rel err vs fp64 | fwd | fwd+bwd |", "|---|---|---|---|"]
+    positions = torch.arange(8192, device="cuda")
+    q = torch.randn(1, 8192, 16, 96, device="cuda", generator=gen).bfloat16()
+    k = torch.randn(1, 8192, 16, 96, device="cuda", generator=gen).bfloat16()
+    expected = rotary(q.double(), positions)
+    for name, rot in (("table op (zoo.ops.rope now)", rotary), ("inline (before)", rotary_inline)):
+        fn = torch.compile(lambda a, b, rot=rot: (rot(a, positions), rot(b, positions)), fullgraph=True)
+        err = rel_err(fn(q, k)[0].double(), expected)
+        fwd, fb = fwd_and_fwd_bwd(lambda a, b, fn=fn: torch.cat(fn(a, b), dim=2), [q, k])
+        lines.append(f"| {name} | {err:.1e} | {fwd:.3f} | {fb:.3f} |")
+        write()
+    # As the transformer mixer does it: q and k are views of projection outputs, positions an
+    # arange made inside the compiled function, the rotated q and k consumed by a product.
+    lines += ["", "### The same inside a mixer-shaped function: q, kv projections of h [1, 8192, 1536], "
+              "arange positions, output sum(q_rot * k_rot) (ms, median)", "",
+              "| cos/sin | fwd | fwd+bwd |", "|---|---|---|"]
+    hidden = torch.randn(1, 8192, 1536, device="cuda", generator=gen).bfloat16()
+    w_q = (torch.randn(1536, 1536, device="cuda", generator=gen) / 40).bfloat16()
+    w_kv = (torch.randn(3072, 1536, device="cuda", generator=gen) / 40).bfloat16()
+
+    def mixer_like(h, wq, wkv, rot):
+        pos = torch.arange(h.shape[1], device=h.device)
+        q = (h @ wq.t()).unflatten(-1, (16, 96))
+        k, v = (h @ wkv.t()).unflatten(-1, (2, 16, 96)).unbind(2)
+        return (rot(q, pos) * rot(k, pos) * v).sum()
+
+    for name, rot in (("table op (zoo.ops.rope now)", rotary), ("inline (before)", rotary_inline)):
+        fn = torch.compile(partial(mixer_like, rot=rot), fullgraph=True)
+        fwd, fb = fwd_and_fwd_bwd(fn, [hidden, w_q, w_kv])
+        lines.append(f"| {name} | {fwd:.3f} | {fb:.3f} |")
+        write()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
