@@ -109,27 +109,41 @@ def main() -> None:
         fwd, fb = fwd_and_fwd_bwd(lambda a, b, fn=fn: torch.cat(fn(a, b), dim=2), [q, k])
         lines.append(f"| {name} | {err:.1e} | {fwd:.3f} | {fb:.3f} |")
         write()
-    # As the transformer mixer does it: q and k are views of projection outputs, positions an
-    # arange made inside the compiled function, the rotated q and k consumed by a product.
-    lines += ["", "### The same inside a mixer-shaped function: q, kv projections of h [1, 8192, 1536], "
-              "arange positions, output sum(q_rot * k_rot) (ms, median)", "",
-              "| cos/sin | fwd | fwd+bwd |", "|---|---|---|"]
-    hidden = torch.randn(1, 8192, 1536, device="cuda", generator=gen).bfloat16()
-    w_q = (torch.randn(1536, 1536, device="cuda", generator=gen) / 40).bfloat16()
-    w_kv = (torch.randn(3072, 1536, device="cuda", generator=gen) / 40).bfloat16()
-
-    def mixer_like(h, wq, wkv, rot):
-        pos = torch.arange(h.shape[1], device=h.device)
-        q = (h @ wq.t()).unflatten(-1, (16, 96))
-        k, v = (h @ wkv.t()).unflatten(-1, (2, 16, 96)).unbind(2)
-        return (rot(q, pos) * rot(k, pos) * v).sum()
-
-    for name, rot in (("table op (zoo.ops.rope now)", rotary), ("inline (before)", rotary_inline)):
-        fn = torch.compile(partial(mixer_like, rot=rot), fullgraph=True)
-        fwd, fb = fwd_and_fwd_bwd(fn, [hidden, w_q, w_kv])
-        lines.append(f"| {name} | {fwd:.3f} | {fb:.3f} |")
-        write()
+    conv_micro(lines, write, gen)
     print("\n".join(lines))
+
+
+def conv_micro(lines: list[str], write, gen: torch.Generator) -> None:
+    """The Mamba2 mixer's causal conv + SiLU at the 400m shape (B=1, T=8192, 5120 channels
+    sliced from the 8240-wide in_proj output, split into x / B / C): the fused Triton op vs
+    the shifted multiply-adds compiled by inductor (the 'torch' conv_kernel)."""
+    from zoo.layers.conv import CausalConv1d
+    from zoo.ops.conv import causal_conv1d, conv_reference
+    from zoo.testing import rel_err
+
+    lines += ["", "### Causal conv + SiLU, B=1, T=8192, 5120 of 8240 channels, width 4, bf16 (ms, median)", "",
+              "| conv | max rel err vs fp64 | fwd | fwd+bwd |", "|---|---|---|---|"]
+    wide = torch.randn(1, 8192, 8240, device="cuda", generator=gen).bfloat16()
+    conv = CausalConv1d(5120, 4).cuda().bfloat16()
+    splits = [3072, 1024, 1024]
+
+    def torch_conv(xbc, weight, bias):
+        y = torch.nn.functional.silu(conv(xbc)[0])
+        return [t.contiguous() for t in torch.split(y, splits, dim=-1)]
+
+    def triton_conv(xbc, weight, bias):
+        return causal_conv1d(xbc, weight[:, 0], bias, split_sizes=splits)
+
+    expected = conv_reference(wide[:, :, 3072:8192].double(), conv.weight[:, 0].double(), conv.bias.double(), True)
+    for name, fn in (("triton (zoo.ops.conv)", triton_conv), ("torch, compiled", torch.compile(torch_conv))):
+        err = rel_err(torch.cat(fn(wide[:, :, 3072:8192], conv.weight, conv.bias), -1).double(), expected)
+
+        def run(w, fn=fn):
+            return torch.cat(fn(w[:, :, 3072:8192], conv.weight, conv.bias), -1)
+
+        fwd, fb = fwd_and_fwd_bwd(run, [wide])
+        lines.append(f"| {name} | {err:.1e} | {fwd:.3f} | {fb:.3f} |")
+        write()
 
 
 if __name__ == "__main__":

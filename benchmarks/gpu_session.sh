@@ -14,6 +14,7 @@
 #   bash benchmarks/gpu_session.sh mixers-compiled  # the mixers compiled only, no profiles (shorter)
 #   bash benchmarks/gpu_session.sh mixers-profile   # compiled transmamba / mamba2 (ours) / transformer, profiled
 #   bash benchmarks/gpu_session.sh regsweep         # issue 6: register caps / programs per SM at chunk 32 and 64
+#   bash benchmarks/gpu_session.sh test-conv        # the fused causal-conv tests on the GPU
 #   bash benchmarks/gpu_session.sh micro            # issue 6: prefix-attention groupings, rotary table vs inline
 #   bash benchmarks/gpu_session.sh chunks           # issue 6: our SSD at chunk 32 and 64, every shape, no peers
 #
@@ -105,8 +106,12 @@ case "$job" in
       find "$work/train$T" -name '*.safetensors' -delete  # checkpoints stay behind
     done
     ;;
+  test-conv)
+    step 90 pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/ops/test_conv.py
+    ;;
   test)
-    step "${TEST_LIMIT:-500}" pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins
+    step "${TEST_LIMIT:-500}" pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins \
+      tests/ops/test_conv.py
     ;;
   *)
     echo "unknown job $job; see the list at the top of this script" >&2

@@ -48,3 +48,11 @@ class CausalConv1d(nn.Module):
             y = y + self.bias.to(x.dtype)
         new_state = padded[:, padded.shape[1] - (width - 1):].transpose(1, 2)
         return y, new_state
+
+    def state_after(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv state [B,C,W-1] after x [B,T,C] from a zero state (what ``forward`` returns)."""
+        keep = self.width - 1
+        tail = x[:, max(x.shape[1] - keep, 0):]
+        if tail.shape[1] < keep:
+            tail = F.pad(tail, (0, 0, keep - tail.shape[1], 0))
+        return tail.transpose(1, 2)

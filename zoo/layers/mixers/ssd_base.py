@@ -7,6 +7,7 @@ d_inner = expand * D = H * P.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch import nn
 
 from zoo.layers.conv import CausalConv1d
 from zoo.layers.norm import GatedRMSNorm
+from zoo.ops.conv import causal_conv1d
 
 
 class SSDParams(BaseModel):
@@ -33,6 +35,12 @@ class SSDParams(BaseModel):
     A_init_min: float = Field(1.0, gt=0)
     A_init_max: float = Field(16.0, gt=0)
     conv_bias: bool = True
+    conv_kernel: Literal["auto", "torch", "triton"] = Field(
+        "auto",
+        description="the causal conv + SiLU of a whole sequence: 'triton' (zoo.ops.conv: one fused kernel "
+        "each way, x/B/C written contiguous), 'torch' (shifted multiply-adds, fused by inductor), "
+        "'auto' = triton on CUDA, torch elsewhere. Decode steps and prefill with a conv state use torch.",
+    )
     bias: bool = False
     norm_eps: float = Field(1e-5, gt=0, lt=1)
 
@@ -70,6 +78,7 @@ class SSDProjections(nn.Module):
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * self.n_groups * self.d_state + self.n_heads,
                                  bias=params.bias)
         self.conv1d = CausalConv1d(self.conv_channels, params.d_conv, bias=params.conv_bias)
+        self.conv_kernel = params.conv_kernel
         self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
         self.A_log = nn.Parameter(torch.empty(self.n_heads))
         self.D = nn.Parameter(torch.ones(self.n_heads))
@@ -95,8 +104,12 @@ class SSDProjections(nn.Module):
         """u [B,T,D] -> z, x [B,T,H,P], B, C [B,T,G,N], dt [B,T,H] (softplus-ed, fp32), A [H],
         and the conv state after these tokens ([B,C,W-1]; the input state, or zeros, before)."""
         z, xBC, dt_raw = self.project(u)
-        xBC, new_conv_state = self.conv(xBC, conv_state)
-        x, Bm, Cm = self.split(xBC)
+        if conv_state is None and (self.conv_kernel == "triton" or (self.conv_kernel == "auto" and u.is_cuda)):
+            x, Bm, Cm = self.fused_conv_split(xBC)
+            new_conv_state = self.conv1d.state_after(xBC)
+        else:
+            xBC, new_conv_state = self.conv(xBC, conv_state)
+            x, Bm, Cm = self.split(xBC)
         return z, x, Bm, Cm, self.dt(dt_raw), self.A(), new_conv_state
 
     def project(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,6 +120,17 @@ class SSDProjections(nn.Module):
     def conv(self, xBC: torch.Tensor, conv_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         y, state = self.conv1d(xBC, conv_state)
         return F.silu(y), state
+
+    def fused_conv_split(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """pre-conv [B,T,C] -> x [B,T,H,P], B, C [B,T,G,N] by the fused Triton conv + SiLU,
+        each written contiguous (what the SSD kernels read)."""
+        gn = self.n_groups * self.d_state
+        x, Bm, Cm = causal_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, activation=True,
+                                  split_sizes=[self.d_inner, gn, gn])
+        x = rearrange(x, "b t (h p) -> b t h p", p=self.headdim)
+        Bm = rearrange(Bm, "b t (g n) -> b t g n", g=self.n_groups)
+        Cm = rearrange(Cm, "b t (g n) -> b t g n", g=self.n_groups)
+        return x, Bm, Cm
 
     def split(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """post-conv [B,T,C] -> x [B,T,H,P], B [B,T,G,N], C [B,T,G,N]."""

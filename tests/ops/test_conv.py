@@ -1,0 +1,117 @@
+"""The fused causal conv (+ SiLU) Triton op against its PyTorch formula (CPU: Triton interpreter).
+
+Outputs and the gradients of x, weight and bias; split outputs; sliced (strided) inputs; an
+output nobody uses; torch.compile; and the SSD mixers with ``conv_kernel: triton`` against
+``conv_kernel: torch`` on the same weights.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zoo.ops.conv import causal_conv1d, conv_reference
+from zoo.testing import rel_err
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _inputs(batch: int, seq_len: int, channels: int, width: int, *, pad: int = 0, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    wide = torch.randn(batch, seq_len, channels + 2 * pad, generator=gen)
+    x = wide[:, :, pad:pad + channels]  # a slice of a wider tensor when pad > 0 (token stride C + 2 pad)
+    weight = torch.randn(channels, width, generator=gen) / width**0.5
+    bias = torch.randn(channels, generator=gen)
+    return [t.to(DEVICE, dtype) for t in (x, weight, bias)]
+
+
+@pytest.mark.parametrize(
+    "batch,seq_len,channels,width,splits,activation,with_bias,pad",
+    [
+        (2, 70, 40, 4, [24, 8, 8], True, True, 3),  # two token tiles, three outputs, strided x
+        (1, 1, 40, 4, [40], True, True, 0),  # one token: only the last tap sees data
+        (2, 3, 136, 4, [128, 8], False, False, 0),  # two channel tiles, T < W - 1
+        (1, 65, 12, 2, [4, 4, 4], True, False, 5),  # width 2
+    ],
+)
+def test_matches_reference(batch, seq_len, channels, width, splits, activation, with_bias, pad) -> None:
+    x, weight, bias = _inputs(batch, seq_len, channels, width, pad=pad)
+    bias = bias if with_bias else None
+    leaves = [t.clone().requires_grad_(True) for t in (x, weight) + ((bias,) if with_bias else ())]
+    ref_leaves = [t.detach().double().requires_grad_(True) for t in leaves]
+    outs = causal_conv1d(leaves[0], leaves[1], leaves[2] if with_bias else None, activation=activation,
+                         split_sizes=splits)
+    assert [o.shape[-1] for o in outs] == splits and all(o.is_contiguous() for o in outs)
+    expected = conv_reference(ref_leaves[0], ref_leaves[1], ref_leaves[2] if with_bias else None, activation)
+    got = torch.cat(outs, dim=-1)
+    assert rel_err(got, expected) < 1e-5
+    cotangent = torch.randn(expected.shape, dtype=torch.float64, device=expected.device)
+    grads = torch.autograd.grad((got.double() * cotangent).sum(), leaves)
+    ref_grads = torch.autograd.grad((expected * cotangent).sum(), ref_leaves)
+    for name, g, e in zip(("x", "weight", "bias"), grads, ref_grads, strict=False):
+        assert rel_err(g, e) < 1e-5, name
+
+
+def test_bf16_within_bf16_rounding() -> None:
+    x, weight, bias = _inputs(1, 70, 40, 4, dtype=torch.bfloat16)
+    (out,) = causal_conv1d(x, weight, bias)
+    assert out.dtype == torch.bfloat16
+    assert rel_err(out, conv_reference(x.double(), weight.double(), bias.double(), True)) < 1e-2
+
+
+def test_unused_output_gets_no_gradient_work() -> None:
+    x, weight, bias = (t.requires_grad_(True) for t in _inputs(2, 9, 16, 4))
+    first, second = causal_conv1d(x, weight, bias, split_sizes=[10, 6])
+    (dx,) = torch.autograd.grad(second.sum(), [x])
+    x64 = x.detach().double().requires_grad_(True)
+    (expected,) = torch.autograd.grad(conv_reference(x64, weight.double(), bias.double(), True)[..., 10:].sum(), [x64])
+    assert rel_err(dx, expected) < 1e-5
+
+
+def test_compiles_fullgraph_forward_and_backward() -> None:
+    x, weight, bias = (t.requires_grad_(True) for t in _inputs(2, 20, 24, 4, seed=3))
+
+    def loss(x, weight, bias):
+        a, b = causal_conv1d(x, weight, bias, split_sizes=[16, 8])
+        return a.square().sum() + b.sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    grads = torch.autograd.grad(compiled(x, weight, bias), [x, weight, bias])
+    expected = torch.autograd.grad(loss(x, weight, bias), [x, weight, bias])
+    for g, e in zip(grads, expected, strict=True):
+        assert rel_err(g, e) < 1e-6
+
+
+def test_bad_split_sizes_name_the_fix() -> None:
+    x, weight, bias = _inputs(1, 4, 8, 4)
+    with pytest.raises(ValueError, match=r"split_sizes \[4, 5\] must be 1-3 positive sizes summing to C=8"):
+        causal_conv1d(x, weight, bias, split_sizes=[4, 5])
+    with pytest.raises(ValueError, match="weight \\[C, W\\]"):
+        causal_conv1d(x, weight[:4], bias)
+
+
+@pytest.mark.parametrize("mixer_name", ["mamba2", "transmamba"])
+def test_ssd_mixers_same_with_triton_or_torch_conv(mixer_name: str) -> None:
+    """conv_kernel 'triton' against 'torch' on the same weights: outputs, every parameter's
+    gradient, and the conv state a prefill would carry on (``inputs``)."""
+    from zoo.layers.mixers.mamba2 import Mamba2Mixer, Mamba2Params
+    from zoo.layers.mixers.transmamba import TransMambaMixer, TransMambaParams
+    from zoo.registry import ATTENTION, CONVERTER, SSM
+
+    cls, params_cls = (Mamba2Mixer, Mamba2Params) if mixer_name == "mamba2" else (TransMambaMixer, TransMambaParams)
+    backends = {"ssm": SSM.get("chunked").obj(), "converter": CONVERTER.get("chunked").obj(),
+                "attention": ATTENTION.get("sdpa").obj()}
+    mixers = []
+    for kernel in ("torch", "triton"):
+        torch.manual_seed(0)
+        params = params_cls(d_state=8, headdim=8, n_groups=2, expand=2, conv_kernel=kernel)
+        mixers.append(cls(32, params, backends=backends).to(DEVICE))
+    u = torch.randn(2, 37, 32, device=DEVICE)
+    kwargs = {"transpoint": 13} if mixer_name == "transmamba" else {}
+    outs = [m(u, **kwargs) for m in mixers]
+    assert rel_err(outs[1], outs[0]) < 1e-5
+    grads = [torch.autograd.grad(o.square().sum(), list(m.parameters())) for o, m in zip(outs, mixers, strict=True)]
+    for (name, _), a, b in zip(mixers[0].named_parameters(), *grads, strict=True):
+        assert rel_err(b, a) < 1e-5, name
+    states = [m.ssd.inputs(u)[-1] for m in mixers]
+    torch.testing.assert_close(states[1], states[0])

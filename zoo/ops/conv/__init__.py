@@ -1,0 +1,172 @@
+"""Causal depthwise conv1d (+ SiLU) over [B, T, C], fused in one Triton kernel each way.
+
+Legend: B batch, T tokens, C channels, W taps; weight [C, W], bias [C].
+``out[t] = act(bias + sum_k weight[:, k] * x[t - (W-1) + k])`` with x = 0 before t = 0,
+the Mamba2 conv of :class:`zoo.layers.conv.CausalConv1d` (which is the pure-PyTorch
+reference; ``conv_reference`` below is the same formula).
+
+Why a kernel: under torch.compile, inductor turned the mixer's conv into separate forward
+kernels (pre-activation and activated) and backward kernels that ran at about a third of the
+GPU's bandwidth: 0.84 ms of a 3.7 ms transmamba fwd+bwd at T = 8192 on the H200
+(docs/benchmarks.md, 2026-11-29 14:23). These kernels read x once per direction, write the
+output channels straight into up to three contiguous tensors (x, B and C of the mixer, which
+the SSD kernels take as they are), and the backward recomputes the pre-activation instead of
+saving it.
+
+``causal_conv1d`` is a ``torch.library`` custom op (fake kernels and autograd registered), so
+compiled models keep ``fullgraph=True``. The kernels need a CUDA tensor, or Triton's CPU
+interpreter (``TRITON_INTERPRET=1``, which the tests set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_LIB = "zoo"
+_BT, _BC = 64, 128  # tile: tokens x channels
+_BT_BWD = 32  # the backward holds more [BT, BC] fp32 tiles at once
+
+
+def conv_reference(x: Tensor, weight: Tensor, bias: Tensor | None, activation: bool) -> Tensor:
+    """The formula above in plain PyTorch, fp32 math, output in x.dtype (for tests)."""
+    width = weight.shape[1]
+    padded = F.pad(x.float(), (0, 0, width - 1, 0))
+    seq_len = x.shape[1]
+    out = sum(padded[:, k:k + seq_len] * weight[:, k].float() for k in range(width))
+    if bias is not None:
+        out = out + bias.float()
+    return (F.silu(out) if activation else out).to(x.dtype)
+
+
+def _ends(sizes: Sequence[int]) -> tuple[int, int]:
+    """Channel ends of the first two output tensors (S0, S1); absent tensors are empty."""
+    s0 = sizes[0]
+    s1 = s0 + (sizes[1] if len(sizes) > 1 else 0)
+    return s0, s1
+
+
+def _check(x: Tensor, weight: Tensor, sizes: Sequence[int]) -> None:
+    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[2]:
+        raise ValueError(f"causal_conv1d: x [B, T, C] and weight [C, W], got {list(x.shape)} and {list(weight.shape)}")
+    if not 1 <= len(sizes) <= 3 or sum(sizes) != x.shape[2] or min(sizes) < 1:
+        raise ValueError(
+            f"causal_conv1d: split_sizes {list(sizes)} must be 1-3 positive sizes summing to C={x.shape[2]}"
+        )
+
+
+def _grid(batch: int, seq_len: int, channels: int) -> tuple[int, int, int]:
+    return (_cdiv(seq_len, _BT), _cdiv(channels, _BC), batch)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def _fwd_impl(x: Tensor, weight: Tensor, bias: Tensor | None, split_sizes: list[int], activation: bool) -> list[Tensor]:
+    from zoo.ops.conv import kernels
+
+    _check(x, weight, split_sizes)
+    if x.stride(2) != 1:
+        x = x.contiguous()
+    batch, seq_len, channels = x.shape
+    outs = [x.new_empty(batch, seq_len, size) for size in split_sizes]
+    if batch == 0 or seq_len == 0:
+        return outs
+    s0, s1 = _ends(split_sizes)
+    slots = outs + [outs[0]] * (3 - len(outs))  # unused slots: never written (masked off)
+    kernels._conv_fwd[_grid(batch, seq_len, channels)](
+        x, weight.contiguous(), bias if bias is not None else weight, *slots,
+        seq_len, channels, s0, s1, x.stride(0), x.stride(1),
+        W=weight.shape[1], HAS_BIAS=bias is not None, ACT=activation, BT=_BT, BC=_BC,
+    )
+    return outs
+
+
+causal_conv1d_fwd = torch.library.custom_op(f"{_LIB}::causal_conv1d_fwd", mutates_args=())(_fwd_impl)
+
+
+@causal_conv1d_fwd.register_fake
+def _(x, weight, bias, split_sizes, activation):
+    _check(x, weight, split_sizes)
+    return [x.new_empty(x.shape[0], x.shape[1], size) for size in split_sizes]
+
+
+def _bwd_impl(
+    grads: list[Tensor | None], x: Tensor, weight: Tensor, bias: Tensor | None, split_sizes: list[int], activation: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    from zoo.ops.conv import kernels
+
+    if x.stride(2) != 1:
+        x = x.contiguous()
+    batch, seq_len, channels = x.shape
+    width = weight.shape[1]
+    dx = torch.empty(batch, seq_len, channels, device=x.device, dtype=x.dtype)
+    n_tb = _cdiv(seq_len, _BT_BWD)
+    f32 = dict(device=x.device, dtype=torch.float32)
+    dw_part = torch.empty(batch * n_tb, width, channels, **f32)  # every entry is written
+    db_part = torch.empty(batch * n_tb, channels, **f32)
+    if batch and seq_len:
+        s0, s1 = _ends(split_sizes)
+        grads = [g.contiguous() if g is not None else None for g in grads]
+        slots = grads + [None] * (3 - len(grads))
+        d_pre = torch.empty(batch, seq_len, channels, **f32)
+        grid = (n_tb, _cdiv(channels, _BC), batch)
+        w = weight.contiguous()
+        kernels._conv_bwd_pre[grid](
+            x, w, bias if bias is not None else weight,
+            *[g if g is not None else x for g in slots], d_pre, dw_part, db_part,
+            seq_len, channels, s0, s1, x.stride(0), x.stride(1), n_tb,
+            W=width, HAS_BIAS=bias is not None, ACT=activation,
+            HAS_G0=slots[0] is not None, HAS_G1=slots[1] is not None, HAS_G2=slots[2] is not None,
+            BT=_BT_BWD, BC=_BC,
+        )
+        kernels._conv_bwd_dx[grid](d_pre, w, dx, seq_len, channels, W=width, BT=_BT_BWD, BC=_BC)
+    dw = dw_part.sum(0).t().contiguous().to(weight.dtype)
+    db = db_part.sum(0).to(bias.dtype) if bias is not None else db_part.new_zeros(channels)
+    return dx, dw, db
+
+
+causal_conv1d_bwd = torch.library.custom_op(f"{_LIB}::causal_conv1d_bwd", mutates_args=())(_bwd_impl)
+
+
+@causal_conv1d_bwd.register_fake
+def _(grads, x, weight, bias, split_sizes, activation):
+    db = bias.new_empty(bias.shape) if bias is not None else x.new_empty(x.shape[2], dtype=torch.float32)
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), db
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, split_sizes, activation = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.split_sizes = split_sizes
+    ctx.activation = activation
+    ctx.has_bias = bias is not None
+    ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None
+
+
+def _backward(ctx, grads):
+    x, weight, bias = ctx.saved_tensors
+    grads = [g.contiguous() if g is not None else None for g in grads]  # fused into g's producer when compiled
+    dx, dw, db = causal_conv1d_bwd(list(grads), x, weight, bias, ctx.split_sizes, ctx.activation)
+    return dx, dw, db if ctx.has_bias else None, None, None
+
+
+torch.library.register_autograd(f"{_LIB}::causal_conv1d_fwd", _backward, setup_context=_setup_context)
+
+
+def causal_conv1d(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, *, activation: bool = True,
+    split_sizes: Sequence[int] | None = None,
+) -> list[Tensor]:
+    """x [B, T, C] (channel stride 1; a slice of a wider tensor is fine), weight [C, W],
+    bias [C] -> the conv's output channels as contiguous tensors of ``split_sizes`` widths
+    (default: one tensor of C), SiLU applied when ``activation``."""
+    sizes = list(split_sizes) if split_sizes is not None else [x.shape[2]]
+    return causal_conv1d_fwd(x, weight, bias, sizes, activation)
+
+
+__all__ = ["causal_conv1d", "conv_reference"]

@@ -1,0 +1,131 @@
+"""Triton kernels of the fused causal depthwise conv (see :mod:`zoo.ops.conv`).
+
+Imported lazily, inside the op bodies, so that ``TRITON_INTERPRET=1`` set by the tests'
+conftest takes effect before any ``@triton.jit``.
+
+Legend: B batch, T tokens, C channels, W taps. ``pre[t] = bias + sum_k w[k] x[t - (W-1) + k]``
+(x = 0 before the sequence), ``out[t] = silu(pre[t])`` (or ``pre[t]``). A program owns one
+[BT tokens, BC channels] tile of one batch row. The output channels are cut into up to three
+contiguous tensors (e.g. x, B and C of a Mamba2 mixer), each written directly.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _pre(x_ptr, w_ptr, base, t, c, cmask, T, stride_t, W: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+    """Pre-activation conv (no bias) at rows t [BT] of channels c [BC], fp32."""
+    acc = tl.zeros([BT, BC], dtype=tl.float32)
+    for k in tl.static_range(W):
+        src = t - (W - 1) + k
+        m = (src >= 0) & (src < T)
+        xv = tl.load(x_ptr + base + src[:, None] * stride_t + c[None, :], mask=m[:, None] & cmask[None, :], other=0.0)
+        wk = tl.load(w_ptr + c * W + k, mask=cmask, other=0.0).to(tl.float32)
+        acc += xv.to(tl.float32) * wk[None, :]
+    return acc
+
+
+@triton.jit
+def _segment_offsets(b, t, c, T, C, S0, S1):
+    """Offsets into each of the three output tensors ([B, T, width] contiguous) and masks."""
+    in0 = c < S0
+    in1 = (c >= S0) & (c < S1)
+    in2 = c >= S1
+    off0 = (b * T + t[:, None]) * S0 + c[None, :]
+    off1 = (b * T + t[:, None]) * (S1 - S0) + (c[None, :] - S0)
+    off2 = (b * T + t[:, None]) * (C - S1) + (c[None, :] - S1)
+    return in0, in1, in2, off0, off1, off2
+
+
+@triton.jit
+def _conv_fwd(
+    x_ptr, w_ptr, bias_ptr, out0_ptr, out1_ptr, out2_ptr,
+    T, C, S0, S1, stride_b, stride_t,
+    W: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+):
+    pid_t = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2)
+    t = pid_t * BT + tl.arange(0, BT)
+    c = pid_c * BC + tl.arange(0, BC)
+    tmask = t < T
+    cmask = c < C
+    acc = _pre(x_ptr, w_ptr, b * stride_b, t, c, cmask, T, stride_t, W, BT, BC)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    if ACT:
+        acc = acc * tl.sigmoid(acc)
+    in0, in1, in2, off0, off1, off2 = _segment_offsets(b, t, c, T, C, S0, S1)
+    rows = tmask[:, None]
+    out = acc.to(out0_ptr.dtype.element_ty)
+    tl.store(out0_ptr + off0, out, mask=rows & (cmask & in0)[None, :])
+    tl.store(out1_ptr + off1, out, mask=rows & (cmask & in1)[None, :])
+    tl.store(out2_ptr + off2, out, mask=rows & (cmask & in2)[None, :])
+
+
+@triton.jit
+def _conv_bwd_pre(
+    x_ptr, w_ptr, bias_ptr, g0_ptr, g1_ptr, g2_ptr, dpre_ptr, dw_part_ptr, db_part_ptr,
+    T, C, S0, S1, stride_b, stride_t, NTB,
+    W: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+    HAS_G0: tl.constexpr, HAS_G1: tl.constexpr, HAS_G2: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr,
+):
+    """d_pre = g * act'(pre) of one tile (fp32, [B, T, C]), and the tile's partial sums of
+    dw [W, C] and db [C]. The pre-activation is recomputed from x, not saved."""
+    pid_t = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2)
+    t = pid_t * BT + tl.arange(0, BT)
+    c = pid_c * BC + tl.arange(0, BC)
+    tmask = t < T
+    cmask = c < C
+    base = b * stride_b
+    in0, in1, in2, off0, off1, off2 = _segment_offsets(b, t, c, T, C, S0, S1)
+    g = tl.zeros([BT, BC], dtype=tl.float32)
+    if HAS_G0:
+        g += tl.load(g0_ptr + off0, mask=tmask[:, None] & (cmask & in0)[None, :], other=0.0).to(tl.float32)
+    if HAS_G1:
+        g += tl.load(g1_ptr + off1, mask=tmask[:, None] & (cmask & in1)[None, :], other=0.0).to(tl.float32)
+    if HAS_G2:
+        g += tl.load(g2_ptr + off2, mask=tmask[:, None] & (cmask & in2)[None, :], other=0.0).to(tl.float32)
+    if ACT:
+        pre = _pre(x_ptr, w_ptr, base, t, c, cmask, T, stride_t, W, BT, BC)
+        if HAS_BIAS:
+            pre += tl.load(bias_ptr + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        s = tl.sigmoid(pre)
+        g = g * (s + pre * s * (1.0 - s))
+    tl.store(dpre_ptr + (b * T + t[:, None]) * C + c[None, :], g, mask=tmask[:, None] & cmask[None, :])
+    part = b * NTB + pid_t
+    for k in tl.static_range(W):
+        src = t - (W - 1) + k
+        m = (src >= 0) & (src < T)
+        xv = tl.load(x_ptr + base + src[:, None] * stride_t + c[None, :], mask=m[:, None] & cmask[None, :], other=0.0)
+        tl.store(dw_part_ptr + (part * W + k) * C + c, tl.sum(g * xv.to(tl.float32), axis=0), mask=cmask)
+    if HAS_BIAS:
+        tl.store(db_part_ptr + part * C + c, tl.sum(g, axis=0), mask=cmask)
+
+
+@triton.jit
+def _conv_bwd_dx(
+    dpre_ptr, w_ptr, dx_ptr, T, C,
+    W: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+):
+    """dx[t] = sum_j d_pre[t + j] w[W-1-j] (d_pre = 0 past the end)."""
+    pid_t = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2)
+    t = pid_t * BT + tl.arange(0, BT)
+    c = pid_c * BC + tl.arange(0, BC)
+    cmask = c < C
+    dx = tl.zeros([BT, BC], dtype=tl.float32)
+    for j in tl.static_range(W):
+        rows = t + j
+        d = tl.load(dpre_ptr + (b * T + rows[:, None]) * C + c[None, :], mask=(rows < T)[:, None] & cmask[None, :],
+                    other=0.0)
+        dx += d * tl.load(w_ptr + c * W + (W - 1 - j), mask=cmask, other=0.0).to(tl.float32)[None, :]
+    tl.store(dx_ptr + (b * T + t[:, None]) * C + c[None, :], dx.to(dx_ptr.dtype.element_ty),
+             mask=(t < T)[:, None] & cmask[None, :])
