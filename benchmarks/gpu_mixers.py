@@ -139,6 +139,11 @@ def main() -> None:
         f"transmamba P={args.transpoint} (sdpa fold_slices + triton)": (
             {"name": "transmamba", "params": SSD, "attention": {"name": "sdpa", "params": {"grouping": "fold_slices"}},
              "ssm": {"name": "triton"}, "converter": {"name": "triton"}}, args.transpoint),
+        f"transmamba P={args.transpoint} (sdpa + triton, triton conv)": (
+            {"name": "transmamba", "params": {**SSD, "conv_kernel": "triton"}, "attention": {"name": "sdpa"},
+             "ssm": {"name": "triton"}, "converter": {"name": "triton"}}, args.transpoint),
+        "mamba2 (triton kernels, triton conv)": (
+            {"name": "mamba2", "params": {**SSD, "conv_kernel": "triton"}, "ssm": {"name": "triton"}}, None),
         f"transmamba P={args.transpoint} (flex + triton)": (
             {"name": "transmamba", "params": SSD, "attention": {"name": "flex"}, "ssm": {"name": "triton"},
              "converter": {"name": "triton"}}, args.transpoint),
@@ -149,7 +154,8 @@ def main() -> None:
         if not mixers:
             parser.error(f"--only {args.only!r} matches no mixer")
     else:  # the attention variants are timed only when asked for
-        mixers = {name: entry for name, entry in mixers.items() if not any(v in name for v in ("flex", "fold_slices"))}
+        variants = ("flex", "fold_slices", "triton conv")
+        mixers = {name: entry for name, entry in mixers.items() if not any(v in name for v in variants)}
     hidden = torch.randn(1, T, 1536, device="cuda", dtype=torch.bfloat16)
     rows = []
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

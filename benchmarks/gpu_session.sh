@@ -68,7 +68,7 @@ case "$job" in
     ;;
   mixers-profile)
     step "${MIXERS_LIMIT:-300}" mixers python3 benchmarks/gpu_mixers.py --seq-len 8192 --compile --no-eager --profile \
-      --only "${MIXERS_ONLY:-transmamba,triton kernels,transformer}" --out "$work/gpu_mixers.md"
+      --only "${MIXERS_ONLY:-(sdpa + triton),triton kernels,transformer,triton conv}" --out "$work/gpu_mixers.md"
     ;;
   regsweep)
     step 170 sweep32 python3 benchmarks/gpu_ssd.py --no-peers --quick --sweep --chunk-sizes 32 --sweep-chunk 32 \

@@ -35,11 +35,12 @@ class SSDParams(BaseModel):
     A_init_min: float = Field(1.0, gt=0)
     A_init_max: float = Field(16.0, gt=0)
     conv_bias: bool = True
-    conv_kernel: Literal["auto", "torch", "triton"] = Field(
-        "auto",
-        description="the causal conv + SiLU of a whole sequence: 'triton' (zoo.ops.conv: one fused kernel "
-        "each way, x/B/C written contiguous), 'torch' (shifted multiply-adds, fused by inductor), "
-        "'auto' = triton on CUDA, torch elsewhere. Decode steps and prefill with a conv state use torch.",
+    conv_kernel: Literal["torch", "triton"] = Field(
+        "torch",
+        description="the causal conv + SiLU of a whole sequence: 'torch' (shifted multiply-adds, fused by "
+        "inductor) or 'triton' (zoo.ops.conv: one fused kernel each way, x/B/C written contiguous; CUDA, or "
+        "the Triton interpreter). Opt-in until its backward is timed on the GPU (docs/benchmarks.md). "
+        "Decode steps and prefill with a conv state always use torch.",
     )
     bias: bool = False
     norm_eps: float = Field(1e-5, gt=0, lt=1)
@@ -78,7 +79,7 @@ class SSDProjections(nn.Module):
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * self.n_groups * self.d_state + self.n_heads,
                                  bias=params.bias)
         self.conv1d = CausalConv1d(self.conv_channels, params.d_conv, bias=params.conv_bias)
-        self.conv_kernel = params.conv_kernel
+        self.fused_conv = params.conv_kernel == "triton"  # decided at build time, never per call
         self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
         self.A_log = nn.Parameter(torch.empty(self.n_heads))
         self.D = nn.Parameter(torch.ones(self.n_heads))
@@ -104,7 +105,7 @@ class SSDProjections(nn.Module):
         """u [B,T,D] -> z, x [B,T,H,P], B, C [B,T,G,N], dt [B,T,H] (softplus-ed, fp32), A [H],
         and the conv state after these tokens ([B,C,W-1]; the input state, or zeros, before)."""
         z, xBC, dt_raw = self.project(u)
-        if conv_state is None and (self.conv_kernel == "triton" or (self.conv_kernel == "auto" and u.is_cuda)):
+        if conv_state is None and self.fused_conv:
             x, Bm, Cm = self.fused_conv_split(xBC)
             new_conv_state = self.conv1d.state_after(xBC)
         else:
