@@ -1,4 +1,4 @@
-"""Registers, spill stack and shared memory of the Triton SSD kernels, without a GPU.
+"""Registers, spill stack and shared memory of the Triton SSD and causal-conv kernels, without a GPU.
 
     python benchmarks/kernel_resources.py [--arch 90] [--dtype bf16]
 
@@ -32,6 +32,7 @@ from zoo_plugins.triton_ssd import kernels, kernels_bwd, ops  # noqa: E402
 # pointers that hold x.dtype tensors; every other pointer is fp32
 LOW_PRECISION = {"x_ptr", "B_ptr", "C_ptr", "y_ptr", "states_ptr", "dstates_ptr"}
 LOW_PRECISION |= {"dy_ptr", "dx_ptr", "dB_ptr", "dC_ptr"}
+LOW_PRECISION |= {"out0_ptr", "out1_ptr", "out2_ptr", "g0_ptr", "g1_ptr", "g2_ptr"}  # zoo.ops.conv
 
 
 def resources(fn, constexprs: dict, *, warps: int, stages: int, arch: int, dtype: str) -> dict[str, int]:
@@ -96,6 +97,16 @@ def main() -> None:
                 f"{usage.get('STACK', 0):6d} {usage['triton_shared']:7d}",
                 flush=True,
             )
+    # the fused causal conv (zoo.ops.conv), at the tiles it launches with; "chunk" = tokens per tile
+    from zoo.ops import conv
+    from zoo.ops.conv import kernels as conv_kernels
+
+    flags = dict(W=4, HAS_BIAS=True, ACT=True, HAS_G0=True, HAS_G1=True, HAS_G2=True, BC=conv._BC)
+    for fn, tile in ((conv_kernels._conv_fwd, conv._BT), (conv_kernels._conv_bwd_pre, conv._BT_BWD),
+                     (conv_kernels._conv_bwd_dx, conv._BT_BWD)):
+        usage = resources(fn, flags | {"BT": tile}, warps=4, stages=3, arch=args.arch, dtype=args.dtype)
+        print(f"{fn.__name__:20s} {tile:5d} {4:5d} {usage.get('REG', 0):4d} {usage.get('STACK', 0):6d} "
+              f"{usage['triton_shared']:7d}", flush=True)
 
 
 if __name__ == "__main__":
