@@ -115,3 +115,22 @@ def test_ssd_mixers_same_with_triton_or_torch_conv(mixer_name: str) -> None:
         assert rel_err(b, a) < 1e-5, name
     states = [m.ssd.inputs(u)[-1] for m in mixers]
     torch.testing.assert_close(states[1], states[0])
+
+
+def test_launches_are_cut_into_batch_slices_below_int32_offsets(monkeypatch) -> None:
+    """The kernels index in int32; a call whose batch would pass 2**31 elements runs in
+    slices of whole rows (checked here with a tiny limit), with the same results."""
+    import zoo.ops.conv as conv
+
+    x, weight, bias = (t.requires_grad_(True) for t in _inputs(5, 9, 16, 4, pad=2, seed=7))
+    expected = causal_conv1d(x, weight, bias, split_sizes=[10, 6])
+    expected_grads = torch.autograd.grad(sum(o.square().sum() for o in expected), [x, weight, bias])
+    monkeypatch.setattr(conv, "_INT32_LIMIT", 2 * 9 * 20)  # two rows of 9 tokens x (16 + 4) per launch
+    assert conv._batch_slices(x.detach()) == [(0, 2), (2, 4), (4, 5)]
+    got = causal_conv1d(x, weight, bias, split_sizes=[10, 6])
+    grads = torch.autograd.grad(sum(o.square().sum() for o in got), [x, weight, bias])
+    for a, b in zip([*got, *grads], [*expected, *expected_grads], strict=True):
+        torch.testing.assert_close(a, b)
+    monkeypatch.setattr(conv, "_INT32_LIMIT", 100)
+    with pytest.raises(ValueError, match="more than 2\\*\\*31 elements; split the sequence"):
+        causal_conv1d(x, weight, bias)

@@ -66,6 +66,24 @@ def _cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
+# The kernels compute element offsets in int32 (int64 offsets doubled their registers and
+# spilled: benchmarks/kernel_resources.py). Calls are cut into batch slices that stay below it.
+_INT32_LIMIT = 2**31 - 1
+
+
+def _batch_slices(x: Tensor) -> list[tuple[int, int]]:
+    """[start, stop) batch rows per launch, so that no offset inside a launch passes int32."""
+    batch, seq_len, channels = x.shape
+    per_row = max(x.stride(0), seq_len * max(x.stride(1), channels))  # elements of one row in x / outputs / fp32 d_pre
+    if per_row > _INT32_LIMIT:
+        raise ValueError(
+            f"causal_conv1d: one sequence of {seq_len} tokens x {x.stride(1)} (token stride) is more than 2**31 "
+            "elements; split the sequence, or use conv_kernel: torch"
+        )
+    rows = max(1, _INT32_LIMIT // per_row)
+    return [(start, min(start + rows, batch)) for start in range(0, batch, rows)]
+
+
 def _fwd_impl(x: Tensor, weight: Tensor, bias: Tensor | None, split_sizes: list[int], activation: bool) -> list[Tensor]:
     from zoo.ops.conv import kernels
 
@@ -77,12 +95,15 @@ def _fwd_impl(x: Tensor, weight: Tensor, bias: Tensor | None, split_sizes: list[
     if batch == 0 or seq_len == 0:
         return outs
     s0, s1 = _ends(split_sizes)
-    slots = outs + [outs[0]] * (3 - len(outs))  # unused slots: never written (masked off)
-    kernels._conv_fwd[_grid(batch, seq_len, channels)](
-        x, weight.contiguous(), bias if bias is not None else weight, *slots,
-        seq_len, channels, s0, s1, x.stride(0), x.stride(1),
-        W=weight.shape[1], HAS_BIAS=bias is not None, ACT=activation, BT=_BT, BC=_BC,
-    )
+    weight = weight.contiguous()
+    for start, stop in _batch_slices(x):
+        slots = [o[start:stop] for o in outs]
+        slots += [slots[0]] * (3 - len(slots))  # unused slots: never written (masked off)
+        kernels._conv_fwd[_grid(stop - start, seq_len, channels)](
+            x[start:stop], weight, bias if bias is not None else weight, *slots,
+            seq_len, channels, s0, s1, x.stride(0), x.stride(1),
+            W=weight.shape[1], HAS_BIAS=bias is not None, ACT=activation, BT=_BT, BC=_BC,
+        )
     return outs
 
 
@@ -114,17 +135,20 @@ def _bwd_impl(
         grads = [g.contiguous() if g is not None else None for g in grads]
         slots = grads + [None] * (3 - len(grads))
         d_pre = torch.empty(batch, seq_len, channels, **f32)
-        grid = (n_tb, _cdiv(channels, _BC), batch)
         w = weight.contiguous()
-        kernels._conv_bwd_pre[grid](
-            x, w, bias if bias is not None else weight,
-            *[g if g is not None else x for g in slots], d_pre, dw_part, db_part,
-            seq_len, channels, s0, s1, x.stride(0), x.stride(1), n_tb,
-            W=width, HAS_BIAS=bias is not None, ACT=activation,
-            HAS_G0=slots[0] is not None, HAS_G1=slots[1] is not None, HAS_G2=slots[2] is not None,
-            BT=_BT_BWD, BC=_BC,
-        )
-        kernels._conv_bwd_dx[grid](d_pre, w, dx, seq_len, channels, W=width, BT=_BT_BWD, BC=_BC)
+        for start, stop in _batch_slices(x):
+            grid = (n_tb, _cdiv(channels, _BC), stop - start)
+            kernels._conv_bwd_pre[grid](
+                x[start:stop], w, bias if bias is not None else weight,
+                *[g[start:stop] if g is not None else x for g in slots], d_pre[start:stop],
+                dw_part[start * n_tb:stop * n_tb], db_part[start * n_tb:stop * n_tb],
+                seq_len, channels, s0, s1, x.stride(0), x.stride(1), n_tb,
+                W=width, HAS_BIAS=bias is not None, ACT=activation,
+                HAS_G0=slots[0] is not None, HAS_G1=slots[1] is not None, HAS_G2=slots[2] is not None,
+                BT=_BT_BWD, BC=_BC,
+            )
+            kernels._conv_bwd_dx[grid](d_pre[start:stop], w, dx[start:stop], seq_len, channels, W=width,
+                                       BT=_BT_BWD, BC=_BC)
     dw = dw_part.sum(0).t().contiguous().to(weight.dtype)
     db = db_part.sum(0).to(bias.dtype) if bias is not None else db_part.new_zeros(channels)
     return dx, dw, db
