@@ -151,16 +151,26 @@ def test_fold_slices_layout_and_rejected_shapes() -> None:
             fn(q, k, v, scale=1.0, grouping="fold_slices")
 
 
-def test_sdpa_backend_refuses_fold_slices_where_it_cannot_apply() -> None:
-    from zoo.backends.attention import SdpaAttention
+@pytest.mark.parametrize("name", ["sdpa", "flex"])
+def test_backends_refuse_fold_slices_where_it_cannot_apply(name: str) -> None:
+    from zoo.backends.attention import FlexAttention, SdpaAttention
 
-    backend = SdpaAttention({"grouping": "fold_slices"})
-    ok, _ = backend.supports(device=torch.device("cpu"), dtype=torch.float32,
-                             n_groups=8, n_heads=48, state_dim=128, head_dim=64)
-    assert ok
-    ok, reason = backend.supports(device=torch.device("cpu"), dtype=torch.float32,
+    backend = (SdpaAttention if name == "sdpa" else FlexAttention)({"grouping": "fold_slices"})
+    ok, reason = backend.supports(device=torch.device("cpu"), dtype=torch.float32, requires_grad=0,
+                                  n_groups=8, n_heads=48, state_dim=128, head_dim=64)
+    assert ok, reason
+    ok, reason = backend.supports(device=torch.device("cpu"), dtype=torch.float32, requires_grad=0,
                                   n_groups=2, n_heads=4, state_dim=8, head_dim=16)
     assert not ok and "fold_slices" in reason and "head_dim" in reason
+
+
+def test_flex_on_cuda_checks_the_slice_width_not_the_head_width() -> None:
+    """fold_slices feeds flex values as wide as q/k: P = 8 < 16 is fine when N = 32."""
+    from zoo.backends.attention import FlexAttention
+
+    ok, reason = FlexAttention({"grouping": "fold_slices"})._cuda_dims_ok(
+        torch.device("cuda"), {"n_groups": 2, "n_heads": 8, "state_dim": 32, "head_dim": 8})
+    assert ok, reason
 
 
 def test_auto_grouping() -> None:

@@ -47,12 +47,21 @@ class EagerAttention(AttentionBackend):
         return grouped_attention(q, k, v, scale=scale, causal=causal)
 
 
+def fold_slices_refusal(grouping: str, shapes: dict[str, int]) -> str:
+    """Why an explicit ``grouping: fold_slices`` cannot run at these shapes ('' when it can)."""
+    dims = [shapes.get(k) for k in ("n_groups", "n_heads", "state_dim", "head_dim")]
+    if grouping != "fold_slices" or None in dims or slice_heads(*dims):
+        return ""
+    return (f"grouping 'fold_slices' needs state_dim ({dims[2]}) to be a multiple of head_dim "
+            f"({dims[3]}) and the heads per group a multiple of their ratio; use 'expand' or 'auto'")
+
+
 class GroupingParams(BackendParams):
     grouping: Grouping = Field(
         "auto",
         description="how G q/k groups meet H value heads: 'fold_values' (one softmax per group, "
         "values side by side), 'expand' (q, k copied to H heads, fused kernels), 'fold_slices' "
-        "(sdpa only: values cut into slices as wide as q/k, fused kernels), 'auto' "
+        "(values cut into slices as wide as q/k, fused kernels), 'auto' "
         "(see zoo.ops.attention.sdpa)",
     )
 
@@ -74,15 +83,10 @@ class SdpaAttention(AttentionBackend):
     def supports(
         self, *, device: torch.device, dtype: torch.dtype, **shapes: int
     ) -> tuple[bool, str]:
-        ok, reason = check_float_and_groups(dtype, shapes)
-        if ok and self.grouping == "fold_slices":
-            dims = [shapes.get(k) for k in ("n_groups", "n_heads", "state_dim", "head_dim")]
-            if None not in dims and not slice_heads(*dims):
-                return False, (
-                    f"grouping 'fold_slices' needs state_dim ({dims[2]}) to be a multiple of head_dim "
-                    f"({dims[3]}) and the heads per group a multiple of their ratio; use 'expand' or 'auto'"
-                )
-        return ok, reason
+        refusal = fold_slices_refusal(self.grouping, shapes)
+        if refusal:
+            return False, refusal
+        return check_float_and_groups(dtype, shapes)
 
     def __call__(
         self,
@@ -132,6 +136,9 @@ class FlexAttention(AttentionBackend):
         self, *, device: torch.device, dtype: torch.dtype, **shapes: int
     ) -> tuple[bool, str]:
         device = torch.device(device)
+        refusal = fold_slices_refusal(self.grouping, shapes)
+        if refusal:
+            return False, refusal
         if device.type not in ("cpu", "cuda", "xpu", "hpu", "mps"):
             return (
                 False,
@@ -164,7 +171,7 @@ class FlexAttention(AttentionBackend):
         mode = resolve_grouping(
             self.grouping, device, n_groups or 1, n_heads or 1, state_dim, head_dim
         )
-        value_dim = head_dim
+        value_dim = state_dim if mode == "fold_slices" else head_dim  # the slices are as wide as q/k
         if mode == "fold_values" and head_dim and n_heads and n_groups:
             value_dim = head_dim * (n_heads // n_groups)
             if value_dim > 256:

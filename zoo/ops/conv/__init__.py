@@ -80,7 +80,7 @@ def _batch_slices(x: Tensor) -> list[tuple[int, int]]:
             f"causal_conv1d: one sequence of {seq_len} tokens x {x.stride(1)} (token stride) is more than 2**31 "
             "elements; split the sequence, or use conv_kernel: torch"
         )
-    rows = max(1, _INT32_LIMIT // per_row)
+    rows = max(1, min(_INT32_LIMIT // per_row, 65535))  # batch is the grid's z axis (at most 65535)
     return [(start, min(start + rows, batch)) for start in range(0, batch, rows)]
 
 
