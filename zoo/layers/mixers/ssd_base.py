@@ -126,17 +126,16 @@ class SSDProjections(nn.Module):
         """pre-conv [B,T,C] -> x [B,T,H,P], B, C [B,T,G,N] by the fused Triton conv + SiLU,
         each written contiguous (what the SSD kernels read)."""
         gn = self.n_groups * self.d_state
-        x, Bm, Cm = causal_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, activation=True,
-                                  split_sizes=[self.d_inner, gn, gn])
-        x = rearrange(x, "b t (h p) -> b t h p", p=self.headdim)
-        Bm = rearrange(Bm, "b t (g n) -> b t g n", g=self.n_groups)
-        Cm = rearrange(Cm, "b t (g n) -> b t g n", g=self.n_groups)
-        return x, Bm, Cm
+        return self.heads(*causal_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, activation=True,
+                                         split_sizes=[self.d_inner, gn, gn]))
 
     def split(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """post-conv [B,T,C] -> x [B,T,H,P], B [B,T,G,N], C [B,T,G,N]."""
         gn = self.n_groups * self.d_state
-        x, Bm, Cm = torch.split(xBC, [self.d_inner, gn, gn], dim=-1)
+        return self.heads(*torch.split(xBC, [self.d_inner, gn, gn], dim=-1))
+
+    def heads(self, x: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x [B,T,H*P], B, C [B,T,G*N] -> x [B,T,H,P], B, C [B,T,G,N] (views)."""
         x = rearrange(x, "b t (h p) -> b t h p", p=self.headdim)
         Bm = rearrange(Bm, "b t (g n) -> b t g n", g=self.n_groups)
         Cm = rearrange(Cm, "b t (g n) -> b t g n", g=self.n_groups)

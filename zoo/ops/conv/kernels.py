@@ -29,6 +29,14 @@ def _pre(x_ptr, w_ptr, base, t, c, cmask, T, stride_t, W: tl.constexpr, BT: tl.c
 
 
 @triton.jit
+def _tile(T, C, BT: tl.constexpr, BC: tl.constexpr):
+    """This program's batch row, token indices [BT] and channel indices [BC], with masks."""
+    t = tl.program_id(0) * BT + tl.arange(0, BT)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    return tl.program_id(2), t, c, t < T, c < C
+
+
+@triton.jit
 def _segment_offsets(b, t, c, T, C, S0, S1):
     """Offsets into each of the three output tensors ([B, T, width] contiguous) and masks."""
     in0 = c < S0
@@ -46,13 +54,7 @@ def _conv_fwd(
     T, C, S0, S1, stride_b, stride_t,
     W: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
 ):
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2)
-    t = pid_t * BT + tl.arange(0, BT)
-    c = pid_c * BC + tl.arange(0, BC)
-    tmask = t < T
-    cmask = c < C
+    b, t, c, tmask, cmask = _tile(T, C, BT, BC)
     acc = _pre(x_ptr, w_ptr, b * stride_b, t, c, cmask, T, stride_t, W, BT, BC)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
@@ -76,13 +78,7 @@ def _conv_bwd_pre(
 ):
     """d_pre = g * act'(pre) of one tile (fp32, [B, T, C]), and the tile's partial sums of
     dw [W, C] and db [C]. The pre-activation is recomputed from x, not saved."""
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2)
-    t = pid_t * BT + tl.arange(0, BT)
-    c = pid_c * BC + tl.arange(0, BC)
-    tmask = t < T
-    cmask = c < C
+    b, t, c, tmask, cmask = _tile(T, C, BT, BC)
     base = b * stride_b
     in0, in1, in2, off0, off1, off2 = _segment_offsets(b, t, c, T, C, S0, S1)
     g = tl.zeros([BT, BC], dtype=tl.float32)
@@ -99,7 +95,7 @@ def _conv_bwd_pre(
         s = tl.sigmoid(pre)
         g = g * (s + pre * s * (1.0 - s))
     tl.store(dpre_ptr + (b * T + t[:, None]) * C + c[None, :], g, mask=tmask[:, None] & cmask[None, :])
-    part = b * NTB + pid_t
+    part = b * NTB + tl.program_id(0)
     for k in tl.static_range(W):
         src = t - (W - 1) + k
         m = (src >= 0) & (src < T)
@@ -115,12 +111,7 @@ def _conv_bwd_dx(
     W: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
 ):
     """dx[t] = sum_j d_pre[t + j] w[W-1-j] (d_pre = 0 past the end)."""
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2)
-    t = pid_t * BT + tl.arange(0, BT)
-    c = pid_c * BC + tl.arange(0, BC)
-    cmask = c < C
+    b, t, c, tmask, cmask = _tile(T, C, BT, BC)
     dx = tl.zeros([BT, BC], dtype=tl.float32)
     for j in tl.static_range(W):
         rows = t + j
@@ -128,4 +119,4 @@ def _conv_bwd_dx(
                     other=0.0)
         dx += d * tl.load(w_ptr + c * W + (W - 1 - j), mask=cmask, other=0.0).to(tl.float32)[None, :]
     tl.store(dx_ptr + (b * T + t[:, None]) * C + c[None, :], dx.to(dx_ptr.dtype.element_ty),
-             mask=(t < T)[:, None] & cmask[None, :])
+             mask=tmask[:, None] & cmask[None, :])
