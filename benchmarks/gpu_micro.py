@@ -57,8 +57,23 @@ def rotary_inline(x: torch.Tensor, positions: torch.Tensor, theta: float = 1e4) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_micro.md")
+    parser.add_argument(
+        "--conv-only", default=None,
+        help="only the conv, under ';'-separated tiles of the backward's d_pre kernel BT,BC,TILES "
+        "(the first is what zoo.ops.conv has now), e.g. '16,64,16;8,64,32'",
+    )
     args = parser.parse_args()
     import triton
+
+    if args.conv_only is not None:
+        lines = [f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; GPU: "
+                 f"{torch.cuda.get_device_name()}; torch {torch.__version__}, triton {triton.__version__}",
+                 f"- command: `python benchmarks/gpu_micro.py {' '.join(sys.argv[1:])}`"]
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        conv_micro(lines, lambda: Path(args.out).write_text("\n".join(lines) + "\n"), gen,
+                   tiles=[tuple(int(v) for v in c.split(",")) for c in args.conv_only.split(";") if c])
+        print("\n".join(lines))
+        return
 
     from zoo.ops.attention.reference import grouped_attention
     from zoo.ops.attention.sdpa import sdpa_grouped_attention
@@ -113,11 +128,13 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def conv_micro(lines: list[str], write, gen: torch.Generator) -> None:
+def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[int, ...]] = ()) -> None:
     """The Mamba2 mixer's causal conv + SiLU at the 400m shape (B=1, T=8192, 5120 channels
     sliced from the 8240-wide in_proj output, split into x / B / C): the fused Triton op vs
-    the shifted multiply-adds compiled by inductor (the 'torch' conv_kernel)."""
+    the shifted multiply-adds compiled by inductor (the 'torch' conv_kernel). ``tiles``: the
+    Triton op again under each (BT, BC, TILES) of its d_pre kernel, gradients checked."""
     from zoo.layers.conv import CausalConv1d
+    from zoo.ops import conv as conv_ops
     from zoo.ops.conv import causal_conv1d, conv_reference
     from zoo.testing import rel_err
 
@@ -144,6 +161,31 @@ def conv_micro(lines: list[str], write, gen: torch.Generator) -> None:
         fwd, fb = fwd_and_fwd_bwd(run, [wide])
         lines.append(f"| {name} | {err:.1e} | {fwd:.3f} | {fb:.3f} |")
         write()
+    if not tiles:
+        return
+    lines += ["", "#### d_pre kernel tiles (BT tokens x BC channels, TILES per program), triton op", "",
+              "| BT, BC, TILES | max rel err of dx, dw, db vs fp64 | fwd+bwd |", "|---|---|---|"]
+    # x stays a strided slice of the in_proj-wide tensor, as in the mixers
+    leaves = [t.detach().clone().requires_grad_(True) for t in (wide, conv.weight[:, 0], conv.bias)]
+    ref = [t.detach().double().requires_grad_(True) for t in (leaves[0][:, :, 3072:8192], *leaves[1:])]
+    cot = torch.randn(1, 8192, 5120, device="cuda", generator=gen)
+    ref_grads = torch.autograd.grad((conv_reference(*ref, True) * cot.double()).sum(), ref)
+    saved = (conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE)
+    for tile in tiles:
+        conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE = tile
+        try:
+            def step():
+                out = torch.cat(causal_conv1d(leaves[0][:, :, 3072:8192], *leaves[1:], split_sizes=splits), -1)
+                return torch.autograd.grad(out, leaves, cot.to(out.dtype))
+
+            grads = step()
+            grads = (grads[0][:, :, 3072:8192], *grads[1:])
+            err = max(rel_err(g.double(), r) for g, r in zip(grads, ref_grads, strict=True))
+            lines.append(f"| {tile} | {err:.1e} | {bench(step):.3f} |")
+        except Exception as exc:  # reported; the other tiles still run
+            lines.append(f"| {tile} | FAIL {type(exc).__name__}: {str(exc)[:80]} | |")
+        write()
+    conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE = saved
 
 
 if __name__ == "__main__":

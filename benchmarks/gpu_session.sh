@@ -17,6 +17,8 @@
 #   bash benchmarks/gpu_session.sh test-conv        # the fused causal-conv tests on the GPU
 #   bash benchmarks/gpu_session.sh micro            # issue 6: prefix-attention groupings, rotary table vs inline
 #   bash benchmarks/gpu_session.sh chunks           # issue 6: our SSD at chunk 32 and 64, every shape, no peers
+#   bash benchmarks/gpu_session.sh conv             # issue 6: the fused conv vs inductor's, tiles of its backward
+#   bash benchmarks/gpu_session.sh limits           # issue 6: the T=64K forward split (walk vs read-out, kernels)
 #
 # Several jobs in one call run one after the other (``gpu_session.sh ssd autotune``), one
 # tarball each.
@@ -78,6 +80,16 @@ case "$job" in
     ;;
   micro)
     step 200 micro python3 benchmarks/gpu_micro.py --out "$work/gpu_micro.md"
+    ;;
+  limits)
+    for chunk in 64 32; do
+      step 120 "limits$chunk" python3 benchmarks/gpu_ssd.py --forward-limits "${LIMITS:-;programs_per_sm=2}" \
+        --sweep-chunk "$chunk" --out "$work/limits$chunk.md"
+    done
+    ;;
+  conv)
+    step 200 conv python3 benchmarks/gpu_micro.py --conv-only "${CONV_TILES:-16,64,16;8,64,32;16,32,16;8,128,32;32,32,8}" \
+      --out "$work/gpu_conv.md"
     ;;
   chunks)
     step 200 chunks python3 benchmarks/gpu_ssd.py --no-peers --chunk-sizes 32,64 --out "$work/gpu_ssd_chunks.md"

@@ -406,6 +406,66 @@ def sweep(report: list[str], configs: list[dict[str, int]], chunk: int = 64) -> 
     return best[0] if best[0] and score(best) < 0 else None
 
 
+def forward_limits(report: list[str], configs: list[dict[str, int]], chunk: int, batch: int = 1,
+                   seq_len: int = 65536) -> None:
+    """What the forward at the floor shape spends its time on, per launch configuration: the
+    whole forward (outputs from token 0), the state walk alone (outputs from token T: the
+    converter's path, which reads x, dt, B and no C and writes no y), and each kernel's device
+    time (torch.profiler) of the whole forward. Measured, not inferred: the difference of the
+    first two is what the read-out (C h, the intra-chunk outputs, the y store) costs."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from zoo.testing import rel_err
+    from zoo_plugins.triton_ssd import ops
+
+    defaults = dict(ops.TUNING)
+    t = inputs(batch, seq_len, grad=False)
+    args = (t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], None)
+    bandwidth = copy_bandwidth()
+    floor_ms = fwd_bytes(batch, seq_len) / bandwidth * 1e3
+    report += ["", f"### Forward limits at B{batch} T{seq_len} (chunk {chunk}), ms", "",
+               f"Byte floor {floor_ms:.3f} ms ({fwd_bytes(batch, seq_len) / 1e9:.3f} GB at the measured "
+               f"{bandwidth / 1e12:.2f} TB/s). 'walk only' = outputs from token T (no C read, no y written).", "",
+               "| TUNING overrides | rel err vs default | forward | walk only | read-out (difference) | "
+               "forward / floor | kernels of the forward (device ms) |", "|---|---|---|---|---|---|---|"]
+    reference = None
+    with torch.no_grad():
+        for config in configs:
+            ops.TUNING.clear()
+            ops.TUNING.update(defaults)
+            label = ", ".join(f"{k}={v}" for k, v in config.items()) or "(defaults)"
+            try:
+                ops.set_tuning(**config)
+                full = lambda: ops._fwd_impl(*args, 0, chunk, False)  # noqa: E731
+                walk = lambda: ops._fwd_impl(*args, seq_len, chunk, False)  # noqa: E731
+                y, final, _ = full()
+                if reference is None:
+                    reference = (y, final)
+                error = max(rel_err(y, reference[0]), rel_err(final, reference[1]))
+                full_ms, walk_ms = bench(full), bench(walk)
+                torch.cuda.synchronize()
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    for _ in range(3):
+                        full()
+                    torch.cuda.synchronize()
+                kernels = sorted(
+                    (e for e in prof.key_averages() if e.device_type == DeviceType.CUDA),
+                    key=lambda e: -e.self_device_time_total,
+                )
+                split = ", ".join(f"{e.key[:24]} {e.self_device_time_total / 3e3:.3f}" for e in kernels[:4])
+                row = (f"| {label} | {error:.1e} | {full_ms:.3f} | {walk_ms:.3f} | {full_ms - walk_ms:.3f} | "
+                       f"{full_ms / floor_ms:.2f}x | {split} |")
+            except Exception as exc:  # a failing configuration is reported, the rest go on
+                traceback.print_exc()
+                row = f"| {label} | FAIL {type(exc).__name__}: {str(exc)[:80]} | | | | | |"
+            log(row)
+            report.append(row)
+            torch.cuda.empty_cache()
+    ops.TUNING.clear()
+    ops.TUNING.update(defaults)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_ssd.md")
@@ -427,6 +487,12 @@ def main() -> None:
     )
     parser.add_argument("--no-peers", action="store_true", help="only our Triton SSD (no mamba_ssm, no torch)")
     parser.add_argument(
+        "--forward-limits",
+        default=None,
+        help="profile the forward at B1 T64K under these ';'-separated TUNING overrides (first = baseline; "
+        "chunk = --sweep-chunk), then exit, e.g. ';programs_per_sm=2'",
+    )
+    parser.add_argument(
         "--tuning", default="", help="Triton SSD launch knobs for the whole run, e.g. chunk_warps=4,stages=2"
     )
     parser.add_argument(
@@ -441,6 +507,17 @@ def main() -> None:
     ops.set_tuning(**ops.parse_tuning(args.tuning))
     if args.breakdown:
         breakdown([int(c) for c in args.chunk_sizes.split(",")])
+        return
+    if args.forward_limits is not None:
+        import triton
+
+        report = [f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, GPU: "
+                  f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}",
+                  f"- command: `python benchmarks/gpu_ssd.py {' '.join(sys.argv[1:])}`"]
+        configs = [ops.parse_tuning(c) for c in args.forward_limits.split(";")]
+        forward_limits(report, configs, args.sweep_chunk)
+        Path(args.out).write_text("\n".join(report) + "\n")
+        print("\n".join(report), flush=True)
         return
 
     import triton

@@ -102,9 +102,10 @@ def main() -> None:
     from zoo.ops.conv import kernels as conv_kernels
 
     flags = dict(W=4, HAS_BIAS=True, ACT=True, HAS_G0=True, HAS_G1=True, HAS_G2=True, BC=conv._BC)
-    for fn, tile in ((conv_kernels._conv_fwd, conv._BT), (conv_kernels._conv_bwd_pre, conv._BT_BWD),
-                     (conv_kernels._conv_bwd_dx, conv._BT_BWD)):
-        usage = resources(fn, flags | {"BT": tile}, warps=4, stages=3, arch=args.arch, dtype=args.dtype)
+    pre = {"BT": conv._BT_PRE, "BC": conv._BC_PRE, "TILES": conv._TILES_PRE, "WP": 4}
+    for fn, tile, extra in ((conv_kernels._conv_fwd, conv._BT, {}), (conv_kernels._conv_bwd_pre, conv._BT_PRE, pre),
+                            (conv_kernels._conv_bwd_dx, conv._BT_BWD, {})):
+        usage = resources(fn, flags | {"BT": tile} | extra, warps=4, stages=3, arch=args.arch, dtype=args.dtype)
         print(f"{fn.__name__:20s} {tile:5d} {4:5d} {usage.get('REG', 0):4d} {usage.get('STACK', 0):6d} "
               f"{usage['triton_shared']:7d}", flush=True)
 

@@ -18,11 +18,12 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 def _inputs(batch: int, seq_len: int, channels: int, width: int, *, pad: int = 0, dtype=torch.float32, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    wide = torch.randn(batch, seq_len, channels + 2 * pad, generator=gen)
+    # moved to the device before slicing: a .to() of the slice would copy it contiguous
+    wide = torch.randn(batch, seq_len, channels + 2 * pad, generator=gen).to(DEVICE, dtype)
     x = wide[:, :, pad:pad + channels]  # a slice of a wider tensor when pad > 0 (token stride C + 2 pad)
     weight = torch.randn(channels, width, generator=gen) / width**0.5
     bias = torch.randn(channels, generator=gen)
-    return [t.to(DEVICE, dtype) for t in (x, weight, bias)]
+    return [x] + [t.to(DEVICE, dtype) for t in (weight, bias)]
 
 
 @pytest.mark.parametrize(
@@ -136,3 +137,24 @@ def test_launches_are_cut_into_batch_slices_below_int32_offsets(monkeypatch) -> 
     monkeypatch.setattr(conv, "_INT32_LIMIT", 100)
     with pytest.raises(ValueError, match="more than 2\\*\\*31 elements; split the sequence"):
         causal_conv1d(x, weight, bias)
+
+
+@pytest.mark.parametrize("tiles", [1, 2, 3])
+def test_backward_programs_span_several_tiles(monkeypatch, tiles: int) -> None:
+    # The d_pre/dw kernel walks TILES token tiles per program: with tiles of 8 tokens, T = 70
+    # gives programs that end inside a tile, and one partial program at the end.
+    from zoo.ops import conv
+
+    monkeypatch.setattr(conv, "_BT_PRE", 8)
+    monkeypatch.setattr(conv, "_BC_PRE", 16)
+    monkeypatch.setattr(conv, "_TILES_PRE", tiles)
+    x, weight, bias = _inputs(2, 70, 40, 4, pad=2, seed=tiles)
+    leaves = [t.detach().requires_grad_(True) for t in (x, weight, bias)]
+    ref_leaves = [t.detach().double().requires_grad_(True) for t in leaves]
+    got = torch.cat(causal_conv1d(*leaves, split_sizes=[24, 16]), dim=-1)
+    expected = conv_reference(*ref_leaves, True)
+    cotangent = torch.randn(expected.shape, dtype=torch.float64, device=expected.device)
+    grads = torch.autograd.grad((got.double() * cotangent).sum(), leaves)
+    ref_grads = torch.autograd.grad((expected * cotangent).sum(), ref_leaves)
+    for name, g, e in zip(("x", "weight", "bias"), grads, ref_grads, strict=True):
+        assert rel_err(g, e) < 1e-5, name

@@ -28,7 +28,9 @@ from torch import Tensor
 
 _LIB = "zoo"
 _BT, _BC = 64, 128  # tile: tokens x channels
-_BT_BWD = 32  # the backward holds more [BT, BC] fp32 tiles at once
+_BT_BWD = 32  # the backward's dx kernel: it holds more [BT, BC] fp32 tiles at once
+# d_pre / dw kernel: [16 tokens, 4 taps, 64 channels] tiles, 16 tiles (256 tokens) per program
+_BT_PRE, _BC_PRE, _TILES_PRE = 16, 64, 16
 
 
 def conv_reference(x: Tensor, weight: Tensor, bias: Tensor | None, activation: bool) -> Tensor:
@@ -126,7 +128,7 @@ def _bwd_impl(
     batch, seq_len, channels = x.shape
     width = weight.shape[1]
     dx = torch.empty(batch, seq_len, channels, device=x.device, dtype=x.dtype)
-    n_tb = _cdiv(seq_len, _BT_BWD)
+    n_tb = _cdiv(seq_len, _BT_PRE * _TILES_PRE)  # programs along T of the d_pre kernel
     f32 = dict(device=x.device, dtype=torch.float32)
     dw_part = torch.empty(batch * n_tb, width, channels, **f32)  # every entry is written
     db_part = torch.empty(batch * n_tb, channels, **f32)
@@ -137,16 +139,16 @@ def _bwd_impl(
         d_pre = torch.empty(batch, seq_len, channels, **f32)
         w = weight.contiguous()
         for start, stop in _batch_slices(x):
-            grid = (n_tb, _cdiv(channels, _BC), stop - start)
-            kernels._conv_bwd_pre[grid](
+            kernels._conv_bwd_pre[(n_tb, _cdiv(channels, _BC_PRE), stop - start)](
                 x[start:stop], w, bias if bias is not None else weight,
                 *[g[start:stop] if g is not None else x for g in slots], d_pre[start:stop],
                 dw_part[start * n_tb:stop * n_tb], db_part[start * n_tb:stop * n_tb],
                 seq_len, channels, s0, s1, x.stride(0), x.stride(1), n_tb,
-                W=width, HAS_BIAS=bias is not None, ACT=activation,
+                W=width, WP=1 << (width - 1).bit_length(), HAS_BIAS=bias is not None, ACT=activation,
                 HAS_G0=slots[0] is not None, HAS_G1=slots[1] is not None, HAS_G2=slots[2] is not None,
-                BT=_BT_BWD, BC=_BC,
+                BT=_BT_PRE, BC=_BC_PRE, TILES=_TILES_PRE,
             )
+            grid = (_cdiv(seq_len, _BT_BWD), _cdiv(channels, _BC), stop - start)
             kernels._conv_bwd_dx[grid](d_pre[start:stop], w, dx[start:stop], seq_len, channels, W=width,
                                        BT=_BT_BWD, BC=_BC)
     dw = dw_part.sum(0).t().contiguous().to(weight.dtype)

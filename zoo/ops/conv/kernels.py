@@ -72,37 +72,58 @@ def _conv_fwd(
 def _conv_bwd_pre(
     x_ptr, w_ptr, bias_ptr, g0_ptr, g1_ptr, g2_ptr, dpre_ptr, dw_part_ptr, db_part_ptr,
     T, C, S0, S1, stride_b, stride_t, NTB,
-    W: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+    W: tl.constexpr, WP: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
     HAS_G0: tl.constexpr, HAS_G1: tl.constexpr, HAS_G2: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr,
 ):
-    """d_pre = g * act'(pre) of one tile (fp32, [B, T, C]), and the tile's partial sums of
-    dw [W, C] and db [C]. The pre-activation is recomputed from x, not saved."""
-    b, t, c, tmask, cmask = _tile(T, C, BT, BC)
+    """d_pre = g * act'(pre) (fp32, [B, T, C]) over TILES consecutive [BT, BC] tiles, and
+    their partial sums of dw [W, C] and db [C] (one row of the partials per program).
+
+    The taps are a third tile axis (WP = W rounded up to a power of two): x is read as
+    [BT, WP, BC] shifted windows, pre is their weighted sum over the taps, and dw's
+    products accumulate elementwise across the tiles, reduced over tokens once at the end
+    (a reduction per tile and tap was what made this kernel slow). The pre-activation is
+    recomputed from x, not saved."""
+    b = tl.program_id(2)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    cmask = c < C
+    k = tl.arange(0, WP)
+    kmask = k < W
     base = b * stride_b
-    in0, in1, in2, off0, off1, off2 = _segment_offsets(b, t, c, T, C, S0, S1)
-    g = tl.zeros([BT, BC], dtype=tl.float32)
-    if HAS_G0:
-        g += tl.load(g0_ptr + off0, mask=tmask[:, None] & (cmask & in0)[None, :], other=0.0).to(tl.float32)
-    if HAS_G1:
-        g += tl.load(g1_ptr + off1, mask=tmask[:, None] & (cmask & in1)[None, :], other=0.0).to(tl.float32)
-    if HAS_G2:
-        g += tl.load(g2_ptr + off2, mask=tmask[:, None] & (cmask & in2)[None, :], other=0.0).to(tl.float32)
-    if ACT:
-        pre = _pre(x_ptr, w_ptr, base, t, c, cmask, T, stride_t, W, BT, BC)
-        if HAS_BIAS:
-            pre += tl.load(bias_ptr + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
-        s = tl.sigmoid(pre)
-        g = g * (s + pre * s * (1.0 - s))
-    tl.store(dpre_ptr + (b * T + t[:, None]) * C + c[None, :], g, mask=tmask[:, None] & cmask[None, :])
-    part = b * NTB + tl.program_id(0)
-    for k in tl.static_range(W):
-        src = t - (W - 1) + k
-        m = (src >= 0) & (src < T)
-        xv = tl.load(x_ptr + base + src[:, None] * stride_t + c[None, :], mask=m[:, None] & cmask[None, :], other=0.0)
-        tl.store(dw_part_ptr + (part * W + k) * C + c, tl.sum(g * xv.to(tl.float32), axis=0), mask=cmask)
+    w = tl.load(w_ptr + c[None, :] * W + k[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
     if HAS_BIAS:
-        tl.store(db_part_ptr + part * C + c, tl.sum(g, axis=0), mask=cmask)
+        bias = tl.load(bias_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+    dw = tl.zeros([BT, WP, BC], dtype=tl.float32)
+    db = tl.zeros([BT, BC], dtype=tl.float32)
+    for i in range(TILES):
+        t = (tl.program_id(0) * TILES + i) * BT + tl.arange(0, BT)
+        tmask = t < T
+        src = t[:, None] - (W - 1) + k[None, :]  # [BT, WP]
+        smask = (src >= 0) & (src < T) & kmask[None, :]
+        xs = tl.load(x_ptr + base + src[:, :, None] * stride_t + c[None, None, :],
+                     mask=smask[:, :, None] & cmask[None, None, :], other=0.0).to(tl.float32)
+        in0, in1, in2, off0, off1, off2 = _segment_offsets(b, t, c, T, C, S0, S1)
+        g = tl.zeros([BT, BC], dtype=tl.float32)
+        if HAS_G0:
+            g += tl.load(g0_ptr + off0, mask=tmask[:, None] & (cmask & in0)[None, :], other=0.0).to(tl.float32)
+        if HAS_G1:
+            g += tl.load(g1_ptr + off1, mask=tmask[:, None] & (cmask & in1)[None, :], other=0.0).to(tl.float32)
+        if HAS_G2:
+            g += tl.load(g2_ptr + off2, mask=tmask[:, None] & (cmask & in2)[None, :], other=0.0).to(tl.float32)
+        if ACT:
+            pre = tl.sum(xs * w[None, :, :], axis=1)
+            if HAS_BIAS:
+                pre += bias[None, :]
+            sig = tl.sigmoid(pre)
+            g = g * (sig + pre * sig * (1.0 - sig))
+        tl.store(dpre_ptr + (b * T + t[:, None]) * C + c[None, :], g, mask=tmask[:, None] & cmask[None, :])
+        dw += g[:, None, :] * xs
+        db += g
+    part = b * NTB + tl.program_id(0)
+    tl.store(dw_part_ptr + (part * W + k[:, None]) * C + c[None, :], tl.sum(dw, axis=0),
+             mask=kmask[:, None] & cmask[None, :])
+    if HAS_BIAS:
+        tl.store(db_part_ptr + part * C + c, tl.sum(db, axis=0), mask=cmask)
 
 
 @triton.jit
