@@ -67,6 +67,31 @@ def test_segment_splits_match_reference(tuning, per_segment: int) -> None:
     check_converter_backend(TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases)
 
 
+def test_batch_slices_keep_offsets_within_int32(monkeypatch) -> None:
+    from zoo_plugins.triton_ssd import ops
+
+    x = torch.empty(8, 65536, 48, 64)
+    # B=8, T=64K, chunk 64 with saved states: 3.2e9 elements > 2**31 - 1, so slices of 5 rows
+    assert ops._batch_slices(x, 8, 128, 64, True) == [(0, 5), (5, 8)]
+    assert ops._batch_slices(x, 8, 128, 64, False) == [(0, 8)]  # the forward alone fits
+    with pytest.raises(ValueError, match="chunk_size=16.*larger chunk_size"):
+        ops._batch_slices(torch.empty(1, 2**20, 48, 64), 8, 128, 16, True)
+    monkeypatch.setattr(ops, "_INT32_LIMIT", 300)  # a row: 16 padded tokens x 2 heads x 8 = 256
+    assert ops._batch_slices(torch.empty(3, 2, 2, 8), 1, 4, 16, False) == [(0, 1), (1, 2), (2, 3)]
+    assert ops._batch_slices(torch.empty(0, 2, 2, 8), 1, 4, 16, False) == [(0, 0)]
+
+
+# Cut into one-row batch slices (a tiny int32 limit), forward and backward match the reference.
+def test_batch_slices_match_reference(monkeypatch) -> None:
+    from zoo_plugins.triton_ssd import ops
+
+    cases = (SSMCase(3, 37, 4, 8, 16, 2), SSMCase(2, 20, 2, 16, 8, 1, initial_state=False, skip_D=True))
+    monkeypatch.setattr(ops, "_INT32_LIMIT", 1636)  # a row of the first case: 48 padded tokens x 4 x 8 = 1536
+    assert len(ops._batch_slices(torch.empty(3, 37, 4, 8), 2, 16, CHUNK, True)) == 3
+    check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases)
+    check_converter_backend(TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases)
+
+
 def test_segments_fill_the_device_only_when_rows_do_not() -> None:
     from zoo_plugins.triton_ssd import ops
 
@@ -463,3 +488,68 @@ def test_supports_declines_with_reasons() -> None:
     assert not ok and "fp64" in reason or "float64" in reason
     ok, reason = backend.supports(device=torch.device(DEVICE), dtype=torch.float32, n_heads=6, n_groups=4)
     assert not ok and "multiple" in reason
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU with ~40 GB free (B=8, T=64K)")
+def test_past_int32_offsets_rows_match_single_row_calls() -> None:
+    # B=8, T=64K, H=48 x 64, N=128, chunk 64: the saved chunk states hold 3.2e9 elements, past
+    # int32 (before the batch slices, offsets wrapped around). The batch is cut into slices
+    # (test_batch_slices_match_reference checks that logic on the CPU). The last row, in the
+    # batch and alone, must agree: outputs and gradients.
+    from zoo_plugins.triton_ssd import ssd
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    batch, seq_len, heads, groups = 8, 65536, 48, 8
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, device="cuda") * scale).bfloat16()
+
+    x, dy = randn(batch, seq_len, heads, 64), randn(batch, seq_len, heads, 64)
+    B, C = randn(batch, seq_len, groups, 128, scale=128**-0.5), randn(batch, seq_len, groups, 128, scale=128**-0.5)
+    dt = torch.nn.functional.softplus(torch.randn(batch, seq_len, heads, generator=gen, device="cuda") - 1)
+    A = -torch.exp(torch.rand(heads, generator=gen, device="cuda"))
+
+    def run(rows):
+        leaves = [t[rows].detach().requires_grad_(True) for t in (x, dt, B, C)]
+        y = ssd(leaves[0], leaves[1], A, leaves[2], leaves[3], chunk_size=64)
+        y.backward(dy[rows])
+        return [y.detach()[-1]] + [leaf.grad[-1] for leaf in leaves]
+
+    whole = run(slice(None))
+    alone = run(slice(batch - 1, batch))
+    # not bit-equal: alone, the row is cut into segments (fewer rows than SMs), in the batch not
+    for name, got, expected in zip(("y", "dx", "ddt", "dB", "dC"), whole, alone, strict=True):
+        assert rel_err(got.float(), expected.float()) < 1e-2, name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the launch tiles of a real model need a CUDA GPU")
+@pytest.mark.parametrize("with_D", [True, False], ids=["D", "noD"])
+def test_model_shape_on_gpu_matches_fp64(with_D: bool) -> None:
+    # The tiles a real mixer launches (P = 64, N = 128, chunk 64, bf16, three pipeline stages),
+    # which the small CPU cases never reach: without D, Triton 3.6 once compiled the forward
+    # wrong here (ops._skip_weights). Outputs and every gradient against the fp64 chunked SSD.
+    from zoo.ops.ssd.chunked import ssd_chunked
+    from zoo_plugins.triton_ssd import ssd
+
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    batch, seq_len, heads, groups = 1, 1000, 48, 8
+    tensors = {
+        "x": torch.randn(batch, seq_len, heads, 64, generator=gen, device="cuda"),
+        "dt": torch.nn.functional.softplus(torch.randn(batch, seq_len, heads, generator=gen, device="cuda") - 1),
+        "A": -torch.exp(torch.rand(heads, generator=gen, device="cuda")),
+        "B": torch.randn(batch, seq_len, groups, 128, generator=gen, device="cuda") / 128**0.5,
+        "C": torch.randn(batch, seq_len, groups, 128, generator=gen, device="cuda") / 128**0.5,
+        "D": torch.randn(heads, generator=gen, device="cuda") if with_D else None,
+    }
+    low = {k: None if v is None else (v.bfloat16() if k in "xBC" else v).requires_grad_(True)
+           for k, v in tensors.items()}
+    ref = {k: None if v is None else v.detach().double().requires_grad_(True) for k, v in low.items()}
+    y = ssd(low["x"], low["dt"], low["A"], low["B"], low["C"], D=low["D"], chunk_size=64)
+    y_ref = ssd_chunked(ref["x"], ref["dt"], ref["A"], ref["B"], ref["C"], D=ref["D"], chunk_size=64)
+    assert rel_err(y, y_ref) < tolerance(torch.bfloat16), "y"
+    cot = torch.randn(y_ref.shape, generator=gen, device="cuda", dtype=torch.float64)
+    names = [k for k, v in low.items() if v is not None]
+    grads = torch.autograd.grad((y.double() * cot).sum(), [low[k] for k in names])
+    ref_grads = torch.autograd.grad((y_ref * cot).sum(), [ref[k] for k in names])
+    for name, g, e in zip(names, grads, ref_grads, strict=True):
+        assert rel_err(g, e) < tolerance(torch.bfloat16), name

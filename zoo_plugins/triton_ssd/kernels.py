@@ -203,7 +203,6 @@ def _seg_scan_fwd(
     NS,
     out_start,
     first_seg,
-    HAS_D: tl.constexpr,
     HAS_LAST: tl.constexpr,
     SAVE: tl.constexpr,
     Q: tl.constexpr,
@@ -256,8 +255,9 @@ def _seg_scan_fwd(
             y = _dot(weights, xm, PREC, DOT_F32)
             y_state = _dot(Cm, tl.trans(state.to(Cm.dtype)), PREC, DOT_F32)
             y += tl.exp(acs)[:, None] * y_state
-            if HAS_D:
-                y += tl.load(D_ptr + h).to(tl.float32) * xm.to(tl.float32)
+            # D x always (D = 0 when the caller has none): without this term, Triton 3.6's
+            # pipelined bf16 build of this loop produced wrong outputs on the H200 (ops.py).
+            y += tl.load(D_ptr + h).to(tl.float32) * xm.to(tl.float32)
             tl.store(
                 y_ptr + ((b * T_out + t[:, None] - out_start) * H + h) * P + p[None, :],
                 y.to(y_ptr.dtype.element_ty),

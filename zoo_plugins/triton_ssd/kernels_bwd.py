@@ -295,7 +295,6 @@ def _chunk_bwd_dx(
     N,
     NC,
     out_start,
-    HAS_D: tl.constexpr,
     HAS_DY: tl.constexpr,
     Q: tl.constexpr,
     BP: tl.constexpr,
@@ -362,12 +361,11 @@ def _chunk_bwd_dx(
     ddt = tl.sum(xm.to(tl.float32) * dxd, axis=1) + da * A_h
     part = (b * NC + c) * H + h
     tl.store(dA_part_ptr + part, tl.sum(da * dt, axis=0))
-    if HAS_D:
-        if HAS_DY:
-            dx += tl.load(D_ptr + h).to(tl.float32) * dy.to(tl.float32)
-            dD = tl.sum(tl.sum(xm.to(tl.float32) * dy.to(tl.float32), axis=1), axis=0)
-            tl.store(dD_part_ptr + part, dD)
-        else:
-            tl.store(dD_part_ptr + part, 0.0)
+    if HAS_DY:  # D = 0 when the caller has none (see kernels._seg_scan_fwd)
+        dx += tl.load(D_ptr + h).to(tl.float32) * dy.to(tl.float32)
+        dD = tl.sum(tl.sum(xm.to(tl.float32) * dy.to(tl.float32), axis=1), axis=0)
+        tl.store(dD_part_ptr + part, dD)
+    else:
+        tl.store(dD_part_ptr + part, 0.0)
     tl.store(dx_ptr + x_off, dx.to(dx_ptr.dtype.element_ty), mask=xp_mask)
     tl.store(ddt_ptr + (b * T + t) * H + h, ddt.to(ddt_ptr.dtype.element_ty), mask=tmask)

@@ -283,6 +283,34 @@ def _chain_segments(
     )
 
 
+# The kernels compute their offsets in int32 (int64 offsets cost registers, and registers
+# are what bounds the walking kernels). A launch therefore covers whole batch rows whose
+# largest tensor, indexed from the slice's base pointer, stays within int32; longer calls
+# are cut into batch slices, each launched as its own scan (rows are independent).
+_INT32_LIMIT = 2**31 - 1
+
+
+def _batch_slices(x: Tensor, n_groups: int, state_dim: int, chunk_size: int, saved_states: bool
+                  ) -> list[tuple[int, int]]:
+    """[start, stop) batch slices whose offsets fit in int32; a clear error if one row does not."""
+    batch, seq_len, n_heads, head_dim = x.shape
+    n_chunks = _cdiv(seq_len, chunk_size)
+    padded = n_chunks * chunk_size  # offsets are formed for every token of the last chunk
+    per_row = max(padded * n_heads * head_dim, padded * n_groups * state_dim, padded * n_heads)
+    if saved_states:  # the per-chunk states and their gradients, [B, H, nc, P, N]
+        per_row = max(per_row, n_heads * n_chunks * head_dim * state_dim)
+    if per_row > _INT32_LIMIT:
+        raise ValueError(
+            f"Triton SSD: one batch row spans {per_row:,} elements (T={seq_len}, heads={n_heads}, "
+            f"head_dim={head_dim}, groups={n_groups}, state_dim={state_dim}, chunk_size={chunk_size}"
+            f"{', with saved chunk states' if saved_states else ''}), over the {_INT32_LIMIT:,} its kernels "
+            "index in int32. Use shorter sequences, a larger chunk_size (fewer saved states), or the "
+            "'chunked' ssm backend."
+        )
+    rows = max(1, _INT32_LIMIT // max(per_row, 1))
+    return [(start, min(start + rows, batch)) for start in range(0, batch, rows)] or [(0, 0)]
+
+
 def _fwd_impl(
     x: Tensor,
     dt: Tensor,
@@ -295,8 +323,6 @@ def _fwd_impl(
     chunk_size: int,
     save_states: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    from zoo_plugins.triton_ssd import kernels
-
     x, dt, A, B, C = (v.contiguous() for v in (x, dt, A, B, C))
     batch, seq_len, n_heads, head_dim = x.shape
     n_groups, state_dim = B.shape[2], B.shape[3]
@@ -313,6 +339,34 @@ def _fwd_impl(
     init = initial_state.contiguous() if initial_state is not None else None
     if n_chunks == 0 or rows == 0:  # nothing to scan: T = 0 or an empty batch
         return y, final_state.copy_(init) if init is not None else final_state.zero_(), states
+    slices = _batch_slices(x, n_groups, state_dim, chunk_size, save_states)
+    if len(slices) == 1:  # the usual case: no views to make (host time counts at B=1)
+        _fwd_rows(x, dt, A, B, C, D, init, out_start, chunk_size, save_states, y, final_state, states)
+        return y, final_state, states
+    for a, b in slices:
+        _fwd_rows(
+            x[a:b], dt[a:b], A, B[a:b], C[a:b], D, init[a:b] if init is not None else None, out_start, chunk_size,
+            save_states, y[a:b], final_state[a:b], states[a:b] if save_states else states,
+        )
+    return y, final_state, states
+
+
+def _skip_weights(D: Tensor | None, A: Tensor) -> Tensor:
+    """D, or zeros when there is none. The kernels always add D x: on the H200 (Triton 3.6),
+    the bf16 forward compiled without that term (a constexpr branch) and software-pipelined
+    gave wrong outputs (relative error ~1 against the fp64 reference at T = 64 to 8192, H = 48,
+    P = 64, N = 128, chunk 64; correct with D, at one stage, and in fp32), found 2026-11-29."""
+    return D if D is not None else torch.zeros(A.shape[0], device=A.device, dtype=torch.float32)
+
+
+def _fwd_rows(x, dt, A, B, C, D, init, out_start, chunk_size, save_states, y, final_state, states) -> None:
+    """The forward's launches over a batch slice (offsets within int32), into y / final_state / states."""
+    from zoo_plugins.triton_ssd import kernels
+
+    batch, _, n_heads, _ = x.shape
+    n_groups, state_dim = B.shape[2], B.shape[3]
+    n_chunks = _cdiv(x.shape[1], chunk_size)
+    rows = batch * n_heads
     walk = _walk(x, n_groups, state_dim, chunk_size, n_chunks)
     seg = final_state
     last = init
@@ -331,7 +385,7 @@ def _fwd_impl(
         A,
         B,
         C,
-        D if D is not None else A,
+        _skip_weights(D, A),
         seg,
         last if last is not None else final_state,
         states if save_states else final_state,
@@ -342,13 +396,11 @@ def _fwd_impl(
         walk.slots,
         out_start,
         first_segment,
-        HAS_D=D is not None,
         HAS_LAST=last is not None,
         SAVE=save_states,
         **walk.launch,
         **walk.meta,
     )
-    return y, final_state, states
 
 
 # The ops are the implementations themselves (schema from their signatures): the graph
@@ -384,8 +436,6 @@ def _bwd_impl(
     out_start: int,
     chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    from zoo_plugins.triton_ssd import kernels_bwd
-
     x, dt, A, B, C = (v.contiguous() for v in (x, dt, A, B, C))
     batch, seq_len, n_heads, head_dim = x.shape
     n_groups, state_dim = B.shape[2], B.shape[3]
@@ -408,6 +458,33 @@ def _bwd_impl(
     dA_part = torch.empty(batch, n_chunks, n_heads, **f32)
     dD_part = torch.empty(batch, n_chunks, n_heads, **f32)
     dy_or_x = dy.contiguous() if has_dy else x
+    outs = (dx, ddt, dB, dC, d_init, dstates, dA_part, dD_part)
+    slices = _batch_slices(x, n_groups, state_dim, chunk_size, True)
+    if len(slices) == 1:
+        _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chunk_size, outs)
+    else:
+        for a, b in slices:
+            _bwd_rows(
+                dy_or_x[a:b], has_dy, dfinal[a:b] if dfinal is not None else None, x[a:b], dt[a:b], A, B[a:b],
+                C[a:b], D, states[a:b], out_start, chunk_size, tuple(out[a:b] for out in outs),
+            )
+    dA = dA_part.sum(dim=(0, 1)).to(A.dtype)
+    if D is not None:
+        dD = dD_part.sum(dim=(0, 1)).to(D.dtype) if has_dy else torch.zeros_like(D)
+    else:
+        dD = A.new_zeros(n_heads)
+    return dx, ddt, dA, dB, dC, dD, d_init
+
+
+def _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chunk_size, outs) -> None:
+    """The backward's launches over a batch slice (offsets within int32), into ``outs``."""
+    from zoo_plugins.triton_ssd import kernels_bwd
+
+    dx, ddt, dB, dC, d_init, dstates, dA_part, dD_part = outs
+    batch, _, n_heads, _ = x.shape
+    n_groups, state_dim = B.shape[2], B.shape[3]
+    n_chunks = _cdiv(x.shape[1], chunk_size)
+    rows = batch * n_heads
     walk = _walk(x, n_groups, state_dim, chunk_size, n_chunks)
     seg = d_init
     first = dfinal
@@ -461,7 +538,7 @@ def _bwd_impl(
         A,
         B,
         C,
-        D if D is not None else A,
+        _skip_weights(D, A),
         states,
         dstates,
         dy_or_x,
@@ -470,17 +547,10 @@ def _bwd_impl(
         dA_part,
         dD_part,
         *shape_args,
-        HAS_D=D is not None,
         HAS_DY=has_dy,
         **chunk_launch,
         **walk.meta,
     )
-    dA = dA_part.sum(dim=(0, 1)).to(A.dtype)
-    if D is not None:
-        dD = dD_part.sum(dim=(0, 1)).to(D.dtype) if has_dy else torch.zeros_like(D)
-    else:
-        dD = A.new_zeros(n_heads)
-    return dx, ddt, dA, dB, dC, dD, d_init
 
 
 ssd_bwd = torch.library.custom_op(f"{_LIB}::ssd_bwd", mutates_args=())(_bwd_impl)
