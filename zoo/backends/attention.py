@@ -22,7 +22,13 @@ from zoo.ops.attention.flex import (
     flex_unavailable_reason,
 )
 from zoo.ops.attention.reference import grouped_attention
-from zoo.ops.attention.sdpa import Grouping, resolve_grouping, sdpa_grouped_attention, slice_heads
+from zoo.ops.attention.sdpa import (
+    Grouping,
+    fold_slices_requirement,
+    resolve_grouping,
+    sdpa_grouped_attention,
+    slice_heads,
+)
 from zoo.registry import ATTENTION
 
 
@@ -52,8 +58,7 @@ def fold_slices_refusal(grouping: str, shapes: dict[str, int]) -> str:
     dims = [shapes.get(k) for k in ("n_groups", "n_heads", "state_dim", "head_dim")]
     if grouping != "fold_slices" or None in dims or slice_heads(*dims):
         return ""
-    return (f"grouping 'fold_slices' needs state_dim ({dims[2]}) to be a multiple of head_dim "
-            f"({dims[3]}) and the heads per group a multiple of their ratio; use 'expand' or 'auto'")
+    return fold_slices_requirement(*dims)
 
 
 class GroupingParams(BackendParams):

@@ -339,6 +339,7 @@ def _fwd_impl(
     init = initial_state.contiguous() if initial_state is not None else None
     if n_chunks == 0 or rows == 0:  # nothing to scan: T = 0 or an empty batch
         return y, final_state.copy_(init) if init is not None else final_state.zero_(), states
+    D = _skip_weights(D, A)
     slices = _batch_slices(x, n_groups, state_dim, chunk_size, save_states)
     if len(slices) == 1:  # the usual case: no views to make (host time counts at B=1)
         _fwd_rows(x, dt, A, B, C, D, init, out_start, chunk_size, save_states, y, final_state, states)
@@ -360,7 +361,8 @@ def _skip_weights(D: Tensor | None, A: Tensor) -> Tensor:
 
 
 def _fwd_rows(x, dt, A, B, C, D, init, out_start, chunk_size, save_states, y, final_state, states) -> None:
-    """The forward's launches over a batch slice (offsets within int32), into y / final_state / states."""
+    """The forward's launches over a batch slice (offsets within int32), into y / final_state /
+    states; D is never None here (``_skip_weights``)."""
     from zoo_plugins.triton_ssd import kernels
 
     batch, _, n_heads, _ = x.shape
@@ -385,7 +387,7 @@ def _fwd_rows(x, dt, A, B, C, D, init, out_start, chunk_size, save_states, y, fi
         A,
         B,
         C,
-        _skip_weights(D, A),
+        D,
         seg,
         last if last is not None else final_state,
         states if save_states else final_state,
@@ -459,14 +461,15 @@ def _bwd_impl(
     dD_part = torch.empty(batch, n_chunks, n_heads, **f32)
     dy_or_x = dy.contiguous() if has_dy else x
     outs = (dx, ddt, dB, dC, d_init, dstates, dA_part, dD_part)
+    skip = _skip_weights(D, A)
     slices = _batch_slices(x, n_groups, state_dim, chunk_size, True)
     if len(slices) == 1:
-        _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chunk_size, outs)
+        _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, skip, states, out_start, chunk_size, outs)
     else:
         for a, b in slices:
             _bwd_rows(
                 dy_or_x[a:b], has_dy, dfinal[a:b] if dfinal is not None else None, x[a:b], dt[a:b], A, B[a:b],
-                C[a:b], D, states[a:b], out_start, chunk_size, tuple(out[a:b] for out in outs),
+                C[a:b], skip, states[a:b], out_start, chunk_size, tuple(out[a:b] for out in outs),
             )
     dA = dA_part.sum(dim=(0, 1)).to(A.dtype)
     if D is not None:
@@ -477,7 +480,8 @@ def _bwd_impl(
 
 
 def _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chunk_size, outs) -> None:
-    """The backward's launches over a batch slice (offsets within int32), into ``outs``."""
+    """The backward's launches over a batch slice (offsets within int32), into ``outs``; D is
+    never None here (``_skip_weights``)."""
     from zoo_plugins.triton_ssd import kernels_bwd
 
     dx, ddt, dB, dC, d_init, dstates, dA_part, dD_part = outs
@@ -538,7 +542,7 @@ def _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chu
         A,
         B,
         C,
-        _skip_weights(D, A),
+        D,
         states,
         dstates,
         dy_or_x,

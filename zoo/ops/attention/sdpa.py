@@ -46,6 +46,15 @@ def slice_heads(n_groups: int, n_heads: int, qk_dim: int, head_dim: int) -> int:
     return qk_dim // head_dim
 
 
+def fold_slices_requirement(n_groups: int, n_heads: int, qk_dim: int, head_dim: int) -> str:
+    """The error of a ``fold_slices`` request at shapes where ``slice_heads`` is 0, with the fix."""
+    return (
+        f"grouping 'fold_slices' needs the q/k dim (state_dim {qk_dim}) to be a multiple of the value "
+        f"head_dim ({head_dim}) and the heads per group ({n_heads // n_groups}) a multiple of their "
+        "ratio; use grouping='expand' or 'auto'"
+    )
+
+
 def fold_slices(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q [B,T,G,N], k [B,S,G,N], v [B,S,H,P] -> head-major query, key and values of the
     ``fold_slices`` layout ([B, A, *, N], A = H*P/N attention heads). Value head
@@ -54,11 +63,7 @@ def fold_slices(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torc
     n_groups, n_heads, qk_dim, head_dim = k.shape[2], v.shape[2], q.shape[3], v.shape[3]
     per_slice = slice_heads(n_groups, n_heads, qk_dim, head_dim)
     if not per_slice:
-        raise ValueError(
-            f"grouping 'fold_slices' needs the q/k dim ({qk_dim}) to be a multiple of the value "
-            f"head dim ({head_dim}) and the heads per group ({n_heads // n_groups}) a multiple of "
-            "their ratio; use grouping='expand' or 'auto'"
-        )
+        raise ValueError(fold_slices_requirement(n_groups, n_heads, qk_dim, head_dim))
     slices = n_heads // n_groups // per_slice  # attention heads per group
     query = rearrange(q, "b t g n -> b g t n").repeat_interleave(slices, dim=1)
     key = rearrange(k, "b s g n -> b g s n").repeat_interleave(slices, dim=1)
