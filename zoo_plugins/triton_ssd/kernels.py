@@ -157,12 +157,18 @@ def _state_pass(
         if REVERSE:
             chunk = NC - 1 - (step + j)
             cmask = chunk >= 0
+            earlier = chunk + 1
         else:
             chunk = step + j
             cmask = chunk < NC
+            earlier = chunk - 1
         total = tl.load(totals_ptr + bh * NS + chunk, mask=cmask, other=0.0)
-        inclusive = tl.cumsum(total, axis=0)
-        exclusive = inclusive - total
+        # The exclusive sums come from a scan of the slots before each one, never as
+        # inclusive - total: that difference rounds with slot j's own total, so a state
+        # entering slot j would change (by an ulp) with inputs that come after it.
+        shifted = tl.load(totals_ptr + bh * NS + earlier, mask=cmask & (j > 0), other=0.0)
+        exclusive = tl.cumsum(shifted, axis=0)
+        inclusive = exclusive + total
         ptrs = states_ptr + (bh * NS + chunk)[:, None] * PN + offs[None, :]
         tile_mask = cmask[:, None] & mask[None, :]
         # slot_j = exp(exclusive_j) s + sum_{i<j} exp(exclusive_j - inclusive_i) own_i
