@@ -71,3 +71,30 @@ def test_supports_declines_with_reasons() -> None:
     assert not ok and "CUDA" in reason
     ok, reason = backend.supports(device=torch.device("cuda"), dtype=torch.float32, seq_len=0)
     assert not ok and "token" in reason
+
+
+def test_compiles_fullgraph_as_one_op(cpu_shims: None) -> None:
+    """The backend is a custom op to dynamo: fullgraph tracing needs no mamba-ssm import."""
+    from zoo.testing import ssm_inputs
+
+    backend = MambaSSM({"chunk_size": 16})
+    inputs = ssm_inputs(CASES[0], seed=0)
+    inputs = {k: v.to(DEVICE, torch.float32) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    compiled = torch.compile(backend.__call__, fullgraph=True, backend="eager")
+    y, state = compiled(**inputs, return_final_state=True)
+    y_ref, state_ref = backend(**inputs, return_final_state=True)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(state, state_ref)
+
+
+@pytest.mark.gpu
+def test_model_with_mamba_ssm_compiles_on_gpu() -> None:
+    import zoo
+    from zoo.builder import spec_with_backends
+
+    spec, _ = spec_with_backends(zoo.resolve_spec("mamba2-tiny").model_dump(mode="json"), {"ssm": "mamba_ssm"})
+    model = zoo.build(spec, device="cuda", compile=True)
+    ids = torch.randint(0, 260, (2, 256), device="cuda")
+    model(ids).float().logsumexp(-1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)

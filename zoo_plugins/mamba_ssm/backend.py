@@ -1,8 +1,8 @@
 """``ssm: mamba_ssm``: mamba-ssm's ``mamba_chunk_scan_combined`` as a zoo backend.
 
 The peer the Triton SSD is measured against. mamba-ssm is an optional dependency; it is
-imported on the first call only. Its op is a ``torch.autograd.Function`` around Triton
-launches, not a custom op, so it is not offered to compiled (fullgraph) models.
+imported on the first call only. Its kernels run inside the custom op
+``zoo_mamba_ssm::chunk_scan`` (:mod:`.ops`), so compiled (fullgraph) models take it as one node.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import Field
 from zoo.backends.base import BackendParams, SSMBackend
 from zoo.registry import SSM
 from zoo_plugins.mamba_ssm import loader
+from zoo_plugins.mamba_ssm.ops import chunk_scan
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -33,12 +34,10 @@ class MambaSSM(SSMBackend):
     requires: ClassVar[tuple[str, ...]] = ("mamba_ssm", "triton")
     conformance_small: ClassVar[bool] = True
     conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}]
-    conformance_compile: ClassVar[bool] = False
 
     def __init__(self, params: BackendParams | dict | None = None) -> None:
         super().__init__(params)
         self.chunk_size: int = self.params.chunk_size
-        self._scan = None
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -77,17 +76,5 @@ class MambaSSM(SSMBackend):
         initial_state: torch.Tensor | None = None,
         return_final_state: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if self._scan is None:
-            self._scan = loader.chunk_scan_combined()
-        result = self._scan(
-            x,
-            dt,
-            A,
-            B,
-            C,
-            self.chunk_size,
-            D=D,
-            initial_states=initial_state,
-            return_final_states=return_final_state,
-        )
-        return result
+        y, final_state = chunk_scan(x, dt, A, B, C, D, initial_state, self.chunk_size)
+        return (y, final_state) if return_final_state else y

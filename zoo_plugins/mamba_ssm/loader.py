@@ -38,8 +38,12 @@ def _bare_package() -> None:
     sys.modules[PACKAGE] = package
 
 
-def chunk_scan_combined() -> Callable:
-    """mamba-ssm's ``mamba_chunk_scan_combined`` (imports Triton on first use)."""
+def combined_module() -> types.ModuleType:
+    """mamba-ssm's ``ssd_combined`` module (imports Triton on first use)."""
     _bare_package()
-    module = importlib.import_module(f"{PACKAGE}.ops.triton.ssd_combined")
-    return module.mamba_chunk_scan_combined
+    return importlib.import_module(f"{PACKAGE}.ops.triton.ssd_combined")
+
+
+def chunk_scan_combined() -> Callable:
+    """mamba-ssm's ``mamba_chunk_scan_combined``."""
+    return combined_module().mamba_chunk_scan_combined
