@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# torch first, pinned: a bare range would make pip fetch a multi-GB CUDA build (docs/ENVIRONMENT notes)
+# torch first, pinned: a bare range would make pip fetch a multi-GB CUDA build (docs/install.md)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install -q -e '.[dev]'
@@ -29,8 +29,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+LINT_PATHS := zoo zoo_plugins schedules tests benchmarks
+
 lint: setup
-	$(BIN)/ruff check zoo zoo_plugins schedules tests
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS)
 
 bench: setup
 	$(BIN)/zoo bench

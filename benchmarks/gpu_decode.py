@@ -1,4 +1,4 @@
-"""Decode on the GPU (issue 4): tokens/s and cache memory at long contexts, 400m presets.
+"""Decode on the GPU: tokens/s and cache memory at long contexts, 400m presets.
 
 transmamba-400m (its V9-relative schedule, evaluated at max_length, and ``@v9``: the
 paper's absolute V9, every layer folded by position 8192) vs transformer-400m vs

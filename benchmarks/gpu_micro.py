@@ -1,11 +1,11 @@
-"""Small GPU timings behind two choices of the mixers (issue 6), one run:
+"""Small GPU timings behind two choices of the mixers, one run:
 
 1. grouped attention of the TransMamba prefix, B=1, G=8 groups x 128 (q/k), H=48 value heads
    x 64, bf16, causal: SDPA with ``grouping`` 'expand' vs 'fold_slices', eager and compiled,
    forward and forward+backward, at T = 2048 (the P = 2048 prefix) and 8192;
 2. rotary embedding of q and k as the transformer mixer applies it (B=1, T=8192, 16 heads x
-   96), compiled: the cos/sin table as an op of its own (``zoo.ops.rope``, now) vs cos/sin
-   computed inside the rotation (the earlier code, kept here for the comparison).
+   96), compiled: the cos/sin table as an op of its own (``zoo.ops.rope``) vs cos/sin
+   computed inside the rotation (the alternative, kept here for the comparison).
 
     python benchmarks/gpu_micro.py --out micro.md
 """

@@ -1,4 +1,4 @@
-"""Whole-mixer comparison on the GPU (issue 6): forward and forward+backward at one shape.
+"""Whole-mixer comparison on the GPU: forward and forward+backward at one shape.
 
 transmamba (P = 2048; triton ssm + converter, sdpa attention) vs the transformer mixer
 (SDPA, 16 heads) vs the mamba2 mixer on mamba_ssm's kernels (and on ours), bf16,

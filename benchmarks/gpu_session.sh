@@ -1,40 +1,55 @@
 #!/usr/bin/env bash
-# One GPU measurement job per call of the lent-GPU tool (10 minutes a call; at most 8 files
-# come back, so everything is packed into one tarball under $OUT).
+# The driver of every GPU measurement: each JOB runs its benchmark commands, each command
+# under its own time limit (so one slow step cannot take the rest), and writes its logs and
+# reports to OUT_DIR/JOB/. docs/benchmarks.md names the job behind each table.
 #
-#   bash benchmarks/gpu_session.sh ssd       # issue 6: the full same-run SSD table
-#   bash benchmarks/gpu_session.sh sweep     # issue 6: launch configurations of our kernels
-#   bash benchmarks/gpu_session.sh quick     # issue 6: ours (chunk 64) and mamba_ssm at B1 T8K and B8 T2K
-#   bash benchmarks/gpu_session.sh breakdown # issue 6: our kernels by device time, and the step's idle time
-#   bash benchmarks/gpu_session.sh mixers    # issue 6: eager and compiled mixers, with profiles
-#   bash benchmarks/gpu_session.sh decode    # issue 4: compiled decode at 32K (batch 1 and 8), profiles
-#   bash benchmarks/gpu_session.sh train     # issue 5: the small presets compiled at T=2048 and 8192
-#   bash benchmarks/gpu_session.sh autotune  # issue 4: decode at 32K, batch 1, compiled with max-autotune
-#   bash benchmarks/gpu_session.sh test      # the Triton and mamba_ssm plugin tests on the GPU
-#   bash benchmarks/gpu_session.sh mixers-compiled  # the mixers compiled only, no profiles (shorter)
-#   bash benchmarks/gpu_session.sh mixers-profile   # compiled transmamba / mamba2 (ours) / transformer, profiled
-#   bash benchmarks/gpu_session.sh regsweep         # issue 6: register caps / programs per SM at chunk 32 and 64
-#   bash benchmarks/gpu_session.sh test-conv        # the fused causal-conv tests on the GPU
-#   bash benchmarks/gpu_session.sh micro            # issue 6: prefix-attention groupings, rotary table vs inline
-#   bash benchmarks/gpu_session.sh chunks           # issue 6: our SSD at chunk 32 and 64, every shape, no peers
-#   bash benchmarks/gpu_session.sh conv             # issue 6: the fused conv vs inductor's, tiles of its backward
-#   bash benchmarks/gpu_session.sh limits           # issue 6: the T=64K forward split (walk vs read-out, kernels)
+#   bash benchmarks/gpu_session.sh [--out OUT_DIR] [--tar] JOB...     (OUT_DIR defaults to runs/bench)
 #
-# Several jobs in one call run one after the other (``gpu_session.sh ssd autotune``), one
-# tarball each.
+#   ssd              the Triton SSD vs mamba_ssm vs compiled PyTorch, every shape, same run
+#   quick            ours (chunk 64) and mamba_ssm at B1 T8K and B8 T2K
+#   chunks           ours at chunk 32 and 64, every shape, no peers
+#   sweep            launch configurations of our kernels
+#   regsweep         register caps and programs per SM at chunk 32 and 64
+#   breakdown        our kernels by device time, and the host time of a step
+#   limits           the T=64K forward split: whole forward vs the state walk alone
+#   mixers           eager and compiled mixers at T=8192, with profiles
+#   mixers-compiled  the mixers compiled only, no profiles (shorter)
+#   mixers-profile   compiled transmamba / mamba2 (ours) / transformer, profiled (MIXERS_ONLY picks rows)
+#   micro            prefix-attention groupings, rotary table vs inline
+#   conv             the Triton causal conv vs inductor's, tiles of its backward
+#   decode           compiled decode at 32K context (batch 1 and 8), then kernel profiles
+#   autotune         decode at 32K, batch 1, compiled with max-autotune
+#   train            the small presets compiled on the Triton SSD at T=2048 and 8192
+#   test             the Triton and mamba_ssm plugin tests and the conv tests on the GPU
+#   test-conv        the causal-conv tests on the GPU
 #
-# Where zoo or pydantic cannot be imported (the lent H200), the wheels in .whl (mamba-ssm,
-# pydantic; docs/benchmarks.md) are installed first. Each step has its own time limit, so a slow step cannot take the rest.
+# Several jobs run one after the other. --tar also packs each job's folder into OUT_DIR/JOB.tgz
+# (for machines that hand back only a few files). On a machine without network where zoo or
+# pydantic cannot be imported, the wheels in .whl (mamba-ssm, pydantic; docs/install.md) are
+# installed into a private site folder first.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-[ $# -gt 0 ] || { echo "usage: gpu_session.sh JOB... (the jobs are listed at the top of this script)" >&2; exit 2; }
-out="${OUT:-runs/gpu}"
-mkdir -p "$out"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+out="$repo/runs/bench"
+tar=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out=$2; shift 2 ;;
+    --out=*) out=${1#--out=}; shift ;;
+    --tar) tar=1; shift ;;
+    --) shift; break ;;
+    -*) echo "unknown option $1; usage: gpu_session.sh [--out OUT_DIR] [--tar] JOB..." >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "usage: gpu_session.sh [--out OUT_DIR] [--tar] JOB... (jobs listed at the top of this script)" >&2; exit 2; }
+mkdir -p "$out" && out="$(cd "$out" && pwd)"
+cd "$repo"
 
 if ! python3 -c "import pydantic, zoo" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  site="$(mktemp -d)/site"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
     || { echo "installing .whl failed" >&2; exit 1; }
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
   python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tail -1
   export PYTHONPATH="$PYTHONPATH:$PWD"
 fi
@@ -52,7 +67,7 @@ step() {  # step SECONDS NAME COMMAND...: run with a limit, log to NAME.log, say
 }
 
 for job in "$@"; do
-work="$(mktemp -d)/$job"
+work="$out/$job"
 mkdir -p "$work"
 cp "$out/setup.txt" "$work/"
 case "$job" in
@@ -127,10 +142,11 @@ case "$job" in
     ;;
   *)
     echo "unknown job $job; see the list at the top of this script" >&2
+    rm -rf "$work"
     continue
     ;;
 esac
-tar czf "$out/$job.tgz" -C "$(dirname "$work")" "$job"
+[ "$tar" = 1 ] && tar czf "$out/$job.tgz" -C "$out" "$job"
 tail -n 25 "$work"/*.log "$work"/*.md 2>/dev/null | cut -c1-220
-echo "results: $out/$job.tgz"
+echo "results: $work"
 done

@@ -327,10 +327,10 @@ def breakdown(chunk_sizes: list[int]) -> None:
 SWEEP_SHAPES = [(1, 8192), (1, 65536), (8, 2048)]
 
 # Launch configurations the sweep tries (``ops.TUNING`` overrides on top of the defaults).
-# The grid of programs per SM x walking warps x chunk size was swept on 2026-11-29 08:21
-# (docs/benchmarks.md); these are the knobs added after it: pipeline stages, the chunk
-# kernels' warps (8 = the default before 11:01 that day) and register caps (2 programs per SM
-# at 8 warps). The sweep runs chunk 64; what it picks is meant for chunk 64.
+# The defaults themselves (programs per SM, walking warps, chunk size) come from a wider grid
+# (docs/benchmarks.md, "Launch configuration"); these rows try the remaining knobs: pipeline
+# stages, the chunk kernels' warps and register caps (2 programs per SM at 8 warps). The
+# sweep runs chunk 64; what it picks is meant for chunk 64.
 SWEEP_CONFIGS: list[dict[str, int]] = [
     {},
     {"stages": 2},

@@ -1,7 +1,7 @@
 """Host time of one Triton SSD call, kernels left out (runs on any machine, CPU tensors).
 
-At B=1 and T <= 8K a fwd+bwd step of the Triton SSD waits on the host: on the H200 the
-GPU sat idle for 0.3-1.3 ms of a 1.2-1.9 ms step (docs/benchmarks.md, 2026-11-29). This
+At B=1 and T <= 8K a fwd+bwd step of the Triton SSD waits on the host: through the custom
+op an H200 sat idle for 0.3-1.3 ms of a 1.2-1.9 ms step (docs/benchmarks.md). This
 script times what the host does around the kernels: the Python of ``zoo_plugins.triton_ssd``,
 torch's dispatch and autograd. The kernel launches are replaced by no-ops, so Triton's own
 launch cost (about 10-20 us per launch, 8 launches per fwd+bwd) is not included.

@@ -1,6 +1,6 @@
 """Plot time vs T per backend from a ``benchmarks/gpu_ssd.py`` report (its markdown table).
 
-    python benchmarks/plot_ssd.py docs/gpu/ssd-2026-11-29T0828.md docs/gpu/ssd_time_vs_T.png
+    python benchmarks/plot_ssd.py benchmarks/results/ssd-h200.md benchmarks/results/ssd_time_vs_T.png
 
 Needs matplotlib (the ``plot`` extra). Only the B=1 rows are plotted (time against T).
 """

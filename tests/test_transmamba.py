@@ -1,4 +1,4 @@
-"""The TransMamba correctness contract (../shared/docs/TRANSMAMBA.md invariants 1-3).
+"""The TransMamba correctness contract (docs/transmamba.md, invariants 1-3).
 
 1. SSM suffix does not depend on P:    mixer(u, P)[t >= P] == mixer(u, 0)[t >= P]
 2. Attention prefix does not depend on P: mixer(u, P)[t < P] == mixer(u, T)[t < P]

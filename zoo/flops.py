@@ -2,7 +2,7 @@
 
 Attention on P tokens costs ~P^2/2 * (qk_dim + v_dim) * 2 per head group (causal half);
 the SSD on T-P tokens costs ~ (T-P) * H * P_head * N * 6 (state update, output, chunk
-terms, per TRANSMAMBA.md's Eq. 10 scaling O((T-P) N^2)); projections and MLP 2 * params * T.
+terms, the paper's Eq. 10 scaling O((T-P) N^2), docs/transmamba.md); projections and MLP 2 * params * T.
 """
 
 from __future__ import annotations

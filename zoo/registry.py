@@ -112,10 +112,6 @@ class Registry:
 
         return decorator
 
-    def unregister(self, name: str) -> None:
-        """Remove an entry (for tests and for plugins replacing their own entries)."""
-        self._entries.pop(name, None)
-
     def _ensure_plugins(self) -> None:
         from zoo import plugins
 

@@ -36,9 +36,6 @@ class TransPointSchedule:
     def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
         raise NotImplementedError
 
-    def layer_transpoint(self, layer_idx: int, n_layers: int, seq_len: int) -> int:
-        return self.transpoints(n_layers, seq_len)[layer_idx]
-
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
         return f"{self.registry_name}({args})"

@@ -178,8 +178,8 @@ def test_fp16_saves_fp32_states_and_matches_fp32() -> None:
 
 
 def test_fp32_runs_unpipelined_with_gpu_sized_chunks(tuning) -> None:
-    # fp32 with 3 pipeline stages gave wrong outputs on the H200 (docs/benchmarks.md, "fp32 on
-    # the GPU"); fp32 chunk-128 tiles do not fit an SM's shared memory.
+    # fp32 with 3 pipeline stages gave wrong outputs on an H200 (docs/benchmarks.md, "Correctness
+    # limits found on the GPU"); fp32 chunk-128 tiles do not fit an SM's shared memory.
     from zoo_plugins.triton_ssd import ops
 
     assert ops._stages(torch.float32) == 1 and ops._stages(torch.bfloat16) == 3

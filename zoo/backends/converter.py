@@ -1,7 +1,7 @@
 """Memory Converter backends of the core: ``scan`` (reference) and ``chunked``.
 
 Both return the SSM state after a prefix, from its k (= B), v (= x) and dt; see
-TRANSMAMBA.md. Shape keys for ``supports`` as in :mod:`zoo.backends.ssm`.
+docs/transmamba.md. Shape keys for ``supports`` as in :mod:`zoo.backends.ssm`.
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ def _cos_sin(positions: torch.Tensor, dim: int, theta: float) -> tuple[torch.Ten
 
 # Under torch.compile the table is an opaque op so that it is computed once, [T, D/2]. As
 # plain ops, inductor fuses cos, sin and the pow of the frequencies into the kernel that
-# rotates q or k and computes them again for every head and element: on the H200 that made
+# rotates q or k and computes them again for every head and element: on an H200 that made
 # the transformer mixer's four rotary kernels (q, k, forward and backward) take 0.78 ms of
-# its 3.3 ms fwd+bwd at T=8192 (16 heads; docs/benchmarks.md, 2026-11-29 14:10).
+# its 3.3 ms fwd+bwd at T=8192 (16 heads; see docs/benchmarks.md).
 _cos_sin_op = torch.library.custom_op("zoo::rotary_cos_sin", mutates_args=())(_cos_sin)
 
 

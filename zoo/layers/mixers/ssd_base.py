@@ -39,8 +39,8 @@ class SSDParams(BaseModel):
         "torch",
         description="the causal conv + SiLU of a whole sequence: 'torch' (shifted multiply-adds, fused by "
         "inductor) or 'triton' (zoo.ops.conv: one fused kernel each way, x/B/C written contiguous; CUDA, or "
-        "the Triton interpreter). Fewer kernel-ms, more host work than 'torch' (docs/benchmarks.md, 'Mixers "
-        "compiled, evening'). "
+        "the Triton interpreter). Fewer kernel-ms, more host work than 'torch' (docs/benchmarks.md, 'The "
+        "Triton causal conv'). "
         "Decode steps and prefill with a conv state always use torch.",
     )
     bias: bool = False

@@ -1,4 +1,4 @@
-"""The TransMamba mixer (../shared/docs/TRANSMAMBA.md, docs/transmamba.md).
+"""The TransMamba mixer (Li et al., arXiv 2503.24067; docs/transmamba.md).
 
 One Mamba2 parameter set, two mechanisms. For a sequence of T tokens and this layer's
 TransPoint P (0 <= P <= T):

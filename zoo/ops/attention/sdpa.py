@@ -18,12 +18,11 @@ way round: more query heads than key/value heads):
 N == P, because CPU's fused (flash) kernel needs q/k and value dims equal and without
 it ``expand`` is R times the math-kernel work (measured at T = 1024: N=128, P=64, R=16:
 224 ms expand vs 21 ms fold; N=P=32, R=4: 9.4 vs 20.8 ms); on CUDA ``fold_slices`` where it applies with
-slices wider than a value head, else ``expand``. H200, bf16, 8 groups x 128, 48 x 64 values,
-causal, B=1: at T=8192 ``expand`` beat ``fold_values`` (1.40 vs 2.37 ms forward, 5.5 vs 25.9
-ms forward+backward), and ``fold_slices`` beat ``expand`` (0.79 vs 1.24 ms forward, 2.99 vs
-5.31 ms forward+backward, compiled); at T=2048 they are within 8% of each other
-(``benchmarks/gpu_micro.py``, 2026-11-29 14:16); in the transmamba mixer at T=8192,
-P=2048, ``fold_slices`` took the attention kernels from 391 to 243 us (docs/benchmarks.md).
+slices wider than a value head, else ``expand``. On an H200 (bf16, 8 groups x 128, 48 x 64
+values, causal, B=1, T=8192) ``expand`` beats ``fold_values`` and ``fold_slices`` beats
+``expand`` (0.79 vs 1.24 ms forward, 2.99 vs 5.31 ms forward+backward, compiled;
+``benchmarks/gpu_micro.py``); at T=2048 they are within 8% of each other. In the transmamba
+mixer it takes the prefix attention from 391 to 241 us of kernels (docs/benchmarks.md).
 """
 
 from __future__ import annotations

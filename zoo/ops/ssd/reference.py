@@ -71,8 +71,8 @@ def ssd_step(
     C_h = _heads_from_groups(C.to(work)[:, None], n_heads)[:, 0]
     state = recurrence_step(state, x_w, dt.to(work), A.to(work), B_h)
     # A broadcast product summed over N rather than an einsum: compiled, the read-out fuses
-    # into the state update's kernel instead of a separate batched GEMV (cuBLAS gemv, 2.8 us
-    # per layer in the H200 decode profile of 2026-11-29 12:13, re-reading the new state).
+    # into the state update's kernel instead of a separate batched GEMV that re-reads the new
+    # state (a cuBLAS gemv of about 3 us per layer in an H200 decode profile).
     y = (state * C_h[:, :, None, :]).sum(-1)
     if D is not None:
         y = y + D.to(work)[:, None] * x_w
