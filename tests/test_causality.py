@@ -111,8 +111,9 @@ def test_ssm_backend_is_exactly_causal(name, chunks_per_segment, segments):
 @pytest.mark.parametrize("name", _ssm_backends())
 def test_ssm_backend_is_exactly_causal_at_model_shapes(name, dtype):
     # The shapes where a cut at the segment edge showed up: B2, H48, P64, N128, G8.
-    _check_ssm(name, (2, 8192, 48, 64, 128, 8), (4133,), dtype=dtype, chunk_size=256)
-    _check_ssm(name, (2, 2048, 48, 64, 128, 8), (1061,), dtype=dtype, chunk_size=256)
+    # Each backend at its default chunk size (the Triton SSD's bf16 walk does not fit chunk 256).
+    _check_ssm(name, (2, 8192, 48, 64, 128, 8), (4133,), dtype=dtype, chunk_size=None)
+    _check_ssm(name, (2, 2048, 48, 64, 128, 8), (1061,), dtype=dtype, chunk_size=None)
 
 
 def _attention_backends():

@@ -252,13 +252,14 @@ def check_converter_backend(
     small: bool = False,
     grads: bool = True,
     seed: int = 0,
+    tol: float | None = None,
 ) -> list[CaseResult]:
     """Check ``backend`` against :func:`zoo.ops.ssd.reference.converter_scan` (state and its gradients).
 
     k is the SSM's B, v its x; the state must equal the final state of scanning the prefix.
     """
     cases = cases or (SMALL_SSM_CASES if small else SSM_CASES)
-    tol = tolerance(dtype)
+    tol = tolerance(dtype) if tol is None else tol
     results = []
     for case in cases:
         result = CaseResult(case.id)
