@@ -7,7 +7,7 @@ import random as _random
 from pydantic import Field, model_validator
 
 from zoo.registry import SCHEDULE
-from zoo.schedule import ScheduleParams, TransPointSchedule, clamp, cyclic, from_fractions
+from zoo.schedule import ScheduleParams, TransPointSchedule, clamp, cyclic, from_fractions, scale
 
 
 class ConstantParams(ScheduleParams):
@@ -29,7 +29,7 @@ class Constant(TransPointSchedule):
 
     def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
         p = self.params
-        value = p.value if p.value is not None else round(p.fraction * seq_len)
+        value = p.value if p.value is not None else scale(p.fraction, seq_len)
         return clamp([value] * n_layers, seq_len)
 
 

@@ -1,8 +1,8 @@
 """The paper's schedules (TransMamba, arXiv 2503.24067, section 2.4 / Table 6; T = 8192).
 
 Each is a cyclic per-layer list of absolute TransPoints for T = 8192. With
-``relative: true`` the list is scaled to the actual length (P * T / 8192), so the same
-schedule serves short training runs.
+``relative: true`` the list is scaled to the actual length (P * T / 8192, halves rounded
+up, a nonzero P at least 1: ``zoo.schedule.scale``), so the same schedule serves short runs.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from zoo.registry import SCHEDULE
-from zoo.schedule import ScheduleParams, TransPointSchedule, clamp, cyclic
+from zoo.schedule import ScheduleParams, TransPointSchedule, clamp, cyclic, scale
 
 PAPER_SEQ_LEN = 8192
 
@@ -40,7 +40,7 @@ def _make(name: str, values: list[int]) -> type[TransPointSchedule]:
         def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
             per_layer = cyclic(list(self.paper_values), n_layers)
             if self.params.relative:
-                per_layer = [round(v * seq_len / PAPER_SEQ_LEN) for v in per_layer]
+                per_layer = [scale(v, seq_len, PAPER_SEQ_LEN) for v in per_layer]
             return clamp(per_layer, seq_len)
 
     PaperSchedule.__name__ = PaperSchedule.__qualname__ = f"Paper{name.upper()}"

@@ -7,11 +7,15 @@ clamped to [0, seq_len]). Deterministic schedules ignore ``step``. A random sche
 lists, so a compiled model sees a bounded number of distinct P tuples (one graph each)
 instead of recompiling every step; with ``step=None`` it returns its evaluation schedule.
 
+Relative schedules (fractions of T, or the paper's T=8192 lists scaled to T) round with
+:func:`scale`: halves up, and a nonzero TransPoint is never rounded to 0.
+
 The zoo's schedules live in the top-level ``schedules`` package, loaded as a plugin.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -57,5 +61,14 @@ def cyclic(values: list[int], n_layers: int) -> list[int]:
     return [values[layer % len(values)] for layer in range(n_layers)]
 
 
+def scale(value: float, seq_len: int, reference_len: int = 1) -> int:
+    """``value * seq_len / reference_len`` as a TransPoint: halves round up (never to even),
+    and a nonzero value never becomes 0 (it is at least 1), so a layer that has an attention
+    prefix at the reference length keeps one at every length."""
+    if value <= 0 or seq_len <= 0:
+        return 0
+    return max(1, math.floor(value * seq_len / reference_len + 0.5))
+
+
 def from_fractions(fractions: list[float], seq_len: int) -> list[int]:
-    return [round(f * seq_len) for f in fractions]
+    return [scale(f, seq_len) for f in fractions]
