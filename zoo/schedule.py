@@ -7,7 +7,7 @@ clamped to [0, seq_len]). Deterministic schedules ignore ``step``. A random sche
 lists, so a compiled model sees a bounded number of distinct P tuples (one graph each)
 instead of recompiling every step; with ``step=None`` it returns its evaluation schedule.
 
-The zoo's schedules live in the top-level ``schedules`` package, loaded as a plugin.
+The zoo's schedules live in the top-level ``schedules`` package, loaded with the core.
 """
 
 from __future__ import annotations
