@@ -31,6 +31,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check zoo zoo_plugins schedules tests
+	$(BIN)/lint-imports --no-cache --no-logo
 
 bench: setup
 	$(BIN)/zoo bench
