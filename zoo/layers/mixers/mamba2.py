@@ -10,7 +10,7 @@ from torch import nn
 
 from zoo.backends.base import SSMBackend
 from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes
-from zoo.layers.state import SSM, LayerCache, static_zeros
+from zoo.layers.state import SSM, LayerCache
 from zoo.ops.ssd.reference import ssd_step
 from zoo.registry import MIXER
 
