@@ -34,6 +34,7 @@ LINT_PATHS := zoo zoo_plugins schedules tests benchmarks
 lint: setup
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/lint-imports --no-cache --no-logo
 
 bench: setup
 	$(BIN)/zoo bench

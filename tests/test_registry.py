@@ -102,3 +102,20 @@ def test_core_components_registered() -> None:
     for arch in ("transmamba", "transformer", "mamba2", "hybrid"):
         for size in ("tiny", "small", "400m", "1.5b"):
             assert f"{arch}-{size}" in zoo.registry("preset")
+
+
+def test_reads_run_the_installed_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry fills itself through the loader the top package installs, not by importing plugins."""
+    import sys
+
+    from zoo import plugins
+
+    module = sys.modules["zoo.registry"]
+    assert module._loader == [plugins.autoload]  # installed by `import zoo`
+    calls: list[str] = []
+    monkeypatch.setattr(module, "_loader", [])
+    module.set_loader(lambda: calls.append("load"))
+    reg = Registry("ssm")
+    assert reg.names() == [] and calls == ["load"]
+    "x" in reg  # noqa: B015 - a membership test is a read too
+    assert calls == ["load", "load"]

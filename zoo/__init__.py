@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from zoo import plugins as _plugins
+from zoo import registry as _registry
 from zoo.builder import build, describe, resolve_spec
 from zoo.errors import BackendUnsupportedError, CheckpointError, PluginError, SpecError, ZooError
 from zoo.registry import KINDS, registry
 from zoo.specs import ModelSpec, load_spec
+
+# The registries fill themselves on first read: the core's components, then the plugins.
+# Installed here, at the top, so that zoo.registry (the bottom floor) imports no component.
+_registry.set_loader(_plugins.autoload)
 
 __version__ = "0.1.0"
 

@@ -6,12 +6,19 @@ A plugin is a distribution that declares, in its pyproject.toml::
     my_backends = "my_package.zoo_backends"
 
 Loading imports the module (its ``@ATTENTION.register(...)`` decorators run); if the
-entry point names a callable instead, it is called. The zoo's own ``zoo_plugins`` and
-``schedules`` packages are loaded exactly this way.
+entry point names a callable instead, it is called. The zoo's own ``zoo_plugins`` are
+loaded exactly this way.
 
-Autoload happens on first registry access. ``ZOO_DISABLE_PLUGIN_AUTOLOAD=1`` turns it
-off; ``load_plugins()`` can then be called explicitly. A plugin that fails to import
-is reported (warning + ``failed_plugins()``) by name with its error; the others load.
+The core (backends, mixers, presets and the ``schedules`` package) is not a plugin: it
+loads on the first registry read whatever the environment says, so every preset builds
+with plugins off. An entry point that names a core module is skipped (a stale install
+may still list one), so nothing registers twice.
+
+Autoload happens on first registry access: the top package ``zoo`` installs ``autoload``
+as the registry's loader (``zoo.registry.set_loader``), so the registry never imports this
+module. ``ZOO_DISABLE_PLUGIN_AUTOLOAD=1`` turns plugin loading off; ``load_plugins()`` can
+then be called explicitly. A plugin that fails to import is reported (warning +
+``failed_plugins()``) by name with its error; the others load.
 """
 
 from __future__ import annotations
@@ -49,15 +56,29 @@ def autoload_disabled() -> bool:
     return os.environ.get(DISABLE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def load_core() -> None:
-    """Import the zoo's built-in components (backends, mixers, presets). Always on."""
-    if _state.get("core"):
-        return
-    import zoo.backends  # noqa: F401
-    import zoo.layers.mixers  # noqa: F401
-    import zoo.models.presets  # noqa: F401
+# Packages whose registrations are the core's: imported by ``load_core``, never as plugins.
+CORE_MODULES = ("zoo", "schedules")
 
+
+def load_core() -> None:
+    """Import the zoo's built-in components (backends, mixers, presets, schedules). Always on."""
+    if _state.get("core") or _state.get("core_loading"):
+        return
+    _state["core_loading"] = True
+    _current_origin.append("zoo")
+    try:
+        import schedules  # noqa: F401  (the core's TransPoint policies, a top-level package by design)
+        import zoo.backends  # noqa: F401
+        import zoo.layers.mixers  # noqa: F401
+        import zoo.models.presets  # noqa: F401
+    finally:
+        _current_origin.pop()
+        _state["core_loading"] = False
     _state["core"] = True
+
+
+def _is_core(ep: importlib.metadata.EntryPoint) -> bool:
+    return ep.value.split(":")[0].split(".")[0] in CORE_MODULES
 
 
 def autoload() -> None:
@@ -80,6 +101,9 @@ def load_plugins(names: list[str] | None = None) -> dict[str, PluginStatus]:
                 if names is not None and ep.name not in names:
                     continue
                 if ep.name in _status and _status[ep.name].loaded:
+                    continue
+                if _is_core(ep):  # already imported by load_core: loading it again would be a no-op at best
+                    log.debug("zoo.plugins entry point %s names core module %s; skipped", ep.name, ep.value)
                     continue
                 _status[ep.name] = _load_one(ep)
             if names is None:

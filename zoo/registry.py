@@ -4,8 +4,11 @@ Every registered component is a class (or, for presets, a function) that may car
 pydantic ``Params`` model; the spec validator checks a spec's ``params`` against it.
 A component says whether it can run here with ``is_available() -> (ok, reason)``.
 
-Plugins (``zoo.plugins`` entry points) are loaded lazily the first time any registry
-is read, so ``import zoo`` stays cheap and a broken plugin never breaks the core.
+The registry knows nothing of what fills it. A loader installed with ``set_loader`` runs
+before every read (it must be cheap after its first call): the top package ``zoo`` installs
+``zoo.plugins.autoload``, which imports the core's components and then the ``zoo.plugins``
+entry points. So ``import zoo`` stays cheap, a broken plugin never breaks the core, and
+this module imports nothing of the zoo (it sits at the bottom of the import floors).
 """
 
 from __future__ import annotations
@@ -70,6 +73,14 @@ class Entry:
 # The distribution/package a registration is attributed to while a plugin loads.
 _current_origin: list[str] = []
 
+# Run before every registry read; installed by the top package (see the module docstring).
+_loader: list[Callable[[], None]] = []
+
+
+def set_loader(loader: Callable[[], None] | None) -> None:
+    """Install the callable that fills the registries on first read (None removes it)."""
+    _loader[:] = [] if loader is None else [loader]
+
 
 def _origin_of(obj: Any) -> str:
     if _current_origin:
@@ -113,9 +124,8 @@ class Registry:
         return decorator
 
     def _ensure_plugins(self) -> None:
-        from zoo import plugins
-
-        plugins.autoload()
+        for load in _loader:
+            load()
 
     def get(self, name: str) -> Entry:
         self._ensure_plugins()

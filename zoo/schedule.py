@@ -10,7 +10,7 @@ instead of recompiling every step; with ``step=None`` it returns its evaluation 
 Relative schedules (fractions of T, or the paper's T=8192 lists scaled to T) round with
 :func:`scale`: halves up, and a nonzero TransPoint is never rounded to 0.
 
-The zoo's schedules live in the top-level ``schedules`` package, loaded as a plugin.
+The zoo's schedules live in the top-level ``schedules`` package, loaded with the core.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 
 import zoo
 from zoo.inference import decode, prefill
-from zoo.inference.cache import TransMambaCache
+from zoo.layers.mixers.transmamba import TransMambaCache
 
 TOL = 1e-4
 PROMPT, NEW = 37, 20

@@ -1,4 +1,6 @@
-"""Inference: typed caches, prefill / decode across TransPoints, sampling, generation.
+"""Inference: prefill / decode across TransPoints, sampling, generation.
+
+Each mixer owns its cache (``zoo.layers.state``); the model gathers them in a ``ModelCache``.
 
     cache = model.allocate_cache(batch_size, max_length)
     logits = prefill(model, cache, input_ids)          # any length, any number of chunks
@@ -8,10 +10,9 @@
 See docs/inference.md.
 """
 
-from zoo.inference.cache import AttentionCache, ModelCache, SSMCache, TransMambaCache
 from zoo.inference.engine import compile_prefill, compile_step, decode, prefill
 from zoo.inference.generate import generate
 from zoo.inference.sampling import sample
+from zoo.models.cache import ModelCache
 
-__all__ = ["AttentionCache", "ModelCache", "SSMCache", "TransMambaCache", "compile_prefill", "compile_step",
-           "decode", "generate", "prefill", "sample"]
+__all__ = ["ModelCache", "compile_prefill", "compile_step", "decode", "generate", "prefill", "sample"]

@@ -62,14 +62,14 @@ def decode_benchmark(presets: Sequence[str] = ("transmamba-tiny", "transformer-t
                      mode: str = "eager", parity_tol: float | None = 1e-3, models: dict | None = None,
                      log=None) -> list[dict]:
     """Rows of {preset, context, batch_size, mode, tokens_per_s, ms_per_step, cache_bytes, ...}."""
-    import zoo
+    from zoo.builder import build
 
     device = torch.device(device)
     rows = []
     for preset in presets:
         model = (models or {}).get(preset)
         if model is None:
-            model = zoo.build(preset, device=device, dtype=dtype, requires_grad=False).eval()
+            model = build(preset, device=device, dtype=dtype, requires_grad=False).eval()
         parity = None
         if parity_tol is not None:
             parity = decode_parity(model.float() if dtype != torch.float32 else model, mode=mode)

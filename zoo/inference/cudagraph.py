@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo.inference.cache import ModelCache
+from zoo.models.cache import ModelCache
 
 
 class GraphedStep:

@@ -1,4 +1,5 @@
-"""Prefill and decode over a ``ModelCache``.
+"""Prefill and decode over a ``ModelCache``, driving each mixer through its inference-state
+protocol (``zoo.layers.state``): the engine never asks which mixer or cache it has.
 
 Ragged batches (prompts of different lengths): ``prefill(..., lengths=)`` takes a
 right-padded ``[B,T]`` batch and prefills each row on its own, through a row view of the
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from zoo.inference.cache import ModelCache, select_rows
+from zoo.models.cache import ModelCache
 
 
 @torch.no_grad()
@@ -42,7 +43,7 @@ def prefill(model, cache: ModelCache, input_ids: torch.Tensor, *, lengths: Seque
         groups = [([row], slice(row, row + 1)) for row in range(batch)]
     last = []
     for rows, view in groups:
-        layers = cache.layers if view == slice(None) else [select_rows(layer, view) for layer in cache.layers]
+        layers = cache.layers if view == slice(None) else [layer.select_rows(view) for layer in cache.layers]
         n_real = lengths[rows[0]]
         logits = None
         for begin in range(0, n_real, step):
@@ -55,7 +56,7 @@ def prefill(model, cache: ModelCache, input_ids: torch.Tensor, *, lengths: Seque
         last.append(logits[:, -1])
     if any(n > cache.max_length for n in cache.lengths):
         raise ValueError(f"prompt lengths {cache.lengths} exceed the cache's max_length {cache.max_length}")
-    cache.release_folded()
+    cache.release()
     cache.sync_positions()
     return torch.cat(last, dim=0)
 

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from zoo.errors import ZooError
 from zoo.layers.mlp import SwiGLU
 from zoo.layers.norm import make_norm
+from zoo.models.cache import ModelCache
 from zoo.schedule import NoSchedule, TransPointSchedule
 
 
@@ -32,6 +34,16 @@ class Block(nn.Module):
         else:
             x = x + self.mixer(self.mixer_norm(x))
         return self._mlp_residual(x)
+
+    def allocate_cache(self, batch_size: int, max_length: int, transpoint: int, dtype: torch.dtype,
+                       device: torch.device):
+        """The mixer's own cache (zoo.layers.state protocol); the TransPoint only for mixers that use one."""
+        allocate = getattr(self.mixer, "allocate_cache", None)
+        if allocate is None:
+            raise ZooError(f"mixer {type(self.mixer).__name__} has no allocate_cache, so a model with it cannot "
+                           "generate with a cache; its mixer must implement zoo.layers.state.StatefulMixer")
+        extra = {"transpoint": transpoint} if self.uses_transpoint else {}
+        return allocate(batch_size, max_length, dtype=dtype, device=device, **extra)
 
     def prefill(self, x: torch.Tensor, cache, start: int) -> torch.Tensor:
         return self._mlp_residual(x + self.mixer.prefill(self.mixer_norm(x), cache, start))
@@ -66,9 +78,6 @@ class CausalLM(nn.Module):
             self.lm_head.weight = self.embedding.weight
         self.schedule: TransPointSchedule = schedule if schedule is not None else NoSchedule()
         self.n_layers = len(blocks)
-        for index, block in enumerate(self.blocks):
-            if block.uses_transpoint:
-                block.mixer.default_transpoint = _LayerTranspoint(self.schedule, index, self.n_layers)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -103,19 +112,18 @@ class CausalLM(nn.Module):
 
     def allocate_cache(self, batch_size: int, max_length: int, dtype: torch.dtype | None = None,
                        device: torch.device | str | None = None, *,
-                       transpoints: Sequence[int] | None = None):
-        """Inference state for ``batch_size`` rows of up to ``max_length`` tokens (zoo.inference.cache).
+                       transpoints: Sequence[int] | None = None) -> ModelCache:
+        """Inference state for ``batch_size`` rows of up to ``max_length`` tokens: each mixer
+        allocates its own cache (zoo.layers.state), the model keeps the row counts.
 
         The schedule is evaluated at ``max_length``: P = schedule(max_length) per layer,
         unless ``transpoints`` gives them. dtype/device default to the model's.
         """
-        from zoo.inference.cache import ModelCache, allocate_layer_cache
-
         weight = self.embedding.weight
         dtype = dtype or weight.dtype
         device = torch.device(device) if device is not None else weight.device
         transpoints = list(transpoints) if transpoints is not None else self.transpoints_for(max_length)
-        layers = [allocate_layer_cache(block.mixer, batch_size, max_length, int(p), dtype, device)
+        layers = [block.allocate_cache(batch_size, max_length, int(p), dtype, device)
                   for block, p in zip(self.blocks, transpoints, strict=True)]
         positions = torch.zeros(batch_size, dtype=torch.long, device=device)
         if positions.is_cuda:
@@ -144,12 +152,3 @@ class CausalLM(nn.Module):
             total -= self.embedding.weight.numel()
         return total
 
-
-class _LayerTranspoint:
-    """Callable bound to one layer: seq_len -> that layer's TransPoint under the schedule."""
-
-    def __init__(self, schedule: TransPointSchedule, layer_idx: int, n_layers: int) -> None:
-        self.schedule, self.layer_idx, self.n_layers = schedule, layer_idx, n_layers
-
-    def __call__(self, seq_len: int) -> int:
-        return self.schedule.transpoints(self.n_layers, seq_len)[self.layer_idx]

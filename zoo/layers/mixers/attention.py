@@ -7,6 +7,7 @@ repeating each k/v head H/K times (a view + copy before the kernel).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -15,10 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from zoo.backends.base import AttentionBackend
-from zoo.inference.ops import masked_decode_attention
 from zoo.layers.norm import RMSNorm
+from zoo.layers.state import ATTN, LayerCache, static_zeros
+from zoo.ops.attention.decode import masked_decode_attention
 from zoo.ops.rope import rotary
 from zoo.registry import MIXER
+
+
+@dataclass
+class AttentionCache(LayerCache):
+    """Static KV cache, heads-first ``key, value [B,K,S,E]`` (S = max_length), written in
+    place by position; a decode step masks the slots a row has not filled."""
+
+    key: torch.Tensor
+    value: torch.Tensor
+
+    def phase(self, lengths) -> str:
+        return ATTN
 
 
 class AttentionParams(BaseModel):
@@ -94,9 +108,15 @@ class AttentionMixer(nn.Module):
         q, k, v = self.qkv(hidden_states, positions)
         return self.attend(q, k, v)
 
-    # Inference (zoo.inference): static KV cache [B,K,S,E], see zoo/inference/cache.py.
+    # Inference state (the protocol of zoo.layers.state): a static KV cache.
 
-    def prefill(self, hidden_states: torch.Tensor, cache, start: int) -> torch.Tensor:
+    def allocate_cache(self, batch_size: int, max_length: int, *, dtype: torch.dtype, device: torch.device,
+                       transpoint: int | None = None) -> AttentionCache:
+        shape = (batch_size, self.n_kv_heads, max_length, self.head_dim)
+        return AttentionCache(static_zeros(*shape, dtype=dtype, device=device),
+                              static_zeros(*shape, dtype=dtype, device=device))
+
+    def prefill(self, hidden_states: torch.Tensor, cache: AttentionCache, start: int) -> torch.Tensor:
         """Tokens start .. start+T-1 of every row onto ``cache``. [B,T,D] -> [B,T,D]."""
         end = start + hidden_states.shape[1]
         positions = torch.arange(start, end, device=hidden_states.device)
@@ -105,7 +125,8 @@ class AttentionMixer(nn.Module):
         cache.value[:, :, start:end] = v.transpose(1, 2)
         return self.attend(q, cache.key[:, :, :end].transpose(1, 2), cache.value[:, :, :end].transpose(1, 2))
 
-    def step(self, hidden_states: torch.Tensor, cache, positions: torch.Tensor, phase: str) -> torch.Tensor:
+    def step(self, hidden_states: torch.Tensor, cache: AttentionCache, positions: torch.Tensor,
+             phase: str) -> torch.Tensor:
         """One token per row at ``positions`` [B]: [B,1,D] -> [B,1,D]."""
         q, k, v = self.qkv(hidden_states, positions[:, None])
         rows = torch.arange(q.shape[0], device=q.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -9,8 +10,21 @@ from torch import nn
 
 from zoo.backends.base import SSMBackend
 from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes
+from zoo.layers.state import SSM, LayerCache
 from zoo.ops.ssd.reference import ssd_step
 from zoo.registry import MIXER
+
+
+@dataclass
+class SSMCache(LayerCache):
+    """Conv state ``conv [B,C,W-1]`` (C conv channels, W conv width) and SSM state
+    ``ssm [B,H,P,N]`` (fp32), both updated in place."""
+
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+    def phase(self, lengths) -> str:
+        return SSM
 
 
 class Mamba2Params(SSDParams):
@@ -48,10 +62,14 @@ class Mamba2Mixer(nn.Module):
         y = self.ssm(x, dt, A, Bm, Cm, D=ssd.D)
         return ssd.out_proj(ssd.finish(y, z))
 
-    # Inference (zoo.inference): conv state + SSM state, see zoo/inference/cache.py.
+    # Inference state (the protocol of zoo.layers.state): conv state + SSM state.
 
-    def prefill(self, hidden_states: torch.Tensor, cache, start: int) -> torch.Tensor:
-        """T tokens of every row onto ``cache`` (an SSMCache). [B,T,D] -> [B,T,D]."""
+    def allocate_cache(self, batch_size: int, max_length: int, *, dtype: torch.dtype, device: torch.device,
+                       transpoint: int | None = None) -> SSMCache:
+        return SSMCache(*self.ssd.allocate_states(batch_size, dtype=dtype, device=device))
+
+    def prefill(self, hidden_states: torch.Tensor, cache: SSMCache, start: int) -> torch.Tensor:
+        """T tokens of every row onto ``cache``. [B,T,D] -> [B,T,D]."""
         ssd = self.ssd
         z, x, Bm, Cm, dt, A, conv_state = ssd.inputs(hidden_states, cache.conv)
         cache.conv.copy_(conv_state)
@@ -60,7 +78,8 @@ class Mamba2Mixer(nn.Module):
         cache.ssm.copy_(final)
         return ssd.out_proj(ssd.finish(y, z))
 
-    def step(self, hidden_states: torch.Tensor, cache, positions: torch.Tensor, phase: str) -> torch.Tensor:
+    def step(self, hidden_states: torch.Tensor, cache: SSMCache, positions: torch.Tensor,
+             phase: str) -> torch.Tensor:
         """One token per row: [B,1,D] -> [B,1,D] (positions and phase are not needed)."""
         ssd = self.ssd
         z, x, Bm, Cm, dt, A, conv_state = ssd.inputs(hidden_states, cache.conv)

@@ -17,6 +17,7 @@ from torch import nn
 
 from zoo.layers.conv import CausalConv1d
 from zoo.layers.norm import GatedRMSNorm
+from zoo.layers.state import static_zeros
 from zoo.ops.conv import causal_conv1d
 
 
@@ -151,6 +152,13 @@ class SSDProjections(nn.Module):
     def finish(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """y [B,T,H,P] -> gated norm -> [B,T,d_inner] (out_proj is applied by the caller)."""
         return self.norm(rearrange(y, "b t h p -> b t (h p)"), z)
+
+    def allocate_states(self, batch_size: int, *, dtype: torch.dtype,
+                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero conv state [B,C,W-1] (``dtype``) and SSM state [B,H,P,N] (fp32) for a cache."""
+        conv = static_zeros(batch_size, self.conv_channels, self.conv1d.width - 1, dtype=dtype, device=device)
+        ssm = static_zeros(batch_size, self.n_heads, self.headdim, self.d_state, dtype=torch.float32, device=device)
+        return conv, ssm
 
     def backend_shapes(self) -> dict[str, int]:
         return {"n_heads": self.n_heads, "n_groups": self.n_groups, "head_dim": self.headdim,

@@ -8,13 +8,15 @@ TransPoint P (0 <= P <= T):
 Output: out_proj(concat(attention rows, SSM rows)).
 
 P is a Python int: it selects static slices, so each distinct P is its own compiled graph
-(bounded by the schedule; see schedules/). The layer's schedule decides P when the caller
-passes none.
+(bounded by the schedule; see schedules/). The model evaluates its schedule and passes
+each layer its P (``forward(..., transpoint=)``, ``allocate_cache(..., transpoint=)``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -23,9 +25,9 @@ from pydantic import Field
 from torch import nn
 
 from zoo.backends.base import AttentionBackend, ConverterBackend, SSMBackend
-from zoo.inference.cache import ATTN, MIXED, SSM
-from zoo.inference.ops import masked_decode_attention
 from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes
+from zoo.layers.state import ATTN, MIXED, SSM, LayerCache, static_zeros
+from zoo.ops.attention.decode import masked_decode_attention
 from zoo.ops.rope import rotary
 from zoo.ops.ssd.reference import ssd_step
 from zoo.registry import MIXER
@@ -39,6 +41,40 @@ class TransMambaParams(SSDParams):
     attn_gate: bool = Field(False, description="z-gate the attention path (paper Table 10: hurts)")
     attn_norm: bool = Field(True, description="RMSNorm (shared weights, no gate) on attention rows")
     attn_d_skip: bool = Field(False, description="add D*x to the attention path's output")
+
+
+@dataclass
+class TransMambaCache(LayerCache):
+    """Conv state ``conv [B,C,W-1]`` and SSM state ``ssm [B,H,P,N]`` (fp32), plus the prefix
+    buffer of the tokens before the layer's TransPoint (L = ``transpoint`` slots, G groups,
+    R = H // G): ``key [B,G,L,N]`` (= B, stored rotated when RoPE is on), ``value
+    [B,G,L,R*P]`` (= x, the group's heads side by side) and ``dt [B,H,L]`` (fp32).
+
+    A row reaching the TransPoint folds the buffer into its SSM state (Memory Converter);
+    once every row has, ``release`` drops the buffer (set to None), so it is never read again.
+    """
+
+    conv: torch.Tensor
+    ssm: torch.Tensor
+    transpoint: int
+    key: torch.Tensor | None
+    value: torch.Tensor | None
+    dt: torch.Tensor | None
+
+    @property
+    def released(self) -> bool:
+        return self.key is None
+
+    def phase(self, lengths: Sequence[int]) -> str:
+        if self.released or all(n > self.transpoint for n in lengths):
+            return SSM
+        if all(n < self.transpoint for n in lengths):
+            return ATTN
+        return MIXED
+
+    def release(self, lengths: Sequence[int]) -> None:
+        if not self.released and all(n > self.transpoint for n in lengths):
+            self.key = self.value = self.dt = None
 
 
 def clamp_transpoint(transpoint: int, seq_len: int) -> int:
@@ -84,7 +120,6 @@ class TransMambaMixer(nn.Module):
         same_family = getattr(self.ssm, "registry_name", None) == getattr(self.converter, "registry_name", "")
         self.fused_prefix_scan = fused if same_family else None
         self.scale = params.attn_scale if params.attn_scale is not None else 1.0 / math.sqrt(params.d_state)
-        self.default_transpoint = None  # set by the model from its schedule: fn(seq_len) -> int
 
     def attention_rows(self, x, Bm, Cm, z, positions: torch.Tensor, k_all=None, v_all=None):
         """Attention mode for the rows given (q = C, k = B, v = x), then the path's norm.
@@ -113,14 +148,12 @@ class TransMambaMixer(nn.Module):
         return y
 
     def forward(self, hidden_states: torch.Tensor, *, transpoint: int | None = None) -> torch.Tensor:
-        """hidden_states [B,T,D] -> [B,T,D]; ``transpoint=None`` lets the layer's schedule decide."""
+        """hidden_states [B,T,D] -> [B,T,D] with this layer's TransPoint (the model passes its
+        schedule's P; a direct caller passes its own)."""
         seq_len = hidden_states.shape[1]
         if transpoint is None:
-            if self.default_transpoint is None:
-                raise ValueError(
-                    f"transmamba layer {self.layer_idx}: no transpoint given and no schedule bound; "
-                    "build the model through zoo.build with a schedule, or pass transpoint=")
-            transpoint = self.default_transpoint(seq_len)
+            raise ValueError(f"transmamba layer {self.layer_idx}: pass transpoint= (0 <= P; P >= T is all "
+                             "attention); a CausalLM passes its schedule's P")
         P = clamp_transpoint(transpoint, seq_len)
         ssd = self.ssd
         z, x, Bm, Cm, dt, A, _ = ssd.inputs(hidden_states)
@@ -139,9 +172,28 @@ class TransMambaMixer(nn.Module):
         y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
         return ssd.out_proj(y)
 
-    # Inference (zoo.inference): prefix buffer, fold at the TransPoint, SSM afterwards.
+    # Inference state (the protocol of zoo.layers.state): prefix buffer, fold at the TransPoint,
+    # SSM afterwards.
 
-    def _fold(self, cache, A: torch.Tensor) -> torch.Tensor:
+    def allocate_cache(self, batch_size: int, max_length: int, *, dtype: torch.dtype, device: torch.device,
+                       transpoint: int | None = None) -> TransMambaCache:
+        """``transpoint``: this layer's P at ``max_length`` (required; P >= max_length is all attention)."""
+        if transpoint is None or transpoint < 0:
+            raise ValueError(f"transmamba layer {self.layer_idx}: allocate_cache needs transpoint= >= 0, "
+                             f"got {transpoint!r}")
+        ssd = self.ssd
+        conv, ssm = ssd.allocate_states(batch_size, dtype=dtype, device=device)
+        slots = min(transpoint, max_length)
+        if slots == 0:
+            return TransMambaCache(conv, ssm, 0, None, None, None)
+        heads_per_group = ssd.n_heads // ssd.n_groups
+        return TransMambaCache(
+            conv, ssm, slots,
+            static_zeros(batch_size, ssd.n_groups, slots, ssd.d_state, dtype=dtype, device=device),
+            static_zeros(batch_size, ssd.n_groups, slots, heads_per_group * ssd.headdim, dtype=dtype, device=device),
+            static_zeros(batch_size, ssd.n_heads, slots, dtype=torch.float32, device=device))
+
+    def _fold(self, cache: TransMambaCache, A: torch.Tensor) -> torch.Tensor:
         """Memory Converter over the whole prefix buffer -> SSM state [B,H,P,N] (fp32)."""
         keys = rearrange(cache.key, "b g s n -> b s g n")
         if self.params.rope:
@@ -152,8 +204,8 @@ class TransMambaMixer(nn.Module):
         dt = rearrange(cache.dt, "b h s -> b s h")
         return self.converter(keys, values, dt, A)
 
-    def prefill(self, hidden_states: torch.Tensor, cache, start: int) -> torch.Tensor:
-        """Tokens start .. start+T-1 of every row, onto ``cache`` (a TransMambaCache). [B,T,D] -> [B,T,D].
+    def prefill(self, hidden_states: torch.Tensor, cache: TransMambaCache, start: int) -> torch.Tensor:
+        """Tokens start .. start+T-1 of every row, onto ``cache``. [B,T,D] -> [B,T,D].
 
         Rows before the layer's TransPoint run attention over the buffer and append to it;
         a chunk reaching the TransPoint folds the buffer into the SSM state first.
@@ -186,7 +238,8 @@ class TransMambaMixer(nn.Module):
         y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
         return ssd.out_proj(y)
 
-    def step(self, hidden_states: torch.Tensor, cache, positions: torch.Tensor, phase: str) -> torch.Tensor:
+    def step(self, hidden_states: torch.Tensor, cache: TransMambaCache, positions: torch.Tensor,
+             phase: str) -> torch.Tensor:
         """One token per row at ``positions`` [B] (long, on device). [B,1,D] -> [B,1,D].
 
         ``phase`` (host-decided, static per compiled graph): "attn" every row is before the

@@ -3,10 +3,10 @@
 Legend: B batch, G q/k groups (attention heads for the ``attention`` mixer), S cache
 slots, N q/k dim, W value width (R*P for a TransMamba group), H SSM heads, P head dim.
 
-The attention backends (``zoo.backends.base``) take keys of the live length only; a
-static cache holds ``max_length`` slots of which each row has filled its own number, so
-decode needs a per-row key mask. That is what ``masked_decode_attention`` adds; the
-SSD decode step is ``zoo.ops.ssd.reference.ssd_step`` (the reference recurrence itself).
+The attention backends take keys of the live length only; a static cache holds
+``max_length`` slots of which each row has filled its own number, so a decode step needs
+a per-row key mask. That is what ``masked_decode_attention`` adds. (The SSD decode step
+is ``zoo.ops.ssd.reference.ssd_step``, the reference recurrence itself.)
 """
 
 from __future__ import annotations
