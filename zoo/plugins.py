@@ -141,3 +141,10 @@ def plugin_status() -> dict[str, PluginStatus]:
 
 def failed_plugins() -> dict[str, str]:
     return {name: s.error for name, s in plugin_status().items() if not s.loaded}
+
+
+def _reset_for_tests() -> None:
+    """Forget what was loaded (tests that install plugins at run time use this)."""
+    with _lock:
+        _state["done"] = False
+        _status.clear()
