@@ -195,7 +195,8 @@ def measure(label: str, size: str, seq_len: int, config: ThroughputConfig, devic
         vocab = flops_model.spec.vocab_size
         generator = torch.Generator(device="cpu").manual_seed(0)
         tokens = torch.randint(0, vocab, (batch, seq_len + 1), generator=generator).to(device)
-        micro_batches = [(tokens[i:i + micro, :-1], tokens[i:i + micro, 1:]) for i in range(0, batch, micro)]
+        micro_batches = [(tokens[i:i + micro, :-1].contiguous(), tokens[i:i + micro, 1:].contiguous())
+                         for i in range(0, batch, micro)]
 
         def step() -> torch.Tensor:
             return _training_step(model, optimizer, micro_batches, autocast, device, config.grad_clip)
