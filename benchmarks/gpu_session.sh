@@ -9,6 +9,7 @@
 #   bash benchmarks/gpu_session.sh mixers    # issue 6: eager and compiled mixers, with profiles
 #   bash benchmarks/gpu_session.sh decode    # issue 4: compiled decode at 32K (batch 1 and 8), profiles
 #   bash benchmarks/gpu_session.sh train     # issue 5: the small presets compiled at T=2048 and 8192
+#   bash benchmarks/gpu_session.sh throughput  # training tokens/s, memory, MFU of the 400m presets (THROUGHPUT_ARGS)
 #   bash benchmarks/gpu_session.sh autotune  # issue 4: decode at 32K, batch 1, compiled with max-autotune
 #   bash benchmarks/gpu_session.sh test      # the Triton and mamba_ssm plugin tests on the GPU
 #   bash benchmarks/gpu_session.sh mixers-compiled  # the mixers compiled only, no profiles (shorter)
@@ -117,6 +118,10 @@ case "$job" in
         --out "$work/train$T"
       find "$work/train$T" -name '*.safetensors' -delete  # checkpoints stay behind
     done
+    ;;
+  throughput)
+    step "${THROUGHPUT_LIMIT:-570}" throughput python3 benchmarks/train_throughput.py --budget-s "${THROUGHPUT_BUDGET:-450}" \
+      ${THROUGHPUT_ARGS:-} --out "$work"
     ;;
   test-conv)
     step 90 pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/ops/test_conv.py

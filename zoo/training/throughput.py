@@ -237,7 +237,7 @@ def run_throughput(models: Sequence[str], seq_lens: Sequence[int], *, size: str 
                    device: torch.device | str = "cpu", config: ThroughputConfig | None = None,
                    backends: dict[str, str] | None = None,
                    log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Rows for every model at every length (model by model), with ``time_vs_transformer``
+    """Rows for every model at every length, with ``time_vs_transformer``
     (the transformer's tokens/s at that T over this row's: relative training time)."""
     config = config or ThroughputConfig()
     device = torch.device(device)
@@ -246,8 +246,8 @@ def run_throughput(models: Sequence[str], seq_lens: Sequence[int], *, size: str 
         torch.backends.cudnn.allow_tf32 = True
     began = time.perf_counter()
     rows = []
-    for label in models:
-        for seq_len in seq_lens:
+    for seq_len in seq_lens:  # length by length, so a budget that runs out leaves whole comparisons
+        for label in models:
             if config.budget_s is not None and time.perf_counter() - began > config.budget_s:
                 rows.append({"model": label, "seq_len": seq_len, "skipped": f"--budget-s {config.budget_s:g} spent"})
                 continue
