@@ -43,6 +43,8 @@ ARCHS = ("transformer", "mamba2", "hybrid", "transmamba")
 
 @dataclass(frozen=True)
 class ThroughputConfig:
+    """The settings every row shares (saved in the report)."""
+
     tokens_per_step: int = 32768
     micro_batch_size: int | None = None  # sequences per forward/backward; None: the whole step at once
     steps: int = 10
