@@ -20,6 +20,7 @@
 #   decode           compiled decode at 32K context (batch 1 and 8), then kernel profiles
 #   autotune         decode at 32K, batch 1, compiled with max-autotune
 #   train            the small presets compiled on the Triton SSD at T=2048 and 8192
+#   throughput       training tokens/s, peak memory, MFU of the 400m presets (THROUGHPUT_ARGS)
 #   test             the Triton and mamba_ssm plugin tests and the conv tests on the GPU
 #   test-conv        the causal-conv tests on the GPU
 #
@@ -132,6 +133,10 @@ case "$job" in
         --out "$work/train$T"
       find "$work/train$T" -name '*.safetensors' -delete  # checkpoints stay behind
     done
+    ;;
+  throughput)
+    step "${THROUGHPUT_LIMIT:-570}" throughput python3 benchmarks/train_throughput.py --budget-s "${THROUGHPUT_BUDGET:-450}" \
+      ${THROUGHPUT_ARGS:-} --out "$work"
     ;;
   test-conv)
     step 90 pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/ops/test_conv.py

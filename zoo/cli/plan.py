@@ -15,6 +15,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def parameter_line(model) -> str:
+    """``parameters: 484.5M (embedding 49.2M, tied with the LM head)``, counted once per tensor."""
+    total, embedding = model.num_parameters(), model.embedding.weight.numel()
+    tied = ", tied with the LM head" if model.spec.tie_embeddings else ""
+    return f"parameters: {_millions(total)} (embedding {_millions(embedding)}{tied})"
+
+
+def _millions(n: int) -> str:
+    if n < 1e6:
+        return f"{n / 1e3:.1f}K"
+    return f"{n / 1e6:.2f}M" if n < 1e8 else f"{n / 1e6:.1f}M"
+
+
 def run(args: argparse.Namespace) -> int:
     import zoo
     from zoo.flops import layer_flops
@@ -30,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     transpoints = model.transpoints_for(T)
     totals = {"attention": 0.0, "ssm": 0.0, "projections": 0.0}
     print(f"{spec.name or args.spec}: T={T}, schedule {model.schedule!r}")
+    print(parameter_line(model))
     print(f"{'layer':>5}  {'mixer':<11} {'P':>7}  {'strip (A = attention, S = SSM)':<{args.width}}  "
           f"{'attn%':>6} {'ssm%':>6} {'proj%':>6}")
     for index, block in enumerate(model.blocks):

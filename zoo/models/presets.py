@@ -2,12 +2,24 @@
 
 Each preset is a function returning a spec dict (validated by the builder).
 
-Sizes. ``tiny`` (~1-2M params) is for CPU tests, ``small`` (~20-30M) for CPU training in
+Sizes. ``tiny`` (~1.6M params) is for CPU tests, ``small`` (~22M) for CPU training in
 minutes. ``400m`` follows the paper's 400M shape (hidden 1536, FFN 4096, 16 attention heads,
 "24 layers" counted as 12 mixer + 12 MLP layers, mixer:MLP 1:1); the SSD shape is
 48 heads x headdim 64, d_state 128, 8 groups. The paper's Table 8 is not reachable here
 for the 1.5B shape, so ``1.5b`` is our reading: 64 layers = 32 blocks, hidden 1792,
-FFN 4864, same SSD head shape (about 1.6B parameters with a 32K vocabulary).
+FFN 4864, same SSD head shape.
+
+Parameter matching. At each size the four architectures have the same parameter count
+within 2% (``docs/training.md`` has the table; ``tests/test_presets.py`` checks it on the
+meta device). The match is per block: a Mamba2 / TransMamba mixer (expand 2: in_proj
+D x (4D + 2GN + H), out_proj 2D x D, conv, dt, A, D, gated norm) carries about
+2D^2 + D(2GN + H) more weights than an attention mixer (4D^2), so an attention block gets
+a wider SwiGLU: ``attn_d_ff`` is the multiple of 64 (tiny, small) or 128 (400m, 1.5b)
+nearest to ``d_ff + (SSD mixer - attention mixer) / 3D``. The SSD blocks keep the paper's
+shape (FFN 4096 at 400m), so ``transmamba-400m`` is the paper's model and the transformer
+baseline is widened to its size, not the other way round; the hybrid's attention layers
+use the same wide block, so any mix of layers matches too. Same depth and width everywhere,
+so a comparison differs in the mixer and nothing else.
 """
 
 from __future__ import annotations
@@ -16,16 +28,20 @@ from typing import Any
 
 from zoo.registry import PRESET
 
+# d_ff: the SwiGLU width next to a Mamba2/TransMamba mixer; attn_d_ff: next to an attention
+# mixer (see "Parameter matching" above; exact match at 501.0, 1374.5, 5824.9, 6765.9).
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(vocab_size=260, d_model=128, n_layers=6, d_ff=384, headdim=16, d_state=16, n_groups=2,
-                 attn_heads=4, chunk_size=32),
-    "small": dict(vocab_size=260, d_model=384, n_layers=10, d_ff=1024, headdim=64, d_state=64, n_groups=2,
-                  attn_heads=6, chunk_size=64),
-    "400m": dict(vocab_size=32000, d_model=1536, n_layers=12, d_ff=4096, headdim=64, d_state=128, n_groups=8,
-                 attn_heads=16, chunk_size=256),
-    "1.5b": dict(vocab_size=32000, d_model=1792, n_layers=32, d_ff=4864, headdim=64, d_state=128, n_groups=8,
-                 attn_heads=16, chunk_size=256),
+    "tiny": dict(vocab_size=260, d_model=128, n_layers=6, d_ff=384, attn_d_ff=512, headdim=16, d_state=16,
+                 n_groups=2, attn_heads=4, chunk_size=32),
+    "small": dict(vocab_size=260, d_model=384, n_layers=10, d_ff=1024, attn_d_ff=1344, headdim=64, d_state=64,
+                  n_groups=2, attn_heads=6, chunk_size=64),
+    "400m": dict(vocab_size=32000, d_model=1536, n_layers=12, d_ff=4096, attn_d_ff=5888, headdim=64, d_state=128,
+                 n_groups=8, attn_heads=16, chunk_size=256),
+    "1.5b": dict(vocab_size=32000, d_model=1792, n_layers=32, d_ff=4864, attn_d_ff=6784, headdim=64, d_state=128,
+                 n_groups=8, attn_heads=16, chunk_size=256),
 }
+
+ARCHS = ("transmamba", "transformer", "mamba2", "hybrid")
 
 
 def ssd_mixer(name: str, size: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +63,8 @@ def attention_mixer(size: dict[str, Any]) -> dict[str, Any]:
 
 def _spec(arch: str, size_name: str) -> dict[str, Any]:
     size = SIZES[size_name]
-    mlp = {"d_ff": size["d_ff"]}
+    ssd_mlp = {"d_ff": size["d_ff"]}
+    attention_block = {"mixer": attention_mixer(size), "mlp": {"d_ff": size["attn_d_ff"]}}
     spec: dict[str, Any] = {
         "name": f"{arch}-{size_name}",
         "vocab_size": size["vocab_size"],
@@ -55,16 +72,16 @@ def _spec(arch: str, size_name: str) -> dict[str, Any]:
     }
     n = size["n_layers"]
     if arch == "transmamba":
-        spec["layers"] = [{"mixer": ssd_mixer("transmamba", size), "mlp": mlp}] * n
+        spec["layers"] = [{"mixer": ssd_mixer("transmamba", size), "mlp": ssd_mlp}] * n
         spec["schedule"] = {"name": "v9", "params": {"relative": True}}
     elif arch == "mamba2":
-        spec["layers"] = [{"mixer": ssd_mixer("mamba2", size), "mlp": mlp}] * n
+        spec["layers"] = [{"mixer": ssd_mixer("mamba2", size), "mlp": ssd_mlp}] * n
     elif arch == "transformer":
-        spec["layers"] = [{"mixer": attention_mixer(size), "mlp": mlp}] * n
+        spec["layers"] = [attention_block] * n
     elif arch == "hybrid":
         # Jamba-like 1 attention : 7 Mamba2, attention in the middle of each group of 8
-        spec["layers"] = {"n_layers": n, "block": {"mixer": ssd_mixer("mamba2", size), "mlp": mlp},
-                          "every": 8, "offset": 4, "other": {"mixer": attention_mixer(size), "mlp": mlp}}
+        spec["layers"] = {"n_layers": n, "block": {"mixer": ssd_mixer("mamba2", size), "mlp": ssd_mlp},
+                          "every": 8, "offset": 4, "other": attention_block}
     return spec
 
 
@@ -78,6 +95,6 @@ def _register(arch: str, size_name: str) -> None:
     PRESET.register(f"{arch}-{size_name}")(preset)
 
 
-for _arch in ("transmamba", "transformer", "mamba2", "hybrid"):
+for _arch in ARCHS:
     for _size in SIZES:
         _register(_arch, _size)

@@ -1,0 +1,356 @@
+"""Training throughput: tokens/s, peak memory and MFU of whole training steps, model against model.
+
+One row is one model at one sequence length T. Every row trains on the same number of
+tokens per optimizer step (batch = tokens_per_step / T sequences, run as micro-batches
+with gradient accumulation when ``micro_batch_size`` is set). A row builds a fresh model
+(``zoo.build(..., compile=True)``: the spec's compile options, fullgraph), AdamW from
+``make_optimizer`` (fused on CUDA), bf16 autocast on CUDA, the loss in fp32 as the trainer
+computes it, gradient clipping at 1.0. ``warmup`` steps (compilation, autotuning, the
+allocator) run untimed; then ``steps`` steps are timed, with CUDA events on a GPU (read
+after a synchronize) and the wall clock on a CPU. The tokens are random and made before
+timing, so no data pipeline is measured.
+
+MFU = model FLOPs per step (``zoo.flops.train_flops_per_token``: 6 N per token for the N
+weights in matmuls, plus 3x the attention and SSM terms at this T) / step time / the
+accelerator's peak (``peak_tflops``; 989 is the H100/H200 dense bf16 spec).
+
+A row that fails (out of memory, a backend that refuses a shape) records its error and the
+run goes on; each row frees its model, optimizer and compiled graphs before the next.
+The ``hf-llama`` row is the outside anchor: ``transformers``' LlamaForCausalLM with the
+transformer preset's shape (skipped with the reason where transformers is missing).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.util
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ANCHOR = "hf-llama"
+ARCHS = ("transformer", "mamba2", "hybrid", "transmamba")
+
+
+@dataclass(frozen=True)
+class ThroughputConfig:
+    """The settings every row shares (saved in the report)."""
+
+    tokens_per_step: int = 32768
+    micro_batch_size: int | None = None  # sequences per forward/backward; None: the whole step at once
+    steps: int = 10
+    warmup: int = 3
+    compile: bool = True
+    compile_backend: str = "inductor"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    peak_tflops: float | None = None  # None: no MFU
+    grad_clip: float | None = 1.0
+    lr: float = 1e-4
+    budget_s: float | None = None  # stop starting rows after this many seconds
+
+
+def preset_name(model: str, size: str) -> str:
+    """``transformer`` at size ``400m`` -> ``transformer-400m``; a full preset name stays."""
+    return f"{model}-{size}" if model in ARCHS else model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free(device: torch.device) -> None:
+    """Release the last row's graphs and memory, so rows do not see each other's."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+class _Logits(nn.Module):
+    """A transformers causal LM as ``ids -> logits`` (no KV cache), to train like ours."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, use_cache=False).logits
+
+
+def llama_like(spec: Any, max_len: int, device: torch.device) -> nn.Module:
+    """``LlamaForCausalLM`` with the shape of a transformer ``ModelSpec`` (same width, heads,
+    layers, SwiGLU width, vocabulary, tying, RMSNorm eps; RoPE theta 1e4, no biases)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    layer = spec.layers[0]
+    params = layer.mixer.params
+    if any(block != layer for block in spec.layers) or layer.mixer.name != "attention":
+        raise ValueError(f"{spec.name}: the Llama anchor needs a transformer with identical attention layers")
+    config = LlamaConfig(
+        vocab_size=spec.vocab_size, hidden_size=spec.d_model, intermediate_size=layer.mlp.d_ff,
+        num_hidden_layers=spec.n_layers, num_attention_heads=params["n_heads"],
+        num_key_value_heads=params.get("n_kv_heads") or params["n_heads"], max_position_embeddings=max_len,
+        rms_norm_eps=spec.norm.eps, tie_word_embeddings=spec.tie_embeddings, attention_bias=False,
+        mlp_bias=False, attn_implementation="sdpa",
+    )
+    with torch.device(device):
+        return _Logits(LlamaForCausalLM(config))
+
+
+def _training_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches, autocast: torch.dtype | None,
+                   device: torch.device, grad_clip: float | None) -> torch.Tensor:
+    loss_sum = torch.zeros((), device=device)
+    for inputs, targets in micro_batches:
+        with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        (loss / len(micro_batches)).backward()
+        loss_sum += loss.detach()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum / len(micro_batches)
+
+
+def _timed_steps(step: Callable[[], torch.Tensor], steps: int, device: torch.device) -> list[float]:
+    """Milliseconds of each of ``steps`` calls; CUDA events, read once after a synchronize."""
+    if device.type == "cuda":
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
+        for start, end in events:
+            start.record()
+            step()
+            end.record()
+        torch.cuda.synchronize(device)
+        return [start.elapsed_time(end) for start, end in events]
+    times = []
+    for _ in range(steps):
+        began = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - began) * 1e3)
+    return times
+
+
+def _build(label: str, size: str, seq_len: int, config: ThroughputConfig, device: torch.device,
+           backends: dict[str, str]) -> tuple[nn.Module, nn.Module, int, str]:
+    """(model to train, the zoo model whose FLOPs count, parameters, backends used)."""
+    import zoo
+    from zoo.builder import spec_with_backends
+
+    if label == ANCHOR:
+        spec = zoo.resolve_spec(preset_name("transformer", size))
+        model = llama_like(spec, seq_len, device)
+        if config.compile:
+            model = torch.compile(model, backend=config.compile_backend)
+        flops_model = zoo.build(spec, device="meta")
+        return model, flops_model, sum(p.numel() for p in model.parameters()), "transformers sdpa"
+    spec = zoo.resolve_spec(preset_name(label, size)).model_dump(mode="json")
+    spec, _ = spec_with_backends(spec, backends)
+    if config.compile:
+        spec["compile"] = {**spec["compile"], "backend": config.compile_backend}
+    model = zoo.build(spec, device=device, compile=config.compile)
+    used = sorted({f"{slot}={getattr(block.mixer, slot).registry_name}" for block in model.blocks
+                   for slot in ("attention", "ssm", "converter") if hasattr(block.mixer, slot)})
+    return model, model, model.num_parameters(), ", ".join(used)
+
+
+def measure(label: str, size: str, seq_len: int, config: ThroughputConfig, device: torch.device,
+            backends: dict[str, str] | None = None) -> dict[str, Any]:
+    """One row: ``label`` (an architecture, a preset name or ``hf-llama``) at length ``seq_len``."""
+    row: dict[str, Any] = {"model": label, "seq_len": seq_len, "tokens_per_step": config.tokens_per_step}
+    if config.tokens_per_step % seq_len:
+        row["error"] = f"--tokens-per-step {config.tokens_per_step} is not a multiple of T={seq_len}"
+        return row
+    batch = config.tokens_per_step // seq_len
+    micro = min(config.micro_batch_size or batch, batch)
+    if batch % micro:
+        row["error"] = f"batch {batch} (= tokens per step / T) is not a multiple of --micro-batch-size {micro}"
+        return row
+    row.update(batch_size=batch, micro_batch_size=micro, grad_accum=batch // micro)
+    precision = config.precision if config.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    autocast = torch.bfloat16 if precision == "bf16" else None
+    row.update(precision=precision, compiled=config.compile)
+    if label == ANCHOR and importlib.util.find_spec("transformers") is None:
+        row["skipped"] = "transformers is not installed here (pip install transformers for the Llama anchor row)"
+        return row
+    _free(device)
+    try:
+        model, flops_model, n_params, used = _build(label, size, seq_len, config, device, backends or {})
+        from zoo.flops import train_flops_per_token
+        from zoo.training.optim import make_optimizer
+
+        row.update(params=n_params, backends=used)
+        flops_per_token = train_flops_per_token(flops_model, seq_len)
+        optimizer = make_optimizer(model, lr=config.lr, weight_decay=0.1)
+        row["fused_adamw"] = bool(optimizer.defaults.get("fused"))
+        vocab = flops_model.spec.vocab_size
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        tokens = torch.randint(0, vocab, (batch, seq_len + 1), generator=generator).to(device)
+        micro_batches = [(tokens[i:i + micro, :-1].contiguous(), tokens[i:i + micro, 1:].contiguous())
+                         for i in range(0, batch, micro)]
+
+        def step() -> torch.Tensor:
+            return _training_step(model, optimizer, micro_batches, autocast, device, config.grad_clip)
+
+        began = time.perf_counter()
+        for _ in range(config.warmup):
+            loss = step()
+        _sync(device)
+        row["warmup_s"] = round(time.perf_counter() - began, 2)
+        times = _timed_steps(step, config.steps, device)
+        loss = step()  # one more, untimed, for the loss (reading it syncs)
+        total_s = sum(times) / 1e3
+        tokens_per_s = config.tokens_per_step * config.steps / total_s
+        row.update(
+            tokens_per_s=round(tokens_per_s, 1),
+            step_ms_median=round(statistics.median(times), 3),
+            step_ms_min=round(min(times), 3),
+            step_ms_max=round(max(times), 3),
+            train_flops_per_token=flops_per_token,
+            model_tflops=float(f"{flops_per_token * tokens_per_s / 1e12:.4g}"),
+            mfu=float(f"{flops_per_token * tokens_per_s / (config.peak_tflops * 1e12):.4g}") if config.peak_tflops
+            else None,
+            loss=round(float(loss), 4),
+        )
+        if device.type == "cuda":
+            row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    except Exception as exc:  # a failing row (out of memory included) is a result; the run goes on
+        row["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+        if isinstance(exc, torch.OutOfMemoryError) and device.type == "cuda":
+            row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    finally:
+        model = flops_model = optimizer = micro_batches = tokens = step = None  # noqa: F841 - drop references
+        _free(device)
+    return row
+
+
+def run_throughput(models: Sequence[str], seq_lens: Sequence[int], *, size: str = "400m",
+                   device: torch.device | str = "cpu", config: ThroughputConfig | None = None,
+                   backends: dict[str, str] | None = None,
+                   log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Rows for every model at every length, with ``time_vs_transformer``
+    (the transformer's tokens/s at that T over this row's: relative training time)."""
+    config = config or ThroughputConfig()
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast (the SSD's) use TF32
+        torch.backends.cudnn.allow_tf32 = True
+    began = time.perf_counter()
+    rows = []
+    for seq_len in seq_lens:  # length by length, so a budget that runs out leaves whole comparisons
+        for label in models:
+            if config.budget_s is not None and time.perf_counter() - began > config.budget_s:
+                rows.append({"model": label, "seq_len": seq_len, "skipped": f"--budget-s {config.budget_s:g} spent"})
+                continue
+            row = measure(label, size, seq_len, config, device, backends)
+            rows.append(row)
+            if log is not None:
+                log(_summary(row))
+    reference = {row["seq_len"]: row["tokens_per_s"] for row in rows
+                 if row["model"] == "transformer" and row.get("tokens_per_s")}
+    for row in rows:
+        if row.get("tokens_per_s") and row["seq_len"] in reference:
+            row["time_vs_transformer"] = round(reference[row["seq_len"]] / row["tokens_per_s"], 3)
+    return rows
+
+
+def _summary(row: dict[str, Any]) -> str:
+    head = f"{row['model']} T={row['seq_len']}"
+    if "tokens_per_s" in row:
+        mfu = f", MFU {100 * row['mfu']:.1f}%" if row.get("mfu") is not None else ""
+        memory = f", peak {row['peak_memory_gib']} GiB" if "peak_memory_gib" in row else ""
+        return f"{head}: {row['tokens_per_s']:,.0f} tokens/s{mfu}{memory} (warm-up {row['warmup_s']} s)"
+    return f"{head}: {row.get('error') or row.get('skipped')}"
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per row; failed and skipped rows say why."""
+    lines = ["| model | T | batch x accum | params | tokens/s | time vs transformer | step ms (median) | "
+             "peak GiB | model TFLOP/s | MFU | note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        def cell(key: str, fmt: str = "{}", row: dict[str, Any] = row) -> str:
+            return fmt.format(row[key]) if row.get(key) is not None else "-"
+
+        shape = f"{row['batch_size'] // row['grad_accum']} x {row['grad_accum']}" if "grad_accum" in row else "-"
+        params = f"{row['params'] / 1e6:.1f}M" if row.get("params") else "-"
+        mfu = f"{100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "-"
+        note = row.get("error") or row.get("skipped") or row.get("backends", "")
+        lines.append(f"| {row['model']} | {row['seq_len']} | {shape} | {params} | {cell('tokens_per_s', '{:,.0f}')} | "
+                     f"{cell('time_vs_transformer', '{:.2f}')} | {cell('step_ms_median', '{:.1f}')} | "
+                     f"{cell('peak_memory_gib')} | {cell('model_tflops')} | {mfu} | {note} |")
+    return "\n".join(lines)
+
+
+def environment(device: torch.device, command: str, config: ThroughputConfig, backends: dict[str, str],
+                size: str) -> dict[str, Any]:
+    """What the numbers depend on besides the rows: date, device, versions, settings."""
+    import datetime
+    import platform
+
+    versions = {"torch": torch.__version__}
+    for package in ("triton", "transformers"):
+        if importlib.util.find_spec(package) is not None:
+            versions[package] = getattr(importlib.import_module(package), "__version__", "?")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": name, "device_type": device.type, "versions": versions, "command": command, "size": size,
+        "backends": backends, "tf32": device.type == "cuda", "config": asdict(config),
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def write_report(rows: list[dict[str, Any]], env: dict[str, Any], out_dir: str | Path, *,
+                 plot: bool = True) -> list[Path]:
+    """``train_throughput.json`` (environment + rows) and ``train_throughput.png`` in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "train_throughput.json"
+    path.write_text(json.dumps({**env, "rows": rows}, indent=1) + "\n")
+    written = [path]
+    if plot:
+        written.append(plot_rows(rows, out / "train_throughput.png", title=f"{env['device']}, {env['size']}"))
+    return written
+
+
+def plot_rows(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
+    """Tokens/s, MFU and peak memory against T, one line per model (needs matplotlib)."""
+    from zoo.errors import ZooError
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ZooError("the plot needs matplotlib: pip install 'zoo[plot]' (or --no-plot)") from exc
+    panels = [("tokens_per_s", "tokens / s"), ("mfu", "MFU"), ("peak_memory_gib", "peak memory (GiB)")]
+    panels = [(key, label) for key, label in panels if any(row.get(key) is not None for row in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=110, squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels, strict=True):
+        for model in dict.fromkeys(row["model"] for row in rows):
+            points = sorted((row["seq_len"], row[key]) for row in rows
+                            if row["model"] == model and row.get(key) is not None)
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=model)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sequence length T (same tokens per step)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"training throughput{': ' + title if title else ''}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
