@@ -128,12 +128,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from zoo.training.runs import run_lock
+
+    out = Path(args.out or Path("runs") / Path(args.spec).stem)
+    with run_lock(out):  # before reading or writing anything in it: one writer per run directory
+        return _train(args, out)
+
+
+def _train(args: argparse.Namespace, out: Path) -> int:
     from zoo import checkpoint as ckpt
     from zoo.builder import parse_backend_overrides
     from zoo.training.runs import build_for_task
     from zoo.training.trainer import Trainer, resolve_device
 
-    out = Path(args.out or Path("runs") / Path(args.spec).stem)
     tokenizer = None
     ref: Any = args.spec
     latest = ckpt.latest_checkpoint(out)
