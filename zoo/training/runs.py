@@ -111,12 +111,30 @@ def task_from_description(
     seq_len: int | None = None,
 ) -> Task:
     """Rebuild the task a checkpoint was trained on (``data``/``seq_len`` override it)."""
+    if not isinstance(description, dict):
+        raise ZooError(f"a checkpoint's task description must be a JSON object, got {type(description).__name__}")
+    try:
+        return _task_from_description(description, tokenizer=tokenizer, data=data, seq_len=seq_len)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ZooError(f"cannot rebuild the task from the checkpoint's description: {exc!r}") from exc
+
+
+def _task_from_description(
+    description: dict[str, Any], *, tokenizer: Tokenizer | None, data: str | None, seq_len: int | None
+) -> Task:
     kind = description.get("task")
     seq_len = seq_len or description["seq_len"]
     if kind == "text":
+        recorded = description.get("corpus")
+        if data is None and recorded is not None and not _is_builtin_corpus(recorded):
+            # A checkpoint may come from anyone: a path it names is not read unless asked for.
+            raise ZooError(
+                f"the checkpoint was trained on the corpus {str(recorded)[:200]!r}; a path recorded in a "
+                "checkpoint is not read on its own: pass it (or another corpus) explicitly with --data"
+            )
         return make_task(
             "text",
-            data=data or description.get("corpus"),
+            data=data or recorded,
             seq_len=seq_len,
             tokenizer=tokenizer or "byte",
             seed=description.get("seed", 0),
@@ -132,6 +150,10 @@ def task_from_description(
             eval_examples=description.get("eval_examples", 256),
         )
     raise ZooError(f"cannot rebuild task {kind!r} from a checkpoint description")
+
+
+def _is_builtin_corpus(name: Any) -> bool:
+    return isinstance(name, str) and (name == "builtin" or name.startswith("builtin:"))
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
