@@ -392,12 +392,14 @@ def load(
     dtype: torch.dtype | None = None,
     compile: bool | None = False,
     backends: dict[str, str] | None = None,
+    allow_large: bool = False,
 ) -> torch.nn.Module:
     """Build the model a checkpoint (or a run directory's latest checkpoint) describes, with its weights.
 
     ``backends`` ({slot: name}) runs it on other backends than it was trained on, e.g.
     ``{"ssm": "chunked", "converter": "chunked"}`` for a checkpoint trained with the Triton
     kernels, on a CPU (the weights do not depend on the backend).
+    ``allow_large``: load even when the weights exceed the free memory (see ``zoo.memory``).
     """
     from zoo.builder import build, spec_with_backends
 
@@ -407,7 +409,11 @@ def load(
         raise CheckpointError(f"checkpoint {checkpoint.path} has no {SPEC_FILE}; cannot rebuild the model")
     if backends:
         spec, _ = spec_with_backends(spec, backends, strict=True, label=f"checkpoint {checkpoint.path}")
-    model = build(spec, device=device, dtype=dtype, compile=False)
+    if not allow_large:  # the weights file is read into host memory whole
+        from zoo.memory import check_fits
+
+        check_fits(f"reading {checkpoint.path / MODEL_FILE}", checkpoint.manifest["files"][MODEL_FILE]["bytes"], "cpu")
+    model = build(spec, device=device, dtype=dtype, compile=False, allow_large=allow_large)
     load_model_state(model, checkpoint)
     if compile:
         model = torch.compile(model)
