@@ -144,10 +144,11 @@ class SSDProjections(nn.Module):
         return x, Bm, Cm
 
     def dt(self, dt_raw: torch.Tensor) -> torch.Tensor:
-        return F.softplus(dt_raw.float() + self.dt_bias.float())
+        work = torch.promote_types(dt_raw.dtype, torch.float32)  # fp32, or fp64 for an fp64 model
+        return F.softplus(dt_raw.to(work) + self.dt_bias.to(work))
 
     def A(self) -> torch.Tensor:
-        return -torch.exp(self.A_log.float())
+        return -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))
 
     def finish(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """y [B,T,H,P] -> gated norm -> [B,T,d_inner] (out_proj is applied by the caller)."""
