@@ -97,7 +97,19 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "progress": not args.no_progress,
     }
     values.update(overrides)
-    return TrainConfig(**values)
+    from pydantic import ValidationError
+
+    from zoo.errors import ZooError
+
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:  # one line naming the flag, not pydantic's report
+        flags = {"warmup_steps": "warmup", "grad_clip": "clip", "save_every": "save-every", "keep_last": "keep"}
+        problems = []
+        for error in exc.errors(include_url=False):
+            field = str(error["loc"][0]) if error.get("loc") else "?"
+            problems.append(f"--{flags.get(field, field).replace('_', '-')} {values.get(field)!r}: {error['msg']}")
+        raise ZooError("; ".join(problems)) from None
 
 
 def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
