@@ -109,6 +109,13 @@ def test_huge_spec_is_refused_by_build_and_load(tmp_path, monkeypatch) -> None:
         zoo.load(path)
 
 
+def test_estimate_needs_no_backward_support() -> None:
+    spec = zoo.resolve_spec("transmamba-tiny").model_dump(mode="json")
+    spec["layers"][2]["mixer"]["attention"] = {"name": "flex"}  # no backward on CPU: inference only
+    assert memory.model_bytes(spec) > 0
+    assert not any(p.requires_grad for p in zoo.build(spec, requires_grad=False).parameters())
+
+
 def test_allow_large_skips_the_refusal(monkeypatch) -> None:
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
     with pytest.raises(MemoryLimitError):

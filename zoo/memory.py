@@ -92,7 +92,7 @@ def model_bytes(spec: Any, dtype: torch.dtype = torch.float32) -> int:
     """Peak bytes of building ``spec`` in ``dtype``: built in fp32, then cast (both copies live)."""
     from zoo.builder import build
 
-    meta = build(spec, device="meta", compile=False)
+    meta = build(spec, device="meta", compile=False, requires_grad=False)  # the count needs no backward
     numel = sum(t.numel() for t in {id(t): t for t in [*meta.parameters(), *meta.buffers()]}.values())
     float_bytes = numel * 4
     return float_bytes if dtype == torch.float32 else float_bytes + numel * torch.empty((), dtype=dtype).element_size()
