@@ -159,6 +159,7 @@ def build(
     compile: bool | None = None,
     requires_grad: bool = True,
     support_device: torch.device | str | None = None,
+    allow_large: bool = False,
 ):
     """Build a ``CausalLM`` from a spec, dict, file, or preset name. See module docstring.
 
@@ -167,6 +168,8 @@ def build(
     ``support_device``: check the backends against this device instead of ``device`` (build
     on the CPU, where the initial weights do not depend on the GPU's random generator, for a
     model that will run on a GPU).
+    ``allow_large``: build even when the weights exceed the device's free memory
+    (``zoo.memory``; by default that is a ``MemoryLimitError`` before anything is allocated).
     """
     from zoo.models.lm import CausalLM
 
@@ -179,6 +182,11 @@ def build(
         raise SpecError([("", str(exc))]) from None
     target = torch.device(support_device) if support_device is not None else device
     check_support(spec, plans, target, dtype, requires_grad=requires_grad)
+    if device.type != "meta" and not allow_large:
+        from zoo.memory import check_fits, model_bytes
+
+        check_fits(f"building {spec.name or 'the model'!r} ({str(dtype).removeprefix('torch.')})",
+                   model_bytes(spec, dtype), device)
     with torch.device(device):
         mixers = []
         for plan in plans:

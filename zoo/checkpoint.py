@@ -31,7 +31,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from zoo.errors import CheckpointError
+from zoo.checkpoint_checks import check_json_object, check_manifest, check_model_tensors, check_optimizer_state
+from zoo.errors import CheckpointError, ZooError
 
 FORMAT = "zoo-checkpoint"
 VERSION = 1
@@ -185,12 +186,27 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint ``step`` atomically under ``run_dir/checkpoints``; keep the last ``keep_last``."""
     run_dir = Path(run_dir)
+    tmp = run_dir / STAGING / f"{checkpoint_name(step)}.{os.getpid()}"
+    try:
+        return _save_checkpoint(run_dir, tmp, step, model=model, optimizer=optimizer, trainer_state=trainer_state,
+                                spec=spec, tokenizer=tokenizer, keep_last=keep_last)
+    except (OSError, SafetensorError) as exc:
+        # Disk full, quota, permissions: the staging copy goes, checkpoints/ is untouched.
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CheckpointError(
+            f"cannot write checkpoint step {step} into {run_dir}: {reason}; the previous checkpoints are intact"
+        ) from exc
+
+
+def _save_checkpoint(run_dir: Path, tmp: Path, step: int, *, model: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer | None, trainer_state: dict[str, Any] | None,
+                     spec: dict[str, Any] | None, tokenizer: dict[str, Any] | None, keep_last: int | None) -> Path:
     staging = run_dir / STAGING
     final_root = run_dir / CHECKPOINTS
     staging.mkdir(parents=True, exist_ok=True)
     final_root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
-    tmp = staging / f"{name}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
 
@@ -254,27 +270,29 @@ class Checkpoint:
         file = self.path / name
         try:
             return json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise CheckpointError(f"checkpoint file {file} is unreadable: {exc}") from exc
 
     def read_tensors(self, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         file = self.path / name
         try:
             return load_file(str(file), device=str(device))
-        except (OSError, SafetensorError, ValueError) as exc:
+        except (OSError, SafetensorError, ValueError, RuntimeError, TypeError) as exc:
             raise CheckpointError(f"checkpoint file {file} is not a valid safetensors file: {exc}") from exc
 
     @property
     def spec(self) -> dict[str, Any] | None:
-        return self.read_json(SPEC_FILE) if self.has(SPEC_FILE) else None
+        return check_json_object(self.read_json(SPEC_FILE), self.path / SPEC_FILE) if self.has(SPEC_FILE) else None
 
     @property
     def trainer_state(self) -> dict[str, Any]:
-        return self.read_json(STATE_FILE)
+        return check_json_object(self.read_json(STATE_FILE), self.path / STATE_FILE)
 
     @property
     def tokenizer(self) -> dict[str, Any] | None:
-        return self.read_json(TOKENIZER_FILE) if self.has(TOKENIZER_FILE) else None
+        if not self.has(TOKENIZER_FILE):
+            return None
+        return check_json_object(self.read_json(TOKENIZER_FILE), self.path / TOKENIZER_FILE)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -298,20 +316,12 @@ def open_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
         raise CheckpointError(f"incomplete checkpoint {path}: {MANIFEST} is missing")
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        files = manifest["files"]
-        int(manifest["step"])
-    except (
-        OSError,
-        UnicodeDecodeError,
-        json.JSONDecodeError,
-        KeyError,
-        TypeError,
-        ValueError,
-    ) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"checkpoint manifest {manifest_file} is corrupted: {exc}") from exc
+    files = check_manifest(manifest, manifest_file)
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{manifest_file} is not a {FORMAT} manifest")
-    if manifest.get("version", 0) > VERSION:
+    if manifest.get("version", 0) > VERSION:  # an int: check_manifest saw to it
         raise CheckpointError(
             f"{path} has checkpoint format version {manifest['version']}; this zoo reads <= {VERSION}"
         )
@@ -351,6 +361,7 @@ def load_model_state(model: torch.nn.Module, checkpoint: Checkpoint, *, strict: 
             f"{checkpoint.path / MODEL_FILE} does not match the model: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
+    check_model_tensors(tensors, own, checkpoint.path / MODEL_FILE)
     with torch.no_grad():
         for name, tensor in tensors.items():
             if name in own:
@@ -367,7 +378,11 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, checkpoint: Checkpoin
     if meta is None or not checkpoint.has(OPTIMIZER_FILE):
         raise CheckpointError(f"checkpoint {checkpoint.path} holds no optimizer state")
     tensors = checkpoint.read_tensors(OPTIMIZER_FILE)
-    optimizer.load_state_dict(optimizer_from_safetensors(tensors, meta))
+    check_optimizer_state(optimizer, tensors, meta, checkpoint.path / OPTIMIZER_FILE)
+    try:
+        optimizer.load_state_dict(optimizer_from_safetensors(tensors, meta))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{checkpoint.path / OPTIMIZER_FILE}: the optimizer state does not load: {exc}") from exc
 
 
 def load(
@@ -377,12 +392,14 @@ def load(
     dtype: torch.dtype | None = None,
     compile: bool | None = False,
     backends: dict[str, str] | None = None,
+    allow_large: bool = False,
 ) -> torch.nn.Module:
     """Build the model a checkpoint (or a run directory's latest checkpoint) describes, with its weights.
 
     ``backends`` ({slot: name}) runs it on other backends than it was trained on, e.g.
     ``{"ssm": "chunked", "converter": "chunked"}`` for a checkpoint trained with the Triton
     kernels, on a CPU (the weights do not depend on the backend).
+    ``allow_large``: load even when the weights exceed the free memory (see ``zoo.memory``).
     """
     from zoo.builder import build, spec_with_backends
 
@@ -392,7 +409,11 @@ def load(
         raise CheckpointError(f"checkpoint {checkpoint.path} has no {SPEC_FILE}; cannot rebuild the model")
     if backends:
         spec, _ = spec_with_backends(spec, backends, strict=True, label=f"checkpoint {checkpoint.path}")
-    model = build(spec, device=device, dtype=dtype, compile=False)
+    if not allow_large:  # the weights file is read into host memory whole
+        from zoo.memory import check_fits
+
+        check_fits(f"reading {checkpoint.path / MODEL_FILE}", checkpoint.manifest["files"][MODEL_FILE]["bytes"], "cpu")
+    model = build(spec, device=device, dtype=dtype, compile=False, allow_large=allow_large)
     load_model_state(model, checkpoint)
     if compile:
         model = torch.compile(model)
@@ -403,5 +424,14 @@ def load_tokenizer(path: str | Path) -> Any:
     """The tokenizer stored with a checkpoint (the byte tokenizer when none was stored)."""
     from zoo.data.tokenizer import ByteTokenizer, tokenizer_from_json
 
-    data = open_checkpoint(path, verify=False).tokenizer
-    return tokenizer_from_json(data) if data is not None else ByteTokenizer()
+    checkpoint = open_checkpoint(path, verify=False)
+    data = checkpoint.tokenizer
+    if data is None:
+        return ByteTokenizer()
+    try:
+        return tokenizer_from_json(data)
+    except ZooError:
+        raise
+    except Exception as exc:  # the tokenizers library raises its own types on malformed input
+        raise CheckpointError(f"checkpoint file {checkpoint.path / TOKENIZER_FILE} is not a valid tokenizer: "
+                              f"{str(exc)[:200]}") from exc

@@ -34,7 +34,7 @@ class RegistryError(KeyError):
 class NoParams(BaseModel):
     """Params model for components that take no options."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

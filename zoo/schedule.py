@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class ScheduleParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TransPointSchedule:

@@ -29,7 +29,31 @@ from pydantic import (
 
 from zoo.errors import SpecError
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+# strict: a bool is not an int (``d_model: true`` is an error, not 1); allow_inf_nan: no
+# field takes an infinite or NaN float. Component Params models use the same two options.
+_FROZEN = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+MAX_NAME_LENGTH = 200
+# Deeper than any real spec (a spec is ~6 levels); checked before parsing and validating,
+# so a pathological input is a SpecError instead of a RecursionError.
+MAX_DEPTH = 64
+# torch.compile backends that need no registry look-up (the rest: torch._dynamo.list_backends).
+_BUILTIN_COMPILE_BACKENDS = ("inductor", "eager", "aot_eager", "cudagraphs")
+
+
+def check_name(value: str | None) -> str | None:
+    """A user-given name: printable characters only, at most MAX_NAME_LENGTH of them."""
+    if value is not None and (not value.isprintable() or len(value) > MAX_NAME_LENGTH):
+        raise ValueError(
+            f"a name must be printable characters only, at most {MAX_NAME_LENGTH}; got {value[:80]!r}"
+        )
+    return value
+
+
+def compile_backends() -> list[str]:
+    """The torch.compile backends registered in this process."""
+    import torch._dynamo
+
+    return sorted({*_BUILTIN_COMPILE_BACKENDS, *torch._dynamo.list_backends(exclude_tags=())})
 
 
 class ComponentSpec(BaseModel):
@@ -39,6 +63,8 @@ class ComponentSpec(BaseModel):
     name: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
 
+    _name = field_validator("name")(check_name)
+
 
 class MixerSpec(BaseModel):
     """A sequence mixer and the backends it runs on (slots the mixer does not use must be unset)."""
@@ -46,6 +72,8 @@ class MixerSpec(BaseModel):
     model_config = _FROZEN
     name: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    _name = field_validator("name")(check_name)
     attention: ComponentSpec | None = None
     ssm: ComponentSpec | None = None
     converter: ComponentSpec | None = None
@@ -82,6 +110,16 @@ class CompileSpec(BaseModel):
     mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
     dynamic: bool | None = None
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value in _BUILTIN_COMPILE_BACKENDS:
+            return value
+        known = compile_backends()
+        if value not in known:
+            raise ValueError(f"unknown torch.compile backend {value[:80]!r}; registered: {', '.join(known)}")
+        return value
+
 
 class ModelSpec(BaseModel):
     """A causal language model: embedding, blocks, final norm, LM head."""
@@ -96,6 +134,8 @@ class ModelSpec(BaseModel):
     tie_embeddings: bool = True
     init_std: float = Field(default=0.02, gt=0, le=1)
     compile: CompileSpec = Field(default_factory=CompileSpec)
+
+    _name = field_validator("name")(check_name)
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -232,10 +272,15 @@ def registry_errors(spec: ModelSpec) -> list[tuple[str, str]]:
     return errors
 
 
+def _loc_part(part: Any) -> str:
+    text = str(part)
+    return text if text.isprintable() and len(text) <= MAX_NAME_LENGTH else repr(text[:80])
+
+
 def _pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     out = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in err.get("loc", ()))
+        loc = ".".join(_loc_part(part) for part in err.get("loc", ()))
         path = ".".join(p for p in (prefix, loc) if p)
         msg = str(err.get("msg", "invalid"))
         if err.get("type") == "value_error":
@@ -247,20 +292,79 @@ def _pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, 
 # ----------------------------------------------------------------------------- loading
 
 
+def _flow_depth(text: str) -> int:
+    """Deepest bracket nesting of JSON/YAML flow text (a cheap bound, brackets in strings count too)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def check_depth(obj: Any, source: str | None = None) -> None:
+    """Raise SpecError if ``obj`` nests dicts/lists deeper than MAX_DEPTH (iteratively: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError([("", f"the spec nests deeper than {MAX_DEPTH} levels")], source)
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((value, depth + 1) for value in node)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _yaml_loader() -> type:
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        """SafeLoader that refuses a mapping with a repeated key (plain YAML keeps the last)."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the base class reports it
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
 def _read_text_spec(text: str, source: str) -> Any:
+    if _flow_depth(text) > MAX_DEPTH:
+        raise SpecError([("", f"the spec nests deeper than {MAX_DEPTH} levels")], source)
     stripped = text.lstrip()
     if stripped.startswith("{") or stripped.startswith("["):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
+            return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except (json.JSONDecodeError, ValueError, RecursionError) as exc:
             raise SpecError([("", f"invalid JSON: {exc}")], source) from None
     try:
         import yaml
     except ImportError:  # pragma: no cover - pyyaml is a core dependency
         raise SpecError([("", "YAML specs need pyyaml: pip install pyyaml")], source) from None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError) as exc:
         raise SpecError([("", f"invalid YAML: {exc}")], source) from None
 
 
@@ -281,6 +385,7 @@ def load_spec(obj: ModelSpec | dict[str, Any] | str | Path, *, source: str | Non
         obj = _read_text_spec(obj, source or "<text>")
     if not isinstance(obj, dict):
         raise SpecError([("", f"a model spec must be a mapping, got {type(obj).__name__}")], source)
+    check_depth(obj, source)
     try:
         spec = ModelSpec.model_validate(obj, context={"skip_registry": True})
     except ValidationError as exc:

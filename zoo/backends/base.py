@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class BackendParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Backend:

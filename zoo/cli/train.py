@@ -97,7 +97,19 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "progress": not args.no_progress,
     }
     values.update(overrides)
-    return TrainConfig(**values)
+    from pydantic import ValidationError
+
+    from zoo.errors import ZooError
+
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:  # one line naming the flag, not pydantic's report
+        flags = {"warmup_steps": "warmup", "grad_clip": "clip", "save_every": "save-every", "keep_last": "keep"}
+        problems = []
+        for error in exc.errors(include_url=False):
+            field = str(error["loc"][0]) if error.get("loc") else "?"
+            problems.append(f"--{flags.get(field, field).replace('_', '-')} {values.get(field)!r}: {error['msg']}")
+        raise ZooError("; ".join(problems)) from None
 
 
 def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
@@ -128,12 +140,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from zoo.training.runs import run_lock
+
+    out = Path(args.out or Path("runs") / Path(args.spec).stem)
+    with run_lock(out):  # before reading or writing anything in it: one writer per run directory
+        return _train(args, out)
+
+
+def _train(args: argparse.Namespace, out: Path) -> int:
     from zoo import checkpoint as ckpt
     from zoo.builder import parse_backend_overrides
     from zoo.training.runs import build_for_task
     from zoo.training.trainer import Trainer, resolve_device
 
-    out = Path(args.out or Path("runs") / Path(args.spec).stem)
     tokenizer = None
     ref: Any = args.spec
     latest = ckpt.latest_checkpoint(out)

@@ -1,4 +1,7 @@
-"""RMSNorm and the Mamba2 gated, grouped RMSNorm. Shapes: [..., D]."""
+"""RMSNorm and the Mamba2 gated, grouped RMSNorm. Shapes: [..., D].
+
+Both compute in ``promote_types(x.dtype, float32)``: fp32 for bf16/fp16/fp32 inputs, fp64 for
+fp64 (an fp64 model stays fp64 end to end, so its parity tests mean what they say)."""
 
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
+        work = torch.promote_types(x.dtype, torch.float32)
+        x32 = x.to(work)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x32 * self.weight.float()).to(x.dtype)
+        return (x32 * self.weight.to(work)).to(x.dtype)
 
 
 def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
@@ -41,10 +45,11 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, y: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        y32 = y.float()
+        work = torch.promote_types(y.dtype, torch.float32)
+        y32 = y.to(work)
         if z is not None:
-            y32 = y32 * F.silu(z.float())
+            y32 = y32 * F.silu(z.to(work))
         shape = y32.shape
         grouped = y32.reshape(*shape[:-1], self.n_groups, shape[-1] // self.n_groups)
         grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (grouped.reshape(shape) * self.weight.float()).to(y.dtype)
+        return (grouped.reshape(shape) * self.weight.to(work)).to(y.dtype)

@@ -4,7 +4,8 @@ Shape legend: B batch, T tokens, X any number of heads or groups, D rotary dim (
 
 Channel i of the first half pairs with channel i + D/2 and is rotated by the angle
 position * theta^(-2i/D). Because positions are an input (not range(T)), decode steps and
-chunked prefill pass their absolute offsets. fp32 angles and products; output in x.dtype.
+chunked prefill pass their absolute offsets. Angles and products in fp32, or fp64 for fp64
+inputs (fp32 angles are off by ~5e-4 at position 8191); output in x.dtype.
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ import torch
 
 
 def rotary_angles(
-    positions: torch.Tensor, dim: int, theta: float = 1e4
+    positions: torch.Tensor, dim: int, theta: float = 1e4, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """positions [T] or [B,T] -> angles [..., T, D/2] in fp32."""
+    """positions [T] or [B,T] -> angles [..., T, D/2] in ``dtype`` (fp32 or fp64)."""
     exponents = (
-        torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim
+        torch.arange(0, dim, 2, device=positions.device, dtype=dtype) / dim
     )
     inv_freq = theta ** (-exponents)
-    return positions.to(torch.float32)[..., None] * inv_freq
+    return positions.to(dtype)[..., None] * inv_freq
 
 
-def _cos_sin(positions: torch.Tensor, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    angles = rotary_angles(positions, dim, theta)
+def _cos_sin(
+    positions: torch.Tensor, dim: int, theta: float, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = rotary_angles(positions, dim, theta, dtype)
     return torch.cos(angles), torch.sin(angles)
 
 
@@ -37,16 +40,20 @@ _cos_sin_op = torch.library.custom_op("zoo::rotary_cos_sin", mutates_args=())(_c
 
 
 @_cos_sin_op.register_fake
-def _(positions: torch.Tensor, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _(
+    positions: torch.Tensor, dim: int, theta: float, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (*positions.shape, dim // 2)
-    return positions.new_empty(shape, dtype=torch.float32), positions.new_empty(shape, dtype=torch.float32)
+    return positions.new_empty(shape, dtype=dtype), positions.new_empty(shape, dtype=dtype)
 
 
-def rotary_cos_sin(positions: torch.Tensor, dim: int, theta: float = 1e4) -> tuple[torch.Tensor, torch.Tensor]:
-    """positions [T] or [B,T] -> (cos, sin) of the angles, [..., T, D/2] fp32 each."""
+def rotary_cos_sin(
+    positions: torch.Tensor, dim: int, theta: float = 1e4, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """positions [T] or [B,T] -> (cos, sin) of the angles, [..., T, D/2] in ``dtype`` each."""
     if torch.compiler.is_compiling():
-        return _cos_sin_op(positions, dim, theta)
-    return _cos_sin(positions, dim, theta)  # eager: no op dispatch (a decode step calls this per layer)
+        return _cos_sin_op(positions, dim, theta, dtype)
+    return _cos_sin(positions, dim, theta, dtype)  # eager: no op dispatch (a decode step calls this per layer)
 
 
 def rotary(
@@ -60,12 +67,12 @@ def rotary(
         raise ValueError(
             f"positions must be [T] or [B, T], got shape {list(positions.shape)}"
         )
-    cos, sin = rotary_cos_sin(positions, dim, theta)
+    work = torch.promote_types(x.dtype, torch.float32)
+    cos, sin = rotary_cos_sin(positions, dim, theta, work)
     if positions.dim() == 1:
         cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     else:
         cos, sin = cos[:, :, None, :], sin[:, :, None, :]
-    work = torch.promote_types(x.dtype, torch.float32)
     first, second = x.to(work).chunk(2, dim=-1)
     rotated = torch.cat(
         [first * cos - second * sin, second * cos + first * sin], dim=-1

@@ -3,6 +3,9 @@ rebuilt from a checkpoint's description, and run summaries."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,56 @@ from zoo.builder import spec_with_backends
 from zoo.data.tasks import Task, make_task
 from zoo.data.tokenizer import Tokenizer
 from zoo.errors import ZooError
+
+LOCK_FILE = ".lock"
+_held: dict[Path, tuple[int, int]] = {}  # run dir -> (fd, depth): this process's locks
+
+
+class RunLockedError(ZooError):
+    """Another process is writing into the run directory."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold ``run_dir/.lock`` exclusively (``fcntl.flock``) for the block; re-entrant in one process.
+
+    A run directory has one writer: a second ``zoo train`` into it fails at once, naming
+    the directory and the holder's pid, instead of mixing its metrics and checkpoints with
+    the first's. flock locks belong to the open file, so the kernel drops the lock when
+    the holder exits or dies: a stale ``.lock`` file locks nothing.
+    """
+    import fcntl
+
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:
+        fd, depth = _held[run_dir]
+        _held[run_dir] = (fd, depth + 1)
+        try:
+            yield run_dir
+        finally:
+            fd, depth = _held[run_dir]
+            _held[run_dir] = (fd, depth - 1)
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLockedError(
+            f"run directory {run_dir} is in use by another process (pid {holder}, lock {path}); "
+            "wait for it to finish or choose another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[run_dir] = (fd, 1)
+    try:
+        yield run_dir
+    finally:
+        _, depth = _held.pop(run_dir)
+        os.close(fd)  # closing the only descriptor releases the flock
 
 
 def resolve_spec(ref: Any) -> dict[str, Any]:
@@ -58,12 +111,30 @@ def task_from_description(
     seq_len: int | None = None,
 ) -> Task:
     """Rebuild the task a checkpoint was trained on (``data``/``seq_len`` override it)."""
+    if not isinstance(description, dict):
+        raise ZooError(f"a checkpoint's task description must be a JSON object, got {type(description).__name__}")
+    try:
+        return _task_from_description(description, tokenizer=tokenizer, data=data, seq_len=seq_len)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ZooError(f"cannot rebuild the task from the checkpoint's description: {exc!r}") from exc
+
+
+def _task_from_description(
+    description: dict[str, Any], *, tokenizer: Tokenizer | None, data: str | None, seq_len: int | None
+) -> Task:
     kind = description.get("task")
     seq_len = seq_len or description["seq_len"]
     if kind == "text":
+        recorded = description.get("corpus")
+        if data is None and recorded is not None and not _is_builtin_corpus(recorded):
+            # A checkpoint may come from anyone: a path it names is not read unless asked for.
+            raise ZooError(
+                f"the checkpoint was trained on the corpus {str(recorded)[:200]!r}; a path recorded in a "
+                "checkpoint is not read on its own: pass it (or another corpus) explicitly with --data"
+            )
         return make_task(
             "text",
-            data=data or description.get("corpus"),
+            data=data or recorded,
             seq_len=seq_len,
             tokenizer=tokenizer or "byte",
             seed=description.get("seed", 0),
@@ -79,6 +150,10 @@ def task_from_description(
             eval_examples=description.get("eval_examples", 256),
         )
     raise ZooError(f"cannot rebuild task {kind!r} from a checkpoint description")
+
+
+def _is_builtin_corpus(name: Any) -> bool:
+    return isinstance(name, str) and (name == "builtin" or name.startswith("builtin:"))
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -13,11 +13,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from zoo import checkpoint as ckpt
 from zoo.data.synthetic import IGNORE
@@ -31,33 +31,55 @@ WARMUP_TIMING_STEPS = 2
 CALIBRATION_STEPS = 8
 
 
+_MAX_STEPS = 10**9
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
 class TrainConfig(BaseModel):
-    """Everything that decides a run's numbers (saved with every checkpoint)."""
+    """Everything that decides a run's numbers (saved with every checkpoint).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Every number is bounded and finite, and no bool passes for an int, so a typo is an
+    error at construction rather than a NaN or a crash some steps in."""
 
-    steps: int = Field(1000, ge=1)
-    batch_size: int = Field(16, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    steps: StrictInt = Field(1000, ge=1, le=_MAX_STEPS)
+    batch_size: StrictInt = Field(16, ge=1, le=1 << 20)
+    grad_accum: StrictInt = Field(1, ge=1, le=1 << 16)
+    lr: float = Field(3e-3, gt=0, le=10)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = Field(0.1, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    grad_clip: float | None = Field(1.0, gt=0)
-    seed: int = 0
-    compile: bool = True
+    warmup_steps: StrictInt = Field(50, ge=0, le=_MAX_STEPS)
+    weight_decay: float = Field(0.1, ge=0, le=10)
+    betas: tuple[Beta, Beta] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0, le=1e6)
+    seed: StrictInt = Field(0, ge=0, lt=1 << 63)
+    compile: StrictBool = True
     # None: evaluate compiled on CUDA, eagerly on CPU (measured on 2 CPU cores: compiling the
     # eval graph of transmamba-tiny took 91 s cold, an eager evaluation 0.4 s).
-    compile_eval: bool | None = None
+    compile_eval: StrictBool | None = None
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    eval_every: int = Field(0, ge=0)  # 0: only at the end
-    eval_batch_size: int | None = None
-    save_every: int = Field(0, ge=0)  # 0: only at the end (when out_dir is set)
-    keep_last: int = Field(3, ge=1)
-    progress: bool = True
+    eval_every: StrictInt = Field(0, ge=0, le=_MAX_STEPS)  # 0: only at the end
+    eval_batch_size: StrictInt | None = Field(None, ge=1, le=1 << 20)
+    save_every: StrictInt = Field(0, ge=0, le=_MAX_STEPS)  # 0: only at the end (when out_dir is set)
+    keep_last: StrictInt = Field(3, ge=1, le=1 << 20)
+    progress: StrictBool = True
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value == "auto":
+            return value
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"unknown device {value[:80]!r}; e.g. auto, cpu, cuda, cuda:1") from None
+        return value
+
+
+class NonFiniteLossError(ZooError):
+    """Training produced a NaN or infinite loss (or weights); the run stops, nothing is saved."""
 
 
 @dataclass
@@ -249,6 +271,7 @@ class Trainer:
     def save(self) -> Path:
         if self.out_dir is None:
             raise ZooError("this trainer has no out_dir to save checkpoints into")
+        self._check_finite_weights()
         return ckpt.save_checkpoint(
             self.out_dir,
             self.step,
@@ -259,6 +282,15 @@ class Trainer:
             tokenizer=self.tokenizer.to_json() if self.tokenizer is not None else None,
             keep_last=self.config.keep_last,
         )
+
+    def _check_finite_weights(self) -> None:
+        # One host sync per save: a checkpoint never holds a NaN or infinite weight.
+        finite = torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()
+        if not bool(finite):
+            raise NonFiniteLossError(
+                f"step {self.step}: the weights hold NaN or infinite values; not saving a checkpoint"
+                + (f" (the last good one stays in {self.out_dir / ckpt.CHECKPOINTS})" if self.out_dir else "")
+            )
 
     def resume(self, path: str | Path | None = None) -> int:
         """Restore from ``path`` (a checkpoint or run directory; default the run's latest). Returns its step."""
@@ -282,7 +314,16 @@ class Trainer:
 
     # ------------------------------------------------------------ the loop
 
-    def fit(
+    def fit(self, **kwargs: Any) -> TrainResult:
+        """Train to ``config.steps`` holding the run directory's lock; see :meth:`_fit`."""
+        if self.out_dir is None:
+            return self._fit(**kwargs)
+        from zoo.training.runs import run_lock
+
+        with run_lock(self.out_dir):
+            return self._fit(**kwargs)
+
+    def _fit(
         self,
         *,
         resume: bool = False,
@@ -347,6 +388,8 @@ class Trainer:
                     "grad_norm": record["grad_norm"],
                     "tokens_per_s": record["tokens"] / elapsed,
                 }
+                if not math.isfinite(record["loss"]):  # read on the host already: no extra sync
+                    raise NonFiniteLossError(self._nonfinite_message(record["loss"]))
                 losses.append(record["loss"])
                 last = self.step == c.steps
                 if last or (c.eval_every and self.step % c.eval_every == 0):
@@ -370,6 +413,14 @@ class Trainer:
             tokens_per_s=tokens_total / time_total if time_total else 0.0,
             history=self.history,
         )
+
+    def _nonfinite_message(self, loss: float) -> str:
+        where = ""
+        if self.out_dir is not None:
+            latest = ckpt.latest_checkpoint(self.out_dir)
+            where = f"; the last good checkpoint is {latest}" if latest else "; no checkpoint was saved"
+        return (f"training diverged: loss is {loss} at step {self.step}{where} "
+                f"(lower lr or set grad_clip)")
 
     def _fit_budget(
         self, remaining_s: float, recent_step_times: list[float], evals_left: int, eval_cost_s: float

@@ -36,11 +36,11 @@ class AttentionCache(LayerCache):
 
 
 class AttentionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     n_heads: int = Field(8, ge=1, le=1024)
     n_kv_heads: int | None = Field(None, ge=1, description="None = n_heads (MHA)")
     head_dim: int | None = Field(None, ge=2, description="None = d_model // n_heads")
-    rope_theta: float = Field(1e4, gt=0)
+    rope_theta: float = Field(1e4, gt=1, le=1e9)
     qk_norm: bool = False
     bias: bool = False
 

@@ -24,17 +24,18 @@ from zoo.ops.conv import causal_conv1d
 class SSDParams(BaseModel):
     """Mamba2 mixer options (defaults follow mamba_ssm's Mamba2)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no bool for an int; no inf/NaN float (the bounds keep the init finite in fp32).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     d_state: int = Field(64, ge=1, le=1024, description="N: state size = the q/k dim of attention mode")
     d_conv: int = Field(4, ge=1, le=16, description="causal depthwise conv width")
     expand: int = Field(2, ge=1, le=8, description="d_inner = expand * d_model")
     headdim: int = Field(64, ge=1, le=1024, description="P: channels per head")
     n_groups: int = Field(1, ge=1, description="G: groups of B/C (q/k) shared by heads")
-    dt_min: float = Field(0.001, gt=0)
-    dt_max: float = Field(0.1, gt=0)
-    dt_init_floor: float = Field(1e-4, gt=0)
-    A_init_min: float = Field(1.0, gt=0)
-    A_init_max: float = Field(16.0, gt=0)
+    dt_min: float = Field(0.001, gt=0, le=10)
+    dt_max: float = Field(0.1, gt=0, le=10)
+    dt_init_floor: float = Field(1e-4, gt=0, le=10)
+    A_init_min: float = Field(1.0, gt=0, le=1e4)
+    A_init_max: float = Field(16.0, gt=0, le=1e4)
     conv_bias: bool = True
     conv_kernel: Literal["torch", "triton"] = Field(
         "torch",
@@ -144,10 +145,11 @@ class SSDProjections(nn.Module):
         return x, Bm, Cm
 
     def dt(self, dt_raw: torch.Tensor) -> torch.Tensor:
-        return F.softplus(dt_raw.float() + self.dt_bias.float())
+        work = torch.promote_types(dt_raw.dtype, torch.float32)  # fp32, or fp64 for an fp64 model
+        return F.softplus(dt_raw.to(work) + self.dt_bias.to(work))
 
     def A(self) -> torch.Tensor:
-        return -torch.exp(self.A_log.float())
+        return -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))
 
     def finish(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """y [B,T,H,P] -> gated norm -> [B,T,d_inner] (out_proj is applied by the caller)."""

@@ -35,9 +35,9 @@ from zoo.registry import MIXER
 
 class TransMambaParams(SSDParams):
     attn_scale: float | None = Field(
-        None, gt=0, description="softmax scale of the attention path; None = 1/sqrt(d_state)")
+        None, gt=0, le=1e3, description="softmax scale of the attention path; None = 1/sqrt(d_state)")
     rope: bool = Field(True, description="rotary embedding on q (=C) and k (=B) of the attention path")
-    rope_theta: float = Field(1e4, gt=0)
+    rope_theta: float = Field(1e4, gt=1, le=1e9)
     attn_gate: bool = Field(False, description="z-gate the attention path (paper Table 10: hurts)")
     attn_norm: bool = Field(True, description="RMSNorm (shared weights, no gate) on attention rows")
     attn_d_skip: bool = Field(False, description="add D*x to the attention path's output")

@@ -19,10 +19,10 @@ def masked_decode_attention(
 ) -> torch.Tensor:
     """q [B,G,T,N], keys [B,G,S,N], values [B,G,S,W], key_mask [B,S] bool -> [B,G,T,W].
 
-    fp32 scores and softmax; one matmul pair per group reads the cache once (the cache is
+    Scores and softmax in fp32 (fp64 for fp64 inputs); one matmul pair per group reads the cache once (the cache is
     laid out heads-first so no copy of it is made).
     """
-    scores = torch.matmul(q, keys.transpose(-1, -2)).float() * scale
+    scores = torch.matmul(q, keys.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32)) * scale
     scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
     probs = torch.softmax(scores, dim=-1).to(values.dtype)
     return torch.matmul(probs, values)
