@@ -6,8 +6,8 @@
    ``supports(device=, dtype=, **shapes)``; a refusal raises ``BackendUnsupportedError``
    with the backend's own reason and the layer path;
 3. construct the ``CausalLM`` on ``device`` (``"meta"`` allocates nothing);
-4. optionally ``model.compile(...)`` with the spec's compile options (in place, so
-   state_dict keys stay unprefixed).
+4. optionally compile it in place with the spec's compile options, under the policy of
+   ``zoo.compile`` (state_dict keys stay unprefixed).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from zoo.compile import compile_in_place, spec_options
 from zoo.errors import BackendUnsupportedError, SpecError, ZooError
 from zoo.registry import PRESET, REGISTRIES, RegistryError
 from zoo.specs import ModelSpec, load_spec
@@ -191,9 +192,8 @@ def build(
         model.requires_grad_(False)
     enabled = spec.compile.enabled if compile is None else compile
     if enabled:
-        options = spec.compile
-        model.compile(fullgraph=options.fullgraph, backend=options.backend,
-                      mode=None if options.mode in (None, "default") else options.mode, dynamic=options.dynamic)
+        compile_in_place(model, what=f"model {spec.name or '(unnamed)'}", hint="compile=False to skip",
+                         **spec_options(spec.compile))
     return model
 
 

@@ -395,7 +395,10 @@ def load(
     model = build(spec, device=device, dtype=dtype, compile=False)
     load_model_state(model, checkpoint)
     if compile:
-        model = torch.compile(model)
+        from zoo.compile import compile_in_place, spec_options
+
+        compile_in_place(model, what=f"the model of {checkpoint.path}", hint="drop --compile to skip",
+                         **spec_options(model.spec.compile))
     return model
 
 
