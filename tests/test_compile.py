@@ -4,6 +4,8 @@ while dynamo traces, before any backend runs."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch._dynamo
@@ -11,7 +13,7 @@ import torch._dynamo
 import zoo
 from zoo.compile import compile_in_place, compiled
 from zoo.data import make_task
-from zoo.inference import compile_prefill, compile_step, decode, prefill
+from zoo.inference import compile_prefill, compile_step
 from zoo.training import TrainConfig, Trainer
 
 
@@ -81,15 +83,38 @@ def test_many_models_in_one_process_each_compile() -> None:
         model(torch.ones(2, 4))
 
 
-def test_inference_compile_leaves_dynamo_config_alone() -> None:
+class TinyDecoder(torch.nn.Module):
+    """``prefill``/``step`` with the engine's call signatures, a random TransPoint schedule for
+    the trainer; cheap to trace."""
+
+    schedule = SimpleNamespace(is_random=True, params=SimpleNamespace(n_variants=56))
+
+    def __init__(self, vocab_size: int = 64, d_model: int = 8) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab_size, d_model)
+        self.head = torch.nn.Linear(d_model, vocab_size)
+
+    def forward(self, input_ids: torch.Tensor, *, transpoints=None) -> torch.Tensor:
+        return self.head(self.embed(input_ids))
+
+    def prefill(self, input_ids: torch.Tensor, caches: list, start: int) -> torch.Tensor:
+        return self(input_ids)
+
+    def step(self, input_ids: torch.Tensor, caches: list, positions: torch.Tensor, phases: tuple) -> torch.Tensor:
+        return self(input_ids) + positions[:, None, None]
+
+
+def test_compiling_for_inference_and_training_leaves_dynamo_config_alone() -> None:
     before = _dynamo_config()
-    torch.manual_seed(0)
-    model = zoo.build("transmamba-tiny", requires_grad=False).eval()
-    step, prefill_fn = compile_step(model, backend="eager"), compile_prefill(model, backend="eager")
-    cache = model.allocate_cache(1, 8)
-    tokens = torch.randint(0, 260, (1, 6), generator=torch.Generator().manual_seed(1))
-    logits = prefill(model, cache, tokens[:, :5], prefill_fn=prefill_fn)
-    decode(model, cache, logits.argmax(-1), step)
+    model = TinyDecoder()
+    tokens = torch.zeros(2, 5, dtype=torch.long)
+    compile_prefill(model, backend="eager")(tokens, [], 0)
+    compile_step(model, backend="eager")(tokens[:, :1], [], torch.zeros(2), ("attn",))
+    task = make_task("mqar", seq_len=16, vocab_size=64, num_items=2, seed=0, eval_examples=8)
+    Trainer(model, task, TrainConfig(steps=1, batch_size=2, progress=False, device="cpu"))
+    built = zoo.build({**zoo.resolve_spec("transmamba-tiny").model_dump(mode="json"),
+                       "compile": {"enabled": True, "backend": "eager"}}, requires_grad=False)
+    assert built._compiled_call_impl is not None
     assert _dynamo_config() == before
 
 

@@ -59,8 +59,9 @@ def compile_options(
 
 
 def spec_options(spec: Any) -> dict[str, Any]:
-    """``compile_options`` from a model spec's ``compile`` section (a ``CompileSpec``)."""
-    return compile_options(backend=spec.backend, mode=spec.mode, dynamic=spec.dynamic, fullgraph=spec.fullgraph)
+    """The arguments of ``compile_options`` that a model spec's ``compile`` section (a
+    ``CompileSpec``) sets, for ``compiled`` / ``compile_in_place``."""
+    return {"backend": spec.backend, "mode": spec.mode, "dynamic": spec.dynamic, "fullgraph": spec.fullgraph}
 
 
 def notice(what: str, hint: str | None = NO_COMPILE_HINT) -> None:
