@@ -59,6 +59,7 @@ def tuning():
 
 # chunks per segment: 1 (every chunk its own segment), 2, 3 (a short last segment) and
 # 1000 (one segment: no segment pass at all).
+@pytest.mark.slow
 @pytest.mark.parametrize("per_segment", [1, 2, 3, 1000], ids=str)
 def test_segment_splits_match_reference(tuning, per_segment: int) -> None:
     tuning.update(chunks_per_segment=per_segment)

@@ -45,6 +45,7 @@ def _parse(*argv: str) -> argparse.Namespace:
 FAST = ("--no-compile", "--no-progress", "--device", "cpu")
 
 
+@pytest.mark.slow
 def test_train_resume_and_eval(tmp_path, fake_build, capsys) -> None:
     out = tmp_path / "run"
     common = (
@@ -106,6 +107,7 @@ def test_eval_text_on_other_data(tmp_path, fake_build, capsys) -> None:
     assert result["corpus"] == str(other) and result["eval_ppl"] > 1
 
 
+@pytest.mark.slow
 def test_compare_prints_table_and_writes_plot(tmp_path, fake_build, capsys) -> None:
     out = tmp_path / "cmp"
     args = _parse(
@@ -139,6 +141,7 @@ def test_compare_prints_table_and_writes_plot(tmp_path, fake_build, capsys) -> N
     assert (out / "compare.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, fake_build) -> None:
     pytest.importorskip("matplotlib")
     import io
@@ -165,10 +168,10 @@ def test_demo_runs_end_to_end(tmp_path, fake_build) -> None:
 
 
 class FakeClock:
-    """A ``time`` stand-in whose seconds pass only when a train step (0.5 s) or an evaluation
-    (1 s) runs, so the budget logic is checked without reading the machine's clock."""
+    """A ``time`` stand-in whose seconds pass only when a train step (0.75 s) or an evaluation
+    (0.5 s) runs, so the budget logic is checked without reading the machine's clock."""
 
-    STEP_S, EVAL_S = 0.5, 1.0
+    STEP_S, EVAL_S = 0.75, 0.5
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -200,7 +203,7 @@ def test_demo_time_budget_bounds_the_run(tmp_path, fake_build, monkeypatch) -> N
     result = zoo.training.demo.run_demo(
         tmp_path / "demo",
         preset="m-tiny",
-        minutes=1.0,
+        minutes=0.5,
         seq_len=32,
         batch_size=4,
         compile=False,
@@ -214,9 +217,9 @@ def test_demo_time_budget_bounds_the_run(tmp_path, fake_build, monkeypatch) -> N
     evals = sum("eval_loss" in row for row in rows)
     # every fake second is a step or an evaluation: the untrained one, then those of the run
     assert result.elapsed_s == pytest.approx(result.steps * clock.STEP_S + (1 + evals) * clock.EVAL_S)
-    # 60 s budget, less the untrained evaluation and the room kept for sampling: the run fills
+    # 30 s budget, less the untrained evaluation and the room kept for sampling: the run fills
     # it to within a few steps, not past it, and spaces about 8 evaluations over it
-    assert 55.0 <= result.elapsed_s <= 60.0
+    assert 30.0 - 4 * clock.STEP_S <= result.elapsed_s <= 30.0
     assert 8 <= evals <= 9
 
 
