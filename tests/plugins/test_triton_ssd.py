@@ -83,6 +83,7 @@ def test_batch_slices_keep_offsets_within_int32(monkeypatch) -> None:
 
 
 # Cut into one-row batch slices (a tiny int32 limit), forward and backward match the reference.
+@pytest.mark.slow
 def test_batch_slices_match_reference(monkeypatch) -> None:
     from zoo_plugins.triton_ssd import ops
 
