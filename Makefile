@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-slow test-all lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/zoo demo
 
+# `make test` skips the tests marked slow (pyproject.toml's markers); `make test-all` runs every test
 test: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-all: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 LINT_PATHS := zoo zoo_plugins schedules tests benchmarks

@@ -48,6 +48,7 @@ def test_tiny_compiles_fullgraph_and_matches_eager(arch) -> None:
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_inductor_compile_matches_eager() -> None:
     torch._dynamo.reset()
     # two layers keep the cold inductor compile short on a 2-core CPU; P inside the sequence

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import zoo
 from zoo.errors import ZooError
-from zoo.memory import model_bytes
+from zoo.builder import model_bytes
 
 hostile = (
     st.sampled_from([math.inf, -math.inf, math.nan, 1e300, -1e300, 0.0, -1, 0, 1, 2**63, 10**12, True, False,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import zoo
-from zoo import memory
+from zoo import builder, memory
 from zoo.errors import ZooError
 from zoo.memory import MemoryLimitError
 
@@ -90,8 +90,8 @@ def _tensors(obj) -> list[torch.Tensor]:
 def test_model_estimate_matches_the_built_model() -> None:
     built = zoo.build("transmamba-tiny")
     numel = built.num_parameters() + sum(b.numel() for b in built.buffers())
-    assert memory.model_bytes("transmamba-tiny") == 4 * numel
-    assert memory.model_bytes("transmamba-tiny", torch.bfloat16) == 6 * numel
+    assert builder.model_bytes("transmamba-tiny") == 4 * numel
+    assert builder.model_bytes("transmamba-tiny", torch.bfloat16) == 6 * numel
 
 
 def test_huge_spec_is_refused_by_build_and_load(tmp_path, monkeypatch) -> None:
@@ -112,7 +112,7 @@ def test_huge_spec_is_refused_by_build_and_load(tmp_path, monkeypatch) -> None:
 def test_estimate_needs_no_backward_support() -> None:
     spec = zoo.resolve_spec("transmamba-tiny").model_dump(mode="json")
     spec["layers"][2]["mixer"]["attention"] = {"name": "flex"}  # no backward on CPU: inference only
-    assert memory.model_bytes(spec) > 0
+    assert builder.model_bytes(spec) > 0
     assert not any(p.requires_grad for p in zoo.build(spec, requires_grad=False).parameters())
 
 

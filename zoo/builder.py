@@ -6,8 +6,8 @@
    ``supports(device=, dtype=, **shapes)``; a refusal raises ``BackendUnsupportedError``
    with the backend's own reason and the layer path;
 3. construct the ``CausalLM`` on ``device`` (``"meta"`` allocates nothing);
-4. optionally ``model.compile(...)`` with the spec's compile options (in place, so
-   state_dict keys stay unprefixed).
+4. optionally compile it in place with the spec's compile options, under the policy of
+   ``zoo.compile`` (state_dict keys stay unprefixed).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from zoo.compile import compile_in_place, spec_options
 from zoo.errors import BackendUnsupportedError, SpecError, ZooError
 from zoo.registry import PRESET, REGISTRIES, RegistryError
 from zoo.specs import ModelSpec, load_spec
@@ -183,7 +184,7 @@ def build(
     target = torch.device(support_device) if support_device is not None else device
     check_support(spec, plans, target, dtype, requires_grad=requires_grad)
     if device.type != "meta" and not allow_large:
-        from zoo.memory import check_fits, model_bytes
+        from zoo.memory import check_fits
 
         check_fits(f"building {spec.name or 'the model'!r} ({str(dtype).removeprefix('torch.')})",
                    model_bytes(spec, dtype), device)
@@ -199,9 +200,8 @@ def build(
         model.requires_grad_(False)
     enabled = spec.compile.enabled if compile is None else compile
     if enabled:
-        options = spec.compile
-        model.compile(fullgraph=options.fullgraph, backend=options.backend,
-                      mode=None if options.mode in (None, "default") else options.mode, dynamic=options.dynamic)
+        compile_in_place(model, what=f"model {spec.name or '(unnamed)'}", hint="compile=False to skip",
+                         **spec_options(spec.compile))
     return model
 
 
@@ -222,3 +222,11 @@ def describe(model, seq_len: int | None = None) -> str:
     lines.append(f"total parameters: {total:,} ({total / 1e6:.2f}M; "
                  f"{model.num_parameters(exclude_embeddings=True):,} without embeddings)")
     return "\n".join(lines)
+
+
+def model_bytes(spec: Any, dtype: torch.dtype = torch.float32) -> int:
+    """Peak bytes of building ``spec`` in ``dtype``: built in fp32, then cast (both copies live)."""
+    meta = build(spec, device="meta", compile=False, requires_grad=False)  # the count needs no backward
+    numel = sum(t.numel() for t in {id(t): t for t in [*meta.parameters(), *meta.buffers()]}.values())
+    float_bytes = numel * 4
+    return float_bytes if dtype == torch.float32 else float_bytes + numel * torch.empty((), dtype=dtype).element_size()

@@ -416,7 +416,10 @@ def load(
     model = build(spec, device=device, dtype=dtype, compile=False, allow_large=allow_large)
     load_model_state(model, checkpoint)
     if compile:
-        model = torch.compile(model)
+        from zoo.compile import compile_in_place, spec_options
+
+        compile_in_place(model, what=f"the model of {checkpoint.path}", hint="drop --compile to skip",
+                         **spec_options(model.spec.compile))
     return model
 
 

@@ -88,16 +88,6 @@ def check_fits(what: str, need: int, device: torch.device | str, *, allow_large:
         )
 
 
-def model_bytes(spec: Any, dtype: torch.dtype = torch.float32) -> int:
-    """Peak bytes of building ``spec`` in ``dtype``: built in fp32, then cast (both copies live)."""
-    from zoo.builder import build
-
-    meta = build(spec, device="meta", compile=False, requires_grad=False)  # the count needs no backward
-    numel = sum(t.numel() for t in {id(t): t for t in [*meta.parameters(), *meta.buffers()]}.values())
-    float_bytes = numel * 4
-    return float_bytes if dtype == torch.float32 else float_bytes + numel * torch.empty((), dtype=dtype).element_size()
-
-
 def cache_bytes(model: torch.nn.Module, batch_size: int, max_length: int) -> int:
     """Bytes of ``model.allocate_cache(batch_size, max_length)``, allocated on ``meta`` to count it."""
     cache = model.allocate_cache(batch_size, max_length, device="meta")

@@ -71,6 +71,7 @@ def test_ragged_generate_equals_each_prompt_alone(model):
         assert out[row].tolist() == alone
 
 
+@pytest.mark.slow
 def test_compiled_decode_fullgraph_one_graph_per_phase(model):
     """Static-shape step under torch.compile(fullgraph): equal logits; graphs change only at TransPoints."""
     torch._dynamo.reset()

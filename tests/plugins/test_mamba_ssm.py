@@ -59,6 +59,7 @@ DTYPES = [torch.float32, torch.bfloat16] if DEVICE == "cuda" else [torch.float32
 TF32_TOL = 5e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
 def test_mamba_ssm_matches_reference(cpu_shims: None, dtype: torch.dtype) -> None:
     tol = TF32_TOL if DEVICE == "cuda" and dtype == torch.float32 else None

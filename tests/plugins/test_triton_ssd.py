@@ -63,6 +63,7 @@ def tuning():
 
 # chunks per segment: 1 (every chunk its own segment), 2, 3 (a short last segment) and
 # 1000 (one segment: no segment pass at all).
+@pytest.mark.slow
 @pytest.mark.parametrize("per_segment", [1, 2, 3, 1000], ids=str)
 def test_segment_splits_match_reference(tuning, per_segment: int) -> None:
     tuning.update(chunks_per_segment=per_segment)
@@ -87,6 +88,7 @@ def test_batch_slices_keep_offsets_within_int32(monkeypatch) -> None:
 
 
 # Cut into one-row batch slices (a tiny int32 limit), forward and backward match the reference.
+@pytest.mark.slow
 def test_batch_slices_match_reference(monkeypatch) -> None:
     from zoo_plugins.triton_ssd import ops
 

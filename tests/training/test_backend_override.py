@@ -67,6 +67,7 @@ def test_build_for_task_applies_overrides_and_rejects_unused_slots() -> None:
     assert model.spec.layers[0].mixer.ssm is None
 
 
+@pytest.mark.slow
 def test_compare_cli_overrides_backends_end_to_end(tmp_path, capsys) -> None:
     out = tmp_path / "cmp"
     common = ["--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4", "--batch-size", "4"]
@@ -122,6 +123,7 @@ def test_spec_with_backends_expands_a_layer_pattern() -> None:
     assert applied == {"ssm"} and [layer["mixer"]["ssm"]["name"] for layer in new["layers"]] == ["scan", "scan"]
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_backends_the_run_was_trained_with(tmp_path) -> None:
     from zoo.checkpoint import latest_checkpoint, open_checkpoint
 

@@ -10,6 +10,7 @@ import pytest
 import zoo.checkpoint
 import zoo.training.demo
 import zoo.training.runs
+import zoo.training.trainer
 from zoo.cli import compare as compare_cmd
 from zoo.cli import eval as eval_cmd
 from zoo.cli import train as train_cmd
@@ -44,6 +45,7 @@ def _parse(*argv: str) -> argparse.Namespace:
 FAST = ("--no-compile", "--no-progress", "--device", "cpu")
 
 
+@pytest.mark.slow
 def test_train_resume_and_eval(tmp_path, fake_build, capsys) -> None:
     out = tmp_path / "run"
     common = (
@@ -105,6 +107,7 @@ def test_eval_text_on_other_data(tmp_path, fake_build, capsys) -> None:
     assert result["corpus"] == str(other) and result["eval_ppl"] > 1
 
 
+@pytest.mark.slow
 def test_compare_prints_table_and_writes_plot(tmp_path, fake_build, capsys) -> None:
     out = tmp_path / "cmp"
     args = _parse(
@@ -138,6 +141,7 @@ def test_compare_prints_table_and_writes_plot(tmp_path, fake_build, capsys) -> N
     assert (out / "compare.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, fake_build) -> None:
     pytest.importorskip("matplotlib")
     import io
@@ -163,13 +167,43 @@ def test_demo_runs_end_to_end(tmp_path, fake_build) -> None:
     assert isinstance(result.sample, str)
 
 
-def test_demo_time_budget_bounds_the_run(tmp_path, fake_build) -> None:
+class FakeClock:
+    """A ``time`` stand-in whose seconds pass only when a train step (0.75 s) or an evaluation
+    (0.5 s) runs, so the budget logic is checked without reading the machine's clock."""
+
+    STEP_S, EVAL_S = 0.75, 0.5
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_demo_time_budget_bounds_the_run(tmp_path, fake_build, monkeypatch) -> None:
     import io
 
+    from zoo.training import Trainer
+
+    clock = FakeClock()
+    monkeypatch.setattr(zoo.training.trainer, "time", clock)
+    monkeypatch.setattr(zoo.training.demo, "time", clock)
+    train_step, evaluate = Trainer.train_step, Trainer.evaluate
+
+    def timed_step(self, step):
+        clock.now += clock.STEP_S
+        return train_step(self, step)
+
+    def timed_evaluate(self):
+        clock.now += clock.EVAL_S
+        return evaluate(self)
+
+    monkeypatch.setattr(Trainer, "train_step", timed_step)
+    monkeypatch.setattr(Trainer, "evaluate", timed_evaluate)
     result = zoo.training.demo.run_demo(
         tmp_path / "demo",
         preset="m-tiny",
-        minutes=4.0 / 60,
+        minutes=0.5,
         seq_len=32,
         batch_size=4,
         compile=False,
@@ -179,7 +213,14 @@ def test_demo_time_budget_bounds_the_run(tmp_path, fake_build) -> None:
         plot=False,
         stream=io.StringIO(),
     )
-    assert 8 <= result.steps < 100_000 and result.elapsed_s < 10
+    rows = read_jsonl(tmp_path / "demo" / "metrics.jsonl")
+    evals = sum("eval_loss" in row for row in rows)
+    # every fake second is a step or an evaluation: the untrained one, then those of the run
+    assert result.elapsed_s == pytest.approx(result.steps * clock.STEP_S + (1 + evals) * clock.EVAL_S)
+    # 30 s budget, less the untrained evaluation and the room kept for sampling: the run fills
+    # it to within a few steps, not past it, and spaces about 8 evaluations over it
+    assert 30.0 - 4 * clock.STEP_S <= result.elapsed_s <= 30.0
+    assert 8 <= evals <= 9
 
 
 def test_eager_eval_flag_turns_off_compiled_evaluation(standin) -> None:

@@ -30,6 +30,7 @@ def _losses(run_dir) -> list[float]:
     return [r["loss"] for r in read_jsonl(run_dir / "metrics.jsonl")]
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_on_transmamba_tiny(tmp_path) -> None:
     config = TrainConfig(steps=6, batch_size=4, lr=3e-3, warmup_steps=2, save_every=2, **FAST)
     torch.manual_seed(0)
@@ -95,6 +96,7 @@ def _train_cmd(out, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_sigkill_zoo_train_then_resume(tmp_path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight = subprocess.run(_train_cmd(tmp_path / "straight"), capture_output=True, text=True, env=env, timeout=240)

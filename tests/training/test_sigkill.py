@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from zoo.checkpoint import MANIFEST, list_checkpoints, open_checkpoint
 from zoo.errors import CheckpointError
 from zoo.training import read_jsonl
@@ -45,6 +47,7 @@ def _watch_for_partial_checkpoints(run_dir: Path, stop: threading.Event, seen: l
         time.sleep(0.002)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path) -> None:
     straight = _run(tmp_path / "straight")
     killed_dir = tmp_path / "killed"

@@ -59,6 +59,7 @@ def test_text_eval_reports_perplexity(standin) -> None:
     assert result.eval["eval_ppl"] == pytest.approx(math.exp(result.eval["eval_loss"]))
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_loss_sequence_bitwise(tmp_path, standin) -> None:
     config = TrainConfig(steps=16, batch_size=8, grad_accum=2, lr=1e-2, warmup_steps=4, save_every=4, **FAST)
     torch.manual_seed(0)
@@ -99,6 +100,7 @@ def test_fixed_schedule_passes_no_transpoints(standin) -> None:
     assert set(map(str, model.seen_transpoints)) == {"None"} and model.schedule.calls == []
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager_closely(standin) -> None:
     config = TrainConfig(steps=3, batch_size=4, lr=1e-2, warmup_steps=0, **FAST)
     torch.manual_seed(0)

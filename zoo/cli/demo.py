@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model to train (default: transmamba-tiny; -small is ~17x slower per step)")
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget in minutes")
     p.add_argument("--build-only", action="store_true", help="only build the presets")
+    p.add_argument("--no-compile", action="store_true", help="train eagerly instead of torch.compile")
     p.set_defaults(func=run)
 
 
@@ -49,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"training is not available in this install ({exc}); stopping after the build step")
         return 0
-    run_demo(out_dir=args.out, preset=args.preset, minutes=args.minutes)
+    run_demo(out_dir=args.out, preset=args.preset, minutes=args.minutes, compile=not args.no_compile)
     return 0

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from zoo.compile import compiled
 from zoo.models.cache import ModelCache
 
 
@@ -78,20 +79,24 @@ def decode(model, cache: ModelCache, tokens: torch.Tensor, step_fn: StepFn | Non
     return logits[:, -1]
 
 
+# Not isolated: generate() compiles the step on every call, and the graphs of earlier calls
+# serve the same model again. Each model needs one graph per distinct tuple of layer phases
+# (decode) or TransPoint placement (prefill); the limit leaves room for several models.
+_INFERENCE_RECOMPILE_LIMIT = 64
+
+
 def compile_step(model, *, mode: str | None = None, backend: str = "inductor", fullgraph: bool = True) -> StepFn:
     """torch.compile of ``model.step`` with static shapes. One graph per distinct tuple of
     layer phases, so a graph changes only when a layer crosses its TransPoint (at most
     one per distinct TransPoint, plus the "mixed" steps at crossings)."""
-    import torch._dynamo
-
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    return torch.compile(model.step, mode=mode, backend=backend, fullgraph=fullgraph, dynamic=False)
+    return compiled(model.step, what="the decode step", hint="drop --compile to skip", mode=mode, backend=backend,
+                    fullgraph=fullgraph, dynamic=False, recompile_limit=_INFERENCE_RECOMPILE_LIMIT,
+                    isolate=False)
 
 
 def compile_prefill(model, *, backend: str = "inductor", fullgraph: bool = True) -> Callable:
     """torch.compile of ``model.prefill`` with dynamic length and start (one graph serves
     every chunk length; TransPoint placement relative to the chunk adds guards, not steps)."""
-    import torch._dynamo
-
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    return torch.compile(model.prefill, backend=backend, fullgraph=fullgraph, dynamic=True)
+    return compiled(model.prefill, what="the prefill", hint="drop --compile to skip", backend=backend,
+                    fullgraph=fullgraph, dynamic=True, recompile_limit=_INFERENCE_RECOMPILE_LIMIT,
+                    isolate=False)

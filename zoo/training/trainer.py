@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from zoo import checkpoint as ckpt
+from zoo.compile import compiled
 from zoo.data.synthetic import IGNORE
 from zoo.data.tasks import Task
 from zoo.errors import ZooError
@@ -118,15 +119,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([decode(s) for s in state["cuda"]])
 
 
-def _allow_bounded_recompiles(limit: int = 64) -> None:
-    """The random TransPoint schedule draws from a small set; give dynamo room for each graph."""
-    import torch._dynamo.config as dynamo_config
-
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(dynamo_config, name) and getattr(dynamo_config, name) < limit:
-            setattr(dynamo_config, name, limit)
-
-
 class Trainer:
     """Train ``model`` on ``task``. With ``out_dir`` it writes metrics.jsonl and checkpoints there."""
 
@@ -161,10 +153,13 @@ class Trainer:
         schedule = getattr(model, "schedule", None)
         self.random_schedule = bool(getattr(schedule, "is_random", False))
         if self.config.compile:
+            # the random TransPoint schedule draws from a bounded set: room for one graph each
+            recompile_limit = None
             if self.random_schedule:
-                variants = getattr(getattr(schedule, "params", None), "n_variants", 56)
-                _allow_bounded_recompiles(variants + 8)
-            self.forward_model = torch.compile(self.model)
+                recompile_limit = getattr(getattr(schedule, "params", None), "n_variants", 56) + 8
+            name = getattr(getattr(model, "spec", None), "name", None)
+            self.forward_model = compiled(self.model, what=f"the training forward of {name or 'the model'}",
+                                          recompile_limit=recompile_limit)
         else:
             self.forward_model = self.model
         compile_eval = self.config.compile_eval
