@@ -3,8 +3,8 @@
     python benchmarks/kernel_resources.py [--arch 90] [--dtype bf16]
 
 Compiles each kernel of ``zoo_plugins/triton_ssd`` ahead of time for an NVIDIA target with
-the launch configuration ``ops.py`` uses (H=48 P=64 N=128 shapes: BP=64, BN=128; chunk 64 and
-128; the warps and stages of ``ops._walk``) and reads the cubin's resource
+the launch configuration ``plan.py`` plans (H=48 P=64 N=128 shapes: BP=64, BN=128; chunk 64 and
+128; the warps and stages of ``plan.walk``) and reads the cubin's resource
 usage with ``cuobjdump -res-usage`` (both ship with Triton's NVIDIA backend). A kernel at 255
 registers with a non-zero STACK spills; that is the first thing to check after a kernel
 change, before spending device time. The numbers belong to the local Triton version, which
@@ -27,7 +27,8 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, compile  # noqa: E402
 
-from zoo_plugins.triton_ssd import kernels, kernels_bwd, ops  # noqa: E402
+from zoo_plugins.triton_ssd import kernels, kernels_bwd, plan  # noqa: E402
+from zoo_plugins.triton_ssd.tuning import DEFAULT  # noqa: E402
 
 # pointers that hold x.dtype tensors; every other pointer is fp32
 LOW_PRECISION = {"x_ptr", "B_ptr", "C_ptr", "y_ptr", "states_ptr", "dstates_ptr"}
@@ -66,20 +67,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90 = H100/H200)")
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
-    parser.add_argument("--chunk-warps", type=int, default=None, help="warps of the chunk kernels (default: ops')")
+    parser.add_argument("--chunk-warps", type=int, default=None, help="warps of the chunk kernels (default: plan's)")
     args = parser.parse_args()
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     torch_dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[args.dtype]
     import torch
 
-    stages = ops._stages(getattr(torch, torch_dtype))
+    stages = plan.stages(getattr(torch, torch_dtype), DEFAULT)
     precision = "ieee" if args.dtype == "fp32" else "tf32"
     print(f"triton {triton.__version__}, sm_{args.arch}, {args.dtype}, stages {stages} (walking kernels)")
     print(f"{'kernel':20s} {'chunk':>5s} {'warps':>5s} {'REG':>4s} {'STACK':>6s} {'shared':>7s}")
     chunks = (64,) if args.dtype == "fp32" else (64, 128)
     for chunk in chunks:
-        warps = int(ops.TUNING["warps"] or ops._num_warps(chunk))
-        chunk_warps = args.chunk_warps or ops._chunk_launch(getattr(torch, torch_dtype), chunk)["num_warps"]
+        warps = plan.walk(torch.empty(1, chunk, 48, 64, dtype=getattr(torch, torch_dtype)), 8, 128, chunk, 1,
+                          DEFAULT).launch["num_warps"]
+        chunk_warps = args.chunk_warps or plan.chunk_launch(getattr(torch, torch_dtype), chunk, DEFAULT)["num_warps"]
         common = dict(Q=chunk, BP=64, BN=128, PREC=precision, DOT_F32=False)
         flags = dict(HAS_LAST=True, SAVE=True, HAS_DY=True, HAS_FIRST=True)
         rows = [

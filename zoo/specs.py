@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from zoo.errors import SpecError
+from zoo.registry import BACKEND_SLOTS
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,6 +50,7 @@ class MixerSpec(BaseModel):
     attention: ComponentSpec | None = None
     ssm: ComponentSpec | None = None
     converter: ComponentSpec | None = None
+    conv: ComponentSpec | None = None  # one field per name in zoo.registry.BACKEND_SLOTS
 
 
 class MLPSpec(BaseModel):
@@ -205,7 +207,7 @@ def registry_errors(spec: ModelSpec) -> list[tuple[str, str]]:
         mixer_cls = entry.obj
         slots: dict[str, str] = getattr(mixer_cls, "backend_slots", {})
         uses_schedule |= bool(getattr(mixer_cls, "uses_schedule", False))
-        for slot in ("attention", "ssm", "converter"):
+        for slot in BACKEND_SLOTS:
             chosen = getattr(block.mixer, slot)
             if chosen is None:
                 continue
