@@ -140,10 +140,10 @@ def main() -> None:
             {"name": "transmamba", "params": SSD, "attention": {"name": "sdpa", "params": {"grouping": "fold_slices"}},
              "ssm": {"name": "triton"}, "converter": {"name": "triton"}}, args.transpoint),
         f"transmamba P={args.transpoint} (sdpa + triton, triton conv)": (
-            {"name": "transmamba", "params": {**SSD, "conv_kernel": "triton"}, "attention": {"name": "sdpa"},
+            {"name": "transmamba", "params": SSD, "conv": {"name": "triton"}, "attention": {"name": "sdpa"},
              "ssm": {"name": "triton"}, "converter": {"name": "triton"}}, args.transpoint),
         "mamba2 (triton kernels, triton conv)": (
-            {"name": "mamba2", "params": {**SSD, "conv_kernel": "triton"}, "ssm": {"name": "triton"}}, None),
+            {"name": "mamba2", "params": SSD, "conv": {"name": "triton"}, "ssm": {"name": "triton"}}, None),
         f"transmamba P={args.transpoint} (flex + triton)": (
             {"name": "transmamba", "params": SSD, "attention": {"name": "flex"}, "ssm": {"name": "triton"},
              "converter": {"name": "triton"}}, args.transpoint),

@@ -33,7 +33,7 @@ from zoo_plugins.triton_ssd.tuning import DEFAULT  # noqa: E402
 # pointers that hold x.dtype tensors; every other pointer is fp32
 LOW_PRECISION = {"x_ptr", "B_ptr", "C_ptr", "y_ptr", "states_ptr", "dstates_ptr"}
 LOW_PRECISION |= {"dy_ptr", "dx_ptr", "dB_ptr", "dC_ptr"}
-LOW_PRECISION |= {"out0_ptr", "out1_ptr", "out2_ptr", "g0_ptr", "g1_ptr", "g2_ptr"}  # zoo.ops.conv
+LOW_PRECISION |= {"out0_ptr", "out1_ptr", "out2_ptr", "g0_ptr", "g1_ptr", "g2_ptr"}  # the Triton conv
 
 
 def resources(fn, constexprs: dict, *, warps: int, stages: int, arch: int, dtype: str) -> dict[str, int]:
@@ -99,9 +99,8 @@ def main() -> None:
                 f"{usage.get('STACK', 0):6d} {usage['triton_shared']:7d}",
                 flush=True,
             )
-    # the fused causal conv (zoo.ops.conv), at the tiles it launches with; "chunk" = tokens per tile
-    from zoo.ops import conv
-    from zoo.ops.conv import kernels as conv_kernels
+    # the fused causal conv (conv: triton), at the tiles it launches with; "chunk" = tokens per tile
+    from zoo_plugins.triton_ssd import conv, conv_kernels
 
     flags = dict(W=4, HAS_BIAS=True, ACT=True, HAS_G0=True, HAS_G1=True, HAS_G2=True, BC=conv._BC)
     pre = {"BT": conv._BT_PRE, "BC": conv._BC_PRE, "TILES": conv._TILES_PRE, "WP": 4}

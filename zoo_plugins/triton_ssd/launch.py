@@ -102,16 +102,19 @@ def _skip_weights(D: Tensor | None, A: Tensor) -> Tensor:
     return D if D is not None else torch.zeros(A.shape[0], device=A.device, dtype=torch.float32)
 
 
+def _slice_walk(x: Tensor, B: Tensor, chunk_size: int, tuning: Tuning) -> tuple[Walk, int]:
+    """The plan of one batch slice, and its number of (batch, head) rows."""
+    n_groups, state_dim = B.shape[2], B.shape[3]
+    walk = plan_walk(x, n_groups, state_dim, chunk_size, cdiv(x.shape[1], chunk_size), tuning)
+    return walk, x.shape[0] * x.shape[2]
+
+
 def _fwd_rows(x, dt, A, B, C, D, init, out_start, chunk_size, save_states, tuning, y, final_state, states) -> None:
     """The forward's launches over a batch slice (offsets within int32), into y / final_state /
     states; D is never None here (``_skip_weights``)."""
     from zoo_plugins.triton_ssd import kernels
 
-    batch, _, n_heads, _ = x.shape
-    n_groups, state_dim = B.shape[2], B.shape[3]
-    n_chunks = cdiv(x.shape[1], chunk_size)
-    rows = batch * n_heads
-    walk = plan_walk(x, n_groups, state_dim, chunk_size, n_chunks, tuning)
+    walk, rows = _slice_walk(x, B, chunk_size, tuning)
     seg = final_state
     last = init
     if walk.n_segments > 1:
@@ -208,11 +211,8 @@ def _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chu
     from zoo_plugins.triton_ssd import kernels_bwd
 
     dx, ddt, dB, dC, d_init, dstates, dA_part, dD_part = outs
-    batch, _, n_heads, _ = x.shape
-    n_groups, state_dim = B.shape[2], B.shape[3]
-    n_chunks = cdiv(x.shape[1], chunk_size)
-    rows = batch * n_heads
-    walk = plan_walk(x, n_groups, state_dim, chunk_size, n_chunks, tuning)
+    walk, rows = _slice_walk(x, B, chunk_size, tuning)
+    batch, n_groups, state_dim, n_chunks = x.shape[0], B.shape[2], B.shape[3], walk.shape[6]
     seg = d_init
     first = dfinal
     if walk.n_segments > 1:
