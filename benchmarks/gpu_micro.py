@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument(
         "--conv-only", default=None,
         help="only the conv, under ';'-separated tiles of the backward's d_pre kernel BT,BC,TILES "
-        "(the first is what zoo.ops.conv has now), e.g. '16,64,16;8,64,32'",
+        "(the first is what the Triton conv has now), e.g. '16,64,16;8,64,32'",
     )
     args = parser.parse_args()
     import triton
@@ -131,12 +131,13 @@ def main() -> None:
 def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[int, ...]] = ()) -> None:
     """The Mamba2 mixer's causal conv + SiLU at the 400m shape (B=1, T=8192, 5120 channels
     sliced from the 8240-wide in_proj output, split into x / B / C): the fused Triton op vs
-    the shifted multiply-adds compiled by inductor (the 'torch' conv_kernel). ``tiles``: the
+    the shifted multiply-adds compiled by inductor (the 'torch' conv backend). ``tiles``: the
     Triton op again under each (BT, BC, TILES) of its d_pre kernel, gradients checked."""
     from zoo.layers.conv import CausalConv1d
-    from zoo.ops import conv as conv_ops
-    from zoo.ops.conv import causal_conv1d, conv_reference
+    from zoo.ops.conv import conv_reference
     from zoo.testing import rel_err
+    from zoo_plugins.triton_ssd import conv as conv_ops
+    from zoo_plugins.triton_ssd.conv import causal_conv1d
 
     lines += ["", "### Causal conv + SiLU, B=1, T=8192, 5120 of 8240 channels, width 4, bf16 (ms, median)", "",
               "| conv | max rel err vs fp64 | fwd | fwd+bwd |", "|---|---|---|---|"]
@@ -152,7 +153,7 @@ def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[
         return causal_conv1d(xbc, weight[:, 0], bias, split_sizes=splits)
 
     expected = conv_reference(wide[:, :, 3072:8192].double(), conv.weight[:, 0].double(), conv.bias.double(), True)
-    for name, fn in (("triton (zoo.ops.conv)", triton_conv), ("torch, compiled", torch.compile(torch_conv))):
+    for name, fn in (("triton (conv: triton)", triton_conv), ("torch, compiled", torch.compile(torch_conv))):
         err = rel_err(torch.cat(fn(wide[:, :, 3072:8192], conv.weight, conv.bias), -1).double(), expected)
 
         def run(w, fn=fn):

@@ -121,9 +121,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.no_eager and not args.compile:
         parser.error("--no-eager needs --compile (nothing would be timed)")
-    from zoo_plugins.triton_ssd import ops
+    from zoo_plugins.triton_ssd.tuning import Tuning
 
-    ops.set_tuning(**ops.parse_tuning(args.tuning))
+    knobs = Tuning.parse(args.tuning).overrides()  # given to every triton ssm / converter below
     torch.backends.cuda.matmul.allow_tf32 = True
     err = parity_check()
     print(f"parity transmamba(triton) vs transmamba(chunked/eager), fp32: rel err {err:.2e}", flush=True)
@@ -140,14 +140,18 @@ def main() -> None:
             {"name": "transmamba", "params": SSD, "attention": {"name": "sdpa", "params": {"grouping": "fold_slices"}},
              "ssm": {"name": "triton"}, "converter": {"name": "triton"}}, args.transpoint),
         f"transmamba P={args.transpoint} (sdpa + triton, triton conv)": (
-            {"name": "transmamba", "params": {**SSD, "conv_kernel": "triton"}, "attention": {"name": "sdpa"},
+            {"name": "transmamba", "params": SSD, "conv": {"name": "triton"}, "attention": {"name": "sdpa"},
              "ssm": {"name": "triton"}, "converter": {"name": "triton"}}, args.transpoint),
         "mamba2 (triton kernels, triton conv)": (
-            {"name": "mamba2", "params": {**SSD, "conv_kernel": "triton"}, "ssm": {"name": "triton"}}, None),
+            {"name": "mamba2", "params": SSD, "conv": {"name": "triton"}, "ssm": {"name": "triton"}}, None),
         f"transmamba P={args.transpoint} (flex + triton)": (
             {"name": "transmamba", "params": SSD, "attention": {"name": "flex"}, "ssm": {"name": "triton"},
              "converter": {"name": "triton"}}, args.transpoint),
     }
+    for spec, _ in mixers.values():
+        for slot in ("ssm", "converter"):
+            if spec.get(slot, {}).get("name") == "triton":
+                spec[slot] = {"name": "triton", "params": {"tuning": knobs}}
     wanted = [part.strip() for part in args.only.split(",") if part.strip()]
     if wanted:
         mixers = {name: entry for name, entry in mixers.items() if any(part in name for part in wanted)}
@@ -163,7 +167,7 @@ def main() -> None:
     def report() -> str:
         """The table so far, rewritten after every row, so a run cut by its time limit keeps it."""
         lines = [f"Mixer comparison, B=1, T={T}, d_model 1536, bf16; {stamp}; {torch.cuda.get_device_name()}; "
-                 f"torch {torch.__version__}; parity rel err {err:.1e}; Triton SSD TUNING {ops.TUNING}",
+                 f"torch {torch.__version__}; parity rel err {err:.1e}; Triton SSD tuning {knobs}",
                  "", "| mixer | fwd ms | fwd+bwd ms | note |", "|---|---|---|---|"]
         for name, fwd, fb, note in rows:
             lines.append(f"| {name} | {fwd and f'{fwd:.3f}' or '-'} | {fb and f'{fb:.3f}' or '-'} | {note} |")

@@ -139,11 +139,10 @@ case "$job" in
       ${THROUGHPUT_ARGS:-} --out "$work"
     ;;
   test-conv)
-    step 90 pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/ops/test_conv.py
+    step 90 pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins/test_triton_conv.py
     ;;
   test)
-    step "${TEST_LIMIT:-500}" pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins \
-      tests/ops/test_conv.py
+    step "${TEST_LIMIT:-500}" pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins
     ;;
   *)
     echo "unknown job $job; see the list at the top of this script" >&2

@@ -172,7 +172,7 @@ def parity(backends: dict[str, object], report: list[str]) -> dict[str, bool]:
     return ok
 
 
-def fused_parity(chunk_size: int, report: list[str]) -> bool:
+def fused_parity(chunk_size: int, report: list[str], tuning) -> bool:
     """transmamba_ssd(transpoint) == suffix of the full fp64 scan; its gradients too."""
     from zoo.ops.ssd.chunked import ssd_chunked
     from zoo.testing import rel_err
@@ -203,6 +203,7 @@ def fused_parity(chunk_size: int, report: list[str]) -> bool:
         D=tensors["D"],
         return_final_state=True,
         chunk_size=chunk_size,
+        tuning=tuning,
     )
     w_y, w_s = torch.randn_like(y_ref), torch.randn_like(state_ref)
     g_ref = torch.autograd.grad((y_ref * w_y).sum() + (state_ref * w_s).sum(), list(ref.values()))
@@ -291,7 +292,7 @@ def _profile_one(ssd: Callable, chunk_size: int, batch: int, seq_len: int, profi
         print(f"    {event.key[:60]:60s} {event.self_cpu_time_total / 3e3:8.3f} ms  x{event.count // 3}")
 
 
-def breakdown(chunk_sizes: list[int]) -> None:
+def breakdown(chunk_sizes: list[int], tuning) -> None:
     """Per-kernel device time of our Triton SSD (torch.profiler) and each kernel's registers,
     spills and shared memory: what limits it."""
     from torch.profiler import ProfilerActivity, profile
@@ -300,7 +301,7 @@ def breakdown(chunk_sizes: list[int]) -> None:
 
     for chunk_size in chunk_sizes:
         for batch, seq_len in BREAKDOWN_SHAPES:
-            _profile_one(ssd, chunk_size, batch, seq_len, profile, ProfilerActivity)
+            _profile_one(functools.partial(ssd, tuning=tuning), chunk_size, batch, seq_len, profile, ProfilerActivity)
             torch.cuda.empty_cache()
     for name in (
         "_seg_state_fwd",
@@ -326,7 +327,7 @@ def breakdown(chunk_sizes: list[int]) -> None:
 
 SWEEP_SHAPES = [(1, 8192), (1, 65536), (8, 2048)]
 
-# Launch configurations the sweep tries (``ops.TUNING`` overrides on top of the defaults).
+# Launch configurations the sweep tries (Tuning overrides on top of the run's --tuning).
 # The defaults themselves (programs per SM, walking warps, chunk size) come from a wider grid
 # (docs/benchmarks.md, "Launch configuration"); these rows try the remaining knobs: pipeline
 # stages, the chunk kernels' warps and register caps (2 programs per SM at 8 warps). The
@@ -341,7 +342,7 @@ SWEEP_CONFIGS: list[dict[str, int]] = [
 ]
 
 
-def sweep(report: list[str], configs: list[dict[str, int]], chunk: int = 64) -> dict[str, int] | None:
+def sweep(report: list[str], configs: list[dict[str, int]], base, chunk: int = 64) -> dict[str, int] | None:
     """Our Triton SSD (chunk ``chunk``) under each launch configuration: checked against the
     default configuration (y and every gradient, bf16), then timed at three shapes. Returns
     the configuration with the smallest geometric-mean time over the six cells among those
@@ -349,31 +350,28 @@ def sweep(report: list[str], configs: list[dict[str, int]], chunk: int = 64) -> 
     import math
 
     from zoo.testing import rel_err
-    from zoo_plugins.triton_ssd import ops, ssd
+    from zoo_plugins.triton_ssd import ssd
 
-    defaults = dict(ops.TUNING)
     t = inputs(1, 8192, grad=True, seed=5)
     dy = torch.randn_like(t["x"])
 
-    def run() -> list[torch.Tensor]:
-        y = ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"], chunk_size=chunk)
+    def run(tuning) -> list[torch.Tensor]:
+        y = ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"], chunk_size=chunk, tuning=tuning)
         return [y, *torch.autograd.grad((y.float() * dy.float()).sum(), list(t.values()))]
 
-    reference = run()
+    reference = run(base)
     report += ["", f"### Launch-configuration sweep of our Triton SSD (chunk {chunk}), ms (median)", ""]
     header = "| TUNING overrides | max rel err vs default | "
     header += " | ".join(f"B{b} T{s} fwd | B{b} T{s} fwd+bwd" for b, s in SWEEP_SHAPES) + " | geomean vs default |"
     report += [header, "|" + "---|" * (3 + 2 * len(SWEEP_SHAPES))]
     timings: list[tuple[dict[str, int], float, list[float]]] = []
     for config in configs:
-        ops.TUNING.clear()
-        ops.TUNING.update(defaults)
         try:
-            ops.set_tuning(**config)
-            error = max(rel_err(a, b) for a, b in zip(run(), reference, strict=True))
+            tuning = base.replace(**config)
+            error = max(rel_err(a, b) for a, b in zip(run(tuning), reference, strict=True))
             times = []
             for batch, seq_len in SWEEP_SHAPES:
-                times += list(time_backend(functools.partial(ssd, chunk_size=chunk), batch, seq_len))
+                times += list(time_backend(functools.partial(ssd, chunk_size=chunk, tuning=tuning), batch, seq_len))
         except Exception as exc:  # a failing configuration is reported, the sweep goes on
             traceback.print_exc()
             error, times = float("nan"), []
@@ -390,8 +388,6 @@ def sweep(report: list[str], configs: list[dict[str, int]], chunk: int = 64) -> 
         row = f"| {label} | {error:.1e} | " + " | ".join(cells) + f" | {ratio:.3f} |"
         log(row)
         report.append(row)
-    ops.TUNING.clear()
-    ops.TUNING.update(defaults)
     if not timings or timings[0][0]:
         return None
     base = timings[0][2]
@@ -406,7 +402,7 @@ def sweep(report: list[str], configs: list[dict[str, int]], chunk: int = 64) -> 
     return best[0] if best[0] and score(best) < 0 else None
 
 
-def forward_limits(report: list[str], configs: list[dict[str, int]], chunk: int, batch: int = 1,
+def forward_limits(report: list[str], configs: list[dict[str, int]], base, chunk: int, batch: int = 1,
                    seq_len: int = 65536) -> None:
     """What the forward at the floor shape spends its time on, per launch configuration: the
     whole forward (outputs from token 0), the state walk alone (outputs from token T: the
@@ -417,9 +413,8 @@ def forward_limits(report: list[str], configs: list[dict[str, int]], chunk: int,
     from torch.profiler import ProfilerActivity, profile
 
     from zoo.testing import rel_err
-    from zoo_plugins.triton_ssd import ops
+    from zoo_plugins.triton_ssd import launch
 
-    defaults = dict(ops.TUNING)
     t = inputs(batch, seq_len, grad=False)
     args = (t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], None)
     bandwidth = copy_bandwidth()
@@ -432,13 +427,11 @@ def forward_limits(report: list[str], configs: list[dict[str, int]], chunk: int,
     reference = None
     with torch.no_grad():
         for config in configs:
-            ops.TUNING.clear()
-            ops.TUNING.update(defaults)
             label = ", ".join(f"{k}={v}" for k, v in config.items()) or "(defaults)"
             try:
-                ops.set_tuning(**config)
-                full = lambda: ops._fwd_impl(*args, 0, chunk, False)  # noqa: E731
-                walk = lambda: ops._fwd_impl(*args, seq_len, chunk, False)  # noqa: E731
+                tuning = base.replace(**config)
+                full = functools.partial(launch.forward, *args, 0, chunk, False, tuning)
+                walk = functools.partial(launch.forward, *args, seq_len, chunk, False, tuning)
                 y, final, _ = full()
                 if reference is None:
                     reference = (y, final)
@@ -462,8 +455,6 @@ def forward_limits(report: list[str], configs: list[dict[str, int]], chunk: int,
             log(row)
             report.append(row)
             torch.cuda.empty_cache()
-    ops.TUNING.clear()
-    ops.TUNING.update(defaults)
 
 
 def main() -> None:
@@ -502,11 +493,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     assert torch.cuda.is_available(), "this benchmark needs a CUDA GPU"
-    from zoo_plugins.triton_ssd import ops
+    from zoo_plugins.triton_ssd.tuning import Tuning, parse_knobs
 
-    ops.set_tuning(**ops.parse_tuning(args.tuning))
+    base = Tuning.parse(args.tuning)  # the launch knobs of the whole run
     if args.breakdown:
-        breakdown([int(c) for c in args.chunk_sizes.split(",")])
+        breakdown([int(c) for c in args.chunk_sizes.split(",")], base)
         return
     if args.forward_limits is not None:
         import triton
@@ -514,8 +505,8 @@ def main() -> None:
         report = [f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, GPU: "
                   f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}",
                   f"- command: `python benchmarks/gpu_ssd.py {' '.join(sys.argv[1:])}`"]
-        configs = [ops.parse_tuning(c) for c in args.forward_limits.split(";")]
-        forward_limits(report, configs, args.sweep_chunk)
+        configs = [parse_knobs(c) for c in args.forward_limits.split(";")]
+        forward_limits(report, configs, base, args.sweep_chunk)
         Path(args.out).write_text("\n".join(report) + "\n")
         print("\n".join(report), flush=True)
         return
@@ -534,15 +525,22 @@ def main() -> None:
         f"- GPU: {torch.cuda.get_device_name()} ({torch.cuda.get_device_properties(0).multi_processor_count} SMs)",
         f"- torch {torch.__version__}, triton {triton.__version__}, CUDA {torch.version.cuda}",
         f"- command: `python benchmarks/gpu_ssd.py {' '.join(sys.argv[1:])}`",
-        f"- Triton SSD launch knobs (ops.TUNING): {ops.TUNING}",
+        f"- Triton SSD launch knobs (Tuning overrides): {base.overrides()}",
         f"- shapes: bf16 x/B/C, fp32 dt/A/D, H={HEADS}, P={HEAD_DIM}, N={STATE_DIM}, G={GROUPS}, "
         "D on, no initial state; fwd under no_grad; fwd+bwd = forward + y.backward(dy)",
     ]
     mamba_ok, mamba_why = MambaSSM.is_available()
     if args.no_peers:
         mamba_ok, mamba_why, args.skip_compiled = False, "left out (--no-peers)", True
-    backends: dict[str, object] = {f"triton (chunk {c})": TritonSSM({"chunk_size": c}) for c in chunk_sizes}
-    backends[f"converter triton (chunk {chunk_sizes[0]})"] = TritonConverter({"chunk_size": chunk_sizes[0]})
+    def ours(tuning: Tuning) -> dict[str, object]:
+        knobs = tuning.overrides()
+        mine: dict[str, object] = {f"triton (chunk {c})": TritonSSM({"chunk_size": c, "tuning": knobs})
+                                   for c in chunk_sizes}
+        mine[f"converter triton (chunk {chunk_sizes[0]})"] = TritonConverter({"chunk_size": chunk_sizes[0],
+                                                                             "tuning": knobs})
+        return mine
+
+    backends = ours(base)
     if mamba_ok:
         backends["mamba_ssm (chunk 256)"] = MambaSSM({"chunk_size": 256})
     else:
@@ -552,7 +550,7 @@ def main() -> None:
     passed = parity(backends, report)
     for c in chunk_sizes:
         try:
-            passed[f"fused {c}"] = fused_parity(c, report)
+            passed[f"fused {c}"] = fused_parity(c, report, base)
         except Exception as error:  # reported, never fatal: the timings still run
             traceback.print_exc()
             passed[f"fused {c}"] = False
@@ -561,21 +559,21 @@ def main() -> None:
     Path(args.out).write_text("\n".join(report) + "\n")
     print("\n".join(report), flush=True)
     if args.sweep:
-        configs = [ops.parse_tuning(c) for c in args.sweep_configs.split(";")] if args.sweep_configs else SWEEP_CONFIGS
-        best = sweep(report, configs, args.sweep_chunk)
+        configs = [parse_knobs(c) for c in args.sweep_configs.split(";")] if args.sweep_configs else SWEEP_CONFIGS
+        best = sweep(report, configs, base, args.sweep_chunk)
         report.append(f"\n- best configuration (geometric mean, matching the default): {best or '(defaults)'}")
         # for a later command of the same job (gpu_mixers.py --tuning "$(cat OUT.tuning)")
-        chosen = ops.parse_tuning(args.tuning) | (best or {})  # --tuning's knobs stay
+        chosen = parse_knobs(args.tuning) | (best or {})  # --tuning's knobs stay
         Path(args.out + ".tuning").write_text(",".join(f"{k}={v}" for k, v in chosen.items()))
         Path(args.out).write_text("\n".join(report) + "\n")
         print("\n".join(report), flush=True)
         if not args.then_full:
             return
-        ops.set_tuning(**(best or {}))
-        report += ["", f"### Full comparison under TUNING = {ops.TUNING}"]
+        base = base.replace(**(best or {}))
+        report += ["", f"### Full comparison under Tuning overrides {base.overrides()}"]
         if best:  # our backends' fp64 parity again, under the chosen configuration
-            ours = {name: b for name, b in backends.items() if name.startswith(("triton", "converter"))}
-            passed.update(parity(ours, report))
+            backends.update(ours(base))
+            passed.update(parity(ours(base), report))
 
     timed: dict[str, Callable] = {}
     for c in chunk_sizes:

@@ -3,8 +3,8 @@
     python benchmarks/kernel_resources.py [--arch 90] [--dtype bf16]
 
 Compiles each kernel of ``zoo_plugins/triton_ssd`` ahead of time for an NVIDIA target with
-the launch configuration ``ops.py`` uses (H=48 P=64 N=128 shapes: BP=64, BN=128; chunk 64 and
-128; the warps and stages of ``ops._walk``) and reads the cubin's resource
+the launch configuration ``plan.py`` plans (H=48 P=64 N=128 shapes: BP=64, BN=128; chunk 64 and
+128; the warps and stages of ``plan.walk``) and reads the cubin's resource
 usage with ``cuobjdump -res-usage`` (both ship with Triton's NVIDIA backend). A kernel at 255
 registers with a non-zero STACK spills; that is the first thing to check after a kernel
 change, before spending device time. The numbers belong to the local Triton version, which
@@ -27,12 +27,13 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, compile  # noqa: E402
 
-from zoo_plugins.triton_ssd import kernels, kernels_bwd, ops  # noqa: E402
+from zoo_plugins.triton_ssd import kernels, kernels_bwd, plan  # noqa: E402
+from zoo_plugins.triton_ssd.tuning import DEFAULT  # noqa: E402
 
 # pointers that hold x.dtype tensors; every other pointer is fp32
 LOW_PRECISION = {"x_ptr", "B_ptr", "C_ptr", "y_ptr", "states_ptr", "dstates_ptr"}
 LOW_PRECISION |= {"dy_ptr", "dx_ptr", "dB_ptr", "dC_ptr"}
-LOW_PRECISION |= {"out0_ptr", "out1_ptr", "out2_ptr", "g0_ptr", "g1_ptr", "g2_ptr"}  # zoo.ops.conv
+LOW_PRECISION |= {"out0_ptr", "out1_ptr", "out2_ptr", "g0_ptr", "g1_ptr", "g2_ptr"}  # the Triton conv
 
 
 def resources(fn, constexprs: dict, *, warps: int, stages: int, arch: int, dtype: str) -> dict[str, int]:
@@ -66,20 +67,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90 = H100/H200)")
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
-    parser.add_argument("--chunk-warps", type=int, default=None, help="warps of the chunk kernels (default: ops')")
+    parser.add_argument("--chunk-warps", type=int, default=None, help="warps of the chunk kernels (default: plan's)")
     args = parser.parse_args()
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     torch_dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[args.dtype]
     import torch
 
-    stages = ops._stages(getattr(torch, torch_dtype))
+    stages = plan.stages(getattr(torch, torch_dtype), DEFAULT)
     precision = "ieee" if args.dtype == "fp32" else "tf32"
     print(f"triton {triton.__version__}, sm_{args.arch}, {args.dtype}, stages {stages} (walking kernels)")
     print(f"{'kernel':20s} {'chunk':>5s} {'warps':>5s} {'REG':>4s} {'STACK':>6s} {'shared':>7s}")
     chunks = (64,) if args.dtype == "fp32" else (64, 128)
     for chunk in chunks:
-        warps = int(ops.TUNING["warps"] or ops._num_warps(chunk))
-        chunk_warps = args.chunk_warps or ops._chunk_launch(getattr(torch, torch_dtype), chunk)["num_warps"]
+        warps = plan.walk(torch.empty(1, chunk, 48, 64, dtype=getattr(torch, torch_dtype)), 8, 128, chunk, 1,
+                          DEFAULT).launch["num_warps"]
+        chunk_warps = args.chunk_warps or plan.chunk_launch(getattr(torch, torch_dtype), chunk, DEFAULT)["num_warps"]
         common = dict(Q=chunk, BP=64, BN=128, PREC=precision, DOT_F32=False)
         flags = dict(HAS_LAST=True, SAVE=True, HAS_DY=True, HAS_FIRST=True)
         rows = [
@@ -97,9 +99,8 @@ def main() -> None:
                 f"{usage.get('STACK', 0):6d} {usage['triton_shared']:7d}",
                 flush=True,
             )
-    # the fused causal conv (zoo.ops.conv), at the tiles it launches with; "chunk" = tokens per tile
-    from zoo.ops import conv
-    from zoo.ops.conv import kernels as conv_kernels
+    # the fused causal conv (conv: triton), at the tiles it launches with; "chunk" = tokens per tile
+    from zoo_plugins.triton_ssd import conv, conv_kernels
 
     flags = dict(W=4, HAS_BIAS=True, ACT=True, HAS_G0=True, HAS_G1=True, HAS_G2=True, BC=conv._BC)
     pre = {"BT": conv._BT_PRE, "BC": conv._BC_PRE, "TILES": conv._TILES_PRE, "WP": 4}

@@ -65,9 +65,11 @@ def _ssm_backends():
     return names
 
 
-def _check_ssm(name: str, shape: tuple, starts: tuple[int, ...], *, dtype, chunk_size: int | None) -> None:
+def _check_ssm(name: str, shape: tuple, starts: tuple[int, ...], *, dtype, chunk_size: int | None,
+               extra: dict | None = None) -> None:
     cls = SSM.get(name).obj
     params = {"chunk_size": chunk_size} if chunk_size is not None and "chunk_size" in cls.Params.model_fields else {}
+    params.update(extra or {})
     backend = cls(params)
     ok, why = backend.supports(device=torch.device(DEVICE), dtype=dtype, n_heads=shape[2], n_groups=shape[5],
                                head_dim=shape[3], state_dim=shape[4], requires_grad=False)
@@ -81,29 +83,14 @@ def _check_ssm(name: str, shape: tuple, starts: tuple[int, ...], *, dtype, chunk
             assert not problem, f"ssm {name!r}: {problem}"
 
 
-@pytest.fixture
-def segments():
-    """Force the Triton SSD's segment length (chunks per segment) for one test."""
-    try:
-        from zoo_plugins.triton_ssd import ops
-    except ImportError:
-        yield None
-        return
-    saved = dict(ops.TUNING)
-    yield lambda n: ops.TUNING.update(chunks_per_segment=n)
-    ops.TUNING.clear()
-    ops.TUNING.update(saved)
-
-
 @pytest.mark.parametrize("chunks_per_segment", [1, 2])
 @pytest.mark.parametrize("name", _ssm_backends())
-def test_ssm_backend_is_exactly_causal(name, chunks_per_segment, segments):
+def test_ssm_backend_is_exactly_causal(name, chunks_per_segment):
     if chunks_per_segment > 1 and name != "triton":
         pytest.skip("segment cuts exist in the Triton SSD only")
-    if name == "triton" and segments is not None:
-        segments(chunks_per_segment)
+    extra = {"tuning": {"chunks_per_segment": chunks_per_segment}} if name == "triton" else {}
     # 8 chunks of 16: starts inside the first, a middle and the last segment, off chunk edges
-    _check_ssm(name, (1, 128, 2, 8, 8, 1), (37, 81, 115), dtype=torch.float32, chunk_size=16)
+    _check_ssm(name, (1, 128, 2, 8, 8, 1), (37, 81, 115), dtype=torch.float32, chunk_size=16, extra=extra)
 
 
 @pytest.mark.gpu

@@ -20,7 +20,7 @@ import torch
 
 from zoo.compile import compile_in_place, spec_options
 from zoo.errors import BackendUnsupportedError, SpecError, ZooError
-from zoo.registry import PRESET, REGISTRIES, RegistryError
+from zoo.registry import BACKEND_SLOTS, PRESET, REGISTRIES, RegistryError
 from zoo.specs import ModelSpec, load_spec
 
 
@@ -34,9 +34,6 @@ def resolve_spec(obj: ModelSpec | dict[str, Any] | str | Path) -> ModelSpec:
             return load_spec(Path(obj))
         raise SpecError([("", PRESET.unknown_message(obj) + " (or give a .json/.yaml spec file)")])
     return load_spec(obj)
-
-
-BACKEND_SLOTS = ("attention", "ssm", "converter")
 
 
 def parse_backend_overrides(items: list[str] | None) -> dict[str, str]:
@@ -214,7 +211,7 @@ def describe(model, seq_len: int | None = None) -> str:
     for index, block in enumerate(model.blocks):
         mixer = block.mixer
         backends = ", ".join(f"{slot}={getattr(mixer, slot).registry_name}"
-                             for slot in ("attention", "ssm", "converter") if hasattr(mixer, slot))
+                             for slot in BACKEND_SLOTS if hasattr(mixer, slot))
         n = sum(p.numel() for p in block.parameters())
         tp = f"  P={transpoints[index]}" if transpoints and block.uses_transpoint else ""
         lines.append(f"  layer {index:3d}  {spec.layers[index].mixer.name:<11} [{backends}]  {n:,} params{tp}")

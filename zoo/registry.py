@@ -21,7 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-KINDS = ("mixer", "attention", "ssm", "converter", "schedule", "preset")
+# The backend slots of a mixer, one registry kind each: the one list that specs, the builder,
+# the CLI's --backend SLOT=NAME, the conformance kit and `zoo list` read.
+BACKEND_SLOTS = ("attention", "ssm", "converter", "conv")
+KINDS = ("mixer", *BACKEND_SLOTS, "schedule", "preset")
 
 
 class RegistryError(KeyError):
@@ -173,6 +176,7 @@ MIXER = Registry("mixer")
 ATTENTION = Registry("attention")
 SSM = Registry("ssm")
 CONVERTER = Registry("converter")
+CONV = Registry("conv")
 SCHEDULE = Registry("schedule")
 PRESET = Registry("preset")
 
@@ -181,6 +185,7 @@ REGISTRIES: dict[str, Registry] = {
     "attention": ATTENTION,
     "ssm": SSM,
     "converter": CONVERTER,
+    "conv": CONV,
     "schedule": SCHEDULE,
     "preset": PRESET,
 }

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from zoo.errors import SpecError
+from zoo.registry import BACKEND_SLOTS
 
 # strict: a bool is not an int (``d_model: true`` is an error, not 1); allow_inf_nan: no
 # field takes an infinite or NaN float. Component Params models use the same two options.
@@ -77,6 +78,7 @@ class MixerSpec(BaseModel):
     attention: ComponentSpec | None = None
     ssm: ComponentSpec | None = None
     converter: ComponentSpec | None = None
+    conv: ComponentSpec | None = None  # one field per name in zoo.registry.BACKEND_SLOTS
 
 
 class MLPSpec(BaseModel):
@@ -245,7 +247,7 @@ def registry_errors(spec: ModelSpec) -> list[tuple[str, str]]:
         mixer_cls = entry.obj
         slots: dict[str, str] = getattr(mixer_cls, "backend_slots", {})
         uses_schedule |= bool(getattr(mixer_cls, "uses_schedule", False))
-        for slot in ("attention", "ssm", "converter"):
+        for slot in BACKEND_SLOTS:
             chosen = getattr(block.mixer, slot)
             if chosen is None:
                 continue

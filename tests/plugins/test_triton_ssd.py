@@ -50,65 +50,53 @@ FP32_CASES = CASES + (SSMCase(1, 150, 2, 8, 8, 1), SSMCase(1, 37, 4, 8, 40, 2))
 FP32_TOL = 2e-5 if DEVICE == "cuda" else None
 
 
-@pytest.fixture
-def tuning():
-    """Set launch knobs of the Triton SSD for one test, restored afterwards."""
-    from zoo_plugins.triton_ssd import ops
-
-    saved = dict(ops.TUNING)
-    yield ops.TUNING
-    ops.TUNING.clear()
-    ops.TUNING.update(saved)
-
-
 # chunks per segment: 1 (every chunk its own segment), 2, 3 (a short last segment) and
 # 1000 (one segment: no segment pass at all).
 @pytest.mark.slow
 @pytest.mark.parametrize("per_segment", [1, 2, 3, 1000], ids=str)
-def test_segment_splits_match_reference(tuning, per_segment: int) -> None:
-    tuning.update(chunks_per_segment=per_segment)
+def test_segment_splits_match_reference(per_segment: int) -> None:
+    params = {"chunk_size": CHUNK, "tuning": {"chunks_per_segment": per_segment}}
     cases = (SSMCase(1, 150, 2, 8, 8, 1), SSMCase(2, 37, 4, 32, 16, 2), SSMCase(1, 16, 2, 8, 8, 2))
-    check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases, tol=FP32_TOL)
-    check_converter_backend(TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases,
-                            tol=FP32_TOL)
+    check_ssm_backend(TritonSSM(params), device=DEVICE, dtype=torch.float32, cases=cases, tol=FP32_TOL)
+    check_converter_backend(TritonConverter(params), device=DEVICE, dtype=torch.float32, cases=cases, tol=FP32_TOL)
 
 
 def test_batch_slices_keep_offsets_within_int32(monkeypatch) -> None:
-    from zoo_plugins.triton_ssd import ops
+    from zoo_plugins.triton_ssd import plan
 
     x = torch.empty(8, 65536, 48, 64)
     # B=8, T=64K, chunk 64 with saved states: 3.2e9 elements > 2**31 - 1, so slices of 5 rows
-    assert ops._batch_slices(x, 8, 128, 64, True) == [(0, 5), (5, 8)]
-    assert ops._batch_slices(x, 8, 128, 64, False) == [(0, 8)]  # the forward alone fits
+    assert plan.batch_slices(x, 8, 128, 64, True) == [(0, 5), (5, 8)]
+    assert plan.batch_slices(x, 8, 128, 64, False) == [(0, 8)]  # the forward alone fits
     with pytest.raises(ValueError, match="chunk_size=16.*larger chunk_size"):
-        ops._batch_slices(torch.empty(1, 2**20, 48, 64), 8, 128, 16, True)
-    monkeypatch.setattr(ops, "_INT32_LIMIT", 300)  # a row: 16 padded tokens x 2 heads x 8 = 256
-    assert ops._batch_slices(torch.empty(3, 2, 2, 8), 1, 4, 16, False) == [(0, 1), (1, 2), (2, 3)]
-    assert ops._batch_slices(torch.empty(0, 2, 2, 8), 1, 4, 16, False) == [(0, 0)]
+        plan.batch_slices(torch.empty(1, 2**20, 48, 64), 8, 128, 16, True)
+    monkeypatch.setattr(plan, "INT32_LIMIT", 300)  # a row: 16 padded tokens x 2 heads x 8 = 256
+    assert plan.batch_slices(torch.empty(3, 2, 2, 8), 1, 4, 16, False) == [(0, 1), (1, 2), (2, 3)]
+    assert plan.batch_slices(torch.empty(0, 2, 2, 8), 1, 4, 16, False) == [(0, 0)]
 
 
 # Cut into one-row batch slices (a tiny int32 limit), forward and backward match the reference.
 @pytest.mark.slow
 def test_batch_slices_match_reference(monkeypatch) -> None:
-    from zoo_plugins.triton_ssd import ops
+    from zoo_plugins.triton_ssd import plan
 
     cases = (SSMCase(3, 37, 4, 8, 16, 2), SSMCase(2, 20, 2, 16, 8, 1, initial_state=False, skip_D=True))
-    monkeypatch.setattr(ops, "_INT32_LIMIT", 1636)  # a row of the first case: 48 padded tokens x 4 x 8 = 1536
-    assert len(ops._batch_slices(torch.empty(3, 37, 4, 8), 2, 16, CHUNK, True)) == 3
+    monkeypatch.setattr(plan, "INT32_LIMIT", 1636)  # a row of the first case: 48 padded tokens x 4 x 8 = 1536
+    assert len(plan.batch_slices(torch.empty(3, 37, 4, 8), 2, 16, CHUNK, True)) == 3
     check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases, tol=FP32_TOL)
-    check_converter_backend(TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases,
-                            tol=FP32_TOL)
+    check_converter_backend(TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases, tol=FP32_TOL)
 
 
 def test_segments_fill_the_device_only_when_rows_do_not() -> None:
-    from zoo_plugins.triton_ssd import ops
+    from zoo_plugins.triton_ssd import plan
+    from zoo_plugins.triton_ssd.tuning import DEFAULT
 
     cpu = torch.device("cpu")  # the interpreter's stand-in device: 64 processors, 128 programs
-    assert ops._segments(100, 64, cpu) == (100, 1)  # rows fill it: one segment, no extra pass
-    assert ops._segments(100, 2, cpu) == (2, 50)  # two rows: 64 segments wanted, of 2 chunks
-    assert ops._segments(3, 2, cpu) == (1, 3)  # never more segments than chunks
-    assert ops._segments(0, 2, cpu) == (1, 1)
-    assert ops._segments(4, 0, cpu) == (4, 1)  # an empty batch: nothing to split
+    assert plan.segments(100, 64, cpu, DEFAULT) == (100, 1)  # rows fill it: one segment, no extra pass
+    assert plan.segments(100, 2, cpu, DEFAULT) == (2, 50)  # two rows: 64 segments wanted, of 2 chunks
+    assert plan.segments(3, 2, cpu, DEFAULT) == (1, 3)  # never more segments than chunks
+    assert plan.segments(0, 2, cpu, DEFAULT) == (1, 1)
+    assert plan.segments(4, 0, cpu, DEFAULT) == (4, 1)  # an empty batch: nothing to split
 
 
 def test_empty_batch_scans_to_empty_outputs_and_gradients() -> None:
@@ -140,7 +128,7 @@ def test_backward_gets_no_zero_filled_gradients(monkeypatch, use: str, path: str
     from zoo_plugins.triton_ssd import ops
 
     seen = []
-    backward = "_bwd_impl" if path == "eager" else "ssd_bwd"  # what each path's backward calls
+    backward = "_bwd_eager" if path == "eager" else "ssd_bwd"  # what each path's backward calls
     real_bwd = getattr(ops, backward)
 
     def spy(dy, dfinal_state, *rest):
@@ -168,7 +156,7 @@ def test_backward_gets_no_zero_filled_gradients(monkeypatch, use: str, path: str
 
 
 def test_fp16_saves_fp32_states_and_matches_fp32() -> None:
-    from zoo_plugins.triton_ssd import ops, ssd
+    from zoo_plugins.triton_ssd import plan, ssd
 
     inputs = ssm_inputs(SSMCase(1, 70, 2, 8, 8, 1), seed=1)
     names = ("x", "dt", "A", "B", "C", "D")
@@ -181,69 +169,70 @@ def test_fp16_saves_fp32_states_and_matches_fp32() -> None:
         results.append([y.float(), *(t[k].grad.float() for k in names)])
     for a, b in zip(*results, strict=True):
         assert ((a - b).norm() / b.norm()).item() < 2e-2
-    assert ops._saved(torch.empty(1, dtype=torch.float16)) == torch.float32
-    assert ops._saved(torch.empty(1, dtype=torch.bfloat16)) == torch.bfloat16
+    assert plan.saved_dtype(torch.empty(1, dtype=torch.float16)) == torch.float32
+    assert plan.saved_dtype(torch.empty(1, dtype=torch.bfloat16)) == torch.bfloat16
 
 
-def test_fp32_runs_unpipelined_with_gpu_sized_chunks(tuning) -> None:
-    # fp32 with 3 pipeline stages gave wrong outputs on an H200 (docs/benchmarks.md, "Correctness
+def test_fp32_runs_unpipelined_with_gpu_sized_chunks() -> None:
+    # fp32 with 3 pipeline stages gave wrong outputs on the H200 (docs/benchmarks.md, "Correctness
     # limits found on the GPU"); fp32 chunk-128 tiles do not fit an SM's shared memory.
-    from zoo_plugins.triton_ssd import ops
+    from zoo_plugins.triton_ssd import plan
+    from zoo_plugins.triton_ssd.tuning import DEFAULT, Tuning
 
-    assert ops._stages(torch.float32) == 1 and ops._stages(torch.bfloat16) == 3
-    tuning.update(stages=2)  # a 16-bit knob: fp32 stays unpipelined
-    assert ops._stages(torch.float32) == 1 and ops._stages(torch.bfloat16) == 2
-    assert ops._chunk(128, torch.empty(1)) == 128  # the cap is for CUDA tensors only
-    assert ops._chunk(128, torch.empty(1, dtype=torch.bfloat16)) == 128
+    assert plan.stages(torch.float32, DEFAULT) == 1 and plan.stages(torch.bfloat16, DEFAULT) == 3
+    two = Tuning(stages=2)  # a 16-bit knob: fp32 stays unpipelined
+    assert plan.stages(torch.float32, two) == 1 and plan.stages(torch.bfloat16, two) == 2
+    assert plan.effective_chunk(128, torch.empty(1)) == 128  # the cap is for CUDA tensors only
+    assert plan.effective_chunk(128, torch.empty(1, dtype=torch.bfloat16)) == 128
     if torch.cuda.is_available():
-        assert ops._chunk(128, torch.empty(1, device="cuda")) == 64
-        assert ops._chunk(128, torch.empty(1, device="cuda", dtype=torch.bfloat16)) == 128
+        assert plan.effective_chunk(128, torch.empty(1, device="cuda")) == 64
+        assert plan.effective_chunk(128, torch.empty(1, device="cuda", dtype=torch.bfloat16)) == 128
 
 
-def test_tuning_knobs_are_checked_and_reach_the_launches(tuning, monkeypatch) -> None:
-    from zoo_plugins.triton_ssd import ops
+def test_tuning_knobs_are_checked_and_reach_the_launches(monkeypatch) -> None:
+    from zoo_plugins.triton_ssd import plan
+    from zoo_plugins.triton_ssd.tuning import DEFAULT, Tuning, parse_knobs
 
-    assert ops.parse_tuning("chunk_warps=4, stages=2,maxnreg=none") == {
-        "chunk_warps": 4, "stages": 2, "maxnreg": None}
+    assert parse_knobs("chunk_warps=4, stages=2,maxnreg=none") == {"chunk_warps": 4, "stages": 2, "maxnreg": None}
+    assert Tuning.parse("chunk_warps=4, stages=2") == Tuning(chunk_warps=4, stages=2)
     with pytest.raises(ValueError, match="NAME=VALUE"):
-        ops.parse_tuning("chunk_warps")
+        Tuning.parse("chunk_warps")
     with pytest.raises(KeyError, match="chunk_wraps"):
-        ops.set_tuning(chunk_wraps=4)
+        Tuning.of(chunk_wraps=4)
     with pytest.raises(ValueError, match="stages=0"):
-        ops.set_tuning(stages=0)
-    assert ops._chunk_launch(torch.bfloat16, 64) == {"num_warps": 4, "num_stages": 3}
-    assert ops._chunk_launch(torch.bfloat16, 128) == {"num_warps": 8, "num_stages": 3}
-    assert ops._chunk_launch(torch.float32, 64) == {"num_warps": 8, "num_stages": 1}
-    old = ops.set_tuning(chunk_warps=4, chunk_stages=2, chunk_maxnreg=128)
-    assert old == {"chunk_warps": None, "chunk_stages": None, "chunk_maxnreg": None}
-    assert ops._chunk_launch(torch.float32, 64)["num_stages"] == 1  # fp32 stays unpipelined
+        Tuning(stages=0)
+    with pytest.raises(ValueError, match="chunk_wraps"):  # the backend's param names the knob
+        TritonSSM({"tuning": {"chunk_wraps": 4}})
+    assert plan.chunk_launch(torch.bfloat16, 64, DEFAULT) == {"num_warps": 4, "num_stages": 3}
+    assert plan.chunk_launch(torch.bfloat16, 128, DEFAULT) == {"num_warps": 8, "num_stages": 3}
+    assert plan.chunk_launch(torch.float32, 64, DEFAULT) == {"num_warps": 8, "num_stages": 1}
+    chunk_knobs = Tuning(chunk_warps=4, chunk_stages=2, chunk_maxnreg=128)
+    assert chunk_knobs.overrides() == {"chunk_warps": 4, "chunk_stages": 2, "chunk_maxnreg": 128}
+    assert Tuning.from_args(chunk_knobs.to_args()) == chunk_knobs and Tuning.from_args(None) == DEFAULT
+    assert plan.chunk_launch(torch.float32, 64, chunk_knobs)["num_stages"] == 1  # fp32 stays unpipelined
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # a real launch gets the register cap
-    assert ops._chunk_launch(torch.bfloat16, 128) == {"num_warps": 4, "num_stages": 2, "maxnreg": 128}
-    ops.set_tuning(warps=8, stages=2, maxnreg=168)
+    assert plan.chunk_launch(torch.bfloat16, 128, chunk_knobs) == {"num_warps": 4, "num_stages": 2, "maxnreg": 128}
+    walk_knobs = chunk_knobs.replace(warps=8, stages=2, maxnreg=168)
     x = torch.empty(1, 100, 2, 8, dtype=torch.bfloat16)
-    assert ops._walk(x, 1, 16, 16, 7).launch == {"num_warps": 8, "num_stages": 2, "maxnreg": 168}
+    assert plan.walk(x, 1, 16, 16, 7, walk_knobs).launch == {"num_warps": 8, "num_stages": 2, "maxnreg": 168}
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the interpreter has no registers to cap
-    assert ops._chunk_launch(torch.bfloat16, 128) == {"num_warps": 4, "num_stages": 2}
-    assert ops._walk(x, 1, 16, 16, 7).launch == {"num_warps": 8, "num_stages": 2}
-    ops.set_tuning(programs_per_sm=2)
-    assert ops._programs_per_sm() == 2
-    ops.set_tuning(programs_per_sm=None)  # None is the default (4 per SM), not 1
-    assert ops._programs_per_sm() == 4
+    assert plan.chunk_launch(torch.bfloat16, 128, chunk_knobs) == {"num_warps": 4, "num_stages": 2}
+    assert plan.walk(x, 1, 16, 16, 7, walk_knobs).launch == {"num_warps": 8, "num_stages": 2}
+    assert plan.programs_per_sm(Tuning(programs_per_sm=2)) == 2
+    assert plan.programs_per_sm(DEFAULT) == 4  # None is the default (4 per SM), not 1
     with pytest.raises(ValueError, match="power of two"):
-        ops.set_tuning(chunk_warps=3)
+        Tuning(chunk_warps=3)
     with pytest.raises(ValueError, match="stages='two'"):
-        ops.parse_tuning("stages=two")
+        Tuning.parse("stages=two")
 
 
-def test_non_default_launch_knobs_match_reference(tuning) -> None:
+def test_non_default_launch_knobs_match_reference() -> None:
     # On the GPU in bf16 (where stages apply: fp32 runs unpipelined); the CPU interpreter
     # ignores warps, stages and register caps, so there it checks only that the knobs pass through.
-    from zoo_plugins.triton_ssd import ops
-
-    ops.set_tuning(warps=8, stages=2, maxnreg=128, chunk_warps=8, chunk_stages=2, chunk_maxnreg=128)
+    knobs = {"warps": 8, "stages": 2, "maxnreg": 128, "chunk_warps": 8, "chunk_stages": 2, "chunk_maxnreg": 128}
     cases = (SSMCase(1, 37, 4, 8, 16, 2), SSMCase(2, 20, 2, 16, 8, 1, initial_state=False, skip_D=True))
     dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
-    check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=dtype, cases=cases)
+    check_ssm_backend(TritonSSM({"chunk_size": CHUNK, "tuning": knobs}), device=DEVICE, dtype=dtype, cases=cases)
 
 
 def test_registered_under_triton() -> None:
@@ -275,8 +264,9 @@ def test_converter_matches_reference(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("per_segment", [None, 1, 1000], ids=["auto", "seg1", "oneseg"])
 @pytest.mark.parametrize("transpoint", [0, 7, 16, 21, 37])
-def test_transmamba_call_is_converter_then_suffix_scan(tuning, transpoint: int, per_segment: int | None) -> None:
-    tuning.update(chunks_per_segment=per_segment)
+def test_transmamba_call_is_converter_then_suffix_scan(transpoint: int, per_segment: int | None) -> None:
+    from zoo_plugins.triton_ssd.tuning import Tuning
+
     case = SSMCase(1, 37, 4, 8, 16, 2)
     inputs = ssm_inputs(case, seed=transpoint)
     names = ("x", "dt", "A", "B", "C", "D", "initial_state")
@@ -313,6 +303,7 @@ def test_transmamba_call_is_converter_then_suffix_scan(tuning, transpoint: int, 
         initial_state=mine["initial_state"],
         return_final_state=True,
         chunk_size=CHUNK,
+        tuning=Tuning(chunks_per_segment=per_segment),
     )
     tol = tolerance(torch.float32)
     assert y.shape == (1, 37 - transpoint, 4, 8)
@@ -536,7 +527,7 @@ def test_past_int32_offsets_rows_match_single_row_calls() -> None:
 def test_model_shape_on_gpu_matches_fp64(with_D: bool) -> None:
     # The tiles a real mixer launches (P = 64, N = 128, chunk 64, bf16, three pipeline stages),
     # which the small CPU cases never reach: without D, Triton 3.6 once compiled the forward
-    # wrong here (ops._skip_weights). Outputs and every gradient against the fp64 chunked SSD.
+    # wrong here (launch._skip_weights). Outputs and every gradient against the fp64 chunked SSD.
     from zoo.ops.ssd.chunked import ssd_chunked
     from zoo_plugins.triton_ssd import ssd
 

@@ -154,3 +154,26 @@ def test_support_is_checked_against_the_device_the_model_will_run_on() -> None:
         zoo.build(spec, device="cpu")  # checked against the CPU: refused
     model = zoo.build(spec, device="cpu", support_device="cuda")  # built on the CPU to run on a GPU
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_conv_slot_is_overridden_like_the_others() -> None:
+    import torch
+
+    import zoo
+
+    assert parse_backend_overrides(["conv=triton"]) == {"conv": "triton"}
+    spec = resolve_spec("transmamba-tiny")
+    new, applied = spec_with_backends(spec, {"conv": "triton"})
+    assert applied == {"conv"}
+    assert all(layer["mixer"]["conv"] == {"name": "triton", "params": {}} for layer in new["layers"])
+    torch.manual_seed(0)
+    model = zoo.build(new, device="cpu")  # the tests run Triton on its CPU interpreter
+    assert {block.mixer.conv.registry_name for block in model.blocks} == {"triton"}
+    assert "conv=triton" in zoo.builder.describe(model)
+    torch.manual_seed(0)
+    reference = zoo.build(spec, device="cpu")
+    assert {block.mixer.conv.registry_name for block in reference.blocks} == {"torch"}  # the default
+    tokens = torch.randint(0, model.spec.vocab_size, (2, 21))
+    with torch.no_grad():
+        want, got = reference(tokens), model(tokens)
+    assert ((got - want).norm() / want.norm()).item() < 1e-5

@@ -8,14 +8,12 @@ Unknown keys are ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from pydantic import Field
 
-from zoo.backends.base import AttentionBackend, BackendParams
-from zoo.backends.ssm import check_float_and_groups
+from zoo.backends.base import AttentionBackend, BackendParams, check_float_and_groups
 from zoo.ops.attention.flex import (
     flex_function,
     flex_grouped_attention,
@@ -36,21 +34,12 @@ from zoo.registry import ATTENTION
 class EagerAttention(AttentionBackend):
     """Reference grouped attention: explicit scores, fp32 softmax (any device, any float dtype)."""
 
+    op = staticmethod(grouped_attention)
+
     def supports(
         self, *, device: torch.device, dtype: torch.dtype, **shapes: int
     ) -> tuple[bool, str]:
         return check_float_and_groups(dtype, shapes)
-
-    def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        scale: float,
-        causal: bool = True,
-    ) -> torch.Tensor:
-        return grouped_attention(q, k, v, scale=scale, causal=causal)
 
 
 def fold_slices_refusal(grouping: str, shapes: dict[str, int]) -> str:
@@ -76,6 +65,7 @@ class SdpaAttention(AttentionBackend):
     """torch.nn.functional.scaled_dot_product_attention (PyTorch picks flash / efficient / math)."""
 
     Params = GroupingParams
+    op = staticmethod(sdpa_grouped_attention)
     conformance_params: ClassVar[list[dict]] = [
         {"grouping": "expand"},
         {"grouping": "fold_values"},
@@ -92,19 +82,6 @@ class SdpaAttention(AttentionBackend):
         if refusal:
             return False, refusal
         return check_float_and_groups(dtype, shapes)
-
-    def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        scale: float,
-        causal: bool = True,
-    ) -> torch.Tensor:
-        return sdpa_grouped_attention(
-            q, k, v, scale=scale, causal=causal, grouping=self.grouping
-        )
 
 
 class FlexParams(GroupingParams):
@@ -127,10 +104,14 @@ class FlexAttention(AttentionBackend):
     conformance_small: ClassVar[bool] = True
     conformance_params: ClassVar[list[dict]] = [{"compiled": False}]
 
+    op = staticmethod(flex_grouped_attention)
+
     def __init__(self, params: BackendParams | dict | None = None) -> None:
         super().__init__(params)
         self.grouping: Grouping = self.params.grouping
-        self.flex: Callable = flex_function(self.params.compiled)
+
+    def build_options(self) -> dict:
+        return {"grouping": self.params.grouping, "flex": flex_function(self.params.compiled)}
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -191,16 +172,3 @@ class FlexAttention(AttentionBackend):
             if dim is not None and dim < 16:
                 return False, f"FlexAttention on cuda needs dims >= 16; {name} is {dim}"
         return True, ""
-
-    def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        scale: float,
-        causal: bool = True,
-    ) -> torch.Tensor:
-        return flex_grouped_attention(
-            q, k, v, scale=scale, causal=causal, grouping=self.grouping, flex=self.flex
-        )

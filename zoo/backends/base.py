@@ -1,4 +1,4 @@
-"""Backend contracts: what an ``attention``, ``ssm`` or ``converter`` backend must do.
+"""Backend contracts: what an ``attention``, ``ssm``, ``converter`` or ``conv`` backend must do.
 
 Shape legend: B batch, T tokens, H heads, P head dim, G groups (B/C or q/k groups),
 N state dim (= the q/k dim of the attention path). Head h reads group h // (H // G).
@@ -6,19 +6,45 @@ N state dim (= the q/k dim of the attention path). Head h reads group h // (H //
 A backend is a small, parameter-free object built once at model-build time from its
 validated ``Params``; the mixer stores it and calls it in forward(). So forward() does
 no registry look-ups and no string dispatch, and torch.compile traces straight through.
+
+Each kind's ``__call__`` is defined once, here: it calls the backend's ``op`` (a function
+with the kind's signature) with the call's arguments and the backend's ``options``
+(keyword arguments fixed at build time, by default its params). A backend that wraps one
+function therefore declares ``op`` and, where its params are not the function's keywords,
+``build_options``; it writes no ``__call__`` of its own.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
 
 class BackendParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def check_float_and_groups(dtype: torch.dtype, shapes: dict[str, int]) -> tuple[bool, str]:
+    """The checks the pure-PyTorch ops share: a float dtype, heads a multiple of groups."""
+    if dtype not in FLOAT_DTYPES:
+        return False, f"dtype {dtype} is not supported; use one of fp16, bf16, fp32, fp64"
+    n_heads, n_groups = shapes.get("n_heads"), shapes.get("n_groups")
+    if n_heads and n_groups and n_heads % n_groups:
+        return False, f"n_heads ({n_heads}) must be a multiple of n_groups ({n_groups})"
+    return True, ""
+
+
+def triton_interpreting() -> bool:
+    """Whether Triton runs on its CPU interpreter (``TRITON_INTERPRET=1``, read when
+    ``@triton.jit`` functions are defined; the tests' conftest sets it)."""
+    return os.environ.get("TRITON_INTERPRET", "") == "1"
 
 
 class Backend:
@@ -32,6 +58,7 @@ class Backend:
     Params: ClassVar[type[BaseModel]] = BackendParams
     requires: ClassVar[tuple[str, ...]] = ()
     registry_name: ClassVar[str] = "?"
+    op: ClassVar[Callable[..., Any]]  # the function ``__call__`` runs (staticmethod)
 
     def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
         if params is None:
@@ -39,6 +66,11 @@ class Backend:
         elif isinstance(params, dict):
             params = self.Params.model_validate(params)
         self.params = params
+        self.options: dict[str, Any] = self.build_options()
+
+    def build_options(self) -> dict[str, Any]:
+        """Keyword arguments every call passes to ``op``, fixed at build time (default: the params)."""
+        return self.params.model_dump()
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -79,7 +111,8 @@ class SSMBackend(Backend):
         initial_state: torch.Tensor | None = None,
         return_final_state: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        return self.op(x, dt, A, B, C, D=D, initial_state=initial_state, return_final_state=return_final_state,
+                       **self.options)
 
 
 class ConverterBackend(Backend):
@@ -99,7 +132,7 @@ class ConverterBackend(Backend):
         *,
         initial_state: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        raise NotImplementedError
+        return self.op(k, v, dt, A, initial_state=initial_state, **self.options)
 
 
 class AttentionBackend(Backend):
@@ -120,4 +153,25 @@ class AttentionBackend(Backend):
         scale: float,
         causal: bool = True,
     ) -> torch.Tensor:
-        raise NotImplementedError
+        return self.op(q, k, v, scale=scale, causal=causal, **self.options)
+
+
+class ConvBackend(Backend):
+    """The SSD mixers' causal depthwise conv + SiLU over a whole sequence, split into parts.
+
+    ``__call__(x [B,T,C], weight [C,W], bias [C] | None, *, split_sizes: list[int])
+    -> list of [B,T,c] tensors``, one per ``split_sizes`` entry (summing to C):
+    ``out[t] = silu(bias + sum_k weight[:, k] * x[t - (W-1) + k])`` with x = 0 before t = 0,
+    output in the dtype of x. A decode step or a prefill from a conv state does not come
+    here: the mixer runs those with its ``CausalConv1d`` (the state-carrying reference).
+    """
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        *,
+        split_sizes: list[int],
+    ) -> list[torch.Tensor]:
+        return self.op(x, weight, bias, split_sizes=split_sizes, **self.options)

@@ -10,8 +10,8 @@ from typing import ClassVar
 
 import torch
 
-from zoo.backends.base import BackendParams, ConverterBackend
-from zoo.backends.ssm import ChunkedParams, check_float_and_groups
+from zoo.backends.base import ConverterBackend, check_float_and_groups
+from zoo.backends.ssm import ChunkedParams
 from zoo.ops.ssd.chunked import converter_chunked
 from zoo.ops.ssd.reference import converter_scan
 from zoo.registry import CONVERTER
@@ -21,21 +21,10 @@ from zoo.registry import CONVERTER
 class ScanConverter(ConverterBackend):
     """Sequential scan over the prefix (reference; any device; Python loop over tokens)."""
 
-    def supports(
-        self, *, device: torch.device, dtype: torch.dtype, **shapes: int
-    ) -> tuple[bool, str]:
-        return check_float_and_groups(dtype, shapes)
+    op = staticmethod(converter_scan)
 
-    def __call__(
-        self,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        dt: torch.Tensor,
-        A: torch.Tensor,
-        *,
-        initial_state: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return converter_scan(k, v, dt, A, initial_state=initial_state)
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
+        return check_float_and_groups(dtype, shapes)
 
 
 @CONVERTER.register("chunked")
@@ -44,25 +33,7 @@ class ChunkedConverter(ConverterBackend):
 
     Params = ChunkedParams
     conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}, {}]
+    op = staticmethod(converter_chunked)
 
-    def __init__(self, params: BackendParams | dict | None = None) -> None:
-        super().__init__(params)
-        self.chunk_size: int = self.params.chunk_size
-
-    def supports(
-        self, *, device: torch.device, dtype: torch.dtype, **shapes: int
-    ) -> tuple[bool, str]:
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         return check_float_and_groups(dtype, shapes)
-
-    def __call__(
-        self,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        dt: torch.Tensor,
-        A: torch.Tensor,
-        *,
-        initial_state: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return converter_chunked(
-            k, v, dt, A, initial_state=initial_state, chunk_size=self.chunk_size
-        )

@@ -11,27 +11,10 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from zoo.backends.base import BackendParams, SSMBackend
+from zoo.backends.base import BackendParams, SSMBackend, check_float_and_groups
 from zoo.ops.ssd.chunked import ssd_chunked
 from zoo.ops.ssd.reference import ssd_scan
 from zoo.registry import SSM
-
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def check_float_and_groups(
-    dtype: torch.dtype, shapes: dict[str, int]
-) -> tuple[bool, str]:
-    """The checks every pure-PyTorch SSD op shares: a float dtype, heads a multiple of groups."""
-    if dtype not in FLOAT_DTYPES:
-        return (
-            False,
-            f"dtype {dtype} is not supported; use one of fp16, bf16, fp32, fp64",
-        )
-    n_heads, n_groups = shapes.get("n_heads"), shapes.get("n_groups")
-    if n_heads and n_groups and n_heads % n_groups:
-        return False, f"n_heads ({n_heads}) must be a multiple of n_groups ({n_groups})"
-    return True, ""
 
 
 @SSM.register("scan")
@@ -42,33 +25,10 @@ class ScanSSM(SSMBackend):
     not for prefill or training.
     """
 
-    def supports(
-        self, *, device: torch.device, dtype: torch.dtype, **shapes: int
-    ) -> tuple[bool, str]:
-        return check_float_and_groups(dtype, shapes)
+    op = staticmethod(ssd_scan)
 
-    def __call__(
-        self,
-        x: torch.Tensor,
-        dt: torch.Tensor,
-        A: torch.Tensor,
-        B: torch.Tensor,
-        C: torch.Tensor,
-        *,
-        D: torch.Tensor | None = None,
-        initial_state: torch.Tensor | None = None,
-        return_final_state: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        return ssd_scan(
-            x,
-            dt,
-            A,
-            B,
-            C,
-            D=D,
-            initial_state=initial_state,
-            return_final_state=return_final_state,
-        )
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
+        return check_float_and_groups(dtype, shapes)
 
 
 class ChunkedParams(BackendParams):
@@ -83,36 +43,7 @@ class ChunkedSSM(SSMBackend):
 
     Params = ChunkedParams
     conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}, {}]
+    op = staticmethod(ssd_chunked)
 
-    def __init__(self, params: BackendParams | dict | None = None) -> None:
-        super().__init__(params)
-        self.chunk_size: int = self.params.chunk_size  # a plain int for forward()
-
-    def supports(
-        self, *, device: torch.device, dtype: torch.dtype, **shapes: int
-    ) -> tuple[bool, str]:
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         return check_float_and_groups(dtype, shapes)
-
-    def __call__(
-        self,
-        x: torch.Tensor,
-        dt: torch.Tensor,
-        A: torch.Tensor,
-        B: torch.Tensor,
-        C: torch.Tensor,
-        *,
-        D: torch.Tensor | None = None,
-        initial_state: torch.Tensor | None = None,
-        return_final_state: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        return ssd_chunked(
-            x,
-            dt,
-            A,
-            B,
-            C,
-            D=D,
-            initial_state=initial_state,
-            return_final_state=return_final_state,
-            chunk_size=self.chunk_size,
-        )

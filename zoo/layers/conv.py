@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.ops.conv.reference import causal_conv
+
 
 class CausalConv1d(nn.Module):
     def __init__(self, channels: int, width: int, bias: bool = True) -> None:
@@ -37,15 +39,7 @@ class CausalConv1d(nn.Module):
             padded = F.pad(x, (0, 0, width - 1, 0))
         else:
             padded = torch.cat([conv_state.transpose(1, 2).to(x.dtype), x], dim=1)
-        # W shifted multiply-adds over [B,T,C]: exact, any dtype, fuses under inductor;
-        # (F.conv1d's CPU depthwise path was ~1 s per call in fp64 on the 2-core CI machine)
-        seq_len = x.shape[1]
-        weight = self.weight.to(x.dtype)
-        y = padded[:, 0:seq_len] * weight[:, 0, 0]
-        for tap in range(1, width):
-            y = y + padded[:, tap:tap + seq_len] * weight[:, 0, tap]
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
+        y = causal_conv(padded, self.weight[:, 0], self.bias)
         new_state = padded[:, padded.shape[1] - (width - 1):].transpose(1, 2)
         return y, new_state
 

@@ -1,4 +1,4 @@
-"""The public conformance kit: check any ssm / converter / attention backend against the references.
+"""The public conformance kit: check any ssm / converter / attention / conv backend against the references.
 
 For plugin authors::
 
@@ -39,9 +39,12 @@ from zoo.testing.conformance import (
     run_compile_case,
     run_conformance_case,
 )
+from zoo.testing.conv import CONV_CASES, SMALL_CONV_CASES, ConvCase, check_conv_backend, conv_inputs
 
 __all__ = [
     "ATTENTION_CASES",
+    "CONV_CASES",
+    "SMALL_CONV_CASES",
     "SMALL_ATTENTION_CASES",
     "SMALL_SSM_CASES",
     "SSM_CASES",
@@ -49,13 +52,16 @@ __all__ = [
     "AttentionCase",
     "CaseResult",
     "ConformanceCase",
+    "ConvCase",
     "SSMCase",
     "attention_inputs",
     "check_attention_backend",
+    "check_conv_backend",
     "check_converter_backend",
     "check_ssm_backend",
     "compile_cases",
     "conformance_cases",
+    "conv_inputs",
     "nan_filled_empty",
     "rel_err",
     "run_compile_case",

@@ -1,6 +1,7 @@
 """Conformance cases generated from the registries, for pytest.
 
-Every registered ``ssm``, ``converter`` and ``attention`` backend (core or plugin) gets one
+Every registered backend of every slot (``attention``, ``ssm``, ``converter``, ``conv``;
+core or plugin) gets one
 test per (params, dtype, shape). A backend class tunes what it is tested with:
 
 - ``conformance_params: ClassVar[list[dict]]``: Params to build it with (default ``[{}]``);
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from zoo.registry import registry
+from zoo.registry import BACKEND_SLOTS, registry
 from zoo.testing.cases import (
     ATTENTION_CASES,
     COMPILE_ATTENTION_CASE,
@@ -44,12 +45,28 @@ from zoo.testing.checks import (
     rel_err,
     tolerance,
 )
+from zoo.testing.conv import (
+    COMPILE_CONV_CASE,
+    CONV_CASES,
+    SMALL_CONV_CASES,
+    ConvCase,
+    check_conv_backend,
+    conv_inputs,
+    conv_shape_keys,
+)
 
-BACKEND_KINDS = ("ssm", "converter", "attention")
+BACKEND_KINDS = BACKEND_SLOTS
 _CHECKS = {
     "ssm": check_ssm_backend,
     "converter": check_converter_backend,
     "attention": check_attention_backend,
+    "conv": check_conv_backend,
+}
+_SHAPES = {  # kind -> (full shape set, small set, the compile check's shape)
+    "attention": (ATTENTION_CASES, SMALL_ATTENTION_CASES, COMPILE_ATTENTION_CASE),
+    "ssm": (SSM_CASES, SMALL_SSM_CASES, COMPILE_SSM_CASE),
+    "converter": (SSM_CASES, SMALL_SSM_CASES, COMPILE_SSM_CASE),
+    "conv": (CONV_CASES, SMALL_CONV_CASES, COMPILE_CONV_CASE),
 }
 _DTYPE_NAMES = {
     torch.float64: "fp64",
@@ -63,7 +80,7 @@ _DTYPE_NAMES = {
 class ConformanceCase:
     kind: str
     name: str
-    case: SSMCase | AttentionCase
+    case: SSMCase | AttentionCase | ConvCase
     params: dict[str, Any] = field(default_factory=dict, hash=False)
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
@@ -76,14 +93,12 @@ class ConformanceCase:
         return "-".join(parts)
 
 
-def shapes_for(obj: Any, kind: str) -> Sequence[SSMCase | AttentionCase]:
+def shapes_for(obj: Any, kind: str) -> Sequence[SSMCase | AttentionCase | ConvCase]:
     explicit = getattr(obj, "conformance_shapes", None)
     if explicit:
         return explicit
-    small = getattr(obj, "conformance_small", False)
-    if kind == "attention":
-        return SMALL_ATTENTION_CASES if small else ATTENTION_CASES
-    return SMALL_SSM_CASES if small else SSM_CASES
+    full, small, _ = _SHAPES[kind]
+    return small if getattr(obj, "conformance_small", False) else full
 
 
 def _as_param(case: ConformanceCase, reason: str) -> Any:
@@ -129,23 +144,17 @@ def compile_cases(kind: str = "all", *, device: str = "cpu") -> list[Any]:
             if not getattr(entry.obj, "conformance_compile", True):
                 reason = reason or "opted out (conformance_compile = False)"
             explicit = getattr(entry.obj, "conformance_shapes", None)
-            shape = (
-                explicit[0]
-                if explicit
-                else (
-                    COMPILE_ATTENTION_CASE
-                    if each_kind == "attention"
-                    else COMPILE_SSM_CASE
-                )
-            )
+            shape = explicit[0] if explicit else _SHAPES[each_kind][2]
             params = (getattr(entry.obj, "conformance_params", None) or [{}])[0]
             case = ConformanceCase(each_kind, entry.name, shape, dict(params), device)
             params_list.append(_as_param(case, reason))
     return params_list
 
 
-def shape_keys(case: SSMCase | AttentionCase) -> dict[str, int]:
+def shape_keys(case: SSMCase | AttentionCase | ConvCase) -> dict[str, int]:
     """The ``supports(**shapes)`` keywords of a shape."""
+    if isinstance(case, ConvCase):
+        return conv_shape_keys(case)
     if isinstance(case, AttentionCase):
         return {
             "n_heads": case.n_heads,
@@ -222,6 +231,12 @@ def run_compile_case(case: ConformanceCase, *, compile_backend: str = "eager") -
             backend(*inputs.values(), **kwargs),
             compiled(*inputs.values(), **kwargs),
         )
+    elif isinstance(case.case, ConvCase):
+        inputs = {k: None if v is None else v.float().to(case.device) for k, v in conv_inputs(case.case).items()}
+        _maybe_dynamic([inputs["x"]], (0, 1))
+        kwargs = {"split_sizes": list(case.case.split_sizes)}
+        expected = tuple(backend(*inputs.values(), **kwargs))
+        actual = tuple(compiled(*inputs.values(), **kwargs))
     else:
         raw = {
             k: None if v is None else v.float().to(case.device)

@@ -8,13 +8,12 @@ imported on the first call only. Its kernels run inside the custom op
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import ClassVar
 
 import torch
 from pydantic import Field
 
-from zoo.backends.base import BackendParams, SSMBackend
+from zoo.backends.base import BackendParams, SSMBackend, triton_interpreting
 from zoo.registry import SSM
 from zoo_plugins.mamba_ssm import loader
 from zoo_plugins.mamba_ssm.ops import chunk_scan
@@ -45,7 +44,7 @@ class MambaSSM(SSMBackend):
             return False, loader.INSTALL_HINT
         if importlib.util.find_spec("triton") is None:
             return False, "needs the 'triton' package (pip install triton)"
-        if os.environ.get("TRITON_INTERPRET", "") == "1" or torch.cuda.is_available():
+        if triton_interpreting() or torch.cuda.is_available():
             return True, ""
         return False, "needs a CUDA GPU, or TRITON_INTERPRET=1 (set before import) to run on CPU"
 

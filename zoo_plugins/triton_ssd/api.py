@@ -2,6 +2,7 @@
 
 Shape legend: B batch, T tokens (L for a converter prefix), H heads, P head dim, G groups,
 N state dim. ``dt`` is already softplus-ed; states are fp32; ``y`` has the dtype of ``x``.
+``tuning`` (a :class:`~zoo_plugins.triton_ssd.tuning.Tuning`) sets launch knobs; None = defaults.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ import torch
 from torch import Tensor
 
 from zoo_plugins.triton_ssd.ops import scan
+from zoo_plugins.triton_ssd.tuning import Tuning
 
 DEFAULT_CHUNK_SIZE = 64
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _args(tuning: Tuning | None) -> list[int] | None:
+    return tuning.to_args() if tuning is not None else None
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -34,12 +40,13 @@ def ssd(
     initial_state: Tensor | None = None,
     return_final_state: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    tuning: Tuning | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """SSD scan: x [B,T,H,P], dt [B,T,H], A [H], B/C [B,T,G,N], D [H], initial_state [B,H,P,N]
     -> y [B,T,H,P] (and final_state [B,H,P,N] fp32)."""
     _check_chunk_size(chunk_size)
     save = _needs_grad(x, dt, A, B, C, D, initial_state)
-    y, final_state, _ = scan(x, dt, A, B, C, D, initial_state, 0, chunk_size, save)
+    y, final_state, _ = scan(x, dt, A, B, C, D, initial_state, 0, chunk_size, save, _args(tuning))
     return (y, final_state) if return_final_state else y
 
 
@@ -51,6 +58,7 @@ def converter(
     *,
     initial_state: Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    tuning: Tuning | None = None,
 ) -> Tensor:
     """Memory Converter: the state after the prefix, by the chunk-state pass alone.
 
@@ -59,7 +67,7 @@ def converter(
     """
     _check_chunk_size(chunk_size)
     save = _needs_grad(k, v, dt, A, initial_state)
-    _, state, _ = scan(v, dt, A, k, k, None, initial_state, v.shape[1], chunk_size, save)
+    _, state, _ = scan(v, dt, A, k, k, None, initial_state, v.shape[1], chunk_size, save, _args(tuning))
     return state
 
 
@@ -75,6 +83,7 @@ def transmamba_ssd(
     initial_state: Tensor | None = None,
     return_final_state: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    tuning: Tuning | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Converter over tokens [0, transpoint) + SSD scan over [transpoint, T), in one op.
 
@@ -88,5 +97,5 @@ def transmamba_ssd(
     torch._check(transpoint >= 0, lambda: "transpoint must be >= 0")
     torch._check(transpoint <= x.shape[1], lambda: "transpoint must be <= the sequence length")
     save = _needs_grad(x, dt, A, B, C, D, initial_state)
-    y, final_state, _ = scan(x, dt, A, B, C, D, initial_state, transpoint, chunk_size, save)
+    y, final_state, _ = scan(x, dt, A, B, C, D, initial_state, transpoint, chunk_size, save, _args(tuning))
     return (y, final_state) if return_final_state else y

@@ -1,41 +1,47 @@
-"""``ssm: triton`` and ``converter: triton``: the Triton SSD as zoo backends.
+"""``ssm: triton``, ``converter: triton`` and ``conv: triton``: the plugin's zoo backends.
 
-``supports`` reads the shape keys of :mod:`zoo.backends.ssm` (``n_heads``, ``n_groups``,
-``head_dim``, ``state_dim``, ``seq_len``).
+The SSD backends' ``supports`` reads the shape keys of :mod:`zoo.backends.ssm` (``n_heads``,
+``n_groups``, ``head_dim``, ``state_dim``, ``seq_len``), the conv's those of
+:mod:`zoo.backends.conv`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field, field_validator
 
-from zoo.backends.base import BackendParams, ConverterBackend, SSMBackend
-from zoo.registry import CONVERTER, SSM
+from zoo.backends.base import BackendParams, ConvBackend, ConverterBackend, SSMBackend, triton_interpreting
+from zoo.registry import CONV, CONVERTER, SSM
 from zoo_plugins.triton_ssd.api import DEFAULT_CHUNK_SIZE, converter, ssd, transmamba_ssd
+from zoo_plugins.triton_ssd.conv import causal_conv1d
+from zoo_plugins.triton_ssd.tuning import Tuning
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") == "1"
 
 
 def triton_available() -> tuple[bool, str]:
     if importlib.util.find_spec("triton") is None:
         return False, "needs the 'triton' package (pip install triton)"
-    if interpreting() or torch.cuda.is_available():
+    if triton_interpreting() or torch.cuda.is_available():
         return True, ""
     return False, "needs a CUDA GPU, or TRITON_INTERPRET=1 (set before import) to run on CPU"
 
 
-def triton_supports(device: torch.device, dtype: torch.dtype, shapes: dict[str, int]) -> tuple[bool, str]:
+def triton_device_refusal(device: torch.device | str) -> str:
+    """'' when a Triton kernel can run on ``device`` here, else why not."""
     device = torch.device(device)
-    if device.type != "cuda" and not (device.type == "cpu" and interpreting()):
-        return False, f"runs on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device}"
+    if device.type != "cuda" and not (device.type == "cpu" and triton_interpreting()):
+        return f"runs on CUDA (or on CPU under TRITON_INTERPRET=1), not on {device}"
+    return ""
+
+
+def triton_supports(device: torch.device, dtype: torch.dtype, shapes: dict[str, int]) -> tuple[bool, str]:
+    refusal = triton_device_refusal(device)
+    if refusal:
+        return False, refusal
     if dtype not in DTYPES:
         return False, f"dtype {dtype} is not supported; use fp16, bf16 or fp32"
     n_heads, n_groups = shapes.get("n_heads"), shapes.get("n_groups")
@@ -54,6 +60,11 @@ class TritonSSDParams(BackendParams):
         le=256,
         description="tokens per chunk (a power of two); 64 or 128 on an H200",
     )
+    tuning: dict[str, int | None] = Field(
+        default_factory=dict,
+        description="launch knobs (zoo_plugins.triton_ssd.tuning.Tuning), e.g. {chunk_warps: 4}; "
+        "unset knobs keep their defaults",
+    )
 
     @field_validator("chunk_size")
     @classmethod
@@ -62,23 +73,24 @@ class TritonSSDParams(BackendParams):
             raise ValueError(f"chunk_size must be a power of two, got {value}")
         return value
 
+    @field_validator("tuning")
+    @classmethod
+    def _known_knobs(cls, value: dict[str, int | None]) -> dict[str, int | None]:
+        try:
+            Tuning.of(**value)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        return value
 
-@SSM.register("triton")
-class TritonSSM(SSMBackend):
-    """Chunked SSD in Triton: fused forward/backward kernels, custom ops (compiles fullgraph).
 
-    Also offers ``prefix_then_scan`` (Memory Converter + suffix scan in one op) for the
-    TransMamba mixer.
-    """
+class _TritonSSDBackend:
+    """What the ssm and the converter backends share: availability, support, options."""
 
     Params = TritonSSDParams
     requires: ClassVar[tuple[str, ...]] = ("triton",)
     conformance_small: ClassVar[bool] = True
     conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}]
-
-    def __init__(self, params: BackendParams | dict | None = None) -> None:
-        super().__init__(params)
-        self.chunk_size: int = self.params.chunk_size
+    params: TritonSSDParams
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -87,29 +99,19 @@ class TritonSSM(SSMBackend):
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         return triton_supports(device, dtype, shapes)
 
-    def __call__(
-        self,
-        x: torch.Tensor,
-        dt: torch.Tensor,
-        A: torch.Tensor,
-        B: torch.Tensor,
-        C: torch.Tensor,
-        *,
-        D: torch.Tensor | None = None,
-        initial_state: torch.Tensor | None = None,
-        return_final_state: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        return ssd(
-            x,
-            dt,
-            A,
-            B,
-            C,
-            D=D,
-            initial_state=initial_state,
-            return_final_state=return_final_state,
-            chunk_size=self.chunk_size,
-        )
+    def build_options(self) -> dict[str, Any]:
+        return {"chunk_size": self.params.chunk_size, "tuning": Tuning.of(**self.params.tuning)}
+
+
+@SSM.register("triton")
+class TritonSSM(_TritonSSDBackend, SSMBackend):
+    """Chunked SSD in Triton: fused forward/backward kernels, custom ops (compiles fullgraph).
+
+    Also offers ``prefix_then_scan`` (Memory Converter + suffix scan in one op) for the
+    TransMamba mixer.
+    """
+
+    op = staticmethod(ssd)
 
     def prefix_then_scan(
         self,
@@ -128,47 +130,33 @@ class TritonSSM(SSMBackend):
 
         The converter's state of tokens [0, transpoint) is the suffix scan's initial state.
         """
-        return transmamba_ssd(
-            x,
-            dt,
-            A,
-            B,
-            C,
-            transpoint=transpoint,
-            D=D,
-            initial_state=initial_state,
-            return_final_state=return_final_state,
-            chunk_size=self.chunk_size,
-        )
+        return transmamba_ssd(x, dt, A, B, C, transpoint=transpoint, D=D, initial_state=initial_state,
+                              return_final_state=return_final_state, **self.options)
 
 
 @CONVERTER.register("triton")
-class TritonConverter(ConverterBackend):
+class TritonConverter(_TritonSSDBackend, ConverterBackend):
     """Memory Converter as the Triton SSD's chunk-state + state-passing kernels (no outputs)."""
 
-    Params = TritonSSDParams
+    op = staticmethod(converter)
+
+
+@CONV.register("triton")
+class TritonConv(ConvBackend):
+    """Causal conv + SiLU as one Triton kernel each way, x/B/C written contiguous (custom op)."""
+
     requires: ClassVar[tuple[str, ...]] = ("triton",)
     conformance_small: ClassVar[bool] = True
-    conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}]
-
-    def __init__(self, params: BackendParams | dict | None = None) -> None:
-        super().__init__(params)
-        self.chunk_size: int = self.params.chunk_size
+    op = staticmethod(causal_conv1d)
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
         return triton_available()
 
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
-        return triton_supports(device, dtype, shapes)
-
-    def __call__(
-        self,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        dt: torch.Tensor,
-        A: torch.Tensor,
-        *,
-        initial_state: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return converter(k, v, dt, A, initial_state=initial_state, chunk_size=self.chunk_size)
+        refusal = triton_device_refusal(device)
+        if refusal:
+            return False, refusal
+        if dtype not in DTYPES:
+            return False, f"dtype {dtype} is not supported; use fp16, bf16 or fp32"
+        return True, ""

@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from zoo.backends.base import SSMBackend
-from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes
+from zoo.backends.base import ConvBackend, SSMBackend
+from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes, ssd_backend_shapes
 from zoo.layers.state import SSM, LayerCache
 from zoo.ops.ssd.reference import ssd_step
 from zoo.registry import MIXER
@@ -36,7 +36,7 @@ class Mamba2Mixer(nn.Module):
     """Mamba2 SSD mixer (in_proj, causal conv, SSD scan, gated RMSNorm, out_proj)."""
 
     Params: ClassVar = Mamba2Params
-    backend_slots: ClassVar[dict[str, str]] = {"ssm": "chunked"}
+    backend_slots: ClassVar[dict[str, str]] = {"ssm": "chunked", "conv": "torch"}
     uses_schedule: ClassVar[bool] = False
 
     @staticmethod
@@ -45,15 +45,14 @@ class Mamba2Mixer(nn.Module):
 
     @staticmethod
     def backend_shapes(d_model: int, params: Mamba2Params) -> dict[str, dict[str, int]]:
-        d_inner = params.expand * d_model
-        shapes = {"n_heads": d_inner // params.headdim, "n_groups": params.n_groups,
-                  "head_dim": params.headdim, "state_dim": params.d_state}
-        return {"ssm": shapes}
+        shapes = ssd_backend_shapes(d_model, params)
+        return {slot: shapes for slot in Mamba2Mixer.backend_slots}
 
     def __init__(self, d_model: int, params: Mamba2Params, *, backends: dict[str, Any], layer_idx: int = 0) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.ssd = SSDProjections(d_model, params)
+        self.ssd = SSDProjections(d_model, params, conv=backends.get("conv"))
+        self.conv: ConvBackend = self.ssd.conv_backend
         self.ssm: SSMBackend = backends["ssm"]
 
     def forward(self, hidden_states: torch.Tensor, *, transpoint: int | None = None) -> torch.Tensor:

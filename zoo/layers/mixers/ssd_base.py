@@ -7,7 +7,7 @@ d_inner = expand * D = H * P.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,10 +15,10 @@ from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from zoo.backends.base import ConvBackend
 from zoo.layers.conv import CausalConv1d
 from zoo.layers.norm import GatedRMSNorm
 from zoo.layers.state import static_zeros
-from zoo.ops.conv import causal_conv1d
 
 
 class SSDParams(BaseModel):
@@ -37,16 +37,18 @@ class SSDParams(BaseModel):
     A_init_min: float = Field(1.0, gt=0, le=1e4)
     A_init_max: float = Field(16.0, gt=0, le=1e4)
     conv_bias: bool = True
-    conv_kernel: Literal["torch", "triton"] = Field(
-        "torch",
-        description="the causal conv + SiLU of a whole sequence: 'torch' (shifted multiply-adds, fused by "
-        "inductor) or 'triton' (zoo.ops.conv: one fused kernel each way, x/B/C written contiguous; CUDA, or "
-        "the Triton interpreter). Fewer kernel-ms, more host work than 'torch' (docs/benchmarks.md, 'The "
-        "Triton causal conv'). "
-        "Decode steps and prefill with a conv state always use torch.",
-    )
     bias: bool = False
     norm_eps: float = Field(1e-5, gt=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _conv_is_a_slot(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "conv_kernel" in data:
+            raise ValueError(
+                f"conv_kernel is not a mixer param: the conv is a backend slot; write conv: "
+                f"{{name: {data['conv_kernel']}}} beside ssm: (or --backend conv={data['conv_kernel']})"
+            )
+        return data
 
     @model_validator(mode="after")
     def _ranges(self) -> SSDParams:
@@ -55,6 +57,15 @@ class SSDParams(BaseModel):
         if self.A_init_min > self.A_init_max:
             raise ValueError(f"A_init_min ({self.A_init_min}) must be <= A_init_max ({self.A_init_max})")
         return self
+
+
+def ssd_backend_shapes(d_model: int, params: SSDParams) -> dict[str, int]:
+    """The ``supports(**shapes)`` keys of an SSD mixer's backends (every slot gets them all)."""
+    d_inner = params.expand * d_model
+    n_heads = d_inner // params.headdim
+    return {"n_heads": n_heads, "n_groups": params.n_groups, "head_dim": params.headdim,
+            "state_dim": params.d_state, "channels": d_inner + 2 * params.n_groups * params.d_state,
+            "width": params.d_conv}
 
 
 def check_ssd_shapes(d_model: int, params: SSDParams) -> list[tuple[str, str]]:
@@ -70,7 +81,7 @@ def check_ssd_shapes(d_model: int, params: SSDParams) -> list[tuple[str, str]]:
 class SSDProjections(nn.Module):
     """in_proj -> causal conv + SiLU -> (x, B, C), dt, A, D, gated norm, out_proj."""
 
-    def __init__(self, d_model: int, params: SSDParams) -> None:
+    def __init__(self, d_model: int, params: SSDParams, conv: ConvBackend | None = None) -> None:
         super().__init__()
         self.d_model = d_model
         self.d_inner = params.expand * d_model
@@ -82,7 +93,11 @@ class SSDProjections(nn.Module):
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * self.n_groups * self.d_state + self.n_heads,
                                  bias=params.bias)
         self.conv1d = CausalConv1d(self.conv_channels, params.d_conv, bias=params.conv_bias)
-        self.fused_conv = params.conv_kernel == "triton"  # decided at build time, never per call
+        if conv is None:  # the slot's default, for projections built outside the builder
+            from zoo.backends.conv import TorchConv
+
+            conv = TorchConv()
+        self.conv_backend = conv  # chosen at build time, never per call
         self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
         self.A_log = nn.Parameter(torch.empty(self.n_heads))
         self.D = nn.Parameter(torch.ones(self.n_heads))
@@ -108,10 +123,12 @@ class SSDProjections(nn.Module):
         """u [B,T,D] -> z, x [B,T,H,P], B, C [B,T,G,N], dt [B,T,H] (softplus-ed, fp32), A [H],
         and the conv state after these tokens ([B,C,W-1]; the input state, or zeros, before)."""
         z, xBC, dt_raw = self.project(u)
-        if conv_state is None and self.fused_conv:
-            x, Bm, Cm = self.fused_conv_split(xBC)
+        if conv_state is None:  # a whole sequence from a zero history: the conv backend
+            gn = self.n_groups * self.d_state
+            x, Bm, Cm = self.heads(*self.conv_backend(xBC, self.conv1d.weight[:, 0], self.conv1d.bias,
+                                                      split_sizes=[self.d_inner, gn, gn]))
             new_conv_state = self.conv1d.state_after(xBC)
-        else:
+        else:  # decode steps and prefill from a conv state: the state-carrying reference
             xBC, new_conv_state = self.conv(xBC, conv_state)
             x, Bm, Cm = self.split(xBC)
         return z, x, Bm, Cm, self.dt(dt_raw), self.A(), new_conv_state
@@ -124,13 +141,6 @@ class SSDProjections(nn.Module):
     def conv(self, xBC: torch.Tensor, conv_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         y, state = self.conv1d(xBC, conv_state)
         return F.silu(y), state
-
-    def fused_conv_split(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """pre-conv [B,T,C] -> x [B,T,H,P], B, C [B,T,G,N] by the fused Triton conv + SiLU,
-        each written contiguous (what the SSD kernels read)."""
-        gn = self.n_groups * self.d_state
-        return self.heads(*causal_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, activation=True,
-                                         split_sizes=[self.d_inner, gn, gn]))
 
     def split(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """post-conv [B,T,C] -> x [B,T,H,P], B [B,T,G,N], C [B,T,G,N]."""
@@ -161,7 +171,3 @@ class SSDProjections(nn.Module):
         conv = static_zeros(batch_size, self.conv_channels, self.conv1d.width - 1, dtype=dtype, device=device)
         ssm = static_zeros(batch_size, self.n_heads, self.headdim, self.d_state, dtype=torch.float32, device=device)
         return conv, ssm
-
-    def backend_shapes(self) -> dict[str, int]:
-        return {"n_heads": self.n_heads, "n_groups": self.n_groups, "head_dim": self.headdim,
-                "state_dim": self.d_state}

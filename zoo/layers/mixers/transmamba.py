@@ -24,8 +24,8 @@ from einops import rearrange
 from pydantic import Field
 from torch import nn
 
-from zoo.backends.base import AttentionBackend, ConverterBackend, SSMBackend
-from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes
+from zoo.backends.base import AttentionBackend, ConvBackend, ConverterBackend, SSMBackend
+from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes, ssd_backend_shapes
 from zoo.layers.state import ATTN, MIXED, SSM, LayerCache, static_zeros
 from zoo.ops.attention.decode import masked_decode_attention
 from zoo.ops.rope import rotary
@@ -89,7 +89,8 @@ class TransMambaMixer(nn.Module):
     """TransMamba: attention before the layer's TransPoint, SSM after, shared weights."""
 
     Params: ClassVar = TransMambaParams
-    backend_slots: ClassVar[dict[str, str]] = {"attention": "sdpa", "ssm": "chunked", "converter": "chunked"}
+    backend_slots: ClassVar[dict[str, str]] = {"attention": "sdpa", "ssm": "chunked", "converter": "chunked",
+                                               "conv": "torch"}
     uses_schedule: ClassVar[bool] = True
 
     @staticmethod
@@ -101,16 +102,15 @@ class TransMambaMixer(nn.Module):
 
     @staticmethod
     def backend_shapes(d_model: int, params: TransMambaParams) -> dict[str, dict[str, int]]:
-        d_inner = params.expand * d_model
-        shapes = {"n_heads": d_inner // params.headdim, "n_groups": params.n_groups,
-                  "head_dim": params.headdim, "state_dim": params.d_state}
-        return {"attention": shapes, "ssm": shapes, "converter": shapes}
+        shapes = ssd_backend_shapes(d_model, params)
+        return {slot: shapes for slot in TransMambaMixer.backend_slots}
 
     def __init__(self, d_model: int, params: TransMambaParams, *, backends: dict[str, Any], layer_idx: int = 0) -> None:
         super().__init__()
         self.layer_idx = layer_idx
         self.params = params
-        self.ssd = SSDProjections(d_model, params)
+        self.ssd = SSDProjections(d_model, params, conv=backends.get("conv"))
+        self.conv: ConvBackend = self.ssd.conv_backend
         self.attention: AttentionBackend = backends["attention"]
         self.ssm: SSMBackend = backends["ssm"]
         self.converter: ConverterBackend = backends["converter"]

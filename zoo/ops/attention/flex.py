@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from einops import rearrange
 
 from zoo.ops.attention.reference import check_shapes
-from zoo.ops.attention.sdpa import Grouping, fold_slices, resolve_grouping
+from zoo.ops.attention.sdpa import Grouping, grouped
 
 
 def flex_unavailable_reason() -> str:
@@ -59,7 +58,6 @@ def flex_grouped_attention(
     # inputs had a token stride of 1 (sliced from a channel-major conv output): normalise.
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     n_queries, n_keys = q.shape[1], k.shape[1]
-    n_groups, n_heads, head_dim = k.shape[2], v.shape[2], v.shape[3]
     block_mask = None
     if causal:
         offset = n_keys - n_queries
@@ -71,29 +69,10 @@ def flex_grouped_attention(
             bottom_right_causal, None, None, n_queries, n_keys, device=q.device
         )
     flex = flex or flex_function(compiled=False)
-    mode = resolve_grouping(grouping, q.device, n_groups, n_heads, q.shape[3], head_dim)
-    if mode == "fold_values":
-        values = rearrange(v, "b s (g r) p -> b g s (r p)", g=n_groups)
-        out = flex(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            values,
-            block_mask=block_mask,
-            scale=scale,
-        )
-        return rearrange(out, "b g t (r p) -> b t (g r) p", p=head_dim)
-    if mode == "expand":
+
+    def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         # Flex's GQA shares k/v across query heads; here q/k are shared across value heads,
-        # so q and k are repeated to the H heads.
-        repeats = n_heads // n_groups
-        query = rearrange(q, "b t g n -> b g t n").repeat_interleave(repeats, dim=1)
-        key = rearrange(k, "b s g n -> b g s n").repeat_interleave(repeats, dim=1)
-        out = flex(query, key, v.transpose(1, 2), block_mask=block_mask, scale=scale)
-        return out.transpose(1, 2)
-    if mode == "fold_slices":
-        query, key, values = fold_slices(q, k, v)
-        out = flex(query, key, values, block_mask=block_mask, scale=scale)
-        return rearrange(out, "b a t (j p) -> b t (a j) p", p=head_dim)
-    raise ValueError(
-        f"unknown grouping {grouping!r}; expected 'auto', 'expand', 'fold_values' or 'fold_slices'"
-    )
+        # so ``grouped`` maps the groups onto the heads before the call.
+        return flex(query, key, value, block_mask=block_mask, scale=scale)
+
+    return grouped(attend, q, k, v, grouping)

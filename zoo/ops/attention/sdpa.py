@@ -27,6 +27,7 @@ mixer it takes the prefix attention from 391 to 241 us of kernels (docs/benchmar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -101,6 +102,35 @@ def _mask_kwargs(
     return {"attn_mask": causal_mask_lower_right(n_queries, n_keys, device)}
 
 
+def grouped(
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    grouping: Grouping,
+) -> torch.Tensor:
+    """q [B,T,G,N], k [B,S,G,N], v [B,S,H,P] -> [B,T,H,P]: the G groups mapped onto the H
+    value heads as ``grouping`` says (see above), around one call of ``attend(query [B,A,T,N],
+    key [B,A,S,N], value [B,A,S,V]) -> [B,A,T,V]`` (SDPA, FlexAttention, ...) on A heads."""
+    n_groups, n_heads, head_dim = k.shape[2], v.shape[2], v.shape[3]
+    mode = resolve_grouping(grouping, q.device, n_groups, n_heads, q.shape[3], head_dim)
+    if mode == "fold_values":
+        values = rearrange(v, "b s (g r) p -> b g s (r p)", g=n_groups)
+        out = attend(q.transpose(1, 2), k.transpose(1, 2), values)
+        return rearrange(out, "b g t (r p) -> b t (g r) p", p=head_dim)
+    if mode == "expand":
+        repeats = n_heads // n_groups
+        query = rearrange(q, "b t g n -> b g t n").repeat_interleave(repeats, dim=1)
+        key = rearrange(k, "b s g n -> b g s n").repeat_interleave(repeats, dim=1)
+        return attend(query, key, v.transpose(1, 2)).transpose(1, 2)
+    if mode == "fold_slices":
+        out = attend(*fold_slices(q, k, v))
+        return rearrange(out, "b a t (j p) -> b t (a j) p", p=head_dim)
+    raise ValueError(
+        f"unknown grouping {grouping!r}; expected 'auto', 'expand', 'fold_values' or 'fold_slices'"
+    )
+
+
 def sdpa_grouped_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -112,27 +142,9 @@ def sdpa_grouped_attention(
 ) -> torch.Tensor:
     """q [B,T,G,N], k [B,S,G,N], v [B,S,H,P] -> [B,T,H,P] via SDPA."""
     check_shapes(q, k, v, causal)
-    n_groups, n_heads, head_dim = k.shape[2], v.shape[2], v.shape[3]
     mask = _mask_kwargs(q.shape[1], k.shape[1], causal, q.device)
-    mode = resolve_grouping(grouping, q.device, n_groups, n_heads, q.shape[3], head_dim)
-    if mode == "fold_values":
-        values = rearrange(v, "b s (g r) p -> b g s (r p)", g=n_groups)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), values, scale=scale, **mask
-        )
-        return rearrange(out, "b g t (r p) -> b t (g r) p", p=head_dim)
-    if mode == "expand":
-        repeats = n_heads // n_groups
-        query = rearrange(q, "b t g n -> b g t n").repeat_interleave(repeats, dim=1)
-        key = rearrange(k, "b s g n -> b g s n").repeat_interleave(repeats, dim=1)
-        out = F.scaled_dot_product_attention(
-            query, key, v.transpose(1, 2), scale=scale, **mask
-        )
-        return out.transpose(1, 2)
-    if mode == "fold_slices":
-        query, key, values = fold_slices(q, k, v)
-        out = F.scaled_dot_product_attention(query, key, values, scale=scale, **mask)
-        return rearrange(out, "b a t (j p) -> b t (a j) p", p=head_dim)
-    raise ValueError(
-        f"unknown grouping {grouping!r}; expected 'auto', 'expand', 'fold_values' or 'fold_slices'"
-    )
+
+    def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(query, key, value, scale=scale, **mask)
+
+    return grouped(attend, q, k, v, grouping)

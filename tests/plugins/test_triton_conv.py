@@ -1,8 +1,7 @@
-"""The fused causal conv (+ SiLU) Triton op against its PyTorch formula (CPU: Triton interpreter).
-
-Outputs and the gradients of x, weight and bias; split outputs; sliced (strided) inputs; an
-output nobody uses; torch.compile; and the SSD mixers with ``conv_kernel: triton`` against
-``conv_kernel: torch`` on the same weights.
+"""``conv: triton`` (the fused causal conv + SiLU Triton op) against the PyTorch reference
+(CPU: Triton interpreter): outputs and gradients at tile edges, strided inputs, several
+outputs, an output nobody uses; torch.compile; the conformance kit against ``conv: torch``;
+and the SSD mixers with ``conv: triton`` against ``conv: torch`` on the same weights.
 """
 
 from __future__ import annotations
@@ -10,8 +9,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo.ops.conv import causal_conv1d, conv_reference
-from zoo.testing import rel_err
+from zoo.backends.conv import TorchConv
+from zoo.ops.conv import conv_reference
+from zoo.testing import CONV_CASES, check_conv_backend, conv_inputs, rel_err, tolerance
+from zoo.testing.conformance import ConformanceCase, run_compile_case
+from zoo_plugins.triton_ssd import TritonConv
+from zoo_plugins.triton_ssd import conv as conv_op
+from zoo_plugins.triton_ssd.conv import causal_conv1d
+
+available, why = TritonConv.is_available()
+pytestmark = pytest.mark.skipif(not available, reason=f"conv 'triton' unavailable: {why}")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -93,9 +100,33 @@ def test_bad_split_sizes_name_the_fix() -> None:
         causal_conv1d(x, weight[:4], bias)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_conformance_kit(dtype: torch.dtype) -> None:
+    check_conv_backend(TritonConv(), device=DEVICE, dtype=dtype)
+
+
+def test_triton_backend_matches_torch_backend() -> None:
+    """The two conv backends on the same inputs: every output part and every gradient."""
+    for case in CONV_CASES:
+        inputs = {k: None if v is None else v.float().to(DEVICE) for k, v in conv_inputs(case, seed=2).items()}
+        results = []
+        for backend in (TorchConv(), TritonConv()):
+            leaves = {k: None if v is None else v.clone().requires_grad_(True) for k, v in inputs.items()}
+            outs = backend(*leaves.values(), split_sizes=list(case.split_sizes))
+            loss = sum((out * (index + 1)).square().sum() for index, out in enumerate(outs))
+            present = [v for v in leaves.values() if v is not None]
+            results.append([*outs, *torch.autograd.grad(loss, present)] if present[0].numel() else list(outs))
+        for torch_value, triton_value in zip(*results, strict=True):
+            assert rel_err(triton_value, torch_value) <= tolerance(torch.float32), case.id
+
+
+def test_compiles_fullgraph_as_a_backend() -> None:
+    run_compile_case(ConformanceCase("conv", "triton", CONV_CASES[0], {}, DEVICE))
+
+
 @pytest.mark.parametrize("mixer_name", ["mamba2", "transmamba"])
 def test_ssd_mixers_same_with_triton_or_torch_conv(mixer_name: str) -> None:
-    """conv_kernel 'triton' against 'torch' on the same weights: outputs, every parameter's
+    """conv 'triton' against 'torch' on the same weights: outputs, every parameter's
     gradient, and the conv state a prefill would carry on (``inputs``)."""
     from zoo.layers.mixers.mamba2 import Mamba2Mixer, Mamba2Params
     from zoo.layers.mixers.transmamba import TransMambaMixer, TransMambaParams
@@ -105,10 +136,10 @@ def test_ssd_mixers_same_with_triton_or_torch_conv(mixer_name: str) -> None:
     backends = {"ssm": SSM.get("chunked").obj(), "converter": CONVERTER.get("chunked").obj(),
                 "attention": ATTENTION.get("sdpa").obj()}
     mixers = []
-    for kernel in ("torch", "triton"):
+    for conv in (TorchConv(), TritonConv()):
         torch.manual_seed(0)
-        params = params_cls(d_state=8, headdim=8, n_groups=2, expand=2, conv_kernel=kernel)
-        mixers.append(cls(32, params, backends=backends).to(DEVICE))
+        params = params_cls(d_state=8, headdim=8, n_groups=2, expand=2)
+        mixers.append(cls(32, params, backends={**backends, "conv": conv}).to(DEVICE))
     u = torch.randn(2, 37, 32, device=DEVICE)
     kwargs = {"transpoint": 13} if mixer_name == "transmamba" else {}
     outs = [m(u, **kwargs) for m in mixers]
@@ -123,8 +154,7 @@ def test_ssd_mixers_same_with_triton_or_torch_conv(mixer_name: str) -> None:
 def test_launches_are_cut_into_batch_slices_below_int32_offsets(monkeypatch) -> None:
     """The kernels index in int32; a call whose batch would pass 2**31 elements runs in
     slices of whole rows (checked here with a tiny limit), with the same results."""
-    import zoo.ops.conv as conv
-
+    conv = conv_op
     x, weight, bias = (t.requires_grad_(True) for t in _inputs(5, 9, 16, 4, pad=2, seed=7))
     expected = causal_conv1d(x, weight, bias, split_sizes=[10, 6])
     expected_grads = torch.autograd.grad(sum(o.square().sum() for o in expected), [x, weight, bias])
@@ -143,8 +173,7 @@ def test_launches_are_cut_into_batch_slices_below_int32_offsets(monkeypatch) -> 
 def test_backward_programs_span_several_tiles(monkeypatch, tiles: int) -> None:
     # The d_pre/dw kernel walks TILES token tiles per program: with tiles of 8 tokens, T = 70
     # gives programs that end inside a tile, and one partial program at the end.
-    from zoo.ops import conv
-
+    conv = conv_op
     monkeypatch.setattr(conv, "_BT_PRE", 8)
     monkeypatch.setattr(conv, "_BC_PRE", 16)
     monkeypatch.setattr(conv, "_TILES_PRE", tiles)

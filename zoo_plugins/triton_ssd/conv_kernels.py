@@ -1,4 +1,4 @@
-"""Triton kernels of the fused causal depthwise conv (see :mod:`zoo.ops.conv`).
+"""Triton kernels of the fused causal depthwise conv (see :mod:`zoo_plugins.triton_ssd.conv`).
 
 Imported lazily, inside the op bodies, so that ``TRITON_INTERPRET=1`` set by the tests'
 conftest takes effect before any ``@triton.jit``.
