@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnsupportedError", "CheckpointError", "ModelSpec", "PluginError", "SpecError", "ZooError",
-    "build", "describe", "generate", "list", "load", "load_spec", "registry", "resolve_spec",
+    "build", "describe", "from_pretrained", "generate", "list", "load", "load_spec", "registry", "resolve_spec",
 ]
 
 
@@ -35,10 +35,17 @@ def list(kind: str | None = None) -> list[dict[str, Any]]:  # noqa: A001 - the d
 
 
 def load(path, **kwargs):
-    """Load a checkpoint directory: the model with its spec (see zoo.checkpoint)."""
+    """Load a checkpoint directory: the model with its spec, in eval mode (see zoo.checkpoint)."""
     from zoo.checkpoint import load as _load
 
     return _load(path, **kwargs)
+
+
+def from_pretrained(directory, **kwargs):
+    """(model, tokenizer) from a ``model.save_pretrained`` directory, the model in eval mode (see zoo.hf)."""
+    from zoo.hf import from_pretrained as _from_pretrained
+
+    return _from_pretrained(directory, **kwargs)
 
 
 def generate(model, input_ids, max_new_tokens: int, **kwargs):

@@ -382,7 +382,8 @@ def load(
 
     ``backends`` ({slot: name}) runs it on other backends than it was trained on, e.g.
     ``{"ssm": "chunked", "converter": "chunked"}`` for a checkpoint trained with the Triton
-    kernels, on a CPU (the weights do not depend on the backend).
+    kernels, on a CPU (the weights do not depend on the backend). The model comes back in
+    eval mode (``.train()`` to fine-tune it; a trainer's resume loads into its own model).
     """
     from zoo.builder import build, spec_with_backends
 
@@ -394,6 +395,7 @@ def load(
         spec, _ = spec_with_backends(spec, backends, strict=True, label=f"checkpoint {checkpoint.path}")
     model = build(spec, device=device, dtype=dtype, compile=False)
     load_model_state(model, checkpoint)
+    model.eval()
     if compile:
         model = torch.compile(model)
     return model
