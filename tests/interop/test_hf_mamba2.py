@@ -59,6 +59,18 @@ def test_transformers_then_import_gives_equal_logits(tmp_path, transformers, tie
             torch.testing.assert_close(model(ids), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_exported_tokenizer_loads_in_transformers(tmp_path, transformers) -> None:
+    from zoo.data.tokenizer import ByteTokenizer
+
+    byte = ByteTokenizer()
+    export_mamba2(zoo.build(SPEC), tmp_path / "hf", tokenizer=byte)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert hf_tok("héllo ✓").input_ids == byte.encode("héllo ✓")
+    assert (hf_tok.pad_token_id, hf_tok.bos_token_id, hf_tok.eos_token_id) == (byte.pad_id, byte.bos_id, byte.eos_id)
+    config = transformers.Mamba2Config.from_pretrained(tmp_path / "hf")
+    assert (config.pad_token_id, config.bos_token_id, config.eos_token_id) == (byte.pad_id, byte.bos_id, byte.eos_id)
+
+
 def test_config_round_trip() -> None:
     spec = zoo.load_spec(SPEC)
     back = zoo.load_spec(zoo_spec(hf_config(spec)))

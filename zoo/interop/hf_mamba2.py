@@ -136,6 +136,9 @@ def export_mamba2(model: torch.nn.Module, directory: str | Path, *, tokenizer: A
     directory = Path(directory)
     check_writable(directory, overwrite, "export_mamba2")
     config = hf_config(model.spec, tokenizer)
+    if tokenizer is not None and tokenizer.vocab_size > model.spec.vocab_size:
+        raise ZooError(f"export_mamba2: the tokenizer has {tokenizer.vocab_size} ids, the model's vocab_size is "
+                       f"{model.spec.vocab_size}; pass the tokenizer the model was trained with")
     tensors = hf_state_dict(model)
 
     def write(staging: Path) -> None:
