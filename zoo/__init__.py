@@ -15,16 +15,16 @@ from zoo.builder import build, describe, resolve_spec
 from zoo.errors import BackendUnsupportedError, CheckpointError, PluginError, SpecError, ZooError
 from zoo.registry import KINDS, registry
 from zoo.specs import ModelSpec, load_spec
+from zoo.version import __version__ as __version__
 
 # The registries fill themselves on first read: the core's components, then the plugins.
 # Installed here, at the top, so that zoo.registry (the bottom floor) imports no component.
 _registry.set_loader(_plugins.autoload)
 
-__version__ = "0.1.0"
 
 __all__ = [
     "BackendUnsupportedError", "CheckpointError", "ModelSpec", "PluginError", "SpecError", "ZooError",
-    "build", "describe", "generate", "list", "load", "load_spec", "registry", "resolve_spec",
+    "build", "describe", "from_pretrained", "generate", "list", "load", "load_spec", "registry", "resolve_spec",
 ]
 
 
@@ -41,10 +41,17 @@ def list(kind: str | None = None) -> list[dict[str, Any]]:  # noqa: A001 - the d
 
 
 def load(path, **kwargs):
-    """Load a checkpoint directory: the model with its spec (see zoo.checkpoint)."""
+    """Load a checkpoint directory: the model with its spec, in eval mode (see zoo.checkpoint)."""
     from zoo.checkpoint import load as _load
 
     return _load(path, **kwargs)
+
+
+def from_pretrained(directory, **kwargs):
+    """(model, tokenizer) from a ``model.save_pretrained`` directory, the model in eval mode (see zoo.hf)."""
+    from zoo.hf import from_pretrained as _from_pretrained
+
+    return _from_pretrained(directory, **kwargs)
 
 
 def generate(model, input_ids, max_new_tokens: int, **kwargs):

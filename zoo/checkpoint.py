@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from zoo.checkpoint_checks import check_json_object, check_manifest, check_model_tensors, check_optimizer_state
 from zoo.errors import CheckpointError, ZooError
+from zoo.models.pretrained import model_tensors
 
 FORMAT = "zoo-checkpoint"
 VERSION = 1
@@ -89,19 +90,6 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 # ---------------------------------------------------------------- state <-> tensors + JSON
-
-
-def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """State dict with tied tensors stored once (safetensors refuses shared storage)."""
-    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
-    tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in model.state_dict().items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-        if key in seen:
-            continue
-        seen[key] = name
-        tensors[name] = tensor.detach().to("cpu").contiguous()
-    return tensors
 
 
 def optimizer_to_safetensors(
@@ -398,7 +386,8 @@ def load(
 
     ``backends`` ({slot: name}) runs it on other backends than it was trained on, e.g.
     ``{"ssm": "chunked", "converter": "chunked"}`` for a checkpoint trained with the Triton
-    kernels, on a CPU (the weights do not depend on the backend).
+    kernels, on a CPU (the weights do not depend on the backend). The model comes back in
+    eval mode (``.train()`` to fine-tune it; a trainer's resume loads into its own model).
     ``allow_large``: load even when the weights exceed the free memory (see ``zoo.memory``).
     """
     from zoo.builder import build, spec_with_backends
@@ -415,6 +404,7 @@ def load(
         check_fits(f"reading {checkpoint.path / MODEL_FILE}", checkpoint.manifest["files"][MODEL_FILE]["bytes"], "cpu")
     model = build(spec, device=device, dtype=dtype, compile=False, allow_large=allow_large)
     load_model_state(model, checkpoint)
+    model.eval()
     if compile:
         from zoo.compile import compile_in_place, spec_options
 

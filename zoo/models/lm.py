@@ -16,6 +16,7 @@ from zoo.errors import ZooError
 from zoo.layers.mlp import SwiGLU
 from zoo.layers.norm import make_norm
 from zoo.models.cache import ModelCache
+from zoo.models.pretrained import PretrainedMixin
 from zoo.schedule import NoSchedule, TransPointSchedule
 
 
@@ -55,7 +56,7 @@ class Block(nn.Module):
         return x if self.mlp is None else x + self.mlp(self.mlp_norm(x))
 
 
-class CausalLM(nn.Module):
+class CausalLM(PretrainedMixin, nn.Module):
     """A causal LM over a per-layer list of blocks. ``spec`` is its validated ModelSpec."""
 
     def __init__(self, spec, mixers: list[nn.Module], schedule: TransPointSchedule | None) -> None:

@@ -1,0 +1,1 @@
+"""Converters between zoo models and other libraries' formats."""
