@@ -83,8 +83,11 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--mode", default="reduce-overhead", help="decode mode of the main table")
-    parser.add_argument("--profile", action="store_true",
-                        help="only print each preset's decode kernels by device time at the longest context")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only print each preset's decode kernels by device time at the longest context",
+    )
     args = parser.parse_args()
     if args.profile:
         for preset in args.presets:
@@ -97,10 +100,13 @@ def main() -> None:
     began = time.perf_counter()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
-            "torch": torch.__version__, "cuda": torch.version.cuda,
-            "zoo": zoo.__version__}
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "zoo": zoo.__version__,
+    }
     print(json.dumps(info), flush=True)
     results: dict = {"info": info, "parity": {}, "rows": []}
 
@@ -128,9 +134,19 @@ def main() -> None:
         save()
 
     def run(contexts, batch_size, mode):
-        rows = decode_benchmark(list(models), contexts, batch_size=batch_size, steps=args.steps, warmup=8,
-                                device=args.device, dtype=torch.bfloat16, mode=mode, parity_tol=None, models=models,
-                                log=log)
+        rows = decode_benchmark(
+            list(models),
+            contexts,
+            batch_size=batch_size,
+            steps=args.steps,
+            warmup=8,
+            device=args.device,
+            dtype=torch.bfloat16,
+            mode=mode,
+            parity_tol=None,
+            models=models,
+            log=log,
+        )
         print(format_table(rows), flush=True)
 
     # The goals are at the longest context: batch 1 there first, then the big batch, then the

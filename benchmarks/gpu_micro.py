@@ -58,7 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_micro.md")
     parser.add_argument(
-        "--conv-only", default=None,
+        "--conv-only",
+        default=None,
         help="only the conv, under ';'-separated tiles of the backward's d_pre kernel BT,BC,TILES "
         "(the first is what the Triton conv has now), e.g. '16,64,16;8,64,32'",
     )
@@ -66,12 +67,18 @@ def main() -> None:
     import triton
 
     if args.conv_only is not None:
-        lines = [f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; GPU: "
-                 f"{torch.cuda.get_device_name()}; torch {torch.__version__}, triton {triton.__version__}",
-                 f"- command: `python benchmarks/gpu_micro.py {' '.join(sys.argv[1:])}`"]
+        lines = [
+            f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; GPU: "
+            f"{torch.cuda.get_device_name()}; torch {torch.__version__}, triton {triton.__version__}",
+            f"- command: `python benchmarks/gpu_micro.py {' '.join(sys.argv[1:])}`",
+        ]
         gen = torch.Generator(device="cuda").manual_seed(0)
-        conv_micro(lines, lambda: Path(args.out).write_text("\n".join(lines) + "\n"), gen,
-                   tiles=[tuple(int(v) for v in c.split(",")) for c in args.conv_only.split(";") if c])
+        conv_micro(
+            lines,
+            lambda: Path(args.out).write_text("\n".join(lines) + "\n"),
+            gen,
+            tiles=[tuple(int(v) for v in c.split(",")) for c in args.conv_only.split(";") if c],
+        )
         print("\n".join(lines))
         return
 
@@ -112,8 +119,13 @@ def main() -> None:
             lines.append(f"| {grouping} | {T} | {err:.1e} | {cells} |")
             write()
 
-    lines += ["", "### Rotary of q and k, B=1, T=8192, 16 heads x 96, bf16, compiled (ms, median)", "",
-              "| cos/sin | max rel err vs fp64 | fwd | fwd+bwd |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "### Rotary of q and k, B=1, T=8192, 16 heads x 96, bf16, compiled (ms, median)",
+        "",
+        "| cos/sin | max rel err vs fp64 | fwd | fwd+bwd |",
+        "|---|---|---|---|",
+    ]
     positions = torch.arange(8192, device="cuda")
     q = torch.randn(1, 8192, 16, 96, device="cuda", generator=gen).bfloat16()
     k = torch.randn(1, 8192, 16, 96, device="cuda", generator=gen).bfloat16()
@@ -139,8 +151,13 @@ def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[
     from zoo_plugins.triton_ssd import conv as conv_ops
     from zoo_plugins.triton_ssd.conv import causal_conv1d
 
-    lines += ["", "### Causal conv + SiLU, B=1, T=8192, 5120 of 8240 channels, width 4, bf16 (ms, median)", "",
-              "| conv | max rel err vs fp64 | fwd | fwd+bwd |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "### Causal conv + SiLU, B=1, T=8192, 5120 of 8240 channels, width 4, bf16 (ms, median)",
+        "",
+        "| conv | max rel err vs fp64 | fwd | fwd+bwd |",
+        "|---|---|---|---|",
+    ]
     wide = torch.randn(1, 8192, 8240, device="cuda", generator=gen).bfloat16()
     conv = CausalConv1d(5120, 4).cuda().bfloat16()
     splits = [3072, 1024, 1024]
@@ -164,8 +181,13 @@ def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[
         write()
     if not tiles:
         return
-    lines += ["", "#### d_pre kernel tiles (BT tokens x BC channels, TILES per program), triton op", "",
-              "| BT, BC, TILES | max rel err of dx, dw, db vs fp64 | fwd+bwd |", "|---|---|---|"]
+    lines += [
+        "",
+        "#### d_pre kernel tiles (BT tokens x BC channels, TILES per program), triton op",
+        "",
+        "| BT, BC, TILES | max rel err of dx, dw, db vs fp64 | fwd+bwd |",
+        "|---|---|---|",
+    ]
     # x stays a strided slice of the in_proj-wide tensor, as in the mixers
     leaves = [t.detach().clone().requires_grad_(True) for t in (wide, conv.weight[:, 0], conv.bias)]
     ref = [t.detach().double().requires_grad_(True) for t in (leaves[0][:, :, 3072:8192], *leaves[1:])]
@@ -175,6 +197,7 @@ def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[
     for tile in tiles:
         conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE = tile
         try:
+
             def step():
                 out = torch.cat(causal_conv1d(leaves[0][:, :, 3072:8192], *leaves[1:], split_sizes=splits), -1)
                 return torch.autograd.grad(out, leaves, cot.to(out.dtype))

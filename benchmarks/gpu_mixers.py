@@ -87,18 +87,33 @@ def profile_mixer(mixer, hidden: torch.Tensor, transpoint: int | None, rows: int
 def show_profile(name: str, call, hidden: torch.Tensor, transpoint: int | None) -> None:
     """Print a mixer's profile; a profiler failure is reported and the run goes on."""
     try:
-        print(f"== {name}: one fwd+bwd, kernels by device time\n" + profile_mixer(call, hidden, transpoint),
-              flush=True)
+        print(f"== {name}: one fwd+bwd, kernels by device time\n" + profile_mixer(call, hidden, transpoint), flush=True)
     except Exception as exc:
         print(f"== {name}: profile failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 def parity_check() -> float:
     """transmamba with triton backends vs the same weights on chunked/sdpa, fp32, T=1000, P=300."""
-    fast = build_mixer({"name": "transmamba", "params": SSD, "attention": {"name": "sdpa"},
-                        "ssm": {"name": "triton"}, "converter": {"name": "triton"}}, torch.float32)
-    ref = build_mixer({"name": "transmamba", "params": SSD, "attention": {"name": "eager"},
-                       "ssm": {"name": "chunked"}, "converter": {"name": "chunked"}}, torch.float32)
+    fast = build_mixer(
+        {
+            "name": "transmamba",
+            "params": SSD,
+            "attention": {"name": "sdpa"},
+            "ssm": {"name": "triton"},
+            "converter": {"name": "triton"},
+        },
+        torch.float32,
+    )
+    ref = build_mixer(
+        {
+            "name": "transmamba",
+            "params": SSD,
+            "attention": {"name": "eager"},
+            "ssm": {"name": "chunked"},
+            "converter": {"name": "chunked"},
+        },
+        torch.float32,
+    )
     ref.load_state_dict(fast.state_dict())
     hidden = torch.randn(1, 1000, 1536, device="cuda")
     with torch.no_grad():
@@ -112,12 +127,14 @@ def main() -> None:
     parser.add_argument("--transpoint", type=int, default=2048)
     parser.add_argument("--out", default="gpu_mixers.md")
     parser.add_argument("--profile", action="store_true", help="also print each mixer's kernels by device time")
-    parser.add_argument("--compile", action="store_true",
-                        help="time each mixer eager and under torch.compile (a second row per mixer)")
+    parser.add_argument(
+        "--compile", action="store_true", help="time each mixer eager and under torch.compile (a second row per mixer)"
+    )
     parser.add_argument("--tuning", default="", help="Triton SSD launch knobs, e.g. chunk_warps=4,stages=2")
     parser.add_argument("--no-eager", action="store_true", help="with --compile: time the compiled mixers only")
-    parser.add_argument("--only", default="",
-                        help="comma-separated substrings: time only the mixers whose name contains one of them")
+    parser.add_argument(
+        "--only", default="", help="comma-separated substrings: time only the mixers whose name contains one of them"
+    )
     args = parser.parse_args()
     if args.no_eager and not args.compile:
         parser.error("--no-eager needs --compile (nothing would be timed)")
@@ -131,22 +148,53 @@ def main() -> None:
     T = args.seq_len
     mixers = {
         f"transmamba P={args.transpoint} (sdpa + triton)": (
-            {"name": "transmamba", "params": SSD, "attention": {"name": "sdpa"}, "ssm": {"name": "triton"},
-             "converter": {"name": "triton"}}, args.transpoint),
+            {
+                "name": "transmamba",
+                "params": SSD,
+                "attention": {"name": "sdpa"},
+                "ssm": {"name": "triton"},
+                "converter": {"name": "triton"},
+            },
+            args.transpoint,
+        ),
         "transformer (sdpa, 16 heads)": ({"name": "attention", "params": {"n_heads": 16}}, None),
         "mamba2 (mamba_ssm kernels)": ({"name": "mamba2", "params": SSD, "ssm": {"name": "mamba_ssm"}}, None),
         "mamba2 (triton kernels)": ({"name": "mamba2", "params": SSD, "ssm": {"name": "triton"}}, None),
         f"transmamba P={args.transpoint} (sdpa fold_slices + triton)": (
-            {"name": "transmamba", "params": SSD, "attention": {"name": "sdpa", "params": {"grouping": "fold_slices"}},
-             "ssm": {"name": "triton"}, "converter": {"name": "triton"}}, args.transpoint),
+            {
+                "name": "transmamba",
+                "params": SSD,
+                "attention": {"name": "sdpa", "params": {"grouping": "fold_slices"}},
+                "ssm": {"name": "triton"},
+                "converter": {"name": "triton"},
+            },
+            args.transpoint,
+        ),
         f"transmamba P={args.transpoint} (sdpa + triton, triton conv)": (
-            {"name": "transmamba", "params": SSD, "conv": {"name": "triton"}, "attention": {"name": "sdpa"},
-             "ssm": {"name": "triton"}, "converter": {"name": "triton"}}, args.transpoint),
+            {
+                "name": "transmamba",
+                "params": SSD,
+                "conv": {"name": "triton"},
+                "attention": {"name": "sdpa"},
+                "ssm": {"name": "triton"},
+                "converter": {"name": "triton"},
+            },
+            args.transpoint,
+        ),
         "mamba2 (triton kernels, triton conv)": (
-            {"name": "mamba2", "params": SSD, "conv": {"name": "triton"}, "ssm": {"name": "triton"}}, None),
+            {"name": "mamba2", "params": SSD, "conv": {"name": "triton"}, "ssm": {"name": "triton"}},
+            None,
+        ),
         f"transmamba P={args.transpoint} (flex + triton)": (
-            {"name": "transmamba", "params": SSD, "attention": {"name": "flex"}, "ssm": {"name": "triton"},
-             "converter": {"name": "triton"}}, args.transpoint),
+            {
+                "name": "transmamba",
+                "params": SSD,
+                "attention": {"name": "flex"},
+                "ssm": {"name": "triton"},
+                "converter": {"name": "triton"},
+            },
+            args.transpoint,
+        ),
     }
     for spec, _ in mixers.values():
         for slot in ("ssm", "converter"):
@@ -166,9 +214,13 @@ def main() -> None:
 
     def report() -> str:
         """The table so far, rewritten after every row, so a run cut by its time limit keeps it."""
-        lines = [f"Mixer comparison, B=1, T={T}, d_model 1536, bf16; {stamp}; {torch.cuda.get_device_name()}; "
-                 f"torch {torch.__version__}; parity rel err {err:.1e}; Triton SSD tuning {knobs}",
-                 "", "| mixer | fwd ms | fwd+bwd ms | note |", "|---|---|---|---|"]
+        lines = [
+            f"Mixer comparison, B=1, T={T}, d_model 1536, bf16; {stamp}; {torch.cuda.get_device_name()}; "
+            f"torch {torch.__version__}; parity rel err {err:.1e}; Triton SSD tuning {knobs}",
+            "",
+            "| mixer | fwd ms | fwd+bwd ms | note |",
+            "|---|---|---|---|",
+        ]
         for name, fwd, fb, note in rows:
             lines.append(f"| {name} | {fwd and f'{fwd:.3f}' or '-'} | {fb and f'{fb:.3f}' or '-'} | {note} |")
         text = "\n".join(lines)

@@ -283,8 +283,10 @@ def _profile_one(ssd: Callable, chunk_size: int, batch: int, seq_len: int, profi
     kernel_ms = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 3e3
     wall_ms = bench(step)
     # wall - kernels: the time the GPU waits on the host (launches, autograd) within a step
-    log(f"breakdown chunk {chunk_size} B{batch} T{seq_len} (per fwd+bwd step): wall {wall_ms:.3f} ms "
-        f"(do_bench), kernels {kernel_ms:.3f} ms, idle {wall_ms - kernel_ms:.3f} ms")
+    log(
+        f"breakdown chunk {chunk_size} B{batch} T{seq_len} (per fwd+bwd step): wall {wall_ms:.3f} ms "
+        f"(do_bench), kernels {kernel_ms:.3f} ms, idle {wall_ms - kernel_ms:.3f} ms"
+    )
     for event in sorted(events, key=lambda e: -e.self_device_time_total)[:8]:
         print(f"    {event.key[:60]:60s} {event.self_device_time_total / 3e3:8.3f} ms  x{event.count // 3}")
     print("    host side (self CPU time per step):")
@@ -382,7 +384,8 @@ def sweep(report: list[str], configs: list[dict[str, int]], base, chunk: int = 6
         base = timings[0][2] if timings and not timings[0][0] else None
         ratio = (
             math.exp(sum(math.log(v / b) for v, b in zip(times, base, strict=True)) / len(times))
-            if base and times else float("nan")
+            if base and times
+            else float("nan")
         )
         label = ", ".join(f"{k}={v}" for k, v in config.items()) or "(defaults)"
         row = f"| {label} | {error:.1e} | " + " | ".join(cells) + f" | {ratio:.3f} |"
@@ -402,8 +405,9 @@ def sweep(report: list[str], configs: list[dict[str, int]], base, chunk: int = 6
     return best[0] if best[0] and score(best) < 0 else None
 
 
-def forward_limits(report: list[str], configs: list[dict[str, int]], base, chunk: int, batch: int = 1,
-                   seq_len: int = 65536) -> None:
+def forward_limits(
+    report: list[str], configs: list[dict[str, int]], base, chunk: int, batch: int = 1, seq_len: int = 65536
+) -> None:
     """What the forward at the floor shape spends its time on, per launch configuration: the
     whole forward (outputs from token 0), the state walk alone (outputs from token T: the
     converter's path, which reads x, dt, B and no C and writes no y), and each kernel's device
@@ -419,11 +423,17 @@ def forward_limits(report: list[str], configs: list[dict[str, int]], base, chunk
     args = (t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], None)
     bandwidth = copy_bandwidth()
     floor_ms = fwd_bytes(batch, seq_len) / bandwidth * 1e3
-    report += ["", f"### Forward limits at B{batch} T{seq_len} (chunk {chunk}), ms", "",
-               f"Byte floor {floor_ms:.3f} ms ({fwd_bytes(batch, seq_len) / 1e9:.3f} GB at the measured "
-               f"{bandwidth / 1e12:.2f} TB/s). 'walk only' = outputs from token T (no C read, no y written).", "",
-               "| TUNING overrides | rel err vs default | forward | walk only | read-out (difference) | "
-               "forward / floor | kernels of the forward (device ms) |", "|---|---|---|---|---|---|---|"]
+    report += [
+        "",
+        f"### Forward limits at B{batch} T{seq_len} (chunk {chunk}), ms",
+        "",
+        f"Byte floor {floor_ms:.3f} ms ({fwd_bytes(batch, seq_len) / 1e9:.3f} GB at the measured "
+        f"{bandwidth / 1e12:.2f} TB/s). 'walk only' = outputs from token T (no C read, no y written).",
+        "",
+        "| TUNING overrides | rel err vs default | forward | walk only | read-out (difference) | "
+        "forward / floor | kernels of the forward (device ms) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     reference = None
     with torch.no_grad():
         for config in configs:
@@ -447,8 +457,10 @@ def forward_limits(report: list[str], configs: list[dict[str, int]], base, chunk
                     key=lambda e: -e.self_device_time_total,
                 )
                 split = ", ".join(f"{e.key[:24]} {e.self_device_time_total / 3e3:.3f}" for e in kernels[:4])
-                row = (f"| {label} | {error:.1e} | {full_ms:.3f} | {walk_ms:.3f} | {full_ms - walk_ms:.3f} | "
-                       f"{full_ms / floor_ms:.2f}x | {split} |")
+                row = (
+                    f"| {label} | {error:.1e} | {full_ms:.3f} | {walk_ms:.3f} | {full_ms - walk_ms:.3f} | "
+                    f"{full_ms / floor_ms:.2f}x | {split} |"
+                )
             except Exception as exc:  # a failing configuration is reported, the rest go on
                 traceback.print_exc()
                 row = f"| {label} | FAIL {type(exc).__name__}: {str(exc)[:80]} | | | | | |"
@@ -502,9 +514,11 @@ def main() -> None:
     if args.forward_limits is not None:
         import triton
 
-        report = [f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, GPU: "
-                  f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}",
-                  f"- command: `python benchmarks/gpu_ssd.py {' '.join(sys.argv[1:])}`"]
+        report = [
+            f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, GPU: "
+            f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}",
+            f"- command: `python benchmarks/gpu_ssd.py {' '.join(sys.argv[1:])}`",
+        ]
         configs = [parse_knobs(c) for c in args.forward_limits.split(";")]
         forward_limits(report, configs, base, args.sweep_chunk)
         Path(args.out).write_text("\n".join(report) + "\n")
@@ -532,12 +546,15 @@ def main() -> None:
     mamba_ok, mamba_why = MambaSSM.is_available()
     if args.no_peers:
         mamba_ok, mamba_why, args.skip_compiled = False, "left out (--no-peers)", True
+
     def ours(tuning: Tuning) -> dict[str, object]:
         knobs = tuning.overrides()
-        mine: dict[str, object] = {f"triton (chunk {c})": TritonSSM({"chunk_size": c, "tuning": knobs})
-                                   for c in chunk_sizes}
-        mine[f"converter triton (chunk {chunk_sizes[0]})"] = TritonConverter({"chunk_size": chunk_sizes[0],
-                                                                             "tuning": knobs})
+        mine: dict[str, object] = {
+            f"triton (chunk {c})": TritonSSM({"chunk_size": c, "tuning": knobs}) for c in chunk_sizes
+        }
+        mine[f"converter triton (chunk {chunk_sizes[0]})"] = TritonConverter(
+            {"chunk_size": chunk_sizes[0], "tuning": knobs}
+        )
         return mine
 
     backends = ours(base)

@@ -79,8 +79,9 @@ def main() -> None:
     print(f"{'kernel':20s} {'chunk':>5s} {'warps':>5s} {'REG':>4s} {'STACK':>6s} {'shared':>7s}")
     chunks = (64,) if args.dtype == "fp32" else (64, 128)
     for chunk in chunks:
-        warps = plan.walk(torch.empty(1, chunk, 48, 64, dtype=getattr(torch, torch_dtype)), 8, 128, chunk, 1,
-                          DEFAULT).launch["num_warps"]
+        warps = plan.walk(
+            torch.empty(1, chunk, 48, 64, dtype=getattr(torch, torch_dtype)), 8, 128, chunk, 1, DEFAULT
+        ).launch["num_warps"]
         chunk_warps = args.chunk_warps or plan.chunk_launch(getattr(torch, torch_dtype), chunk, DEFAULT)["num_warps"]
         common = dict(Q=chunk, BP=64, BN=128, PREC=precision, DOT_F32=False)
         flags = dict(HAS_LAST=True, SAVE=True, HAS_DY=True, HAS_FIRST=True)
@@ -104,11 +105,17 @@ def main() -> None:
 
     flags = dict(W=4, HAS_BIAS=True, ACT=True, HAS_G0=True, HAS_G1=True, HAS_G2=True, BC=conv._BC)
     pre = {"BT": conv._BT_PRE, "BC": conv._BC_PRE, "TILES": conv._TILES_PRE, "WP": 4}
-    for fn, tile, extra in ((conv_kernels._conv_fwd, conv._BT, {}), (conv_kernels._conv_bwd_pre, conv._BT_PRE, pre),
-                            (conv_kernels._conv_bwd_dx, conv._BT_BWD, {})):
+    for fn, tile, extra in (
+        (conv_kernels._conv_fwd, conv._BT, {}),
+        (conv_kernels._conv_bwd_pre, conv._BT_PRE, pre),
+        (conv_kernels._conv_bwd_dx, conv._BT_BWD, {}),
+    ):
         usage = resources(fn, flags | {"BT": tile} | extra, warps=4, stages=3, arch=args.arch, dtype=args.dtype)
-        print(f"{fn.__name__:20s} {tile:5d} {4:5d} {usage.get('REG', 0):4d} {usage.get('STACK', 0):6d} "
-              f"{usage['triton_shared']:7d}", flush=True)
+        print(
+            f"{fn.__name__:20s} {tile:5d} {4:5d} {usage.get('REG', 0):4d} {usage.get('STACK', 0):6d} "
+            f"{usage['triton_shared']:7d}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -81,13 +81,17 @@ V9_FRACTIONS = [0.0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
 
 class RandomParams(ScheduleParams):
     fractions: list[float] = Field(
-        default_factory=lambda: list(V9_FRACTIONS), min_length=1,
-        description="the values a layer's P may take, as fractions of T")
+        default_factory=lambda: list(V9_FRACTIONS),
+        min_length=1,
+        description="the values a layer's P may take, as fractions of T",
+    )
     n_variants: int = Field(8, ge=1, le=1024, description="how many per-layer lists are pre-drawn (= graphs)")
     seed: int = 0
     eval_fractions: list[float] = Field(
-        default_factory=lambda: list(V9_FRACTIONS), min_length=1,
-        description="cyclic schedule used when no step is given (evaluation, generation)")
+        default_factory=lambda: list(V9_FRACTIONS),
+        min_length=1,
+        description="cyclic schedule used when no step is given (evaluation, generation)",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> RandomParams:

@@ -23,14 +23,20 @@ def test_ssd_mixers_have_a_conv_slot_defaulting_to_torch() -> None:
 
 
 def test_the_old_conv_kernel_param_names_the_slot() -> None:
-    spec = {"vocab_size": 32, "d_model": 16,
-            "layers": [{"mixer": {"name": "mamba2", "params": {"headdim": 8, "d_state": 8, "conv_kernel": "triton"}}}]}
+    spec = {
+        "vocab_size": 32,
+        "d_model": 16,
+        "layers": [{"mixer": {"name": "mamba2", "params": {"headdim": 8, "d_state": 8, "conv_kernel": "triton"}}}],
+    }
     with pytest.raises(SpecError, match=r"conv_kernel is not a mixer param.*conv: \{name: triton\}"):
         load_spec(spec)
 
 
 def test_a_conv_on_a_mixer_without_the_slot_is_refused() -> None:
-    spec = {"vocab_size": 32, "d_model": 16,
-            "layers": [{"mixer": {"name": "attention", "params": {"n_heads": 2}, "conv": {"name": "torch"}}}]}
+    spec = {
+        "vocab_size": 32,
+        "d_model": 16,
+        "layers": [{"mixer": {"name": "attention", "params": {"n_heads": 2}, "conv": {"name": "torch"}}}],
+    }
     with pytest.raises(SpecError, match="takes no conv backend"):
         load_spec(spec)

@@ -65,14 +65,22 @@ def _ssm_backends():
     return names
 
 
-def _check_ssm(name: str, shape: tuple, starts: tuple[int, ...], *, dtype, chunk_size: int | None,
-               extra: dict | None = None) -> None:
+def _check_ssm(
+    name: str, shape: tuple, starts: tuple[int, ...], *, dtype, chunk_size: int | None, extra: dict | None = None
+) -> None:
     cls = SSM.get(name).obj
     params = {"chunk_size": chunk_size} if chunk_size is not None and "chunk_size" in cls.Params.model_fields else {}
     params.update(extra or {})
     backend = cls(params)
-    ok, why = backend.supports(device=torch.device(DEVICE), dtype=dtype, n_heads=shape[2], n_groups=shape[5],
-                               head_dim=shape[3], state_dim=shape[4], requires_grad=False)
+    ok, why = backend.supports(
+        device=torch.device(DEVICE),
+        dtype=dtype,
+        n_heads=shape[2],
+        n_groups=shape[5],
+        head_dim=shape[3],
+        state_dim=shape[4],
+        requires_grad=False,
+    )
     if not ok:
         pytest.skip(f"{name}: {why}")
     inputs = _ssm_inputs(*shape, dtype=dtype, seed=0)
@@ -111,8 +119,15 @@ def _attention_backends():
 def test_attention_backend_is_exactly_causal(name):
     backend = ATTENTION.get(name).obj()
     batch, seq_len, groups, heads, dim = 2, 96 if DEVICE == "cpu" else 2048, 2, 4, 16
-    ok, why = backend.supports(device=torch.device(DEVICE), dtype=torch.float32, n_heads=heads, n_groups=groups,
-                               head_dim=dim, state_dim=dim, requires_grad=False)
+    ok, why = backend.supports(
+        device=torch.device(DEVICE),
+        dtype=torch.float32,
+        n_heads=heads,
+        n_groups=groups,
+        head_dim=dim,
+        state_dim=dim,
+        requires_grad=False,
+    )
     if not ok:
         pytest.skip(f"{name}: {why}")
     g = torch.Generator().manual_seed(0)

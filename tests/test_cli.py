@@ -35,10 +35,20 @@ def test_build_preset_prints_plan(capsys) -> None:
 
 
 def test_bad_spec_file_exits_nonzero_naming_field(tmp_path) -> None:
-    bad = {"vocab_size": 260, "d_model": 64,
-           "layers": [{"mixer": {"name": "transmamba", "params": {"headdim": 16},
-                                 "attention": {"name": "sdpa", "params": {"bogus": 1}}}}],
-           "schedule": {"name": "v9"}}
+    bad = {
+        "vocab_size": 260,
+        "d_model": 64,
+        "layers": [
+            {
+                "mixer": {
+                    "name": "transmamba",
+                    "params": {"headdim": 16},
+                    "attention": {"name": "sdpa", "params": {"bogus": 1}},
+                }
+            }
+        ],
+        "schedule": {"name": "v9"},
+    }
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
     result = subprocess.run([sys.executable, "-m", "zoo", "build", str(path)], capture_output=True, text=True)

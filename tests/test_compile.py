@@ -62,6 +62,7 @@ def test_trainer_compiles_fullgraph() -> None:
 
 def test_region_recompile_limit_leaves_the_global_one_alone() -> None:
     """More graphs than dynamo's default limit (8), fullgraph, in one region with its own limit."""
+
     def scaled(x: torch.Tensor, tag: str) -> torch.Tensor:
         return x * len(tag)
 
@@ -112,8 +113,13 @@ def test_compiling_for_inference_and_training_leaves_dynamo_config_alone() -> No
     compile_step(model, backend="eager")(tokens[:, :1], [], torch.zeros(2), ("attn",))
     task = make_task("mqar", seq_len=16, vocab_size=64, num_items=2, seed=0, eval_examples=8)
     Trainer(model, task, TrainConfig(steps=1, batch_size=2, progress=False, device="cpu"))
-    built = zoo.build({**zoo.resolve_spec("transmamba-tiny").model_dump(mode="json"),
-                       "compile": {"enabled": True, "backend": "eager"}}, requires_grad=False)
+    built = zoo.build(
+        {
+            **zoo.resolve_spec("transmamba-tiny").model_dump(mode="json"),
+            "compile": {"enabled": True, "backend": "eager"},
+        },
+        requires_grad=False,
+    )
     assert built._compiled_call_impl is not None
     assert _dynamo_config() == before
 

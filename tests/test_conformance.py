@@ -24,9 +24,7 @@ from zoo.testing import (
 )
 
 
-@pytest.mark.parametrize(
-    "case", conformance_cases("all", dtypes=(torch.float32, torch.bfloat16))
-)
+@pytest.mark.parametrize("case", conformance_cases("all", dtypes=(torch.float32, torch.bfloat16)))
 def test_backend_matches_reference(case: ConformanceCase) -> None:
     run_conformance_case(case)
 
@@ -39,9 +37,7 @@ def test_backend_compiles_fullgraph(case: ConformanceCase) -> None:
 class _IgnoresInitialState(SSMBackend):
     """A broken backend: drops the initial state."""
 
-    def __call__(
-        self, x, dt, A, B, C, *, D=None, initial_state=None, return_final_state=False
-    ):
+    def __call__(self, x, dt, A, B, C, *, D=None, initial_state=None, return_final_state=False):
         return ssd_chunked(x, dt, A, B, C, D=D, return_final_state=return_final_state)
 
 

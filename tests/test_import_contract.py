@@ -25,8 +25,9 @@ def lint_imports(tree: Path) -> subprocess.CompletedProcess:
     if not Path(command[0]).exists():
         pytest.fail("lint-imports is missing: install the dev extra (pip install -e '.[dev]')")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([*command, "--no-cache", "--no-logo"], cwd=tree, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [*command, "--no-cache", "--no-logo"], cwd=tree, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_import_contract_is_kept() -> None:
@@ -35,11 +36,15 @@ def test_import_contract_is_kept() -> None:
     assert "0 broken" in result.stdout
 
 
-@pytest.mark.parametrize(("module", "statement", "contract"), [
-    ("zoo/ops/rope.py", "import zoo.layers.norm", "zoo floors"),              # upward import
-    ("zoo/layers/norm.py", "import zoo.layers.mixers.attention", "circles"),  # norm <-> attention
-    ("zoo/builder.py", "import zoo_plugins.triton_ssd", "never imports the zoo's plugins"),
-], ids=["upward", "circle", "core-imports-plugin"])
+@pytest.mark.parametrize(
+    ("module", "statement", "contract"),
+    [
+        ("zoo/ops/rope.py", "import zoo.layers.norm", "zoo floors"),  # upward import
+        ("zoo/layers/norm.py", "import zoo.layers.mixers.attention", "circles"),  # norm <-> attention
+        ("zoo/builder.py", "import zoo_plugins.triton_ssd", "never imports the zoo's plugins"),
+    ],
+    ids=["upward", "circle", "core-imports-plugin"],
+)
 def test_contract_breaks_on_a_bad_import(tmp_path: Path, module: str, statement: str, contract: str) -> None:
     """A copy of the tree with one bad import added fails the check, naming the contract."""
     for package in PACKAGES:

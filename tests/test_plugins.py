@@ -19,8 +19,19 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pip-installs the fixture plugin packages into a private site dir."""
     target = tmp_path_factory.mktemp("site")
     for name in ("zoo_extra_attention", "zoo_extra_mixer", "zoo_broken_plugin"):
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-               "--no-index", "--target", str(target), str(FIXTURES / name)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(FIXTURES / name),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
     return target
@@ -72,9 +83,11 @@ def test_zoo_list_reports_plugin_and_broken_one(plugin_site: Path) -> None:
 
 
 def test_autoload_off_keeps_core_and_skips_plugins(plugin_site: Path) -> None:
-    code = ("import zoo; from zoo.plugins import load_plugins\n"
-            "print(sorted(zoo.registry('attention').names()), zoo.registry('schedule').names())\n"
-            "load_plugins(['extra_attention']); print('extra_math' in zoo.registry('attention'))")
+    code = (
+        "import zoo; from zoo.plugins import load_plugins\n"
+        "print(sorted(zoo.registry('attention').names()), zoo.registry('schedule').names())\n"
+        "load_plugins(['extra_attention']); print('extra_math' in zoo.registry('attention'))"
+    )
     result = run_python(code, plugin_site, ZOO_DISABLE_PLUGIN_AUTOLOAD="1")
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.strip().splitlines()[-2:]

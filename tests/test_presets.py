@@ -25,7 +25,8 @@ def test_architectures_match_within_two_percent(size: str) -> None:
     for arch, n in counts.items():
         assert abs(n - reference) <= TOLERANCE * reference, (
             f"{arch}-{size}: {n:,} parameters, {100 * (n / reference - 1):+.2f}% from transmamba-{size} "
-            f"({reference:,}); re-match attn_d_ff in zoo/models/presets.py")
+            f"({reference:,}); re-match attn_d_ff in zoo/models/presets.py"
+        )
 
 
 def _transformer_with_d_ff(size: str, d_ff: int) -> dict:
@@ -40,11 +41,14 @@ def test_attention_d_ff_is_the_nearest_grid_point(size: str) -> None:
     assert d_ff % grid == 0, f"{size}: attn_d_ff {d_ff} is not a multiple of {grid}"
     assert SIZES[size]["d_ff"] % grid == 0
     target = _count(f"mamba2-{size}")
-    misses = {candidate: abs(_count(_transformer_with_d_ff(size, candidate)) - target)
-              for candidate in (d_ff - grid, d_ff, d_ff + grid)}
+    misses = {
+        candidate: abs(_count(_transformer_with_d_ff(size, candidate)) - target)
+        for candidate in (d_ff - grid, d_ff, d_ff + grid)
+    }
     best = min(misses, key=misses.get)
-    assert best == d_ff, (f"{size}: attn_d_ff {d_ff} misses mamba2-{size} by {misses[d_ff]:,} parameters, "
-                          f"{best} by {misses[best]:,}")
+    assert best == d_ff, (
+        f"{size}: attn_d_ff {d_ff} misses mamba2-{size} by {misses[d_ff]:,} parameters, {best} by {misses[best]:,}"
+    )
 
 
 def test_hybrid_attention_layers_use_the_matched_block() -> None:

@@ -9,18 +9,66 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zoo
-from zoo.errors import ZooError
 from zoo.builder import model_bytes
+from zoo.errors import ZooError
 
 hostile = (
-    st.sampled_from([math.inf, -math.inf, math.nan, 1e300, -1e300, 0.0, -1, 0, 1, 2**63, 10**12, True, False,
-                     None, "", "\x1b[2J", "x\n", [], {}, [1, 2], {"a": 1}])
+    st.sampled_from(
+        [
+            math.inf,
+            -math.inf,
+            math.nan,
+            1e300,
+            -1e300,
+            0.0,
+            -1,
+            0,
+            1,
+            2**63,
+            10**12,
+            True,
+            False,
+            None,
+            "",
+            "\x1b[2J",
+            "x\n",
+            [],
+            {},
+            [1, 2],
+            {"a": 1},
+        ]
+    )
     | st.integers(-5, 5000)
     | st.floats(-1e6, 1e6, allow_nan=False)
 )
-KEYS = ["d_state", "headdim", "n_groups", "expand", "d_conv", "dt_min", "dt_max", "dt_init_floor", "A_init_min",
-        "A_init_max", "attn_scale", "rope_theta", "norm_eps", "n_heads", "n_kv_heads", "head_dim", "chunk_size",
-        "vocab_size", "d_model", "init_std", "name", "d_ff", "eps", "backend", "fraction", "value"]
+KEYS = [
+    "d_state",
+    "headdim",
+    "n_groups",
+    "expand",
+    "d_conv",
+    "dt_min",
+    "dt_max",
+    "dt_init_floor",
+    "A_init_min",
+    "A_init_max",
+    "attn_scale",
+    "rope_theta",
+    "norm_eps",
+    "n_heads",
+    "n_kv_heads",
+    "head_dim",
+    "chunk_size",
+    "vocab_size",
+    "d_model",
+    "init_std",
+    "name",
+    "d_ff",
+    "eps",
+    "backend",
+    "fraction",
+    "value",
+]
 BASES = {name: zoo.resolve_spec(f"{name}-tiny").model_dump(mode="json") for name in ("transmamba", "hybrid")}
 
 

@@ -126,7 +126,6 @@ def test_allow_large_skips_the_refusal(monkeypatch) -> None:
 def test_cli_generate_huge_is_one_line(tmp_path, capsys) -> None:
     from zoo.cli import main
 
-    code = main(["generate", "transmamba-tiny", "--prompt", "hi", "--max-new-tokens", str(10**12),
-                 "--device", "cpu"])
+    code = main(["generate", "transmamba-tiny", "--prompt", "hi", "--max-new-tokens", str(10**12), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and "--allow-large" in err and len(err.strip().splitlines()) == 1

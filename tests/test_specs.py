@@ -45,31 +45,64 @@ def delete(path: str):
         for key in keys[:-1]:
             node = node[int(key)] if key.isdigit() else node[key]
         del node[keys[-1]]
+
     return fn
 
 
 BAD_SPECS = [
-    ("extra-backend-param", with_("layers.3.mixer.attention.params", {"bogus": 1}),
-     "layers.3.mixer.attention.params.bogus", "Extra inputs are not permitted"),
+    (
+        "extra-backend-param",
+        with_("layers.3.mixer.attention.params", {"bogus": 1}),
+        "layers.3.mixer.attention.params.bogus",
+        "Extra inputs are not permitted",
+    ),
     ("unknown-mixer", with_("layers.0.mixer.name", "transmambo"), "layers.0.mixer.name", "Did you mean 'transmamba'"),
     ("unknown-attention", with_("layers.1.mixer.attention.name", "sdp"), "layers.1.mixer.attention.name", "sdpa"),
     ("unknown-ssm", with_("layers.2.mixer.ssm.name", "nope"), "layers.2.mixer.ssm.name", "unknown ssm"),
-    ("unknown-converter", with_("layers.2.mixer.converter.name", "x"), "layers.2.mixer.converter.name",
-     "unknown converter"),
+    (
+        "unknown-converter",
+        with_("layers.2.mixer.converter.name", "x"),
+        "layers.2.mixer.converter.name",
+        "unknown converter",
+    ),
     ("unknown-schedule", with_("schedule.name", "v10"), "schedule.name", "unknown schedule"),
-    ("bad-chunk", with_("layers.0.mixer.ssm.params", {"chunk_size": 0}), "layers.0.mixer.ssm.params.chunk_size",
-     "greater than or equal to 1"),
-    ("bad-chunk-type", with_("layers.0.mixer.ssm.params", {"chunk_size": "big"}),
-     "layers.0.mixer.ssm.params.chunk_size", "valid integer"),
-    ("mixer-extra-param", with_("layers.5.mixer.params.bogus", True), "layers.5.mixer.params.bogus",
-     "Extra inputs are not permitted"),
-    ("headdim-divides", with_("layers.0.mixer.params.headdim", 48), "layers.0.mixer.params.headdim",
-     "divisible by headdim"),
-    ("groups-divide", with_("layers.0.mixer.params.n_groups", 3), "layers.0.mixer.params.n_groups",
-     "divisible by n_groups"),
+    (
+        "bad-chunk",
+        with_("layers.0.mixer.ssm.params", {"chunk_size": 0}),
+        "layers.0.mixer.ssm.params.chunk_size",
+        "greater than or equal to 1",
+    ),
+    (
+        "bad-chunk-type",
+        with_("layers.0.mixer.ssm.params", {"chunk_size": "big"}),
+        "layers.0.mixer.ssm.params.chunk_size",
+        "valid integer",
+    ),
+    (
+        "mixer-extra-param",
+        with_("layers.5.mixer.params.bogus", True),
+        "layers.5.mixer.params.bogus",
+        "Extra inputs are not permitted",
+    ),
+    (
+        "headdim-divides",
+        with_("layers.0.mixer.params.headdim", 48),
+        "layers.0.mixer.params.headdim",
+        "divisible by headdim",
+    ),
+    (
+        "groups-divide",
+        with_("layers.0.mixer.params.n_groups", 3),
+        "layers.0.mixer.params.n_groups",
+        "divisible by n_groups",
+    ),
     ("odd-dstate-rope", with_("layers.0.mixer.params.d_state", 15), "layers.0.mixer.params.d_state", "even d_state"),
-    ("dt-range", lambda s: s["layers"][0]["mixer"]["params"].update(dt_min=0.5, dt_max=0.1),
-     "layers.0.mixer.params", "dt_min"),
+    (
+        "dt-range",
+        lambda s: s["layers"][0]["mixer"]["params"].update(dt_min=0.5, dt_max=0.1),
+        "layers.0.mixer.params",
+        "dt_min",
+    ),
     ("negative-vocab", with_("vocab_size", -3), "vocab_size", "greater than or equal to 2"),
     ("zero-width", with_("d_model", 0), "d_model", "greater than or equal to 1"),
     ("missing-vocab", delete("vocab_size"), "vocab_size", "Field required"),
@@ -77,20 +110,42 @@ BAD_SPECS = [
     ("extra-top-level", with_("bogus", 1), "bogus", "Extra inputs are not permitted"),
     ("bad-norm", with_("norm.kind", "batchnorm"), "norm.kind", "rmsnorm"),
     ("bad-compile-mode", with_("compile.mode", "fast"), "compile.mode", "reduce-overhead"),
-    ("slot-not-used",
-     lambda s: s["layers"].__setitem__(0, {"mixer": {"name": "mamba2", "attention": {"name": "sdpa"}}}),
-     "layers.0.mixer.attention", "takes no attention backend"),
+    (
+        "slot-not-used",
+        lambda s: s["layers"].__setitem__(0, {"mixer": {"name": "mamba2", "attention": {"name": "sdpa"}}}),
+        "layers.0.mixer.attention",
+        "takes no attention backend",
+    ),
     ("schedule-missing", delete("schedule"), "schedule", "required"),
-    ("constant-needs-one", with_("schedule", {"name": "constant", "params": {}}), "schedule.params",
-     "exactly one"),
-    ("cyclic-bad-fraction", with_("schedule", {"name": "cyclic", "params": {"fractions": [1.5]}}),
-     "schedule.params", "[0, 1]"),
-    ("attention-heads", lambda s: s["layers"].__setitem__(
-        0, {"mixer": {"name": "attention", "params": {"n_heads": 5}}}), "layers.0.mixer.params.n_heads", "divisible"),
+    ("constant-needs-one", with_("schedule", {"name": "constant", "params": {}}), "schedule.params", "exactly one"),
+    (
+        "cyclic-bad-fraction",
+        with_("schedule", {"name": "cyclic", "params": {"fractions": [1.5]}}),
+        "schedule.params",
+        "[0, 1]",
+    ),
+    (
+        "attention-heads",
+        lambda s: s["layers"].__setitem__(0, {"mixer": {"name": "attention", "params": {"n_heads": 5}}}),
+        "layers.0.mixer.params.n_heads",
+        "divisible",
+    ),
     ("mlp-extra", with_("layers.0.mlp.width", 3), "layers.0.mlp.width", "Extra inputs"),
     ("layer-not-mapping", with_("layers.2", 7), "layers.2", "valid dictionary"),
-    ("pattern-bad-every", with_("layers", {"n_layers": 4, "block": {"mixer": {"name": "mamba2"}}, "every": 0,
-                                           "other": {"mixer": {"name": "attention"}}}), "layers", "positive integer"),
+    (
+        "pattern-bad-every",
+        with_(
+            "layers",
+            {
+                "n_layers": 4,
+                "block": {"mixer": {"name": "mamba2"}},
+                "every": 0,
+                "other": {"mixer": {"name": "attention"}},
+            },
+        ),
+        "layers",
+        "positive integer",
+    ),
 ]
 
 
@@ -147,9 +202,19 @@ def test_pattern_expansion() -> None:
     assert [i for i, x in enumerate(layers) if x == "a"] == [7, 15]
     spec = zoo.resolve_spec("hybrid-tiny")
     assert spec.mixer_names() == ["mamba2"] * 4 + ["attention"] + ["mamba2"]
-    loaded = load_spec({"vocab_size": 10, "d_model": 32, "layers": {
-        "n_layers": 8, "block": {"mixer": {"name": "mamba2", "params": {"headdim": 16}}},
-        "every": 4, "offset": 0, "other": {"mixer": {"name": "attention", "params": {"n_heads": 2}}}}})
+    loaded = load_spec(
+        {
+            "vocab_size": 10,
+            "d_model": 32,
+            "layers": {
+                "n_layers": 8,
+                "block": {"mixer": {"name": "mamba2", "params": {"headdim": 16}}},
+                "every": 4,
+                "offset": 0,
+                "other": {"mixer": {"name": "attention", "params": {"n_heads": 2}}},
+            },
+        }
+    )
     assert loaded.mixer_names() == ["attention", "mamba2", "mamba2", "mamba2"] * 2
 
 
@@ -166,8 +231,26 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
-spec_keys = st.sampled_from(["vocab_size", "d_model", "layers", "schedule", "norm", "tie_embeddings", "compile",
-                             "name", "init_std", "mixer", "params", "attention", "ssm", "n_layers", "block", "every"])
+spec_keys = st.sampled_from(
+    [
+        "vocab_size",
+        "d_model",
+        "layers",
+        "schedule",
+        "norm",
+        "tie_embeddings",
+        "compile",
+        "name",
+        "init_std",
+        "mixer",
+        "params",
+        "attention",
+        "ssm",
+        "n_layers",
+        "block",
+        "every",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -44,8 +44,9 @@ def core_combos() -> list[tuple[str, str, str]]:
     def runs_here(registry, entry) -> bool:
         if not entry.is_available():
             return False
-        ok, _ = backend(registry, entry.name).supports(device=torch.device("cpu"), dtype=torch.float32,
-                                                       requires_grad=0, **shapes)
+        ok, _ = backend(registry, entry.name).supports(
+            device=torch.device("cpu"), dtype=torch.float32, requires_grad=0, **shapes
+        )
         return ok
 
     def names(registry, core: bool):
@@ -62,8 +63,11 @@ def core_combos() -> list[tuple[str, str, str]]:
 
 def make_mixer(attention="sdpa", ssm="chunked", converter="chunked", dtype=torch.float64, params=PARAMS, seed=0):
     torch.manual_seed(seed)
-    backends = {"attention": backend(ATTENTION, attention), "ssm": backend(SSM, ssm),
-                "converter": backend(CONVERTER, converter)}
+    backends = {
+        "attention": backend(ATTENTION, attention),
+        "ssm": backend(SSM, ssm),
+        "converter": backend(CONVERTER, converter),
+    }
     mixer = TransMambaMixer(D_MODEL, params, backends=backends).to(dtype)
     with torch.no_grad():  # make D and the norm weight non-trivial
         mixer.ssd.D.normal_()
@@ -152,8 +156,9 @@ def test_checks_fail_for_zero_state_converter() -> None:
 
 def test_p0_equals_mamba2_with_same_weights() -> None:
     mixer = make_mixer()
-    mamba = Mamba2Mixer(D_MODEL, Mamba2Params(d_state=8, headdim=8, n_groups=2, expand=2),
-                        backends={"ssm": backend(SSM, "scan")}).double()
+    mamba = Mamba2Mixer(
+        D_MODEL, Mamba2Params(d_state=8, headdim=8, n_groups=2, expand=2), backends={"ssm": backend(SSM, "scan")}
+    ).double()
     missing = mamba.load_state_dict(mixer.state_dict(), strict=True)
     assert not missing.missing_keys
     u = torch.randn(2, T_TEST, D_MODEL, dtype=torch.float64)
@@ -167,13 +172,18 @@ def test_pT_equals_reference_attention_path() -> None:
     ssd = mixer.ssd
     with torch.no_grad():
         z, xBC, _ = ssd.project(u)
-        xBC = torch.nn.functional.silu(torch.nn.functional.conv1d(
-            torch.nn.functional.pad(xBC.transpose(1, 2), (ssd.conv1d.width - 1, 0)),
-            ssd.conv1d.weight, ssd.conv1d.bias, groups=ssd.conv_channels).transpose(1, 2))
+        xBC = torch.nn.functional.silu(
+            torch.nn.functional.conv1d(
+                torch.nn.functional.pad(xBC.transpose(1, 2), (ssd.conv1d.width - 1, 0)),
+                ssd.conv1d.weight,
+                ssd.conv1d.bias,
+                groups=ssd.conv_channels,
+            ).transpose(1, 2)
+        )
         x, Bm, Cm = ssd.split(xBC)
         positions = torch.arange(T_TEST)
         q, k = rotary(Cm, positions), rotary(Bm, positions)
-        y = grouped_attention(q, k, x, scale=PARAMS.d_state ** -0.5, causal=True)
+        y = grouped_attention(q, k, x, scale=PARAMS.d_state**-0.5, causal=True)
         y = ssd.norm(y.reshape(2, T_TEST, -1), None)
         expected = ssd.out_proj(y)
         assert rel_err(mixer(u, transpoint=T_TEST), expected) < 1e-10

@@ -1,8 +1,8 @@
 """zoo: a torch.compile-first model zoo for hybrid attention / state-space LMs (TransMamba).
 
-    import zoo
-    model = zoo.build("transmamba-tiny")        # preset, spec file, dict or ModelSpec
-    zoo.list("attention")                       # registered backends and availability
+import zoo
+model = zoo.build("transmamba-tiny")        # preset, spec file, dict or ModelSpec
+zoo.list("attention")                       # registered backends and availability
 """
 
 from __future__ import annotations
@@ -23,8 +23,21 @@ _registry.set_loader(_plugins.autoload)
 
 
 __all__ = [
-    "BackendUnsupportedError", "CheckpointError", "ModelSpec", "PluginError", "SpecError", "ZooError",
-    "build", "describe", "from_pretrained", "generate", "list", "load", "load_spec", "registry", "resolve_spec",
+    "BackendUnsupportedError",
+    "CheckpointError",
+    "ModelSpec",
+    "PluginError",
+    "SpecError",
+    "ZooError",
+    "build",
+    "describe",
+    "from_pretrained",
+    "generate",
+    "list",
+    "load",
+    "load_spec",
+    "registry",
+    "resolve_spec",
 ]
 
 
@@ -35,8 +48,16 @@ def list(kind: str | None = None) -> list[dict[str, Any]]:  # noqa: A001 - the d
     for k in kinds:
         for entry in registry(k).entries():
             ok, reason = entry.availability()
-            rows.append({"kind": k, "name": entry.name, "origin": entry.origin, "available": ok,
-                         "reason": reason, "description": entry.description})
+            rows.append(
+                {
+                    "kind": k,
+                    "name": entry.name,
+                    "origin": entry.origin,
+                    "available": ok,
+                    "reason": reason,
+                    "description": entry.description,
+                }
+            )
     return rows
 
 

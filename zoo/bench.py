@@ -51,9 +51,19 @@ def _backend(registry, name: str, **params):
     return entry.obj(entry.params_model.model_validate(params))
 
 
-def _compare_backends(suite: str, registry, names: list[str], shape: str, shapes: dict[str, int],
-                      device: torch.device, dtype: torch.dtype, call: Callable, *, warmup: int,
-                      repeats: int) -> list[Row]:
+def _compare_backends(
+    suite: str,
+    registry,
+    names: list[str],
+    shape: str,
+    shapes: dict[str, int],
+    device: torch.device,
+    dtype: torch.dtype,
+    call: Callable,
+    *,
+    warmup: int,
+    repeats: int,
+) -> list[Row]:
     """Time ``call(backend)`` for each named backend; the first that runs is the reference,
     and a backend whose output disagrees with it is reported, not timed."""
     rows, reference = [], None
@@ -81,9 +91,19 @@ def _compare_backends(suite: str, registry, names: list[str], shape: str, shapes
     return rows
 
 
-def ssm_suite(seq_len: int = 2048, *, batch: int = 1, heads: int = 8, headdim: int = 32, groups: int = 1,
-              d_state: int = 32, device: str = "cpu", dtype: torch.dtype = torch.float32,
-              names: list[str] | None = None, repeats: int = 3) -> list[Row]:
+def ssm_suite(
+    seq_len: int = 2048,
+    *,
+    batch: int = 1,
+    heads: int = 8,
+    headdim: int = 32,
+    groups: int = 1,
+    d_state: int = 32,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    names: list[str] | None = None,
+    repeats: int = 3,
+) -> list[Row]:
     """SSD forward: the sequential scan (reference) vs every other available ssm backend."""
     dev = torch.device(device)
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -95,29 +115,50 @@ def ssm_suite(seq_len: int = 2048, *, batch: int = 1, heads: int = 8, headdim: i
     shape = f"B{batch}-T{seq_len}-H{heads}-P{headdim}-N{d_state}-G{groups}"
     names = names or ["scan"] + [n for n in SSM.names() if n != "scan"]
     shapes = dict(n_heads=heads, n_groups=groups, head_dim=headdim, state_dim=d_state)
-    return _compare_backends("ssm", SSM, names, shape, shapes, dev, dtype,
-                             lambda backend: backend(x, dt, A, B, C), warmup=1, repeats=repeats)
+    return _compare_backends(
+        "ssm", SSM, names, shape, shapes, dev, dtype, lambda backend: backend(x, dt, A, B, C), warmup=1, repeats=repeats
+    )
 
 
-def attention_suite(seq_len: int = 1024, *, batch: int = 1, heads: int = 8, groups: int = 2, d_state: int = 64,
-                    headdim: int = 64, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                    repeats: int = 5) -> list[Row]:
+def attention_suite(
+    seq_len: int = 1024,
+    *,
+    batch: int = 1,
+    heads: int = 8,
+    groups: int = 2,
+    d_state: int = 64,
+    headdim: int = 64,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    repeats: int = 5,
+) -> list[Row]:
     """Grouped causal attention forward: eager (reference) vs sdpa vs flex."""
     dev = torch.device(device)
     g = torch.Generator(device="cpu").manual_seed(0)
     q = torch.randn(batch, seq_len, groups, d_state, generator=g).to(dev, dtype)
     k = torch.randn(batch, seq_len, groups, d_state, generator=g).to(dev, dtype)
     v = torch.randn(batch, seq_len, heads, headdim, generator=g).to(dev, dtype)
-    scale = d_state ** -0.5
+    scale = d_state**-0.5
     shape = f"B{batch}-T{seq_len}-H{heads}-G{groups}-N{d_state}-P{headdim}"
     names = ["eager"] + [n for n in ATTENTION.names() if n != "eager"]
     shapes = dict(n_heads=heads, n_groups=groups, head_dim=headdim, state_dim=d_state, requires_grad=0)
-    return _compare_backends("attention", ATTENTION, names, shape, shapes, dev, dtype,
-                             lambda backend: backend(q, k, v, scale=scale), warmup=2, repeats=repeats)
+    return _compare_backends(
+        "attention",
+        ATTENTION,
+        names,
+        shape,
+        shapes,
+        dev,
+        dtype,
+        lambda backend: backend(q, k, v, scale=scale),
+        warmup=2,
+        repeats=repeats,
+    )
 
 
-def model_suite(preset: str = "transmamba-tiny", *, seq_len: int = 512, batch: int = 4, device: str = "cpu",
-                repeats: int = 5) -> list[Row]:
+def model_suite(
+    preset: str = "transmamba-tiny", *, seq_len: int = 512, batch: int = 4, device: str = "cpu", repeats: int = 5
+) -> list[Row]:
     """Whole-model forward: eager vs torch.compile (inductor), same weights."""
     import zoo
 
@@ -138,8 +179,15 @@ def model_suite(preset: str = "transmamba-tiny", *, seq_len: int = 512, batch: i
         if err > 1e-4:
             rows.append(Row("model", f"{preset} compiled", shape, None, f"FAILED PARITY (rel err {err:.1e})"))
         else:
-            rows.append(Row("model", f"{preset} compiled", shape, time_ms(lambda: compiled(ids), dev, repeats=repeats),
-                            f"first call incl. compile {compile_s:.1f}s"))
+            rows.append(
+                Row(
+                    "model",
+                    f"{preset} compiled",
+                    shape,
+                    time_ms(lambda: compiled(ids), dev, repeats=repeats),
+                    f"first call incl. compile {compile_s:.1f}s",
+                )
+            )
     return rows
 
 

@@ -26,8 +26,12 @@ from zoo.specs import ModelSpec, load_spec
 
 def resolve_spec(obj: ModelSpec | dict[str, Any] | str | Path) -> ModelSpec:
     """A ModelSpec from a spec, dict, file path, JSON/YAML text or preset name."""
-    if isinstance(obj, str) and "\n" not in obj and not obj.endswith((".json", ".yaml", ".yml")) \
-            and not obj.lstrip().startswith("{"):
+    if (
+        isinstance(obj, str)
+        and "\n" not in obj
+        and not obj.endswith((".json", ".yaml", ".yml"))
+        and not obj.lstrip().startswith("{")
+    ):
         if obj in PRESET:
             return load_spec(PRESET.get(obj).obj(), source=f"preset {obj!r}")
         if Path(obj).is_file():
@@ -113,8 +117,9 @@ def plan_layers(spec: ModelSpec) -> list[LayerPlan]:
     return plans
 
 
-def check_support(spec: ModelSpec, plans: list[LayerPlan], device: torch.device, dtype: torch.dtype,
-                  *, requires_grad: bool = True) -> None:
+def check_support(
+    spec: ModelSpec, plans: list[LayerPlan], device: torch.device, dtype: torch.dtype, *, requires_grad: bool = True
+) -> None:
     checked: set[tuple] = set()
     for plan in plans:
         mixer_cls = REGISTRIES["mixer"].get(plan.mixer).obj
@@ -139,7 +144,8 @@ def check_support(spec: ModelSpec, plans: list[LayerPlan], device: torch.device,
             if not ok:
                 raise BackendUnsupportedError(
                     f"{path}: {slot} backend {entry.name!r} does not support this layer on "
-                    f"{device_for_check.type}/{str(dtype).removeprefix('torch.')}: {reason}")
+                    f"{device_for_check.type}/{str(dtype).removeprefix('torch.')}: {reason}"
+                )
 
 
 def build_schedule(spec: ModelSpec):
@@ -183,8 +189,11 @@ def build(
     if device.type != "meta" and not allow_large:
         from zoo.memory import check_fits
 
-        check_fits(f"building {spec.name or 'the model'!r} ({str(dtype).removeprefix('torch.')})",
-                   model_bytes(spec, dtype), device)
+        check_fits(
+            f"building {spec.name or 'the model'!r} ({str(dtype).removeprefix('torch.')})",
+            model_bytes(spec, dtype),
+            device,
+        )
     with torch.device(device):
         mixers = []
         for plan in plans:
@@ -197,27 +206,33 @@ def build(
         model.requires_grad_(False)
     enabled = spec.compile.enabled if compile is None else compile
     if enabled:
-        compile_in_place(model, what=f"model {spec.name or '(unnamed)'}", hint="compile=False to skip",
-                         **spec_options(spec.compile))
+        compile_in_place(
+            model, what=f"model {spec.name or '(unnamed)'}", hint="compile=False to skip", **spec_options(spec.compile)
+        )
     return model
 
 
 def describe(model, seq_len: int | None = None) -> str:
     """Per-layer plan (mixer, backends, TransPoint) and parameter counts, as text."""
     spec: ModelSpec = model.spec
-    lines = [f"model {spec.name or '(unnamed)'}: vocab {spec.vocab_size}, d_model {spec.d_model}, "
-             f"{len(spec.layers)} layers, schedule {model.schedule!r}"]
+    lines = [
+        f"model {spec.name or '(unnamed)'}: vocab {spec.vocab_size}, d_model {spec.d_model}, "
+        f"{len(spec.layers)} layers, schedule {model.schedule!r}"
+    ]
     transpoints = model.transpoints_for(seq_len) if seq_len else None
     for index, block in enumerate(model.blocks):
         mixer = block.mixer
-        backends = ", ".join(f"{slot}={getattr(mixer, slot).registry_name}"
-                             for slot in BACKEND_SLOTS if hasattr(mixer, slot))
+        backends = ", ".join(
+            f"{slot}={getattr(mixer, slot).registry_name}" for slot in BACKEND_SLOTS if hasattr(mixer, slot)
+        )
         n = sum(p.numel() for p in block.parameters())
         tp = f"  P={transpoints[index]}" if transpoints and block.uses_transpoint else ""
         lines.append(f"  layer {index:3d}  {spec.layers[index].mixer.name:<11} [{backends}]  {n:,} params{tp}")
     total = model.num_parameters()
-    lines.append(f"total parameters: {total:,} ({total / 1e6:.2f}M; "
-                 f"{model.num_parameters(exclude_embeddings=True):,} without embeddings)")
+    lines.append(
+        f"total parameters: {total:,} ({total / 1e6:.2f}M; "
+        f"{model.num_parameters(exclude_embeddings=True):,} without embeddings)"
+    )
     return "\n".join(lines)
 
 

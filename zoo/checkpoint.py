@@ -176,8 +176,17 @@ def save_checkpoint(
     run_dir = Path(run_dir)
     tmp = run_dir / STAGING / f"{checkpoint_name(step)}.{os.getpid()}"
     try:
-        return _save_checkpoint(run_dir, tmp, step, model=model, optimizer=optimizer, trainer_state=trainer_state,
-                                spec=spec, tokenizer=tokenizer, keep_last=keep_last)
+        return _save_checkpoint(
+            run_dir,
+            tmp,
+            step,
+            model=model,
+            optimizer=optimizer,
+            trainer_state=trainer_state,
+            spec=spec,
+            tokenizer=tokenizer,
+            keep_last=keep_last,
+        )
     except (OSError, SafetensorError) as exc:
         # Disk full, quota, permissions: the staging copy goes, checkpoints/ is untouched.
         shutil.rmtree(tmp, ignore_errors=True)
@@ -187,9 +196,18 @@ def save_checkpoint(
         ) from exc
 
 
-def _save_checkpoint(run_dir: Path, tmp: Path, step: int, *, model: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer | None, trainer_state: dict[str, Any] | None,
-                     spec: dict[str, Any] | None, tokenizer: dict[str, Any] | None, keep_last: int | None) -> Path:
+def _save_checkpoint(
+    run_dir: Path,
+    tmp: Path,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    trainer_state: dict[str, Any] | None,
+    spec: dict[str, Any] | None,
+    tokenizer: dict[str, Any] | None,
+    keep_last: int | None,
+) -> Path:
     staging = run_dir / STAGING
     final_root = run_dir / CHECKPOINTS
     staging.mkdir(parents=True, exist_ok=True)
@@ -408,8 +426,12 @@ def load(
     if compile:
         from zoo.compile import compile_in_place, spec_options
 
-        compile_in_place(model, what=f"the model of {checkpoint.path}", hint="drop --compile to skip",
-                         **spec_options(model.spec.compile))
+        compile_in_place(
+            model,
+            what=f"the model of {checkpoint.path}",
+            hint="drop --compile to skip",
+            **spec_options(model.spec.compile),
+        )
     return model
 
 
@@ -426,5 +448,6 @@ def load_tokenizer(path: str | Path) -> Any:
     except ZooError:
         raise
     except Exception as exc:  # the tokenizers library raises its own types on malformed input
-        raise CheckpointError(f"checkpoint file {checkpoint.path / TOKENIZER_FILE} is not a valid tokenizer: "
-                              f"{str(exc)[:200]}") from exc
+        raise CheckpointError(
+            f"checkpoint file {checkpoint.path / TOKENIZER_FILE} is not a valid tokenizer: {str(exc)[:200]}"
+        ) from exc

@@ -92,8 +92,9 @@ def check_optimizer_state(
         raise CheckpointError(f"{file}: the optimizer metadata in trainer_state.json is corrupted")
     groups = meta["param_groups"]
     if len(groups) != len(optimizer.param_groups) or not all(isinstance(g, dict) for g in groups):
-        raise CheckpointError(f"{file}: optimizer state has {len(groups)} parameter groups, "
-                              f"this optimizer {len(optimizer.param_groups)}")
+        raise CheckpointError(
+            f"{file}: optimizer state has {len(groups)} parameter groups, this optimizer {len(optimizer.param_groups)}"
+        )
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for name, tensor in tensors.items():
         parts = name.split(".", 2)

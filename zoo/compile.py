@@ -74,8 +74,9 @@ def notice(what: str, hint: str | None = NO_COMPILE_HINT) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def compiled(target: Callable[..., T], *, what: str, hint: str | None = NO_COMPILE_HINT,
-             **options: Any) -> Callable[..., T]:
+def compiled(
+    target: Callable[..., T], *, what: str, hint: str | None = NO_COMPILE_HINT, **options: Any
+) -> Callable[..., T]:
     """``torch.compile(target)`` under the policy; ``options`` go to ``compile_options``.
     A module comes back wrapped (its ``state_dict`` keys gain ``_orig_mod.``; keep the
     module itself for saving, or use ``compile_in_place``)."""
@@ -84,8 +85,9 @@ def compiled(target: Callable[..., T], *, what: str, hint: str | None = NO_COMPI
     return torch.compile(target, **kwargs)
 
 
-def compile_in_place(module: torch.nn.Module, *, what: str, hint: str | None = NO_COMPILE_HINT,
-                     **options: Any) -> torch.nn.Module:
+def compile_in_place(
+    module: torch.nn.Module, *, what: str, hint: str | None = NO_COMPILE_HINT, **options: Any
+) -> torch.nn.Module:
     """``module.compile()`` under the policy (state_dict keys stay unprefixed); returns ``module``."""
     kwargs = compile_options(**options)
     notice(what, hint)

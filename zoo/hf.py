@@ -62,18 +62,23 @@ def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
             tensors[name] = tensors[twin]
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     if missing or unexpected:
-        raise ZooError(f"{file} does not match the model: missing {missing[:5]}, "
-                       f"unexpected {unexpected[:5]}")
+        raise ZooError(f"{file} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     with torch.no_grad():
         for name, tensor in tensors.items():
             if own[name].shape != tensor.shape:
-                raise ZooError(f"{file}: {name} has shape {tuple(tensor.shape)}, "
-                               f"the model expects {tuple(own[name].shape)}")
+                raise ZooError(
+                    f"{file}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(own[name].shape)}"
+                )
             own[name].copy_(tensor)
 
 
-def from_pretrained(directory: str | Path, *, device: str | torch.device | None = None,
-                    dtype: torch.dtype | None = None, compile: bool = False) -> tuple[torch.nn.Module, Any]:
+def from_pretrained(
+    directory: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    compile: bool = False,
+) -> tuple[torch.nn.Module, Any]:
     """``(model, tokenizer)`` from a ``save_pretrained`` directory; the model in eval mode.
 
     ``dtype`` defaults to the stored weights' dtype; ``tokenizer`` is None when the

@@ -195,6 +195,4 @@ def registry(kind: str) -> Registry:
     try:
         return REGISTRIES[kind]
     except KeyError:
-        raise RegistryError(
-            f"unknown registry kind {kind!r}; kinds are: {', '.join(KINDS)}"
-        ) from None
+        raise RegistryError(f"unknown registry kind {kind!r}; kinds are: {', '.join(KINDS)}") from None

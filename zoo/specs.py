@@ -44,9 +44,7 @@ _BUILTIN_COMPILE_BACKENDS = ("inductor", "eager", "aot_eager", "cudagraphs")
 def check_name(value: str | None) -> str | None:
     """A user-given name: printable characters only, at most MAX_NAME_LENGTH of them."""
     if value is not None and (not value.isprintable() or len(value) > MAX_NAME_LENGTH):
-        raise ValueError(
-            f"a name must be printable characters only, at most {MAX_NAME_LENGTH}; got {value[:80]!r}"
-        )
+        raise ValueError(f"a name must be printable characters only, at most {MAX_NAME_LENGTH}; got {value[:80]!r}")
     return value
 
 
@@ -173,9 +171,7 @@ def _pattern_kwargs(value: dict[str, Any]) -> dict[str, Any]:
     allowed = {"n_layers", "block", "every", "offset", "other"}
     extra = set(value) - allowed
     if extra:
-        raise ValueError(
-            f"layer pattern takes keys {sorted(allowed)}; unexpected {sorted(extra)}"
-        )
+        raise ValueError(f"layer pattern takes keys {sorted(allowed)}; unexpected {sorted(extra)}")
     if "n_layers" not in value or "block" not in value:
         raise ValueError("layer pattern needs 'n_layers' and 'block'")
     return value
@@ -254,8 +250,11 @@ def registry_errors(spec: ModelSpec) -> list[tuple[str, str]]:
             if slot not in slots:
                 used = ", ".join(slots) or "none"
                 errors.append(
-                    (f"{path}.{slot}", f"the {block.mixer.name!r} mixer takes no {slot} backend "
-                     f"(its backend slots: {used}); remove this field")
+                    (
+                        f"{path}.{slot}",
+                        f"the {block.mixer.name!r} mixer takes no {slot} backend "
+                        f"(its backend slots: {used}); remove this field",
+                    )
                 )
                 continue
             _check_component(slot, chosen, f"{path}.{slot}", errors)
@@ -268,8 +267,11 @@ def registry_errors(spec: ModelSpec) -> list[tuple[str, str]]:
         _check_component("schedule", spec.schedule, "schedule", errors)
     elif uses_schedule:
         errors.append(
-            ("schedule", "required: a layer uses the transmamba mixer; set e.g. "
-             "{'name': 'v9', 'params': {'relative': true}} or {'name': 'constant', 'params': {'fraction': 0.5}}")
+            (
+                "schedule",
+                "required: a layer uses the transmamba mixer; set e.g. "
+                "{'name': 'v9', 'params': {'relative': true}} or {'name': 'constant', 'params': {'fraction': 0.5}}",
+            )
         )
     return errors
 
@@ -343,8 +345,7 @@ def _yaml_loader() -> type:
                 except TypeError:  # an unhashable key: the base class reports it
                     break
                 if duplicate:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)
 

@@ -53,8 +53,15 @@ def run_cached(model, tokens, transpoints, *, chunk_size=None):
     return torch.stack(logits, dim=1), cache
 
 
-SCHEDULES = ["v9-relative", "attention-only", "ssm-only", "P-in-prompt", "P-at-prompt-end", "P-in-generated",
-             "mixed-per-layer"]
+SCHEDULES = [
+    "v9-relative",
+    "attention-only",
+    "ssm-only",
+    "P-in-prompt",
+    "P-at-prompt-end",
+    "P-in-generated",
+    "mixed-per-layer",
+]
 
 
 @pytest.mark.parametrize("schedule_name", SCHEDULES)
@@ -64,7 +71,7 @@ def test_transmamba_prefill_decode_equals_forward(models, tokens, schedule_name)
     transpoints = cache_probe.transpoints
     got, _ = run_cached(model, tokens, transpoints)
     with torch.no_grad():
-        ref = model(tokens, transpoints=transpoints)[:, PROMPT - 1:-1]
+        ref = model(tokens, transpoints=transpoints)[:, PROMPT - 1 : -1]
     assert rel_err(got, ref) < TOL
 
 
@@ -73,7 +80,7 @@ def test_baselines_prefill_decode_equals_forward(models, tokens, name):
     model = models[name]
     got, _ = run_cached(model, tokens, None)
     with torch.no_grad():
-        ref = model(tokens)[:, PROMPT - 1:-1]
+        ref = model(tokens)[:, PROMPT - 1 : -1]
     assert rel_err(got, ref) < TOL
 
 
@@ -89,7 +96,7 @@ def test_chunked_prefill_equals_one_prefill(models, tokens, name, chunk):
         ref = model.prefill(tokens[:, :length], one.layers, 0)
         got = []
         for begin in range(0, length, chunk):
-            got.append(model.prefill(tokens[:, begin:min(begin + chunk, length)], pieces.layers, begin))
+            got.append(model.prefill(tokens[:, begin : min(begin + chunk, length)], pieces.layers, begin))
         # a multi-token chunk must not take the one-token path: check the decode after it too
         one.lengths[:] = [length] * 2
         pieces.lengths[:] = [length] * 2
@@ -108,7 +115,7 @@ def test_ragged_batch_equals_each_prompt_alone(models, tokens, name):
     transpoints = [0, 12, 19, 22, 30, MAX_LENGTH] if name == "transmamba" else None
     lengths = [15, 25, 21]
     batch = torch.stack([tokens[0], tokens[1], tokens[0].flip(0)])
-    padded = batch[:, :max(lengths)].clone()
+    padded = batch[:, : max(lengths)].clone()
     for row, n in enumerate(lengths):
         padded[row, n:] = 0
     steps = 12
@@ -121,11 +128,11 @@ def test_ragged_batch_equals_each_prompt_alone(models, tokens, name):
         got = torch.stack(logits, dim=1)
         for row, n in enumerate(lengths):
             alone = model.allocate_cache(1, max(lengths) + steps, transpoints=cache.transpoints)
-            ref = [prefill(model, alone, batch[row:row + 1, :n])]
+            ref = [prefill(model, alone, batch[row : row + 1, :n])]
             for i in range(steps - 1):
-                ref.append(decode(model, alone, batch[row:row + 1, n + i]))
+                ref.append(decode(model, alone, batch[row : row + 1, n + i]))
             assert rel_err(got[row], torch.cat(ref)) < TOL, f"row {row}"
-            full = model(batch[row:row + 1, :n + steps - 1], transpoints=cache.transpoints)[0, n - 1:]
+            full = model(batch[row : row + 1, : n + steps - 1], transpoints=cache.transpoints)[0, n - 1 :]
             assert rel_err(got[row], full) < TOL, f"row {row} vs forward"
 
 

@@ -56,7 +56,7 @@ def test_ragged_generate_equals_each_prompt_alone(model):
     prompts = [torch.randint(0, 260, (n,), generator=g) for n in (4, 11, 7)]
     padded = torch.zeros(3, 11, dtype=torch.long)
     for row, p in enumerate(prompts):
-        padded[row, :len(p)] = p
+        padded[row, : len(p)] = p
     out = zoo.generate(model, padded, 6, lengths=[4, 11, 7])
     for row, p in enumerate(prompts):
         # alone, with the batch's max_length (11 + 6) so every layer has the same TransPoint
@@ -98,8 +98,9 @@ def test_compiled_decode_fullgraph_one_graph_per_phase(model):
 def test_cli_generate_and_bench_decode(capsys):
     assert main(["generate", "transmamba-tiny", "--prompt", "hi", "--max-new-tokens", "4", "--no-eos"]) == 0
     assert capsys.readouterr().out.startswith("hi")
-    assert main(["bench-decode", "--contexts", "16", "--steps", "2", "--presets", "mamba2-tiny",
-                 "transformer-tiny"]) == 0
+    assert (
+        main(["bench-decode", "--contexts", "16", "--steps", "2", "--presets", "mamba2-tiny", "transformer-tiny"]) == 0
+    )
     out = capsys.readouterr().out
     assert "mamba2-tiny" in out and "tokens/s" in out
 
@@ -115,8 +116,9 @@ def test_decode_modes_agree_between_cli_and_library():
 
     parser = argparse.ArgumentParser()
     bench_decode.register(parser.add_subparsers())
-    choices = next(a for a in parser._subparsers._group_actions[0].choices["bench-decode"]._actions
-                   if a.dest == "mode").choices
+    choices = next(
+        a for a in parser._subparsers._group_actions[0].choices["bench-decode"]._actions if a.dest == "mode"
+    ).choices
     assert list(choices) == list(MODES)
     with pytest.raises(ValueError, match="max-autotune"):
         make_step(None, None, "fastest")

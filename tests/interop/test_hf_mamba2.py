@@ -13,8 +13,17 @@ from zoo.interop.hf_mamba2 import export_mamba2, hf_config, import_mamba2, unexp
 
 MIXER = {"name": "mamba2", "params": {"d_state": 8, "headdim": 16, "n_groups": 2, "d_conv": 3}}
 SPEC = {"vocab_size": 300, "d_model": 32, "layers": [{"mixer": MIXER, "mlp": {"kind": "none"}}] * 2}
-HF_SHAPES = {"vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 2, "state_size": 8, "head_dim": 16,
-             "num_heads": 4, "n_groups": 2, "expand": 2, "conv_kernel": 3}
+HF_SHAPES = {
+    "vocab_size": 300,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "state_size": 8,
+    "head_dim": 16,
+    "num_heads": 4,
+    "n_groups": 2,
+    "expand": 2,
+    "conv_kernel": 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +87,41 @@ def test_config_round_trip() -> None:
     assert back.norm == spec.norm and [b.mlp.kind for b in back.layers] == ["none", "none"]
 
 
-@pytest.mark.parametrize("change, named", [
-    (lambda s: {**s, "layers": [{"mixer": MIXER}] * 2}, "layers.0.mlp is 'swiglu'"),
-    (lambda s: {**s, "layers": [s["layers"][0], {"mixer": {"name": "attention", "params": {"n_heads": 2}},
-                                                 "mlp": {"kind": "none"}}]}, "layers.1.mixer is 'attention'"),
-    (lambda s: {**s, "norm": {"kind": "layernorm"}}, "norm.kind is 'layernorm'"),
-    (lambda s: {**s, "layers": [s["layers"][0], {"mixer": {"name": "mamba2", "params": {"d_state": 16,
-        "headdim": 16, "n_groups": 2, "d_conv": 3}}, "mlp": {"kind": "none"}}]}, "layers.1.mixer.params.d_state"),
-    (lambda s: {**s, "norm": {"eps": 1e-6}}, "norm_eps"),
-], ids=["mlp", "attention", "layernorm", "mixed-shapes", "eps"])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda s: {**s, "layers": [{"mixer": MIXER}] * 2}, "layers.0.mlp is 'swiglu'"),
+        (
+            lambda s: {
+                **s,
+                "layers": [
+                    s["layers"][0],
+                    {"mixer": {"name": "attention", "params": {"n_heads": 2}}, "mlp": {"kind": "none"}},
+                ],
+            },
+            "layers.1.mixer is 'attention'",
+        ),
+        (lambda s: {**s, "norm": {"kind": "layernorm"}}, "norm.kind is 'layernorm'"),
+        (
+            lambda s: {
+                **s,
+                "layers": [
+                    s["layers"][0],
+                    {
+                        "mixer": {
+                            "name": "mamba2",
+                            "params": {"d_state": 16, "headdim": 16, "n_groups": 2, "d_conv": 3},
+                        },
+                        "mlp": {"kind": "none"},
+                    },
+                ],
+            },
+            "layers.1.mixer.params.d_state",
+        ),
+        (lambda s: {**s, "norm": {"eps": 1e-6}}, "norm_eps"),
+    ],
+    ids=["mlp", "attention", "layernorm", "mixed-shapes", "eps"],
+)
 def test_unexpressible_specs_are_named(tmp_path, change, named) -> None:
     model = zoo.build(change(SPEC))
     assert any(named in problem for problem in unexpressible(model.spec))
@@ -104,8 +139,9 @@ def test_import_refuses_what_the_zoo_lacks(tmp_path) -> None:
     config = {"model_type": "mamba2", **HF_SHAPES, "time_step_limit": [0.0, 0.5], "hidden_act": "gelu"}
     with pytest.raises(zoo.ZooError, match="time_step_limit.*hidden_act|hidden_act.*time_step_limit"):
         zoo_spec(config)
-    (tmp_path / "config.json").write_text(json.dumps({**config, "time_step_limit": [0.0, math.inf],
-                                                      "hidden_act": "silu"}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({**config, "time_step_limit": [0.0, math.inf], "hidden_act": "silu"})
+    )
     torch.save({}, tmp_path / "pytorch_model.bin")
     with pytest.raises(zoo.ZooError, match="safetensors only"):
         import_mamba2(tmp_path)

@@ -20,10 +20,14 @@ from lm_eval.api.instance import Instance  # noqa: E402
 
 from zoo.lm_eval import ZooLM  # noqa: E402
 
-SPEC = {"vocab_size": 300, "d_model": 32, "layers": [
-    {"mixer": {"name": "mamba2", "params": {"d_state": 8, "headdim": 16}}, "mlp": {"kind": "none"}},
-    {"mixer": {"name": "attention", "params": {"n_heads": 2}}, "mlp": {"kind": "none"}},
-]}
+SPEC = {
+    "vocab_size": 300,
+    "d_model": 32,
+    "layers": [
+        {"mixer": {"name": "mamba2", "params": {"d_state": 8, "headdim": 16}}, "mlp": {"kind": "none"}},
+        {"mixer": {"name": "attention", "params": {"n_heads": 2}}, "mlp": {"kind": "none"}},
+    ],
+}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,7 +45,7 @@ def _instances(kind: str, args: list[tuple]) -> list[Instance]:
 def _reference(model, context: list[int], continuation: list[int]) -> float:
     """log p(continuation | context) from one unbatched forward."""
     ids = torch.tensor([context + continuation])
-    logprobs = F.log_softmax(model(ids[:, :-1]).float(), -1)[0, len(context) - 1:]
+    logprobs = F.log_softmax(model(ids[:, :-1]).float(), -1)[0, len(context) - 1 :]
     return float(logprobs.gather(-1, torch.tensor(continuation)[:, None]).sum())
 
 
@@ -57,8 +61,9 @@ def test_loglikelihood_matches_an_unbatched_reference(model, batch_size) -> None
         # trailing spaces of the context move to the continuation; an empty context is <bos>
         stripped = context.rstrip(" ")
         ctx = tok.encode(stripped) or [tok.bos_id]
-        assert score == pytest.approx(_reference(model, ctx, tok.encode(context[len(stripped):] + continuation)),
-                                      abs=1e-4)
+        assert score == pytest.approx(
+            _reference(model, ctx, tok.encode(context[len(stripped) :] + continuation)), abs=1e-4
+        )
 
 
 def test_is_greedy() -> None:
@@ -69,8 +74,9 @@ def test_is_greedy() -> None:
     with torch.no_grad():
         greedy = model(torch.tensor([list(b"abc")])).argmax(-1)[0, -1].item()
     assert greedy < 128
-    (_, is_greedy), (_, not_greedy) = lm.loglikelihood(_instances("loglikelihood", [("abc", chr(greedy)),
-                                                                                   ("abc", chr(greedy ^ 1))]))
+    (_, is_greedy), (_, not_greedy) = lm.loglikelihood(
+        _instances("loglikelihood", [("abc", chr(greedy)), ("abc", chr(greedy ^ 1))])
+    )
     assert is_greedy and not not_greedy
 
 
@@ -78,16 +84,18 @@ def test_loglikelihood_rolling_scores_every_token_once(model) -> None:
     tok = ByteTokenizer()
     text = "rolling windows over a short document"
     full = ZooLM(model=model, tokenizer=tok, max_length=64).loglikelihood_rolling(
-        _instances("loglikelihood_rolling", [(text,)]))[0]
+        _instances("loglikelihood_rolling", [(text,)])
+    )[0]
     assert full == pytest.approx(_reference(model, [tok.bos_id], tok.encode(text)), abs=1e-4)
     # Windows of 8 tokens: each token is still predicted once, from a shorter context.
     windows = ZooLM(model=model, tokenizer=tok, max_length=8).loglikelihood_rolling(
-        _instances("loglikelihood_rolling", [(text,)]))[0]
+        _instances("loglikelihood_rolling", [(text,)])
+    )[0]
     ids = tok.encode(text)
     expected = _reference(model, [tok.bos_id], ids[:8])
     for start in range(8, len(ids), 8):
         end = min(start + 8, len(ids))  # the last window conditions on up to 8 earlier tokens
-        expected += _reference(model, ids[end - 9:start], ids[start:end])
+        expected += _reference(model, ids[end - 9 : start], ids[start:end])
     assert windows == pytest.approx(expected, abs=1e-4) and windows != pytest.approx(full, abs=1e-3)
 
 
@@ -117,9 +125,11 @@ def test_bad_arguments_are_named(model) -> None:
 
 
 def _task(tmp_path: Path) -> Path:
-    docs = [{"question": "1 + 1 =", "choices": [" 2", " 3"], "answer": 0},
-            {"question": "The sky is", "choices": [" green", " blue"], "answer": 1},
-            {"question": "Cats say", "choices": [" meow", " woof"], "answer": 0}]
+    docs = [
+        {"question": "1 + 1 =", "choices": [" 2", " 3"], "answer": 0},
+        {"question": "The sky is", "choices": [" green", " blue"], "answer": 1},
+        {"question": "Cats say", "choices": [" meow", " woof"], "answer": 0},
+    ]
     data = tmp_path / "tiny.jsonl"
     data.write_text("".join(json.dumps(d) + "\n" for d in docs))
     tasks = tmp_path / "tasks"
@@ -153,8 +163,11 @@ def test_simple_evaluate_on_a_local_task(model, tmp_path) -> None:
     acc = results["results"]["zoo_tiny"]["acc,none"]
     # the accuracy lm-eval reports is the adapter's own choice by log-likelihood
     picks = []
-    for question, choices, answer in [("1 + 1 =", [" 2", " 3"], 0), ("The sky is", [" green", " blue"], 1),
-                                      ("Cats say", [" meow", " woof"], 0)]:
+    for question, choices, answer in [
+        ("1 + 1 =", [" 2", " 3"], 0),
+        ("The sky is", [" green", " blue"], 1),
+        ("Cats say", [" meow", " woof"], 0),
+    ]:
         scores = lm.loglikelihood(_instances("loglikelihood", [(question + " ", c.lstrip(" ")) for c in choices]))
         picks.append(max(range(2), key=lambda i: scores[i][0]) == answer)
     assert acc == pytest.approx(sum(picks) / 3)
@@ -165,9 +178,29 @@ def test_cli_runs_the_registered_model(model, tmp_path) -> None:
     model.save_pretrained(tmp_path / "m")
     tasks = _task(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_DATASETS_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "zoo.lm_eval", "run", "--model", "zoo", "--model_args",
-                          f"pretrained={tmp_path / 'm'}", "--device", "cpu", "--batch_size", "2",
-                          "--tasks", "zoo_tiny", "--include_path", str(tasks)],
-                         capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zoo.lm_eval",
+            "run",
+            "--model",
+            "zoo",
+            "--model_args",
+            f"pretrained={tmp_path / 'm'}",
+            "--device",
+            "cpu",
+            "--batch_size",
+            "2",
+            "--tasks",
+            "zoo_tiny",
+            "--include_path",
+            str(tasks),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "zoo_tiny" in out.stdout and "acc" in out.stdout

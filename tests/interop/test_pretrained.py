@@ -14,10 +14,14 @@ from zoo.data.hf_tokenizer import byte_tokenizer_json
 from zoo.data.tokenizer import ByteTokenizer
 
 TEXTS = ["hello world", " a\n\tb  ", "héllo ✓ 日本 🙂", "\x00\x7f\x80", ""]
-SPEC = {"vocab_size": 300, "d_model": 32, "layers": [
-    {"mixer": {"name": "mamba2", "params": {"d_state": 8, "headdim": 16}}, "mlp": {"kind": "none"}},
-    {"mixer": {"name": "attention", "params": {"n_heads": 2}}},
-]}
+SPEC = {
+    "vocab_size": 300,
+    "d_model": 32,
+    "layers": [
+        {"mixer": {"name": "mamba2", "params": {"d_state": 8, "headdim": 16}}, "mlp": {"kind": "none"}},
+        {"mixer": {"name": "attention", "params": {"n_heads": 2}}},
+    ],
+}
 
 
 def _model(**overrides):
@@ -58,7 +62,11 @@ def test_refuses_non_empty_directory_unless_overwrite(tmp_path) -> None:
     assert (target / "notes.txt").read_text() == "keep me"
     _model().save_pretrained(target, overwrite=True)
     assert sorted(p.name for p in target.iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no staging or old copy left behind
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -19,9 +19,7 @@ from zoo.ops.attention.sdpa import resolve_grouping, slice_heads
 from zoo.testing import ATTENTION_CASES, AttentionCase, attention_inputs, rel_err
 
 
-def per_head_loop(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, causal: bool
-) -> torch.Tensor:
+def per_head_loop(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, causal: bool) -> torch.Tensor:
     """The plainest possible definition: one softmax per value head, explicit bottom-right mask."""
     n_queries, n_keys, n_groups, n_heads = (
         q.shape[1],
@@ -34,9 +32,7 @@ def per_head_loop(
         group = head // (n_heads // n_groups)
         scores = q[:, :, group] @ k[:, :, group].transpose(-1, -2) * scale
         if causal:
-            allowed = torch.ones(n_queries, n_keys, dtype=torch.bool).tril(
-                diagonal=n_keys - n_queries
-            )
+            allowed = torch.ones(n_queries, n_keys, dtype=torch.bool).tril(diagonal=n_keys - n_queries)
             scores = scores.masked_fill(~allowed, float("-inf"))
         outputs.append(torch.softmax(scores, dim=-1) @ v[:, :, head])
     return torch.stack(outputs, dim=2)
@@ -61,17 +57,13 @@ SLICED_CASE = AttentionCase(2, 11, 11, 2, 8, 16, 8)
 
 
 def _applies(name: str, case: AttentionCase) -> bool:
-    return "fold_slices" not in name or bool(
-        slice_heads(case.n_groups, case.n_heads, case.qk_dim, case.head_dim)
-    )
+    return "fold_slices" not in name or bool(slice_heads(case.n_groups, case.n_heads, case.qk_dim, case.head_dim))
 
 
 @pytest.fixture(autouse=True)
 def _quiet_flex_eager_warning():
     with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=".*flex_attention called without torch.compile.*"
-        )
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
         yield
 
 
@@ -89,9 +81,7 @@ def test_reference_matches_per_head_loop(case: AttentionCase) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "case", [*ATTENTION_CASES, SLICED_CASE], ids=[c.id for c in (*ATTENTION_CASES, SLICED_CASE)]
-)
+@pytest.mark.parametrize("case", [*ATTENTION_CASES, SLICED_CASE], ids=[c.id for c in (*ATTENTION_CASES, SLICED_CASE)])
 @pytest.mark.parametrize("name", list(IMPLEMENTATIONS))
 def test_implementation_matches_reference(name: str, case: AttentionCase) -> None:
     if not _applies(name, case):
@@ -107,21 +97,15 @@ def test_implementation_matches_reference(name: str, case: AttentionCase) -> Non
     assert rel_err(actual, expected) < 1e-5
     if grads:
         cotangent = torch.randn_like(expected)
-        expected_grads = torch.autograd.grad(
-            (expected * cotangent).sum(), list(ref.values())
-        )
-        actual_grads = torch.autograd.grad(
-            (actual.double() * cotangent).sum(), list(mine.values())
-        )
+        expected_grads = torch.autograd.grad((expected * cotangent).sum(), list(ref.values()))
+        actual_grads = torch.autograd.grad((actual.double() * cotangent).sum(), list(mine.values()))
         for key, a, e in zip(ref, actual_grads, expected_grads, strict=True):
             assert rel_err(a, e) < 1e-5, f"d{key}"
 
 
 @pytest.mark.parametrize("name", ["reference", *IMPLEMENTATIONS])
 @pytest.mark.parametrize("n_queries", [1, 4, 13])
-def test_last_queries_equal_last_rows_of_full_attention(
-    name: str, n_queries: int
-) -> None:
+def test_last_queries_equal_last_rows_of_full_attention(name: str, n_queries: int) -> None:
     """Bottom-right alignment: T queries over S keys are the last T rows of the S x S result."""
     fn = grouped_attention if name == "reference" else IMPLEMENTATIONS[name]
     full = attention_inputs(AttentionCase(2, 13, 13, 2, 4, 8, 8))
@@ -132,9 +116,7 @@ def test_last_queries_equal_last_rows_of_full_attention(
 
 
 def test_causal_with_more_queries_than_keys_is_rejected() -> None:
-    q, k, v = attention_inputs(
-        AttentionCase(1, 5, 3, 1, 2, 8, 8, causal=False)
-    ).values()
+    q, k, v = attention_inputs(AttentionCase(1, 5, 3, 1, 2, 8, 8, causal=False)).values()
     for fn in (grouped_attention, sdpa_grouped_attention):
         with pytest.raises(ValueError, match="T <= S"):
             fn(q, k, v, scale=1.0)
@@ -156,11 +138,25 @@ def test_backends_refuse_fold_slices_where_it_cannot_apply(name: str) -> None:
     from zoo.backends.attention import FlexAttention, SdpaAttention
 
     backend = (SdpaAttention if name == "sdpa" else FlexAttention)({"grouping": "fold_slices"})
-    ok, reason = backend.supports(device=torch.device("cpu"), dtype=torch.float32, requires_grad=0,
-                                  n_groups=8, n_heads=48, state_dim=128, head_dim=64)
+    ok, reason = backend.supports(
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        requires_grad=0,
+        n_groups=8,
+        n_heads=48,
+        state_dim=128,
+        head_dim=64,
+    )
     assert ok, reason
-    ok, reason = backend.supports(device=torch.device("cpu"), dtype=torch.float32, requires_grad=0,
-                                  n_groups=2, n_heads=4, state_dim=8, head_dim=16)
+    ok, reason = backend.supports(
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        requires_grad=0,
+        n_groups=2,
+        n_heads=4,
+        state_dim=8,
+        head_dim=16,
+    )
     assert not ok and "fold_slices" in reason and "head_dim" in reason
 
 
@@ -169,7 +165,8 @@ def test_flex_on_cuda_checks_the_slice_width_not_the_head_width() -> None:
     from zoo.backends.attention import FlexAttention
 
     ok, reason = FlexAttention({"grouping": "fold_slices"})._cuda_dims_ok(
-        torch.device("cuda"), {"n_groups": 2, "n_heads": 8, "state_dim": 32, "head_dim": 8})
+        torch.device("cuda"), {"n_groups": 2, "n_heads": 8, "state_dim": 32, "head_dim": 8}
+    )
     assert ok, reason
 
 
@@ -208,14 +205,6 @@ def test_sdpa_compiles_fullgraph_for_prefill_and_decode(grouping: str) -> None:
         backend=counter,
     )
     for n_queries, n_keys in [(9, 9), (3, 11)]:
-        q, k, v = (
-            t.float()
-            for t in attention_inputs(
-                AttentionCase(1, n_queries, n_keys, 2, 4, 8, 8)
-            ).values()
-        )
-        assert (
-            rel_err(compiled(q, k, v, scale=0.3), grouped_attention(q, k, v, scale=0.3))
-            < 1e-6
-        )
+        q, k, v = (t.float() for t in attention_inputs(AttentionCase(1, n_queries, n_keys, 2, 4, 8, 8)).values())
+        assert rel_err(compiled(q, k, v, scale=0.3), grouped_attention(q, k, v, scale=0.3)) < 1e-6
     assert counter.frame_count >= 1

@@ -32,9 +32,7 @@ def test_position_zero_is_identity() -> None:
     key_pos=st.integers(0, 4000),
     shift=st.integers(0, 4000),
 )
-def test_dot_product_depends_only_on_position_difference(
-    query_pos: int, key_pos: int, shift: int
-) -> None:
+def test_dot_product_depends_only_on_position_difference(query_pos: int, key_pos: int, shift: int) -> None:
     q, k = _randn(1, 1, 1, 32, seed=1), _randn(1, 1, 1, 32, seed=2)
 
     def score(m: int, n: int) -> torch.Tensor:
@@ -52,9 +50,7 @@ def test_decode_offsets_match_the_full_sequence() -> None:
     x = _randn(2, 12, 4, 8)
     full = rotary(x, torch.arange(12))
     for t in (0, 5, 11):
-        torch.testing.assert_close(
-            rotary(x[:, t : t + 1], torch.tensor([t])), full[:, t : t + 1]
-        )
+        torch.testing.assert_close(rotary(x[:, t : t + 1], torch.tensor([t])), full[:, t : t + 1])
 
 
 def test_per_batch_positions() -> None:

@@ -34,10 +34,7 @@ def _id(item: tuple[SSMCase, int]) -> str:
 
 
 def _leaves(inputs: dict, dtype: torch.dtype) -> dict:
-    return {
-        k: None if v is None else v.to(dtype).requires_grad_()
-        for k, v in inputs.items()
-    }
+    return {k: None if v is None else v.to(dtype).requires_grad_() for k, v in inputs.items()}
 
 
 def _run(fn, inputs: dict, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,9 +78,7 @@ def test_chunked_matches_scan(item: tuple[SSMCase, int], dtype: torch.dtype) -> 
         if grad is None:  # T = 0: the reference never touches x, dt, B, C
             assert actual[name] is None or actual[name].abs().sum() == 0, name
             continue
-        assert rel_err(actual[name], grad) < tol, (
-            f"d{name}: {rel_err(actual[name], grad):.3g}"
-        )
+        assert rel_err(actual[name], grad) < tol, f"d{name}: {rel_err(actual[name], grad):.3g}"
 
 
 def test_chunked_output_without_final_state_is_a_tensor() -> None:
@@ -127,16 +122,12 @@ def test_converters_equal_final_state_of_scan(case: SSMCase, chunk_size: int) ->
     )
     args = (raw["B"], raw["x"], raw["dt"], raw["A"])
     by_scan = converter_scan(*args, initial_state=raw["initial_state"])
-    by_chunks = converter_chunked(
-        *args, initial_state=raw["initial_state"], chunk_size=chunk_size
-    )
+    by_chunks = converter_chunked(*args, initial_state=raw["initial_state"], chunk_size=chunk_size)
     assert rel_err(by_scan, final) < 1e-12 and rel_err(by_chunks, final) < 1e-12
     fp32 = converter_chunked(
         *(a.float() for a in args),
         chunk_size=chunk_size,
-        initial_state=None
-        if raw["initial_state"] is None
-        else raw["initial_state"].float(),
+        initial_state=None if raw["initial_state"] is None else raw["initial_state"].float(),
     )
     assert fp32.dtype == torch.float32 and rel_err(fp32, final) < 1e-5
 
@@ -145,9 +136,7 @@ def test_converter_folds_a_prefix_in_pieces() -> None:
     """A decode cache may convert a prefix piece by piece, passing the state along."""
     raw = ssm_inputs(SSMCase(2, 50, 4, 8, 8, 2))
     args = (raw["B"], raw["x"], raw["dt"])
-    whole = converter_chunked(
-        *args, raw["A"], initial_state=raw["initial_state"], chunk_size=16
-    )
+    whole = converter_chunked(*args, raw["A"], initial_state=raw["initial_state"], chunk_size=16)
     state = raw["initial_state"]
     for start, stop in [(0, 7), (7, 7), (7, 40), (40, 50)]:
         state = converter_chunked(
@@ -166,12 +155,8 @@ def test_converter_folds_a_prefix_in_pieces() -> None:
     groups=st.sampled_from([1, 2, 4]),
     with_state=st.booleans(),
 )
-def test_chunked_matches_scan_randomized(
-    seq_len: int, chunk_size: int, groups: int, with_state: bool
-) -> None:
-    raw = ssm_inputs(
-        SSMCase(1, seq_len, 4, 4, 4, groups, initial_state=with_state), seed=seq_len
-    )
+def test_chunked_matches_scan_randomized(seq_len: int, chunk_size: int, groups: int, with_state: bool) -> None:
+    raw = ssm_inputs(SSMCase(1, seq_len, 4, 4, 4, groups, initial_state=with_state), seed=seq_len)
     y_ref, state_ref = _run(ssd_scan, raw)
     y, state = _run(ssd_chunked, raw, chunk_size=chunk_size)
     assert rel_err(y, y_ref) < 1e-11 and rel_err(state, state_ref) < 1e-11
@@ -184,9 +169,7 @@ def test_chunked_compiles_fullgraph_dynamic_without_recompiling() -> None:
         37,
         50,
     ):  # both > 1 chunk (a single chunk specialises, as size 1 does)
-        raw = {
-            k: v.float() for k, v in ssm_inputs(SSMCase(2, seq_len, 4, 8, 8, 2)).items()
-        }
+        raw = {k: v.float() for k, v in ssm_inputs(SSMCase(2, seq_len, 4, 8, 8, 2)).items()}
         y, state = _run(compiled, raw, chunk_size=16)
         y_ref, state_ref = _run(ssd_chunked, raw, chunk_size=16)
         assert rel_err(y, y_ref) < 1e-6 and rel_err(state, state_ref) < 1e-6
@@ -195,21 +178,15 @@ def test_chunked_compiles_fullgraph_dynamic_without_recompiling() -> None:
 
 def test_converter_compiles_fullgraph_dynamic_without_recompiling() -> None:
     counter = CompileCounter()
-    compiled = torch.compile(
-        converter_chunked, fullgraph=True, dynamic=True, backend=counter
-    )
+    compiled = torch.compile(converter_chunked, fullgraph=True, dynamic=True, backend=counter)
     for seq_len in (37, 50):
-        raw = {
-            k: v.float() for k, v in ssm_inputs(SSMCase(2, seq_len, 4, 8, 8, 2)).items()
-        }
+        raw = {k: v.float() for k, v in ssm_inputs(SSMCase(2, seq_len, 4, 8, 8, 2)).items()}
         args = (raw["B"], raw["x"], raw["dt"], raw["A"])
         state = compiled(*args, initial_state=raw["initial_state"], chunk_size=16)
         assert (
             rel_err(
                 state,
-                converter_chunked(
-                    *args, initial_state=raw["initial_state"], chunk_size=16
-                ),
+                converter_chunked(*args, initial_state=raw["initial_state"], chunk_size=16),
             )
             < 1e-6
         )

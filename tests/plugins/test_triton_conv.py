@@ -27,7 +27,7 @@ def _inputs(batch: int, seq_len: int, channels: int, width: int, *, pad: int = 0
     gen = torch.Generator().manual_seed(seed)
     # moved to the device before slicing: a .to() of the slice would copy it contiguous
     wide = torch.randn(batch, seq_len, channels + 2 * pad, generator=gen).to(DEVICE, dtype)
-    x = wide[:, :, pad:pad + channels]  # a slice of a wider tensor when pad > 0 (token stride C + 2 pad)
+    x = wide[:, :, pad : pad + channels]  # a slice of a wider tensor when pad > 0 (token stride C + 2 pad)
     weight = torch.randn(channels, width, generator=gen) / width**0.5
     bias = torch.randn(channels, generator=gen)
     return [x] + [t.to(DEVICE, dtype) for t in (weight, bias)]
@@ -49,8 +49,9 @@ def test_matches_reference(batch, seq_len, channels, width, splits, activation, 
     leaves = [t.detach().requires_grad_(True) for t in (x, weight) + ((bias,) if with_bias else ())]
     assert leaves[0].is_contiguous() == (pad == 0)
     ref_leaves = [t.detach().double().requires_grad_(True) for t in leaves]
-    outs = causal_conv1d(leaves[0], leaves[1], leaves[2] if with_bias else None, activation=activation,
-                         split_sizes=splits)
+    outs = causal_conv1d(
+        leaves[0], leaves[1], leaves[2] if with_bias else None, activation=activation, split_sizes=splits
+    )
     assert [o.shape[-1] for o in outs] == splits and all(o.is_contiguous() for o in outs)
     expected = conv_reference(ref_leaves[0], ref_leaves[1], ref_leaves[2] if with_bias else None, activation)
     got = torch.cat(outs, dim=-1)
@@ -133,8 +134,11 @@ def test_ssd_mixers_same_with_triton_or_torch_conv(mixer_name: str) -> None:
     from zoo.registry import ATTENTION, CONVERTER, SSM
 
     cls, params_cls = (Mamba2Mixer, Mamba2Params) if mixer_name == "mamba2" else (TransMambaMixer, TransMambaParams)
-    backends = {"ssm": SSM.get("chunked").obj(), "converter": CONVERTER.get("chunked").obj(),
-                "attention": ATTENTION.get("sdpa").obj()}
+    backends = {
+        "ssm": SSM.get("chunked").obj(),
+        "converter": CONVERTER.get("chunked").obj(),
+        "attention": ATTENTION.get("sdpa").obj(),
+    }
     mixers = []
     for conv in (TorchConv(), TritonConv()):
         torch.manual_seed(0)

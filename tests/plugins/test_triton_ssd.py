@@ -84,7 +84,9 @@ def test_batch_slices_match_reference(monkeypatch) -> None:
     monkeypatch.setattr(plan, "INT32_LIMIT", 1636)  # a row of the first case: 48 padded tokens x 4 x 8 = 1536
     assert len(plan.batch_slices(torch.empty(3, 37, 4, 8), 2, 16, CHUNK, True)) == 3
     check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases, tol=FP32_TOL)
-    check_converter_backend(TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases, tol=FP32_TOL)
+    check_converter_backend(
+        TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases, tol=FP32_TOL
+    )
 
 
 def test_segments_fill_the_device_only_when_rows_do_not() -> None:
@@ -110,8 +112,16 @@ def test_empty_batch_scans_to_empty_outputs_and_gradients() -> None:
         for k, v in inputs.items()
         if k in (*names, "A", "D")
     }
-    y, state = ssd(empty["x"], empty["dt"], empty["A"], empty["B"], empty["C"], D=empty["D"],
-                   return_final_state=True, chunk_size=CHUNK)
+    y, state = ssd(
+        empty["x"],
+        empty["dt"],
+        empty["A"],
+        empty["B"],
+        empty["C"],
+        D=empty["D"],
+        return_final_state=True,
+        chunk_size=CHUNK,
+    )
     assert y.shape == empty["x"].shape and state.shape[0] == 0
     (y.sum() + state.sum()).backward()
     assert empty["x"].grad.shape == empty["x"].shape and float(empty["A"].grad.abs().sum()) == 0.0
@@ -142,8 +152,12 @@ def test_backward_gets_no_zero_filled_gradients(monkeypatch, use: str, path: str
     ref = {k: inputs[k].clone().requires_grad_(True) for k in names}
     call = ops.scan if path == "eager" else ops.ssd_fwd
     y, state, _ = call(*(mine[k] for k in names), 0, CHUNK, True)
-    y_ref, state_ref = ssd_scan(*(ref[k] for k in ("x", "dt", "A", "B", "C")), D=ref["D"],
-                                initial_state=ref["initial_state"], return_final_state=True)
+    y_ref, state_ref = ssd_scan(
+        *(ref[k] for k in ("x", "dt", "A", "B", "C")),
+        D=ref["D"],
+        initial_state=ref["initial_state"],
+        return_final_state=True,
+    )
     weight = torch.randn(y_ref.shape if use == "y" else state_ref.shape, dtype=torch.float64)
     ((y if use == "y" else state).double() * weight.to(DEVICE)).sum().backward()
     ((y_ref if use == "y" else state_ref) * weight).sum().backward()
@@ -402,8 +416,14 @@ def test_sliced_inputs_as_a_mixer_passes_them() -> None:
 
     def step(packed, dt, A):
         xs, Bs, Cs = torch.split(packed, [x[0, 0].numel(), B[0, 0].numel(), C[0, 0].numel()], dim=-1)
-        y = ssd(xs.unflatten(-1, x.shape[2:]), dt, A, Bs.unflatten(-1, B.shape[2:]), Cs.unflatten(-1, C.shape[2:]),
-                chunk_size=CHUNK)
+        y = ssd(
+            xs.unflatten(-1, x.shape[2:]),
+            dt,
+            A,
+            Bs.unflatten(-1, B.shape[2:]),
+            Cs.unflatten(-1, C.shape[2:]),
+            chunk_size=CHUNK,
+        )
         return y.square().sum()
 
     contiguous = [t.clone().requires_grad_(True) for t in (x, B, C)]
@@ -541,8 +561,9 @@ def test_model_shape_on_gpu_matches_fp64(with_D: bool) -> None:
         "C": torch.randn(batch, seq_len, groups, 128, generator=gen, device="cuda") / 128**0.5,
         "D": torch.randn(heads, generator=gen, device="cuda") if with_D else None,
     }
-    low = {k: None if v is None else (v.bfloat16() if k in "xBC" else v).requires_grad_(True)
-           for k, v in tensors.items()}
+    low = {
+        k: None if v is None else (v.bfloat16() if k in "xBC" else v).requires_grad_(True) for k, v in tensors.items()
+    }
     ref = {k: None if v is None else v.detach().double().requires_grad_(True) for k, v in low.items()}
     y = ssd(low["x"], low["dt"], low["A"], low["B"], low["C"], D=low["D"], chunk_size=64)
     y_ref = ssd_chunked(ref["x"], ref["dt"], ref["A"], ref["B"], ref["C"], D=ref["D"], chunk_size=64)

@@ -28,8 +28,14 @@ def _saved(tmp_path: Path, standin, step: int = 1) -> tuple[Path, torch.nn.Modul
     optimizer = make_optimizer(model, lr=1e-2, weight_decay=0.1)
     model(torch.randint(0, 64, (2, 8))).square().mean().backward()
     optimizer.step()
-    path = ckpt.save_checkpoint(tmp_path, step, model=model, optimizer=optimizer,
-                                trainer_state={"task": {"task": "mqar"}}, tokenizer={"kind": "byte"})
+    path = ckpt.save_checkpoint(
+        tmp_path,
+        step,
+        model=model,
+        optimizer=optimizer,
+        trainer_state={"task": {"task": "mqar"}},
+        tokenizer={"kind": "byte"},
+    )
     return path, model, optimizer
 
 
@@ -102,8 +108,12 @@ MANIFESTS = {
     "step-str": {"format": "zoo-checkpoint", "version": 1, "step": "x", "files": {}},
     "version-str": {"format": "zoo-checkpoint", "version": "9", "step": 1, "files": {}},
     "entry-str": {"format": "zoo-checkpoint", "version": 1, "step": 1, "files": {"model.safetensors": "x"}},
-    "bytes-str": {"format": "zoo-checkpoint", "version": 1, "step": 1,
-                  "files": {"model.safetensors": {"bytes": "1", "sha256": "0" * 64}}},
+    "bytes-str": {
+        "format": "zoo-checkpoint",
+        "version": 1,
+        "step": 1,
+        "files": {"model.safetensors": {"bytes": "1", "sha256": "0" * 64}},
+    },
 }
 
 
@@ -115,11 +125,18 @@ def test_malformed_manifest_is_named(tmp_path, standin, name: str) -> None:
         ckpt.open_checkpoint(path)
 
 
-@pytest.mark.parametrize("file,content", [
-    (ckpt.STATE_FILE, "[1, 2]"), (ckpt.STATE_FILE, '"text"'), (ckpt.TOKENIZER_FILE, "[]"),
-    (ckpt.TOKENIZER_FILE, '{"kind": 3}'), (ckpt.TOKENIZER_FILE, '{"kind": "bpe", "tokenizer": "{nope"}'),
-    (ckpt.TOKENIZER_FILE, '{"kind": "bpe"}'), (ckpt.STATE_FILE, "[" * 100_000),
-])
+@pytest.mark.parametrize(
+    "file,content",
+    [
+        (ckpt.STATE_FILE, "[1, 2]"),
+        (ckpt.STATE_FILE, '"text"'),
+        (ckpt.TOKENIZER_FILE, "[]"),
+        (ckpt.TOKENIZER_FILE, '{"kind": 3}'),
+        (ckpt.TOKENIZER_FILE, '{"kind": "bpe", "tokenizer": "{nope"}'),
+        (ckpt.TOKENIZER_FILE, '{"kind": "bpe"}'),
+        (ckpt.STATE_FILE, "[" * 100_000),
+    ],
+)
 def test_malformed_json_files_are_zoo_errors(tmp_path, standin, file: str, content: str) -> None:
     path, _, optimizer = _saved(tmp_path, standin)
     (path / file).write_text(content)
@@ -131,9 +148,16 @@ def test_malformed_json_files_are_zoo_errors(tmp_path, standin, file: str, conte
     assert file in str(info.value) or "tokenizer" in str(info.value)
 
 
-@pytest.mark.parametrize("meta", [
-    None, [], {"param_groups": "x"}, {"param_groups": [{}]}, {"param_groups": [{"params": [0]}, {"params": [1]}]},
-])
+@pytest.mark.parametrize(
+    "meta",
+    [
+        None,
+        [],
+        {"param_groups": "x"},
+        {"param_groups": [{}]},
+        {"param_groups": [{"params": [0]}, {"params": [1]}]},
+    ],
+)
 def test_malformed_optimizer_state_is_a_checkpoint_error(tmp_path, standin, meta) -> None:
     path, model, _ = _saved(tmp_path, standin)
     state = json.loads((path / ckpt.STATE_FILE).read_text())

@@ -35,8 +35,9 @@ def saved(tmp_path_factory):
     model(torch.randint(0, 64, (2, 8))).square().mean().backward()
     optimizer.step()
     root = tmp_path_factory.mktemp("fuzz")
-    path = ckpt.save_checkpoint(root, 1, model=model, optimizer=optimizer,
-                                trainer_state={"task": {"task": "mqar"}}, tokenizer={"kind": "byte"})
+    path = ckpt.save_checkpoint(
+        root, 1, model=model, optimizer=optimizer, trainer_state={"task": {"task": "mqar"}}, tokenizer={"kind": "byte"}
+    )
     return path, StandinLM
 
 
@@ -73,8 +74,9 @@ def _reseal(path: Path) -> None:
     (path / ckpt.MANIFEST).write_text(json.dumps(manifest))
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.data())
 def test_damaged_checkpoint_loads_or_raises_a_zoo_error(saved, tmp_path, data) -> None:
     source, standin = saved
@@ -84,15 +86,18 @@ def test_damaged_checkpoint_loads_or_raises_a_zoo_error(saved, tmp_path, data) -
     name = data.draw(st.sampled_from(FILES))
     file = path / name
     blob = file.read_bytes()
-    how = data.draw(st.sampled_from(["truncate", "bytes", "flip", "json"] if name.endswith(".json") else
-                                    ["truncate", "bytes", "flip"]))
+    how = data.draw(
+        st.sampled_from(
+            ["truncate", "bytes", "flip", "json"] if name.endswith(".json") else ["truncate", "bytes", "flip"]
+        )
+    )
     if how == "truncate":
         blob = blob[: data.draw(st.integers(0, max(0, len(blob) - 1)))]
     elif how == "bytes":
         blob = data.draw(st.binary(max_size=256))
     elif how == "flip":
         index = data.draw(st.integers(0, len(blob) - 1))
-        blob = blob[:index] + bytes([blob[index] ^ data.draw(st.integers(1, 255))]) + blob[index + 1:]
+        blob = blob[:index] + bytes([blob[index] ^ data.draw(st.integers(1, 255))]) + blob[index + 1 :]
     else:
         blob = json.dumps(_mutate_json(json.loads(blob), data.draw)).encode()
     file.write_bytes(blob)

@@ -109,11 +109,21 @@ def test_nonfinite_weights_are_never_saved(tmp_path, standin) -> None:
     assert ckpt.list_checkpoints(tmp_path) == []
 
 
-@pytest.mark.parametrize("field,value", [
-    ("lr", math.inf), ("lr", math.nan), ("eps", -1.0), ("betas", (2.0, -1.0)), ("steps", True),
-    ("batch_size", 1.5), ("grad_clip", math.inf), ("weight_decay", 1e300), ("device", "nope"),
-    ("min_lr_ratio", math.nan),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("lr", math.inf),
+        ("lr", math.nan),
+        ("eps", -1.0),
+        ("betas", (2.0, -1.0)),
+        ("steps", True),
+        ("batch_size", 1.5),
+        ("grad_clip", math.inf),
+        ("weight_decay", 1e300),
+        ("device", "nope"),
+        ("min_lr_ratio", math.nan),
+    ],
+)
 def test_train_config_fields_are_bounded(field: str, value) -> None:
     with pytest.raises(ValidationError) as info:
         TrainConfig(**{field: value})

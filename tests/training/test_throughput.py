@@ -27,8 +27,26 @@ def _report(out: Path) -> dict:
 @pytest.mark.slow
 def test_cpu_smoke_run_writes_json_and_plot(tmp_path, capsys) -> None:
     out = tmp_path / "bench"
-    code = main(["bench", "--suite", "train", *SMOKE, "--seq-lens", "64", "128", "--no-compile",
-                 "--models", "transformer", "transmamba", "hf-llama", "--peak-tflops", "1", "--out", str(out)])
+    code = main(
+        [
+            "bench",
+            "--suite",
+            "train",
+            *SMOKE,
+            "--seq-lens",
+            "64",
+            "128",
+            "--no-compile",
+            "--models",
+            "transformer",
+            "transmamba",
+            "hf-llama",
+            "--peak-tflops",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     report = _report(out)
     assert code == 0
     assert (out / "train_throughput.png").stat().st_size > 0
@@ -64,8 +82,20 @@ def test_script_runs_compiled_with_the_eager_backend(tmp_path) -> None:
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     out = tmp_path / "bench"
-    argv = [*SMOKE, "--seq-lens", "64", "--models", "transformer", "--compile-backend", "eager",
-            "--micro-batch-size", "2", "--no-plot", "--out", str(out)]
+    argv = [
+        *SMOKE,
+        "--seq-lens",
+        "64",
+        "--models",
+        "transformer",
+        "--compile-backend",
+        "eager",
+        "--micro-batch-size",
+        "2",
+        "--no-plot",
+        "--out",
+        str(out),
+    ]
     assert script.main(argv) == 0
     (row,) = _report(out)["rows"]
     assert row["compiled"] is True and row["grad_accum"] == 2 and row["tokens_per_s"] > 0, row
@@ -101,12 +131,15 @@ def test_train_flops_count_matmul_weights_and_causal_attention() -> None:
     assert linear > model.num_parameters() - model.embedding.weight.numel()  # the tied LM head is a matmul
 
 
-@pytest.mark.parametrize(("flag", "message"), [
-    (["--size", "2b"], "--size '2b': the sizes are tiny, small, 400m, 1.5b"),
-    (["--models", "rwkv"], "--models 'rwkv': give an architecture"),
-    (["--steps", "0"], "--steps must be >= 1"),
-    (["--backend", "mlp=x"], "unknown slot 'mlp'"),
-])
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--size", "2b"], "--size '2b': the sizes are tiny, small, 400m, 1.5b"),
+        (["--models", "rwkv"], "--models 'rwkv': give an architecture"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--backend", "mlp=x"], "unknown slot 'mlp'"),
+    ],
+)
 def test_bad_flags_are_one_line_errors(flag, message, capsys) -> None:
     assert main(["bench", "--suite", "train", "--device", "cpu", *flag]) == 2
     err = capsys.readouterr().err

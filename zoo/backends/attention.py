@@ -36,9 +36,7 @@ class EagerAttention(AttentionBackend):
 
     op = staticmethod(grouped_attention)
 
-    def supports(
-        self, *, device: torch.device, dtype: torch.dtype, **shapes: int
-    ) -> tuple[bool, str]:
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         return check_float_and_groups(dtype, shapes)
 
 
@@ -75,9 +73,7 @@ class SdpaAttention(AttentionBackend):
         super().__init__(params)
         self.grouping: Grouping = self.params.grouping
 
-    def supports(
-        self, *, device: torch.device, dtype: torch.dtype, **shapes: int
-    ) -> tuple[bool, str]:
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         refusal = fold_slices_refusal(self.grouping, shapes)
         if refusal:
             return False, refusal
@@ -118,9 +114,7 @@ class FlexAttention(AttentionBackend):
         reason = flex_unavailable_reason()
         return (not reason), reason
 
-    def supports(
-        self, *, device: torch.device, dtype: torch.dtype, **shapes: int
-    ) -> tuple[bool, str]:
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         device = torch.device(device)
         refusal = fold_slices_refusal(self.grouping, shapes)
         if refusal:
@@ -147,16 +141,12 @@ class FlexAttention(AttentionBackend):
                 return ok, reason
         return check_float_and_groups(dtype, shapes)
 
-    def _cuda_dims_ok(
-        self, device: torch.device, shapes: dict[str, int]
-    ) -> tuple[bool, str]:
+    def _cuda_dims_ok(self, device: torch.device, shapes: dict[str, int]) -> tuple[bool, str]:
         # Measured on an H200 with torch 2.11: q/k/v dims below 16 are "NYI" in the Triton
         # kernel; a 384-wide folded value ran out of shared memory, 256 worked.
         n_heads, n_groups = shapes.get("n_heads"), shapes.get("n_groups")
         head_dim, state_dim = shapes.get("head_dim"), shapes.get("state_dim")
-        mode = resolve_grouping(
-            self.grouping, device, n_groups or 1, n_heads or 1, state_dim, head_dim
-        )
+        mode = resolve_grouping(self.grouping, device, n_groups or 1, n_heads or 1, state_dim, head_dim)
         value_dim = state_dim if mode == "fold_slices" else head_dim  # the slices are as wide as q/k
         if mode == "fold_values" and head_dim and n_heads and n_groups:
             value_dim = head_dim * (n_heads // n_groups)

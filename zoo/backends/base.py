@@ -111,8 +111,9 @@ class SSMBackend(Backend):
         initial_state: torch.Tensor | None = None,
         return_final_state: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        return self.op(x, dt, A, B, C, D=D, initial_state=initial_state, return_final_state=return_final_state,
-                       **self.options)
+        return self.op(
+            x, dt, A, B, C, D=D, initial_state=initial_state, return_final_state=return_final_state, **self.options
+        )
 
 
 class ConverterBackend(Backend):

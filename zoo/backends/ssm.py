@@ -32,9 +32,7 @@ class ScanSSM(SSMBackend):
 
 
 class ChunkedParams(BackendParams):
-    chunk_size: int = Field(
-        64, ge=1, description="tokens per chunk; memory grows with its square"
-    )
+    chunk_size: int = Field(64, ge=1, description="tokens per chunk; memory grows with its square")
 
 
 @SSM.register("chunked")

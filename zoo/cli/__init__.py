@@ -19,7 +19,8 @@ from zoo.errors import ZooError
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zoo", description="TransMamba model zoo: build, plan, train, generate, bench.")
+        prog="zoo", description="TransMamba model zoo: build, plan, train, generate, bench."
+    )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

@@ -13,10 +13,17 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="time backends and models side by side (parity-checked); --suite train: "
-                       "training tokens/s, memory and MFU per model and length")
-    p.add_argument("--suite", choices=["ssm", "attention", "model", "all", "train"], default="all",
-                   help="all: ssm, attention and model (not train)")
+    p = sub.add_parser(
+        "bench",
+        help="time backends and models side by side (parity-checked); --suite train: "
+        "training tokens/s, memory and MFU per model and length",
+    )
+    p.add_argument(
+        "--suite",
+        choices=["ssm", "attention", "model", "all", "train"],
+        default="all",
+        help="all: ssm, attention and model (not train)",
+    )
     p.add_argument("--seq-len", type=int, default=None, help="tokens (default: ssm 2048, attention 1024, model 512)")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--preset", default="transmamba-tiny", help="model suite: preset to time")
@@ -29,25 +36,43 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
     """The train suite's flags (shared with benchmarks/train_throughput.py)."""
     from zoo.training.throughput import ANCHOR, ARCHS
 
-    group.add_argument("--models", nargs="+", default=[*ARCHS, ANCHOR],
-                       help=f"architectures (at --size), preset names, or {ANCHOR} (transformers' Llama with the "
-                       "transformer preset's shape); default: all four and the anchor")
+    group.add_argument(
+        "--models",
+        nargs="+",
+        default=[*ARCHS, ANCHOR],
+        help=f"architectures (at --size), preset names, or {ANCHOR} (transformers' Llama with the "
+        "transformer preset's shape); default: all four and the anchor",
+    )
     group.add_argument("--size", default="400m", help="preset size: tiny, small, 400m, 1.5b (default 400m)")
     group.add_argument("--seq-lens", type=int, nargs="+", default=[2048, 8192, 32768])
     group.add_argument("--tokens-per-step", type=int, default=32768, help="batch x T, the same in every row")
-    group.add_argument("--micro-batch-size", type=int, default=None,
-                       help="sequences per forward/backward (gradient accumulation); default: the whole batch")
+    group.add_argument(
+        "--micro-batch-size",
+        type=int,
+        default=None,
+        help="sequences per forward/backward (gradient accumulation); default: the whole batch",
+    )
     group.add_argument("--steps", type=int, default=10, help="timed steps per row")
     group.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     group.add_argument("--no-compile", action="store_true", help="run eagerly")
     group.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: a cheap check)")
-    group.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                       help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    group.add_argument("--peak-tflops", type=float, default=None,
-                       help="accelerator peak for MFU (default on CUDA: 989, the H100/H200 dense bf16 spec)")
-    group.add_argument("--backend", action="append", default=None, metavar="SLOT=NAME",
-                       help="backend override for every layer with that slot, repeatable; default on CUDA: "
-                       "ssm=triton converter=triton, on CPU: the presets' own")
+    group.add_argument(
+        "--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 autocast on CUDA, fp32 on CPU"
+    )
+    group.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="accelerator peak for MFU (default on CUDA: 989, the H100/H200 dense bf16 spec)",
+    )
+    group.add_argument(
+        "--backend",
+        action="append",
+        default=None,
+        metavar="SLOT=NAME",
+        help="backend override for every layer with that slot, repeatable; default on CUDA: "
+        "ssm=triton converter=triton, on CPU: the presets' own",
+    )
     group.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
     group.add_argument("--out", default="runs/bench/train", help="directory for train_throughput.json/.png")
     group.add_argument("--no-plot", action="store_true", help="JSON only (no matplotlib needed)")
@@ -70,8 +95,12 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
     from zoo.training import throughput
 
     device = torch.device(args.device)
-    counts = [("--steps", args.steps), ("--tokens-per-step", args.tokens_per_step),
-              ("--micro-batch-size", args.micro_batch_size or 1), *(("--seq-lens", t) for t in args.seq_lens)]
+    counts = [
+        ("--steps", args.steps),
+        ("--tokens-per-step", args.tokens_per_step),
+        ("--micro-batch-size", args.micro_batch_size or 1),
+        *(("--seq-lens", t) for t in args.seq_lens),
+    ]
     for name, value in counts:
         if value < 1:
             raise ZooError(f"{name} must be >= 1, got {value}")
@@ -81,21 +110,38 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
         raise ZooError(f"--size {args.size!r}: the sizes are {', '.join(SIZES)}")
     for model in args.models:
         if model not in (*throughput.ARCHS, throughput.ANCHOR) and model not in PRESET:
-            raise ZooError(f"--models {model!r}: give an architecture ({', '.join(throughput.ARCHS)}), "
-                           f"a preset name (zoo list preset) or {throughput.ANCHOR}")
+            raise ZooError(
+                f"--models {model!r}: give an architecture ({', '.join(throughput.ARCHS)}), "
+                f"a preset name (zoo list preset) or {throughput.ANCHOR}"
+            )
     default_backends = ["ssm=triton", "converter=triton"] if device.type == "cuda" else []
     backends = parse_backend_overrides(default_backends if args.backend is None else args.backend)
     config = throughput.ThroughputConfig(
-        tokens_per_step=args.tokens_per_step, micro_batch_size=args.micro_batch_size, steps=args.steps,
-        warmup=args.warmup, compile=not args.no_compile, compile_backend=args.compile_backend,
-        precision=args.precision, peak_tflops=args.peak_tflops or (989.0 if device.type == "cuda" else None),
+        tokens_per_step=args.tokens_per_step,
+        micro_batch_size=args.micro_batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        compile=not args.no_compile,
+        compile_backend=args.compile_backend,
+        precision=args.precision,
+        peak_tflops=args.peak_tflops or (989.0 if device.type == "cuda" else None),
         budget_s=args.budget_s,
     )
     env = throughput.environment(device, command or " ".join(["zoo", *sys.argv[1:]]), config, backends, args.size)
-    print(f"training throughput on {env['device']}, torch {torch.__version__}: {args.models} at T={args.seq_lens}, "
-          f"{args.tokens_per_step} tokens per step, backends {backends or 'as in the presets'}", flush=True)
-    rows = throughput.run_throughput(args.models, args.seq_lens, size=args.size, device=device, config=config,
-                                     backends=backends, log=lambda line: print(line, flush=True))
+    print(
+        f"training throughput on {env['device']}, torch {torch.__version__}: {args.models} at T={args.seq_lens}, "
+        f"{args.tokens_per_step} tokens per step, backends {backends or 'as in the presets'}",
+        flush=True,
+    )
+    rows = throughput.run_throughput(
+        args.models,
+        args.seq_lens,
+        size=args.size,
+        device=device,
+        config=config,
+        backends=backends,
+        log=lambda line: print(line, flush=True),
+    )
     print(throughput.format_table(rows))
     for path in throughput.write_report(rows, env, args.out, plot=not args.no_plot):
         print(f"wrote {path}")

@@ -13,10 +13,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="default: bfloat16 on cuda, float32 on cpu")
-    p.add_argument("--mode", choices=["eager", "compile", "reduce-overhead", "max-autotune", "cudagraph"],
-                   default="eager")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="default: bfloat16 on cuda, float32 on cpu",
+    )
+    p.add_argument(
+        "--mode", choices=["eager", "compile", "reduce-overhead", "max-autotune", "cudagraph"], default="eager"
+    )
     p.set_defaults(func=run)
 
 
@@ -27,8 +32,15 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
-    rows = decode_benchmark(args.presets, args.contexts, batch_size=args.batch_size, steps=args.steps,
-                            device=device, dtype=dtype, mode=args.mode)
+    rows = decode_benchmark(
+        args.presets,
+        args.contexts,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        device=device,
+        dtype=dtype,
+        mode=args.mode,
+    )
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
     print(format_table(rows))
     return 0 if all("error" not in row for row in rows) else 1

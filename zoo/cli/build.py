@@ -11,8 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="meta", help="device to build on (default: meta, allocates nothing)")
     p.add_argument("--seq-len", type=int, default=None, help="show each layer's TransPoint at this length")
     p.add_argument("--json", action="store_true", help="print the resolved spec as JSON instead")
-    p.add_argument("--allow-large", action="store_true",
-                   help="build on --device even when the weights exceed its free memory")
+    p.add_argument(
+        "--allow-large", action="store_true", help="build on --device even when the weights exceed its free memory"
+    )
     p.set_defaults(func=run)
 
 

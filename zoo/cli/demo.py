@@ -11,8 +11,11 @@ import time
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: build every preset, then train, evaluate, plot and sample")
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--preset", default="transmamba-tiny",
-                   help="model to train (default: transmamba-tiny; -small is ~17x slower per step)")
+    p.add_argument(
+        "--preset",
+        default="transmamba-tiny",
+        help="model to train (default: transmamba-tiny; -small is ~17x slower per step)",
+    )
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget in minutes")
     p.add_argument("--build-only", action="store_true", help="only build the presets")
     p.add_argument("--no-compile", action="store_true", help="train eagerly instead of torch.compile")
@@ -34,8 +37,10 @@ def build_all_presets() -> None:
             ids = torch.randint(0, model.spec.vocab_size, (1, 256))
             with torch.no_grad():
                 logits = model(ids)
-            print(f"  forward [1, 256] -> {list(logits.shape)}, finite: {bool(torch.isfinite(logits).all())}, "
-                  f"{time.perf_counter() - start:.2f}s")
+            print(
+                f"  forward [1, 256] -> {list(logits.shape)}, finite: {bool(torch.isfinite(logits).all())}, "
+                f"{time.perf_counter() - start:.2f}s"
+            )
         else:
             print("  (built on the meta device: no memory allocated)")
         print()

@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
-    parser.add_argument("--allow-large", action="store_true",
-                        help="load even when the model exceeds the device's free memory")
+    parser.add_argument(
+        "--allow-large", action="store_true", help="load even when the model exceeds the device's free memory"
+    )
     add_backend_arg(parser)
     parser.set_defaults(func=run)
 
@@ -44,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
         seq_len=args.seq_len,
     )
     model = ckpt.load(
-        checkpoint.path, device=resolve_device(args.device), backends=parse_backend_overrides(args.backend),
+        checkpoint.path,
+        device=resolve_device(args.device),
+        backends=parse_backend_overrides(args.backend),
         allow_large=args.allow_large,
     )
     config = TrainConfig(

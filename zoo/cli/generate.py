@@ -25,14 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-eos", action="store_true", help="do not stop at the tokenizer's eos token")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--compile", action="store_true", help="compiled decode step (reduce-overhead on cuda)")
-    p.add_argument("--allow-large", action="store_true",
-                   help="allocate even when the estimate exceeds the device's free memory")
+    p.add_argument(
+        "--allow-large", action="store_true", help="allocate even when the estimate exceeds the device's free memory"
+    )
     add_backend_arg(p)
     p.set_defaults(func=run)
 
 
-def load_model_and_tokenizer(name: str, device: str, backends: dict[str, str] | None = None,
-                             allow_large: bool = False):
+def load_model_and_tokenizer(name: str, device: str, backends: dict[str, str] | None = None, allow_large: bool = False):
     import zoo
     from zoo.builder import resolve_spec, spec_with_backends
     from zoo.data.tokenizer import ByteTokenizer
@@ -54,15 +54,17 @@ def run(args: argparse.Namespace) -> int:
     from zoo.builder import parse_backend_overrides
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model_and_tokenizer(args.model, device, parse_backend_overrides(args.backend),
-                                                args.allow_large)
+    model, tokenizer = load_model_and_tokenizer(
+        args.model, device, parse_backend_overrides(args.backend), args.allow_large
+    )
     model.eval()
     ids = tokenizer.encode(args.prompt)
     if not ids:
         raise ValueError("--prompt encodes to no tokens")
     if max(ids) >= model.spec.vocab_size:
-        raise ValueError(f"the prompt has token ids up to {max(ids)}, the model's vocabulary is "
-                         f"{model.spec.vocab_size}")
+        raise ValueError(
+            f"the prompt has token ids up to {max(ids)}, the model's vocabulary is {model.spec.vocab_size}"
+        )
     eos_id = None if args.no_eos else getattr(tokenizer, "eos_id", None)
     pending: list[int] = []
 
@@ -79,10 +81,20 @@ def run(args: argparse.Namespace) -> int:
 
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
-    zoo.generate(model, torch.tensor([ids], device=device), args.max_new_tokens, temperature=args.temperature,
-                 top_k=args.top_k, top_p=args.top_p, seed=args.seed, eos_id=eos_id, on_token=stream,
-                 compile=args.compile, compile_mode="reduce-overhead" if device.startswith("cuda") else None,
-                 allow_large=args.allow_large)
+    zoo.generate(
+        model,
+        torch.tensor([ids], device=device),
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        eos_id=eos_id,
+        on_token=stream,
+        compile=args.compile,
+        compile_mode="reduce-overhead" if device.startswith("cuda") else None,
+        allow_large=args.allow_large,
+    )
     if pending:
         sys.stdout.write(tokenizer.decode(pending))
     sys.stdout.write("\n")

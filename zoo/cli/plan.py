@@ -44,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     totals = {"attention": 0.0, "ssm": 0.0, "projections": 0.0}
     print(f"{spec.name or args.spec}: T={T}, schedule {model.schedule!r}")
     print(parameter_line(model))
-    print(f"{'layer':>5}  {'mixer':<11} {'P':>7}  {'strip (A = attention, S = SSM)':<{args.width}}  "
-          f"{'attn%':>6} {'ssm%':>6} {'proj%':>6}")
+    print(
+        f"{'layer':>5}  {'mixer':<11} {'P':>7}  {'strip (A = attention, S = SSM)':<{args.width}}  "
+        f"{'attn%':>6} {'ssm%':>6} {'proj%':>6}"
+    )
     for index, block in enumerate(model.blocks):
         P = transpoints[index] if block.uses_transpoint else None
         flops = layer_flops(block, spec.d_model, T, P)
@@ -60,11 +62,15 @@ def run(args: argparse.Namespace) -> int:
             n_attn = round(args.width * P / T)
             strip = "A" * n_attn + "S" * (args.width - n_attn)
             p_text = str(P)
-        print(f"{index:>5}  {spec.layers[index].mixer.name:<11} {p_text:>7}  {strip}  "
-              f"{100 * flops['attention'] / total:6.1f} {100 * flops['ssm'] / total:6.1f} "
-              f"{100 * flops['projections'] / total:6.1f}")
+        print(
+            f"{index:>5}  {spec.layers[index].mixer.name:<11} {p_text:>7}  {strip}  "
+            f"{100 * flops['attention'] / total:6.1f} {100 * flops['ssm'] / total:6.1f} "
+            f"{100 * flops['projections'] / total:6.1f}"
+        )
     grand = sum(totals.values())
-    print(f"total forward FLOPs ~{grand / 1e12:.3f} TFLOP per sequence: attention "
-          f"{100 * totals['attention'] / grand:.1f}%, SSM {100 * totals['ssm'] / grand:.1f}%, "
-          f"projections+MLP {100 * totals['projections'] / grand:.1f}%")
+    print(
+        f"total forward FLOPs ~{grand / 1e12:.3f} TFLOP per sequence: attention "
+        f"{100 * totals['attention'] / grand:.1f}%, SSM {100 * totals['ssm'] / grand:.1f}%, "
+        f"projections+MLP {100 * totals['projections'] / grand:.1f}%"
+    )
     return 0

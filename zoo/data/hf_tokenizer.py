@@ -38,8 +38,15 @@ def byte_alphabet() -> list[str]:
 
 
 def _special(token_id: int, content: str) -> dict[str, Any]:
-    return {"id": token_id, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
-            "normalized": False, "special": True}
+    return {
+        "id": token_id,
+        "content": content,
+        "single_word": False,
+        "lstrip": False,
+        "rstrip": False,
+        "normalized": False,
+        "special": True,
+    }
 
 
 def _byte_level() -> dict[str, Any]:
@@ -60,9 +67,18 @@ def byte_tokenizer_json() -> dict[str, Any]:
         "pre_tokenizer": _byte_level(),
         "post_processor": None,
         "decoder": _byte_level(),
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                  "ignore_merges": False, "vocab": vocab, "merges": []},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": [],
+        },
     }
 
 
@@ -78,8 +94,14 @@ def hf_tokenizer_text(tokenizer: Tokenizer) -> str:
 def hf_tokenizer_config(tokenizer: Tokenizer) -> dict[str, Any]:
     """``tokenizer_config.json``: lets ``transformers.AutoTokenizer`` wrap ``tokenizer.json``."""
     pad, bos, eos = SPECIALS
-    return {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": pad, "bos_token": bos, "eos_token": eos,
-            "model_max_length": 1_000_000_000, "zoo_tokenizer_kind": tokenizer.kind}
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "pad_token": pad,
+        "bos_token": bos,
+        "eos_token": eos,
+        "model_max_length": 1_000_000_000,
+        "zoo_tokenizer_kind": tokenizer.kind,
+    }
 
 
 def read_hf_tokenizer(path: str | Path, kind: str) -> Tokenizer:

@@ -51,16 +51,25 @@ def decode_parity(model, *, prompt: int = 40, new: int = 16, mode: str = "eager"
     for index in range(prompt, prompt + new - 1):
         logits.append(decode(model, cache, tokens[:, index], step).clone())
     got = torch.stack(logits, dim=1).float()
-    ref = model(tokens, transpoints=cache.transpoints)[:, prompt - 1:-1].float()
+    ref = model(tokens, transpoints=cache.transpoints)[:, prompt - 1 : -1].float()
     return ((got - ref).norm() / ref.norm()).item()
 
 
 @torch.no_grad()
-def decode_benchmark(presets: Sequence[str] = ("transmamba-tiny", "transformer-tiny", "mamba2-tiny"),
-                     contexts: Sequence[int] = (128, 512, 2048), *, batch_size: int = 1, steps: int = 32,
-                     warmup: int = 4, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                     mode: str = "eager", parity_tol: float | None = 1e-3, models: dict | None = None,
-                     log=None) -> list[dict]:
+def decode_benchmark(
+    presets: Sequence[str] = ("transmamba-tiny", "transformer-tiny", "mamba2-tiny"),
+    contexts: Sequence[int] = (128, 512, 2048),
+    *,
+    batch_size: int = 1,
+    steps: int = 32,
+    warmup: int = 4,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    mode: str = "eager",
+    parity_tol: float | None = 1e-3,
+    models: dict | None = None,
+    log=None,
+) -> list[dict]:
     """Rows of {preset, context, batch_size, mode, tokens_per_s, ms_per_step, cache_bytes, ...}."""
     from zoo.builder import build
 
@@ -98,11 +107,20 @@ def decode_benchmark(presets: Sequence[str] = ("transmamba-tiny", "transformer-t
                 tokens = decode(model, cache, tokens, step).argmax(-1)
             _sync(device)
             elapsed = time.perf_counter() - start
-            row = {"preset": preset, "context": context, "batch_size": batch_size, "mode": mode,
-                   "dtype": str(dtype).removeprefix("torch."), "tokens_per_s": batch_size * steps / elapsed,
-                   "ms_per_step": 1e3 * elapsed / steps, "cache_bytes": cache.nbytes(),
-                   "cache_bytes_allocated": allocated, "prefill_s": prefill_s, "parity_rel_err": parity,
-                   "transpoints": list(cache.transpoints)}
+            row = {
+                "preset": preset,
+                "context": context,
+                "batch_size": batch_size,
+                "mode": mode,
+                "dtype": str(dtype).removeprefix("torch."),
+                "tokens_per_s": batch_size * steps / elapsed,
+                "ms_per_step": 1e3 * elapsed / steps,
+                "cache_bytes": cache.nbytes(),
+                "cache_bytes_allocated": allocated,
+                "prefill_s": prefill_s,
+                "parity_rel_err": parity,
+                "transpoints": list(cache.transpoints),
+            }
             rows.append(row)
             if log is not None:
                 log(row)
@@ -114,13 +132,17 @@ def decode_benchmark(presets: Sequence[str] = ("transmamba-tiny", "transformer-t
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| preset | context | batch | mode | tokens/s | ms/step | cache MiB (live) | cache MiB (allocated) |",
-             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "| preset | context | batch | mode | tokens/s | ms/step | cache MiB (live) | cache MiB (allocated) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['preset']} | - | - | {row['mode']} | {row['error']} | | | |")
             continue
-        lines.append(f"| {row['preset']} | {row['context']} | {row['batch_size']} | {row['mode']} | "
-                     f"{row['tokens_per_s']:.1f} | {row['ms_per_step']:.2f} | {row['cache_bytes'] / 2**20:.2f} | "
-                     f"{row['cache_bytes_allocated'] / 2**20:.2f} |")
+        lines.append(
+            f"| {row['preset']} | {row['context']} | {row['batch_size']} | {row['mode']} | "
+            f"{row['tokens_per_s']:.1f} | {row['ms_per_step']:.2f} | {row['cache_bytes'] / 2**20:.2f} | "
+            f"{row['cache_bytes_allocated'] / 2**20:.2f} |"
+        )
     return "\n".join(lines)

@@ -25,8 +25,9 @@ class GraphedStep:
     def _capture(self, phases: tuple[str, ...]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         cache = self.cache
         # warm-up and capture mutate the cache: run them on a snapshot, then restore it
-        saved = [[t.clone() if isinstance(t, torch.Tensor) else t for t in vars(layer).values()]
-                 for layer in cache.layers]
+        saved = [
+            [t.clone() if isinstance(t, torch.Tensor) else t for t in vars(layer).values()] for layer in cache.layers
+        ]
         saved_positions = cache.positions.clone()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())

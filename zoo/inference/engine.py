@@ -19,8 +19,15 @@ from zoo.models.cache import ModelCache
 
 
 @torch.no_grad()
-def prefill(model, cache: ModelCache, input_ids: torch.Tensor, *, lengths: Sequence[int] | None = None,
-            chunk_size: int | None = None, prefill_fn: Callable | None = None) -> torch.Tensor:
+def prefill(
+    model,
+    cache: ModelCache,
+    input_ids: torch.Tensor,
+    *,
+    lengths: Sequence[int] | None = None,
+    chunk_size: int | None = None,
+    prefill_fn: Callable | None = None,
+) -> torch.Tensor:
     """Feed prompts onto the cache (which may already hold tokens) -> last-token logits [B,V].
 
     Runs without autograd whatever the caller's grad mode: the cache is updated in place, and
@@ -89,14 +96,29 @@ def compile_step(model, *, mode: str | None = None, backend: str = "inductor", f
     """torch.compile of ``model.step`` with static shapes. One graph per distinct tuple of
     layer phases, so a graph changes only when a layer crosses its TransPoint (at most
     one per distinct TransPoint, plus the "mixed" steps at crossings)."""
-    return compiled(model.step, what="the decode step", hint="drop --compile to skip", mode=mode, backend=backend,
-                    fullgraph=fullgraph, dynamic=False, recompile_limit=_INFERENCE_RECOMPILE_LIMIT,
-                    isolate=False)
+    return compiled(
+        model.step,
+        what="the decode step",
+        hint="drop --compile to skip",
+        mode=mode,
+        backend=backend,
+        fullgraph=fullgraph,
+        dynamic=False,
+        recompile_limit=_INFERENCE_RECOMPILE_LIMIT,
+        isolate=False,
+    )
 
 
 def compile_prefill(model, *, backend: str = "inductor", fullgraph: bool = True) -> Callable:
     """torch.compile of ``model.prefill`` with dynamic length and start (one graph serves
     every chunk length; TransPoint placement relative to the chunk adds guards, not steps)."""
-    return compiled(model.prefill, what="the prefill", hint="drop --compile to skip", backend=backend,
-                    fullgraph=fullgraph, dynamic=True, recompile_limit=_INFERENCE_RECOMPILE_LIMIT,
-                    isolate=False)
+    return compiled(
+        model.prefill,
+        what="the prefill",
+        hint="drop --compile to skip",
+        backend=backend,
+        fullgraph=fullgraph,
+        dynamic=True,
+        recompile_limit=_INFERENCE_RECOMPILE_LIMIT,
+        isolate=False,
+    )

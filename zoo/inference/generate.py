@@ -11,11 +11,23 @@ from zoo.inference.sampling import check_generation_args, sample
 
 
 @torch.no_grad()
-def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
-             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             eos_id: int | None = None, lengths: Sequence[int] | None = None, compile: bool = False,
-             compile_mode: str | None = None, prefill_chunk_size: int | None = None,
-             on_token: Callable[[list[int]], None] | None = None, allow_large: bool = False) -> torch.Tensor:
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    eos_id: int | None = None,
+    lengths: Sequence[int] | None = None,
+    compile: bool = False,
+    compile_mode: str | None = None,
+    prefill_chunk_size: int | None = None,
+    on_token: Callable[[list[int]], None] | None = None,
+    allow_large: bool = False,
+) -> torch.Tensor:
     """input_ids [B,T] (right-padded when ``lengths`` is given) -> new tokens [B, max_new_tokens].
 
     Greedy when ``temperature`` is 0. After a row emits ``eos_id`` it keeps emitting
@@ -24,8 +36,18 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, temperature
     positions and the TransPoint schedule is evaluated at that length; ``allow_large``
     allocates it even when it exceeds the device's free memory.
     """
-    check_generation_args(model, input_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                          seed=seed, eos_id=eos_id, lengths=lengths, allow_large=allow_large)
+    check_generation_args(
+        model,
+        input_ids,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        eos_id=eos_id,
+        lengths=lengths,
+        allow_large=allow_large,
+    )
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
     if max_new_tokens < 1:

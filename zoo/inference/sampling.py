@@ -21,10 +21,19 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_generation_args(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: Any, *,
-                          temperature: Any = 0.0, top_k: Any = None, top_p: Any = None, seed: Any = None,
-                          eos_id: Any = None, lengths: Sequence[Any] | None = None,
-                          allow_large: bool = False) -> None:
+def check_generation_args(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: Any,
+    *,
+    temperature: Any = 0.0,
+    top_k: Any = None,
+    top_p: Any = None,
+    seed: Any = None,
+    eos_id: Any = None,
+    lengths: Sequence[Any] | None = None,
+    allow_large: bool = False,
+) -> None:
     """Every argument of ``zoo.generate`` checked once, before anything is allocated.
 
     Token ids must lie in the vocabulary (one host read of their min and max), sampling
@@ -33,10 +42,17 @@ def check_generation_args(model: torch.nn.Module, input_ids: torch.Tensor, max_n
     the device (``zoo.memory``) unless ``allow_large``.
     """
     vocab = model.embedding.weight.shape[0]
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int, torch.int16,
-                                                                          torch.int8, torch.uint8):
-        raise GenerationError(f"input_ids must be an integer tensor, got {type(input_ids).__name__}"
-                              + (f" of {input_ids.dtype}" if isinstance(input_ids, torch.Tensor) else ""))
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (
+        torch.long,
+        torch.int,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+    ):
+        raise GenerationError(
+            f"input_ids must be an integer tensor, got {type(input_ids).__name__}"
+            + (f" of {input_ids.dtype}" if isinstance(input_ids, torch.Tensor) else "")
+        )
     if input_ids.dim() not in (1, 2) or input_ids.numel() == 0:
         raise GenerationError(f"input_ids must be [T] or [B, T] with T >= 1, got shape {list(input_ids.shape)}")
     low, high = int(input_ids.min()), int(input_ids.max())
@@ -44,13 +60,18 @@ def check_generation_args(model: torch.nn.Module, input_ids: torch.Tensor, max_n
         raise GenerationError(f"input_ids hold token ids in [{low}, {high}]; the vocabulary is [0, {vocab})")
     if not _is_int(max_new_tokens) or max_new_tokens < 1:
         raise GenerationError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature < 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
         raise GenerationError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
     if top_k is not None and (not _is_int(top_k) or top_k < 1):
         raise GenerationError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
-                              or not 0 < top_p <= 1):  # NaN fails the comparison too
+    if top_p is not None and (
+        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1
+    ):  # NaN fails the comparison too
         raise GenerationError(f"top_p must lie in (0, 1] or be None, got {top_p!r}")
     if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**63):
         raise GenerationError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
@@ -68,12 +89,22 @@ def check_generation_args(model: torch.nn.Module, input_ids: torch.Tensor, max_n
     from zoo.memory import cache_bytes, check_fits
 
     need = cache_bytes(model, batch, longest + max_new_tokens) + batch * max_new_tokens * 8
-    check_fits(f"generating {max_new_tokens} tokens for {batch} row(s) (the inference cache)", need,
-               model.embedding.weight.device, allow_large=allow_large)
+    check_fits(
+        f"generating {max_new_tokens} tokens for {batch} row(s) (the inference cache)",
+        need,
+        model.embedding.weight.device,
+        allow_large=allow_large,
+    )
 
 
-def sample(logits: torch.Tensor, *, temperature: float = 0.0, top_k: int | None = None,
-           top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """logits [B,V] -> token ids [B] (long). temperature 0 is greedy (argmax)."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")

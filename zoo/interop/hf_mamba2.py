@@ -27,9 +27,21 @@ from zoo.models.pretrained import CONFIG_FILE, WEIGHTS_FILE, check_writable, wri
 # (zoo name, HF name) patterns; {i} is the layer index.
 _LAYER_NAMES = [
     ("blocks.{i}.mixer_norm.weight", "backbone.layers.{i}.norm.weight"),
-    *[(f"blocks.{{i}}.mixer.ssd.{name}", f"backbone.layers.{{i}}.mixer.{name}") for name in (
-        "in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D",
-        "norm.weight", "out_proj.weight", "out_proj.bias")],
+    *[
+        (f"blocks.{{i}}.mixer.ssd.{name}", f"backbone.layers.{{i}}.mixer.{name}")
+        for name in (
+            "in_proj.weight",
+            "in_proj.bias",
+            "conv1d.weight",
+            "conv1d.bias",
+            "dt_bias",
+            "A_log",
+            "D",
+            "norm.weight",
+            "out_proj.weight",
+            "out_proj.bias",
+        )
+    ],
 ]
 _MODEL_NAMES = [
     ("embedding.weight", "backbone.embeddings.weight"),
@@ -76,18 +88,22 @@ def unexpressible(spec: Any) -> list[str]:
             problems.append(f"layers.{index}.mixer is {block.mixer.name!r}; HF Mamba2 has only mamba2 mixers")
             continue
         if block.mlp.kind != "none":
-            problems.append(f"layers.{index}.mlp is {block.mlp.kind!r}; HF Mamba2 blocks have no MLP "
-                            "(mlp: {kind: none})")
+            problems.append(
+                f"layers.{index}.mlp is {block.mlp.kind!r}; HF Mamba2 blocks have no MLP (mlp: {{kind: none}})"
+            )
         params = Mamba2Params.model_validate(block.mixer.params)
         if first is None:
             first = params
             if params.norm_eps != spec.norm.eps:
-                problems.append(f"layers.{index}.mixer.params.norm_eps ({params.norm_eps}) differs from norm.eps "
-                                f"({spec.norm.eps}); HF Mamba2 has one layer_norm_epsilon")
+                problems.append(
+                    f"layers.{index}.mixer.params.norm_eps ({params.norm_eps}) differs from norm.eps "
+                    f"({spec.norm.eps}); HF Mamba2 has one layer_norm_epsilon"
+                )
         for option in _SHAPE_OPTIONS:
             if getattr(params, option) != getattr(first, option):
-                problems.append(f"layers.{index}.mixer.params.{option} differs from layer 0's; "
-                                "HF Mamba2 layers share one config")
+                problems.append(
+                    f"layers.{index}.mixer.params.{option} differs from layer 0's; HF Mamba2 layers share one config"
+                )
     return problems
 
 
@@ -103,18 +119,33 @@ def hf_config(spec: Any, tokenizer: Any | None = None) -> dict[str, Any]:
     if tokenizer is not None:
         ids = {"pad_token_id": tokenizer.pad_id, "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
     return {
-        "model_type": "mamba2", "architectures": ["Mamba2ForCausalLM"],
-        "vocab_size": spec.vocab_size, "hidden_size": spec.d_model, "num_hidden_layers": spec.n_layers,
-        "state_size": params.d_state, "expand": params.expand, "head_dim": params.headdim,
-        "num_heads": params.expand * spec.d_model // params.headdim, "n_groups": params.n_groups,
-        "conv_kernel": params.d_conv, "use_bias": params.bias, "use_conv_bias": params.conv_bias,
-        "layer_norm_epsilon": spec.norm.eps, "hidden_act": "silu",
-        "time_step_min": params.dt_min, "time_step_max": params.dt_max, "time_step_floor": params.dt_init_floor,
+        "model_type": "mamba2",
+        "architectures": ["Mamba2ForCausalLM"],
+        "vocab_size": spec.vocab_size,
+        "hidden_size": spec.d_model,
+        "num_hidden_layers": spec.n_layers,
+        "state_size": params.d_state,
+        "expand": params.expand,
+        "head_dim": params.headdim,
+        "num_heads": params.expand * spec.d_model // params.headdim,
+        "n_groups": params.n_groups,
+        "conv_kernel": params.d_conv,
+        "use_bias": params.bias,
+        "use_conv_bias": params.conv_bias,
+        "layer_norm_epsilon": spec.norm.eps,
+        "hidden_act": "silu",
+        "time_step_min": params.dt_min,
+        "time_step_max": params.dt_max,
+        "time_step_floor": params.dt_init_floor,
         # time_step_limit is left at HF's default, (0, inf): no clamp, as in the zoo
         # the zoo adds residuals in the model's dtype; HF's fp32 residual would differ in bf16
         "residual_in_fp32": False,
-        "tie_word_embeddings": spec.tie_embeddings, "initializer_range": spec.init_std,
-        "pad_token_id": None, "bos_token_id": None, "eos_token_id": None, **ids,
+        "tie_word_embeddings": spec.tie_embeddings,
+        "initializer_range": spec.init_std,
+        "pad_token_id": None,
+        "bos_token_id": None,
+        "eos_token_id": None,
+        **ids,
     }
 
 
@@ -125,8 +156,9 @@ def hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {zoo_to_hf_name(name): tensor for name, tensor in model_tensors(model).items()}
 
 
-def export_mamba2(model: torch.nn.Module, directory: str | Path, *, tokenizer: Any | None = None,
-                  overwrite: bool = False) -> Path:
+def export_mamba2(
+    model: torch.nn.Module, directory: str | Path, *, tokenizer: Any | None = None, overwrite: bool = False
+) -> Path:
     """Write ``model`` as a HF Mamba2 directory (config.json, model.safetensors[, tokenizer files]).
 
     ``transformers.Mamba2ForCausalLM.from_pretrained(directory)`` loads it.
@@ -137,8 +169,10 @@ def export_mamba2(model: torch.nn.Module, directory: str | Path, *, tokenizer: A
     check_writable(directory, overwrite, "export_mamba2")
     config = hf_config(model.spec, tokenizer)
     if tokenizer is not None and tokenizer.vocab_size > model.spec.vocab_size:
-        raise ZooError(f"export_mamba2: the tokenizer has {tokenizer.vocab_size} ids, the model's vocab_size is "
-                       f"{model.spec.vocab_size}; pass the tokenizer the model was trained with")
+        raise ZooError(
+            f"export_mamba2: the tokenizer has {tokenizer.vocab_size} ids, the model's vocab_size is "
+            f"{model.spec.vocab_size}; pass the tokenizer the model was trained with"
+        )
     tensors = hf_state_dict(model)
 
     def write(staging: Path) -> None:
@@ -163,22 +197,38 @@ def zoo_spec(config: dict[str, Any]) -> dict[str, Any]:
         problems.append(f"time_step_limit is {limit}; the zoo's mamba2 does not clamp dt")
     hidden, expand, heads, head_dim = get("hidden_size"), get("expand", 2), get("num_heads"), get("head_dim")
     if hidden is None or heads is None or head_dim is None or expand * hidden != heads * head_dim:
-        problems.append(f"expand * hidden_size ({expand} * {hidden}) must equal num_heads * head_dim "
-                        f"({heads} * {head_dim})")
+        problems.append(
+            f"expand * hidden_size ({expand} * {hidden}) must equal num_heads * head_dim ({heads} * {head_dim})"
+        )
     if problems:
         raise ZooError("this HF Mamba2 cannot be expressed as a zoo model: " + "; ".join(problems))
     eps = float(get("layer_norm_epsilon", 1e-5))
-    params = {"d_state": get("state_size"), "d_conv": get("conv_kernel", 4), "expand": expand,
-              "headdim": head_dim, "n_groups": get("n_groups"), "bias": bool(get("use_bias", False)),
-              "conv_bias": bool(get("use_conv_bias", True)), "norm_eps": eps}
-    for zoo_key, hf_key in (("dt_min", "time_step_min"), ("dt_max", "time_step_max"),
-                            ("dt_init_floor", "time_step_floor")):
+    params = {
+        "d_state": get("state_size"),
+        "d_conv": get("conv_kernel", 4),
+        "expand": expand,
+        "headdim": head_dim,
+        "n_groups": get("n_groups"),
+        "bias": bool(get("use_bias", False)),
+        "conv_bias": bool(get("use_conv_bias", True)),
+        "norm_eps": eps,
+    }
+    for zoo_key, hf_key in (
+        ("dt_min", "time_step_min"),
+        ("dt_max", "time_step_max"),
+        ("dt_init_floor", "time_step_floor"),
+    ):
         if get(hf_key) is not None:
             params[zoo_key] = float(get(hf_key))
     block = {"mixer": {"name": "mamba2", "params": params}, "mlp": {"kind": "none"}}
-    return {"name": get("_name_or_path") or None, "vocab_size": get("vocab_size"), "d_model": hidden,
-            "layers": [block] * int(get("num_hidden_layers")), "norm": {"kind": "rmsnorm", "eps": eps},
-            "tie_embeddings": bool(get("tie_word_embeddings", False))}
+    return {
+        "name": get("_name_or_path") or None,
+        "vocab_size": get("vocab_size"),
+        "d_model": hidden,
+        "layers": [block] * int(get("num_hidden_layers")),
+        "norm": {"kind": "rmsnorm", "eps": eps},
+        "tie_embeddings": bool(get("tie_word_embeddings", False)),
+    }
 
 
 def _number(value: Any) -> float:
@@ -210,8 +260,9 @@ def _read_hf_dir(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
     return config, tensors
 
 
-def import_mamba2(source: str | Path | torch.nn.Module, *, device: str | torch.device | None = None,
-                  dtype: torch.dtype | None = None) -> torch.nn.Module:
+def import_mamba2(
+    source: str | Path | torch.nn.Module, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> torch.nn.Module:
     """A zoo model (eval mode) from a HF Mamba2 directory or a ``Mamba2ForCausalLM`` instance."""
     from zoo.builder import build
     from zoo.hf import load_tensors

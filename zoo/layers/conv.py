@@ -30,9 +30,7 @@ class CausalConv1d(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(
-        self, x: torch.Tensor, conv_state: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, conv_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B,T,C] -> (y [B,T,C], new conv_state [B,C,W-1]); no activation."""
         width = self.width
         if conv_state is None:
@@ -40,13 +38,13 @@ class CausalConv1d(nn.Module):
         else:
             padded = torch.cat([conv_state.transpose(1, 2).to(x.dtype), x], dim=1)
         y = causal_conv(padded, self.weight[:, 0], self.bias)
-        new_state = padded[:, padded.shape[1] - (width - 1):].transpose(1, 2)
+        new_state = padded[:, padded.shape[1] - (width - 1) :].transpose(1, 2)
         return y, new_state
 
     def state_after(self, x: torch.Tensor) -> torch.Tensor:
         """The conv state [B,C,W-1] after x [B,T,C] from a zero state (what ``forward`` returns)."""
         keep = self.width - 1
-        tail = x[:, max(x.shape[1] - keep, 0):]
+        tail = x[:, max(x.shape[1] - keep, 0) :]
         if tail.shape[1] < keep:
             tail = F.pad(tail, (0, 0, keep - tail.shape[1], 0))
         return tail.transpose(1, 2)

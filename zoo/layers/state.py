@@ -49,13 +49,17 @@ class LayerCache:
 
     def select_rows(self, rows: slice) -> LayerCache:
         """The same cache seen through a row slice; views, so writes land in this cache."""
-        changes = {f.name: value[rows] for f in fields(self)
-                   if isinstance(value := getattr(self, f.name), torch.Tensor)}
+        changes = {
+            f.name: value[rows] for f in fields(self) if isinstance(value := getattr(self, f.name), torch.Tensor)
+        }
         return replace(self, **changes)
 
     def nbytes(self) -> int:
-        return sum(value.numel() * value.element_size() for f in fields(self)
-                   if isinstance(value := getattr(self, f.name), torch.Tensor))
+        return sum(
+            value.numel() * value.element_size()
+            for f in fields(self)
+            if isinstance(value := getattr(self, f.name), torch.Tensor)
+        )
 
 
 @runtime_checkable
@@ -72,10 +76,18 @@ class StatefulMixer(Protocol):
       ``phase`` returned. No host syncs: it is compiled with static shapes.
     """
 
-    def allocate_cache(self, batch_size: int, max_length: int, *, dtype: torch.dtype, device: torch.device,
-                       transpoint: int | None = None) -> LayerCache: ...
+    def allocate_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        *,
+        dtype: torch.dtype,
+        device: torch.device,
+        transpoint: int | None = None,
+    ) -> LayerCache: ...
 
     def prefill(self, hidden_states: torch.Tensor, cache: LayerCache, start: int) -> torch.Tensor: ...
 
-    def step(self, hidden_states: torch.Tensor, cache: LayerCache, positions: torch.Tensor,
-             phase: str) -> torch.Tensor: ...
+    def step(
+        self, hidden_states: torch.Tensor, cache: LayerCache, positions: torch.Tensor, phase: str
+    ) -> torch.Tensor: ...

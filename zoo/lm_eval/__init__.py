@@ -53,10 +53,19 @@ def _load(pretrained: str, device: str, dtype: torch.dtype | None) -> tuple[torc
 class ZooLM(LM):
     """lm-eval's ``LM`` over a zoo model: ``loglikelihood``, ``loglikelihood_rolling``, ``generate_until``."""
 
-    def __init__(self, pretrained: str | None = None, *, model: torch.nn.Module | None = None,
-                 tokenizer: Any | None = None, device: str = "cpu", dtype: str | None = None,
-                 batch_size: int | str = 1, max_length: int | str = 2048, max_gen_toks: int | str = 256,
-                 **unused: Any) -> None:
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        *,
+        model: torch.nn.Module | None = None,
+        tokenizer: Any | None = None,
+        device: str = "cpu",
+        dtype: str | None = None,
+        batch_size: int | str = 1,
+        max_length: int | str = 2048,
+        max_gen_toks: int | str = 256,
+        **unused: Any,
+    ) -> None:
         super().__init__()
         if (pretrained is None) == (model is None):
             raise ZooError("ZooLM: give pretrained=DIR or model=... (with tokenizer=...), not both")
@@ -94,10 +103,10 @@ class ZooLM(LM):
     def _split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         # Trailing spaces of the context belong to the continuation (as lm-eval's own models do).
         stripped = context.rstrip(" ")
-        continuation = context[len(stripped):] + continuation
+        continuation = context[len(stripped) :] + continuation
         whole = self.tokenizer.encode(stripped + continuation)
         context_ids = self.tokenizer.encode(stripped)
-        return context_ids, whole[len(context_ids):]
+        return context_ids, whole[len(context_ids) :]
 
     @torch.no_grad()
     def _score(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
@@ -110,18 +119,18 @@ class ZooLM(LM):
             if not continuation:
                 results[index] = (0.0, True)
                 continue
-            tokens = ((context or [self.prefix_id]) + continuation)[-(self.max_length + 1):]
-            rows.append((index, tokens[:-1], tokens[len(tokens) - len(continuation):]))
+            tokens = ((context or [self.prefix_id]) + continuation)[-(self.max_length + 1) :]
+            rows.append((index, tokens[:-1], tokens[len(tokens) - len(continuation) :]))
         rows.sort(key=lambda row: -len(row[1]))  # similar lengths share a batch
         for start in range(0, len(rows), self.batch_size):
-            batch = rows[start:start + self.batch_size]
+            batch = rows[start : start + self.batch_size]
             width = max(len(inputs) for _, inputs, _ in batch)
             ids = torch.full((len(batch), width), self.tokenizer.pad_id, dtype=torch.long)
             for row, (_, inputs, _) in enumerate(batch):
-                ids[row, :len(inputs)] = torch.tensor(inputs)
+                ids[row, : len(inputs)] = torch.tensor(inputs)
             logprobs = F.log_softmax(self.model(ids.to(self._device)).float(), dim=-1).cpu()
             for row, (index, inputs, targets) in enumerate(batch):
-                span = logprobs[row, len(inputs) - len(targets):len(inputs)]
+                span = logprobs[row, len(inputs) - len(targets) : len(inputs)]
                 target = torch.tensor(targets)
                 total = span.gather(-1, target[:, None]).sum().item()
                 results[index] = (float(total), bool((span.argmax(-1) == target).all()))
@@ -135,8 +144,10 @@ class ZooLM(LM):
         for request in requests:
             (text,) = request.args[:1]
             # Windows of max_length tokens, each scored once; the first after the prefix token.
-            pairs = [make_disjoint_window(window) for window in get_rolling_token_windows(
-                self.tokenizer.encode(text), self.prefix_id, self.max_length, 1)]
+            pairs = [
+                make_disjoint_window(window)
+                for window in get_rolling_token_windows(self.tokenizer.encode(text), self.prefix_id, self.max_length, 1)
+            ]
             totals.append(sum(score for score, _ in self._score(pairs)))
         return totals
 
@@ -153,10 +164,16 @@ class ZooLM(LM):
             max_new = int(gen_kwargs.pop("max_gen_toks", self.max_gen_toks))
             sample = bool(gen_kwargs.pop("do_sample", False))
             temperature = float(gen_kwargs.pop("temperature", 1.0 if sample else 0.0)) if sample else 0.0
-            ids = (self.tokenizer.encode(context) or [self.prefix_id])[-max(1, self.max_length - max_new):]
-            new = zoo.generate(self.model, torch.tensor([ids], device=self._device), max_new,
-                               temperature=temperature, top_k=gen_kwargs.pop("top_k", None),
-                               top_p=gen_kwargs.pop("top_p", None), eos_id=self.tokenizer.eos_id)
+            ids = (self.tokenizer.encode(context) or [self.prefix_id])[-max(1, self.max_length - max_new) :]
+            new = zoo.generate(
+                self.model,
+                torch.tensor([ids], device=self._device),
+                max_new,
+                temperature=temperature,
+                top_k=gen_kwargs.pop("top_k", None),
+                top_p=gen_kwargs.pop("top_p", None),
+                eos_id=self.tokenizer.eos_id,
+            )
             text = self.tokenizer.decode(t for t in new[0].tolist() if t != self.tokenizer.eos_id)
             for stop in until:
                 if stop and stop in text:

@@ -41,8 +41,9 @@ class ModelCache:
         for row in range(self.batch_size) if rows is None else rows:
             self.lengths[row] += n_tokens
             if self.lengths[row] > self.max_length:
-                raise ValueError(f"row {row}: {self.lengths[row]} tokens exceed the cache's "
-                                 f"max_length {self.max_length}")
+                raise ValueError(
+                    f"row {row}: {self.lengths[row]} tokens exceed the cache's max_length {self.max_length}"
+                )
         self.release()
 
     def release(self) -> None:

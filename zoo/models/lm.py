@@ -36,13 +36,16 @@ class Block(nn.Module):
             x = x + self.mixer(self.mixer_norm(x))
         return self._mlp_residual(x)
 
-    def allocate_cache(self, batch_size: int, max_length: int, transpoint: int, dtype: torch.dtype,
-                       device: torch.device):
+    def allocate_cache(
+        self, batch_size: int, max_length: int, transpoint: int, dtype: torch.dtype, device: torch.device
+    ):
         """The mixer's own cache (zoo.layers.state protocol); the TransPoint only for mixers that use one."""
         allocate = getattr(self.mixer, "allocate_cache", None)
         if allocate is None:
-            raise ZooError(f"mixer {type(self.mixer).__name__} has no allocate_cache, so a model with it cannot "
-                           "generate with a cache; its mixer must implement zoo.layers.state.StatefulMixer")
+            raise ZooError(
+                f"mixer {type(self.mixer).__name__} has no allocate_cache, so a model with it cannot "
+                "generate with a cache; its mixer must implement zoo.layers.state.StatefulMixer"
+            )
         extra = {"transpoint": transpoint} if self.uses_transpoint else {}
         return allocate(batch_size, max_length, dtype=dtype, device=device, **extra)
 
@@ -111,9 +114,15 @@ class CausalLM(PretrainedMixin, nn.Module):
             x = block(x, transpoint)
         return self.lm_head(self.final_norm(x))
 
-    def allocate_cache(self, batch_size: int, max_length: int, dtype: torch.dtype | None = None,
-                       device: torch.device | str | None = None, *,
-                       transpoints: Sequence[int] | None = None) -> ModelCache:
+    def allocate_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        *,
+        transpoints: Sequence[int] | None = None,
+    ) -> ModelCache:
         """Inference state for ``batch_size`` rows of up to ``max_length`` tokens: each mixer
         allocates its own cache (zoo.layers.state), the model keeps the row counts.
 
@@ -124,13 +133,16 @@ class CausalLM(PretrainedMixin, nn.Module):
         dtype = dtype or weight.dtype
         device = torch.device(device) if device is not None else weight.device
         transpoints = list(transpoints) if transpoints is not None else self.transpoints_for(max_length)
-        layers = [block.allocate_cache(batch_size, max_length, int(p), dtype, device)
-                  for block, p in zip(self.blocks, transpoints, strict=True)]
+        layers = [
+            block.allocate_cache(batch_size, max_length, int(p), dtype, device)
+            for block, p in zip(self.blocks, transpoints, strict=True)
+        ]
         positions = torch.zeros(batch_size, dtype=torch.long, device=device)
         if positions.is_cuda:
             torch._dynamo.mark_static_address(positions)
-        return ModelCache(layers, max_length, [0] * batch_size, positions, [min(int(p), max_length)
-                                                                             for p in transpoints])
+        return ModelCache(
+            layers, max_length, [0] * batch_size, positions, [min(int(p), max_length) for p in transpoints]
+        )
 
     def prefill(self, input_ids: torch.Tensor, caches: Sequence, start: int) -> torch.Tensor:
         """input_ids [B,T] at positions start.. of every row, onto per-layer ``caches`` -> logits [B,T,V]."""
@@ -139,8 +151,9 @@ class CausalLM(PretrainedMixin, nn.Module):
             x = block.prefill(x, cache, start)
         return self.lm_head(self.final_norm(x))
 
-    def step(self, input_ids: torch.Tensor, caches: Sequence, positions: torch.Tensor,
-             phases: Sequence[str]) -> torch.Tensor:
+    def step(
+        self, input_ids: torch.Tensor, caches: Sequence, positions: torch.Tensor, phases: Sequence[str]
+    ) -> torch.Tensor:
         """One token per row: input_ids [B,1] at ``positions`` [B] -> logits [B,1,V] (static shapes)."""
         x = self.embedding(input_ids)
         for block, cache, phase in zip(self.blocks, caches, phases, strict=True):
@@ -152,4 +165,3 @@ class CausalLM(PretrainedMixin, nn.Module):
         if exclude_embeddings:
             total -= self.embedding.weight.numel()
         return total
-

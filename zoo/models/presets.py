@@ -31,14 +31,54 @@ from zoo.registry import PRESET
 # d_ff: the SwiGLU width next to a Mamba2/TransMamba mixer; attn_d_ff: next to an attention
 # mixer (see "Parameter matching" above; exact match at 501.0, 1374.5, 5824.9, 6765.9).
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(vocab_size=260, d_model=128, n_layers=6, d_ff=384, attn_d_ff=512, headdim=16, d_state=16,
-                 n_groups=2, attn_heads=4, chunk_size=32),
-    "small": dict(vocab_size=260, d_model=384, n_layers=10, d_ff=1024, attn_d_ff=1344, headdim=64, d_state=64,
-                  n_groups=2, attn_heads=6, chunk_size=64),
-    "400m": dict(vocab_size=32000, d_model=1536, n_layers=12, d_ff=4096, attn_d_ff=5888, headdim=64, d_state=128,
-                 n_groups=8, attn_heads=16, chunk_size=256),
-    "1.5b": dict(vocab_size=32000, d_model=1792, n_layers=32, d_ff=4864, attn_d_ff=6784, headdim=64, d_state=128,
-                 n_groups=8, attn_heads=16, chunk_size=256),
+    "tiny": dict(
+        vocab_size=260,
+        d_model=128,
+        n_layers=6,
+        d_ff=384,
+        attn_d_ff=512,
+        headdim=16,
+        d_state=16,
+        n_groups=2,
+        attn_heads=4,
+        chunk_size=32,
+    ),
+    "small": dict(
+        vocab_size=260,
+        d_model=384,
+        n_layers=10,
+        d_ff=1024,
+        attn_d_ff=1344,
+        headdim=64,
+        d_state=64,
+        n_groups=2,
+        attn_heads=6,
+        chunk_size=64,
+    ),
+    "400m": dict(
+        vocab_size=32000,
+        d_model=1536,
+        n_layers=12,
+        d_ff=4096,
+        attn_d_ff=5888,
+        headdim=64,
+        d_state=128,
+        n_groups=8,
+        attn_heads=16,
+        chunk_size=256,
+    ),
+    "1.5b": dict(
+        vocab_size=32000,
+        d_model=1792,
+        n_layers=32,
+        d_ff=4864,
+        attn_d_ff=6784,
+        headdim=64,
+        d_state=128,
+        n_groups=8,
+        attn_heads=16,
+        chunk_size=256,
+    ),
 }
 
 ARCHS = ("transmamba", "transformer", "mamba2", "hybrid")
@@ -47,8 +87,7 @@ ARCHS = ("transmamba", "transformer", "mamba2", "hybrid")
 def ssd_mixer(name: str, size: dict[str, Any]) -> dict[str, Any]:
     mixer: dict[str, Any] = {
         "name": name,
-        "params": {"d_state": size["d_state"], "headdim": size["headdim"], "n_groups": size["n_groups"],
-                   "expand": 2},
+        "params": {"d_state": size["d_state"], "headdim": size["headdim"], "n_groups": size["n_groups"], "expand": 2},
         "ssm": {"name": "chunked", "params": {"chunk_size": size["chunk_size"]}},
     }
     if name == "transmamba":
@@ -80,8 +119,13 @@ def _spec(arch: str, size_name: str) -> dict[str, Any]:
         spec["layers"] = [attention_block] * n
     elif arch == "hybrid":
         # Jamba-like 1 attention : 7 Mamba2, attention in the middle of each group of 8
-        spec["layers"] = {"n_layers": n, "block": {"mixer": ssd_mixer("mamba2", size), "mlp": ssd_mlp},
-                          "every": 8, "offset": 4, "other": attention_block}
+        spec["layers"] = {
+            "n_layers": n,
+            "block": {"mixer": ssd_mixer("mamba2", size), "mlp": ssd_mlp},
+            "every": 8,
+            "offset": 4,
+            "other": attention_block,
+        }
     return spec
 
 

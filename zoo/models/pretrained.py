@@ -38,8 +38,7 @@ CONFIG_EXTRA_KEYS = ("model_type", "architectures", "zoo_version", "torch_dtype"
 class PretrainedMixin:
     """Adds ``save_pretrained`` to a model that has a ``spec`` (a ModelSpec)."""
 
-    def save_pretrained(self, directory: str | Path, *, tokenizer: Any | None = None,
-                        overwrite: bool = False) -> Path:
+    def save_pretrained(self, directory: str | Path, *, tokenizer: Any | None = None, overwrite: bool = False) -> Path:
         """Write config.json, model.safetensors and the tokenizer files to ``directory``.
 
         ``tokenizer`` defaults to the byte tokenizer when the vocabulary holds it (>= 259
@@ -48,8 +47,9 @@ class PretrainedMixin:
         return save_pretrained(self, directory, tokenizer=tokenizer, overwrite=overwrite)
 
 
-def save_pretrained(model: torch.nn.Module, directory: str | Path, *, tokenizer: Any | None = None,
-                    overwrite: bool = False) -> Path:
+def save_pretrained(
+    model: torch.nn.Module, directory: str | Path, *, tokenizer: Any | None = None, overwrite: bool = False
+) -> Path:
     from zoo.data.hf_tokenizer import hf_tokenizer_config, hf_tokenizer_text
     from zoo.data.tokenizer import ByteTokenizer
     from zoo.version import __version__
@@ -63,13 +63,20 @@ def save_pretrained(model: torch.nn.Module, directory: str | Path, *, tokenizer:
     if tokenizer is None and vocab_size >= ByteTokenizer().vocab_size:
         tokenizer = ByteTokenizer()
     if tokenizer is not None and tokenizer.vocab_size > vocab_size:
-        raise ZooError(f"save_pretrained: the tokenizer has {tokenizer.vocab_size} ids, the model's "
-                       f"vocab_size is {vocab_size}; pass the tokenizer the model was trained with")
+        raise ZooError(
+            f"save_pretrained: the tokenizer has {tokenizer.vocab_size} ids, the model's "
+            f"vocab_size is {vocab_size}; pass the tokenizer the model was trained with"
+        )
     tensors = model_tensors(model)
     dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
-    config = {**spec.model_dump(mode="json"), "model_type": MODEL_TYPE, "architectures": [type(model).__name__],
-              "zoo_version": __version__, "torch_dtype": str(dtypes.pop()).removeprefix("torch.") if len(dtypes) == 1
-              else None, "tokenizer_kind": tokenizer.kind if tokenizer is not None else None}
+    config = {
+        **spec.model_dump(mode="json"),
+        "model_type": MODEL_TYPE,
+        "architectures": [type(model).__name__],
+        "zoo_version": __version__,
+        "torch_dtype": str(dtypes.pop()).removeprefix("torch.") if len(dtypes) == 1 else None,
+        "tokenizer_kind": tokenizer.kind if tokenizer is not None else None,
+    }
 
     def write(staging: Path) -> None:
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})

@@ -17,9 +17,7 @@ def rotary_angles(
     positions: torch.Tensor, dim: int, theta: float = 1e4, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """positions [T] or [B,T] -> angles [..., T, D/2] in ``dtype`` (fp32 or fp64)."""
-    exponents = (
-        torch.arange(0, dim, 2, device=positions.device, dtype=dtype) / dim
-    )
+    exponents = torch.arange(0, dim, 2, device=positions.device, dtype=dtype) / dim
     inv_freq = theta ** (-exponents)
     return positions.to(dtype)[..., None] * inv_freq
 
@@ -56,17 +54,13 @@ def rotary_cos_sin(
     return _cos_sin(positions, dim, theta, dtype)  # eager: no op dispatch (a decode step calls this per layer)
 
 
-def rotary(
-    x: torch.Tensor, positions: torch.Tensor, theta: float = 1e4
-) -> torch.Tensor:
+def rotary(x: torch.Tensor, positions: torch.Tensor, theta: float = 1e4) -> torch.Tensor:
     """x [B,T,X,D], positions [T] or [B,T] (integer, absolute) -> x rotated, same shape and dtype."""
     dim = x.shape[-1]
     if dim % 2:
         raise ValueError(f"rotary needs an even last dimension, got {dim}")
     if positions.dim() not in (1, 2):
-        raise ValueError(
-            f"positions must be [T] or [B, T], got shape {list(positions.shape)}"
-        )
+        raise ValueError(f"positions must be [T] or [B, T], got shape {list(positions.shape)}")
     work = torch.promote_types(x.dtype, torch.float32)
     cos, sin = rotary_cos_sin(positions, dim, theta, work)
     if positions.dim() == 1:
@@ -74,7 +68,5 @@ def rotary(
     else:
         cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     first, second = x.to(work).chunk(2, dim=-1)
-    rotated = torch.cat(
-        [first * cos - second * sin, second * cos + first * sin], dim=-1
-    )
+    rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
     return rotated.to(x.dtype)

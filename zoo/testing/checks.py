@@ -101,9 +101,7 @@ class CaseResult:
                 self.problems.append(f"{name}: no gradient, but the reference has one")
                 return
         if tuple(actual.shape) != tuple(expected.shape):
-            self.problems.append(
-                f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}"
-            )
+            self.problems.append(f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}")
             return
         err = rel_err(actual, expected)
         self.errors[name] = err
@@ -137,11 +135,7 @@ def _prepare(
             mine[name] = ref[name] = None
             continue
         # States are fp32 by contract, whatever the activation dtype.
-        cast = value.to(
-            torch.promote_types(dtype, torch.float32)
-            if name == "initial_state"
-            else dtype
-        )
+        cast = value.to(torch.promote_types(dtype, torch.float32) if name == "initial_state" else dtype)
         mine[name] = cast.to(device).requires_grad_(grads)
         ref[name] = cast.double().requires_grad_(grads)
     return mine, ref
@@ -153,13 +147,8 @@ def _grads(loss: torch.Tensor, inputs: dict) -> dict[str, torch.Tensor | None]:
     return dict(zip(names, found, strict=True))
 
 
-def _weighted_sum(
-    outputs: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]
-) -> torch.Tensor:
-    return sum(
-        (o.double() * w.to(o.device)).sum()
-        for o, w in zip(outputs, weights, strict=True)
-    )
+def _weighted_sum(outputs: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    return sum((o.double() * w.to(o.device)).sum() for o, w in zip(outputs, weights, strict=True))
 
 
 def _cotangents(*like: torch.Tensor, seed: int) -> list[torch.Tensor]:
@@ -168,9 +157,7 @@ def _cotangents(*like: torch.Tensor, seed: int) -> list[torch.Tensor]:
 
 
 def _state_dtype_ok(state: torch.Tensor, dtype: torch.dtype) -> bool:
-    return state.dtype == torch.float32 or (
-        dtype == torch.float64 and state.dtype == torch.float64
-    )
+    return state.dtype == torch.float32 or (dtype == torch.float64 and state.dtype == torch.float64)
 
 
 def check_ssm_backend(
@@ -216,9 +203,7 @@ def check_ssm_backend(
                     D=mine["D"],
                     initial_state=mine["initial_state"],
                 )
-        result.expect(
-            y.dtype == dtype, f"y dtype {y.dtype}, expected {dtype} (the dtype of x)"
-        )
+        result.expect(y.dtype == dtype, f"y dtype {y.dtype}, expected {dtype} (the dtype of x)")
         result.expect(
             _state_dtype_ok(state, dtype),
             f"final_state dtype {state.dtype}, expected torch.float32",
@@ -272,9 +257,7 @@ def check_converter_backend(
             "initial_state": inputs["initial_state"],
         }
         mine, ref = _prepare(inputs, dtype, device, grads)
-        state_ref = converter_scan(
-            ref["k"], ref["v"], ref["dt"], ref["A"], initial_state=ref["initial_state"]
-        )
+        state_ref = converter_scan(ref["k"], ref["v"], ref["dt"], ref["A"], initial_state=ref["initial_state"])
         with nan_filled_empty():
             state = backend(
                 mine["k"],
@@ -322,13 +305,9 @@ def check_attention_backend(
         result = CaseResult(case.id, grads_checked=grads)
         mine, ref = _prepare(attention_inputs(case, seed=seed), dtype, device, grads)
         scale = case.qk_dim**-0.5
-        out_ref = grouped_attention(
-            ref["q"], ref["k"], ref["v"], scale=scale, causal=case.causal
-        )
+        out_ref = grouped_attention(ref["q"], ref["k"], ref["v"], scale=scale, causal=case.causal)
         with nan_filled_empty():
-            out = backend(
-                mine["q"], mine["k"], mine["v"], scale=scale, causal=case.causal
-            )
+            out = backend(mine["q"], mine["k"], mine["v"], scale=scale, causal=case.causal)
         result.expect(out.dtype == dtype, f"output dtype {out.dtype}, expected {dtype}")
         result.compare("out", out, out_ref, tol)
         if grads:

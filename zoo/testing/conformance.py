@@ -104,11 +104,7 @@ def shapes_for(obj: Any, kind: str) -> Sequence[SSMCase | AttentionCase | ConvCa
 def _as_param(case: ConformanceCase, reason: str) -> Any:
     import pytest
 
-    marks = (
-        [pytest.mark.skip(reason=f"{case.kind} {case.name!r} unavailable: {reason}")]
-        if reason
-        else []
-    )
+    marks = [pytest.mark.skip(reason=f"{case.kind} {case.name!r} unavailable: {reason}")] if reason else []
     return pytest.param(case, id=case.id, marks=marks)
 
 
@@ -127,9 +123,7 @@ def conformance_cases(
             for params in getattr(entry.obj, "conformance_params", None) or [{}]:
                 for dtype in dtypes:
                     for shape in shapes_for(entry.obj, each_kind):
-                        case = ConformanceCase(
-                            each_kind, entry.name, shape, dict(params), device, dtype
-                        )
+                        case = ConformanceCase(each_kind, entry.name, shape, dict(params), device, dtype)
                         params_list.append(_as_param(case, reason))
     return params_list
 
@@ -178,15 +172,11 @@ def build_backend(case: ConformanceCase) -> tuple[Any, bool]:
 
     backend = registry(case.kind).get(case.name).obj(case.params)
     device = torch.device(case.device)
-    ok, reason = backend.supports(
-        device=device, dtype=case.dtype, **shape_keys(case.case)
-    )
+    ok, reason = backend.supports(device=device, dtype=case.dtype, **shape_keys(case.case))
     if ok:
         return backend, True
     if case.kind == "attention":
-        ok_fwd, _ = backend.supports(
-            device=device, dtype=case.dtype, requires_grad=0, **shape_keys(case.case)
-        )
+        ok_fwd, _ = backend.supports(device=device, dtype=case.dtype, requires_grad=0, **shape_keys(case.case))
         if ok_fwd:
             return backend, False
     pytest.skip(f"{case.kind} {case.name!r} does not support this case: {reason}")
@@ -196,9 +186,7 @@ def run_conformance_case(case: ConformanceCase) -> list[CaseResult]:
     """Run one conformance case (raises AssertionError with every failed quantity)."""
     backend, grads = build_backend(case)
     check = _CHECKS[case.kind]
-    return check(
-        backend, device=case.device, dtype=case.dtype, cases=[case.case], grads=grads
-    )
+    return check(backend, device=case.device, dtype=case.dtype, cases=[case.case], grads=grads)
 
 
 def _maybe_dynamic(tensors: Sequence[torch.Tensor | None], dims: Sequence[int]) -> None:
@@ -222,9 +210,7 @@ def run_compile_case(case: ConformanceCase, *, compile_backend: str = "eager") -
     counter = CompileCounterWithBackend(compile_backend)
     compiled = torch.compile(backend.__call__, fullgraph=True, backend=counter)
     if isinstance(case.case, AttentionCase):
-        inputs = {
-            k: v.float().to(case.device) for k, v in attention_inputs(case.case).items()
-        }
+        inputs = {k: v.float().to(case.device) for k, v in attention_inputs(case.case).items()}
         kwargs = {"scale": case.case.qk_dim**-0.5, "causal": case.case.causal}
         _maybe_dynamic(list(inputs.values()), (0, 1))
         expected, actual = (
@@ -238,10 +224,7 @@ def run_compile_case(case: ConformanceCase, *, compile_backend: str = "eager") -
         expected = tuple(backend(*inputs.values(), **kwargs))
         actual = tuple(compiled(*inputs.values(), **kwargs))
     else:
-        raw = {
-            k: None if v is None else v.float().to(case.device)
-            for k, v in ssm_inputs(case.case).items()
-        }
+        raw = {k: None if v is None else v.float().to(case.device) for k, v in ssm_inputs(case.case).items()}
         if case.kind == "ssm":
             args = [raw[a] for a in ("x", "dt", "A", "B", "C")]
             kwargs = {
@@ -255,9 +238,7 @@ def run_compile_case(case: ConformanceCase, *, compile_backend: str = "eager") -
         _maybe_dynamic([raw[a] for a in ("x", "dt", "B", "C")], (0, 1))
         _maybe_dynamic([raw["initial_state"]], (0,))
         expected, actual = backend(*args, **kwargs), compiled(*args, **kwargs)
-    assert counter.frame_count >= 1, (
-        f"{case.id}: torch.compile did not compile the call"
-    )
+    assert counter.frame_count >= 1, f"{case.id}: torch.compile did not compile the call"
     expected = expected if isinstance(expected, tuple) else (expected,)
     actual = actual if isinstance(actual, tuple) else (actual,)
     for index, (a, e) in enumerate(zip(actual, expected, strict=True)):

@@ -98,18 +98,31 @@ def llama_like(spec: Any, max_len: int, device: torch.device) -> nn.Module:
     if any(block != layer for block in spec.layers) or layer.mixer.name != "attention":
         raise ValueError(f"{spec.name}: the Llama anchor needs a transformer with identical attention layers")
     config = LlamaConfig(
-        vocab_size=spec.vocab_size, hidden_size=spec.d_model, intermediate_size=layer.mlp.d_ff,
-        num_hidden_layers=spec.n_layers, num_attention_heads=params["n_heads"],
-        num_key_value_heads=params.get("n_kv_heads") or params["n_heads"], max_position_embeddings=max_len,
-        rms_norm_eps=spec.norm.eps, tie_word_embeddings=spec.tie_embeddings, attention_bias=False,
-        mlp_bias=False, attn_implementation="sdpa",
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.d_model,
+        intermediate_size=layer.mlp.d_ff,
+        num_hidden_layers=spec.n_layers,
+        num_attention_heads=params["n_heads"],
+        num_key_value_heads=params.get("n_kv_heads") or params["n_heads"],
+        max_position_embeddings=max_len,
+        rms_norm_eps=spec.norm.eps,
+        tie_word_embeddings=spec.tie_embeddings,
+        attention_bias=False,
+        mlp_bias=False,
+        attn_implementation="sdpa",
     )
     with torch.device(device):
         return _Logits(LlamaForCausalLM(config))
 
 
-def _training_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches, autocast: torch.dtype | None,
-                   device: torch.device, grad_clip: float | None) -> torch.Tensor:
+def _training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches,
+    autocast: torch.dtype | None,
+    device: torch.device,
+    grad_clip: float | None,
+) -> torch.Tensor:
     loss_sum = torch.zeros((), device=device)
     for inputs, targets in micro_batches:
         with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
@@ -142,8 +155,9 @@ def _timed_steps(step: Callable[[], torch.Tensor], steps: int, device: torch.dev
     return times
 
 
-def _build(label: str, size: str, seq_len: int, config: ThroughputConfig, device: torch.device,
-           backends: dict[str, str]) -> tuple[nn.Module, nn.Module, int, str]:
+def _build(
+    label: str, size: str, seq_len: int, config: ThroughputConfig, device: torch.device, backends: dict[str, str]
+) -> tuple[nn.Module, nn.Module, int, str]:
     """(model to train, the zoo model whose FLOPs count, parameters, backends used)."""
     import zoo
     from zoo.builder import spec_with_backends
@@ -160,13 +174,25 @@ def _build(label: str, size: str, seq_len: int, config: ThroughputConfig, device
     if config.compile:
         spec["compile"] = {**spec["compile"], "backend": config.compile_backend}
     model = zoo.build(spec, device=device, compile=config.compile)
-    used = sorted({f"{slot}={getattr(block.mixer, slot).registry_name}" for block in model.blocks
-                   for slot in ("attention", "ssm", "converter") if hasattr(block.mixer, slot)})
+    used = sorted(
+        {
+            f"{slot}={getattr(block.mixer, slot).registry_name}"
+            for block in model.blocks
+            for slot in ("attention", "ssm", "converter")
+            if hasattr(block.mixer, slot)
+        }
+    )
     return model, model, model.num_parameters(), ", ".join(used)
 
 
-def measure(label: str, size: str, seq_len: int, config: ThroughputConfig, device: torch.device,
-            backends: dict[str, str] | None = None) -> dict[str, Any]:
+def measure(
+    label: str,
+    size: str,
+    seq_len: int,
+    config: ThroughputConfig,
+    device: torch.device,
+    backends: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One row: ``label`` (an architecture, a preset name or ``hf-llama``) at length ``seq_len``."""
     row: dict[str, Any] = {"model": label, "seq_len": seq_len, "tokens_per_step": config.tokens_per_step}
     if config.tokens_per_step % seq_len:
@@ -197,8 +223,10 @@ def measure(label: str, size: str, seq_len: int, config: ThroughputConfig, devic
         vocab = flops_model.spec.vocab_size
         generator = torch.Generator(device="cpu").manual_seed(0)
         tokens = torch.randint(0, vocab, (batch, seq_len + 1), generator=generator).to(device)
-        micro_batches = [(tokens[i:i + micro, :-1].contiguous(), tokens[i:i + micro, 1:].contiguous())
-                         for i in range(0, batch, micro)]
+        micro_batches = [
+            (tokens[i : i + micro, :-1].contiguous(), tokens[i : i + micro, 1:].contiguous())
+            for i in range(0, batch, micro)
+        ]
 
         def step() -> torch.Tensor:
             return _training_step(model, optimizer, micro_batches, autocast, device, config.grad_clip)
@@ -219,7 +247,8 @@ def measure(label: str, size: str, seq_len: int, config: ThroughputConfig, devic
             step_ms_max=round(max(times), 3),
             train_flops_per_token=flops_per_token,
             model_tflops=float(f"{flops_per_token * tokens_per_s / 1e12:.4g}"),
-            mfu=float(f"{flops_per_token * tokens_per_s / (config.peak_tflops * 1e12):.4g}") if config.peak_tflops
+            mfu=float(f"{flops_per_token * tokens_per_s / (config.peak_tflops * 1e12):.4g}")
+            if config.peak_tflops
             else None,
             loss=round(float(loss), 4),
         )
@@ -235,10 +264,16 @@ def measure(label: str, size: str, seq_len: int, config: ThroughputConfig, devic
     return row
 
 
-def run_throughput(models: Sequence[str], seq_lens: Sequence[int], *, size: str = "400m",
-                   device: torch.device | str = "cpu", config: ThroughputConfig | None = None,
-                   backends: dict[str, str] | None = None,
-                   log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_throughput(
+    models: Sequence[str],
+    seq_lens: Sequence[int],
+    *,
+    size: str = "400m",
+    device: torch.device | str = "cpu",
+    config: ThroughputConfig | None = None,
+    backends: dict[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Rows for every model at every length, with ``time_vs_transformer``
     (the transformer's tokens/s at that T over this row's: relative training time)."""
     config = config or ThroughputConfig()
@@ -257,8 +292,9 @@ def run_throughput(models: Sequence[str], seq_lens: Sequence[int], *, size: str 
             rows.append(row)
             if log is not None:
                 log(_summary(row))
-    reference = {row["seq_len"]: row["tokens_per_s"] for row in rows
-                 if row["model"] == "transformer" and row.get("tokens_per_s")}
+    reference = {
+        row["seq_len"]: row["tokens_per_s"] for row in rows if row["model"] == "transformer" and row.get("tokens_per_s")
+    }
     for row in rows:
         if row.get("tokens_per_s") and row["seq_len"] in reference:
             row["time_vs_transformer"] = round(reference[row["seq_len"]] / row["tokens_per_s"], 3)
@@ -276,9 +312,13 @@ def _summary(row: dict[str, Any]) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per row; failed and skipped rows say why."""
-    lines = ["| model | T | batch x accum | params | tokens/s | time vs transformer | step ms (median) | "
-             "peak GiB | model TFLOP/s | MFU | note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | T | batch x accum | params | tokens/s | time vs transformer | step ms (median) | "
+        "peak GiB | model TFLOP/s | MFU | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
+
         def cell(key: str, fmt: str = "{}", row: dict[str, Any] = row) -> str:
             return fmt.format(row[key]) if row.get(key) is not None else "-"
 
@@ -286,14 +326,17 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         params = f"{row['params'] / 1e6:.1f}M" if row.get("params") else "-"
         mfu = f"{100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "-"
         note = row.get("error") or row.get("skipped") or row.get("backends", "")
-        lines.append(f"| {row['model']} | {row['seq_len']} | {shape} | {params} | {cell('tokens_per_s', '{:,.0f}')} | "
-                     f"{cell('time_vs_transformer', '{:.2f}')} | {cell('step_ms_median', '{:.1f}')} | "
-                     f"{cell('peak_memory_gib')} | {cell('model_tflops')} | {mfu} | {note} |")
+        lines.append(
+            f"| {row['model']} | {row['seq_len']} | {shape} | {params} | {cell('tokens_per_s', '{:,.0f}')} | "
+            f"{cell('time_vs_transformer', '{:.2f}')} | {cell('step_ms_median', '{:.1f}')} | "
+            f"{cell('peak_memory_gib')} | {cell('model_tflops')} | {mfu} | {note} |"
+        )
     return "\n".join(lines)
 
 
-def environment(device: torch.device, command: str, config: ThroughputConfig, backends: dict[str, str],
-                size: str) -> dict[str, Any]:
+def environment(
+    device: torch.device, command: str, config: ThroughputConfig, backends: dict[str, str], size: str
+) -> dict[str, Any]:
     """What the numbers depend on besides the rows: date, device, versions, settings."""
     import datetime
     import platform
@@ -305,14 +348,21 @@ def environment(device: torch.device, command: str, config: ThroughputConfig, ba
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": name, "device_type": device.type, "versions": versions, "command": command, "size": size,
-        "backends": backends, "tf32": device.type == "cuda", "config": asdict(config),
+        "device": name,
+        "device_type": device.type,
+        "versions": versions,
+        "command": command,
+        "size": size,
+        "backends": backends,
+        "tf32": device.type == "cuda",
+        "config": asdict(config),
         "cpu_threads": torch.get_num_threads(),
     }
 
 
-def write_report(rows: list[dict[str, Any]], env: dict[str, Any], out_dir: str | Path, *,
-                 plot: bool = True) -> list[Path]:
+def write_report(
+    rows: list[dict[str, Any]], env: dict[str, Any], out_dir: str | Path, *, plot: bool = True
+) -> list[Path]:
     """``train_throughput.json`` (environment + rows) and ``train_throughput.png`` in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -340,8 +390,9 @@ def plot_rows(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Pat
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=110, squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         for model in dict.fromkeys(row["model"] for row in rows):
-            points = sorted((row["seq_len"], row[key]) for row in rows
-                            if row["model"] == model and row.get(key) is not None)
+            points = sorted(
+                (row["seq_len"], row[key]) for row in rows if row["model"] == model and row.get(key) is not None
+            )
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=model)
         ax.set_xscale("log", base=2)

@@ -158,8 +158,9 @@ class Trainer:
             if self.random_schedule:
                 recompile_limit = getattr(getattr(schedule, "params", None), "n_variants", 56) + 8
             name = getattr(getattr(model, "spec", None), "name", None)
-            self.forward_model = compiled(self.model, what=f"the training forward of {name or 'the model'}",
-                                          recompile_limit=recompile_limit)
+            self.forward_model = compiled(
+                self.model, what=f"the training forward of {name or 'the model'}", recompile_limit=recompile_limit
+            )
         else:
             self.forward_model = self.model
         compile_eval = self.config.compile_eval
@@ -414,8 +415,7 @@ class Trainer:
         if self.out_dir is not None:
             latest = ckpt.latest_checkpoint(self.out_dir)
             where = f"; the last good checkpoint is {latest}" if latest else "; no checkpoint was saved"
-        return (f"training diverged: loss is {loss} at step {self.step}{where} "
-                f"(lower lr or set grad_clip)")
+        return f"training diverged: loss is {loss} at step {self.step}{where} (lower lr or set grad_clip)"
 
     def _fit_budget(
         self, remaining_s: float, recent_step_times: list[float], evals_left: int, eval_cost_s: float

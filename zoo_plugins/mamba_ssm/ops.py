@@ -19,7 +19,13 @@ from zoo_plugins.mamba_ssm import loader
 
 @torch.library.custom_op("zoo_mamba_ssm::chunk_scan", mutates_args=())
 def chunk_scan(
-    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, initial_state: Tensor | None,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    initial_state: Tensor | None,
     chunk_size: int,
 ) -> tuple[Tensor, Tensor]:
     """x [B,T,H,P], dt [B,T,H] (already softplus-ed), A [H], B/C [B,T,G,N], D [H],
@@ -37,8 +43,17 @@ def _(x, dt, A, B, C, D, initial_state, chunk_size):
 
 @torch.library.custom_op("zoo_mamba_ssm::chunk_scan_bwd", mutates_args=())
 def chunk_scan_bwd(
-    dy: Tensor, dfinal_state: Tensor | None, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-    D: Tensor | None, initial_state: Tensor | None, y: Tensor, chunk_size: int,
+    dy: Tensor,
+    dfinal_state: Tensor | None,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    initial_state: Tensor | None,
+    y: Tensor,
+    chunk_size: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients (dx, ddt, dA, dB, dC, dD, dinitial_state), each in its input's dtype; dD and
     dinitial_state are empty when there is no D or initial state (a custom op returns tensors)."""

@@ -130,8 +130,18 @@ class TritonSSM(_TritonSSDBackend, SSMBackend):
 
         The converter's state of tokens [0, transpoint) is the suffix scan's initial state.
         """
-        return transmamba_ssd(x, dt, A, B, C, transpoint=transpoint, D=D, initial_state=initial_state,
-                              return_final_state=return_final_state, **self.options)
+        return transmamba_ssd(
+            x,
+            dt,
+            A,
+            B,
+            C,
+            transpoint=transpoint,
+            D=D,
+            initial_state=initial_state,
+            return_final_state=return_final_state,
+            **self.options,
+        )
 
 
 @CONVERTER.register("triton")

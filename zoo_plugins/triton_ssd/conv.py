@@ -91,9 +91,21 @@ def _fwd_impl(x: Tensor, weight: Tensor, bias: Tensor | None, split_sizes: list[
         slots = [o[start:stop] for o in outs]
         slots += [slots[0]] * (3 - len(slots))  # unused slots: never written (masked off)
         kernels._conv_fwd[_grid(stop - start, seq_len, channels)](
-            x[start:stop], weight, bias if bias is not None else weight, *slots,
-            seq_len, channels, s0, s1, x.stride(0), x.stride(1),
-            W=weight.shape[1], HAS_BIAS=bias is not None, ACT=activation, BT=_BT, BC=_BC,
+            x[start:stop],
+            weight,
+            bias if bias is not None else weight,
+            *slots,
+            seq_len,
+            channels,
+            s0,
+            s1,
+            x.stride(0),
+            x.stride(1),
+            W=weight.shape[1],
+            HAS_BIAS=bias is not None,
+            ACT=activation,
+            BT=_BT,
+            BC=_BC,
         )
     return outs
 
@@ -129,17 +141,35 @@ def _bwd_impl(
         w = weight.contiguous()
         for start, stop in _batch_slices(x):
             kernels._conv_bwd_pre[(n_tb, _cdiv(channels, _BC_PRE), stop - start)](
-                x[start:stop], w, bias if bias is not None else weight,
-                *[g[start:stop] if g is not None else x for g in slots], d_pre[start:stop],
-                dw_part[start * n_tb:stop * n_tb], db_part[start * n_tb:stop * n_tb],
-                seq_len, channels, s0, s1, x.stride(0), x.stride(1), n_tb,
-                W=width, WP=1 << (width - 1).bit_length(), HAS_BIAS=bias is not None, ACT=activation,
-                HAS_G0=slots[0] is not None, HAS_G1=slots[1] is not None, HAS_G2=slots[2] is not None,
-                BT=_BT_PRE, BC=_BC_PRE, TILES=_TILES_PRE,
+                x[start:stop],
+                w,
+                bias if bias is not None else weight,
+                *[g[start:stop] if g is not None else x for g in slots],
+                d_pre[start:stop],
+                dw_part[start * n_tb : stop * n_tb],
+                db_part[start * n_tb : stop * n_tb],
+                seq_len,
+                channels,
+                s0,
+                s1,
+                x.stride(0),
+                x.stride(1),
+                n_tb,
+                W=width,
+                WP=1 << (width - 1).bit_length(),
+                HAS_BIAS=bias is not None,
+                ACT=activation,
+                HAS_G0=slots[0] is not None,
+                HAS_G1=slots[1] is not None,
+                HAS_G2=slots[2] is not None,
+                BT=_BT_PRE,
+                BC=_BC_PRE,
+                TILES=_TILES_PRE,
             )
             grid = (_cdiv(seq_len, _BT_BWD), _cdiv(channels, _BC), stop - start)
-            kernels._conv_bwd_dx[grid](d_pre[start:stop], w, dx[start:stop], seq_len, channels, W=width,
-                                       BT=_BT_BWD, BC=_BC)
+            kernels._conv_bwd_dx[grid](
+                d_pre[start:stop], w, dx[start:stop], seq_len, channels, W=width, BT=_BT_BWD, BC=_BC
+            )
     dw = dw_part.sum(0).t().contiguous().to(weight.dtype)
     db = db_part.sum(0).to(bias.dtype) if bias is not None else db_part.new_zeros(channels)
     return dx, dw, db
@@ -174,7 +204,11 @@ torch.library.register_autograd(f"{_LIB}::causal_conv1d_fwd", _backward, setup_c
 
 
 def causal_conv1d(
-    x: Tensor, weight: Tensor, bias: Tensor | None = None, *, activation: bool = True,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    activation: bool = True,
     split_sizes: Sequence[int] | None = None,
 ) -> list[Tensor]:
     """x [B, T, C] (channel stride 1; a slice of a wider tensor is fine), weight [C, W],

@@ -50,9 +50,23 @@ def _segment_offsets(b, t, c, T, C, S0, S1):
 
 @triton.jit
 def _conv_fwd(
-    x_ptr, w_ptr, bias_ptr, out0_ptr, out1_ptr, out2_ptr,
-    T, C, S0, S1, stride_b, stride_t,
-    W: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    out0_ptr,
+    out1_ptr,
+    out2_ptr,
+    T,
+    C,
+    S0,
+    S1,
+    stride_b,
+    stride_t,
+    W: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACT: tl.constexpr,
+    BT: tl.constexpr,
+    BC: tl.constexpr,
 ):
     b, t, c, tmask, cmask = _tile(T, C, BT, BC)
     acc = _pre(x_ptr, w_ptr, b * stride_b, t, c, cmask, T, stride_t, W, BT, BC)
@@ -70,11 +84,32 @@ def _conv_fwd(
 
 @triton.jit
 def _conv_bwd_pre(
-    x_ptr, w_ptr, bias_ptr, g0_ptr, g1_ptr, g2_ptr, dpre_ptr, dw_part_ptr, db_part_ptr,
-    T, C, S0, S1, stride_b, stride_t, NTB,
-    W: tl.constexpr, WP: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-    HAS_G0: tl.constexpr, HAS_G1: tl.constexpr, HAS_G2: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    g0_ptr,
+    g1_ptr,
+    g2_ptr,
+    dpre_ptr,
+    dw_part_ptr,
+    db_part_ptr,
+    T,
+    C,
+    S0,
+    S1,
+    stride_b,
+    stride_t,
+    NTB,
+    W: tl.constexpr,
+    WP: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACT: tl.constexpr,
+    HAS_G0: tl.constexpr,
+    HAS_G1: tl.constexpr,
+    HAS_G2: tl.constexpr,
+    BT: tl.constexpr,
+    BC: tl.constexpr,
+    TILES: tl.constexpr,
 ):
     """d_pre = g * act'(pre) (fp32, [B, T, C]) over TILES consecutive [BT, BC] tiles, and
     their partial sums of dw [W, C] and db [C] (one row of the partials per program).
@@ -100,8 +135,11 @@ def _conv_bwd_pre(
         tmask = t < T
         src = t[:, None] - (W - 1) + k[None, :]  # [BT, WP]
         smask = (src >= 0) & (src < T) & kmask[None, :]
-        xs = tl.load(x_ptr + base + src[:, :, None] * stride_t + c[None, None, :],
-                     mask=smask[:, :, None] & cmask[None, None, :], other=0.0).to(tl.float32)
+        xs = tl.load(
+            x_ptr + base + src[:, :, None] * stride_t + c[None, None, :],
+            mask=smask[:, :, None] & cmask[None, None, :],
+            other=0.0,
+        ).to(tl.float32)
         in0, in1, in2, off0, off1, off2 = _segment_offsets(b, t, c, T, C, S0, S1)
         g = tl.zeros([BT, BC], dtype=tl.float32)
         if HAS_G0:
@@ -120,24 +158,35 @@ def _conv_bwd_pre(
         dw += g[:, None, :] * xs
         db += g
     part = b * NTB + tl.program_id(0)
-    tl.store(dw_part_ptr + (part * W + k[:, None]) * C + c[None, :], tl.sum(dw, axis=0),
-             mask=kmask[:, None] & cmask[None, :])
+    tl.store(
+        dw_part_ptr + (part * W + k[:, None]) * C + c[None, :], tl.sum(dw, axis=0), mask=kmask[:, None] & cmask[None, :]
+    )
     if HAS_BIAS:
         tl.store(db_part_ptr + part * C + c, tl.sum(db, axis=0), mask=cmask)
 
 
 @triton.jit
 def _conv_bwd_dx(
-    dpre_ptr, w_ptr, dx_ptr, T, C,
-    W: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    dpre_ptr,
+    w_ptr,
+    dx_ptr,
+    T,
+    C,
+    W: tl.constexpr,
+    BT: tl.constexpr,
+    BC: tl.constexpr,
 ):
     """dx[t] = sum_j d_pre[t + j] w[W-1-j] (d_pre = 0 past the end)."""
     b, t, c, tmask, cmask = _tile(T, C, BT, BC)
     dx = tl.zeros([BT, BC], dtype=tl.float32)
     for j in tl.static_range(W):
         rows = t + j
-        d = tl.load(dpre_ptr + (b * T + rows[:, None]) * C + c[None, :], mask=(rows < T)[:, None] & cmask[None, :],
-                    other=0.0)
+        d = tl.load(
+            dpre_ptr + (b * T + rows[:, None]) * C + c[None, :], mask=(rows < T)[:, None] & cmask[None, :], other=0.0
+        )
         dx += d * tl.load(w_ptr + c * W + (W - 1 - j), mask=cmask, other=0.0).to(tl.float32)[None, :]
-    tl.store(dx_ptr + (b * T + t[:, None]) * C + c[None, :], dx.to(dx_ptr.dtype.element_ty),
-             mask=tmask[:, None] & cmask[None, :])
+    tl.store(
+        dx_ptr + (b * T + t[:, None]) * C + c[None, :],
+        dx.to(dx_ptr.dtype.element_ty),
+        mask=tmask[:, None] & cmask[None, :],
+    )

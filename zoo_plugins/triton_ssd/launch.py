@@ -88,8 +88,20 @@ def forward(
         return y, final_state, states
     for a, b in slices:
         _fwd_rows(
-            x[a:b], dt[a:b], A, B[a:b], C[a:b], D, init[a:b] if init is not None else None, out_start, chunk_size,
-            save_states, tuning, y[a:b], final_state[a:b], states[a:b] if save_states else states,
+            x[a:b],
+            dt[a:b],
+            A,
+            B[a:b],
+            C[a:b],
+            D,
+            init[a:b] if init is not None else None,
+            out_start,
+            chunk_size,
+            save_states,
+            tuning,
+            y[a:b],
+            final_state[a:b],
+            states[a:b] if save_states else states,
         )
     return y, final_state, states
 
@@ -194,8 +206,20 @@ def backward(
     else:
         for a, b in slices:
             _bwd_rows(
-                dy_or_x[a:b], has_dy, dfinal[a:b] if dfinal is not None else None, x[a:b], dt[a:b], A, B[a:b],
-                C[a:b], skip, states[a:b], out_start, chunk_size, tuning, tuple(out[a:b] for out in outs),
+                dy_or_x[a:b],
+                has_dy,
+                dfinal[a:b] if dfinal is not None else None,
+                x[a:b],
+                dt[a:b],
+                A,
+                B[a:b],
+                C[a:b],
+                skip,
+                states[a:b],
+                out_start,
+                chunk_size,
+                tuning,
+                tuple(out[a:b] for out in outs),
             )
     dA = dA_part.sum(dim=(0, 1)).to(A.dtype)
     if D is not None:
@@ -218,8 +242,18 @@ def _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chu
     if walk.n_segments > 1:
         seg, seg_total, first = walk.segment_buffers(x)
         kernels_bwd._seg_dstate_rev[(rows, walk.n_segments - 1)](
-            dy_or_x, dt, A, C, seg, seg_total, *walk.shape, walk.slots, out_start, HAS_DY=has_dy,
-            **walk.launch, **walk.meta,
+            dy_or_x,
+            dt,
+            A,
+            C,
+            seg,
+            seg_total,
+            *walk.shape,
+            walk.slots,
+            out_start,
+            HAS_DY=has_dy,
+            **walk.launch,
+            **walk.meta,
         )
         _chain_segments(seg, seg_total, dfinal, first, walk, has_own=has_dy, reverse=True)
     kernels_bwd._seg_dstate_store[(rows, walk.n_segments)](

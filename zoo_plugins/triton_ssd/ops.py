@@ -44,8 +44,9 @@ def ssd_fwd(
     save_states: bool,
     tuning: list[int] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return launch.forward(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states,
-                          Tuning.from_args(tuning))
+    return launch.forward(
+        x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states, Tuning.from_args(tuning)
+    )
 
 
 @ssd_fwd.register_fake
@@ -77,8 +78,7 @@ def ssd_bwd(
     chunk_size: int,
     tuning: list[int] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return launch.backward(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size,
-                           Tuning.from_args(tuning))
+    return launch.backward(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, Tuning.from_args(tuning))
 
 
 @ssd_bwd.register_fake
@@ -122,8 +122,9 @@ def _gradients(ctx, dy, dfinal_state, bwd) -> tuple:
         dy = dy.contiguous()  # traced under torch.compile: fused into dy's producer (see scan)
     if not ctx.save_states:
         raise RuntimeError("zoo_triton_ssd::ssd_fwd ran with save_states=False; it cannot be differentiated")
-    dx, ddt, dA, dB, dC, dD, d_init = bwd(dy, dfinal_state, x, dt, A, B, C, D, states, ctx.out_start,
-                                          ctx.chunk_size, ctx.tuning)
+    dx, ddt, dA, dB, dC, dD, d_init = bwd(
+        dy, dfinal_state, x, dt, A, B, C, D, states, ctx.out_start, ctx.chunk_size, ctx.tuning
+    )
     return (
         dx,
         ddt,
@@ -148,8 +149,7 @@ ssd_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _bwd_eager(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, tuning):
-    return launch.backward(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size,
-                           Tuning.from_args(tuning))
+    return launch.backward(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, Tuning.from_args(tuning))
 
 
 class _EagerSSD(torch.autograd.Function):
@@ -163,8 +163,9 @@ class _EagerSSD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states, tuning):
-        output = launch.forward(x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states,
-                                Tuning.from_args(tuning))
+        output = launch.forward(
+            x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states, Tuning.from_args(tuning)
+        )
         _setup_context(ctx, (x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states, tuning), output)
         ctx.mark_non_differentiable(output[2])
         return output

@@ -156,13 +156,23 @@ class Walk(NamedTuple):
 def walk(x: Tensor, n_groups: int, state_dim: int, chunk_size: int, n_chunks: int, tuning: Tuning) -> Walk:
     # The plan depends on sizes, dtype, device and the tuning only: worked out once per
     # combination (host time counts at B=1, where the GPU waits on it; benchmarks/host_overhead.py).
-    return _plan(tuple(x.shape), x.dtype, x.device, n_groups, state_dim, chunk_size, n_chunks, tuning,
-                 triton_interpreting())
+    return _plan(
+        tuple(x.shape), x.dtype, x.device, n_groups, state_dim, chunk_size, n_chunks, tuning, triton_interpreting()
+    )
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(shape: tuple, dtype: torch.dtype, device: torch.device, n_groups: int, state_dim: int, chunk_size: int,
-          n_chunks: int, tuning: Tuning, interpreting: bool) -> Walk:
+def _plan(
+    shape: tuple,
+    dtype: torch.dtype,
+    device: torch.device,
+    n_groups: int,
+    state_dim: int,
+    chunk_size: int,
+    n_chunks: int,
+    tuning: Tuning,
+    interpreting: bool,
+) -> Walk:
     batch, seq_len, n_heads, head_dim = shape
     per_segment, n_segments = segments(n_chunks, batch * n_heads, device, tuning)
     meta = dict(
@@ -181,8 +191,9 @@ def _plan(shape: tuple, dtype: torch.dtype, device: torch.device, n_groups: int,
     )
 
 
-def batch_slices(x: Tensor, n_groups: int, state_dim: int, chunk_size: int, saved_states: bool
-                 ) -> list[tuple[int, int]]:
+def batch_slices(
+    x: Tensor, n_groups: int, state_dim: int, chunk_size: int, saved_states: bool
+) -> list[tuple[int, int]]:
     """[start, stop) batch slices whose offsets fit in int32; a clear error if one row does not."""
     batch, seq_len, n_heads, head_dim = x.shape
     n_chunks = cdiv(seq_len, chunk_size)

@@ -50,9 +50,7 @@ class Tuning:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"tuning knob {name}={value!r}: expected a positive int or None")
             if name in _WARP_KNOBS and value & (value - 1):
-                raise ValueError(
-                    f"tuning knob {name}={value}: a warp count must be a power of two (1, 2, 4, 8, 16)"
-                )
+                raise ValueError(f"tuning knob {name}={value}: a warp count must be a power of two (1, 2, 4, 8, 16)")
         # what the ops receive, worked out once (a call at B=1 waits on host time)
         object.__setattr__(self, "_args", tuple(value or 0 for value in self.knobs().values()))
 

@@ -85,7 +85,7 @@ class AttentionMixer(nn.Module):
         self.q_norm = RMSNorm(self.head_dim) if params.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if params.qk_norm else None
         self.attention: AttentionBackend = backends["attention"]
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
 
     def qkv(self, hidden_states: torch.Tensor, positions: torch.Tensor):
         """[B,T,D] -> q [B,T,H,E], k, v [B,T,K,E] with RoPE applied to q, k."""
@@ -110,11 +110,19 @@ class AttentionMixer(nn.Module):
 
     # Inference state (the protocol of zoo.layers.state): a static KV cache.
 
-    def allocate_cache(self, batch_size: int, max_length: int, *, dtype: torch.dtype, device: torch.device,
-                       transpoint: int | None = None) -> AttentionCache:
+    def allocate_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        *,
+        dtype: torch.dtype,
+        device: torch.device,
+        transpoint: int | None = None,
+    ) -> AttentionCache:
         shape = (batch_size, self.n_kv_heads, max_length, self.head_dim)
-        return AttentionCache(static_zeros(*shape, dtype=dtype, device=device),
-                              static_zeros(*shape, dtype=dtype, device=device))
+        return AttentionCache(
+            static_zeros(*shape, dtype=dtype, device=device), static_zeros(*shape, dtype=dtype, device=device)
+        )
 
     def prefill(self, hidden_states: torch.Tensor, cache: AttentionCache, start: int) -> torch.Tensor:
         """Tokens start .. start+T-1 of every row onto ``cache``. [B,T,D] -> [B,T,D]."""
@@ -125,8 +133,9 @@ class AttentionMixer(nn.Module):
         cache.value[:, :, start:end] = v.transpose(1, 2)
         return self.attend(q, cache.key[:, :, :end].transpose(1, 2), cache.value[:, :, :end].transpose(1, 2))
 
-    def step(self, hidden_states: torch.Tensor, cache: AttentionCache, positions: torch.Tensor,
-             phase: str) -> torch.Tensor:
+    def step(
+        self, hidden_states: torch.Tensor, cache: AttentionCache, positions: torch.Tensor, phase: str
+    ) -> torch.Tensor:
         """One token per row at ``positions`` [B]: [B,1,D] -> [B,1,D]."""
         q, k, v = self.qkv(hidden_states, positions[:, None])
         rows = torch.arange(q.shape[0], device=q.device)

@@ -63,8 +63,15 @@ class Mamba2Mixer(nn.Module):
 
     # Inference state (the protocol of zoo.layers.state): conv state + SSM state.
 
-    def allocate_cache(self, batch_size: int, max_length: int, *, dtype: torch.dtype, device: torch.device,
-                       transpoint: int | None = None) -> SSMCache:
+    def allocate_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        *,
+        dtype: torch.dtype,
+        device: torch.device,
+        transpoint: int | None = None,
+    ) -> SSMCache:
         return SSMCache(*self.ssd.allocate_states(batch_size, dtype=dtype, device=device))
 
     def prefill(self, hidden_states: torch.Tensor, cache: SSMCache, start: int) -> torch.Tensor:
@@ -72,13 +79,11 @@ class Mamba2Mixer(nn.Module):
         ssd = self.ssd
         z, x, Bm, Cm, dt, A, conv_state = ssd.inputs(hidden_states, cache.conv)
         cache.conv.copy_(conv_state)
-        y, final = self.ssm(x, dt, A, Bm, Cm, D=ssd.D, initial_state=cache.ssm,
-                            return_final_state=True)
+        y, final = self.ssm(x, dt, A, Bm, Cm, D=ssd.D, initial_state=cache.ssm, return_final_state=True)
         cache.ssm.copy_(final)
         return ssd.out_proj(ssd.finish(y, z))
 
-    def step(self, hidden_states: torch.Tensor, cache: SSMCache, positions: torch.Tensor,
-             phase: str) -> torch.Tensor:
+    def step(self, hidden_states: torch.Tensor, cache: SSMCache, positions: torch.Tensor, phase: str) -> torch.Tensor:
         """One token per row: [B,1,D] -> [B,1,D] (positions and phase are not needed)."""
         ssd = self.ssd
         z, x, Bm, Cm, dt, A, conv_state = ssd.inputs(hidden_states, cache.conv)

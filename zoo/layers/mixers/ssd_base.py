@@ -63,9 +63,14 @@ def ssd_backend_shapes(d_model: int, params: SSDParams) -> dict[str, int]:
     """The ``supports(**shapes)`` keys of an SSD mixer's backends (every slot gets them all)."""
     d_inner = params.expand * d_model
     n_heads = d_inner // params.headdim
-    return {"n_heads": n_heads, "n_groups": params.n_groups, "head_dim": params.headdim,
-            "state_dim": params.d_state, "channels": d_inner + 2 * params.n_groups * params.d_state,
-            "width": params.d_conv}
+    return {
+        "n_heads": n_heads,
+        "n_groups": params.n_groups,
+        "head_dim": params.headdim,
+        "state_dim": params.d_state,
+        "channels": d_inner + 2 * params.n_groups * params.d_state,
+        "width": params.d_conv,
+    }
 
 
 def check_ssd_shapes(d_model: int, params: SSDParams) -> list[tuple[str, str]]:
@@ -90,8 +95,9 @@ class SSDProjections(nn.Module):
         self.n_groups = params.n_groups
         self.d_state = params.d_state
         self.conv_channels = self.d_inner + 2 * self.n_groups * self.d_state
-        self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * self.n_groups * self.d_state + self.n_heads,
-                                 bias=params.bias)
+        self.in_proj = nn.Linear(
+            d_model, 2 * self.d_inner + 2 * self.n_groups * self.d_state + self.n_heads, bias=params.bias
+        )
         self.conv1d = CausalConv1d(self.conv_channels, params.d_conv, bias=params.conv_bias)
         if conv is None:  # the slot's default, for projections built outside the builder
             from zoo.backends.conv import TorchConv
@@ -125,8 +131,9 @@ class SSDProjections(nn.Module):
         z, xBC, dt_raw = self.project(u)
         if conv_state is None:  # a whole sequence from a zero history: the conv backend
             gn = self.n_groups * self.d_state
-            x, Bm, Cm = self.heads(*self.conv_backend(xBC, self.conv1d.weight[:, 0], self.conv1d.bias,
-                                                      split_sizes=[self.d_inner, gn, gn]))
+            x, Bm, Cm = self.heads(
+                *self.conv_backend(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, split_sizes=[self.d_inner, gn, gn])
+            )
             new_conv_state = self.conv1d.state_after(xBC)
         else:  # decode steps and prefill from a conv state: the state-carrying reference
             xBC, new_conv_state = self.conv(xBC, conv_state)
@@ -165,8 +172,9 @@ class SSDProjections(nn.Module):
         """y [B,T,H,P] -> gated norm -> [B,T,d_inner] (out_proj is applied by the caller)."""
         return self.norm(rearrange(y, "b t h p -> b t (h p)"), z)
 
-    def allocate_states(self, batch_size: int, *, dtype: torch.dtype,
-                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def allocate_states(
+        self, batch_size: int, *, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero conv state [B,C,W-1] (``dtype``) and SSM state [B,H,P,N] (fp32) for a cache."""
         conv = static_zeros(batch_size, self.conv_channels, self.conv1d.width - 1, dtype=dtype, device=device)
         ssm = static_zeros(batch_size, self.n_heads, self.headdim, self.d_state, dtype=torch.float32, device=device)

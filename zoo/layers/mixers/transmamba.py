@@ -35,7 +35,8 @@ from zoo.registry import MIXER
 
 class TransMambaParams(SSDParams):
     attn_scale: float | None = Field(
-        None, gt=0, le=1e3, description="softmax scale of the attention path; None = 1/sqrt(d_state)")
+        None, gt=0, le=1e3, description="softmax scale of the attention path; None = 1/sqrt(d_state)"
+    )
     rope: bool = Field(True, description="rotary embedding on q (=C) and k (=B) of the attention path")
     rope_theta: float = Field(1e4, gt=1, le=1e9)
     attn_gate: bool = Field(False, description="z-gate the attention path (paper Table 10: hurts)")
@@ -89,8 +90,12 @@ class TransMambaMixer(nn.Module):
     """TransMamba: attention before the layer's TransPoint, SSM after, shared weights."""
 
     Params: ClassVar = TransMambaParams
-    backend_slots: ClassVar[dict[str, str]] = {"attention": "sdpa", "ssm": "chunked", "converter": "chunked",
-                                               "conv": "torch"}
+    backend_slots: ClassVar[dict[str, str]] = {
+        "attention": "sdpa",
+        "ssm": "chunked",
+        "converter": "chunked",
+        "conv": "torch",
+    }
     uses_schedule: ClassVar[bool] = True
 
     @staticmethod
@@ -152,8 +157,10 @@ class TransMambaMixer(nn.Module):
         schedule's P; a direct caller passes its own)."""
         seq_len = hidden_states.shape[1]
         if transpoint is None:
-            raise ValueError(f"transmamba layer {self.layer_idx}: pass transpoint= (0 <= P; P >= T is all "
-                             "attention); a CausalLM passes its schedule's P")
+            raise ValueError(
+                f"transmamba layer {self.layer_idx}: pass transpoint= (0 <= P; P >= T is all "
+                "attention); a CausalLM passes its schedule's P"
+            )
         P = clamp_transpoint(transpoint, seq_len)
         ssd = self.ssd
         z, x, Bm, Cm, dt, A, _ = ssd.inputs(hidden_states)
@@ -175,12 +182,20 @@ class TransMambaMixer(nn.Module):
     # Inference state (the protocol of zoo.layers.state): prefix buffer, fold at the TransPoint,
     # SSM afterwards.
 
-    def allocate_cache(self, batch_size: int, max_length: int, *, dtype: torch.dtype, device: torch.device,
-                       transpoint: int | None = None) -> TransMambaCache:
+    def allocate_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        *,
+        dtype: torch.dtype,
+        device: torch.device,
+        transpoint: int | None = None,
+    ) -> TransMambaCache:
         """``transpoint``: this layer's P at ``max_length`` (required; P >= max_length is all attention)."""
         if transpoint is None or transpoint < 0:
-            raise ValueError(f"transmamba layer {self.layer_idx}: allocate_cache needs transpoint= >= 0, "
-                             f"got {transpoint!r}")
+            raise ValueError(
+                f"transmamba layer {self.layer_idx}: allocate_cache needs transpoint= >= 0, got {transpoint!r}"
+            )
         ssd = self.ssd
         conv, ssm = ssd.allocate_states(batch_size, dtype=dtype, device=device)
         slots = min(transpoint, max_length)
@@ -188,10 +203,13 @@ class TransMambaMixer(nn.Module):
             return TransMambaCache(conv, ssm, 0, None, None, None)
         heads_per_group = ssd.n_heads // ssd.n_groups
         return TransMambaCache(
-            conv, ssm, slots,
+            conv,
+            ssm,
+            slots,
             static_zeros(batch_size, ssd.n_groups, slots, ssd.d_state, dtype=dtype, device=device),
             static_zeros(batch_size, ssd.n_groups, slots, heads_per_group * ssd.headdim, dtype=dtype, device=device),
-            static_zeros(batch_size, ssd.n_heads, slots, dtype=torch.float32, device=device))
+            static_zeros(batch_size, ssd.n_heads, slots, dtype=torch.float32, device=device),
+        )
 
     def _fold(self, cache: TransMambaCache, A: torch.Tensor) -> torch.Tensor:
         """Memory Converter over the whole prefix buffer -> SSM state [B,H,P,N] (fp32)."""
@@ -227,19 +245,31 @@ class TransMambaMixer(nn.Module):
             cache.dt[:, :, start:end] = rearrange(dt[:, :n_attn], "b t h -> b h t")
             k_all = rearrange(cache.key[:, :, :end], "b g s n -> b s g n")
             v_all = rearrange(cache.value[:, :, :end], "b g s (r p) -> b s (g r) p", p=ssd.headdim)
-            pieces.append(self.attention_rows(x[:, :n_attn], Bm[:, :n_attn], Cm[:, :n_attn], z[:, :n_attn],
-                                              positions, k_all=k_all, v_all=v_all))
+            pieces.append(
+                self.attention_rows(
+                    x[:, :n_attn], Bm[:, :n_attn], Cm[:, :n_attn], z[:, :n_attn], positions, k_all=k_all, v_all=v_all
+                )
+            )
         if n_attn < seq_len:
             state = cache.ssm if (P == 0 or start > P) else self._fold(cache, A)
-            y, final = self.ssm(x[:, n_attn:], dt[:, n_attn:], A, Bm[:, n_attn:], Cm[:, n_attn:], D=ssd.D,
-                                initial_state=state, return_final_state=True)
+            y, final = self.ssm(
+                x[:, n_attn:],
+                dt[:, n_attn:],
+                A,
+                Bm[:, n_attn:],
+                Cm[:, n_attn:],
+                D=ssd.D,
+                initial_state=state,
+                return_final_state=True,
+            )
             cache.ssm.copy_(final)
             pieces.append(ssd.finish(y, z[:, n_attn:]))
         y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
         return ssd.out_proj(y)
 
-    def step(self, hidden_states: torch.Tensor, cache: TransMambaCache, positions: torch.Tensor,
-             phase: str) -> torch.Tensor:
+    def step(
+        self, hidden_states: torch.Tensor, cache: TransMambaCache, positions: torch.Tensor, phase: str
+    ) -> torch.Tensor:
         """One token per row at ``positions`` [B] (long, on device). [B,1,D] -> [B,1,D].
 
         ``phase`` (host-decided, static per compiled graph): "attn" every row is before the
@@ -271,8 +301,9 @@ class TransMambaMixer(nn.Module):
             cache.value[rows, :, slot] = new_v
             cache.dt[rows, :, slot] = new_dt
             key_mask = torch.arange(cache.key.shape[2], device=x.device)[None, :] <= positions[:, None]
-            y = masked_decode_attention(rearrange(q, "b t g n -> b g t n"), cache.key, cache.value, key_mask,
-                                        scale=self.scale)
+            y = masked_decode_attention(
+                rearrange(q, "b t g n -> b g t n"), cache.key, cache.value, key_mask, scale=self.scale
+            )
             y = rearrange(y, "b g t (r p) -> b t (g r) p", p=ssd.headdim)
             y_attn = self._attention_out(y, x, z)
         if phase != ATTN:

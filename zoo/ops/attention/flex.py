@@ -65,9 +65,7 @@ def flex_grouped_attention(
         def bottom_right_causal(batch, head, q_idx, kv_idx):
             return kv_idx <= q_idx + offset
 
-        block_mask = create_block_mask(
-            bottom_right_causal, None, None, n_queries, n_keys, device=q.device
-        )
+        block_mask = create_block_mask(bottom_right_causal, None, None, n_queries, n_keys, device=q.device)
     flex = flex or flex_function(compiled=False)
 
     def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

@@ -17,34 +17,22 @@ from einops import rearrange
 from zoo.ops.ssd.reference import compute_dtype
 
 
-def causal_mask_lower_right(
-    n_queries: int, n_keys: int, device: torch.device
-) -> torch.Tensor:
+def causal_mask_lower_right(n_queries: int, n_keys: int, device: torch.device) -> torch.Tensor:
     """[T, S] bool, True where query i (at position S - T + i) may attend to key j."""
     query_pos = torch.arange(n_queries, device=device)[:, None] + (n_keys - n_queries)
     return torch.arange(n_keys, device=device)[None, :] <= query_pos
 
 
-def check_shapes(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
-) -> None:
+def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> None:
     """Raise ValueError on inconsistent shapes (shape checks only: no data is read)."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(
-            "grouped attention takes q [B,T,G,N], k [B,S,G,N], v [B,S,H,P]"
-        )
+        raise ValueError("grouped attention takes q [B,T,G,N], k [B,S,G,N], v [B,S,H,P]")
     if q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
-        raise ValueError(
-            f"q {list(q.shape)} and k {list(k.shape)} must agree on B, G and N"
-        )
+        raise ValueError(f"q {list(q.shape)} and k {list(k.shape)} must agree on B, G and N")
     if k.shape[:2] != v.shape[:2]:
-        raise ValueError(
-            f"k {list(k.shape)} and v {list(v.shape)} must agree on B and S"
-        )
+        raise ValueError(f"k {list(k.shape)} and v {list(v.shape)} must agree on B and S")
     if v.shape[2] % k.shape[2]:
-        raise ValueError(
-            f"value heads ({v.shape[2]}) must be a multiple of groups ({k.shape[2]})"
-        )
+        raise ValueError(f"value heads ({v.shape[2]}) must be a multiple of groups ({k.shape[2]})")
     if causal and q.shape[1] > k.shape[1]:
         raise ValueError(
             f"causal attention needs T <= S (queries are the last T keys), got T={q.shape[1]}, S={k.shape[1]}"

@@ -90,9 +90,7 @@ def resolve_grouping(
     return "expand"
 
 
-def _mask_kwargs(
-    n_queries: int, n_keys: int, causal: bool, device: torch.device
-) -> dict:
+def _mask_kwargs(n_queries: int, n_keys: int, causal: bool, device: torch.device) -> dict:
     # SDPA's is_causal is top-left aligned: right only when T == S. One query (decode)
     # sees every key. Otherwise an explicit bottom-right mask.
     if not causal or n_queries == 1:
@@ -126,9 +124,7 @@ def grouped(
     if mode == "fold_slices":
         out = attend(*fold_slices(q, k, v))
         return rearrange(out, "b a t (j p) -> b t (a j) p", p=head_dim)
-    raise ValueError(
-        f"unknown grouping {grouping!r}; expected 'auto', 'expand', 'fold_values' or 'fold_slices'"
-    )
+    raise ValueError(f"unknown grouping {grouping!r}; expected 'auto', 'expand', 'fold_values' or 'fold_slices'")
 
 
 def sdpa_grouped_attention(

@@ -25,7 +25,7 @@ def causal_conv(padded: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     weight = weight.to(padded.dtype)
     out = padded[:, 0:seq_len] * weight[:, 0]
     for tap in range(1, width):
-        out = out + padded[:, tap:tap + seq_len] * weight[:, tap]
+        out = out + padded[:, tap : tap + seq_len] * weight[:, tap]
     if bias is not None:
         out = out + bias.to(padded.dtype)
     return out

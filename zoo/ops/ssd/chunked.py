@@ -36,9 +36,7 @@ def segsum(log_decay: torch.Tensor) -> torch.Tensor:
     """
     length = log_decay.shape[-1]
     index = torch.arange(length, device=log_decay.device)
-    expanded = log_decay.unsqueeze(-1).expand(
-        *log_decay.shape, length
-    )  # [..., i, j] = a_i
+    expanded = log_decay.unsqueeze(-1).expand(*log_decay.shape, length)  # [..., i, j] = a_i
     summed = expanded.masked_fill(index[:, None] <= index[None, :], 0.0).cumsum(dim=-2)
     return summed.masked_fill(index[:, None] < index[None, :], float("-inf"))
 
@@ -65,34 +63,24 @@ def _to_chunks(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     n_heads, n_groups = x.shape[2], B.shape[2]
     if n_heads % n_groups:
-        raise ValueError(
-            f"n_heads ({n_heads}) must be a multiple of n_groups ({n_groups})"
-        )
+        raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_groups ({n_groups})")
     pad = (-x.shape[1]) % chunk_size
     x = F.pad(x.to(work), (0, 0, 0, 0, 0, pad))
     dt = F.pad(dt.to(work), (0, 0, 0, pad))
     B = F.pad(B.to(work), (0, 0, 0, 0, 0, pad))
-    xdt = rearrange(
-        x * dt[..., None], "b (c l) (g r) p -> b c g r l p", l=chunk_size, g=n_groups
-    )
-    log_decay = rearrange(
-        dt * A.to(work), "b (c l) (g r) -> b c g r l", l=chunk_size, g=n_groups
-    )
+    xdt = rearrange(x * dt[..., None], "b (c l) (g r) p -> b c g r l p", l=chunk_size, g=n_groups)
+    log_decay = rearrange(dt * A.to(work), "b (c l) (g r) -> b c g r l", l=chunk_size, g=n_groups)
     return xdt, log_decay, rearrange(B, "b (c l) g n -> b c g l n", l=chunk_size)
 
 
-def _chunk_states(
-    xdt: torch.Tensor, log_decay: torch.Tensor, B: torch.Tensor
-) -> torch.Tensor:
+def _chunk_states(xdt: torch.Tensor, log_decay: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """Step 2: the state each chunk leaves behind from its own inputs. -> [b,c,g,r,p,n]."""
     decay_to_end = torch.exp(suffix_sum_exclusive(log_decay))
     weighted = (xdt * decay_to_end[..., None]).transpose(-1, -2)  # [b,c,g,r,p,l]
     return weighted @ B.unsqueeze(3)
 
 
-def _with_initial(
-    chunk_states: torch.Tensor, initial_state: torch.Tensor | None, n_groups: int
-) -> torch.Tensor:
+def _with_initial(chunk_states: torch.Tensor, initial_state: torch.Tensor | None, n_groups: int) -> torch.Tensor:
     """Prepend the initial state: -> [b, c+1, g, r, p, n] (index 0 enters chunk 0)."""
     if initial_state is None:
         first = torch.zeros_like(chunk_states[:, :1])
@@ -138,9 +126,7 @@ def ssd_chunked(
 
     # 2. + 3. chunk states, then pass them along: entering[z] = sum_{c<=z} decay(z,c) states[c].
     states = _with_initial(_chunk_states(xdt, log_decay, B_c), initial_state, n_groups)
-    chunk_decay = torch.exp(
-        segsum(F.pad(rearrange(log_decay.sum(-1), "b c g r -> b g r c"), (1, 0)))
-    )
+    chunk_decay = torch.exp(segsum(F.pad(rearrange(log_decay.sum(-1), "b c g r -> b g r c"), (1, 0))))
     passed = torch.einsum("bgrzc,bcgrpn->bzgrpn", chunk_decay, states)
 
     # 4. the state entering each chunk, read out by C and decayed to each position.

@@ -31,9 +31,7 @@ def _state_or_zeros(
     if initial_state is None:
         return torch.zeros(shape, dtype=dtype, device=device)
     if tuple(initial_state.shape) != shape:
-        raise ValueError(
-            f"initial_state must have shape {list(shape)}, got {list(initial_state.shape)}"
-        )
+        raise ValueError(f"initial_state must have shape {list(shape)}, got {list(initial_state.shape)}")
     return initial_state.to(dtype)
 
 
@@ -41,9 +39,7 @@ def _heads_from_groups(tensor: torch.Tensor, n_heads: int) -> torch.Tensor:
     """[B, T, G, N] -> [B, T, H, N] (head h reads group h // (H // G))."""
     n_groups = tensor.shape[2]
     if n_heads % n_groups:
-        raise ValueError(
-            f"n_heads ({n_heads}) must be a multiple of n_groups ({n_groups})"
-        )
+        raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_groups ({n_groups})")
     return repeat(tensor, "b t g n -> b t (g r) n", r=n_heads // n_groups)
 
 
@@ -60,8 +56,13 @@ def recurrence_step(
 
 
 def ssd_step(
-    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-    D: torch.Tensor | None, state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    state: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decode token: x [B,H,P], dt [B,H], A [H], B/C [B,G,N], D [H], state [B,H,P,N]
     (fp32) -> (y [B,H,P] in x.dtype, new state in the state's dtype)."""
@@ -101,9 +102,7 @@ def ssd_scan(
     x_w, dt_w, A_w = x.to(work), dt.to(work), A.to(work)
     B_w = _heads_from_groups(B.to(work), n_heads)
     C_w = _heads_from_groups(C.to(work), n_heads)
-    state = _state_or_zeros(
-        initial_state, (batch, n_heads, head_dim, state_dim), work, x.device
-    )
+    state = _state_or_zeros(initial_state, (batch, n_heads, head_dim, state_dim), work, x.device)
 
     outputs = []
     for t in range(seq_len):
@@ -136,9 +135,7 @@ def converter_scan(
     work = compute_dtype(v.dtype)
     k_w = _heads_from_groups(k.to(work), n_heads)
     v_w, dt_w, A_w = v.to(work), dt.to(work), A.to(work)
-    state = _state_or_zeros(
-        initial_state, (batch, n_heads, head_dim, k.shape[-1]), work, v.device
-    )
+    state = _state_or_zeros(initial_state, (batch, n_heads, head_dim, k.shape[-1]), work, v.device)
     for t in range(prefix_len):
         state = recurrence_step(state, v_w[:, t], dt_w[:, t], A_w, k_w[:, t])
     return state
