@@ -12,7 +12,7 @@ import torch
 
 import zoo
 from zoo.inference import decode, prefill
-from zoo.inference.ops import masked_decode_attention
+from zoo.ops.attention.decode import masked_decode_attention
 from zoo.layers.norm import GatedRMSNorm, RMSNorm
 from zoo.ops.rope import rotary
 
