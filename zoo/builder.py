@@ -191,7 +191,7 @@ def build(
 
         check_fits(
             f"building {spec.name or 'the model'!r} ({str(dtype).removeprefix('torch.')})",
-            model_bytes(spec, dtype),
+            model_bytes(spec, dtype, support_device=target),
             device,
         )
     with torch.device(device):
@@ -236,9 +236,12 @@ def describe(model, seq_len: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def model_bytes(spec: Any, dtype: torch.dtype = torch.float32) -> int:
-    """Peak bytes of building ``spec`` in ``dtype``: built in fp32, then cast (both copies live)."""
-    meta = build(spec, device="meta", compile=False, requires_grad=False)  # the count needs no backward
+def model_bytes(spec: Any, dtype: torch.dtype = torch.float32, *, support_device: torch.device | str = "cpu") -> int:
+    """Peak bytes of building ``spec`` in ``dtype``: built in fp32, then cast (both copies live).
+
+    Counted on the meta device; backends are checked against ``support_device`` (where the
+    model will run), and the count needs no backward."""
+    meta = build(spec, device="meta", compile=False, requires_grad=False, support_device=support_device)
     numel = sum(t.numel() for t in {id(t): t for t in [*meta.parameters(), *meta.buffers()]}.values())
     float_bytes = numel * 4
     return float_bytes if dtype == torch.float32 else float_bytes + numel * torch.empty((), dtype=dtype).element_size()

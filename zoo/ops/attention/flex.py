@@ -58,14 +58,25 @@ def flex_grouped_attention(
     # inputs had a token stride of 1 (sliced from a channel-major conv output): normalise.
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     n_queries, n_keys = q.shape[1], k.shape[1]
+    offset = n_keys - n_queries
+    if q.device.type == "cpu":
+        # Flex on CPU (torch 2.13) returned wrong rows (NaN at T=8, errors ~1 at T=24) for some
+        # lengths that are not multiples of its 128-token block: pad queries and keys to whole
+        # blocks. The causal mask keeps its offset, so no real query sees a padded key.
+        q, k, v = (_pad_tokens(t, _CPU_BLOCK) for t in (q, k, v))
     block_mask = None
     if causal:
-        offset = n_keys - n_queries
 
         def bottom_right_causal(batch, head, q_idx, kv_idx):
             return kv_idx <= q_idx + offset
 
-        block_mask = create_block_mask(bottom_right_causal, None, None, n_queries, n_keys, device=q.device)
+        block_mask = create_block_mask(bottom_right_causal, None, None, q.shape[1], k.shape[1], device=q.device)
+    elif k.shape[1] != n_keys:
+
+        def real_keys(batch, head, q_idx, kv_idx):
+            return kv_idx < n_keys
+
+        block_mask = create_block_mask(real_keys, None, None, q.shape[1], k.shape[1], device=q.device)
     flex = flex or flex_function(compiled=False)
 
     def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -73,4 +84,15 @@ def flex_grouped_attention(
         # so ``grouped`` maps the groups onto the heads before the call.
         return flex(query, key, value, block_mask=block_mask, scale=scale)
 
-    return grouped(attend, q, k, v, grouping)
+    return grouped(attend, q, k, v, grouping)[:, :n_queries]
+
+
+_CPU_BLOCK = 128
+
+
+def _pad_tokens(x: torch.Tensor, block: int) -> torch.Tensor:
+    """x [B,T,...] with zero tokens appended up to a multiple of ``block``."""
+    extra = -x.shape[1] % block
+    if extra == 0:
+        return x
+    return torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], dim=1)
