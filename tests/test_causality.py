@@ -112,7 +112,10 @@ def test_ssm_backend_is_exactly_causal_at_model_shapes(name, dtype):
 
 
 def _attention_backends():
-    return [e.name for e in ATTENTION.entries() if e.availability()[0]]
+    # flex compiles its kernel on CPU (about 15 s): the slow tier there
+    slow = {"flex"} if DEVICE == "cpu" else set()
+    names = [e.name for e in ATTENTION.entries() if e.availability()[0]]
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
 
 
 @pytest.mark.parametrize("name", _attention_backends())
@@ -143,7 +146,7 @@ def test_attention_backend_is_exactly_causal(name):
     assert not problem, f"attention {name!r}: {problem}"
 
 
-@pytest.mark.parametrize("seq_len", [1, 8, 24, 37, 130])
+@pytest.mark.parametrize("seq_len", [1, 8, 24, 37])
 def test_flex_matches_eager_at_lengths_off_its_block(seq_len):
     # Flex on CPU gave NaN at T=8 and errors ~1 at T=24 before its inputs were padded to blocks.
     if not ATTENTION.get("flex").availability()[0]:

@@ -29,6 +29,7 @@ def test_backend_matches_reference(case: ConformanceCase) -> None:
     run_conformance_case(case)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", compile_cases("all"))
 def test_backend_compiles_fullgraph(case: ConformanceCase) -> None:
     run_compile_case(case)

@@ -36,6 +36,7 @@ def test_tiny_forward_and_backward(arch) -> None:
     assert abs(loss.item() - torch.log(torch.tensor(float(model.spec.vocab_size))).item()) < 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_tiny_compiles_fullgraph_and_matches_eager(arch) -> None:
     torch._dynamo.reset()

@@ -12,8 +12,8 @@ import torch
 
 import zoo
 from zoo.inference import decode, prefill
-from zoo.ops.attention.decode import masked_decode_attention
 from zoo.layers.norm import GatedRMSNorm, RMSNorm
+from zoo.ops.attention.decode import masked_decode_attention
 from zoo.ops.rope import rotary
 
 

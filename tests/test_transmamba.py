@@ -61,6 +61,17 @@ def core_combos() -> list[tuple[str, str, str]]:
     return combos
 
 
+def _tiered(combos: list[tuple[str, str, str]]) -> list:
+    """Flex (compiled on CPU) beyond one combination, and plugin backends (the Triton
+    interpreter), run in the slow tier; their parity is also checked by the conformance kit."""
+    core = {"eager", "sdpa", "flex", "scan", "chunked"}
+
+    def slow(combo) -> bool:
+        return not set(combo) <= core or (combo[0] == "flex" and combo != ("flex", "chunked", "chunked"))
+
+    return [pytest.param(c, marks=pytest.mark.slow) if slow(c) else c for c in combos]
+
+
 def make_mixer(attention="sdpa", ssm="chunked", converter="chunked", dtype=torch.float64, params=PARAMS, seed=0):
     torch.manual_seed(seed)
     backends = {
@@ -118,7 +129,7 @@ T_TEST = 2 * CHUNK + 5  # 21: crosses chunk boundaries, not a multiple of the ch
 TRANSPOINTS = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, T_TEST - 1, T_TEST, T_TEST + 7]
 
 
-@pytest.mark.parametrize("combo", core_combos(), ids=lambda c: "attn={}-ssm={}-conv={}".format(*c))
+@pytest.mark.parametrize("combo", _tiered(core_combos()), ids=lambda c: "attn={}-ssm={}-conv={}".format(*c))
 def test_invariants_every_backend_combination(combo) -> None:
     attention, ssm, converter = combo
     dtype = dtype_for(combo)

@@ -132,6 +132,7 @@ def test_full_cache_is_a_clear_error(model):
             decode(model, cache, logits.argmax(-1))
 
 
+@pytest.mark.slow
 def test_prefill_and_decode_ignore_the_callers_grad_mode(model):
     """In grad mode (the default) the in-place cache updates must not record gradients: a
     compiled step (AOT autograd traces it) failed on such a cache before prefill/decode

@@ -181,6 +181,7 @@ def test_auto_grouping() -> None:
     assert resolve_grouping("expand", cpu, 2, 8) == "expand"
 
 
+@pytest.mark.slow
 def test_compiled_flex_matches_reference() -> None:
     """The fused (inductor) Flex kernel, forward, one shape: a CPU compile takes ~10 s."""
     case = AttentionCase(1, 5, 12, 2, 4, 16, 8)

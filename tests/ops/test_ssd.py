@@ -162,6 +162,7 @@ def test_chunked_matches_scan_randomized(seq_len: int, chunk_size: int, groups: 
     assert rel_err(y, y_ref) < 1e-11 and rel_err(state, state_ref) < 1e-11
 
 
+@pytest.mark.slow
 def test_chunked_compiles_fullgraph_dynamic_without_recompiling() -> None:
     counter = CompileCounter()
     compiled = torch.compile(ssd_chunked, fullgraph=True, dynamic=True, backend=counter)
@@ -176,6 +177,7 @@ def test_chunked_compiles_fullgraph_dynamic_without_recompiling() -> None:
     assert counter.frame_count == 1
 
 
+@pytest.mark.slow
 def test_converter_compiles_fullgraph_dynamic_without_recompiling() -> None:
     counter = CompileCounter()
     compiled = torch.compile(converter_chunked, fullgraph=True, dynamic=True, backend=counter)

@@ -101,6 +101,7 @@ def test_bad_split_sizes_name_the_fix() -> None:
         causal_conv1d(x, weight[:4], bias)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_conformance_kit(dtype: torch.dtype) -> None:
     check_conv_backend(TritonConv(), device=DEVICE, dtype=dtype)
@@ -155,6 +156,7 @@ def test_ssd_mixers_same_with_triton_or_torch_conv(mixer_name: str) -> None:
     torch.testing.assert_close(states[1], states[0])
 
 
+@pytest.mark.slow
 def test_launches_are_cut_into_batch_slices_below_int32_offsets(monkeypatch) -> None:
     """The kernels index in int32; a call whose batch would pass 2**31 elements runs in
     slices of whole rows (checked here with a tiny limit), with the same results."""

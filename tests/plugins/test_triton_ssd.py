@@ -169,6 +169,7 @@ def test_backward_gets_no_zero_filled_gradients(monkeypatch, use: str, path: str
             assert rel_err(mine[k].grad.double().cpu(), ref[k].grad) < tolerance(torch.float32), k
 
 
+@pytest.mark.slow
 def test_fp16_saves_fp32_states_and_matches_fp32() -> None:
     from zoo_plugins.triton_ssd import plan, ssd
 
@@ -240,6 +241,7 @@ def test_tuning_knobs_are_checked_and_reach_the_launches(monkeypatch) -> None:
         Tuning.parse("stages=two")
 
 
+@pytest.mark.slow
 def test_non_default_launch_knobs_match_reference() -> None:
     # On the GPU in bf16 (where stages apply: fp32 runs unpipelined); the CPU interpreter
     # ignores warps, stages and register caps, so there it checks only that the knobs pass through.
@@ -263,6 +265,7 @@ def test_import_does_not_load_kernels() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_ssm_matches_reference(dtype: torch.dtype) -> None:
     cases = FP32_CASES if dtype == torch.float32 else CASES
@@ -270,12 +273,14 @@ def test_ssm_matches_reference(dtype: torch.dtype) -> None:
     check_ssm_backend(TritonSSM({"chunk_size": CHUNK}), device=DEVICE, dtype=dtype, cases=cases, tol=tol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_converter_matches_reference(dtype: torch.dtype) -> None:
     cases = FP32_CASES if dtype == torch.float32 else CASES
     check_converter_backend(TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=dtype, cases=cases)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_segment", [None, 1, 1000], ids=["auto", "seg1", "oneseg"])
 @pytest.mark.parametrize("transpoint", [0, 7, 16, 21, 37])
 def test_transmamba_call_is_converter_then_suffix_scan(transpoint: int, per_segment: int | None) -> None:
@@ -466,6 +471,7 @@ def test_other_tracers_get_the_op(tracing_mode: str) -> None:
     assert "zoo_triton_ssd.ssd_fwd" in graph.code
 
 
+@pytest.mark.slow
 def test_compiled_autograd_over_an_eager_forward() -> None:
     """An eager forward (``_EagerSSD``) whose backward compiled autograd traces: the traced
     backward calls the op, and the gradients equal the eager ones."""

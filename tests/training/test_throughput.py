@@ -103,6 +103,7 @@ def test_script_runs_compiled_with_the_eager_backend(tmp_path) -> None:
     assert not (out / "train_throughput.png").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_row_is_recorded_and_the_run_goes_on(monkeypatch) -> None:
     real_step = throughput._training_step
 

@@ -39,6 +39,7 @@ def test_weight_decay_groups(standin) -> None:
     assert len(decay["params"]) + len(no_decay["params"]) == len(names)
 
 
+@pytest.mark.slow
 def test_training_learns_mqar_and_logs_jsonl(tmp_path, standin) -> None:
     torch.manual_seed(0)
     config = TrainConfig(steps=60, batch_size=16, lr=1e-2, warmup_steps=5, eval_every=30, **FAST)
