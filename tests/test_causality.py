@@ -146,6 +146,7 @@ def test_attention_backend_is_exactly_causal(name):
     assert not problem, f"attention {name!r}: {problem}"
 
 
+@pytest.mark.slow  # flex compiles its CPU kernel first (about 25 s)
 @pytest.mark.parametrize("seq_len", [1, 8, 24, 37])
 def test_flex_matches_eager_at_lengths_off_its_block(seq_len):
     # Flex on CPU gave NaN at T=8 and errors ~1 at T=24 before its inputs were padded to blocks.

@@ -62,12 +62,12 @@ def core_combos() -> list[tuple[str, str, str]]:
 
 
 def _tiered(combos: list[tuple[str, str, str]]) -> list:
-    """Flex (compiled on CPU) beyond one combination, and plugin backends (the Triton
-    interpreter), run in the slow tier; their parity is also checked by the conformance kit."""
-    core = {"eager", "sdpa", "flex", "scan", "chunked"}
+    """Flex (its CPU kernel compiles first) and plugin backends (the Triton interpreter) run
+    in the slow tier; their parity is also checked by the conformance kit."""
+    fast = {"eager", "sdpa", "scan", "chunked"}
 
     def slow(combo) -> bool:
-        return not set(combo) <= core or (combo[0] == "flex" and combo != ("flex", "chunked", "chunked"))
+        return not set(combo) <= fast
 
     return [pytest.param(c, marks=pytest.mark.slow) if slow(c) else c for c in combos]
 

@@ -107,6 +107,7 @@ def test_conformance_kit(dtype: torch.dtype) -> None:
     check_conv_backend(TritonConv(), device=DEVICE, dtype=dtype)
 
 
+@pytest.mark.slow
 def test_triton_backend_matches_torch_backend() -> None:
     """The two conv backends on the same inputs: every output part and every gradient."""
     for case in CONV_CASES:
