@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+import torch
 
 import zoo
 from zoo import plugins
+from zoo.errors import BackendUnsupportedError
 from zoo.registry import ATTENTION, SSM, RegistryError, _current_origin
 
 
@@ -117,3 +119,59 @@ def test_no_public_api_removes_or_replaces_a_name() -> None:
     with pytest.raises(RegistryError, match="already registered by zoo"):
         SSM.register("chunked", origin="someone")(type("Impostor", (), {}))
     assert SSM.get("chunked").origin == "zoo"
+
+
+# A backend that breaks the slot's contract is named at build (a dry run on tiny inputs).
+
+
+def _wrong_attention(q, k, v, *, scale, causal=True):
+    return v[..., :-1]  # one head-dim column short
+
+
+def _ssm_state_in_wrong_dtype(x, dt, A, B, C, *, D=None, initial_state=None, return_final_state=False):
+    y = torch.zeros_like(x)
+    state = x.new_zeros(x.shape[0], x.shape[2], x.shape[3], B.shape[-1], dtype=torch.float16)
+    return (y, state) if return_final_state else y
+
+
+@pytest.fixture
+def bad_backends() -> Iterator[None]:
+    from zoo.backends.base import AttentionBackend, SSMBackend
+
+    zoo.registry("ssm").names()
+    ATTENTION.register("robust_wrong_shape", origin="robust_test")(
+        type("WrongShape", (AttentionBackend,), {"op": staticmethod(_wrong_attention)})
+    )
+    SSM.register("robust_wrong_dtype", origin="robust_test")(
+        type("WrongDtype", (SSMBackend,), {"op": staticmethod(_ssm_state_in_wrong_dtype)})
+    )
+    yield
+    ATTENTION._discard("robust_wrong_shape", "robust_test")
+    SSM._discard("robust_wrong_dtype", "robust_test")
+
+
+def _spec_with(slot: str, name: str) -> dict:
+    from zoo.builder import spec_with_backends
+
+    spec = zoo.resolve_spec("transmamba-tiny").model_dump(mode="json")
+    return spec_with_backends(spec, {slot: name})[0]
+
+
+def test_backend_returning_the_wrong_shape_is_named_at_build(bad_backends) -> None:
+    with pytest.raises(BackendUnsupportedError) as info:
+        zoo.build(_spec_with("attention", "robust_wrong_shape"), compile=False)
+    message = str(info.value)
+    assert "layers.0.mixer.attention" in message and "'robust_wrong_shape'" in message
+    assert "returned [1, 3, 16, 15] float32" in message and "expects [1, 3, 16, 16] float32" in message, message
+
+
+def test_backend_returning_the_wrong_dtype_is_named_at_build(bad_backends) -> None:
+    with pytest.raises(BackendUnsupportedError) as info:
+        zoo.build(_spec_with("ssm", "robust_wrong_dtype"), compile=False)
+    message = str(info.value)
+    assert "layers.0.mixer.ssm" in message and "'robust_wrong_dtype'" in message
+    assert "float16" in message and "final state" in message, message
+
+
+def test_meta_build_skips_the_dry_run(bad_backends) -> None:
+    zoo.build(_spec_with("attention", "robust_wrong_shape"), device="meta", compile=False)
