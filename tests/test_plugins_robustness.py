@@ -173,5 +173,8 @@ def test_backend_returning_the_wrong_dtype_is_named_at_build(bad_backends) -> No
     assert "float16" in message and "final state" in message, message
 
 
-def test_meta_build_skips_the_dry_run(bad_backends) -> None:
-    zoo.build(_spec_with("attention", "robust_wrong_shape"), device="meta", compile=False)
+def test_dry_run_only_where_the_backends_are_checked_and_the_model_is_built(bad_backends) -> None:
+    spec = _spec_with("attention", "robust_wrong_shape")
+    zoo.build(spec, device="meta", compile=False)  # no tensors to run on
+    # Built on the CPU for another device (as for a GPU-only backend): nothing is called here.
+    zoo.build(spec, device="cpu", support_device="meta", compile=False, allow_large=True)

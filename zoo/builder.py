@@ -118,8 +118,17 @@ def plan_layers(spec: ModelSpec) -> list[LayerPlan]:
 
 
 def check_support(
-    spec: ModelSpec, plans: list[LayerPlan], device: torch.device, dtype: torch.dtype, *, requires_grad: bool = True
+    spec: ModelSpec,
+    plans: list[LayerPlan],
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    requires_grad: bool = True,
+    dry_run_on: torch.device | None = None,
 ) -> None:
+    """Raise ``BackendUnsupportedError`` for the first backend that is unavailable or does not
+    support its layer on ``device``; with ``dry_run_on``, also call each backend once there
+    (``dry_run``)."""
     checked: set[tuple] = set()
     for plan in plans:
         mixer_cls = REGISTRIES["mixer"].get(plan.mixer).obj
@@ -146,8 +155,8 @@ def check_support(
                     f"{path}: {slot} backend {entry.name!r} does not support this layer on "
                     f"{device_for_check.type}/{str(dtype).removeprefix('torch.')}: {reason}"
                 )
-            if device.type != "meta":
-                dry_run(path, slot, entry.name, backend, shapes_by_slot.get(slot, {}), device, dtype)
+            if dry_run_on is not None and dry_run_on.type != "meta":
+                dry_run(path, slot, entry.name, backend, shapes_by_slot.get(slot, {}), dry_run_on, dtype)
 
 
 # Backends that passed a dry run in this process: (class, params, shapes, device, dtype).
@@ -256,7 +265,10 @@ def build(
     except RegistryError as exc:  # validated specs resolve; this guards registry edits since
         raise SpecError([("", str(exc))]) from None
     target = torch.device(support_device) if support_device is not None else device
-    check_support(spec, plans, target, dtype, requires_grad=requires_grad)
+    # The dry run calls the backends where the model is built, so only when that is the device
+    # they are checked for (a model built on the CPU for a GPU skips it) and holds real tensors.
+    same = target.type == device.type and (target.index or 0) == (device.index or 0)
+    check_support(spec, plans, target, dtype, requires_grad=requires_grad, dry_run_on=device if same else None)
     if device.type != "meta" and not allow_large:
         from zoo.memory import check_fits
 
