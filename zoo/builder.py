@@ -118,8 +118,17 @@ def plan_layers(spec: ModelSpec) -> list[LayerPlan]:
 
 
 def check_support(
-    spec: ModelSpec, plans: list[LayerPlan], device: torch.device, dtype: torch.dtype, *, requires_grad: bool = True
+    spec: ModelSpec,
+    plans: list[LayerPlan],
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    requires_grad: bool = True,
+    dry_run_on: torch.device | None = None,
 ) -> None:
+    """Raise ``BackendUnsupportedError`` for the first backend that is unavailable or does not
+    support its layer on ``device``; with ``dry_run_on``, also call each backend once there
+    (``dry_run``)."""
     checked: set[tuple] = set()
     for plan in plans:
         mixer_cls = REGISTRIES["mixer"].get(plan.mixer).obj
@@ -146,6 +155,77 @@ def check_support(
                     f"{path}: {slot} backend {entry.name!r} does not support this layer on "
                     f"{device_for_check.type}/{str(dtype).removeprefix('torch.')}: {reason}"
                 )
+            if dry_run_on is not None and dry_run_on.type != "meta":
+                dry_run(path, slot, entry.name, backend, shapes_by_slot.get(slot, {}), dry_run_on, dtype)
+
+
+# Backends that passed a dry run in this process: (class, params, shapes, device, dtype).
+# The test suite builds hundreds of models from a handful of configurations.
+_dry_run_passed: set[tuple] = set()
+
+
+def dry_run(
+    path: str, slot: str, name: str, backend: Any, shapes: dict[str, int], device: torch.device, dtype: torch.dtype
+) -> None:
+    """Call ``backend`` once on tiny inputs (batch 1, 3 tokens) of the layer's head shape and
+    check the output's shapes and dtypes against the slot's contract, so a plugin backend that
+    returns the wrong thing is named at build instead of failing later inside the model."""
+    key = (type(backend), repr(backend.params), tuple(sorted(shapes.items())), str(device), dtype)
+    try:
+        H, G, P, N = (shapes[k] for k in ("n_heads", "n_groups", "head_dim", "state_dim"))
+    except KeyError:  # a mixer of a plugin with other shape keys: nothing to build inputs from
+        return
+    if key in _dry_run_passed:
+        return
+    # Deterministic inputs without touching the global random generator (builds must not shift it).
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def rand(*size: int, dtype: torch.dtype = dtype) -> torch.Tensor:
+        return (torch.randn(*size, generator=gen) * 0.5).to(device=device, dtype=dtype)
+
+    # dt, A and the states are fp32 (fp64 in an fp64 model) whatever the model dtype, as in the mixers.
+    B, T, fp32 = 1, 3, torch.promote_types(dtype, torch.float32)
+    dt = torch.full((B, T, H), 0.5, device=device, dtype=fp32)
+    A = -torch.ones(H, device=device, dtype=fp32)
+    expected: list[tuple[str, tuple[int, ...], torch.dtype]]
+    try:
+        with torch.no_grad():
+            if slot == "attention":
+                out = backend(rand(B, T, G, N), rand(B, T, G, N), rand(B, T, H, P), scale=N**-0.5, causal=True)
+                outs, expected = [out], [("output", (B, T, H, P), dtype)]
+            elif slot == "ssm":
+                x, Bm, Cm = rand(B, T, H, P), rand(B, T, G, N), rand(B, T, G, N)
+                out = backend(x, dt, A, Bm, Cm, return_final_state=True)
+                outs = list(out) if isinstance(out, (tuple, list)) else [out]
+                expected = [("y", (B, T, H, P), dtype), ("final state", (B, H, P, N), fp32)]
+            elif slot == "converter":
+                outs = [backend(rand(B, T, G, N), rand(B, T, H, P), dt, A)]
+                expected = [("state", (B, H, P, N), fp32)]
+            elif slot == "conv" and "channels" in shapes and "width" in shapes:
+                C, W = shapes["channels"], shapes["width"]
+                split = [C // 2, C - C // 2]
+                outs = list(backend(rand(B, T, C), rand(C, W), rand(C), split_sizes=split))
+                expected = [(f"part {i}", (B, T, c), dtype) for i, c in enumerate(split)]
+            else:
+                return
+    except Exception as exc:
+        raise BackendUnsupportedError(
+            f"{path}: {slot} backend {name!r} failed a dry run on tiny inputs: {type(exc).__name__}: {exc}"
+        ) from exc
+    got = [(tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else (type(t).__name__, None) for t in outs]
+    want = [(shape, dt_) for _, shape, dt_ in expected]
+    if got != want:
+
+        def show(items: list) -> str:
+            return ", ".join(
+                f"{list(s) if isinstance(s, tuple) else s} {str(d).removeprefix('torch.')}" for s, d in items
+            )
+
+        raise BackendUnsupportedError(
+            f"{path}: {slot} backend {name!r} returned {show(got)}; the {slot} contract expects "
+            f"{show(want)} ({', '.join(what for what, _, _ in expected)}) for these inputs"
+        )
+    _dry_run_passed.add(key)
 
 
 def build_schedule(spec: ModelSpec):
@@ -185,7 +265,10 @@ def build(
     except RegistryError as exc:  # validated specs resolve; this guards registry edits since
         raise SpecError([("", str(exc))]) from None
     target = torch.device(support_device) if support_device is not None else device
-    check_support(spec, plans, target, dtype, requires_grad=requires_grad)
+    # The dry run calls the backends where the model is built, so only when that is the device
+    # they are checked for (a model built on the CPU for a GPU skips it) and holds real tensors.
+    same = target.type == device.type and (target.index or 0) == (device.index or 0)
+    check_support(spec, plans, target, dtype, requires_grad=requires_grad, dry_run_on=device if same else None)
     if device.type != "meta" and not allow_large:
         from zoo.memory import check_fits
 

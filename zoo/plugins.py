@@ -17,8 +17,9 @@ may still list one), so nothing registers twice.
 Autoload happens on first registry access: the top package ``zoo`` installs ``autoload``
 as the registry's loader (``zoo.registry.set_loader``), so the registry never imports this
 module. ``ZOO_DISABLE_PLUGIN_AUTOLOAD=1`` turns plugin loading off; ``load_plugins()`` can
-then be called explicitly. A plugin that fails to import is reported (warning +
-``failed_plugins()``) by name with its error; the others load.
+then be called explicitly. A plugin that fails to import (any exception, ``sys.exit``
+included; Ctrl-C still stops) is reported (warning + ``failed_plugins()``) by name with its
+error, whatever it registered before failing is removed, and the others load.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 
-from zoo.registry import _current_origin
+from zoo.registry import REGISTRIES, _current_origin
 
 GROUP = "zoo.plugins"
 DISABLE_ENV = "ZOO_DISABLE_PLUGIN_AUTOLOAD"
@@ -113,14 +114,26 @@ def load_plugins(names: list[str] | None = None) -> dict[str, PluginStatus]:
     return dict(_status)
 
 
+def _registered() -> set[tuple[str, str, str]]:
+    """(kind, name, origin) of every registration now present (read without the loader)."""
+    return {(kind, e.name, e.origin) for kind, reg in REGISTRIES.items() for e in reg._entries.values()}
+
+
 def _load_one(ep: importlib.metadata.EntryPoint) -> PluginStatus:
     dist = ep.dist.name if getattr(ep, "dist", None) is not None else "?"
     _current_origin.append(f"{dist}:{ep.name}" if dist != "?" else ep.name)
+    before = _registered()
     try:
         obj = ep.load()
         if callable(obj) and not isinstance(obj, type):
             obj()
-    except Exception as exc:  # a broken plugin must not break the others
+    except KeyboardInterrupt:  # Ctrl-C stops the program, as anywhere else
+        raise
+    except BaseException as exc:  # a broken plugin (even one calling sys.exit) must not break the others
+        # A half-loaded plugin would leave registrations that point at code that never finished
+        # importing: remove what it added, so its names are unknown rather than broken.
+        for kind, name, origin in _registered() - before:
+            REGISTRIES[kind]._discard(name, origin)
         message = f"{type(exc).__name__}: {exc}"
         warnings.warn(
             f"zoo plugin {ep.name!r} ({ep.value}, from {dist}) failed to load: {message}",

@@ -126,6 +126,15 @@ class Registry:
 
         return decorator
 
+    def _discard(self, name: str, origin: str) -> None:
+        """Remove ``name`` if ``origin`` registered it: rolls back a plugin that failed to load.
+
+        Internal on purpose: no public API removes or replaces another origin's name.
+        """
+        entry = self._entries.get(name)
+        if entry is not None and entry.origin == origin:
+            del self._entries[name]
+
     def _ensure_plugins(self) -> None:
         for load in _loader:
             load()
