@@ -175,7 +175,14 @@ class SSDProjections(nn.Module):
     def allocate_states(
         self, batch_size: int, *, dtype: torch.dtype, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zero conv state [B,C,W-1] (``dtype``) and SSM state [B,H,P,N] (fp32) for a cache."""
+        """Zero conv state [B,C,W-1] (``dtype``) and SSM state [B,H,P,N] (fp32; fp64 in an fp64 model) for a cache."""
         conv = static_zeros(batch_size, self.conv_channels, self.conv1d.width - 1, dtype=dtype, device=device)
-        ssm = static_zeros(batch_size, self.n_heads, self.headdim, self.d_state, dtype=torch.float32, device=device)
+        ssm = static_zeros(
+            batch_size,
+            self.n_heads,
+            self.headdim,
+            self.d_state,
+            dtype=torch.promote_types(dtype, torch.float32),
+            device=device,
+        )
         return conv, ssm

@@ -46,7 +46,7 @@ class TransMambaParams(SSDParams):
 
 @dataclass
 class TransMambaCache(LayerCache):
-    """Conv state ``conv [B,C,W-1]`` and SSM state ``ssm [B,H,P,N]`` (fp32), plus the prefix
+    """Conv state ``conv [B,C,W-1]`` and SSM state ``ssm [B,H,P,N]`` (fp32, fp64 in fp64 models), plus the prefix
     buffer of the tokens before the layer's TransPoint (L = ``transpoint`` slots, G groups,
     R = H // G): ``key [B,G,L,N]`` (= B, stored rotated when RoPE is on), ``value
     [B,G,L,R*P]`` (= x, the group's heads side by side) and ``dt [B,H,L]`` (fp32).
@@ -208,7 +208,9 @@ class TransMambaMixer(nn.Module):
             slots,
             static_zeros(batch_size, ssd.n_groups, slots, ssd.d_state, dtype=dtype, device=device),
             static_zeros(batch_size, ssd.n_groups, slots, heads_per_group * ssd.headdim, dtype=dtype, device=device),
-            static_zeros(batch_size, ssd.n_heads, slots, dtype=torch.float32, device=device),
+            static_zeros(
+                batch_size, ssd.n_heads, slots, dtype=torch.promote_types(dtype, torch.float32), device=device
+            ),
         )
 
     def _fold(self, cache: TransMambaCache, A: torch.Tensor) -> torch.Tensor:
