@@ -33,9 +33,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from zoo import checkpoint as ckpt
     from zoo.builder import parse_backend_overrides
+    from zoo.cli.train import make_train_config
     from zoo.training.runs import task_from_description
-    from zoo.training.trainer import TrainConfig, Trainer, resolve_device
+    from zoo.training.trainer import Trainer, resolve_device
 
+    config = make_train_config(
+        {
+            "steps": 1,
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "precision": args.precision,
+            "compile": args.compile,
+            "progress": False,
+        }
+    )
     checkpoint = ckpt.open_checkpoint(args.checkpoint)
     description = checkpoint.trainer_state.get("task", {"task": "text", "seq_len": args.seq_len or 256})
     task = task_from_description(
@@ -49,14 +60,6 @@ def run(args: argparse.Namespace) -> int:
         device=resolve_device(args.device),
         backends=parse_backend_overrides(args.backend),
         allow_large=args.allow_large,
-    )
-    config = TrainConfig(
-        steps=1,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-        compile=args.compile,
-        progress=False,
     )
     metrics = Trainer(model, task, config).evaluate()
     print(

@@ -97,6 +97,11 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "progress": not args.no_progress,
     }
     values.update(overrides)
+    return make_train_config(values)
+
+
+def make_train_config(values: dict[str, Any]) -> TrainConfig:
+    """``TrainConfig(**values)``; a refusal is one line naming each command-line flag."""
     from pydantic import ValidationError
 
     from zoo.errors import ZooError
