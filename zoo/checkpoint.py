@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from zoo.checkpoint_checks import check_json_object, check_manifest, check_model_tensors, check_optimizer_state
 from zoo.errors import CheckpointError, ZooError
-from zoo.models.pretrained import model_tensors
+from zoo.models.pretrained import fsync_path, model_tensors
 
 FORMAT = "zoo-checkpoint"
 VERSION = 1
@@ -45,19 +45,6 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 # ---------------------------------------------------------------- atomic file helpers
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _fsync_file(path: Path) -> None:
@@ -74,7 +61,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def _sha256(path: Path) -> str:
@@ -235,13 +222,13 @@ def _save_checkpoint(
         files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
     _write_json(tmp / MANIFEST, {"format": FORMAT, "version": VERSION, "step": step, "files": files})
     _fsync_file(tmp / MANIFEST)
-    _fsync_dir(tmp)
+    fsync_path(tmp)
 
     final = final_root / name
     if final.exists():  # re-saving a step (e.g. after a resume): move the old one out first
         _discard(final, staging)
     os.replace(tmp, final)
-    _fsync_dir(final_root)
+    fsync_path(final_root)
     if keep_last is not None and keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
             _discard(old, staging)

@@ -107,8 +107,8 @@ def write_directory(directory: Path, write: Callable[[Path], None], *, overwrite
     try:
         write(staging)
         for path in staging.iterdir():
-            _fsync(path)
-        _fsync(staging)
+            fsync_path(path)
+        fsync_path(staging)
         _move_into_place(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -124,14 +124,15 @@ def _move_into_place(staging: Path, directory: Path) -> None:
         os.replace(directory, trash)
         os.replace(staging, directory)
         shutil.rmtree(trash, ignore_errors=True)
-    _fsync(directory.parent)
+    fsync_path(directory.parent)
 
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a no-op where a directory cannot be opened)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # some platforms cannot open directories
