@@ -129,3 +129,19 @@ def test_notice_is_one_line_once(capsys) -> None:
     compiled(torch.sin, what="sine for the notice test", backend="eager")
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["compiling sine for the notice test (first call takes a while; --no-compile to skip)"]
+
+
+def test_torch_without_region_limits_gets_a_process_wide_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before torch 2.13, torch.compile has no recompile_limit/isolate_recompiles: the options
+    leave them out (passing them raises TypeError there) and dynamo's own limit is raised."""
+    import torch._dynamo.config as dynamo_config
+
+    import zoo.compile as policy
+
+    monkeypatch.setattr(policy, "_REGION_LIMITS", False)
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 8)
+    options = policy.compile_options(backend="eager", recompile_limit=100)
+    assert "recompile_limit" not in options and "isolate_recompiles" not in options
+    assert dynamo_config.recompile_limit == 100
+    policy.compile_options(backend="eager")  # never lowers it
+    assert dynamo_config.recompile_limit == 100

@@ -12,12 +12,17 @@ inference engine.
   region compiles its own graphs even where an earlier region's would fit, so code compiled
   again and again for the same model (a decode step per ``generate`` call) shares instead,
   with a limit that leaves room for every model in the process.
+- On a torch whose ``torch.compile`` lacks those two arguments (before 2.13) there is no
+  per-region setting: zoo then raises dynamo's process-wide recompile limit once, to
+  ``LEGACY_RECOMPILE_LIMIT`` (or the region's own limit, if larger), so that the models of
+  one process, which share one count there, do not hit it.
 - One notice line on stderr before a compile that may take long (compiling happens on the
   first call), once per distinct message in a process.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -27,6 +32,11 @@ import torch
 NO_COMPILE_HINT = "--no-compile to skip"
 
 _announced: set[str] = set()
+
+# Graphs per code object that every region of a process shares on a torch without per-region
+# limits: room for the models of a test session or a `zoo compare` run.
+LEGACY_RECOMPILE_LIMIT = 64
+_REGION_LIMITS = "recompile_limit" in inspect.signature(torch.compile).parameters
 
 T = TypeVar("T")
 
@@ -48,14 +58,28 @@ def compile_options(
     """
     if recompile_limit is not None and recompile_limit < 1:
         raise ValueError(f"recompile_limit must be at least 1, got {recompile_limit}")
-    return {
+    options: dict[str, Any] = {
         "backend": backend,
         "mode": None if mode == "default" else mode,
         "dynamic": dynamic,
         "fullgraph": fullgraph,
-        "recompile_limit": recompile_limit,
-        "isolate_recompiles": isolate,
     }
+    if _REGION_LIMITS:
+        options.update(recompile_limit=recompile_limit, isolate_recompiles=isolate)
+    else:
+        _raise_process_limit(max(LEGACY_RECOMPILE_LIMIT, recompile_limit or 0))
+    return options
+
+
+def _raise_process_limit(limit: int) -> None:
+    """The fallback where ``torch.compile`` has no per-region limit (see the module notes)."""
+    import torch._dynamo.config as dynamo_config
+
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    if getattr(dynamo_config, name) < limit:
+        setattr(dynamo_config, name, limit)
+    if getattr(dynamo_config, "accumulated_recompile_limit", limit) < limit:
+        dynamo_config.accumulated_recompile_limit = limit
 
 
 def spec_options(spec: Any) -> dict[str, Any]:
