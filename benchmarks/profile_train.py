@@ -29,7 +29,7 @@ from zoo.training.throughput import ThroughputConfig, _build, _training_step
 CATEGORIES = [
     ("cross-entropy", r"cross_entropy|nll_loss|log_softmax|softmax_backward"),
     ("attention", r"flash|fmha|attention|sdpa|cudnn.*mha|_attn"),
-    ("ssd", r"ssd|chunk_state|chunk_scan|state_passing|bmm_chunk|cumsum_kernel|converter"),
+    ("ssd", r"ssd|chunk_state|chunk_scan|state_passing|bmm_chunk|cumsum_kernel|converter|^_chunk_|^_seg_"),
     ("conv", r"conv"),
     ("optimizer", r"adam|multi_tensor|foreach|clip"),
     ("matmul", r"gemm|sm90_xmma|cutlass|nvjet|matmul|ampere_|sm80_|cublas"),
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"model": label, "seq_len": seq_len, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
                 torch.cuda.empty_cache()
             rows.append(row)
+            torch._dynamo.reset()  # each row compiles from scratch, as a fresh process would
             torch.cuda.empty_cache()
             print(render(row) if "error" not in row else f"{label} T={seq_len}: {row['error']}", flush=True)
     Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
