@@ -2,7 +2,8 @@
 
 ``build(spec | dict | path | preset_name, *, device=None, dtype=None, compile=None)``:
 1. resolve the argument to a validated ``ModelSpec`` (presets by name, files by path);
-2. for each layer, build the chosen backends from their params and ask each
+2. for each layer, build the chosen backends from their params (a slot named ``auto`` takes
+   the backend preferred on the device, see ``choose_backend``) and ask each
    ``supports(device=, dtype=, **shapes)``; a refusal raises ``BackendUnsupportedError``
    with the backend's own reason and the layer path;
 3. construct the ``CausalLM`` on ``device`` (``"meta"`` allocates nothing);
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from zoo.compile import compile_in_place, spec_options
 from zoo.errors import BackendUnsupportedError, SpecError, ZooError
-from zoo.registry import BACKEND_SLOTS, PRESET, REGISTRIES, RegistryError
+from zoo.registry import AUTO, BACKEND_SLOTS, PRESET, REGISTRIES, RegistryError
 from zoo.specs import ModelSpec, load_spec
 
 
@@ -100,21 +102,58 @@ class LayerPlan:
     backends: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_layers(spec: ModelSpec) -> list[LayerPlan]:
-    """Resolve each layer's mixer class, params and backend objects (no tensors)."""
+def plan_layers(
+    spec: ModelSpec,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    requires_grad: bool = True,
+) -> list[LayerPlan]:
+    """Resolve each layer's mixer class, params and backend objects (no tensors). A slot set
+    to ``auto`` gets the backend ``choose_backend`` picks for ``device`` (default: the CPU)."""
+    device = device or torch.device("cpu")
     plans = []
     for index, block in enumerate(spec.layers):
         mixer_cls = REGISTRIES["mixer"].get(block.mixer.name).obj
         params = mixer_cls.Params.model_validate(block.mixer.params)
+        shapes = mixer_cls.backend_shapes(spec.d_model, params) if hasattr(mixer_cls, "backend_shapes") else {}
         backends = {}
         for slot, default in getattr(mixer_cls, "backend_slots", {}).items():
             chosen = getattr(block.mixer, slot) or None
             name = chosen.name if chosen else default
             backend_params = chosen.params if chosen else {}
+            if name == AUTO:
+                slot_shapes = dict(shapes.get(slot, {}), requires_grad=int(requires_grad))
+                backends[slot] = choose_backend(slot, default, backend_params, device, dtype, slot_shapes)
+                continue
             entry = REGISTRIES[slot].get(name)
             backends[slot] = entry.obj(entry.params_model.model_validate(backend_params))
         plans.append(LayerPlan(index, block.mixer.name, params, backends))
     return plans
+
+
+def choose_backend(
+    slot: str,
+    default: str,
+    params: dict[str, Any],
+    device: torch.device,
+    dtype: torch.dtype,
+    shapes: dict[str, int],
+) -> Any:
+    """What ``auto`` means: the first backend registered as preferred on ``device.type`` that
+    is available, takes ``params`` and supports the layer's shapes and ``dtype`` there; else the
+    mixer's ``default`` (the portable one). Decided once, at build: forward() never looks."""
+    for entry in REGISTRIES[slot].entries():
+        if device.type not in entry.preferred_on or not entry.is_available():
+            continue
+        try:
+            backend = entry.obj(entry.params_model.model_validate(params))
+        except ValidationError:
+            continue
+        if backend.supports(device=device, dtype=dtype, **shapes)[0]:
+            return backend
+    entry = REGISTRIES[slot].get(default)
+    return entry.obj(entry.params_model.model_validate(params))
 
 
 def check_support(
@@ -261,7 +300,9 @@ def build(
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = dtype or torch.float32
     try:
-        plans = plan_layers(spec)
+        plans = plan_layers(
+            spec, device=torch.device(support_device or device), dtype=dtype, requires_grad=requires_grad
+        )
     except RegistryError as exc:  # validated specs resolve; this guards registry edits since
         raise SpecError([("", str(exc))]) from None
     target = torch.device(support_device) if support_device is not None else device

@@ -40,12 +40,18 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+# The backend name that lets the builder choose: the first registered backend preferred on the
+# build's device that is available and supports the layer, else the mixer's default.
+AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class Entry:
     kind: str
     name: str
     obj: Any
     origin: str
+    preferred_on: tuple[str, ...] = ()  # device types where `auto` picks this backend
 
     @property
     def params_model(self) -> type[BaseModel]:
@@ -104,9 +110,15 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, *, origin: str | None = None) -> Callable[[Any], Any]:
+    def register(
+        self, name: str, *, origin: str | None = None, preferred_on: tuple[str, ...] = ()
+    ) -> Callable[[Any], Any]:
+        """``preferred_on``: device types (``"cuda"``) where a backend slot set to ``auto``
+        picks this backend, in registration order, when it is available and supports the layer."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} registry: name must be a non-empty string, got {name!r}")
+        if name == AUTO:
+            raise ValueError(f"{self.kind} registry: {AUTO!r} is reserved (it lets the builder choose)")
 
         def decorator(obj: Any) -> Any:
             where = origin or _origin_of(obj)
@@ -117,7 +129,7 @@ class Registry:
                     f"({_qualname(old.obj)}); {where} ({_qualname(obj)}) tried to register it "
                     "again. Pick another name."
                 )
-            self._entries[name] = Entry(self.kind, name, obj, where)
+            self._entries[name] = Entry(self.kind, name, obj, where, tuple(preferred_on))
             try:
                 obj.registry_name = name
             except (AttributeError, TypeError):

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from zoo.errors import SpecError
-from zoo.registry import BACKEND_SLOTS
+from zoo.registry import AUTO, BACKEND_SLOTS
 
 # strict: a bool is not an int (``d_model: true`` is an error, not 1); allow_inf_nan: no
 # field takes an infinite or NaN float. Component Params models use the same two options.
@@ -257,6 +257,8 @@ def registry_errors(spec: ModelSpec) -> list[tuple[str, str]]:
                     )
                 )
                 continue
+            if chosen.name == AUTO:  # its params must suit the mixer's default backend (the fallback)
+                chosen = chosen.model_copy(update={"name": slots[slot]})
             _check_component(slot, chosen, f"{path}.{slot}", errors)
         check = getattr(mixer_cls, "check_spec", None)
         if check is not None and not any(p.startswith(f"{path}.") for p, _ in errors):

@@ -1,6 +1,9 @@
 """Registered presets: ``{transmamba,transformer,mamba2,hybrid}-{tiny,small,400m,1.5b}``.
 
-Each preset is a function returning a spec dict (validated by the builder).
+Each preset is a function returning a spec dict (validated by the builder). The SSD
+mixers' ``ssm``, ``converter`` and ``conv`` slots are ``auto``: the Triton plugin's kernels
+on CUDA, the PyTorch reference elsewhere (``zoo.builder.choose_backend``); chunk size 64,
+the Triton SSD's tuned size.
 
 Sizes. ``tiny`` (~1.6M params) is for CPU tests, ``small`` (~22M) for CPU training in
 minutes. ``400m`` follows the paper's 400M shape (hidden 1536, FFN 4096, 16 attention heads,
@@ -65,7 +68,7 @@ SIZES: dict[str, dict[str, Any]] = {
         d_state=128,
         n_groups=8,
         attn_heads=16,
-        chunk_size=256,
+        chunk_size=64,
     ),
     "1.5b": dict(
         vocab_size=32000,
@@ -77,7 +80,7 @@ SIZES: dict[str, dict[str, Any]] = {
         d_state=128,
         n_groups=8,
         attn_heads=16,
-        chunk_size=256,
+        chunk_size=64,
     ),
 }
 
@@ -88,11 +91,13 @@ def ssd_mixer(name: str, size: dict[str, Any]) -> dict[str, Any]:
     mixer: dict[str, Any] = {
         "name": name,
         "params": {"d_state": size["d_state"], "headdim": size["headdim"], "n_groups": size["n_groups"], "expand": 2},
-        "ssm": {"name": "chunked", "params": {"chunk_size": size["chunk_size"]}},
+        # auto: the Triton SSD and conv on CUDA (where the plugin is installed), else PyTorch
+        "ssm": {"name": "auto", "params": {"chunk_size": size["chunk_size"]}},
+        "conv": {"name": "auto"},
     }
     if name == "transmamba":
         mixer["attention"] = {"name": "sdpa"}
-        mixer["converter"] = {"name": "chunked", "params": {"chunk_size": size["chunk_size"]}}
+        mixer["converter"] = {"name": "auto", "params": {"chunk_size": size["chunk_size"]}}
     return mixer
 
 

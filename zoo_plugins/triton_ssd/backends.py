@@ -103,7 +103,7 @@ class _TritonSSDBackend:
         return {"chunk_size": self.params.chunk_size, "tuning": Tuning.of(**self.params.tuning)}
 
 
-@SSM.register("triton")
+@SSM.register("triton", preferred_on=("cuda",))
 class TritonSSM(_TritonSSDBackend, SSMBackend):
     """Chunked SSD in Triton: fused forward/backward kernels, custom ops (compiles fullgraph).
 
@@ -144,14 +144,14 @@ class TritonSSM(_TritonSSDBackend, SSMBackend):
         )
 
 
-@CONVERTER.register("triton")
+@CONVERTER.register("triton", preferred_on=("cuda",))
 class TritonConverter(_TritonSSDBackend, ConverterBackend):
     """Memory Converter as the Triton SSD's chunk-state + state-passing kernels (no outputs)."""
 
     op = staticmethod(converter)
 
 
-@CONV.register("triton")
+@CONV.register("triton", preferred_on=("cuda",))
 class TritonConv(ConvBackend):
     """Causal conv + SiLU as one Triton kernel each way, x/B/C written contiguous (custom op)."""
 
