@@ -70,8 +70,8 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
         action="append",
         default=None,
         metavar="SLOT=NAME",
-        help="backend override for every layer with that slot, repeatable; default on CUDA: "
-        "ssm=triton converter=triton, on CPU: the presets' own",
+        help="backend override for every layer with that slot, repeatable; default: the presets' own "
+        "(auto: the Triton SSD, converter and conv on CUDA, PyTorch on a CPU)",
     )
     group.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
     group.add_argument("--out", default="runs/bench/train", help="directory for train_throughput.json/.png")
@@ -114,8 +114,7 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
                 f"--models {model!r}: give an architecture ({', '.join(throughput.ARCHS)}), "
                 f"a preset name (zoo list preset) or {throughput.ANCHOR}"
             )
-    default_backends = ["ssm=triton", "converter=triton"] if device.type == "cuda" else []
-    backends = parse_backend_overrides(default_backends if args.backend is None else args.backend)
+    backends = parse_backend_overrides(args.backend or [])
     config = throughput.ThroughputConfig(
         tokens_per_step=args.tokens_per_step,
         micro_batch_size=args.micro_batch_size,

@@ -178,7 +178,7 @@ def _build(
         {
             f"{slot}={getattr(block.mixer, slot).registry_name}"
             for block in model.blocks
-            for slot in ("attention", "ssm", "converter")
+            for slot in ("attention", "ssm", "converter", "conv")
             if hasattr(block.mixer, slot)
         }
     )
