@@ -83,5 +83,5 @@ def test_presets_use_auto_and_the_triton_plugin_is_preferred_on_cuda() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: auto picks the Triton SSD there")
 def test_presets_run_the_triton_kernels_on_cuda() -> None:
     model = zoo.build("transmamba-tiny", device="cuda")
-    names = {slot: model.blocks[0].mixer.__getattr__(slot).registry_name for slot in ("ssm", "converter", "conv")}
+    names = {slot: getattr(model.blocks[0].mixer, slot).registry_name for slot in ("ssm", "converter", "conv")}
     assert names == {"ssm": "triton", "converter": "triton", "conv": "triton"}
