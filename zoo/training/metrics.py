@@ -77,7 +77,7 @@ class ProgressBar:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._total = total
         self.every = 1 if self.tty else max(1, total // 20)
-        self._bar: Any = None  # a tqdm, opened at the first update so its rate leaves out step 1's compile
+        self._bar: Any = None  # a tqdm, opened at the first update
         self._start: float | None = None
         self._first = 0
 
@@ -101,20 +101,23 @@ class ProgressBar:
             self._tty_update(step, postfix)
             return
         if self._start is None:  # timed from the first update, as the terminal bar is
-            self._start, self._first = time.perf_counter(), step - 1
+            self._start, self._first = time.perf_counter(), step
         if step % self.every == 0 or step >= self._total:
             self._line(step, postfix)
 
     def _tty_update(self, step: int, postfix: str) -> None:
         if self._bar is None:
+            # the clock starts at the first update: a first step that compiles is not a rate
             self._bar = tqdm(
                 total=self._total,
-                initial=step - 1,
+                initial=step,
                 file=self.stream,
                 unit="step",
                 dynamic_ncols=True,
                 leave=True,
             )
+            self._bar.set_postfix_str(postfix)
+            return
         self._bar.set_postfix_str(postfix, refresh=False)
         self._bar.update(step - self._bar.n)
 
