@@ -159,3 +159,69 @@ def test_the_shipped_example_config_is_valid() -> None:
     run_file = load_run_file(REPO / "configs" / "transmamba-tiny.toml")
     assert run_file.model == "transmamba-tiny" and run_file.train["steps"] == 300
     assert TrainConfig(**run_file.train).steps == 300
+
+
+INLINE_TOML = """
+out = "{out}"
+
+[model]                       # an inline spec: two TransMamba layers from a pattern
+name = "tm-mini"
+vocab_size = 64
+d_model = 32
+
+[model.layers]
+n_layers = 2
+
+[model.layers.block.mixer]
+name = "transmamba"
+params = {{ d_state = 8, headdim = 8, n_groups = 1, expand = 2 }}
+
+[model.layers.block.mlp]
+d_ff = 64
+
+[model.schedule]
+name = "v9"
+
+[task]
+name = "copy"
+seq_len = 32
+vocab = 16
+num_items = 4
+
+[train]
+steps = 2
+batch_size = 2
+eval_batch_size = 128         # no flag sets it: the file can
+compile = false
+progress = false
+device = "cpu"
+"""
+
+
+def test_an_inline_model_table_trains_and_is_recorded_inline(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    args = _parse("--config", str(_write(tmp_path, INLINE_TOML.format(out=out.as_posix()))))
+    assert args.func(args) == 0  # the real builder: the table is a ModelSpec
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["train"]["eval_batch_size"] == 128
+    assert recorded["model"]["name"] == "tm-mini" and recorded["model"]["layers"]["n_layers"] == 2
+    spec = json.loads(next((out / "checkpoints").glob("step-*/spec.json")).read_text())
+    assert [layer["mixer"]["name"] for layer in spec["layers"]] == ["transmamba", "transmamba"]
+    assert spec["d_model"] == 32 and spec["vocab_size"] == 16  # the task's vocabulary
+    again = _parse("--config", str(out / "config.json"))
+    assert train_cmd.apply_config_file(again) is not None and again.spec == recorded["model"]
+
+
+def test_a_spec_file_is_recorded_inline_and_a_preset_by_name(tmp_path) -> None:
+    from zoo.training.runs import resolve_spec
+
+    spec = resolve_spec("transmamba-tiny")
+    spec_path = tmp_path / "mine.json"
+    spec_path.write_text(json.dumps(spec))
+    for model, expected in ((str(spec_path), spec), ("transmamba-tiny", "transmamba-tiny")):
+        out = tmp_path / model.replace("/", "_")
+        path = train_cmd.record_config(_parse(model, "--steps", "5"), out, TrainConfig(steps=5))
+        assert json.loads(path.read_text())["model"] == expected
+    spec_path.unlink()  # the record of the spec file stands without the file
+    assert load_run_file(tmp_path / str(spec_path).replace("/", "_") / "config.json").model == spec

@@ -201,7 +201,8 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     )
     trainer = Trainer(model, task, config, out_dir=out)
     print(
-        f"training {args.spec} ({trainer.n_params:,} params) on {task.describe()} for {config.steps} steps -> {out}",
+        f"training {args.spec if isinstance(args.spec, str) else _model_label(args.spec)} "
+        f"({trainer.n_params:,} params) on {task.describe()} for {config.steps} steps -> {out}",
         file=sys.stderr,
     )
     (out / "run.json").parent.mkdir(parents=True, exist_ok=True)
