@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
     args.config_train = apply_config_file(args) if args.config else {}
     if args.spec is None:
-        raise ZooError("zoo train: name a model (a preset or a spec file) or give --config FILE with a model key")
+        raise ZooError("name a model (a preset or a spec file), or give --config FILE with a model key")
     out = Path(args.out or Path("runs") / _model_label(args.spec))
     with run_lock(out):  # before reading or writing anything in it: one writer per run directory
         return _train(args, out)
