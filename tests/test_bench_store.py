@@ -90,3 +90,16 @@ def test_bench_decode_saves_too(tmp_path, capsys) -> None:
     (row,) = saved["rows"]
     assert row["key"] == "transformer-tiny ctx=8 B=1 eager float32" and row["value"] == row["ms_per_step"] > 0
     assert row["parity_rel_err"] < 1e-3
+
+
+@pytest.mark.slow
+def test_train_suite_saves_tokens_per_s(tmp_path, capsys) -> None:
+    storage = tmp_path / "bench"
+    argv = ["bench", "--suite", "train", "--device", "cpu", "--size", "tiny", "--tokens-per-step", "64"]
+    argv += ["--steps", "1", "--warmup", "0", "--seq-lens", "32", "--no-compile", "--models", "transformer"]
+    argv += ["--no-plot", "--out", str(tmp_path / "out"), "--save", "train", "--storage", str(storage)]
+    assert main(argv) == 0
+    saved = bench_store.load_run("train", storage)
+    assert saved["metric"] == {"name": "tokens/s", "unit": "tokens/s", "better": "higher"}
+    (row,) = saved["rows"]
+    assert row["key"] == "transformer T=32" and row["value"] == row["tokens_per_s"] > 0
