@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -26,6 +26,7 @@ class Row:
     shape: str
     ms: float | None
     note: str = ""
+    rel_err: float | None = None  # against the suite's reference (0 for the reference itself)
 
 
 def _sync(device: torch.device) -> None:
@@ -79,15 +80,16 @@ def _compare_backends(
                 rows.append(Row(suite, name, shape, None, f"unsupported: {reason}"))
                 continue
             out = call(backend).float()
+            err = 0.0
             if reference is None:
                 reference = out
             else:
                 err = rel_err(out, reference)
                 if err > tolerance(dtype) * 10:
-                    rows.append(Row(suite, name, shape, None, f"FAILED PARITY (rel err {err:.1e})"))
+                    rows.append(Row(suite, name, shape, None, f"FAILED PARITY (rel err {err:.1e})", err))
                     continue
             ms = time_ms(lambda b=backend: call(b), device, warmup=warmup, repeats=repeats)
-            rows.append(Row(suite, name, shape, ms))
+            rows.append(Row(suite, name, shape, ms, rel_err=err))
     return rows
 
 
@@ -171,13 +173,15 @@ def model_suite(
     rows = []
     with torch.no_grad():
         reference = eager(ids)
-        rows.append(Row("model", f"{preset} eager", shape, time_ms(lambda: eager(ids), dev, repeats=repeats)))
+        rows.append(
+            Row("model", f"{preset} eager", shape, time_ms(lambda: eager(ids), dev, repeats=repeats), rel_err=0.0)
+        )
         start = time.perf_counter()
         out = compiled(ids)
         compile_s = time.perf_counter() - start
         err = rel_err(out, reference)
         if err > 1e-4:
-            rows.append(Row("model", f"{preset} compiled", shape, None, f"FAILED PARITY (rel err {err:.1e})"))
+            rows.append(Row("model", f"{preset} compiled", shape, None, f"FAILED PARITY (rel err {err:.1e})", err))
         else:
             rows.append(
                 Row(
@@ -186,6 +190,7 @@ def model_suite(
                     shape,
                     time_ms(lambda: compiled(ids), dev, repeats=repeats),
                     f"first call incl. compile {compile_s:.1f}s",
+                    err,
                 )
             )
     return rows
@@ -202,3 +207,11 @@ def format_rows(rows: list[Row]) -> str:
         ratio = f"{base[row.suite] / row.ms:.2f}x" if row.ms is not None else "-"
         lines.append(f"| {row.suite} | {row.name} | {row.shape} | {ms} | {ratio} | {row.note} |")
     return "\n".join(lines)
+
+
+METRIC = {"name": "median ms", "unit": "ms", "better": "lower"}
+
+
+def saved_rows(rows: list[Row]) -> list[dict]:
+    """Rows for ``zoo.bench_store.save_run``: each one's fields, ``key`` and ``value`` (ms)."""
+    return [{"key": f"{row.suite} {row.name} {row.shape}", "value": row.ms, **asdict(row)} for row in rows]

@@ -4,7 +4,11 @@ eager vs compiled), with ratios. Each backend must match the reference before it
 ``zoo bench --suite train``: training throughput (tokens/s, peak memory, MFU) of the
 transformer, mamba2, hybrid and transmamba presets of one size and a Llama anchor, at
 several sequence lengths with the same tokens per step (zoo.training.throughput); writes
-JSON and a PNG to ``--out``. ``--suite all`` leaves it out (it trains 400M models)."""
+JSON and a PNG to ``--out``. ``--suite all`` leaves it out (it trains 400M models).
+
+``--save [NAME]`` keeps a run (machine info, rows with timings and parity) as
+``.benchmarks/NAME.json`` (``--storage DIR``); ``zoo bench compare A B`` prints two saved
+runs side by side with speed-ups (zoo.bench_store)."""
 
 from __future__ import annotations
 
@@ -28,8 +32,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--preset", default="transmamba-tiny", help="model suite: preset to time")
     p.add_argument("--repeats", type=int, default=3)
+    add_save_arguments(p)
     add_train_arguments(p.add_argument_group("train suite"))
     p.set_defaults(func=run)
+    compare = p.add_subparsers(dest="bench_command", metavar="compare").add_parser(
+        "compare", help="two saved runs side by side (zoo bench compare A B)"
+    )
+    compare.add_argument("runs", nargs=2, metavar="RUN", help="saved run names (or paths to their JSON files)")
+    # SUPPRESS: a --storage given before "compare" must not be reset by this parser's default
+    compare.add_argument("--storage", default=argparse.SUPPRESS, help="where the runs are (default .benchmarks)")
+    compare.set_defaults(func=run_compare)
+
+
+def add_save_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--save [NAME]`` and ``--storage DIR`` (shared with ``zoo bench-decode``)."""
+    parser.add_argument(
+        "--save",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="NAME",
+        help="keep this run as STORAGE/NAME.json (default name: UTC date-time and suite)",
+    )
+    parser.add_argument("--storage", default=None, help="directory of saved runs (default .benchmarks)")
+
+
+def save(args: argparse.Namespace, suite: str, rows: list[dict], metric: dict[str, str], device: str) -> None:
+    """Save ``rows`` when ``--save`` was given, and say where."""
+    if args.save is None:
+        return
+    from zoo import bench_store
+
+    path = bench_store.save_run(
+        args.save or bench_store.default_name(suite),
+        suite=suite,
+        rows=rows,
+        metric=metric,
+        device=device,
+        command=" ".join(["zoo", *sys.argv[1:]]),
+        storage=args.storage or bench_store.DEFAULT_STORAGE,
+    )
+    print(f"saved {path}")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from zoo import bench_store
+
+    storage = getattr(args, "storage", None) or bench_store.DEFAULT_STORAGE
+    first, second = (bench_store.load_run(name, storage) for name in args.runs)
+    print(bench_store.compare_runs(first, second))
+    return 0
 
 
 def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -144,6 +196,9 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
     print(throughput.format_table(rows))
     for path in throughput.write_report(rows, env, args.out, plot=not args.no_plot):
         print(f"wrote {path}")
+    if getattr(args, "save", None) is not None:
+        keyed = [{"key": f"{row['model']} T={row['seq_len']}", "value": row.get("tokens_per_s"), **row} for row in rows]
+        save(args, "train", keyed, {"name": "tokens/s", "unit": "tokens/s", "better": "higher"}, args.device)
     return 0 if all("error" not in row for row in rows) else 1
 
 
@@ -166,4 +221,5 @@ def run(args: argparse.Namespace) -> int:
         rows += bench.model_suite(args.preset, seq_len=args.seq_len or 512, device=args.device, repeats=args.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(bench.format_rows(rows))
+    save(args, args.suite, bench.saved_rows(rows), bench.METRIC, args.device)
     return 0

@@ -1,9 +1,12 @@
 """``zoo bench-decode``: decode tokens/s and cache bytes vs context length, model against model
-(parity-checked first; see zoo.inference.bench)."""
+(parity-checked first; see zoo.inference.bench). ``--save [NAME]`` keeps the run for
+``zoo bench compare`` (zoo.bench_store)."""
 
 from __future__ import annotations
 
 import argparse
+
+from zoo.cli.bench import add_save_arguments, save
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--mode", choices=["eager", "compile", "reduce-overhead", "max-autotune", "cudagraph"], default="eager"
     )
+    add_save_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -43,4 +47,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
     print(format_table(rows))
+    setting = f"B={args.batch_size} {args.mode} {str(dtype).removeprefix('torch.')}"
+    keyed = [
+        {"key": f"{row['preset']} ctx={row.get('context', '-')} {setting}", "value": row.get("ms_per_step"), **row}
+        for row in rows
+    ]
+    save(args, "decode", keyed, {"name": "decode ms/step", "unit": "ms", "better": "lower"}, device)
     return 0 if all("error" not in row for row in rows) else 1

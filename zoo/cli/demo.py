@@ -1,4 +1,5 @@
-"""``zoo demo``: the main job. Builds every preset (tiny ones run a forward pass), then,
+"""``zoo demo``: the main job. Builds every preset and prints one table of them (the tiny and
+small ones run a forward pass on the CPU; per-layer plans are ``zoo build``'s), then,
 when the training package is present, trains a small TransMamba on the built-in corpus,
 compares it with its untrained self, plots the loss and samples text."""
 
@@ -6,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,34 +34,70 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def build_all_presets() -> None:
+def preset_row(name: str, *, seq_len: int = 256) -> dict[str, Any]:
+    """Build preset ``name`` and describe it in one row. Tiny and small presets are built on
+    the CPU and run a forward pass of ``[1, seq_len]`` tokens; the larger ones are built on the
+    meta device (no memory), which checks the spec, the backends and the parameter count."""
     import torch
 
     import zoo
-    from zoo.registry import PRESET
 
-    for name in PRESET.names():
-        start = time.perf_counter()
-        small = name.endswith(("-tiny", "-small"))
-        model = zoo.build(name, device="cpu" if small else "meta")
-        print(zoo.describe(model, seq_len=256 if small else 8192))
-        if small:
-            ids = torch.randint(0, model.spec.vocab_size, (1, 256))
+    on_cpu = name.endswith(("-tiny", "-small"))
+    row: dict[str, Any] = {"preset": name, "built_on": "cpu" if on_cpu else "meta"}
+    try:
+        model = zoo.build(name, device="cpu" if on_cpu else "meta")
+        spec = model.spec
+        mixers = Counter(spec.mixer_names())
+        schedule = spec.schedule
+        row.update(
+            params=model.num_parameters(),
+            layers=spec.n_layers,
+            mixers=", ".join(f"{mixer} x{count}" for mixer, count in mixers.items()),
+            schedule="-"
+            if schedule is None
+            else " ".join([schedule.name, *(f"{k}={v}" for k, v in sorted(schedule.params.items()))]),
+        )
+        if on_cpu:
+            ids = torch.randint(0, spec.vocab_size, (1, seq_len))
+            start = time.perf_counter()
             with torch.no_grad():
                 logits = model(ids)
-            print(
-                f"  forward [1, 256] -> {list(logits.shape)}, finite: {bool(torch.isfinite(logits).all())}, "
-                f"{time.perf_counter() - start:.2f}s"
-            )
+            finite = bool(torch.isfinite(logits).all())
+            row["forward"] = f"{'ok' if finite else 'NON-FINITE'} {time.perf_counter() - start:.2f}s"
+            row["ok"] = finite and list(logits.shape) == [1, seq_len, spec.vocab_size]
         else:
-            print("  (built on the meta device: no memory allocated)")
-        print()
+            row["forward"], row["ok"] = "not run (meta)", True
+    except Exception as exc:  # noqa: BLE001 - a preset that fails to build is a row of the table, not the end
+        row.update(forward=f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}", ok=False)
+    return row
+
+
+def format_preset_table(rows: list[dict[str, Any]]) -> str:
+    header = ["preset", "parameters", "layers", "mixers", "schedule", "built on", "forward [1, 256]"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---|---|---|---|"]
+    for row in rows:
+        params = f"{row['params'] / 1e6:,.1f}M" if "params" in row else "-"
+        cells = [row["preset"], params, str(row.get("layers", "-")), row.get("mixers", "-"), row.get("schedule", "-")]
+        lines.append("| " + " | ".join([*cells, row["built_on"], row["forward"]]) + " |")
+    return "\n".join(lines)
+
+
+def build_all_presets(names: list[str] | None = None) -> bool:
+    """Build every preset (or ``names``) and print one table; True when all of them passed.
+    ``zoo build PRESET`` and ``zoo plan`` show a preset's per-layer plan."""
+    from zoo.registry import PRESET
+
+    rows = [preset_row(name) for name in (names or PRESET.names())]
+    print(format_preset_table(rows))
+    print("(per-layer plans: zoo build PRESET; schedules at a length: zoo plan)")
+    print(flush=True)
+    return all(row["ok"] for row in rows)
 
 
 def run(args: argparse.Namespace) -> int:
-    build_all_presets()
+    built = build_all_presets()
     if args.build_only:
-        return 0
+        return 0 if built else 1
     try:
         from zoo.training.demo import run_demo
     except ImportError as exc:

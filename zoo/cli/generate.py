@@ -12,6 +12,10 @@ from pathlib import Path
 
 from zoo.cli.train import add_backend_arg
 
+# From this many new tokens on, a run whose text goes to a file (not the terminal) shows a
+# tqdm bar on the terminal's stderr; text streaming to the terminal is its own progress.
+PROGRESS_MIN_TOKENS = 256
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="sample text from a checkpoint or preset (streams tokens)")
@@ -67,8 +71,15 @@ def run(args: argparse.Namespace) -> int:
         )
     eos_id = None if args.no_eos else getattr(tokenizer, "eos_id", None)
     pending: list[int] = []
+    bar = None
+    if args.max_new_tokens >= PROGRESS_MIN_TOKENS and not sys.stdout.isatty() and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.max_new_tokens, unit="tok", file=sys.stderr, leave=False, dynamic_ncols=True)
 
     def stream(tokens: list[int]) -> None:
+        if bar is not None:
+            bar.update(1)
         token = tokens[0]
         if token == eos_id:
             return
@@ -95,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         compile_mode="reduce-overhead" if device.startswith("cuda") else None,
         allow_large=args.allow_large,
     )
+    if bar is not None:
+        bar.close()
     if pending:
         sys.stdout.write(tokenizer.decode(pending))
     sys.stdout.write("\n")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from zoo.errors import ZooError
 from zoo.training.trainer import TrainConfig
 
 HELP = "train a model (preset or spec file) on text or a synthetic recall task"
@@ -133,7 +135,16 @@ def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help=HELP, description=HELP)
-    parser.add_argument("spec", help="preset name (e.g. transmamba-tiny) or a spec JSON file")
+    parser.add_argument(
+        "spec", nargs="?", default=None, help="preset name (e.g. transmamba-tiny) or a spec JSON file"
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="run config (TOML, YAML or JSON): model, [task], [train]; flags given here override it "
+        "(a run records its resolved config as OUT/config.json)",
+    )
     add_task_args(parser)
     add_training_args(parser)
     group = parser.add_argument_group("output")
@@ -142,12 +153,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end)")
     group.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
     parser.set_defaults(func=run)
+    record_explicit_flags(parser)  # last: a config file yields only to the flags actually given
 
 
 def run(args: argparse.Namespace) -> int:
     from zoo.training.runs import run_lock
 
-    out = Path(args.out or Path("runs") / Path(args.spec).stem)
+    args.config_train = apply_config_file(args) if args.config else {}
+    if args.spec is None:
+        raise ZooError("name a model (a preset or a spec file), or give --config FILE with a model key")
+    out = Path(args.out or Path("runs") / _model_label(args.spec))
     with run_lock(out):  # before reading or writing anything in it: one writer per run directory
         return _train(args, out)
 
@@ -172,7 +187,9 @@ def _train(args: argparse.Namespace, out: Path) -> int:
             file=sys.stderr,
         )
     task = task_from_args(args, tokenizer)
-    config = config_from_args(args, save_every=args.save_every, keep_last=args.keep)
+    config = config_from_args(
+        args, **{"save_every": args.save_every, "keep_last": args.keep, **getattr(args, "config_train", {})}
+    )
     import torch
 
     torch.manual_seed(config.seed)
@@ -184,10 +201,12 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     )
     trainer = Trainer(model, task, config, out_dir=out)
     print(
-        f"training {args.spec} ({trainer.n_params:,} params) on {task.describe()} for {config.steps} steps -> {out}",
+        f"training {args.spec if isinstance(args.spec, str) else _model_label(args.spec)} "
+        f"({trainer.n_params:,} params) on {task.describe()} for {config.steps} steps -> {out}",
         file=sys.stderr,
     )
     (out / "run.json").parent.mkdir(parents=True, exist_ok=True)
+    record_config(args, out, config)
     (out / "run.json").write_text(
         json.dumps(
             {"spec": args.spec, "argv": sys.argv[1:], "config": config.model_dump(mode="json")},
@@ -203,6 +222,92 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     }
     print(json.dumps(summary))
     return 0
+
+
+# ------------------------------------------------------------ run config files (--config)
+
+# TrainConfig field -> the flag (argparse dest) that sets it, where the names differ
+TRAIN_FIELD_FLAGS = {
+    "warmup_steps": "warmup",
+    "grad_clip": "clip",
+    "compile": "no_compile",
+    "compile_eval": "eager_eval",
+    "progress": "no_progress",
+    "keep_last": "keep",
+}
+
+
+@functools.cache
+def _recording(action_class: type[argparse.Action]) -> type[argparse.Action]:
+    class Recording(action_class):  # type: ignore[misc, valid-type]
+        def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+            namespace.explicit_flags = getattr(namespace, "explicit_flags", frozenset()) | {self.dest}
+            super().__call__(parser, namespace, values, option_string)
+
+    return Recording
+
+
+def record_explicit_flags(parser: argparse.ArgumentParser) -> None:
+    """Record in ``args.explicit_flags`` the dests of the options given on the command line.
+
+    A default cannot tell "not given" from "given its default value" (``--steps 1000``), and
+    only a flag actually given may override the config file."""
+    for action in parser._actions:
+        if action.option_strings and not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            action.__class__ = _recording(type(action))
+    parser.set_defaults(explicit_flags=frozenset())
+
+
+def apply_config_file(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill ``args`` from ``args.config`` where no flag was given; return the file's ``[train]``
+    values to pass on to :func:`config_from_args` (flags given override them)."""
+    from zoo.training.config_file import load_run_file
+
+    run_file = load_run_file(args.config)
+    explicit = getattr(args, "explicit_flags", frozenset())
+    if args.spec is None:
+        args.spec = run_file.model
+    if run_file.out is not None and "out" not in explicit:
+        args.out = run_file.out
+    if run_file.backend and "backend" not in explicit:
+        args.backend = [f"{slot}={name}" for slot, name in run_file.backend.items()]
+    for key, value in run_file.task.items():
+        dest = "task" if key == "name" else key
+        if dest not in explicit:
+            setattr(args, dest, value)
+    train = {k: v for k, v in run_file.train.items() if TRAIN_FIELD_FLAGS.get(k, k) not in explicit}
+    if "steps" in train and "warmup_steps" not in run_file.train and "warmup" not in explicit:
+        train["warmup_steps"] = max(1, train["steps"] // 20)  # the flags' default: 5% of the steps
+    return train
+
+
+def _model_label(model: str | dict[str, Any]) -> str:
+    if isinstance(model, dict):
+        return str(model.get("name") or "model")
+    return Path(model).stem
+
+
+def record_config(args: argparse.Namespace, out: Path, config: TrainConfig) -> Path:
+    """Write ``out/config.json``: the run's model, task and TrainConfig as resolved, so that
+    ``zoo train --config out/config.json`` repeats it. A spec file is copied in inline (the
+    record must not change when the file does); a preset stays a name."""
+    from zoo.builder import parse_backend_overrides
+    from zoo.training.config_file import resolved_config, write_resolved
+    from zoo.training.runs import resolve_spec
+
+    model = args.spec
+    if isinstance(model, str) and Path(model).is_file():
+        model = resolve_spec(model)
+    task = {
+        "name": args.task,
+        "data": args.data,
+        "tokenizer": args.tokenizer,
+        "seq_len": args.seq_len,
+        "vocab": args.vocab,
+        "num_items": args.num_items,
+    }
+    backend = parse_backend_overrides(args.backend)
+    return write_resolved(out, resolved_config(model=model, out=out, backend=backend, task=task, train=config))
 
 
 def main(argv: list[str] | None = None) -> int:

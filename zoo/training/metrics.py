@@ -1,4 +1,4 @@
-"""Metrics to JSONL, and a dependency-free progress bar."""
+"""Metrics to JSONL, and the training progress bar (tqdm)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from tqdm import tqdm
 
 
 def _clean(value: Any) -> Any:
@@ -61,27 +63,78 @@ def truncate_jsonl(path: str | Path, max_step: int) -> None:
 
 
 class ProgressBar:
-    """``step/total [bar] key=value ...`` on one line of a terminal, every ``every`` steps otherwise."""
+    """Training progress through tqdm: rate, ETA and a ``loss/lr/eval`` postfix.
 
-    def __init__(self, total: int, *, enabled: bool = True, stream: TextIO | None = None, width: int = 24) -> None:
-        self.total, self.enabled, self.width = total, enabled, width
+    On a terminal it is a live tqdm bar; elsewhere (a log file, a pipe, a test's captured
+    stream) it writes a plain line every ``total // 20`` steps (and at the end) in tqdm's
+    format, so a log shows rate and ETA without carriage-return noise. ``enabled=False``
+    writes nothing. ``total`` may change while running (a time-budgeted run moves its end).
+    """
+
+    def __init__(self, total: int, *, enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.enabled = enabled
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._total = total
         self.every = 1 if self.tty else max(1, total // 20)
-        self.start = time.perf_counter()
+        self._bar: Any = None  # a tqdm, opened at the first update
+        self._start: float | None = None
+        self._first = 0
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @total.setter
+    def total(self, value: int) -> None:
+        self._total = value
+        if self._bar is not None:
+            self._bar.total = value
+            self._bar.refresh()
 
     def update(self, step: int, **values: Any) -> None:
-        if not self.enabled or (not self.tty and step % self.every and step != self.total):
+        """Progress to ``step`` (steps count from 1; a resumed run starts above 1)."""
+        if not self.enabled:
             return
-        done = int(self.width * step / max(1, self.total))
-        bar = "#" * done + "." * (self.width - done)
-        elapsed = time.perf_counter() - self.start
-        fields = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-        line = f"{step}/{self.total} [{bar}] {elapsed:.0f}s {fields}"
-        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        postfix = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        if self.tty:
+            self._tty_update(step, postfix)
+            return
+        if self._start is None:  # timed from the first update, as the terminal bar is
+            self._start, self._first = time.perf_counter(), step
+        if step % self.every == 0 or step >= self._total:
+            self._line(step, postfix)
+
+    def _tty_update(self, step: int, postfix: str) -> None:
+        if self._bar is None:
+            # the clock starts at the first update: a first step that compiles is not a rate
+            self._bar = tqdm(
+                total=self._total,
+                initial=step,
+                file=self.stream,
+                unit="step",
+                dynamic_ncols=True,
+                leave=True,
+            )
+            self._bar.set_postfix_str(postfix)
+            return
+        self._bar.set_postfix_str(postfix, refresh=False)
+        self._bar.update(step - self._bar.n)
+
+    def _line(self, step: int, postfix: str) -> None:
+        text = tqdm.format_meter(
+            step,
+            self._total,
+            time.perf_counter() - (self._start or 0.0),
+            unit="step",
+            initial=self._first,
+            postfix=postfix or None,
+            bar_format="{n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+        )
+        self.stream.write(text + "\n")
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
