@@ -433,9 +433,10 @@ def load(
         from zoo.memory import check_fits
 
         if checkpoint.sharded:
-            check_fits(f"reading {checkpoint.path / shards.MODEL_DIR}", shards.model_bytes(checkpoint.manifest), "cpu")
+            what, size = checkpoint.path / shards.MODEL_DIR, shards.model_bytes(checkpoint.manifest)
         else:
-            check_fits(f"reading {checkpoint.path / MODEL_FILE}", checkpoint.manifest["files"][MODEL_FILE]["bytes"], "cpu")
+            what, size = checkpoint.path / MODEL_FILE, checkpoint.manifest["files"][MODEL_FILE]["bytes"]
+        check_fits(f"reading {what}", size, "cpu")
     model = build(spec, device=device, dtype=dtype, compile=False, allow_large=allow_large)
     load_model_state(model, checkpoint)
     model.eval()

@@ -20,6 +20,7 @@ import os
 import shlex
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -117,6 +118,19 @@ def _stop_on_sigterm(signum: int, frame: Any) -> NoReturn:
     )
 
 
+def _collective_failure(exc: BaseException) -> bool:
+    """A failed or timed-out collective: c10d's own errors, DCP's wrapper of them, or a
+    backend's RuntimeError (gloo raises plain ones) from inside torch.distributed."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    if isinstance(exc, (dist.DistError, CheckpointException)):
+        return True
+    if not isinstance(exc, RuntimeError) or exc.__traceback__ is None:
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"torch{os.sep}distributed{os.sep}" in frames[-1].filename
+
+
 @contextlib.contextmanager
 def process_group(device: str = "auto", timeout_s: float = 600.0) -> Iterator[Distributed | None]:
     """Under torchrun: join the job for the block and leave it after; else yield None.
@@ -132,16 +146,15 @@ def process_group(device: str = "auto", timeout_s: float = 600.0) -> Iterator[Di
     failed = False
     try:
         yield context
-    except dist.DistError as exc:
+    except BaseException as exc:
         failed = True
+        if not _collective_failure(exc) or os.environ.get("ZOO_DEBUG"):
+            raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise RankFailedError(
             f"rank {context.rank} of {context.world_size}: a collective failed ({first}); "
             "another rank died, hung past --dist-timeout or was stopped"
         ) from None
-    except BaseException:
-        failed = True
-        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         if failed:
