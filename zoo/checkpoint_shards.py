@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,10 @@ def load_dcp(state: dict[str, Any], directory: Path, *, process_group: bool) -> 
     import torch.distributed.checkpoint as dcp
 
     try:
-        dcp.load(state, storage_reader=_reader(directory), no_dist=not process_group)
+        with warnings.catch_warnings():
+            # DCP warns on every load without a process group, even when asked for one
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+            dcp.load(state, storage_reader=_reader(directory), no_dist=not process_group)
     except CheckpointError:
         raise
     except Exception as exc:  # DCP wraps its per-rank failures in its own exception types

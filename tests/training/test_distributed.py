@@ -216,3 +216,39 @@ def test_activation_checkpointing_keeps_losses_and_gradients(policy) -> None:
     assert keys0 == keys1  # the same state-dict keys: checkpoints do not depend on it
     for name, grad in grads0.items():
         torch.testing.assert_close(grads1[name], grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > boom.txt",))
+
+
+def test_sharded_checkpoint_index_is_unpickled_through_an_allow_list(tmp_path) -> None:
+    import pickle
+
+    from zoo.checkpoint_shards import load_model_shards, read_index
+    from zoo.errors import CheckpointError
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / ".metadata").write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(CheckpointError, match=r"posix.system is not allowed|os.system is not allowed"):
+        read_index(folder)
+    with pytest.raises(CheckpointError, match="unreadable or unsafe"):
+        load_model_shards(torch.nn.Linear(2, 2), folder)
+    assert not (Path.cwd() / "boom.txt").exists() and not (tmp_path / "boom.txt").exists()
+
+
+def test_sharded_manifest_names_stay_inside_the_checkpoint(tmp_path) -> None:
+    from zoo.checkpoint_checks import check_manifest
+    from zoo.errors import CheckpointError
+
+    entry = {"bytes": 1, "sha256": "0" * 64}
+    good = {"model/.metadata": entry, "model/__0_0.distcp": entry, "trainer_state.json": entry}
+    check_manifest({"step": 1, "layout": "sharded", "files": good}, tmp_path / "MANIFEST.json")
+    for bad in ("optimizer/../x", "other/.metadata", "model/a/b", "/etc/passwd", "model/.hidden"):
+        manifest = {"step": 1, "layout": "sharded", "files": {**good, bad: entry}}
+        with pytest.raises(CheckpointError, match="outside the checkpoint"):
+            check_manifest(manifest, tmp_path / "MANIFEST.json")
+    with pytest.raises(CheckpointError, match="outside the checkpoint"):  # single-file: no folders at all
+        check_manifest({"step": 1, "files": {**good, "model.safetensors": entry}}, tmp_path / "MANIFEST.json")
