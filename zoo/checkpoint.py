@@ -31,6 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from zoo import checkpoint_shards as shards
 from zoo.checkpoint_checks import check_json_object, check_manifest, check_model_tensors, check_optimizer_state
 from zoo.errors import CheckpointError, ZooError
 from zoo.models.pretrained import fsync_path, model_tensors
@@ -195,11 +196,8 @@ def _save_checkpoint(
     tokenizer: dict[str, Any] | None,
     keep_last: int | None,
 ) -> Path:
-    staging = run_dir / STAGING
-    final_root = run_dir / CHECKPOINTS
-    staging.mkdir(parents=True, exist_ok=True)
-    final_root.mkdir(parents=True, exist_ok=True)
-    name = checkpoint_name(step)
+    (run_dir / STAGING).mkdir(parents=True, exist_ok=True)
+    (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
 
@@ -216,15 +214,35 @@ def _save_checkpoint(
     if tokenizer is not None:
         _write_json(tmp / TOKENIZER_FILE, tokenizer)
     _write_json(tmp / STATE_FILE, state)
-    files = {}
-    for path in sorted(tmp.iterdir()):
-        _fsync_file(path)
-        files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-    _write_json(tmp / MANIFEST, {"format": FORMAT, "version": VERSION, "step": step, "files": files})
+    return publish_checkpoint(run_dir, tmp, step, keep_last=keep_last)
+
+
+def publish_checkpoint(
+    run_dir: Path,
+    tmp: Path,
+    step: int,
+    *,
+    keep_last: int | None,
+    hashed: dict[str, dict[str, Any]] | None = None,
+    manifest: dict[str, Any] | None = None,
+) -> Path:
+    """Hash every file of the staged checkpoint ``tmp`` (but those in ``hashed``, hashed by
+    their writers already), write MANIFEST.json last, rename it into ``checkpoints/``, prune."""
+    staging, final_root = run_dir / STAGING, run_dir / CHECKPOINTS
+    files = dict(hashed or {})
+    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        name = path.relative_to(tmp).as_posix()
+        if name not in files:
+            _fsync_file(path)
+            files[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    for folder in sorted({p.parent for p in tmp.rglob("*") if p.is_file()} - {tmp}):
+        fsync_path(folder)
+    header = {"format": FORMAT, "version": VERSION, "step": step, **(manifest or {})}
+    _write_json(tmp / MANIFEST, {**header, "files": dict(sorted(files.items()))})
     _fsync_file(tmp / MANIFEST)
     fsync_path(tmp)
 
-    final = final_root / name
+    final = final_root / checkpoint_name(step)
     if final.exists():  # re-saving a step (e.g. after a resume): move the old one out first
         _discard(final, staging)
     os.replace(tmp, final)
@@ -255,6 +273,11 @@ class Checkpoint:
     @property
     def step(self) -> int:
         return int(self.manifest["step"])
+
+    @property
+    def sharded(self) -> bool:
+        """Written by several processes (see zoo.checkpoint_shards)."""
+        return shards.is_sharded(self.manifest)
 
     def has(self, name: str) -> bool:
         return name in self.manifest["files"]
@@ -314,9 +337,9 @@ def open_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     files = check_manifest(manifest, manifest_file)
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{manifest_file} is not a {FORMAT} manifest")
-    if manifest.get("version", 0) > VERSION:  # an int: check_manifest saw to it
+    if manifest.get("version", 0) > shards.VERSION:  # an int: check_manifest saw to it
         raise CheckpointError(
-            f"{path} has checkpoint format version {manifest['version']}; this zoo reads <= {VERSION}"
+            f"{path} has checkpoint format version {manifest['version']}; this zoo reads <= {shards.VERSION}"
         )
     for name, info in files.items():
         file = path / name
@@ -333,6 +356,9 @@ def open_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
 
 
 def load_model_state(model: torch.nn.Module, checkpoint: Checkpoint, *, strict: bool = True) -> None:
+    if checkpoint.sharded:
+        shards.load_model_shards(model, checkpoint.path / shards.MODEL_DIR, strict=strict)
+        return
     tensors = checkpoint.read_tensors(MODEL_FILE)
     own = model.state_dict()
     # Tied parameters were stored once; fill the aliases from their twin.
@@ -406,7 +432,11 @@ def load(
     if not allow_large:  # the weights file is read into host memory whole
         from zoo.memory import check_fits
 
-        check_fits(f"reading {checkpoint.path / MODEL_FILE}", checkpoint.manifest["files"][MODEL_FILE]["bytes"], "cpu")
+        if checkpoint.sharded:
+            what, size = checkpoint.path / shards.MODEL_DIR, shards.model_bytes(checkpoint.manifest)
+        else:
+            what, size = checkpoint.path / MODEL_FILE, checkpoint.manifest["files"][MODEL_FILE]["bytes"]
+        check_fits(f"reading {what}", size, "cpu")
     model = build(spec, device=device, dtype=dtype, compile=False, allow_large=allow_large)
     load_model_state(model, checkpoint)
     model.eval()

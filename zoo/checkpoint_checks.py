@@ -21,6 +21,9 @@ from zoo.errors import CheckpointError
 # Files a checkpoint cannot do without; a manifest that leaves one out would let that
 # file be replaced unverified.
 CORE_FILES = ("model.safetensors", "trainer_state.json")
+# A sharded checkpoint (zoo.checkpoint_shards) keeps DCP's files in two subdirectories.
+SHARDED_CORE_FILES = ("model/.metadata", "trainer_state.json")
+_SHARD_DIRS = ("model", "optimizer")
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -36,9 +39,10 @@ def check_manifest(manifest: Any, manifest_file: Path) -> dict[str, dict[str, An
     if not isinstance(version, int) or isinstance(version, bool):
         raise CheckpointError(f"checkpoint manifest {manifest_file} is corrupted: version is {version!r}")
     files = manifest["files"]
+    sharded = manifest.get("layout") == "sharded"
     for name, info in files.items():
         # No separators, no "..", no hidden names: a manifest cannot reach outside its directory.
-        if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or ".." in name:
+        if not isinstance(name, str) or not _allowed_name(name, sharded):
             raise CheckpointError(f"checkpoint manifest {manifest_file} names a file outside the checkpoint: {name!r}")
         if not (
             isinstance(info, dict)
@@ -48,10 +52,17 @@ def check_manifest(manifest: Any, manifest_file: Path) -> dict[str, dict[str, An
             and _SHA256.fullmatch(info["sha256"])
         ):
             raise CheckpointError(f"checkpoint manifest {manifest_file} is corrupted: bad entry for {name!r}")
-    missing = [name for name in CORE_FILES if name not in files]
+    missing = [name for name in (SHARDED_CORE_FILES if sharded else CORE_FILES) if name not in files]
     if missing:
         raise CheckpointError(f"checkpoint manifest {manifest_file} does not list {', '.join(missing)}")
     return files
+
+
+def _allowed_name(name: str, sharded: bool) -> bool:
+    if sharded and name.count("/") == 1:  # one level down, into model/ or optimizer/ only
+        folder, base = name.split("/")
+        return folder in _SHARD_DIRS and (base == ".metadata" or _allowed_name(base, False))
+    return bool(_PLAIN_NAME.fullmatch(name)) and ".." not in name
 
 
 def check_json_object(data: Any, file: Path) -> dict[str, Any]:

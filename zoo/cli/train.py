@@ -135,9 +135,7 @@ def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help=HELP, description=HELP)
-    parser.add_argument(
-        "spec", nargs="?", default=None, help="preset name (e.g. transmamba-tiny) or a spec JSON file"
-    )
+    parser.add_argument("spec", nargs="?", default=None, help="preset name (e.g. transmamba-tiny) or a spec JSON file")
     parser.add_argument(
         "--config",
         default=None,
@@ -152,24 +150,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     group.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end)")
     group.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
+    add_distributed_args(parser)
     parser.set_defaults(func=run)
     record_explicit_flags(parser)  # last: a config file yields only to the flags actually given
 
 
+def add_distributed_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("processes (docs/training.md, Multi-GPU)")
+    group.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="start N data-parallel processes through torchrun (FSDP2); --batch-size is per process",
+    )
+    group.add_argument(
+        "--activation-checkpointing",
+        default="none",
+        metavar="none|full|K",
+        help="recompute activations in backward: none (default), full (every block) or every K-th block",
+    )
+    group.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=600.0,
+        help="seconds a process waits for the others in a collective before it gives up (default 600)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    from zoo.training import distributed
     from zoo.training.runs import run_lock
 
+    if getattr(args, "nproc", None) is not None and not distributed.launched_by_torchrun():
+        if args.nproc < 1:
+            raise ZooError(f"--nproc {args.nproc}: needs at least 1 process")
+        argv = sys.argv[1:]
+        argv = argv[1:] if argv[:1] == ["train"] else argv  # zoo train ... or python -m zoo.cli.train ...
+        distributed.exec_torchrun(args.nproc, ["train", *distributed.strip_nproc(argv)])
     args.config_train = apply_config_file(args) if args.config else {}
     if args.spec is None:
         raise ZooError("name a model (a preset or a spec file), or give --config FILE with a model key")
     out = Path(args.out or Path("runs") / _model_label(args.spec))
-    with run_lock(out):  # before reading or writing anything in it: one writer per run directory
-        return _train(args, out)
+    with distributed.process_group(args.device, getattr(args, "dist_timeout", 600.0)):
+        with run_lock(out):  # before reading or writing anything in it: one writer per run directory
+            return _train(args, out)
 
 
 def _train(args: argparse.Namespace, out: Path) -> int:
     from zoo import checkpoint as ckpt
     from zoo.builder import parse_backend_overrides
+    from zoo.training.distributed import current, describe_batch, is_main_process
     from zoo.training.runs import build_for_task
     from zoo.training.trainer import Trainer, resolve_device
 
@@ -181,14 +211,21 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         tokenizer = ckpt.load_tokenizer(latest)  # a BPE must not be retrained differently
         if checkpoint.spec is not None:  # the architecture and backends it was trained with; --backend wins
             ref = checkpoint.spec
-    elif latest is not None:
+    elif latest is not None and is_main_process():
         print(
             f"note: {out} holds checkpoints; starting over (pass --resume to continue)",
             file=sys.stderr,
         )
     task = task_from_args(args, tokenizer)
     config = config_from_args(
-        args, **{"save_every": args.save_every, "keep_last": args.keep, **getattr(args, "config_train", {})}
+        args,
+        **{
+            "save_every": args.save_every,
+            "keep_last": args.keep,
+            "activation_checkpointing": getattr(args, "activation_checkpointing", "none"),
+            "dist_timeout": getattr(args, "dist_timeout", 600.0),
+            **getattr(args, "config_train", {}),
+        },
     )
     import torch
 
@@ -200,9 +237,13 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         backends=parse_backend_overrides(args.backend),
     )
     trainer = Trainer(model, task, config, out_dir=out)
+    if not is_main_process():  # rank 0 speaks and writes for the job
+        trainer.fit(resume=args.resume)
+        return 0
     print(
         f"training {args.spec if isinstance(args.spec, str) else _model_label(args.spec)} "
-        f"({trainer.n_params:,} params) on {task.describe()} for {config.steps} steps -> {out}",
+        f"({trainer.n_params:,} params) on {task.describe()} for {config.steps} steps -> {out}"
+        f"; {describe_batch(config.batch_size, config.grad_accum, current())}",
         file=sys.stderr,
     )
     (out / "run.json").parent.mkdir(parents=True, exist_ok=True)

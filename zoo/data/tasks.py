@@ -80,10 +80,15 @@ class TextTask:
         return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
 
     def train_batch(self, step: int, micro: int, batch_size: int) -> Batch:
+        return self.train_shard(step, micro, batch_size, 0, 1)
+
+    def train_shard(self, step: int, micro: int, batch_size: int, rank: int, world_size: int) -> Batch:
+        """Rows ``rank * batch_size ...`` of ``train_batch(step, micro, world_size * batch_size)``,
+        cutting only this rank's windows (see :func:`train_shard`)."""
         generator = seeded_generator(self.seed, "text-train", step, micro)
         high = self.train_tokens.numel() - self.seq_len - 1
-        offsets = torch.randint(0, high + 1, (batch_size,), generator=generator)
-        return self._windows(self.train_tokens, offsets)
+        offsets = torch.randint(0, high + 1, (batch_size * world_size,), generator=generator)
+        return self._windows(self.train_tokens, offsets[rank * batch_size : (rank + 1) * batch_size])
 
     def eval_batches(self, batch_size: int) -> list[Batch]:
         """Evenly spaced windows over the validation split (non-overlapping when it is long enough)."""
@@ -158,6 +163,25 @@ class SyntheticTask:
         }
 
 
+def train_shard(task: Task, step: int, micro: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
+    """Rank ``rank``'s share of a data-parallel step: rows ``[rank * b, (rank + 1) * b)`` of
+    the one-process batch ``task.train_batch(step, micro, world_size * b)``.
+
+    So a run of W processes with ``batch_size`` b sees, over all ranks, exactly the batches
+    of a one-process run with ``batch_size`` W * b, and the shards are disjoint. A task
+    with its own ``train_shard`` method draws only its rows; any other task draws the
+    whole global batch and keeps its rows (cheap next to the model's step).
+    """
+    if world_size == 1:
+        return task.train_batch(step, micro, batch_size)
+    own = getattr(task, "train_shard", None)
+    if own is not None:
+        return own(step, micro, batch_size, rank, world_size)
+    inputs, targets = task.train_batch(step, micro, batch_size * world_size)
+    rows = slice(rank * batch_size, (rank + 1) * batch_size)
+    return inputs[rows].contiguous(), targets[rows].contiguous()
+
+
 def text_task(
     data: str | None = None,
     *,
@@ -222,4 +246,5 @@ __all__ = [
     "make_task",
     "seeded_generator",
     "text_task",
+    "train_shard",
 ]

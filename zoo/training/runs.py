@@ -36,6 +36,9 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
     import fcntl
 
     run_dir = Path(run_dir).resolve()
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        yield run_dir  # one process of a multi-process run: rank 0 holds the lock for the job
+        return
     if run_dir in _held:
         fd, depth = _held[run_dir]
         _held[run_dir] = (fd, depth + 1)

@@ -8,7 +8,6 @@ resumed reproduces the uninterrupted run's losses bit for bit.
 
 from __future__ import annotations
 
-import base64
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from zoo import checkpoint as ckpt
 from zoo.compile import compiled
 from zoo.data.synthetic import IGNORE
-from zoo.data.tasks import Task
+from zoo.data.tasks import Task, train_shard
 from zoo.errors import ZooError
+from zoo.training import distributed
+from zoo.training.checkpointing import CheckpointingMixin, NonFiniteLossError
 from zoo.training.metrics import JsonlLogger, ProgressBar, truncate_jsonl
 from zoo.training.optim import lr_at, make_optimizer
 
@@ -66,6 +66,18 @@ class TrainConfig(BaseModel):
     save_every: StrictInt = Field(0, ge=0, le=_MAX_STEPS)  # 0: only at the end (when out_dir is set)
     keep_last: StrictInt = Field(3, ge=1, le=1 << 20)
     progress: StrictBool = True
+    # recompute activations in backward: "none", "full" (every block) or k (every k-th block)
+    activation_checkpointing: Literal["none", "full"] | StrictInt = "none"
+    dist_timeout: float = Field(600.0, gt=0, le=86400)  # how long a collective waits for a peer
+
+    @field_validator("activation_checkpointing", mode="before")
+    @classmethod
+    def _known_checkpointing(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if value in ("none", "full") or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"{str(value)[:40]!r} is not none, full or a block interval k >= 1 (every k-th block)")
 
     @field_validator("device")
     @classmethod
@@ -77,10 +89,6 @@ class TrainConfig(BaseModel):
         except (RuntimeError, ValueError):
             raise ValueError(f"unknown device {value[:80]!r}; e.g. auto, cpu, cuda, cuda:1") from None
         return value
-
-
-class NonFiniteLossError(ZooError):
-    """Training produced a NaN or infinite loss (or weights); the run stops, nothing is saved."""
 
 
 @dataclass
@@ -103,23 +111,7 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
-    if torch.cuda.is_available():
-        state["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    def decode(text: str) -> torch.Tensor:
-        return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
-
-    torch.set_rng_state(decode(state["torch"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([decode(s) for s in state["cuda"]])
-
-
-class Trainer:
+class Trainer(CheckpointingMixin):
     """Train ``model`` on ``task``. With ``out_dir`` it writes metrics.jsonl and checkpoints there."""
 
     def __init__(
@@ -135,7 +127,8 @@ class Trainer:
         self.task = task
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.tokenizer = tokenizer if tokenizer is not None else getattr(task, "tokenizer", None)
-        self.device = resolve_device(self.config.device)
+        self.dist = distributed.current()  # None: this process trains alone
+        self.device = self.dist.device if self.dist is not None else resolve_device(self.config.device)
         torch.manual_seed(self.config.seed)
         self.model = model.to(self.device)
         self.n_params = count_params(self.model)
@@ -143,6 +136,20 @@ class Trainer:
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        schedule = getattr(model, "schedule", None)
+        self.random_schedule = bool(getattr(schedule, "is_random", False))
+        variants = getattr(getattr(schedule, "params", None), "n_variants", 56) if self.random_schedule else 1
+        # FSDP and activation checkpointing work block by block, and so does compile with them
+        self.per_block = self.dist is not None or self.config.activation_checkpointing != "none"
+        if self.per_block:
+            distributed.prepare_model(
+                self.model,
+                context=self.dist,
+                activation_checkpointing=self.config.activation_checkpointing,
+                compile=self.config.compile,
+                param_dtype=self.autocast_dtype,
+                recompile_limit=(variants + 8) * max(1, getattr(model, "n_layers", 1)),
+            )
         self.optimizer = make_optimizer(
             self.model,
             lr=self.config.lr,
@@ -150,13 +157,9 @@ class Trainer:
             betas=self.config.betas,
             eps=self.config.eps,
         )
-        schedule = getattr(model, "schedule", None)
-        self.random_schedule = bool(getattr(schedule, "is_random", False))
-        if self.config.compile:
+        if self.config.compile and not self.per_block:
             # the random TransPoint schedule draws from a bounded set: room for one graph each
-            recompile_limit = None
-            if self.random_schedule:
-                recompile_limit = getattr(getattr(schedule, "params", None), "n_variants", 56) + 8
+            recompile_limit = variants + 8 if self.random_schedule else None
             name = getattr(getattr(model, "spec", None), "name", None)
             self.forward_model = compiled(
                 self.model, what=f"the training forward of {name or 'the model'}", recompile_limit=recompile_limit
@@ -209,14 +212,22 @@ class Trainer:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
         tokens = 0
+        rank, world = (self.dist.rank, self.dist.world_size) if self.dist is not None else (0, 1)
         for micro in range(c.grad_accum):
-            inputs, targets = self.task.train_batch(step, micro, c.batch_size)
+            inputs, targets = train_shard(self.task, step, micro, c.batch_size, rank, world)
             inputs, targets = inputs.to(self.device), targets.to(self.device)
-            loss = self.loss(inputs, targets, self.transpoints(inputs.shape[1], step))
+            transpoints = self.transpoints(inputs.shape[1], step)
+            if self.dist is None:
+                loss = self.loss(inputs, targets, transpoints)
+            else:  # this rank's share of the global batch's mean loss
+                loss = distributed.data_parallel_loss(self._logits(inputs, transpoints).float(), targets, IGNORE)
             (loss / c.grad_accum).backward()
             total += loss.detach()
-            tokens += inputs.numel()
-        if c.grad_clip is not None:
+            tokens += inputs.numel() * world
+        if self.dist is not None:
+            total = distributed.mean_over_ranks(total)
+            grad_norm = distributed.grad_norm(list(self.model.parameters()), c.grad_clip)
+        elif c.grad_clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         else:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
@@ -237,76 +248,29 @@ class Trainer:
         batch_size = self.config.eval_batch_size or self.config.batch_size
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        count = 0
-        for inputs, targets in self.task.eval_batches(batch_size):
+        count = torch.zeros((), dtype=torch.long, device=self.device)
+        batches = self.task.eval_batches(batch_size)
+        if self.dist is not None:  # every rank its share, all in step (FSDP forwards are collective)
+            batches = distributed.eval_share(batches, self.dist, IGNORE)
+        for inputs, targets in batches:
             inputs, targets = inputs.to(self.device), targets.to(self.device)
             transpoints = self.transpoints(inputs.shape[1], None)
             logits = self._logits(inputs, transpoints, training=False).float()
             mask = targets != IGNORE
             loss_sum += F.cross_entropy(logits[mask], targets[mask], reduction="sum").double()
             correct += (logits[mask].argmax(-1) == targets[mask]).sum()
-            count += int(mask.sum())
+            count += mask.sum()
         self.model.train()
+        if self.dist is not None:
+            for total in (loss_sum, correct, count):
+                torch.distributed.all_reduce(total)
+        count = int(count)
         if count == 0:
             raise ZooError("the evaluation set has no scored positions")
         loss = loss_sum.item() / count
         if self.task.metric == "accuracy":
             return {"eval_loss": loss, "eval_accuracy": correct.item() / count}
         return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
-
-    # ------------------------------------------------------------ checkpoints
-
-    def trainer_state(self) -> dict[str, Any]:
-        return {
-            "config": self.config.model_dump(mode="json"),
-            "task": self.task.describe(),
-            "rng": _rng_state(),
-            "n_params": self.n_params,
-        }
-
-    def save(self) -> Path:
-        if self.out_dir is None:
-            raise ZooError("this trainer has no out_dir to save checkpoints into")
-        self._check_finite_weights()
-        return ckpt.save_checkpoint(
-            self.out_dir,
-            self.step,
-            model=self.model,
-            optimizer=self.optimizer,
-            trainer_state=self.trainer_state(),
-            spec=ckpt.spec_to_json(self.model),
-            tokenizer=self.tokenizer.to_json() if self.tokenizer is not None else None,
-            keep_last=self.config.keep_last,
-        )
-
-    def _check_finite_weights(self) -> None:
-        # One host sync per save: a checkpoint never holds a NaN or infinite weight.
-        finite = torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()
-        if not bool(finite):
-            raise NonFiniteLossError(
-                f"step {self.step}: the weights hold NaN or infinite values; not saving a checkpoint"
-                + (f" (the last good one stays in {self.out_dir / ckpt.CHECKPOINTS})" if self.out_dir else "")
-            )
-
-    def resume(self, path: str | Path | None = None) -> int:
-        """Restore from ``path`` (a checkpoint or run directory; default the run's latest). Returns its step."""
-        source = path if path is not None else self.out_dir
-        if source is None:
-            raise ZooError("resume needs a checkpoint path or an out_dir")
-        checkpoint = ckpt.open_checkpoint(source)
-        state = checkpoint.trainer_state
-        saved_task = state.get("task", {})
-        if saved_task and saved_task != self.task.describe():
-            raise ZooError(
-                f"cannot resume from {checkpoint.path}: it was trained on {saved_task}, "
-                f"this run uses {self.task.describe()}"
-            )
-        ckpt.load_model_state(self.model, checkpoint)
-        ckpt.load_optimizer_state(self.optimizer, checkpoint)
-        if "rng" in state:
-            _set_rng_state(state["rng"])
-        self.step = checkpoint.step
-        return self.step
 
     # ------------------------------------------------------------ the loop
 
@@ -340,18 +304,18 @@ class Trainer:
         cosine schedule follows the moving end point, so such a run is not resumable exactly.
         """
         c = self.config
+        main = self.dist is None or self.dist.is_main  # only rank 0 writes metrics and shows progress
+        if time_budget_s is not None and self.dist is not None:
+            raise ZooError("a time budget fits one process's run; launch it without torchrun")
         metrics_path = None
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.clear_staging(self.out_dir)
             metrics_path = self.out_dir / "metrics.jsonl"
-            if resume and ckpt.latest_checkpoint(self.out_dir) is not None:
+            if distributed.from_main(lambda: self._prepare_out_dir(resume)):
                 self.resume()
-                truncate_jsonl(metrics_path, self.step)
-            elif metrics_path.exists():
-                metrics_path.unlink()
-        logger = JsonlLogger(metrics_path)
-        bar = ProgressBar(c.steps, enabled=c.progress)
+                if main:
+                    truncate_jsonl(metrics_path, self.step)
+        logger = JsonlLogger(metrics_path if main else None)
+        bar = ProgressBar(c.steps, enabled=c.progress and main)
         losses: list[float] = []
         step_times: list[float] = []
         eval_metrics: dict[str, float] = {}
@@ -409,13 +373,6 @@ class Trainer:
             tokens_per_s=tokens_total / time_total if time_total else 0.0,
             history=self.history,
         )
-
-    def _nonfinite_message(self, loss: float) -> str:
-        where = ""
-        if self.out_dir is not None:
-            latest = ckpt.latest_checkpoint(self.out_dir)
-            where = f"; the last good checkpoint is {latest}" if latest else "; no checkpoint was saved"
-        return f"training diverged: loss is {loss} at step {self.step}{where} (lower lr or set grad_clip)"
 
     def _fit_budget(
         self, remaining_s: float, recent_step_times: list[float], evals_left: int, eval_cost_s: float
