@@ -104,17 +104,13 @@ def make_train_config(values: dict[str, Any]) -> TrainConfig:
     """``TrainConfig(**values)``; a refusal is one line naming each command-line flag."""
     from pydantic import ValidationError
 
-    from zoo.errors import ZooError
+    from zoo.cli._common import config_error
 
     try:
         return TrainConfig(**values)
     except ValidationError as exc:  # one line naming the flag, not pydantic's report
         flags = {"warmup_steps": "warmup", "grad_clip": "clip", "save_every": "save-every", "keep_last": "keep"}
-        problems = []
-        for error in exc.errors(include_url=False):
-            field = str(error["loc"][0]) if error.get("loc") else "?"
-            problems.append(f"--{flags.get(field, field).replace('_', '-')} {values.get(field)!r}: {error['msg']}")
-        raise ZooError("; ".join(problems)) from None
+        raise config_error(exc, values, flags) from None
 
 
 def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:

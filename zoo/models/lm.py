@@ -107,6 +107,12 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     def forward(self, input_ids: torch.Tensor, *, transpoints: Sequence[int] | None = None) -> torch.Tensor:
         """input_ids [B,T] -> logits [B,T,V]. ``transpoints`` overrides the schedule per layer."""
+        if transpoints is not None and len(transpoints) != self.n_layers:
+            # len() of a Python list or a tensor's static dim: a trace-time constant, no graph break
+            raise ZooError(
+                f"transpoints has {len(transpoints)} entries; the model has {self.n_layers} layers: "
+                f"give one TransPoint per layer, e.g. model.transpoints_for({input_ids.shape[1]})"
+            )
         x = self.embedding(input_ids)
         if transpoints is None:
             transpoints = self.transpoints_for(input_ids.shape[1])
