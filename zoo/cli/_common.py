@@ -39,7 +39,17 @@ def check_tokenizer_flag(value: str) -> None:
 
 # pydantic's error types -> how a flag's bound reads on the command line
 _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
-_TYPES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false", "string_type": "text"}
+_TYPES = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+}
 
 
 def flag_problem(error: dict[str, Any]) -> str:
@@ -53,7 +63,8 @@ def flag_problem(error: dict[str, Any]) -> str:
         return f"must be {_TYPES[kind]}"
     if kind == "literal_error" and "expected" in ctx:
         return f"must be one of {ctx['expected']}"
-    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    # anything else: pydantic's sentence, in the same voice ("Input should be X" -> "must be X")
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ").replace("Input should be", "must be")
 
 
 def config_error(exc: Any, values: dict[str, Any], flags: dict[str, str] | None = None) -> ZooError:

@@ -74,10 +74,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"the prompt has token ids up to {max(ids)}, the model's vocabulary is {model.spec.vocab_size}"
         )
+    prompt = torch.tensor([ids], device=device)
     if args.max_new_tokens >= LONG:
-        # a long run streams its tokens, but on a CPU it lasts minutes: say up front what it will take
+        # a long run streams its tokens, but on a CPU it lasts minutes: say up front what it will
+        # take, once the arguments are known to be fine (a refusal stays the only line)
+        from zoo.inference.sampling import check_generation_args
         from zoo.memory import cache_bytes, format_bytes
 
+        check_generation_args(model, prompt, args.max_new_tokens, allow_large=args.allow_large)
         positions = len(ids) + args.max_new_tokens
         print(
             f"generating up to {args.max_new_tokens} tokens on {device} (a cache of {positions} positions, "
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     zoo.generate(
         model,
-        torch.tensor([ids], device=device),
+        prompt,
         args.max_new_tokens,
         temperature=args.temperature,
         top_k=args.top_k,
