@@ -86,6 +86,13 @@ def test_steps_zero_is_one_line_without_pydantic_text(capsys, tmp_path) -> None:
     assert "Input should" not in err and "http" not in err and "pydantic" not in err
 
 
+def test_train_module_entry_point_checks_the_same_flags(capsys, tmp_path) -> None:
+    from zoo.cli.train import main as train_main
+
+    assert train_main(["transmamba-tiny", "--tokenizer", "bpe:x", "--out", str(tmp_path)]) == 2
+    assert_one_line(capsys.readouterr().err, "--tokenizer 'bpe:x'", "bpe:VOCAB")
+
+
 def test_tokenizer_malformed_says_the_form(capsys, tmp_path) -> None:
     code, _, err = run_cli(capsys, ["train", "transmamba-tiny", "--tokenizer", "bpe:foo", "--out", str(tmp_path)])
     assert code == 2
@@ -111,6 +118,8 @@ def test_transpoints_of_the_wrong_length(tiny) -> None:
     with pytest.raises(ZooError, match="transpoints has 3 entries; the model has 6 layers"):
         tiny(ids, transpoints=[0, 16, 32])
     assert tiny(ids, transpoints=[0, 8, 16, 32, 32, 0]).shape == (1, 32, 260)
+    with pytest.raises(ZooError, match="transpoints has 2 entries; the model has 6 layers"):
+        tiny.allocate_cache(1, 64, transpoints=[0, 16])
 
 
 def test_transpoints_check_compiles_fullgraph() -> None:

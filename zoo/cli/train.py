@@ -203,12 +203,14 @@ def _train(args: argparse.Namespace, out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m zoo.cli.train ...`` (the same as ``zoo train ...``)."""
+    from zoo.cli._common import check_common_flags
     from zoo.errors import ZooError
 
     parser = argparse.ArgumentParser(prog="zoo")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
     try:
+        check_common_flags(args)  # --device, --tokenizer: one line, as under `zoo train`
         return args.func(args)
     except (ZooError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
