@@ -193,3 +193,39 @@ def test_pattern_offset_needs_every() -> None:
     validator = jsonschema.Draft202012Validator(schema())
     assert not validator.is_valid(spec)
     assert validator.is_valid(_readme_spec())
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return {node["$ref"]} if "$ref" in node else set().union(*map(_refs, node.values()), set())
+    if isinstance(node, list):
+        return set().union(*map(_refs, node), set())
+    return set()
+
+
+def test_every_reference_resolves() -> None:
+    tree = schema()
+    assert {ref.removeprefix("#/$defs/") for ref in _refs(tree)} <= set(tree["$defs"])
+
+
+def test_a_params_model_without_json_schema_does_not_take_the_schema_down() -> None:
+    import torch
+
+    class Weird(BackendParams):
+        model_config = {**BackendParams.model_config, "arbitrary_types_allowed": True}
+        device: torch.device = torch.device("cpu")
+
+    class WeirdAttention(EagerAttention):
+        """Params with a torch.device field."""
+
+        Params = Weird
+
+    ATTENTION.register("weird_attention", origin=STAND_IN_ORIGIN)(WeirdAttention)
+    try:
+        tree = schema()
+    finally:
+        ATTENTION._discard("weird_attention", STAND_IN_ORIGIN)
+    weird = _variant(tree, "attention", "weird_attention")
+    assert weird["properties"]["params"]["type"] == "object"
+    assert set(_params(tree, _variant(tree, "ssm", "chunked"))) == {"chunk_size"}  # the rest intact
+    jsonschema.Draft202012Validator.check_schema(tree)
