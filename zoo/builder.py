@@ -266,7 +266,8 @@ def build(
         plans = plan_layers(spec)
     except RegistryError as exc:  # validated specs resolve; this guards registry edits since
         raise SpecError([("", str(exc))]) from None
-    target = parse_device(support_device) if support_device is not None else device
+    # not parse_device: a support device is what the backends are checked for, it need not be here
+    target = torch.device(support_device) if support_device is not None else device
     # The dry run calls the backends where the model is built, so only when that is the device
     # they are checked for (a model built on the CPU for a GPU skips it) and holds real tensors.
     same = target.type == device.type and (target.index or 0) == (device.index or 0)
