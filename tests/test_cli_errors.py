@@ -226,3 +226,12 @@ def test_every_subcommand_help_shows_its_defaults() -> None:
             assert helptext in text
     steps = " ".join(sub.choices["train"].format_help().split())
     assert "--steps STEPS default: 1000" in steps and "--seed SEED default: 0" in steps
+
+
+def test_zoo_help_lists_each_command_beside_its_summary(monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # wrapping aside: the name and its summary share a line
+    parser = make_parser()
+    lines = parser.format_help().splitlines()
+    for choice in _subparsers(parser)._choices_actions:
+        line = next(line for line in lines if line.split()[:1] == [choice.dest])
+        assert line.split(None, 1)[1].strip() == choice.help, line

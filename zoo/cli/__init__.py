@@ -20,11 +20,23 @@ from zoo.cli._common import check_common_flags, show_defaults
 from zoo.errors import ZooError
 
 
+class _CommandsFormatter(argparse.HelpFormatter):
+    """Sub-command names in one column and each summary beside its name: argparse measures
+    the names without their extra indent, so a long one (bench-decode) pushed its summary
+    to the next line."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max((len(name) for name in action.choices), default=0)
+            self._action_max_length = max(self._action_max_length, longest + self._current_indent + 4)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo",
         description="TransMamba model zoo: build, plan, train, generate, bench.",
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=30),
+        formatter_class=_CommandsFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -6,7 +6,7 @@ import argparse
 
 from zoo.registry import BACKEND_SLOTS, KINDS
 
-HELP = "list registered components (mixers, backends, schedules, presets) and what each is"
+HELP = "registered components: what each is, origin, runs here?"
 
 # what people type -> the registry kinds it means; singular and plural of each kind
 ALIASES: dict[str, tuple[str, ...]] = {

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "print the JSON Schema of a model spec (every registered component's params, by name)"
+SUMMARY = "JSON Schema of a model spec, every component's params"
+HELP = "print the JSON Schema of a model spec: every registered component's params, by name"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("schema", help=HELP, description=HELP)
+    p = sub.add_parser("schema", help=SUMMARY, description=HELP)
     p.set_defaults(func=run)
 
 
