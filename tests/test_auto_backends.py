@@ -85,3 +85,16 @@ def test_presets_run_the_triton_kernels_on_cuda() -> None:
     model = zoo.build("transmamba-tiny", device="cuda")
     names = {slot: getattr(model.blocks[0].mixer, slot).registry_name for slot in ("ssm", "converter", "conv")}
     assert names == {"ssm": "triton", "converter": "triton", "conv": "triton"}
+
+
+@pytest.mark.parametrize("preset", ["transmamba-400m", "mamba2-tiny", "hybrid-small"])
+def test_zoo_schema_takes_auto_with_the_default_backends_params(preset: str) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from zoo.spec_schema import json_schema
+
+    schema = json_schema()
+    spec = zoo.resolve_spec(preset).model_dump(mode="json", exclude_none=True)
+    jsonschema.validate(spec, schema)
+    spec["layers"][0]["mixer"]["ssm"] = {"name": AUTO, "params": {"chunk_sz": 16}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(spec, schema)

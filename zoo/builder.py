@@ -21,6 +21,7 @@ import torch
 from pydantic import ValidationError
 
 from zoo.compile import compile_in_place, spec_options
+from zoo.devices import parse_device
 from zoo.errors import BackendUnsupportedError, SpecError, ZooError
 from zoo.registry import AUTO, BACKEND_SLOTS, PRESET, REGISTRIES, RegistryError
 from zoo.specs import ModelSpec, load_spec
@@ -297,7 +298,8 @@ def build(
     from zoo.models.lm import CausalLM
 
     spec = resolve_spec(spec)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    # a device this machine lacks is one line here, not an assertion deep inside torch
+    device = parse_device(device) if device is not None else torch.device("cpu")
     dtype = dtype or torch.float32
     try:
         plans = plan_layers(
@@ -305,6 +307,7 @@ def build(
         )
     except RegistryError as exc:  # validated specs resolve; this guards registry edits since
         raise SpecError([("", str(exc))]) from None
+    # not parse_device: a support device is what the backends are checked for, it need not be here
     target = torch.device(support_device) if support_device is not None else device
     # The dry run calls the backends where the model is built, so only when that is the device
     # they are checked for (a model built on the CPU for a GPU skips it) and holds real tensors.

@@ -14,7 +14,11 @@ class SpecError(ZooError, ValueError):
         self.errors = errors
         self.source = source
         where = f" in {source}" if source else ""
-        lines = [f"invalid model spec{where} ({len(errors)} error{'s' if len(errors) != 1 else ''}):"]
+        if len(errors) == 1:  # one mistake, one line
+            path, msg = errors[0]
+            super().__init__(f"invalid model spec{where}: {path or '<root>'}: {msg}")
+            return
+        lines = [f"invalid model spec{where} ({len(errors)} errors):"]
         lines += [f"  {path or '<root>'}: {msg}" for path, msg in errors]
         super().__init__("\n".join(lines))
 

@@ -13,6 +13,7 @@ and raises pydantic's ``ValidationError``.
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from pydantic import (
 
 from zoo.errors import SpecError
 from zoo.registry import AUTO, BACKEND_SLOTS
+from zoo.spec_patterns import MAX_LAYERS, as_written, expand_pattern, pattern_kwargs, pattern_origins
 
 # strict: a bool is not an int (``d_model: true`` is an error, not 1); allow_inf_nan: no
 # field takes an infinite or NaN float. Component Params models use the same two options.
@@ -128,7 +130,7 @@ class ModelSpec(BaseModel):
     name: str | None = None
     vocab_size: int = Field(ge=2, le=10_000_000)
     d_model: int = Field(ge=1, le=65_536)
-    layers: list[BlockSpec] = Field(min_length=1, max_length=4096)
+    layers: list[BlockSpec] = Field(min_length=1, max_length=MAX_LAYERS)
     schedule: ComponentSpec | None = None
     norm: NormSpec = Field(default_factory=NormSpec)
     tie_embeddings: bool = True
@@ -141,7 +143,7 @@ class ModelSpec(BaseModel):
     @classmethod
     def _expand_pattern(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return expand_pattern(**_pattern_kwargs(value))
+            return expand_pattern(**pattern_kwargs(value))
         return value
 
     @model_validator(mode="after")
@@ -164,51 +166,6 @@ class ModelSpec(BaseModel):
         return self.model_dump_json(indent=indent, exclude_defaults=False)
 
 
-# ----------------------------------------------------------------------------- patterns
-
-
-def _pattern_kwargs(value: dict[str, Any]) -> dict[str, Any]:
-    allowed = {"n_layers", "block", "every", "offset", "other"}
-    extra = set(value) - allowed
-    if extra:
-        raise ValueError(f"layer pattern takes keys {sorted(allowed)}; unexpected {sorted(extra)}")
-    if "n_layers" not in value or "block" not in value:
-        raise ValueError("layer pattern needs 'n_layers' and 'block'")
-    return value
-
-
-def expand_pattern(
-    n_layers: int,
-    block: BlockSpec | dict[str, Any],
-    every: int | None = None,
-    offset: int | None = None,
-    other: BlockSpec | dict[str, Any] | None = None,
-) -> list[Any]:
-    """Expand a layer pattern into an explicit per-layer list.
-
-    ``n_layers`` copies of ``block``; if ``every``/``other`` are given, every ``every``-th
-    layer (layer l with ``l % every == offset``, ``offset`` defaulting to ``every - 1``)
-    is ``other`` instead. E.g. a Jamba-like 1:7 hybrid::
-
-        expand_pattern(16, mamba2_block, every=8, other=attention_block)
-    """
-    if not isinstance(n_layers, int) or isinstance(n_layers, bool) or not 1 <= n_layers <= 4096:
-        raise ValueError(f"layer pattern: n_layers must be an integer in [1, 4096], got {n_layers!r}")
-    if (every is None) != (other is None):
-        raise ValueError("layer pattern: give both 'every' and 'other', or neither")
-    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
-        raise ValueError(f"layer pattern: every must be a positive integer, got {every!r}")
-    if every is not None:
-        offset = every - 1 if offset is None else offset
-        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < every:
-            raise ValueError(f"layer pattern: offset must be an integer in [0, every), got {offset!r}")
-    layers = []
-    for index in range(n_layers):
-        use_other = every is not None and index % every == offset
-        layers.append(other if use_other else block)
-    return layers
-
-
 # ----------------------------------------------------------------------------- registry checks
 
 
@@ -226,7 +183,8 @@ def _check_component(
     try:
         entry.params_model.model_validate(spec.params)
     except ValidationError as exc:
-        errors.extend(_pydantic_errors(exc, prefix=f"{path}.params"))
+        takes = (f"{kind} {spec.name!r}", list(entry.params_model.model_fields))
+        errors.extend(_pydantic_errors(exc, prefix=f"{path}.params", takes=takes))
         return None
     return entry
 
@@ -283,7 +241,16 @@ def _loc_part(part: Any) -> str:
     return text if text.isprintable() and len(text) <= MAX_NAME_LENGTH else repr(text[:80])
 
 
-def _pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f"the string {value[:40]!r} (numbers and booleans go unquoted)"
+    return f"{type(value).__name__} {repr(value)[:40]}"
+
+
+def _pydantic_errors(
+    exc: ValidationError, prefix: str = "", takes: tuple[str, list[str]] | None = None
+) -> list[tuple[str, str]]:
+    """(path, message) per error; ``takes`` (component, its param names) words an unknown param's error."""
     out = []
     for err in exc.errors(include_url=False):
         loc = ".".join(_loc_part(part) for part in err.get("loc", ()))
@@ -291,6 +258,12 @@ def _pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, 
         msg = str(err.get("msg", "invalid"))
         if err.get("type") == "value_error":
             msg = msg.removeprefix("Value error, ")
+        elif str(err.get("type", "")).endswith("_type") and "input" in err:  # strict: say what came instead
+            msg = f"{msg}, got {_describe(err['input'])}"
+        elif err.get("type") == "extra_forbidden" and takes:
+            close = difflib.get_close_matches(str(loc.rsplit(".", 1)[-1]), takes[1], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            msg = f"unknown param; {hint}{takes[0]} takes: {', '.join(takes[1]) or 'no params'}"
         out.append((path, msg))
     return out
 
@@ -391,16 +364,12 @@ def load_spec(obj: ModelSpec | dict[str, Any] | str | Path, *, source: str | Non
     if not isinstance(obj, dict):
         raise SpecError([("", f"a model spec must be a mapping, got {type(obj).__name__}")], source)
     check_depth(obj, source)
+    origins = pattern_origins(obj.get("layers"))
     try:
         spec = ModelSpec.model_validate(obj, context={"skip_registry": True})
     except ValidationError as exc:
-        raise SpecError(_pydantic_errors(exc), source) from None
-    errors = registry_errors(spec)
+        raise SpecError(as_written(_pydantic_errors(exc), origins), source) from None
+    errors = as_written(registry_errors(spec), origins)
     if errors:
         raise SpecError(errors, source)
     return spec
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of ``ModelSpec`` (component params are checked per registry entry)."""
-    return ModelSpec.model_json_schema()

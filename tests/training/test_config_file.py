@@ -75,7 +75,12 @@ def test_file_values_train_the_run_and_the_resolved_config_repeats_it(tmp_path, 
     recorded = json.loads((out / "config.json").read_text())
     assert recorded["model"] == "m-tiny" and recorded["out"] == out.as_posix()
     assert recorded["task"] == {
-        "name": "mqar", "data": None, "tokenizer": "byte", "seq_len": 32, "vocab": 32, "num_items": 4
+        "name": "mqar",
+        "data": None,
+        "tokenizer": "byte",
+        "seq_len": 32,
+        "vocab": 32,
+        "num_items": 4,
     }
     train = recorded["train"]
     assert (train["steps"], train["batch_size"], train["lr"]) == (3, 4, 1e-2)

@@ -22,10 +22,18 @@ from zoo.training import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
-TRAIN = (
-    ["transmamba-tiny", "--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4"]
-    + ["--steps", str(STEPS), "--save-every", "2", "--no-compile", "--no-progress", "--warmup", "1", "--seed", "3"]
-)
+TRAIN = ["transmamba-tiny", "--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4"] + [
+    "--steps",
+    str(STEPS),
+    "--save-every",
+    "2",
+    "--no-compile",
+    "--no-progress",
+    "--warmup",
+    "1",
+    "--seed",
+    "3",
+]
 
 
 def _env() -> dict[str, str]:

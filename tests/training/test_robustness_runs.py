@@ -140,7 +140,7 @@ def test_cli_bad_lr_is_one_line(tmp_path, capsys) -> None:
 
     code = main(["train", "transmamba-tiny", "--out", str(tmp_path), "--lr", "inf", "--no-compile"])
     err = capsys.readouterr().err
-    assert code == 2 and "--lr inf: Input should be a finite number" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "--lr inf: must be a finite number" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_eval_bad_batch_size_is_one_line(tmp_path, capsys) -> None:
@@ -148,5 +148,5 @@ def test_cli_eval_bad_batch_size_is_one_line(tmp_path, capsys) -> None:
 
     code = main(["eval", str(tmp_path / "missing"), "--batch-size", "0"])
     err = capsys.readouterr().err
-    assert code == 2 and "--batch-size 0: Input should be greater than or equal to 1" in err
+    assert code == 2 and "--batch-size 0: must be >= 1" in err
     assert len(err.strip().splitlines()) == 1

@@ -3,7 +3,9 @@
 Every module ``zoo/cli/<name>.py`` with ``register(subparsers)`` (which adds its parser and
 ``set_defaults(func=run)``) becomes a sub-command. User-facing errors (``ZooError``,
 ``ValueError``) print as one readable message with exit code 2, no traceback;
-``ZOO_DEBUG=1`` shows the traceback.
+``ZOO_DEBUG=1`` shows the traceback. Flags that several sub-commands share (``--device``,
+``--tokenizer``) are checked here before the sub-command runs (``zoo.cli._common``); every
+sub-command's ``--help`` shows its defaults, and ``zoo --help`` one line per sub-command.
 """
 
 from __future__ import annotations
@@ -14,12 +16,27 @@ import os
 import pkgutil
 import sys
 
+from zoo.cli._common import check_common_flags, show_defaults
 from zoo.errors import ZooError
+
+
+class _CommandsFormatter(argparse.HelpFormatter):
+    """Sub-command names in one column and each summary beside its name: argparse measures
+    the names without their extra indent, so a long one (bench-decode) pushed its summary
+    to the next line."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max((len(name) for name in action.choices), default=0)
+            self._action_max_length = max(self._action_max_length, longest + self._current_indent + 4)
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zoo", description="TransMamba model zoo: build, plan, train, generate, bench."
+        prog="zoo",
+        description="TransMamba model zoo: build, plan, train, generate, bench.",
+        formatter_class=_CommandsFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -29,6 +46,13 @@ def make_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "register"):
             module.register(sub)
+    for choice in sub._choices_actions:
+        # the listing shows the help's first clause; the sub-command's own --help shows all of it
+        full = choice.help or ""
+        choice.help = full.split("; ")[0]
+        subparser = sub.choices[choice.dest]
+        subparser.description = subparser.description or full
+        show_defaults(subparser)
     return parser
 
 
@@ -45,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        check_common_flags(args)
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `zoo list | head`: the reader left; nothing to report
+        # stdout's buffer still holds text: point it at devnull so the flush at exit is silent
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,7 @@ HELP = "evaluate a checkpoint (or a run directory's latest) on its task or on --
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help=HELP, description=HELP)
+    parser = subparsers.add_parser("eval", help="evaluate a checkpoint on its task or on --data", description=HELP)
     parser.add_argument("checkpoint", help="checkpoint directory or run directory")
     parser.add_argument(
         "--data",

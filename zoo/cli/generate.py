@@ -15,13 +15,21 @@ from zoo.cli.train import add_backend_arg
 # From this many new tokens on, a run whose text goes to a file (not the terminal) shows a
 # tqdm bar on the terminal's stderr; text streaming to the terminal is its own progress.
 PROGRESS_MIN_TOKENS = 256
+# --max-new-tokens from which the command says up front what it is about to do
+LONG = 1024
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="sample text from a checkpoint or preset (streams tokens)")
+    text = "sample text from a checkpoint or preset (streams tokens)"
+    p = sub.add_parser("generate", help=text, description=text)
     p.add_argument("model", metavar="CHECKPOINT_OR_PRESET")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=64,
+        help=f"tokens to sample; from {LONG} on, a line on stderr says what that takes first",
+    )
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -69,6 +77,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"the prompt has token ids up to {max(ids)}, the model's vocabulary is {model.spec.vocab_size}"
         )
+    prompt = torch.tensor([ids], device=device)
+    if args.max_new_tokens >= LONG:
+        # a long run streams its tokens, but on a CPU it lasts minutes: say up front what it will
+        # take, once the arguments are known to be fine (a refusal stays the only line)
+        from zoo.inference.sampling import check_generation_args
+        from zoo.memory import cache_bytes, format_bytes
+
+        check_generation_args(model, prompt, args.max_new_tokens, allow_large=args.allow_large)
+        positions = len(ids) + args.max_new_tokens
+        print(
+            f"generating up to {args.max_new_tokens} tokens on {device} (a cache of {positions} positions, "
+            f"{format_bytes(cache_bytes(model, 1, positions))}); tokens stream as they come, Ctrl-C stops",
+            file=sys.stderr,
+        )
     eos_id = None if args.no_eos else getattr(tokenizer, "eos_id", None)
     pending: list[int] = []
     bar = None
@@ -85,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
             return
         pending.append(token)
         text = tokenizer.decode(pending)
-        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+        # wait for the rest of a multi-byte character (at most 4 bytes: never stall on bad bytes)
+        if not text.endswith("\ufffd") or len(pending) >= 4:
             sys.stdout.write(text)
             sys.stdout.flush()
             pending.clear()
@@ -94,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     zoo.generate(
         model,
-        torch.tensor([ids], device=device),
+        prompt,
         args.max_new_tokens,
         temperature=args.temperature,
         top_k=args.top_k,

@@ -6,7 +6,11 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="per-layer TransPoints and estimated FLOP split at a sequence length")
+    p = sub.add_parser(
+        "plan",
+        help="per-layer TransPoints and FLOP split at a length",
+        description="per-layer TransPoints, an attention/SSM strip and the estimated FLOP split at a sequence length",
+    )
     p.add_argument("spec", help="preset name or path to a spec file")
     p.add_argument("--seq-len", type=int, required=True)
     p.add_argument("--schedule", default=None, help="override the spec's schedule by name (e.g. v9)")

@@ -106,17 +106,13 @@ def make_train_config(values: dict[str, Any]) -> TrainConfig:
     """``TrainConfig(**values)``; a refusal is one line naming each command-line flag."""
     from pydantic import ValidationError
 
-    from zoo.errors import ZooError
+    from zoo.cli._common import config_error
 
     try:
         return TrainConfig(**values)
     except ValidationError as exc:  # one line naming the flag, not pydantic's report
         flags = {"warmup_steps": "warmup", "grad_clip": "clip", "save_every": "save-every", "keep_last": "keep"}
-        problems = []
-        for error in exc.errors(include_url=False):
-            field = str(error["loc"][0]) if error.get("loc") else "?"
-            problems.append(f"--{flags.get(field, field).replace('_', '-')} {values.get(field)!r}: {error['msg']}")
-        raise ZooError("; ".join(problems)) from None
+        raise config_error(exc, values, flags) from None
 
 
 def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
@@ -353,12 +349,14 @@ def record_config(args: argparse.Namespace, out: Path, config: TrainConfig) -> P
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m zoo.cli.train ...`` (the same as ``zoo train ...``)."""
+    from zoo.cli._common import check_common_flags
     from zoo.errors import ZooError
 
     parser = argparse.ArgumentParser(prog="zoo")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
     try:
+        check_common_flags(args)  # --device, --tokenizer: one line, as under `zoo train`
         return args.func(args)
     except (ZooError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from zoo.inference.engine import compile_step, decode, prefill
-from zoo.inference.sampling import check_generation_args, sample
+from zoo.inference.sampling import GenerationError, check_generation_args, sample
 
 
 @torch.no_grad()
@@ -36,6 +36,13 @@ def generate(
     positions and the TransPoint schedule is evaluated at that length; ``allow_large``
     allocates it even when it exceeds the device's free memory.
     """
+    if isinstance(input_ids, (str, bytes)):
+        raise GenerationError(
+            f"zoo.generate got a {type(input_ids).__name__} prompt; it takes token ids: pass "
+            "torch.tensor([tokenizer.encode(text)]) with the model's tokenizer "
+            "(zoo.data.ByteTokenizer() for a preset, zoo.checkpoint.load_tokenizer(path) for a checkpoint), "
+            "or run `zoo generate MODEL --prompt TEXT`"
+        )
     check_generation_args(
         model,
         input_ids,

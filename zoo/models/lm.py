@@ -107,12 +107,21 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     def forward(self, input_ids: torch.Tensor, *, transpoints: Sequence[int] | None = None) -> torch.Tensor:
         """input_ids [B,T] -> logits [B,T,V]. ``transpoints`` overrides the schedule per layer."""
+        self._check_transpoints(transpoints, input_ids.shape[1])
         x = self.embedding(input_ids)
         if transpoints is None:
             transpoints = self.transpoints_for(input_ids.shape[1])
         for block, transpoint in zip(self.blocks, transpoints, strict=True):
             x = block(x, transpoint)
         return self.lm_head(self.final_norm(x))
+
+    def _check_transpoints(self, transpoints: Sequence[int] | None, seq_len: int) -> None:
+        # len() of a Python list (or a tensor's static dim) is a trace-time constant: no graph break
+        if transpoints is not None and len(transpoints) != self.n_layers:
+            raise ZooError(
+                f"transpoints has {len(transpoints)} entries; the model has {self.n_layers} layers: "
+                f"give one TransPoint per layer, e.g. model.transpoints_for({seq_len})"
+            )
 
     def allocate_cache(
         self,
@@ -132,6 +141,7 @@ class CausalLM(PretrainedMixin, nn.Module):
         weight = self.embedding.weight
         dtype = dtype or weight.dtype
         device = torch.device(device) if device is not None else weight.device
+        self._check_transpoints(transpoints, max_length)
         transpoints = list(transpoints) if transpoints is not None else self.transpoints_for(max_length)
         layers = [
             block.allocate_cache(batch_size, max_length, int(p), dtype, device)

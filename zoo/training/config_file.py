@@ -129,9 +129,7 @@ def load_run_file(path: str | Path) -> RunFile:
         )
     model = data.get("model")
     if model is not None and not isinstance(model, (str, dict)):
-        raise ConfigFileError(
-            f"{source}: model must be a preset name, a spec file or a [model] table, got {model!r}"
-        )
+        raise ConfigFileError(f"{source}: model must be a preset name, a spec file or a [model] table, got {model!r}")
     out = data.get("out")
     if out is not None and not isinstance(out, str):
         raise ConfigFileError(f"{source}: out must be a directory name (a string), got {out!r}")

@@ -97,9 +97,7 @@ def save_sharded(
     return distributed.from_main(publish)
 
 
-def load_sharded(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, checkpoint: ckpt.Checkpoint
-) -> None:
+def load_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, checkpoint: ckpt.Checkpoint) -> None:
     """Load a sharded checkpoint into ``model`` (FSDP-sharded in a process group, or plain on one
     process) and ``optimizer``; DCP reshards from the writer's world size to this one."""
     api = _state_dict_api()
