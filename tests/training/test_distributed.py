@@ -261,9 +261,9 @@ def test_sharded_manifest_names_stay_inside_the_checkpoint(tmp_path) -> None:
 def test_per_block_compile_with_checkpointing_is_one_graph_per_block_shape(monkeypatch) -> None:
     """fullgraph compile around the recomputation (backend "eager": the graph-break check),
     blocks sharing graphs, and the eager numbers."""
-    import zoo.compile
     from torch._dynamo.utils import counters
 
+    import zoo.compile
     from zoo.training import distributed
 
     options = zoo.compile.compile_options
