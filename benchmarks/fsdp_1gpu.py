@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zoo.builder import parse_backend_overrides  # noqa: E402
 from zoo.data.tasks import seeded_generator  # noqa: E402
 from zoo.training import distributed  # noqa: E402
 from zoo.training.runs import build_for_task  # noqa: E402
@@ -53,22 +54,30 @@ class RandomTokens:
         return {"task": self.name, "vocab_size": self.vocab_size, "seq_len": self.seq_len}
 
 
+def _peak_gib() -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+
+
 def measure(args: argparse.Namespace, mode: str | int) -> dict[str, Any]:
     row: dict[str, Any] = {"activation_checkpointing": mode}
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     model = trainer = None
     try:
         task = RandomTokens(args.vocab, args.seq_len)
         torch.manual_seed(0)
-        model = build_for_task(args.model, task, device=torch.device("cuda"))
+        backends = parse_backend_overrides(args.backend)
+        model = build_for_task(args.model, task, device=torch.device(args.device), backends=backends)
         config = TrainConfig(
             steps=args.warmup + args.steps,
             batch_size=args.batch_size,
             lr=1e-4,
             warmup_steps=1,
             compile=not args.no_compile,
-            precision="bf16",
+            precision="bf16" if cuda else "fp32",
+            device=args.device,
             activation_checkpointing=mode,
             progress=False,
         )
@@ -76,7 +85,8 @@ def measure(args: argparse.Namespace, mode: str | int) -> dict[str, Any]:
         row["params"] = trainer.n_params
         times = []
         for step in range(args.warmup + args.steps):
-            torch.cuda.synchronize()
+            if cuda:
+                torch.cuda.synchronize()
             start = time.perf_counter()
             record = trainer.train_step(step)  # reads the loss on the host: the step has ended
             times.append(time.perf_counter() - start)
@@ -87,14 +97,15 @@ def measure(args: argparse.Namespace, mode: str | int) -> dict[str, Any]:
             step_s_median=sorted(timed)[len(timed) // 2],
             first_step_s=times[0],
             final_loss=record["loss"],
-            peak_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            peak_memory_gib=_peak_gib(),
         )
     except torch.OutOfMemoryError:
-        row.update(result="OOM", peak_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2))
+        row.update(result="OOM", peak_memory_gib=_peak_gib())
     finally:
         del model, trainer  # before emptying the cache: the OOM's tensors go with them
         gc.collect()
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
     return row
 
 
@@ -108,13 +119,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--modes", default="full,none", help="activation checkpointing modes, in order")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="SLOT=NAME",
+        help="as zoo train's, e.g. --backend ssm=triton --backend converter=triton (default: the preset's)",
+    )
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a smoke run of the script")
     args = parser.parse_args()
     if not distributed.launched_by_torchrun():
         sys.exit("run me under torchrun: torchrun --standalone --nproc_per_node 1 benchmarks/fsdp_1gpu.py")
-    if not torch.cuda.is_available():
-        sys.exit("this benchmark needs a CUDA GPU")
-    with distributed.process_group("cuda", timeout_s=1800) as context:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("this benchmark needs a CUDA GPU (--device cpu for a smoke run)")
+    with distributed.process_group(args.device, timeout_s=1800) as context:
         modes = [int(m) if m.isdigit() else m for m in args.modes.split(",")]
         rows = [measure(args, mode) for mode in modes]
         if context.is_main:
@@ -126,7 +145,8 @@ def main() -> None:
                 "batch_size_per_gpu": args.batch_size,
                 "world_size": context.world_size,
                 "compile": not args.no_compile,
-                "device": torch.cuda.get_device_name(),
+                "backends": args.backend,
+                "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                 "torch": torch.__version__,
                 "runs": rows,
             }

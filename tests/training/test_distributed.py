@@ -76,13 +76,16 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("nproc", "batch_size"), [(1, 6), (3, 2)], ids=["2to1", "2to3"])
-def test_resume_on_another_world_size_continues_the_loss_sequence(runs, tmp_path, nproc, batch_size) -> None:
+@pytest.mark.parametrize(
+    ("source", "nproc", "batch_size"), [("two", 1, 6), ("two", 3, 2), ("one", 2, 3)], ids=["2to1", "2to3", "1to2"]
+)
+def test_resume_on_another_world_size_continues_the_loss_sequence(runs, tmp_path, source, nproc, batch_size) -> None:
     run = tmp_path / "run"
-    shutil.copytree(runs["two"], run)
+    shutil.copytree(runs[source], run)
     shutil.rmtree(run / "checkpoints" / "step-00000004")  # as if the job died after step 2's save
+    assert open_checkpoint(run).sharded == (source == "two")
     _zoo_train(run, batch_size, nproc, "--resume")
-    assert _losses(run) == pytest.approx(_losses(runs["two"]), rel=1e-5, abs=1e-6)
+    assert _losses(run) == pytest.approx(_losses(runs[source]), rel=1e-5, abs=1e-6)
     assert open_checkpoint(run).sharded == (nproc > 1)
 
 
@@ -260,3 +263,32 @@ def test_sharded_manifest_names_stay_inside_the_checkpoint(tmp_path) -> None:
             check_manifest(manifest, tmp_path / "MANIFEST.json")
     with pytest.raises(CheckpointError, match="outside the checkpoint"):  # single-file: no folders at all
         check_manifest({"step": 1, "files": {**good, "model.safetensors": entry}}, tmp_path / "MANIFEST.json")
+
+
+@pytest.mark.slow
+def test_per_block_compile_with_checkpointing_is_one_graph_per_block_shape(monkeypatch) -> None:
+    """fullgraph compile around the recomputation (backend "eager": the graph-break check),
+    blocks sharing graphs, and the eager numbers."""
+    from torch._dynamo.utils import counters
+
+    import zoo.compile
+    from zoo.training import distributed
+
+    options = zoo.compile.compile_options
+    monkeypatch.setattr(zoo.compile, "compile_options", lambda **kw: options(**{**kw, "backend": "eager"}))
+    torch._dynamo.reset()
+    counters.clear()
+    results = []
+    for compile in (False, True):
+        model, task = _ac_model_and_task()
+        distributed.prepare_model(model, context=None, activation_checkpointing=2, compile=compile)
+        inputs, targets = task.train_batch(0, 0, 4)
+        logits = model(inputs, transpoints=[8] * len(model.blocks))
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    # 4 blocks, 2 kinds (recomputed or not), one TransPoint: 2 graphs, not 4
+    assert counters["stats"]["unique_graphs"] == 2
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-6, msg=name)

@@ -247,7 +247,8 @@ def prepare_model(
 
         name = getattr(getattr(model, "spec", None), "name", None) or "the model"
         limit = recompile_limit or 8 + 2 * len(blocks)
-        plain = compiled(_run_block, what=f"the blocks of {name} one by one", recompile_limit=limit)
+        if len(recomputed) < len(blocks):
+            plain = compiled(_run_block, what=f"the blocks of {name} one by one", recompile_limit=limit)
         if recomputed:
             recompute = compiled(_run_block_recomputed, what=f"the recomputed blocks of {name}", recompile_limit=limit)
     for index, block in enumerate(blocks):
