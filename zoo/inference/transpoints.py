@@ -26,6 +26,7 @@ from zoo.registry import REGISTRIES
 from zoo.schedule import TransPointSchedule, clamp, cyclic
 
 ScheduleLike = str | Mapping[str, Any] | TransPointSchedule
+_SCHEDULE_FORMS = 'give a registered name or {"name": NAME, "params": {...}}'
 
 
 class TransPointWarning(UserWarning):
@@ -54,13 +55,13 @@ def make_schedule(schedule: ScheduleLike) -> TransPointSchedule:
         try:
             schedule = json.loads(schedule)
         except json.JSONDecodeError as exc:
-            raise ZooError(f"schedule: not valid JSON ({exc.msg}); give NAME or {{\"name\": NAME, \"params\": {{}}}}")
+            raise ZooError(f"schedule: not valid JSON ({exc.msg}); {_SCHEDULE_FORMS}") from None
     if isinstance(schedule, str):
         name, params = schedule, {}
     elif isinstance(schedule, Mapping) and set(schedule) <= {"name", "params"} and "name" in schedule:
         name, params = schedule["name"], schedule.get("params", {})
     else:
-        raise ZooError(f'schedule: give NAME or {{"name": NAME, "params": {{...}}}}, got {schedule!r}')
+        raise ZooError(f"schedule: {_SCHEDULE_FORMS}, got {schedule!r}")
     entry = REGISTRIES["schedule"].get(str(name))
     try:
         return entry.obj(entry.params_model.model_validate(params))
