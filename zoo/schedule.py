@@ -105,8 +105,10 @@ class TransPointRecord:
 
     def at(self, length: int) -> list[int]:
         """The recorded TransPoints for a run of ``length`` tokens: the same absolute positions,
-        clamped to ``length`` (a layer whose P lies beyond the run stays in attention)."""
-        return clamp(list(self.transpoints), length)
+        clamped to ``length`` (a layer whose P lies beyond the run stays in attention). A layer
+        trained as attention throughout (P >= seq_len) stays attention past the training length
+        too: its SSM path never ran in training, so switching it there would be untrained."""
+        return [length if p >= self.seq_len else min(p, length) for p in self.transpoints]
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -17,6 +17,7 @@ import torch
 import zoo
 from zoo.data import make_task
 from zoo.inference import TransPointWarning, decode, prefill
+from zoo.schedule import TransPointRecord
 from zoo.training import TrainConfig, Trainer
 
 SEQ_LEN, PROMPT, NEW = 64, 10, 12
@@ -50,6 +51,15 @@ def test_training_records_its_transpoints(trained) -> None:
     assert record.schedule == "v9" and record.params == {"relative": True} and not record.random
     # the cache length alone would give other TransPoints: the situation the record fixes
     assert trained.transpoints_for(PROMPT + NEW) != TRAINED
+
+
+def test_record_keeps_absolute_positions_at_every_length() -> None:
+    record = TransPointRecord(seq_len=64, transpoints=(0, 16, 40, 64))
+    assert record.at(64) == [0, 16, 40, 64]
+    assert record.at(32) == [0, 16, 32, 32]  # P beyond the run: attention throughout, as in training
+    assert record.at(100) == [0, 16, 40, 100]  # trained as attention throughout: stays attention
+    assert record.at(1) == [0, 1, 1, 1]  # a nonzero P never becomes 0
+    assert TransPointRecord.from_json(record.to_json(), "test", 4) == record
 
 
 def test_fresh_build_keeps_the_schedule_at_each_length() -> None:

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from zoo.errors import ZooError
 from zoo.registry import REGISTRIES
-from zoo.schedule import TransPointSchedule, clamp, cyclic
+from zoo.schedule import TransPointRecord, TransPointSchedule, clamp, cyclic
 
 ScheduleLike = str | Mapping[str, Any] | TransPointSchedule
 _SCHEDULE_FORMS = 'give a registered name or {"name": NAME, "params": {...}}'
@@ -88,8 +88,11 @@ def resolve_transpoints(
     record = getattr(model, "trained_transpoints", None)
     if schedule is not None:
         schedule = make_schedule(schedule)
-        chosen = schedule.transpoints(n_layers, record.seq_len if record is not None else length)
         what = f"schedule {schedule!r}"
+        if record is None:
+            chosen = schedule.transpoints(n_layers, length)
+        else:  # as if trained under it: the same length, and the record's rule for other lengths
+            chosen = TransPointRecord(record.seq_len, tuple(schedule.transpoints(n_layers, record.seq_len))).at(length)
     elif isinstance(transpoints, str):
         chosen, what = parse_transpoints(transpoints, n_layers), "transpoints"
     else:
