@@ -129,3 +129,20 @@ def test_random_schedule_records_its_deterministic_counterpart() -> None:
     record = model.trained_transpoints
     assert record.random and record.seq_len == 32 and list(record.transpoints) == [0, 16] * 3
     assert record.params["n_variants"] == 4 and record.params["fractions"]  # the distribution stays on record
+
+
+def test_the_record_compiles_fullgraph_without_recompiles(trained) -> None:
+    import torch._dynamo.testing
+
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(trained, backend=counter, fullgraph=True)
+    ids = torch.randint(0, 64, (1, PROMPT + NEW), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        first = compiled(ids)
+        trained.record_training_transpoints(SEQ_LEN)  # the trainer re-records every step: same object
+        again = compiled(ids)
+        reference = trained(ids, transpoints=TRAINED)
+    assert counter.frame_count == 1
+    torch.testing.assert_close(first, reference, rtol=0, atol=0)
+    torch.testing.assert_close(again, reference, rtol=0, atol=0)

@@ -19,7 +19,9 @@ right-padded in batches (the model is causal, so padding after a row never chang
 TransPoints: the model runs at the TransPoints it was trained with (absolute, so a row's
 layers switch at the same positions whatever the batch's padded width); ``transpoints=``
 (one P per layer; on lm-eval's command line ``transpoints=0:16:32``, cycled over layers)
-or ``schedule=NAME`` overrides them, with one ``TransPointWarning`` when they differ.
+or ``schedule=NAME`` overrides them, with one ``TransPointWarning`` when they differ. A
+model without a record runs its schedule at the batch's padded width, so with a relative
+schedule a row's score depends on its batch (``batch_size=1`` avoids that).
 """
 
 from __future__ import annotations
