@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from zoo.checkpoint_checks import check_json_object
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, ZooError
 from zoo.models.pretrained import record_training_transpoints
 from zoo.schedule import TransPointRecord
 
@@ -86,7 +86,10 @@ def attach_transpoints(
     """Give a loaded ``model`` its training TransPoints: the stored ``record`` (parsed JSON),
     else, for an older checkpoint, its schedule at the trainer state's ``task.seq_len``."""
     if record is not None:
-        model.trained_transpoints = TransPointRecord.from_json(record, source, getattr(model, "n_layers", None))
+        try:
+            model.trained_transpoints = TransPointRecord.from_json(record, source, getattr(model, "n_layers", None))
+        except ZooError as exc:  # a bad file in a checkpoint is a CheckpointError, like the others
+            raise CheckpointError(str(exc)) from None
         return model.trained_transpoints
     task = trainer_state.get("task")
     seq_len = task.get("seq_len") if isinstance(task, dict) else None

@@ -62,8 +62,8 @@ class PretrainedMixin:
 
     def default_transpoints(self, seq_len: int) -> list[int]:
         """Per-layer TransPoints for a sequence (or cache) of ``seq_len`` tokens when none are
-        given: ``use_transpoints``'s list, else the training record (absolute, clamped to
-        ``seq_len``), else the schedule evaluated at ``seq_len``."""
+        given: ``use_transpoints``'s list, else the training record (absolute positions:
+        ``TransPointRecord.at``), else the schedule evaluated at ``seq_len``."""
         if self.transpoints_override is not None:
             return clamp(list(self.transpoints_override), seq_len)
         if self.trained_transpoints is not None:
