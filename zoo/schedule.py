@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -74,13 +73,13 @@ def scale(value: float, seq_len: int, reference_len: int = 1) -> int:
     and a nonzero value never becomes 0 (it is at least 1), so a layer that has an attention
     prefix at the reference length keeps one at every length.
 
-    A float is taken as the decimal it is written as (its shortest repr) and the product is
-    exact, so a fraction 0.145 of 100 tokens is 14.5 -> 15 as written, not the binary
-    product 14.4999... -> 14."""
+    The product is rounded to 9 decimals before the half is added, so the binary noise of a
+    decimal fraction does not decide a half: 0.145 of 100 tokens is 14.5 -> 15 as written,
+    not the float product 14.4999... -> 14. (Plain float arithmetic on purpose: a compiled
+    forward evaluates the schedule while tracing, and dynamo folds floats, not Fractions.)"""
     if value <= 0 or seq_len <= 0:
         return 0
-    exact = Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
-    return max(1, math.floor(exact * seq_len / reference_len + Fraction(1, 2)))
+    return max(1, math.floor(round(value * seq_len / reference_len, 9) + 0.5))
 
 
 def from_fractions(fractions: list[float], seq_len: int) -> list[int]:
