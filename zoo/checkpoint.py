@@ -3,7 +3,7 @@
 A run directory looks like::
 
     RUN/checkpoints/step-00000100/{model,optimizer}.safetensors
-                                  {spec,trainer_state,tokenizer}.json
+                                  {spec,trainer_state,tokenizer,transpoints}.json
                                   MANIFEST.json      (size + sha256 of every other file)
     RUN/.staging/                                    (scratch space, never a checkpoint)
 
@@ -12,7 +12,8 @@ last), then moved into ``checkpoints/`` with one ``os.replace``, so ``checkpoint
 ever holds complete checkpoints, whenever the process dies. Pruning moves a checkpoint
 back to staging before deleting it, for the same reason. Loading checks the manifest
 first: a truncated or altered file is reported by name instead of failing inside a
-decoder.
+decoder. The JSON metadata (optimizer scalars, spec, training TransPoints) is
+``zoo.checkpoint_meta``'s.
 """
 
 from __future__ import annotations
@@ -22,25 +23,35 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from zoo import checkpoint_shards as shards
-from zoo.checkpoint_checks import check_json_object, check_manifest, check_model_tensors, check_optimizer_state
+from zoo.checkpoint_checks import check_manifest, check_model_tensors, check_optimizer_state
+from zoo.checkpoint_meta import (  # noqa: F401  (re-exported: part of this module's API)
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    SPEC_FILE,
+    STATE_FILE,
+    TOKENIZER_FILE,
+    TRANSPOINTS_FILE,
+    Checkpoint,
+    attach_transpoints,
+    optimizer_from_safetensors,
+    optimizer_to_safetensors,
+    spec_to_json,
+    transpoints_to_json,
+)
 from zoo.errors import CheckpointError, ZooError
 from zoo.models.pretrained import fsync_path, model_tensors
 
 FORMAT = "zoo-checkpoint"
 VERSION = 1
 MANIFEST = "MANIFEST.json"
-MODEL_FILE, OPTIMIZER_FILE = "model.safetensors", "optimizer.safetensors"
-SPEC_FILE, STATE_FILE, TOKENIZER_FILE = "spec.json", "trainer_state.json", "tokenizer.json"
 CHECKPOINTS, STAGING = "checkpoints", ".staging"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -75,52 +86,6 @@ def _sha256(path: Path) -> str:
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-
-
-# ---------------------------------------------------------------- state <-> tensors + JSON
-
-
-def optimizer_to_safetensors(
-    optimizer: torch.optim.Optimizer,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into tensors (``state.<param>.<key>``) and JSON metadata."""
-    state_dict = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, entry in state_dict["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{index}.{key}"] = value.detach().to("cpu").contiguous()
-            else:
-                scalars.setdefault(str(index), {})[key] = value
-    meta = {"param_groups": state_dict["param_groups"], "scalars": scalars}
-    return tensors, meta
-
-
-def optimizer_from_safetensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value
-    for index, entry in meta.get("scalars", {}).items():
-        state.setdefault(int(index), {}).update(entry)
-    state = dict(sorted(state.items()))
-    groups = []
-    for group in meta["param_groups"]:
-        group = dict(group)
-        if "betas" in group:
-            group["betas"] = tuple(group["betas"])
-        groups.append(group)
-    return {"state": state, "param_groups": groups}
-
-
-def spec_to_json(model: torch.nn.Module) -> dict[str, Any] | None:
-    spec = getattr(model, "spec", None)
-    if spec is None:
-        return None
-    if hasattr(spec, "model_dump"):
-        return spec.model_dump(mode="json")
-    return dict(spec)
 
 
 # ---------------------------------------------------------------- saving
@@ -213,6 +178,8 @@ def _save_checkpoint(
         _write_json(tmp / SPEC_FILE, spec)
     if tokenizer is not None:
         _write_json(tmp / TOKENIZER_FILE, tokenizer)
+    if (transpoints := transpoints_to_json(model)) is not None:
+        _write_json(tmp / TRANSPOINTS_FILE, transpoints)
     _write_json(tmp / STATE_FILE, state)
     return publish_checkpoint(run_dir, tmp, step, keep_last=keep_last)
 
@@ -261,54 +228,6 @@ def _discard(path: Path, staging: Path) -> None:
 
 
 # ---------------------------------------------------------------- loading
-
-
-@dataclass
-class Checkpoint:
-    """A verified checkpoint on disk; tensors are read on demand."""
-
-    path: Path
-    manifest: dict[str, Any]
-
-    @property
-    def step(self) -> int:
-        return int(self.manifest["step"])
-
-    @property
-    def sharded(self) -> bool:
-        """Written by several processes (see zoo.checkpoint_shards)."""
-        return shards.is_sharded(self.manifest)
-
-    def has(self, name: str) -> bool:
-        return name in self.manifest["files"]
-
-    def read_json(self, name: str) -> Any:
-        file = self.path / name
-        try:
-            return json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise CheckpointError(f"checkpoint file {file} is unreadable: {exc}") from exc
-
-    def read_tensors(self, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        file = self.path / name
-        try:
-            return load_file(str(file), device=str(device))
-        except (OSError, SafetensorError, ValueError, RuntimeError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint file {file} is not a valid safetensors file: {exc}") from exc
-
-    @property
-    def spec(self) -> dict[str, Any] | None:
-        return check_json_object(self.read_json(SPEC_FILE), self.path / SPEC_FILE) if self.has(SPEC_FILE) else None
-
-    @property
-    def trainer_state(self) -> dict[str, Any]:
-        return check_json_object(self.read_json(STATE_FILE), self.path / STATE_FILE)
-
-    @property
-    def tokenizer(self) -> dict[str, Any] | None:
-        if not self.has(TOKENIZER_FILE):
-            return None
-        return check_json_object(self.read_json(TOKENIZER_FILE), self.path / TOKENIZER_FILE)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -439,6 +358,7 @@ def load(
         check_fits(f"reading {what}", size, "cpu")
     model = build(spec, device=device, dtype=dtype, compile=False, allow_large=allow_large)
     load_model_state(model, checkpoint)
+    attach_transpoints(model, checkpoint.transpoints, checkpoint.trainer_state, str(checkpoint.path / TRANSPOINTS_FILE))
     model.eval()
     if compile:
         from zoo.compile import compile_in_place, spec_options

@@ -3,7 +3,9 @@
 Returns ``(model, tokenizer)``, the model in eval mode. A pair rather than a model with
 a tokenizer attribute because the zoo keeps the two apart everywhere else (``zoo.load``
 and ``zoo.checkpoint.load_tokenizer``, ``zoo.generate`` takes ids). Weights are read from
-safetensors only; a directory holding only pickled weights is refused.
+safetensors only; a directory holding only pickled weights is refused. config.json's
+``trained_transpoints`` (the TransPoints the model was trained with) becomes
+``model.trained_transpoints``, which inference runs at by default.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from zoo.models.pretrained import (
     CONFIG_FILE,
     MODEL_TYPE,
     TOKENIZER_FILE,
+    TRANSPOINTS_KEY,
     WEIGHTS_FILE,
 )
+from zoo.schedule import TransPointRecord
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -100,6 +104,10 @@ def from_pretrained(
         dtype = getattr(torch, stored_dtype)
     model = build(spec, device=device, dtype=dtype, compile=compile)
     load_tensors(model, read_safetensors(weights), weights)
+    if config.get(TRANSPOINTS_KEY) is not None:  # absent or null: saved without a training record
+        model.trained_transpoints = TransPointRecord.from_json(
+            config[TRANSPOINTS_KEY], str(directory / CONFIG_FILE), model.n_layers
+        )
     model.eval()
     tokenizer = None
     kind = config.get("tokenizer_kind")

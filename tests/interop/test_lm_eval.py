@@ -204,3 +204,25 @@ def test_cli_runs_the_registered_model(model, tmp_path) -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "zoo_tiny" in out.stdout and "acc" in out.stdout
+
+
+def test_transmamba_scores_at_its_training_transpoints_whatever_the_padding() -> None:
+    """Absolute training TransPoints: a row scores the same alone and right-padded in a batch
+    (a relative schedule evaluated at the padded width would move every row's P)."""
+    from zoo.inference import TransPointWarning
+
+    torch.manual_seed(0)
+    model = zoo.build("transmamba-tiny").eval()
+    model.record_training_transpoints(64)
+    tok = ByteTokenizer()
+    lm = ZooLM(model=model, tokenizer=tok, batch_size=len(PAIRS))
+    scores = [score for score, _ in lm.loglikelihood(_instances("loglikelihood", PAIRS))]
+    for (context, continuation), score in zip(PAIRS, scores, strict=True):
+        stripped = context.rstrip(" ")
+        ctx = tok.encode(stripped) or [tok.bos_id]
+        reference = _reference(model, ctx, tok.encode(context[len(stripped) :] + continuation))
+        assert score == pytest.approx(reference, abs=1e-4)
+    with pytest.warns(TransPointWarning, match="trained at"):
+        ssm = ZooLM(model=model, tokenizer=tok, batch_size=len(PAIRS), transpoints="0")
+    assert ssm.transpoints == [0] * model.n_layers
+    assert [score for score, _ in ssm.loglikelihood(_instances("loglikelihood", PAIRS))] != pytest.approx(scores)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from zoo.cli._transpoints import add_transpoint_args, use_transpoint_args
 from zoo.cli.train import add_backend_arg
 
 HELP = "evaluate a checkpoint (or a run directory's latest) on its task or on --data"
@@ -27,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--allow-large", action="store_true", help="load even when the model exceeds the device's free memory"
     )
     add_backend_arg(parser)
+    add_transpoint_args(parser)
     parser.set_defaults(func=run)
 
 
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         backends=parse_backend_overrides(args.backend),
         allow_large=args.allow_large,
     )
+    use_transpoint_args(model, task.seq_len, args, "eval")
     metrics = Trainer(model, task, config).evaluate()
     print(
         json.dumps(

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from zoo.cli._transpoints import add_transpoint_args, one_line_warnings, transpoint_options
 from zoo.cli.train import add_backend_arg
 
 # From this many new tokens on, a run whose text goes to a file (not the terminal) shows a
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--allow-large", action="store_true", help="allocate even when the estimate exceeds the device's free memory"
     )
     add_backend_arg(p)
+    add_transpoint_args(p)
     p.set_defaults(func=run)
 
 
@@ -115,20 +117,22 @@ def run(args: argparse.Namespace) -> int:
 
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
-    zoo.generate(
-        model,
-        prompt,
-        args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        eos_id=eos_id,
-        on_token=stream,
-        compile=args.compile,
-        compile_mode="reduce-overhead" if device.startswith("cuda") else None,
-        allow_large=args.allow_large,
-    )
+    with one_line_warnings("generate"):  # a TransPoint override that differs from training
+        zoo.generate(
+            model,
+            prompt,
+            args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+            eos_id=eos_id,
+            on_token=stream,
+            compile=args.compile,
+            compile_mode="reduce-overhead" if device.startswith("cuda") else None,
+            allow_large=args.allow_large,
+            **transpoint_options(args),
+        )
     if bar is not None:
         bar.close()
     if pending:

@@ -8,6 +8,7 @@ import torch
 
 from zoo.inference.engine import compile_step, decode, prefill
 from zoo.inference.sampling import GenerationError, check_generation_args, sample
+from zoo.inference.transpoints import ScheduleLike, resolve_transpoints
 
 
 @torch.no_grad()
@@ -27,14 +28,21 @@ def generate(
     prefill_chunk_size: int | None = None,
     on_token: Callable[[list[int]], None] | None = None,
     allow_large: bool = False,
+    transpoints: Sequence[int] | str | None = None,
+    schedule: ScheduleLike | None = None,
 ) -> torch.Tensor:
     """input_ids [B,T] (right-padded when ``lengths`` is given) -> new tokens [B, max_new_tokens].
 
     Greedy when ``temperature`` is 0. After a row emits ``eos_id`` it keeps emitting
     ``eos_id``; generation stops early when every row has. ``on_token`` receives each
     step's tokens (host list) as they come. The cache holds ``max(lengths) + max_new_tokens``
-    positions and the TransPoint schedule is evaluated at that length; ``allow_large``
-    allocates it even when it exceeds the device's free memory.
+    positions; ``allow_large`` allocates it even when it exceeds the device's free memory.
+
+    TransPoints: the model's training TransPoints when it has them (a prompt shorter than a
+    layer's P stays in attention there and decoding crosses P as training did), else its
+    schedule at the cache's length. ``transpoints`` (one P per layer) or ``schedule`` (a name,
+    ``{"name", "params"}`` or an instance) overrides that, with a ``TransPointWarning`` when
+    it differs from the training TransPoints (``zoo.inference.transpoints``).
     """
     if isinstance(input_ids, (str, bytes)):
         raise GenerationError(
@@ -63,7 +71,9 @@ def generate(
     lengths = [seq_len] * batch if lengths is None else [int(n) for n in lengths]
     device = model.embedding.weight.device
     input_ids = input_ids.to(device)
-    cache = model.allocate_cache(batch, max(lengths) + max_new_tokens)
+    max_length = max(lengths) + max_new_tokens
+    chosen = resolve_transpoints(model, max_length, transpoints=transpoints, schedule=schedule)
+    cache = model.allocate_cache(batch, max_length, transpoints=chosen)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device)

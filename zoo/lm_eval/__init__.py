@@ -15,10 +15,18 @@ Scoring: a request's context and continuation are tokenized together and split w
 the context's own tokens end (so a BPE merge across the boundary counts toward the
 continuation), sequences longer than ``max_length`` keep their last tokens, and rows are
 right-padded in batches (the model is causal, so padding after a row never changes it).
+
+TransPoints: the model runs at the TransPoints it was trained with (absolute, so a row's
+layers switch at the same positions whatever the batch's padded width); ``transpoints=``
+(one P per layer; on lm-eval's command line ``transpoints=0:16:32``, cycled over layers)
+or ``schedule=NAME`` overrides them, with one ``TransPointWarning`` when they differ. A
+model without a record runs its schedule at the batch's padded width, so with a relative
+schedule a row's score depends on its batch (``batch_size=1`` avoids that).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -35,6 +43,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without lm_eval
 
 import zoo
 from zoo.errors import ZooError
+from zoo.inference.transpoints import TransPointWarning, resolve_transpoints
+from zoo.schedule import clamp
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -64,6 +74,8 @@ class ZooLM(LM):
         batch_size: int | str = 1,
         max_length: int | str = 2048,
         max_gen_toks: int | str = 256,
+        transpoints: Any = None,
+        schedule: Any = None,
         **unused: Any,
     ) -> None:
         super().__init__()
@@ -85,6 +97,12 @@ class ZooLM(LM):
         self.batch_size = int(batch_size)
         self.max_length = int(max_length)
         self.max_gen_toks = int(max_gen_toks)
+        # An override, resolved once (one warning) as absolute per-layer P; None: the model's default.
+        self.transpoints: list[int] | None = None
+        if transpoints is not None or schedule is not None:
+            self.transpoints = resolve_transpoints(
+                self.model, self.max_length, transpoints=transpoints, schedule=schedule
+            )
         # lm-eval passes batch_size/max_batch_size/device etc. to every model; others are ignored.
         self.unused = unused
         # The token every sequence is scored after, for a context-free request.
@@ -128,7 +146,9 @@ class ZooLM(LM):
             ids = torch.full((len(batch), width), self.tokenizer.pad_id, dtype=torch.long)
             for row, (_, inputs, _) in enumerate(batch):
                 ids[row, : len(inputs)] = torch.tensor(inputs)
-            logprobs = F.log_softmax(self.model(ids.to(self._device)).float(), dim=-1).cpu()
+            transpoints = None if self.transpoints is None else clamp(self.transpoints, width)
+            logits = self.model(ids.to(self._device), transpoints=transpoints)
+            logprobs = F.log_softmax(logits.float(), dim=-1).cpu()
             for row, (index, inputs, targets) in enumerate(batch):
                 span = logprobs[row, len(inputs) - len(targets) : len(inputs)]
                 target = torch.tensor(targets)
@@ -165,15 +185,18 @@ class ZooLM(LM):
             sample = bool(gen_kwargs.pop("do_sample", False))
             temperature = float(gen_kwargs.pop("temperature", 1.0 if sample else 0.0)) if sample else 0.0
             ids = (self.tokenizer.encode(context) or [self.prefix_id])[-max(1, self.max_length - max_new) :]
-            new = zoo.generate(
-                self.model,
-                torch.tensor([ids], device=self._device),
-                max_new,
-                temperature=temperature,
-                top_k=gen_kwargs.pop("top_k", None),
-                top_p=gen_kwargs.pop("top_p", None),
-                eos_id=self.tokenizer.eos_id,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TransPointWarning)  # the override warned once, in __init__
+                new = zoo.generate(
+                    self.model,
+                    torch.tensor([ids], device=self._device),
+                    max_new,
+                    temperature=temperature,
+                    top_k=gen_kwargs.pop("top_k", None),
+                    top_p=gen_kwargs.pop("top_p", None),
+                    eos_id=self.tokenizer.eos_id,
+                    transpoints=self.transpoints,
+                )
             text = self.tokenizer.decode(t for t in new[0].tolist() if t != self.tokenizer.eos_id)
             for stop in until:
                 if stop and stop in text:

@@ -23,6 +23,9 @@ class ModelCache:
     max_length: int
     lengths: list[int]
     positions: torch.Tensor  # [B] long on the device: next position of each row (mirrors ``lengths``)
+    # Per-layer P the layer caches were allocated with, clamped to max_length. By default the
+    # model's training TransPoints (CausalLM.default_transpoints): a layer whose P lies past the
+    # prompt keeps its prefix buffer through decode and folds it into the SSM state at P.
     transpoints: list[int] = field(default_factory=list)
 
     @property

@@ -106,11 +106,12 @@ class CausalLM(PretrainedMixin, nn.Module):
         return self.schedule.transpoints(self.n_layers, seq_len, step=step)
 
     def forward(self, input_ids: torch.Tensor, *, transpoints: Sequence[int] | None = None) -> torch.Tensor:
-        """input_ids [B,T] -> logits [B,T,V]. ``transpoints`` overrides the schedule per layer."""
+        """input_ids [B,T] -> logits [B,T,V]. ``transpoints`` overrides ``default_transpoints(T)``
+        (the training TransPoints when recorded, else the schedule at T) per layer."""
         self._check_transpoints(transpoints, input_ids.shape[1])
         x = self.embedding(input_ids)
         if transpoints is None:
-            transpoints = self.transpoints_for(input_ids.shape[1])
+            transpoints = self.default_transpoints(input_ids.shape[1])
         for block, transpoint in zip(self.blocks, transpoints, strict=True):
             x = block(x, transpoint)
         return self.lm_head(self.final_norm(x))
@@ -135,14 +136,15 @@ class CausalLM(PretrainedMixin, nn.Module):
         """Inference state for ``batch_size`` rows of up to ``max_length`` tokens: each mixer
         allocates its own cache (zoo.layers.state), the model keeps the row counts.
 
-        The schedule is evaluated at ``max_length``: P = schedule(max_length) per layer,
-        unless ``transpoints`` gives them. dtype/device default to the model's.
+        P per layer is ``transpoints`` when given, else ``default_transpoints(max_length)``: the
+        training TransPoints when recorded, else the schedule at ``max_length``. dtype/device
+        default to the model's.
         """
         weight = self.embedding.weight
         dtype = dtype or weight.dtype
         device = torch.device(device) if device is not None else weight.device
         self._check_transpoints(transpoints, max_length)
-        transpoints = list(transpoints) if transpoints is not None else self.transpoints_for(max_length)
+        transpoints = list(transpoints) if transpoints is not None else self.default_transpoints(max_length)
         layers = [
             block.allocate_cache(batch_size, max_length, int(p), dtype, device)
             for block, p in zip(self.blocks, transpoints, strict=True)

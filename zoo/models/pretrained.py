@@ -3,7 +3,9 @@
 ::
 
     DIR/config.json            the ModelSpec's fields, plus model_type "zoo", architectures,
-                               zoo_version, torch_dtype and tokenizer_kind
+                               zoo_version, torch_dtype, tokenizer_kind and
+                               trained_transpoints (the TransPoints the model was trained
+                               with, or null: ``zoo.schedule.TransPointRecord``)
     DIR/model.safetensors      the weights; tied weights stored once (lm_head.weight is
                                the embedding's, as Hugging Face stores tied weights)
     DIR/tokenizer.json         a Hugging Face ``tokenizers`` file (zoo.data.hf_tokenizer)
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +29,56 @@ import torch
 from safetensors.torch import save_file
 
 from zoo.errors import ZooError
+from zoo.schedule import NoSchedule, TransPointRecord, clamp, record_schedule
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 TOKENIZER_FILE, TOKENIZER_CONFIG_FILE = "tokenizer.json", "tokenizer_config.json"
 MODEL_TYPE = "zoo"
 # Keys config.json adds to the spec's own fields (from_pretrained removes them again).
-CONFIG_EXTRA_KEYS = ("model_type", "architectures", "zoo_version", "torch_dtype", "tokenizer_kind")
+TRANSPOINTS_KEY = "trained_transpoints"
+CONFIG_EXTRA_KEYS = ("model_type", "architectures", "zoo_version", "torch_dtype", "tokenizer_kind", TRANSPOINTS_KEY)
 
 
 class PretrainedMixin:
-    """Adds ``save_pretrained`` to a model that has a ``spec`` (a ModelSpec)."""
+    """Adds ``save_pretrained`` and the training-TransPoint record to a model that has a
+    ``spec`` (a ModelSpec), a ``schedule``, ``n_layers`` and ``transpoints_for(seq_len)``.
+
+    ``trained_transpoints`` (a ``TransPointRecord`` or None) holds the absolute per-layer
+    TransPoints the model was trained with; the trainer records it, checkpoints and
+    ``save_pretrained`` keep it, and the model runs at those TransPoints by default
+    (``default_transpoints``). A model without one (fresh from ``zoo.build``) evaluates its
+    schedule at each sequence's own length.
+    """
+
+    trained_transpoints: TransPointRecord | None = None
+    # set by use_transpoints: absolute per-layer TransPoints that replace the default
+    transpoints_override: tuple[int, ...] | None = None
+
+    def record_training_transpoints(self, seq_len: int) -> TransPointRecord | None:
+        """Record that the model trains at ``seq_len`` tokens under its schedule (kept as is
+        when already recorded, so the object a compiled forward guards on stays the same).
+        Returns the record; None for a model whose layers use no TransPoint."""
+        return record_training_transpoints(self, seq_len)
+
+    def default_transpoints(self, seq_len: int) -> list[int]:
+        """Per-layer TransPoints for a sequence (or cache) of ``seq_len`` tokens when none are
+        given: ``use_transpoints``'s list, else the training record (absolute positions:
+        ``TransPointRecord.at``), else the schedule evaluated at ``seq_len``."""
+        if self.transpoints_override is not None:
+            return clamp(list(self.transpoints_override), seq_len)
+        if self.trained_transpoints is not None:
+            return self.trained_transpoints.at(seq_len)
+        return self.transpoints_for(seq_len)
+
+    def use_transpoints(self, transpoints: Sequence[int] | None) -> None:
+        """Run at these absolute per-layer TransPoints by default (None: back to the default)."""
+        if transpoints is not None:
+            transpoints = tuple(int(p) for p in transpoints)
+            if len(transpoints) != self.n_layers or min(transpoints, default=0) < 0:
+                raise ZooError(
+                    f"transpoints: give {self.n_layers} values >= 0 (one per layer), got {list(transpoints)}"
+                )
+        self.transpoints_override = transpoints
 
     def save_pretrained(self, directory: str | Path, *, tokenizer: Any | None = None, overwrite: bool = False) -> Path:
         """Write config.json, model.safetensors and the tokenizer files to ``directory``.
@@ -76,6 +118,7 @@ def save_pretrained(
         "zoo_version": __version__,
         "torch_dtype": str(dtypes.pop()).removeprefix("torch.") if len(dtypes) == 1 else None,
         "tokenizer_kind": tokenizer.kind if tokenizer is not None else None,
+        TRANSPOINTS_KEY: record.to_json() if (record := getattr(model, "trained_transpoints", None)) else None,
     }
 
     def write(staging: Path) -> None:
@@ -87,6 +130,23 @@ def save_pretrained(
 
     write_directory(directory, write, overwrite=True)
     return directory
+
+
+def uses_transpoints(model: torch.nn.Module) -> bool:
+    """Whether any layer of ``model`` has a TransPoint (a transmamba mixer)."""
+    return any(getattr(block, "uses_transpoint", False) for block in getattr(model, "blocks", ()))
+
+
+def record_training_transpoints(model: torch.nn.Module, seq_len: int) -> TransPointRecord | None:
+    """Set ``model.trained_transpoints`` to its schedule at ``seq_len`` (see PretrainedMixin);
+    a no-op returning None for a model without a schedule or TransPoint layers."""
+    schedule = getattr(model, "schedule", None)
+    if schedule is None or isinstance(schedule, NoSchedule) or not uses_transpoints(model):
+        return None
+    record = record_schedule(schedule, model.n_layers, int(seq_len))
+    if getattr(model, "trained_transpoints", None) != record or model.trained_transpoints.params != record.params:
+        model.trained_transpoints = record
+    return model.trained_transpoints
 
 
 def check_writable(directory: Path, overwrite: bool, what: str) -> None:

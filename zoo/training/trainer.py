@@ -22,6 +22,7 @@ from zoo.compile import compiled
 from zoo.data.synthetic import IGNORE
 from zoo.data.tasks import Task, train_shard
 from zoo.errors import ZooError
+from zoo.models.pretrained import record_training_transpoints
 from zoo.training import distributed
 from zoo.training.checkpointing import CheckpointingMixin, NonFiniteLossError
 from zoo.training.metrics import JsonlLogger, ProgressBar, truncate_jsonl
@@ -176,8 +177,9 @@ class Trainer(CheckpointingMixin):
     # ------------------------------------------------------------ pieces
 
     def transpoints(self, seq_len: int, step: int | None) -> list[int] | None:
-        """Explicit TransPoints for the ``random`` schedule (a bounded set, so bounded graphs)."""
-        if not self.random_schedule:
+        """Explicit TransPoints for a training step of the ``random`` schedule (a bounded set, so
+        bounded graphs); evaluation (step None) runs at the model's default TransPoints."""
+        if not self.random_schedule or step is None:
             return None
         return self.model.schedule.transpoints(self.model.n_layers, seq_len, step=step)
 
@@ -206,6 +208,7 @@ class Trainer(CheckpointingMixin):
     def train_step(self, step: int) -> dict[str, float]:
         """One optimizer step (``grad_accum`` micro-batches); ``step`` counts from 0."""
         c = self.config
+        record_training_transpoints(self.model, self.task.seq_len)  # checkpoints keep it, inference uses it
         self.model.train()
         lr = self.lr(step)
         for group in self.optimizer.param_groups:
