@@ -70,7 +70,10 @@ def test_random_schedule_draws_per_step_transpoints() -> None:
     Trainer(model, _task(), TrainConfig(steps=4, batch_size=2, **FAST)).fit()
     train_points = seen[:4]
     assert all(tp == model.schedule.transpoints(6, 32, step=i) for i, tp in enumerate(train_points))
-    assert seen[-1] == model.schedule.transpoints(6, 32, step=None)  # evaluation
+    # evaluation runs at the model's default, the recorded training TransPoints: the
+    # schedule's deterministic evaluation list at the training length
+    assert seen[-1] is None
+    assert model.default_transpoints(32) == model.schedule.transpoints(6, 32, step=None)
 
 
 def _train_cmd(out, *extra: str) -> list[str]:
