@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from zoo.builder import spec_with_backends
-from zoo.data.tasks import Task, make_task
+from zoo.data.tasks import SYNTHETIC, Task, make_task
 from zoo.data.tokenizer import Tokenizer
 from zoo.errors import ZooError
 
@@ -139,8 +139,8 @@ def _task_from_description(
             tokenizer=tokenizer or "byte",
             seed=description.get("seed", 0),
         )
-    if kind in ("mqar", "copy"):
-        items = description.get("num_kv_pairs", description.get("num_tokens"))
+    if kind in SYNTHETIC:
+        items = description.get(SYNTHETIC[kind][2])
         return make_task(
             kind,
             seq_len=seq_len,
