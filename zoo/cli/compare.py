@@ -216,20 +216,23 @@ def run(args: argparse.Namespace) -> int:
     (out / "compare.json").write_text(json.dumps(record, indent=1))
     (out / "compare.md").write_text(table + "\n\n" + interval + "\n" + (note + "\n" if note else ""))
     if not args.no_plot:
-        print(f"plot: {plot_rows(rows, summary, out / 'compare.png', accuracy=accuracy)}", file=sys.stderr)
+        print(f"plot: {plot_rows(rows, out / 'compare.png', accuracy=accuracy, summary=summary)}", file=sys.stderr)
     return 0
 
 
-def plot_rows(rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path, *, accuracy: bool) -> Path:
-    """The PNG of a comparison: per model at its chosen LR, the mean curve over seeds with its
-    95% band (training loss, EMA 0.9; the validation metric when evaluated more than once, with
-    the chance floor). From a ``compare.json``: ``plot_rows(d["rows"], d["summary"], path, ...)``."""
+def plot_rows(
+    rows: list[dict[str, Any]], path: Path, *, accuracy: bool, summary: list[dict[str, Any]] | None = None
+) -> Path:
+    """The PNG of a comparison: per model (at its chosen LR when ``summary`` is given), the mean
+    curve over seeds with its 95% band (training loss, EMA 0.9; the validation metric when
+    evaluated more than once, with the chance floor). From a ``compare.json`` written with
+    ``--no-plot``: ``plot_rows(d["rows"], Path("compare.png"), accuracy=..., summary=d.get("summary"))``."""
     from zoo.training.runs import plot_bands, seed_band, smooth
 
-    chosen = {(cell["model"], cell["lr"]) for cell in summary}
+    chosen = None if summary is None else {(cell["model"], cell["lr"]) for cell in summary}
     by_model: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        if (row["model"], row["lr"]) in chosen:
+        if chosen is None or (row["model"], row.get("lr")) in chosen:
             by_model.setdefault(row["model"], []).append(row)
 
     def curves(key: str, smoothed: bool) -> dict[str, list[tuple[int, float, float, float]]]:
