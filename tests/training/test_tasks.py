@@ -157,3 +157,15 @@ def test_evaluation_reports_the_chance_floor(standin) -> None:
     config = TrainConfig(steps=1, batch_size=4, compile=False, progress=False, device="cpu")
     metrics = Trainer(standin(vocab_size=task.vocab_size), task, config).evaluate()
     assert metrics["eval_chance"] == task.chance and 0 <= metrics["eval_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("kind", list(SYNTHETIC))
+def test_a_checkpoints_task_description_rebuilds_the_task(kind: str) -> None:
+    from zoo.training.runs import task_from_description
+
+    task = _task(kind, seed=4, examples=16)
+    rebuilt = task_from_description(task.describe())
+    assert (rebuilt.kind, rebuilt.num_items, rebuilt.seq_len, rebuilt.vocab_size, rebuilt.seed) == (
+        kind, task.num_items, task.seq_len, task.vocab_size, 4,
+    )  # fmt: skip
+    assert rebuilt.chance == task.chance
