@@ -169,3 +169,13 @@ def test_a_checkpoints_task_description_rebuilds_the_task(kind: str) -> None:
         kind, task.num_items, task.seq_len, task.vocab_size, 4,
     )  # fmt: skip
     assert rebuilt.chance == task.chance
+
+
+def test_the_bag_guesser_is_computed_in_chunks_alike(monkeypatch) -> None:
+    import zoo.data.synthetic as synthetic
+
+    task = _task("induction", examples=40)
+    inputs, targets = task._eval_set()
+    whole = synthetic.chance("induction", inputs, targets, task.num_items, task.vocab_size)
+    monkeypatch.setattr(synthetic, "COUNT_BUDGET", task.num_items * task.vocab_size * 3)  # 3 rows at a time
+    assert synthetic.chance("induction", inputs, targets, task.num_items, task.vocab_size)[0] == pytest.approx(whole[0])

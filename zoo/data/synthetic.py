@@ -45,6 +45,7 @@ POWER_A = 0.01  # Zoology's power_a: the exponent of the query-gap distribution
 PHONE_DIGITS = 4
 DIGIT0 = 3  # digits are tokens 3..12, name tokens 13..V-1
 NAME0 = DIGIT0 + 10
+COUNT_BUDGET = 1 << 24  # elements of the [rows, M, V] token counts a chance computation holds at once
 
 
 def _first_k_of_permutations(rows: int, n: int, k: int, generator: torch.Generator) -> Tensor:
@@ -200,6 +201,10 @@ def check_phonebook(seq_len: int, num_entries: int, vocab_size: int) -> None:
 def bag_guess_accuracy(pool: Tensor, answer: Tensor, vocab_size: int) -> Tensor:
     """``[B, M]``: P(correct) of guessing ``answer[:, j]`` as the most frequent token of ``pool``
     [B, L] not yet emitted in ``answer[:, :j]`` (``answer`` is a reordering of ``pool``)."""
+    rows = max(1, COUNT_BUDGET // max(1, answer.shape[1] * vocab_size))
+    if pool.shape[0] > rows:
+        chunks = range(0, pool.shape[0], rows)
+        return torch.cat([bag_guess_accuracy(pool[i : i + rows], answer[i : i + rows], vocab_size) for i in chunks])
     counts = F.one_hot(pool, vocab_size).sum(1)  # [B, V]
     emitted = F.one_hot(answer, vocab_size).cumsum(1) - F.one_hot(answer, vocab_size)  # [B, M, V]
     remaining = counts[:, None, :] - emitted
