@@ -98,3 +98,23 @@ def _has_matplotlib() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_merge_summarises_earlier_runs_and_refuses_unlike_ones(tmp_path, capsys) -> None:
+    parser = argparse.ArgumentParser(prog="zoo")
+    compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    rows = [{**row, "task": {"task": "mqar", "seq_len": 32}} for row in _rows()]
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"rows": [r for r in rows if r["model"] == "a"]}))
+    second.write_text(json.dumps({"rows": [r for r in rows if r["model"] == "b"]}))
+    args = parser.parse_args(["compare", "--merge", str(first), str(second), "--out", str(tmp_path / "m"), "--no-plot"])
+    assert args.func(args) == 0
+    table = capsys.readouterr().out
+    assert "| a | 100 | 0.01 | 3 |" in table and "| b | 100 | 0.001 | 3 |" in table
+    assert len(json.loads((tmp_path / "m" / "compare.json").read_text())["rows"]) == len(rows)
+    second.write_text(json.dumps({"rows": [{**rows[-2], "tokens": 999}]}))
+    with pytest.raises(ZooError, match="differ in tokens"):
+        args.func(args)
+    args = parser.parse_args(["compare", "m-tiny", "--merge", str(first)])
+    with pytest.raises(ZooError, match="not both"):
+        args.func(args)

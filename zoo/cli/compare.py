@@ -34,7 +34,7 @@ PARAM_MATCH = 0.02
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("compare", help=HELP, description=HELP)
-    parser.add_argument("models", nargs="+", help="presets or spec files; LABEL=REF names a column")
+    parser.add_argument("models", nargs="*", help="presets or spec files; LABEL=REF names a column")
     parser.add_argument("--budget", type=int, default=None, help="optimizer steps per model (same as --steps)")
     add_task_args(parser)
     add_training_args(parser)
@@ -45,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="LR,LR,...",
         help="learning rates to sweep (e.g. 1e-3,3e-3,1e-2): each model is reported at its best by validation loss",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="COMPARE_JSON",
+        help="train nothing: summarise the runs of earlier compare.json files (same task and tokens) in one table",
     )
     parser.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
@@ -109,6 +116,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                 tokens = config.steps * config.batch_size * config.grad_accum * task.seq_len
                 rows.append(
                     {
+                        "task": {k: v for k, v in task.describe().items() if k != "seed"},
                         "model": label,
                         "ref": ref,
                         "seed": seed,
@@ -199,13 +207,31 @@ def parameter_note(summary: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def merge(paths: list[str]) -> list[dict[str, Any]]:
+    """The runs of several ``compare.json`` files, refused unless they share task and tokens."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            rows += json.loads(Path(path).read_text())["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ZooError(f"--merge {path}: not a readable compare.json ({exc})") from None
+    for key in ("task", "tokens"):
+        seen = {json.dumps(row.get(key), sort_keys=True) for row in rows}
+        if len(seen) > 1:
+            raise ZooError(f"--merge: the runs differ in {key} ({', '.join(sorted(seen))}); compare like with like")
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
-    rows = compare(args)
+    if bool(args.models) == bool(args.merge):
+        raise ZooError("zoo compare takes models to train, or --merge COMPARE_JSON... to summarise, not both")
+    rows = merge(args.merge) if args.merge else compare(args)
     summary, sweep = summarise(rows)
     out = Path(args.out)
-    accuracy = args.task != "text"
+    accuracy = any("eval_accuracy" in row for row in rows)
     table = markdown_table(summary, accuracy=accuracy)
-    interval = "mean ± 95% t-interval half-width over seeds" if args.seeds > 1 else "one seed: no interval"
+    seeds = max(len(cell["seeds"]) for cell in summary)
+    interval = "mean ± 95% t-interval half-width over seeds" if seeds > 1 else "one seed: no interval"
     print(table)
     print(interval, file=sys.stderr)
     note = parameter_note(summary)
