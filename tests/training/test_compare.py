@@ -116,5 +116,5 @@ def test_merge_summarises_earlier_runs_and_refuses_unlike_ones(tmp_path, capsys)
     with pytest.raises(ZooError, match="differ in tokens"):
         args.func(args)
     args = parser.parse_args(["compare", "m-tiny", "--merge", str(first)])
-    with pytest.raises(ZooError, match="not both"):
+    with pytest.raises(ZooError, match="one of the two"):
         args.func(args)

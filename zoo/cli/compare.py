@@ -193,7 +193,9 @@ def markdown_table(summary: list[dict[str, Any]], *, accuracy: bool) -> str:
             metric = _cell(cell.get("eval_ppl"))
         values = [cell["model"], f"{cell['params']:,}", f"{cell['lr']:g}", str(len(cell["seeds"]))]
         values += [f"{cell['tokens']:,}", _cell(cell.get("eval_loss")), metric]
-        values += [_cell(cell.get("tokens_per_s"), 3)]
+        rate = cell.get("tokens_per_s")
+        spread = f" ± {rate['ci95']:,.0f}" if rate and rate["ci95"] is not None else ""
+        values += ["-" if rate is None else f"{rate['mean']:,.0f}{spread}"]
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)
 
@@ -224,7 +226,7 @@ def merge(paths: list[str]) -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     if bool(args.models) == bool(args.merge):
-        raise ZooError("zoo compare takes models to train, or --merge COMPARE_JSON... to summarise, not both")
+        raise ZooError("zoo compare takes models to train or --merge COMPARE_JSON... to summarise (one of the two)")
     rows = merge(args.merge) if args.merge else compare(args)
     summary, sweep = summarise(rows)
     out = Path(args.out)
