@@ -135,6 +135,11 @@ class ModelSpec(BaseModel):
     norm: NormSpec = Field(default_factory=NormSpec)
     tie_embeddings: bool = True
     init_std: float = Field(default=0.02, gt=0, le=1)
+    # Weight-init recipe (zoo.models.lm.CausalLM.reset_parameters; docs/training.md, "Init
+    # recipes"): gpt2 (N(0, init_std), residual outputs / sqrt(2 L)), llama (HF Llama: every
+    # Linear and the embedding N(0, init_std)), mamba (mamba_ssm: PyTorch's default Linear
+    # init, embedding N(0, init_std), residual outputs / sqrt(residuals per block * L)).
+    init: Literal["gpt2", "llama", "mamba"] = "gpt2"
     compile: CompileSpec = Field(default_factory=CompileSpec)
 
     _name = field_validator("name")(check_name)

@@ -71,6 +71,7 @@ def test_build_for_task_applies_overrides_and_rejects_unused_slots() -> None:
 def test_compare_cli_overrides_backends_end_to_end(tmp_path, capsys) -> None:
     out = tmp_path / "cmp"
     common = ["--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4", "--batch-size", "4"]
+    common += ["--seeds", "1"]
     common += ["--budget", "2", "--no-compile", "--no-progress", "--device", "cpu", "--no-plot", "--out", str(out)]
     overrides = ["--backend", "ssm=scan", "--backend", "converter=scan"]
     assert main(["compare", "transmamba-tiny", "transformer-tiny", *common, *overrides]) == 0

@@ -128,13 +128,15 @@ def test_compare_prints_table_and_writes_plot(tmp_path, fake_build, capsys) -> N
         "4",
         "--eval-every",
         "2",
+        "--seeds",
+        "1",
         "--out",
         str(out),
         *FAST,
     )
     assert args.func(args) == 0
     table = capsys.readouterr().out
-    assert "m-tiny" in table and "m-small" in table and "eval_accuracy" in table
+    assert "m-tiny" in table and "m-small" in table and "accuracy (chance)" in table
     rows = json.loads((out / "compare.json").read_text())["rows"]
     assert [r["steps"] for r in rows] == [4, 4] and rows[0]["params"] != rows[1]["params"]
     pytest.importorskip("matplotlib")

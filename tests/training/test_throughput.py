@@ -123,7 +123,8 @@ def test_a_failing_row_is_recorded_and_the_run_goes_on(monkeypatch) -> None:
 
 
 def test_train_flops_count_matmul_weights_and_causal_attention() -> None:
-    model = zoo.build("transformer-tiny", device="meta")
+    tied = {**zoo.resolve_spec("transformer-tiny").model_dump(mode="json"), "tie_embeddings": True}
+    model = zoo.build(tied, device="meta")
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     spec, T = model.spec, 512
     heads = spec.layers[0].mixer.params["n_heads"]

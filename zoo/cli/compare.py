@@ -1,9 +1,19 @@
-"""``zoo compare PRESET...``: train several models on the same data, steps and seed; table + plot."""
+"""``zoo compare MODEL...``: train several models on the same task, tokens and seeds, each at
+its best learning rate, and report mean and 95% interval over seeds (table + JSON + plot).
+
+Every model trains ``--seeds N`` times (seeds ``--seed``, ``--seed + 1``, ...; the seed sets
+the initialisation and the data order, and each seed has its own evaluation set). With
+``--lrs A,B,C`` every model trains at every learning rate with every seed; the table reports
+each model at the rate with the lowest mean validation loss, and ``compare.json`` keeps every
+run. All runs see the same number of tokens; the table shows the parameter counts and a
+note flags models more than 2% apart. Intervals: ``zoo.training.stats``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -17,15 +27,32 @@ from zoo.cli.train import (
 )
 from zoo.errors import ZooError
 
-HELP = "train several models with the same data, steps and seed, and compare them"
+HELP = "train several models with the same data, tokens and seeds, and compare them with intervals"
+METRICS = ("eval_loss", "eval_accuracy", "eval_chance", "eval_ppl", "final_loss", "tokens_per_s")
+PARAM_MATCH = 0.02
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("compare", help=HELP, description=HELP)
-    parser.add_argument("models", nargs="+", help="presets or spec files; LABEL=REF names a column")
+    parser.add_argument("models", nargs="*", help="presets or spec files; LABEL=REF names a column")
     parser.add_argument("--budget", type=int, default=None, help="optimizer steps per model (same as --steps)")
     add_task_args(parser)
     add_training_args(parser)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per model and LR (default 3; >= 3 for intervals)")
+    parser.add_argument(
+        "--lrs",
+        "--lr-sweep",
+        default=None,
+        metavar="LR,LR,...",
+        help="learning rates to sweep (e.g. 1e-3,3e-3,1e-2): each model is reported at its best by validation loss",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="COMPARE_JSON",
+        help="train nothing: summarise the runs of earlier compare.json files (same task and tokens) in one table",
+    )
     parser.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     parser.set_defaults(func=run)
@@ -36,88 +63,218 @@ def parse_entry(entry: str) -> tuple[str, str]:
     return (label, ref) if sep else (Path(entry).stem, entry)
 
 
+def parse_lrs(text: str | None, default: float) -> list[float]:
+    if text is None:
+        return [default]
+    try:
+        lrs = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ZooError(f"--lrs takes comma-separated numbers, e.g. 1e-3,3e-3,1e-2; got {text!r}") from None
+    if not lrs or any(not (math.isfinite(lr) and lr > 0) for lr in lrs):
+        raise ZooError(f"--lrs needs positive finite learning rates, e.g. 1e-3,3e-3,1e-2; got {text!r}")
+    return sorted(set(lrs))
+
+
 def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per (model, learning rate, seed)."""
     import torch
 
     from zoo.builder import parse_backend_overrides, spec_with_backends
-    from zoo.training.runs import build_for_task, resolve_spec
+    from zoo.training import runs
     from zoo.training.trainer import Trainer, resolve_device
 
     if args.budget is not None:
         args.steps = args.budget
-    task = task_from_args(args)
-    config = config_from_args(args, save_every=0, keep_last=1)
+    if args.seeds < 1:
+        raise ZooError(f"--seeds must be >= 1, got {args.seeds}")
+    lrs = parse_lrs(args.lrs, args.lr)
+    seeds = [args.seed + i for i in range(args.seeds)]
     out = Path(args.out)
     entries = [parse_entry(entry) for entry in args.models]
     backends = parse_backend_overrides(args.backend)
     if backends:  # each override must apply to some model (a transformer has no ssm slot)
-        applied = set().union(*(spec_with_backends(resolve_spec(ref), backends)[1] for _, ref in entries))
+        applied = set().union(*(spec_with_backends(runs.resolve_spec(ref), backends)[1] for _, ref in entries))
         unused = sorted(set(backends) - applied)
         if unused:
             raise ZooError(f"--backend {', '.join(unused)}: none of the compared models has that slot")
     rows = []
-    for label, ref in entries:
-        torch.manual_seed(config.seed)
-        model = build_for_task(ref, task, device=resolve_device(config.device), backends=backends, strict=False)
-        trainer = Trainer(model, task, config, out_dir=out / label)
-        print(f"[{label}] {trainer.n_params:,} params, {config.steps} steps", file=sys.stderr)
-        start = time.perf_counter()
-        result = trainer.fit()
-        rows.append(
-            {
-                "model": label,
-                "ref": ref,
-                "params": trainer.n_params,
-                "steps": result.steps,
-                "final_loss": result.final_loss,
-                "tokens_per_s": round(result.tokens_per_s),
-                "wall_s": round(time.perf_counter() - start, 1),
-                **result.eval,
-                "history": result.history,
-            }
-        )
+    for seed in seeds:
+        task = task_from_args(argparse.Namespace(**{**vars(args), "seed": seed}))
+        for label, ref in entries:
+            for lr in lrs:
+                config = config_from_args(args, save_every=0, keep_last=1, seed=seed, lr=lr)
+                run_dir = out / label / (f"lr{lr:g}-seed{seed}" if len(lrs) > 1 else f"seed{seed}")
+                torch.manual_seed(seed)
+                model = runs.build_for_task(
+                    ref, task, device=resolve_device(config.device), backends=backends, strict=False
+                )
+                trainer = Trainer(model, task, config, out_dir=run_dir)
+                head = f"[{label} lr={lr:g} seed={seed}]"
+                print(f"{head} {trainer.n_params:,} params, {config.steps} steps", file=sys.stderr)
+                start = time.perf_counter()
+                result = trainer.fit()
+                tokens = config.steps * config.batch_size * config.grad_accum * task.seq_len
+                rows.append(
+                    {
+                        "task": {k: v for k, v in task.describe().items() if k != "seed"},
+                        "model": label,
+                        "ref": ref,
+                        "seed": seed,
+                        "lr": lr,
+                        "params": trainer.n_params,
+                        "steps": result.steps,
+                        "tokens": tokens,
+                        "final_loss": result.final_loss,
+                        "tokens_per_s": round(result.tokens_per_s),
+                        "wall_s": round(time.perf_counter() - start, 1),
+                        **result.eval,
+                        "history": result.history,
+                    }
+                )
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(per model at its best LR, per model and LR)``: each metric as mean, 95% interval and
+    the per-seed values; the best LR has the lowest mean validation loss (a diverged run's
+    NaN loss counts as infinite)."""
+    from zoo.training.stats import t_interval
+
+    cells: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault((row["model"], row["lr"]), []).append(row)
+    sweep = []
+    for (model, lr), group in cells.items():
+        cell: dict[str, Any] = {
+            "model": model,
+            "lr": lr,
+            "params": group[0]["params"],
+            "tokens": group[0]["tokens"],
+            "seeds": [r["seed"] for r in group],
+        }
+        for metric in METRICS:
+            values = [float(r[metric]) for r in group if metric in r and r[metric] is not None]
+            if values:
+                cell[metric] = {**t_interval(values).to_dict(), "per_seed": values}
+        sweep.append(cell)
+
+    def score(cell: dict[str, Any]) -> float:
+        mean = cell.get("eval_loss", {}).get("mean", math.inf)
+        return mean if math.isfinite(mean) else math.inf
+
+    best: dict[str, dict[str, Any]] = {}
+    for cell in sweep:
+        if cell["model"] not in best or score(cell) < score(best[cell["model"]]):
+            best[cell["model"]] = cell
+    order = list(dict.fromkeys(row["model"] for row in rows))
+    return [best[model] for model in order], sweep
+
+
+def _cell(metric: dict[str, Any] | None, digits: int = 4) -> str:
+    if metric is None:
+        return "-"
+    from zoo.training.stats import Interval
+
+    return Interval(metric["mean"], metric["ci95"], metric["n"]).format(digits)
+
+
+def markdown_table(summary: list[dict[str, Any]], *, accuracy: bool) -> str:
+    """Mean ± 95% t-interval half-width over seeds, each model at its chosen LR."""
+    head = ["model", "params", "lr", "seeds", "tokens", "eval loss"]
+    head += ["accuracy (chance)"] if accuracy else ["eval ppl"]
+    head += ["tokens/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cell in summary:
+        if accuracy:
+            chance = cell.get("eval_chance")
+            floor = f" (chance {chance['mean']:.3g})" if chance else ""
+            metric = _cell(cell.get("eval_accuracy"), 3) + floor
+        else:
+            metric = _cell(cell.get("eval_ppl"))
+        values = [cell["model"], f"{cell['params']:,}", f"{cell['lr']:g}", str(len(cell["seeds"]))]
+        values += [f"{cell['tokens']:,}", _cell(cell.get("eval_loss")), metric]
+        rate = cell.get("tokens_per_s")
+        spread = f" ± {rate['ci95']:,.0f}" if rate and rate["ci95"] is not None else ""
+        values += ["-" if rate is None else f"{rate['mean']:,.0f}{spread}"]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def parameter_note(summary: list[dict[str, Any]]) -> str | None:
+    counts = [cell["params"] for cell in summary]
+    spread = max(counts) / min(counts) - 1
+    if spread > PARAM_MATCH:
+        limit = f"{100 * PARAM_MATCH:.0f}%"
+        return f"note: parameter counts differ by {100 * spread:.1f}% (> {limit}): not parameter-matched"
+    return None
+
+
+def merge(paths: list[str]) -> list[dict[str, Any]]:
+    """The runs of several ``compare.json`` files, refused unless they share task and tokens."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            rows += json.loads(Path(path).read_text())["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ZooError(f"--merge {path}: not a readable compare.json ({exc})") from None
+    for key in ("task", "tokens"):
+        seen = {json.dumps(row.get(key), sort_keys=True) for row in rows}
+        if len(seen) > 1:
+            raise ZooError(f"--merge: the runs differ in {key} ({', '.join(sorted(seen))}); compare like with like")
     return rows
 
 
 def run(args: argparse.Namespace) -> int:
-    from zoo.training.runs import format_table
-
-    rows = compare(args)
+    if bool(args.models) == bool(args.merge):
+        raise ZooError("zoo compare takes models to train or --merge COMPARE_JSON... to summarise (one of the two)")
+    rows = merge(args.merge) if args.merge else compare(args)
+    summary, sweep = summarise(rows)
     out = Path(args.out)
-    accuracy = args.task != "text"
-    columns = [
-        "model",
-        "params",
-        "final_loss",
-        "eval_loss",
-        "eval_accuracy" if accuracy else "eval_ppl",
-        "tokens_per_s",
-        "wall_s",
-    ]
-    table = format_table(rows, columns)
+    accuracy = any("eval_accuracy" in row for row in rows)
+    table = markdown_table(summary, accuracy=accuracy)
+    seeds = max(len(cell["seeds"]) for cell in summary)
+    interval = "mean ± 95% t-interval half-width over seeds" if seeds > 1 else "one seed: no interval"
     print(table)
-    (out / "compare.json").write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=1))
-    (out / "compare.txt").write_text(table + "\n")
+    print(interval, file=sys.stderr)
+    note = parameter_note(summary)
+    if note:
+        print(note, file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"argv": sys.argv[1:], "interval": interval, "summary": summary, "sweep": sweep, "rows": rows}
+    (out / "compare.json").write_text(json.dumps(record, indent=1))
+    (out / "compare.md").write_text(table + "\n\n" + interval + "\n" + (note + "\n" if note else ""))
     if not args.no_plot:
-        print(f"plot: {plot_rows(rows, out / 'compare.png', accuracy=accuracy)}", file=sys.stderr)
+        print(f"plot: {plot_rows(rows, out / 'compare.png', accuracy=accuracy, summary=summary)}", file=sys.stderr)
     return 0
 
 
-def plot_rows(rows: list[dict[str, Any]], path: Path, *, accuracy: bool) -> Path:
-    """The PNG of a comparison (training loss, and the validation metric when evaluated more
-    than once) from its rows; also for a ``compare.json`` made elsewhere with ``--no-plot``:
-    ``plot_rows(json.load(open("compare.json"))["rows"], Path("compare.png"), accuracy=False)``."""
-    from zoo.training.runs import plot_panels, smooth
+def plot_rows(
+    rows: list[dict[str, Any]], path: Path, *, accuracy: bool, summary: list[dict[str, Any]] | None = None
+) -> Path:
+    """The PNG of a comparison: per model (at its chosen LR when ``summary`` is given), the mean
+    curve over seeds with its 95% band (training loss, EMA 0.9; the validation metric when
+    evaluated more than once, with the chance floor). From a ``compare.json`` written with
+    ``--no-plot``: ``plot_rows(d["rows"], Path("compare.png"), accuracy=..., summary=d.get("summary"))``."""
+    from zoo.training.runs import plot_bands, seed_band, smooth
 
-    panels = [
-        (
-            "training loss (EMA 0.9)",
-            "loss",
-            {r["model"]: smooth([(h["step"], h["loss"]) for h in r["history"]]) for r in rows},
-        )
-    ]
+    chosen = None if summary is None else {(cell["model"], cell["lr"]) for cell in summary}
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if chosen is None or (row["model"], row.get("lr")) in chosen:
+            by_model.setdefault(row["model"], []).append(row)
+
+    def curves(key: str, smoothed: bool) -> dict[str, list[tuple[int, float, float, float]]]:
+        out = {}
+        for model, group in by_model.items():
+            per_seed = [[(h["step"], h[key]) for h in r["history"] if key in h] for r in group]
+            out[model] = seed_band([smooth(p) if smoothed else p for p in per_seed])
+        return out
+
+    panels = [("training loss (EMA 0.9), mean and 95% band over seeds", "loss", curves("loss", True), None)]
     key = "eval_accuracy" if accuracy else "eval_loss"
-    evals = {r["model"]: [(h["step"], h[key]) for h in r["history"] if key in h] for r in rows}
-    if any(len(points) > 1 for points in evals.values()):
-        panels.append((f"validation {key.removeprefix('eval_')}", key.removeprefix("eval_"), evals))
-    return plot_panels(panels, path)
+    evaluated = curves(key, False)
+    if any(len(points) > 1 for points in evaluated.values()):
+        chances = [r["eval_chance"] for r in rows if "eval_chance" in r]
+        floor = sum(chances) / len(chances) if accuracy and chances else None
+        panels.append((f"validation {key.removeprefix('eval_')}", key.removeprefix("eval_"), evaluated, floor))
+    return plot_bands(panels, path)

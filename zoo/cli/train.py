@@ -17,7 +17,12 @@ HELP = "train a model (preset or spec file) on text or a synthetic recall task"
 
 def add_task_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--task", choices=("text", "mqar", "copy"), default="text", help="default: text")
+    group.add_argument(
+        "--task",
+        choices=("text", "mqar", "copy", "induction", "phonebook"),  # zoo.data.tasks.TASK_KINDS
+        default="text",
+        help="default: text; the recall tasks report their chance floor beside the accuracy",
+    )
     group.add_argument(
         "--data",
         default=None,
@@ -34,7 +39,8 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
         "--num-items",
         type=int,
         default=None,
-        help="synthetic tasks: key-value pairs (mqar, default seq_len/8) or tokens to copy (copy, default seq_len/4)",
+        help="synthetic tasks: key-value pairs (mqar, default seq_len/8), tokens to copy (copy: seq_len/4, "
+        "induction: seq_len/2) or phone-book entries (phonebook: as many as fit)",
     )
 
 

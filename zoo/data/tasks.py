@@ -18,9 +18,15 @@ from torch import Tensor
 from zoo.data.corpora import Corpus, load_corpus
 from zoo.data.synthetic import (
     IGNORE,
+    chance,
+    check_induction,
     check_mqar,
+    check_phonebook,
     check_selective_copy,
+    induction_batch,
     mqar_batch,
+    phonebook_batch,
+    phonebook_max_entries,
     selective_copy_batch,
 )
 from zoo.data.tokenizer import ByteTokenizer, Tokenizer, make_tokenizer
@@ -110,9 +116,24 @@ class TextTask:
         }
 
 
+class TaskError(ZooError, ValueError):
+    """A synthetic task's sizes do not fit together (the message names the option to change)."""
+
+
+# kind -> (generator, check, the describe() name of num_items, default num_items for a seq_len)
+SYNTHETIC = {
+    "mqar": (mqar_batch, check_mqar, "num_kv_pairs", lambda seq_len: max(1, seq_len // 8)),
+    "copy": (selective_copy_batch, check_selective_copy, "num_tokens", lambda seq_len: max(1, seq_len // 4)),
+    "induction": (induction_batch, check_induction, "num_tokens", lambda seq_len: max(1, seq_len // 2)),
+    "phonebook": (phonebook_batch, check_phonebook, "num_entries", lambda seq_len: phonebook_max_entries(seq_len)),
+}
+TASK_KINDS = ("text", *SYNTHETIC)
+
+
 @dataclass
 class SyntheticTask:
-    """MQAR (``kind="mqar"``) or selective copying (``kind="copy"``); scored by recall accuracy."""
+    """A recall task of ``zoo.data.synthetic`` (``kind``: mqar, copy, induction, phonebook),
+    scored by accuracy on the recalled tokens beside its chance floor (``chance``)."""
 
     kind: str
     seq_len: int
@@ -122,29 +143,43 @@ class SyntheticTask:
     eval_examples: int = 256
     metric: str = "accuracy"
     _eval_cache: dict[int, list[Batch]] = field(default_factory=dict, repr=False)
+    _chance: float | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        check = {"mqar": check_mqar, "copy": check_selective_copy}.get(self.kind)
-        if check is None:
-            raise ZooError(f"unknown synthetic task {self.kind!r}; choose mqar or copy")
-        check(self.seq_len, self.num_items, self.vocab_size)
+        if self.kind not in SYNTHETIC:
+            raise ZooError(f"unknown synthetic task {self.kind!r}; choose one of {', '.join(SYNTHETIC)}")
+        try:
+            SYNTHETIC[self.kind][1](self.seq_len, self.num_items, self.vocab_size)
+        except ValueError as exc:
+            raise TaskError(str(exc)) from None
 
     @property
     def name(self) -> str:
         return self.kind
 
     def _batch(self, batch_size: int, generator: torch.Generator) -> Batch:
-        make = mqar_batch if self.kind == "mqar" else selective_copy_batch
+        make = SYNTHETIC[self.kind][0]
         return make(batch_size, self.seq_len, self.num_items, self.vocab_size, generator)
+
+    def _eval_set(self) -> Batch:
+        # The evaluation set is drawn from its own stream, disjoint in seed space from training.
+        return self._batch(self.eval_examples, seeded_generator(self.seed, self.kind, "eval"))
+
+    @property
+    def chance(self) -> float:
+        """The accuracy the task's best no-recall guesser is expected to score on the evaluation
+        set (see ``zoo.data.synthetic``): the floor to read every accuracy against."""
+        if self._chance is None:
+            correct, scored = chance(self.kind, *self._eval_set(), self.num_items, self.vocab_size)
+            self._chance = correct / scored
+        return self._chance
 
     def train_batch(self, step: int, micro: int, batch_size: int) -> Batch:
         return self._batch(batch_size, seeded_generator(self.seed, self.kind, "train", step, micro))
 
     def eval_batches(self, batch_size: int) -> list[Batch]:
         if batch_size not in self._eval_cache:
-            # The evaluation set is drawn from its own stream, disjoint in seed space from training.
-            generator = seeded_generator(self.seed, self.kind, "eval")
-            inputs, targets = self._batch(self.eval_examples, generator)
+            inputs, targets = self._eval_set()
             self._eval_cache[batch_size] = [
                 (inputs[i : i + batch_size], targets[i : i + batch_size])
                 for i in range(0, self.eval_examples, batch_size)
@@ -152,7 +187,7 @@ class SyntheticTask:
         return self._eval_cache[batch_size]
 
     def describe(self) -> dict[str, Any]:
-        items = "num_kv_pairs" if self.kind == "mqar" else "num_tokens"
+        items = SYNTHETIC[self.kind][2]
         return {
             "task": self.kind,
             "vocab_size": self.vocab_size,
@@ -221,24 +256,26 @@ def make_task(
     num_items: int | None = None,
     eval_examples: int = 256,
 ) -> Task:
-    """``text`` (``data``: corpus source), ``mqar`` or ``copy``."""
+    """``text`` (``data``: corpus source) or a synthetic task (``SYNTHETIC``: mqar, copy,
+    induction, phonebook; ``num_items`` defaults by ``seq_len``)."""
     if kind == "text":
         return text_task(data, seq_len=seq_len, tokenizer=tokenizer, seed=seed)
-    if kind in ("mqar", "copy"):
-        default_items = max(1, seq_len // 8) if kind == "mqar" else max(1, seq_len // 4)
+    if kind in SYNTHETIC:
         return SyntheticTask(
             kind,
             seq_len,
             vocab_size or 64,
-            num_items or default_items,
+            num_items or SYNTHETIC[kind][3](seq_len),
             seed=seed,
             eval_examples=eval_examples,
         )
-    raise ZooError(f"unknown task {kind!r}; choose text, mqar or copy")
+    raise ZooError(f"unknown task {kind!r}; choose one of {', '.join(TASK_KINDS)}")
 
 
 __all__ = [
     "IGNORE",
+    "SYNTHETIC",
+    "TASK_KINDS",
     "Batch",
     "SyntheticTask",
     "Task",

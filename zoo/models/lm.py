@@ -19,6 +19,10 @@ from zoo.models.cache import ModelCache
 from zoo.models.pretrained import PretrainedMixin
 from zoo.schedule import NoSchedule, TransPointSchedule
 
+# Names of the last Linear of a residual branch (SSD mixers, attention, SwiGLU), the weights
+# that residual-scaled inits shrink.
+RESIDUAL_OUTPUTS = ("out_proj", "o_proj", "down")
+
 
 class Block(nn.Module):
     def __init__(self, mixer: nn.Module, mlp: nn.Module | None, d_model: int, norm_kind: str, eps: float) -> None:
@@ -86,20 +90,41 @@ class CausalLM(PretrainedMixin, nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
+        """Initialise the embedding, the head and every block's Linear layers by ``spec.init``
+        (the mixers set their own SSM parameters: dt bias, A_log, D, conv; see docs/training.md).
+
+        - ``gpt2``: N(0, init_std); residual outputs N(0, init_std / sqrt(2 * n_layers)).
+        - ``llama`` (HF ``LlamaPreTrainedModel._init_weights``): the embedding, an untied head
+          and every Linear N(0, init_std), no residual rescaling.
+        - ``mamba`` (mamba_ssm ``_init_weights``): embedding N(0, init_std); Linear weights keep
+          PyTorch's default (Kaiming-uniform, a = sqrt(5)); the last Linear of each residual
+          branch is divided by sqrt(residual branches), i.e. sqrt(2 * n_layers) with MLPs;
+          biases zero; an untied head keeps PyTorch's default, as ``MambaLMHeadModel``'s.
+        """
         if self.embedding.weight.is_meta:
             return
-        std = self.spec.init_std
+        std, recipe = self.spec.init_std, self.spec.init
         nn.init.normal_(self.embedding.weight, std=std)
         if not self.spec.tie_embeddings:
-            nn.init.normal_(self.lm_head.weight, std=std)
-        # GPT-2 style: output projections of residual branches scaled by 1/sqrt(2 * n_layers)
-        out_std = std / (2 * self.n_layers) ** 0.5
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear) and module is not self.lm_head:
-                is_out = name.endswith(("out_proj", "o_proj", "down"))
-                nn.init.normal_(module.weight, std=out_std if is_out else std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+            if recipe == "mamba":
+                self.lm_head.reset_parameters()
+            else:
+                nn.init.normal_(self.lm_head.weight, std=std)
+        branches = sum(1 + (block.mlp is not None) for block in self.blocks)
+        for name, module in self.blocks.named_modules():
+            if not isinstance(module, nn.Linear):
+                continue
+            is_out = name.endswith(RESIDUAL_OUTPUTS)
+            if recipe == "gpt2":
+                nn.init.normal_(module.weight, std=std / (2 * self.n_layers) ** 0.5 if is_out else std)
+            elif recipe == "llama":
+                nn.init.normal_(module.weight, std=std)
+            else:
+                module.reset_parameters()
+                if is_out:
+                    module.weight.div_(branches**0.5)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def transpoints_for(self, seq_len: int, *, step: int | None = None) -> list[int]:
         """Per-layer TransPoints the schedule gives for this length (and training step)."""

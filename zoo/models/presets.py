@@ -21,8 +21,18 @@ a wider SwiGLU: ``attn_d_ff`` is the multiple of 64 (tiny, small) or 128 (400m, 
 nearest to ``d_ff + (SSD mixer - attention mixer) / 3D``. The SSD blocks keep the paper's
 shape (FFN 4096 at 400m), so ``transmamba-400m`` is the paper's model and the transformer
 baseline is widened to its size, not the other way round; the hybrid's attention layers
-use the same wide block, so any mix of layers matches too. Same depth and width everywhere,
-so a comparison differs in the mixer and nothing else.
+use the same wide block, so any mix of layers matches too. The transformer's LM head is
+untied (as Llama's), which adds vocab x d_model weights; its blocks' SwiGLU
+(``transformer_d_ff``, on the same grid, 32 at tiny where 64 is too coarse for 2%) is
+narrowed by that many weights spread over the blocks, so the total count (head included)
+still matches. Same depth and width everywhere, so a comparison
+differs in the mixer (and the head the architecture's community uses) and nothing else.
+
+Init. Each architecture starts from the recipe its community uses (``init`` in the spec,
+``docs/training.md`` has the sources): the transformer from Llama's (every Linear and the
+embedding N(0, 0.02), untied head), Mamba2, TransMamba and the hybrid from mamba_ssm's
+(PyTorch's default Linear init, embedding N(0, 0.02), residual outputs divided by
+sqrt(2 * n_layers), tied head; dt, A and D as mamba_ssm's Mamba2).
 """
 
 from __future__ import annotations
@@ -32,7 +42,9 @@ from typing import Any
 from zoo.registry import PRESET
 
 # d_ff: the SwiGLU width next to a Mamba2/TransMamba mixer; attn_d_ff: next to an attention
-# mixer (see "Parameter matching" above; exact match at 501.0, 1374.5, 5824.9, 6765.9).
+# mixer in a tied model (the hybrid; exact match at 501.0, 1374.5, 5824.9, 6765.9);
+# transformer_d_ff: the transformer's, which also pays for its untied LM head (exact match at
+# 486.6, 1365.8, 4936.0, 6432.6). See "Parameter matching" above.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(
         vocab_size=260,
@@ -40,6 +52,7 @@ SIZES: dict[str, dict[str, Any]] = {
         n_layers=6,
         d_ff=384,
         attn_d_ff=512,
+        transformer_d_ff=480,
         headdim=16,
         d_state=16,
         n_groups=2,
@@ -52,6 +65,7 @@ SIZES: dict[str, dict[str, Any]] = {
         n_layers=10,
         d_ff=1024,
         attn_d_ff=1344,
+        transformer_d_ff=1344,
         headdim=64,
         d_state=64,
         n_groups=2,
@@ -64,6 +78,7 @@ SIZES: dict[str, dict[str, Any]] = {
         n_layers=12,
         d_ff=4096,
         attn_d_ff=5888,
+        transformer_d_ff=4992,
         headdim=64,
         d_state=128,
         n_groups=8,
@@ -76,6 +91,7 @@ SIZES: dict[str, dict[str, Any]] = {
         n_layers=32,
         d_ff=4864,
         attn_d_ff=6784,
+        transformer_d_ff=6400,
         headdim=64,
         d_state=128,
         n_groups=8,
@@ -115,13 +131,17 @@ def _spec(arch: str, size_name: str) -> dict[str, Any]:
         "d_model": size["d_model"],
     }
     n = size["n_layers"]
+    if arch != "transformer":
+        spec["init"] = "mamba"  # mamba_ssm's recipe, tied head as MambaLMHeadModel's default
     if arch == "transmamba":
         spec["layers"] = [{"mixer": ssd_mixer("transmamba", size), "mlp": ssd_mlp}] * n
         spec["schedule"] = {"name": "v9", "params": {"relative": True}}
     elif arch == "mamba2":
         spec["layers"] = [{"mixer": ssd_mixer("mamba2", size), "mlp": ssd_mlp}] * n
     elif arch == "transformer":
-        spec["layers"] = [attention_block] * n
+        spec["layers"] = [{**attention_block, "mlp": {"d_ff": size["transformer_d_ff"]}}] * n
+        spec["tie_embeddings"] = False  # as Llama
+        spec["init"] = "llama"
     elif arch == "hybrid":
         # Jamba-like 1 attention : 7 Mamba2, attention in the middle of each group of 8
         spec["layers"] = {

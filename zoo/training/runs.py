@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from zoo.builder import spec_with_backends
-from zoo.data.tasks import Task, make_task
+from zoo.data.tasks import SYNTHETIC, Task, make_task
 from zoo.data.tokenizer import Tokenizer
 from zoo.errors import ZooError
 
@@ -142,8 +142,8 @@ def _task_from_description(
             tokenizer=tokenizer or "byte",
             seed=description.get("seed", 0),
         )
-    if kind in ("mqar", "copy"):
-        items = description.get("num_kv_pairs", description.get("num_tokens"))
+    if kind in SYNTHETIC:
+        items = description.get(SYNTHETIC[kind][2])
         return make_task(
             kind,
             seq_len=seq_len,
@@ -225,6 +225,58 @@ def plot_panels(
     for label, value in (baselines or {}).items():
         axes[0][0].axhline(value, linestyle="--", color="gray", linewidth=1, label=label)
     for ax in axes[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+Band = list[tuple[int, float, float, float]]  # (step, mean, low, high)
+
+
+def seed_band(per_seed: list[list[tuple[int, float]]]) -> Band:
+    """Mean and 95% t-interval over seeds at each step that every seed logged (one seed: no band)."""
+    from zoo.training.stats import t_interval
+
+    tables = [dict(points) for points in per_seed if points]
+    if not tables:
+        return []
+    steps = sorted(set.intersection(*(set(table) for table in tables)))
+    band = []
+    for step in steps:
+        interval = t_interval([table[step] for table in tables])
+        low = interval.low if interval.low is not None else interval.mean
+        high = interval.high if interval.high is not None else interval.mean
+        band.append((step, interval.mean, low, high))
+    return band
+
+
+def plot_bands(panels: list[tuple[str, str, dict[str, Band], float | None]], path: str | Path) -> Path:
+    """PNG with one panel per ``(title, ylabel, {label: band}, floor)``: each label's mean curve
+    with its shaded 95% band, and ``floor`` (a chance accuracy) as a dashed line."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ZooError("plots need matplotlib: pip install 'zoo[plot]'") from exc
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), dpi=110, squeeze=False)
+    for ax, (title, ylabel, curves, floor) in zip(axes[0], panels, strict=True):
+        for label, band in curves.items():
+            if band:
+                steps, mean, low, high = zip(*band, strict=True)
+                (line,) = ax.plot(steps, mean, label=label, linewidth=1.4, marker="o" if len(band) < 12 else None)
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        if floor is not None:
+            ax.axhline(floor, linestyle="--", color="gray", linewidth=1, label=f"chance {floor:.3g}")
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)

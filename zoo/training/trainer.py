@@ -272,7 +272,9 @@ class Trainer(CheckpointingMixin):
             raise ZooError("the evaluation set has no scored positions")
         loss = loss_sum.item() / count
         if self.task.metric == "accuracy":
-            return {"eval_loss": loss, "eval_accuracy": correct.item() / count}
+            metrics = {"eval_loss": loss, "eval_accuracy": correct.item() / count}
+            chance = getattr(self.task, "chance", None)  # the no-recall floor to read the accuracy against
+            return metrics if chance is None else {**metrics, "eval_chance": float(chance)}
         return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
 
     # ------------------------------------------------------------ the loop

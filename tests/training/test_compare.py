@@ -1,0 +1,120 @@
+"""``zoo compare``: seeds, learning-rate sweep, t-intervals, tables with the chance floor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+import zoo.training.runs
+from zoo.cli import compare as compare_cmd
+from zoo.errors import ZooError
+from zoo.training.stats import t_interval, t_quantile_975
+
+
+def test_t_interval_matches_the_textbook() -> None:
+    interval = t_interval([1.0, 2.0, 3.0])
+    assert interval.mean == 2.0 and interval.half_width == pytest.approx(4.303 / math.sqrt(3))
+    assert t_interval([5.0]).half_width is None and t_interval([5.0]).format() == "5"
+    assert t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
+    assert t_quantile_975(31) == pytest.approx(2.040, abs=1e-3)  # expansion continues the table
+    assert t_quantile_975(1000) == pytest.approx(1.962, abs=1e-3)
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
+def _rows() -> list[dict]:
+    rows = []
+    for model, lr, losses in (("a", 1e-3, [2.0, 2.2, 2.1]), ("a", 1e-2, [1.0, 1.2, 1.1]), ("b", 1e-3, [3.0, 3.0, 3.3])):
+        for seed, loss in enumerate(losses):
+            rows.append(
+                {"model": model, "lr": lr, "seed": seed, "params": 100, "tokens": 640, "eval_loss": loss,
+                 "eval_accuracy": 1 / loss, "eval_chance": 0.25, "final_loss": loss, "tokens_per_s": 10}
+            )  # fmt: skip
+    rows.append({**rows[0], "lr": 1e-1, "eval_loss": float("nan")})  # a diverged run is never the best
+    return rows
+
+
+def test_summary_picks_the_best_lr_by_mean_validation_loss() -> None:
+    summary, sweep = compare_cmd.summarise(_rows())
+    assert [(cell["model"], cell["lr"]) for cell in summary] == [("a", 1e-2), ("b", 1e-3)]
+    assert len(sweep) == 4
+    loss = summary[0]["eval_loss"]
+    assert loss["per_seed"] == [1.0, 1.2, 1.1] and loss["mean"] == pytest.approx(1.1)
+    assert loss["ci95"] == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+    table = compare_cmd.markdown_table(summary, accuracy=True)
+    assert "(chance 0.25)" in table and "accuracy (chance)" in table and "| a | 100 | 0.01 | 3 |" in table
+
+
+def test_parameter_note_flags_unmatched_models() -> None:
+    assert compare_cmd.parameter_note([{"params": 100}, {"params": 101}]) is None
+    assert "not parameter-matched" in compare_cmd.parameter_note([{"params": 100}, {"params": 110}])
+
+
+def test_bad_lrs_are_one_line() -> None:
+    assert compare_cmd.parse_lrs("3e-3,1e-3", 0.1) == [1e-3, 3e-3]
+    assert compare_cmd.parse_lrs(None, 0.1) == [0.1]
+    for text in ("fast", "0,1e-3", "", "nan"):
+        with pytest.raises(ZooError, match="--lrs"):
+            compare_cmd.parse_lrs(text, 0.1)
+
+
+@pytest.fixture
+def fake_build(monkeypatch, standin):
+    def build_for_task(ref, task, *, device=None, backends=None, strict=True):
+        return standin(vocab_size=task.vocab_size, d_model=16 if "small" in ref else 32)
+
+    monkeypatch.setattr(zoo.training.runs, "build_for_task", build_for_task)
+
+
+@pytest.mark.slow
+def test_compare_runs_every_seed_and_lr(tmp_path, fake_build, capsys) -> None:
+    parser = argparse.ArgumentParser(prog="zoo")
+    compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "cmp"
+    argv = ["compare", "m-tiny", "m-small", "--task", "induction", "--seq-len", "16", "--vocab", "16"]
+    argv += ["--budget", "2", "--batch-size", "32", "--seeds", "2", "--lrs", "1e-3,1e-2", "--eval-every", "1"]
+    argv += ["--no-compile", "--no-progress", "--device", "cpu", "--out", str(out)]
+    args = parser.parse_args(argv)
+    args.no_plot = not _has_matplotlib()
+    assert args.func(args) == 0
+    table = capsys.readouterr().out
+    assert "m-tiny" in table and "(chance " in table
+    record = json.loads((out / "compare.json").read_text())
+    runs = {(r["model"], r["lr"], r["seed"]) for r in record["rows"]}
+    assert runs == {(m, lr, s) for m in ("m-tiny", "m-small") for lr in (1e-3, 1e-2) for s in (0, 1)}
+    assert all(r["tokens"] == 2 * 32 * 16 for r in record["rows"])
+    assert {len(cell["eval_accuracy"]["per_seed"]) for cell in record["summary"]} == {2}
+    assert (out / "compare.md").read_text().startswith("| model |")
+    if not args.no_plot:
+        assert (out / "compare.png").stat().st_size > 1000
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_merge_summarises_earlier_runs_and_refuses_unlike_ones(tmp_path, capsys) -> None:
+    parser = argparse.ArgumentParser(prog="zoo")
+    compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    rows = [{**row, "task": {"task": "mqar", "seq_len": 32}} for row in _rows()]
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"rows": [r for r in rows if r["model"] == "a"]}))
+    second.write_text(json.dumps({"rows": [r for r in rows if r["model"] == "b"]}))
+    args = parser.parse_args(["compare", "--merge", str(first), str(second), "--out", str(tmp_path / "m"), "--no-plot"])
+    assert args.func(args) == 0
+    table = capsys.readouterr().out
+    assert "| a | 100 | 0.01 | 3 |" in table and "| b | 100 | 0.001 | 3 |" in table
+    assert len(json.loads((tmp_path / "m" / "compare.json").read_text())["rows"]) == len(rows)
+    second.write_text(json.dumps({"rows": [{**rows[-2], "tokens": 999}]}))
+    with pytest.raises(ZooError, match="differ in tokens"):
+        args.func(args)
+    args = parser.parse_args(["compare", "m-tiny", "--merge", str(first)])
+    with pytest.raises(ZooError, match="one of the two"):
+        args.func(args)
