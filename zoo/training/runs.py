@@ -226,6 +226,12 @@ def plot_panels(
         axes[0][0].axhline(value, linestyle="--", color="gray", linewidth=1, label=label)
     for ax in axes[0]:
         ax.legend(fontsize=8)
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig: Any, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,9 +284,4 @@ def plot_bands(panels: list[tuple[str, str, dict[str, Band], float | None]], pat
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
