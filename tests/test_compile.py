@@ -139,9 +139,11 @@ def test_torch_without_region_limits_gets_a_process_wide_one(monkeypatch: pytest
     import zoo.compile as policy
 
     monkeypatch.setattr(policy, "_REGION_LIMITS", False)
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 8)
-    options = policy.compile_options(backend="eager", recompile_limit=100)
-    assert "recompile_limit" not in options and "isolate_recompiles" not in options
-    assert dynamo_config.recompile_limit == 100
-    policy.compile_options(backend="eager")  # never lowers it
-    assert dynamo_config.recompile_limit == 100
+    # dynamo's own patch restores its config (a monkeypatch undo would delete, i.e. hide, the entry)
+    with dynamo_config.patch(recompile_limit=8):
+        options = policy.compile_options(backend="eager", recompile_limit=100)
+        assert "recompile_limit" not in options and "isolate_recompiles" not in options
+        assert dynamo_config.recompile_limit == 100
+        policy.compile_options(backend="eager")  # never lowers it
+        assert dynamo_config.recompile_limit == 100
+    assert dynamo_config.recompile_limit == 8
