@@ -117,7 +117,7 @@ def plan_layers(
     for index, block in enumerate(spec.layers):
         mixer_cls = REGISTRIES["mixer"].get(block.mixer.name).obj
         params = mixer_cls.Params.model_validate(block.mixer.params)
-        shapes = mixer_cls.backend_shapes(spec.d_model, params) if hasattr(mixer_cls, "backend_shapes") else {}
+        shapes = mixer_cls.backend_shapes(spec.d_model, params)
         backends = {}
         for slot, default in getattr(mixer_cls, "backend_slots", {}).items():
             chosen = getattr(block.mixer, slot) or None

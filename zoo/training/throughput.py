@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.training.hf_anchor import llama_like
+
 ANCHOR = "hf-llama"
 ARCHS = ("transformer", "mamba2", "hybrid", "transmamba")
 
@@ -75,44 +77,6 @@ def _free(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-
-
-class _Logits(nn.Module):
-    """A transformers causal LM as ``ids -> logits`` (no KV cache), to train like ours."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, use_cache=False).logits
-
-
-def llama_like(spec: Any, max_len: int, device: torch.device) -> nn.Module:
-    """``LlamaForCausalLM`` with the shape of a transformer ``ModelSpec`` (same width, heads,
-    layers, SwiGLU width, vocabulary, tying, RMSNorm eps; RoPE theta 1e4, no biases)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    layer = spec.layers[0]
-    params = layer.mixer.params
-    if any(block != layer for block in spec.layers) or layer.mixer.name != "attention":
-        raise ValueError(f"{spec.name}: the Llama anchor needs a transformer with identical attention layers")
-    config = LlamaConfig(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.d_model,
-        intermediate_size=layer.mlp.d_ff,
-        num_hidden_layers=spec.n_layers,
-        num_attention_heads=params["n_heads"],
-        num_key_value_heads=params.get("n_kv_heads") or params["n_heads"],
-        max_position_embeddings=max_len,
-        rms_norm_eps=spec.norm.eps,
-        tie_word_embeddings=spec.tie_embeddings,
-        attention_bias=False,
-        mlp_bias=False,
-        attn_implementation="sdpa",
-    )
-    with torch.device(device):
-        return _Logits(LlamaForCausalLM(config))
 
 
 def _training_step(
