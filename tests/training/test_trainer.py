@@ -109,3 +109,11 @@ def test_compiled_training_matches_eager_closely(standin) -> None:
     torch.manual_seed(0)
     compiled = Trainer(standin(), _mqar(), config.model_copy(update={"compile": True})).fit()
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_device_without_cuda_is_one_clear_error(standin) -> None:
+    from zoo.devices import DeviceError
+
+    with pytest.raises(DeviceError, match=r"device='cuda': CUDA is not available.*use device='cpu'"):
+        Trainer(standin(), _mqar(), TrainConfig(device="cuda", compile=False, progress=False))

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 from zoo.compile import compiled
 from zoo.data.synthetic import IGNORE
 from zoo.data.tasks import Task, train_shard
+from zoo.devices import parse_device
 from zoo.errors import ZooError
 from zoo.models.pretrained import record_training_transpoints
 from zoo.training import distributed
@@ -103,9 +104,8 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``TrainConfig.device`` as a device this machine has (one-line ``DeviceError`` otherwise)."""
+    return parse_device(name, flag=None)
 
 
 def count_params(model: torch.nn.Module) -> int:
