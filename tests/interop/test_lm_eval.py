@@ -226,3 +226,17 @@ def test_transmamba_scores_at_its_training_transpoints_whatever_the_padding() ->
         ssm = ZooLM(model=model, tokenizer=tok, batch_size=len(PAIRS), transpoints="0")
     assert ssm.transpoints == [0] * model.n_layers
     assert [score for score, _ in ssm.loglikelihood(_instances("loglikelihood", PAIRS))] != pytest.approx(scores)
+
+
+def test_a_model_without_a_record_scores_a_row_the_same_in_any_batch() -> None:
+    """No training record: the schedule is fixed once at max_length (absolute P), so padding a
+    row into a wider batch never moves its TransPoints."""
+    torch.manual_seed(0)
+    model = zoo.build("transmamba-tiny").eval()
+    assert model.trained_transpoints is None
+    tok = ByteTokenizer()
+    requests = _instances("loglikelihood", PAIRS)
+    alone = [s for s, _ in ZooLM(model=model, tokenizer=tok, batch_size=1, max_length=64).loglikelihood(requests)]
+    batched = ZooLM(model=model, tokenizer=tok, batch_size=len(PAIRS), max_length=64)
+    assert batched.transpoints == model.transpoints_for(64)
+    assert [s for s, _ in batched.loglikelihood(requests)] == pytest.approx(alone, abs=1e-5)

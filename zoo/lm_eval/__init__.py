@@ -20,8 +20,9 @@ TransPoints: the model runs at the TransPoints it was trained with (absolute, so
 layers switch at the same positions whatever the batch's padded width); ``transpoints=``
 (one P per layer; on lm-eval's command line ``transpoints=0:16:32``, cycled over layers)
 or ``schedule=NAME`` overrides them, with one ``TransPointWarning`` when they differ. A
-model without a record runs its schedule at the batch's padded width, so with a relative
-schedule a row's score depends on its batch (``batch_size=1`` avoids that).
+model without a record (built from a spec, never trained by the zoo) runs its schedule
+evaluated once at ``max_length``, as absolute TransPoints: a row's score never depends on
+the batch it is padded into.
 """
 
 from __future__ import annotations
@@ -97,12 +98,16 @@ class ZooLM(LM):
         self.batch_size = int(batch_size)
         self.max_length = int(max_length)
         self.max_gen_toks = int(max_gen_toks)
-        # An override, resolved once (one warning) as absolute per-layer P; None: the model's default.
+        # Absolute per-layer P, resolved once (one warning for an override); None: the training
+        # record (already absolute). Without a record the schedule is fixed at max_length, so a
+        # row's TransPoints never depend on the padded width of the batch it lands in.
         self.transpoints: list[int] | None = None
         if transpoints is not None or schedule is not None:
             self.transpoints = resolve_transpoints(
                 self.model, self.max_length, transpoints=transpoints, schedule=schedule
             )
+        elif getattr(self.model, "trained_transpoints", None) is None:
+            self.transpoints = self.model.default_transpoints(self.max_length)
         # lm-eval passes batch_size/max_batch_size/device etc. to every model; others are ignored.
         self.unused = unused
         # The token every sequence is scored after, for a context-free request.
