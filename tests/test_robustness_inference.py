@@ -77,6 +77,21 @@ def test_cache_estimate_is_exact(model) -> None:
     assert memory.tensor_bytes(cache) == sum(t.numel() * t.element_size() for t in _tensors(cache))
 
 
+def test_cache_estimate_follows_the_transpoint_override(model, monkeypatch) -> None:
+    """An all-attention override holds every position's K/V: the estimate sizes that cache."""
+    n = 4000  # default TransPoints at ~4K keep most layers in SSM mode: a small cache
+    default = memory.cache_bytes(model, 1, PROMPT.shape[1] + n)
+    attention = [PROMPT.shape[1] + n] * model.n_layers
+    assert memory.cache_bytes(model, 1, PROMPT.shape[1] + n, transpoints=attention) > 4 * default
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2 * default)
+    sampling_check = zoo.inference.sampling.check_generation_args
+    sampling_check(model, PROMPT, n)  # the default schedule fits
+    with pytest.raises(MemoryLimitError, match="inference cache"):
+        sampling_check(model, PROMPT, n, transpoints=attention)
+    with pytest.raises(MemoryLimitError, match="inference cache"):
+        sampling_check(model, PROMPT, n, schedule="paper_transformer")
+
+
 def _tensors(obj) -> list[torch.Tensor]:
     found = {}
     for layer in obj.layers:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -88,7 +89,11 @@ def check_fits(what: str, need: int, device: torch.device | str, *, allow_large:
         )
 
 
-def cache_bytes(model: torch.nn.Module, batch_size: int, max_length: int) -> int:
-    """Bytes of ``model.allocate_cache(batch_size, max_length)``, allocated on ``meta`` to count it."""
-    cache = model.allocate_cache(batch_size, max_length, device="meta")
+def cache_bytes(
+    model: torch.nn.Module, batch_size: int, max_length: int, *, transpoints: Sequence[int] | None = None
+) -> int:
+    """Bytes of ``model.allocate_cache(batch_size, max_length, transpoints=...)``, allocated on
+    ``meta`` to count it (a TransMamba layer's attention cache holds its P positions)."""
+    kwargs = {} if transpoints is None else {"transpoints": transpoints}
+    cache = model.allocate_cache(batch_size, max_length, device="meta", **kwargs)
     return tensor_bytes(cache)

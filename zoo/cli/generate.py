@@ -83,14 +83,16 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens >= LONG:
         # a long run streams its tokens, but on a CPU it lasts minutes: say up front what it will
         # take, once the arguments are known to be fine (a refusal stays the only line)
-        from zoo.inference.sampling import check_generation_args
+        from zoo.inference.sampling import cache_transpoints, check_generation_args
         from zoo.memory import cache_bytes, format_bytes
 
-        check_generation_args(model, prompt, args.max_new_tokens, allow_large=args.allow_large)
+        options = transpoint_options(args)
+        check_generation_args(model, prompt, args.max_new_tokens, allow_large=args.allow_large, **options)
         positions = len(ids) + args.max_new_tokens
+        size = cache_bytes(model, 1, positions, transpoints=cache_transpoints(model, positions, **options))
         print(
             f"generating up to {args.max_new_tokens} tokens on {device} (a cache of {positions} positions, "
-            f"{format_bytes(cache_bytes(model, 1, positions))}); tokens stream as they come, Ctrl-C stops",
+            f"{format_bytes(size)}); tokens stream as they come, Ctrl-C stops",
             file=sys.stderr,
         )
     eos_id = None if args.no_eos else getattr(tokenizer, "eos_id", None)

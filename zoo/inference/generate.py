@@ -62,6 +62,8 @@ def generate(
         eos_id=eos_id,
         lengths=lengths,
         allow_large=allow_large,
+        transpoints=transpoints,
+        schedule=schedule,
     )
     if input_ids.dim() == 1:
         input_ids = input_ids[None]

@@ -33,13 +33,17 @@ def check_generation_args(
     eos_id: Any = None,
     lengths: Sequence[Any] | None = None,
     allow_large: bool = False,
+    transpoints: Sequence[int] | str | None = None,
+    schedule: Any = None,
 ) -> None:
     """Every argument of ``zoo.generate`` checked once, before anything is allocated.
 
     Token ids must lie in the vocabulary (one host read of their min and max), sampling
     options in range whether or not they are used (greedy ignores top_p, but top_p=1.5 is
     still a mistake), and the cache for ``max(lengths) + max_new_tokens`` positions must fit
-    the device (``zoo.memory``) unless ``allow_large``.
+    the device (``zoo.memory``) unless ``allow_large``. ``transpoints`` / ``schedule`` are the
+    override ``zoo.generate`` gets: a layer's attention cache holds its P positions, so the
+    estimate sizes the cache the run will allocate.
     """
     vocab = model.embedding.weight.shape[0]
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (
@@ -88,13 +92,29 @@ def check_generation_args(
     longest = seq_len if lengths is None else max(values)
     from zoo.memory import cache_bytes, check_fits
 
-    need = cache_bytes(model, batch, longest + max_new_tokens) + batch * max_new_tokens * 8
+    max_length = longest + max_new_tokens
+    chosen = cache_transpoints(model, max_length, transpoints=transpoints, schedule=schedule)
+    need = cache_bytes(model, batch, max_length, transpoints=chosen) + batch * max_new_tokens * 8
     check_fits(
         f"generating {max_new_tokens} tokens for {batch} row(s) (the inference cache)",
         need,
         model.embedding.weight.device,
         allow_large=allow_large,
     )
+
+
+def cache_transpoints(
+    model: torch.nn.Module, max_length: int, *, transpoints: Sequence[int] | str | None = None, schedule: Any = None
+) -> list[int]:
+    """The per-layer TransPoints of a cache of ``max_length`` positions under the override, without
+    its warnings (``zoo.generate`` resolves it again and warns once)."""
+    import warnings
+
+    from zoo.inference.transpoints import resolve_transpoints
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return resolve_transpoints(model, max_length, transpoints=transpoints, schedule=schedule)
 
 
 def sample(
