@@ -60,8 +60,9 @@ def main() -> None:
     parser.add_argument(
         "--conv-only",
         default=None,
-        help="only the conv, under ';'-separated tiles of the backward's d_pre kernel BT,BC,TILES "
-        "(the first is what the Triton conv has now), e.g. '16,64,16;8,64,32'",
+        help="only the conv, under ';'-separated backward configurations [KERNELS:]BT,BC,TILES: the "
+        "backward's kernels (two_pass or fused; default two_pass) and the tile of its first (or only) "
+        "kernel (the first entry is what the Triton conv has now), e.g. '16,64,16;fused:16,64,16;fused:8,64,32'",
     )
     args = parser.parse_args()
     import triton
@@ -77,7 +78,7 @@ def main() -> None:
             lines,
             lambda: Path(args.out).write_text("\n".join(lines) + "\n"),
             gen,
-            tiles=[tuple(int(v) for v in c.split(",")) for c in args.conv_only.split(";") if c],
+            tiles=[parse_conv_config(c) for c in args.conv_only.split(";") if c],
         )
         print("\n".join(lines))
         return
@@ -140,7 +141,14 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[int, ...]] = ()) -> None:
+def parse_conv_config(text: str) -> tuple[str, int, int, int]:
+    """``[KERNELS:]BT,BC,TILES`` -> (kernels, BT, BC, TILES); kernels default ``two_pass``."""
+    kernels, _, tile = text.rpartition(":")
+    bt, bc, tiles = (int(v) for v in tile.split(","))
+    return kernels or "two_pass", bt, bc, tiles
+
+
+def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[str, int, int, int]] = ()) -> None:
     """The Mamba2 mixer's causal conv + SiLU at the 400m shape (B=1, T=8192, 5120 channels
     sliced from the 8240-wide in_proj output, split into x / B / C): the fused Triton op vs
     the shifted multiply-adds compiled by inductor (the 'torch' conv backend). ``tiles``: the
@@ -183,9 +191,9 @@ def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[
         return
     lines += [
         "",
-        "#### d_pre kernel tiles (BT tokens x BC channels, TILES per program), triton op",
+        "#### backward kernels and their tiles (BT tokens x BC channels, TILES per program), triton op",
         "",
-        "| BT, BC, TILES | max rel err of dx, dw, db vs fp64 | fwd+bwd |",
+        "| kernels, BT, BC, TILES | max rel err of dx, dw, db vs fp64 | fwd+bwd |",
         "|---|---|---|",
     ]
     # x stays a strided slice of the in_proj-wide tensor, as in the mixers
@@ -193,9 +201,9 @@ def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[
     ref = [t.detach().double().requires_grad_(True) for t in (leaves[0][:, :, 3072:8192], *leaves[1:])]
     cot = torch.randn(1, 8192, 5120, device="cuda", generator=gen)
     ref_grads = torch.autograd.grad((conv_reference(*ref, True) * cot.double()).sum(), ref)
-    saved = (conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE)
+    saved = (conv_ops.backward_kernels, conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE)
     for tile in tiles:
-        conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE = tile
+        conv_ops.backward_kernels, conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE = tile
         try:
 
             def step():
@@ -209,7 +217,7 @@ def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[
         except Exception as exc:  # reported; the other tiles still run
             lines.append(f"| {tile} | FAIL {type(exc).__name__}: {str(exc)[:80]} | |")
         write()
-    conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE = saved
+    conv_ops.backward_kernels, conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE = saved
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ case "$job" in
     done
     ;;
   conv)
-    step 200 conv python3 benchmarks/gpu_micro.py --conv-only "${CONV_TILES:-16,64,16;8,64,32;16,32,16;8,128,32;32,32,8}" \
+    step 200 conv python3 benchmarks/gpu_micro.py --conv-only "${CONV_TILES:-16,64,16;fused:16,64,16;fused:8,64,32;fused:16,128,8;fused:32,64,8}" \
       --out "$work/gpu_conv.md"
     ;;
   chunks)

@@ -42,7 +42,11 @@ def _inputs(batch: int, seq_len: int, channels: int, width: int, *, pad: int = 0
         (1, 65, 12, 2, [4, 4, 4], True, False, 5),  # width 2
     ],
 )
-def test_matches_reference(batch, seq_len, channels, width, splits, activation, with_bias, pad) -> None:
+@pytest.mark.parametrize("backward", conv_op.BACKWARD_KERNELS)
+def test_matches_reference(
+    batch, seq_len, channels, width, splits, activation, with_bias, pad, backward, monkeypatch
+) -> None:
+    monkeypatch.setattr(conv_op, "backward_kernels", backward)
     x, weight, bias = _inputs(batch, seq_len, channels, width, pad=pad)
     bias = bias if with_bias else None
     # detach keeps x's strides: with pad > 0 the kernel reads a slice of a wider tensor
@@ -70,7 +74,9 @@ def test_bf16_within_bf16_rounding() -> None:
     assert rel_err(out, conv_reference(x.double(), weight.double(), bias.double(), True)) < 1e-2
 
 
-def test_unused_output_gets_no_gradient_work() -> None:
+@pytest.mark.parametrize("backward", conv_op.BACKWARD_KERNELS)
+def test_unused_output_gets_no_gradient_work(backward: str, monkeypatch) -> None:
+    monkeypatch.setattr(conv_op, "backward_kernels", backward)
     x, weight, bias = (t.requires_grad_(True) for t in _inputs(2, 9, 16, 4))
     first, second = causal_conv1d(x, weight, bias, split_sizes=[10, 6])
     (dx,) = torch.autograd.grad(second.sum(), [x])
@@ -165,6 +171,7 @@ def test_launches_are_cut_into_batch_slices_below_int32_offsets(monkeypatch) -> 
     x, weight, bias = (t.requires_grad_(True) for t in _inputs(5, 9, 16, 4, pad=2, seed=7))
     expected = causal_conv1d(x, weight, bias, split_sizes=[10, 6])
     expected_grads = torch.autograd.grad(sum(o.square().sum() for o in expected), [x, weight, bias])
+    monkeypatch.setattr(conv, "backward_kernels", "fused")  # the expected values came from the two-pass kernels
     monkeypatch.setattr(conv, "_INT32_LIMIT", 2 * 9 * 20)  # two rows of 9 tokens x (16 + 4) per launch
     assert conv._batch_slices(x.detach()) == [(0, 2), (2, 4), (4, 5)]
     got = causal_conv1d(x, weight, bias, split_sizes=[10, 6])
@@ -176,11 +183,14 @@ def test_launches_are_cut_into_batch_slices_below_int32_offsets(monkeypatch) -> 
         causal_conv1d(x, weight, bias)
 
 
+@pytest.mark.parametrize("backward", conv_op.BACKWARD_KERNELS)
 @pytest.mark.parametrize("tiles", [1, 2, 3])
-def test_backward_programs_span_several_tiles(monkeypatch, tiles: int) -> None:
-    # The d_pre/dw kernel walks TILES token tiles per program: with tiles of 8 tokens, T = 70
-    # gives programs that end inside a tile, and one partial program at the end.
+def test_backward_programs_span_several_tiles(monkeypatch, tiles: int, backward: str) -> None:
+    # The d_pre/dw kernel (or the fused backward) walks TILES token tiles per program: with
+    # tiles of 8 tokens, T = 70 gives programs that end inside a tile, and one partial
+    # program at the end (the fused kernel's look-ahead past a tile crosses into the next).
     conv = conv_op
+    monkeypatch.setattr(conv, "backward_kernels", backward)
     monkeypatch.setattr(conv, "_BT_PRE", 8)
     monkeypatch.setattr(conv, "_BC_PRE", 16)
     monkeypatch.setattr(conv, "_TILES_PRE", tiles)

@@ -32,6 +32,14 @@ _BT_BWD = 32  # the backward's dx kernel: it holds more [BT, BC] fp32 tiles at o
 # d_pre / dw kernel: [16 tokens, 4 taps, 64 channels] tiles, 16 tiles (256 tokens) per program
 _BT_PRE, _BC_PRE, _TILES_PRE = 16, 64, 16
 
+# The backward's kernels. "two_pass": d_pre (fp32) and dw/db, then dx from d_pre: measured on
+# the H200 (docs/benchmarks.md). "fused": one kernel that recomputes d_pre W - 1 tokens past
+# each tile instead of storing it (reads x and the output gradient, writes dx: a third of the
+# two-pass traffic, at W times the pre-activation arithmetic). `python benchmarks/gpu_micro.py
+# --conv-only "16,64,16;fused:16,64,16"` times the two; the op reads this at call time.
+BACKWARD_KERNELS = ("two_pass", "fused")
+backward_kernels = "two_pass"
+
 
 def _ends(sizes: Sequence[int]) -> tuple[int, int]:
     """Channel ends of the first two output tensors (S0, S1); absent tensors are empty."""
@@ -137,15 +145,18 @@ def _bwd_impl(
         s0, s1 = _ends(split_sizes)
         grads = [g.contiguous() if g is not None else None for g in grads]
         slots = grads + [None] * (3 - len(grads))
-        d_pre = torch.empty(batch, seq_len, channels, **f32)
         w = weight.contiguous()
+        fused = backward_kernels == "fused"
+        d_pre = None if fused else torch.empty(batch, seq_len, channels, **f32)
         for start, stop in _batch_slices(x):
-            kernels._conv_bwd_pre[(n_tb, _cdiv(channels, _BC_PRE), stop - start)](
+            (kernels._conv_bwd_fused if fused else kernels._conv_bwd_pre)[
+                (n_tb, _cdiv(channels, _BC_PRE), stop - start)
+            ](
                 x[start:stop],
                 w,
                 bias if bias is not None else weight,
                 *[g[start:stop] if g is not None else x for g in slots],
-                d_pre[start:stop],
+                dx[start:stop] if fused else d_pre[start:stop],
                 dw_part[start * n_tb : stop * n_tb],
                 db_part[start * n_tb : stop * n_tb],
                 seq_len,
@@ -166,6 +177,8 @@ def _bwd_impl(
                 BC=_BC_PRE,
                 TILES=_TILES_PRE,
             )
+            if fused:
+                continue
             grid = (_cdiv(seq_len, _BT_BWD), _cdiv(channels, _BC), stop - start)
             kernels._conv_bwd_dx[grid](
                 d_pre[start:stop], w, dx[start:stop], seq_len, channels, W=width, BT=_BT_BWD, BC=_BC
