@@ -24,7 +24,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,80 +32,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fsdp_scaling_procs import ROOT, TORCHRUN, ZOO, env, free_port, launch, machine, shown  # noqa: E402
 from fsdp_scaling_report import loss_agreement, per_gpu, report_name, scaling_efficiency, summary_markdown  # noqa: E402
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-ZOO = [sys.executable, "-m", "zoo"]
-
-
-# ---------------------------------------------------------------- processes
-
-
-def _env() -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
-
-
-def _stop_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
-    """SIGTERM the process group (torchrun and its workers), SIGKILL what is left after ``grace_s``."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _shown(command: list[str]) -> str:
-    return shlex.join(["python" if part == sys.executable else part for part in command])
-
-
-def launch(command: list[str], log: Path, timeout_s: float) -> dict[str, Any]:
-    """Run ``command`` in its own process group with a wall-clock limit; output to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    timed_out = False
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT, start_new_session=True)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            if proc.poll() is None:
-                _stop_group(proc)
-    outcome: dict[str, Any] = {"rc": proc.returncode, "wall_s": round(time.perf_counter() - start, 1)}
-    if timed_out:
-        outcome["result"] = f"timeout ({timeout_s:g} s)"
-    elif proc.returncode != 0:
-        outcome["result"] = f"failed (rc {proc.returncode})"
-    if "result" in outcome:
-        outcome["log_tail"] = log.read_text(errors="replace")[-2000:]
-        print(f"  {outcome['result']}; log: {log}\n{outcome['log_tail'][-800:]}", file=sys.stderr)
-    return outcome
-
-
-def _machine(device: str) -> tuple[str, str]:
-    """(device name, tag): read through nvidia-smi so this process never opens a CUDA context."""
-    if device == "cpu":
-        return "cpu", "cpu"
-    try:
-        names = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
-        ).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        names = []
-    names = [n.strip() for n in names if n.strip()]
-    if not names:
-        return "cuda", "cuda"
-    return names[0], f"{names[0].split()[-1].lower()}x{len(names)}"
 
 
 def _header(args: argparse.Namespace, kind: str) -> dict[str, Any]:
@@ -130,6 +59,14 @@ def _write(args: argparse.Namespace, name: str, report: dict[str, Any]) -> Path:
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {path}", file=sys.stderr)
     return path
+
+
+def _launch(args: argparse.Namespace, command: list[str], name: str) -> dict[str, Any]:
+    """``launch`` within what is left of ``--budget-s`` (a run that cannot start in time is skipped)."""
+    left = args.deadline - time.monotonic()
+    if left < 30:
+        return {"result": f"skipped (--budget-s {args.budget_s:g} spent)"}
+    return launch(command, Path(args.log_dir) / f"{name}.log", min(args.run_timeout, left))
 
 
 def _losses(run_dir: Path) -> tuple[list[float], float | None]:
@@ -169,8 +106,8 @@ def throughput(args: argparse.Namespace) -> None:
             command += ["--modes", args.ac, "--device", args.device, "--out", str(out)]
             command += ["--no-compile"] * args.no_compile + [f"--backend={b}" for b in args.backend]
             run: dict[str, Any] = {"world_size": nproc}
-            run.update(launch(command, Path(args.log_dir) / f"throughput-{preset}-{nproc}.log", args.run_timeout))
-            run["command"] = _shown(command).replace(str(out), "OUT.json").replace(str(ROOT) + os.sep, "")
+            run.update(_launch(args, command, f"throughput-{preset}-{nproc}"))
+            run["command"] = shown(command).replace(str(out), "OUT.json").replace(str(ROOT) + os.sep, "")
             if "result" not in run:
                 row = json.loads(out.read_text())["runs"][0]
                 run.update(row)
@@ -226,8 +163,8 @@ def curve(args: argparse.Namespace) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
         command = [*command, *extra, "--out", str(run_dir)]
         print(f"curve: {key}", file=sys.stderr)
-        entry = {**facts, **launch(command, Path(args.log_dir) / f"curve-{key}.log", args.run_timeout)}
-        entry["command"] = _shown(command).replace(str(run_dir), "RUN")
+        entry = {**facts, **_launch(args, command, f"curve-{key}")}
+        entry["command"] = shown(command).replace(str(run_dir), "RUN")
         entry["losses"], entry["eval_loss"] = _losses(run_dir)
         entry["run_dir"] = str(run_dir)
         report[key] = entry
@@ -259,25 +196,20 @@ def resume(args: argparse.Namespace) -> None:
     report.update(preset=made["preset"], seq_len=made["seq_len"], steps=steps, from_step=save_at)
     report.update(saved_world_size=two["world_size"], resumed_world_size=1, batch_size=batch)
     print(f"resume: step {save_at} of the {two['world_size']}-process run on 1 process", file=sys.stderr)
-    report.update(launch(command, Path(args.log_dir) / "resume.log", args.run_timeout))
-    report["command"] = _shown(command).replace(str(target), "RUN")
+    report.update(_launch(args, command, "resume"))
+    report["run_command"] = shown(command).replace(str(target), "RUN")
     losses, report["eval_loss"] = _losses(target)
     report["losses"] = losses[save_at:]
     if len(losses) == steps and len(two["losses"]) == steps:
         report["agreement"] = loss_agreement(two["losses"][save_at:], losses[save_at:], args.tolerance, save_at + 1)
         if len(made["one_gpu"]["losses"]) == steps:
             reference = made["one_gpu"]["losses"][save_at:]
-            report["agreement_vs_one_process"] = loss_agreement(reference, losses[save_at:], args.tolerance, save_at + 1)
+            vs_one = loss_agreement(reference, losses[save_at:], args.tolerance, save_at + 1)
+            report["agreement_vs_one_process"] = vs_one
     _write(args, report_name(args.tag, "resume"), report)
 
 
 # ---------------------------------------------------------------- a killed rank
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def kill(args: argparse.Namespace) -> None:
@@ -288,26 +220,27 @@ def kill(args: argparse.Namespace) -> None:
     train = [args.preset, "--task", "text", "--seq-len", str(args.seq_len), "--steps", "100000", "--no-progress"]
     train += ["--batch-size", str(args.batch_size), "--device", args.device, "--dist-timeout", str(args.dist_timeout)]
     train += ["--out", str(run_dir)] + ([] if args.compile else ["--no-compile"])
-    port, logs, ranks = _free_port(), [], []
+    port, logs, ranks = free_port(), [], []
     fault = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}[args.fault]
     report = _header(args, "kill")
     report.update(compile=args.compile, preset=args.preset, seq_len=args.seq_len, fault=fault.name)
     report.update(backend="nccl" if args.device == "cuda" else "gloo", dist_timeout_s=args.dist_timeout)
-    report["command_per_rank"] = "RANK=r LOCAL_RANK=r WORLD_SIZE=2 " + _shown([*ZOO, "train", *train])
+    per_rank = shown([*ZOO, "train", *train]).replace(str(run_dir), "RUN")
+    report["command_per_rank"] = f"RANK=r LOCAL_RANK=r WORLD_SIZE=2 {per_rank}"
     report["env"] = {k: v for k, v in os.environ.items() if k.startswith(("TORCH_NCCL", "NCCL_"))}
     survivor: dict[str, Any] = {}
     try:
         for rank in (0, 1):
-            env = {**_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
-            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_WORLD_SIZE="2")
+            rank_env = {**env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
+            rank_env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_WORLD_SIZE="2")
             logs.append(open(Path(args.log_dir) / f"kill-rank{rank}.log", "w"))  # noqa: SIM115
             ranks.append(
                 subprocess.Popen(
-                    [*ZOO, "train", *train], env=env, cwd=ROOT, stdout=logs[-1], stderr=subprocess.STDOUT,
+                    [*ZOO, "train", *train], env=rank_env, cwd=ROOT, stdout=logs[-1], stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             )
-        deadline = time.monotonic() + args.start_timeout
+        deadline = min(time.monotonic() + args.start_timeout, args.deadline - args.dist_timeout - args.grace)
         steps = 0
         while steps < args.kill_after_steps and time.monotonic() < deadline and ranks[0].poll() is None:
             time.sleep(0.2)
@@ -359,6 +292,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--seq-len", type=int, default=8192)
     common.add_argument("--no-compile", action="store_true")
     common.add_argument("--run-timeout", type=float, default=300, help="seconds for each training process")
+    common.add_argument("--budget-s", type=float, default=540, help="seconds for this whole invocation")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="subcommand", required=True)
 
@@ -385,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--lr", type=float, default=1e-3)
         p.add_argument("--warmup-steps", type=int, default=5)
         p.add_argument("--save-at", type=int, default=0, help="the checkpoint resume starts from (default steps/2)")
-        p.add_argument("--split", choices=("batch", "accum"), default="batch", help="1 process: batch N*b, or b x N accum")
+        p.add_argument("--split", choices=("batch", "accum"), default="batch", help="1 process: N*b, or b x N accum")
         p.add_argument("--tolerance", type=float, default=0.02, help="max abs per-step loss difference (bf16)")
         p.set_defaults(run=run)
 
@@ -410,7 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     args.argv = argv
-    args.device_name, tag = _machine(args.device)
+    args.deadline = time.monotonic() + args.budget_s
+    args.device_name, tag = machine(args.device)
     args.tag = args.tag or tag
     args.work_dir = args.work_dir or str(Path(tempfile.gettempdir()) / "zoo-fsdp-scaling")
     args.log_dir = args.log_dir or str(Path(args.work_dir) / "logs")
