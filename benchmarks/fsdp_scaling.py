@@ -134,6 +134,15 @@ def _train_args(args: argparse.Namespace) -> list[str]:
     return train + ["--eager-eval", "--no-progress"] + ["--no-compile"] * args.no_compile
 
 
+def _one_process(args: argparse.Namespace) -> list[str]:
+    """How the one-process runs start: under torchrun (FSDP over one rank: the same code path
+    and mixed precision as the N-process run, so only the data-parallel split differs) or
+    plain (no process group: fp32 parameters under autocast, whole-model compile)."""
+    if args.one_launcher == "torchrun":
+        return [*TORCHRUN, "--nproc_per_node=1", "-m", "zoo", "train"]
+    return [*ZOO, "train"]
+
+
 def curve(args: argparse.Namespace) -> None:
     work = Path(args.work_dir)
     save_at = args.save_at or args.steps // 2
@@ -145,7 +154,7 @@ def curve(args: argparse.Namespace) -> None:
     one_batch, one_accum = (global_batch, 1) if args.split == "batch" else (args.batch_size, args.nproc)
     # W ranks with batch b draw rows of the one-process batch W*b at micro-step 0; accumulation
     # draws other micro-steps, so only the "batch" split sees the very same tokens
-    report.update(global_batch=global_batch, same_data=args.split == "batch")
+    report.update(global_batch=global_batch, same_data=args.split == "batch", one_launcher=args.one_launcher)
     runs = {
         "two_gpu": (
             [*TORCHRUN, f"--nproc_per_node={args.nproc}", "-m", "zoo", "train", *train],
@@ -153,7 +162,7 @@ def curve(args: argparse.Namespace) -> None:
             {"world_size": args.nproc, "batch_size": args.batch_size, "grad_accum": 1},
         ),
         "one_gpu": (
-            [*ZOO, "train", *train],
+            [*_one_process(args), *train],
             ["--batch-size", str(one_batch), "--grad-accum", str(one_accum)],
             {"world_size": 1, "batch_size": one_batch, "grad_accum": one_accum},
         ),
@@ -191,10 +200,11 @@ def resume(args: argparse.Namespace) -> None:
         run_dir, target, ignore=lambda folder, names: [n for n in names if n.startswith("step-") and n != keep]
     )
     batch = made["global_batch"]
-    command = [*ZOO, "train", *made["train_args"], "--batch-size", str(batch), "--out", str(target), "--resume"]
+    command = [*_one_process(args), *made["train_args"], "--batch-size", str(batch), "--out", str(target), "--resume"]
     report = _header(args, "resume")
     report.update(preset=made["preset"], seq_len=made["seq_len"], steps=steps, from_step=save_at)
     report.update(saved_world_size=two["world_size"], resumed_world_size=1, batch_size=batch)
+    report["one_launcher"] = args.one_launcher
     print(f"resume: step {save_at} of the {two['world_size']}-process run on 1 process", file=sys.stderr)
     report.update(_launch(args, command, "resume"))
     report["run_command"] = shown(command).replace(str(target), "RUN")
@@ -240,13 +250,15 @@ def kill(args: argparse.Namespace) -> None:
                     start_new_session=True,
                 )
             )
-        deadline = min(time.monotonic() + args.start_timeout, args.deadline - args.dist_timeout - args.grace)
+        started = time.monotonic()
+        deadline = min(started + args.start_timeout, args.deadline - args.dist_timeout - args.grace)
         steps = 0
         while steps < args.kill_after_steps and time.monotonic() < deadline and ranks[0].poll() is None:
             time.sleep(0.2)
             steps = len(_losses(run_dir)[0])
         if steps < args.kill_after_steps:
-            report["result"] = f"rank 0 logged {steps} steps in {args.start_timeout:g} s (rc {ranks[0].poll()})"
+            waited = time.monotonic() - started
+            report["result"] = f"rank 0 logged {steps} steps in {waited:.0f} s (rc {ranks[0].poll()}): no fault sent"
         else:
             os.kill(ranks[1].pid, fault)
             hit = time.monotonic()
@@ -266,7 +278,11 @@ def kill(args: argparse.Namespace) -> None:
             handle.close()
     text = (Path(args.log_dir) / "kill-rank0.log").read_text(errors="replace")
     survivor["rc"] = ranks[0].returncode if ranks else None
-    survivor["error_lines"] = [line for line in text.splitlines() if "error" in line.lower()][:8]
+    if survivor["rc"] is not None and survivor["rc"] < 0:
+        survivor["signal"] = signal.Signals(-survivor["rc"]).name  # e.g. SIGABRT from NCCL's watchdog
+    # zoo's one line, or NCCL's watchdog ("Watchdog caught collective operation timeout ...")
+    marks = ("error", "timed out", "timing out", "watchdog")
+    survivor["error_lines"] = [line for line in text.splitlines() if any(m in line.lower() for m in marks)][:12]
     survivor["traceback"] = "Traceback" in text
     survivor["log_tail"] = text[-2500:]
     report["survivor"] = survivor
@@ -321,6 +337,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--save-at", type=int, default=0, help="the checkpoint resume starts from (default steps/2)")
         p.add_argument("--split", choices=("batch", "accum"), default="batch", help="1 process: N*b, or b x N accum")
         p.add_argument("--tolerance", type=float, default=0.02, help="max abs per-step loss difference (bf16)")
+        p.add_argument(
+            "--one-launcher", choices=("torchrun", "plain"), default="torchrun", help="how 1-process runs start"
+        )
         p.set_defaults(run=run)
 
     p = sub.add_parser("kill", parents=[common], help="kill rank 1 of 2 mid-run; time rank 0's exit")

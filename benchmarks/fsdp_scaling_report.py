@@ -142,10 +142,11 @@ def loss_table(curves: Sequence[dict[str, Any]], resumes: Sequence[dict[str, Any
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for curve in curves:
-        one = curve["one_gpu"]
+        one, many = curve["one_gpu"], curve["two_gpu"]
         what = (
-            f"2 GPUs x batch {curve['two_gpu']['batch_size']} vs 1 GPU x batch {one['batch_size']}"
-            f" x accum {one['grad_accum']}" + ("" if curve["same_data"] else " (different batches)")
+            f"{many.get('world_size', 2)} GPUs x batch {many['batch_size']} vs 1 GPU x batch {one['batch_size']}"
+            f" x accum {one['grad_accum']}" + (f" ({curve['one_launcher']})" if curve.get("one_launcher") else "")
+            + ("" if curve["same_data"] else " (different batches)")
         )
         steps = curve["agreement"]["steps"] if curve.get("agreement") else ["-", "-"]
         lines.append(
@@ -156,7 +157,8 @@ def loss_table(curves: Sequence[dict[str, Any]], resumes: Sequence[dict[str, Any
         steps = resume["agreement"]["steps"] if resume.get("agreement") else ["-", "-"]
         lines.append(
             f"| saved on {resume['saved_world_size']} GPUs at step {resume['from_step']}, resumed on "
-            f"{resume['resumed_world_size']} vs the {resume['saved_world_size']}-GPU run | {resume['preset']} "
+            f"{resume['resumed_world_size']} ({resume.get('one_launcher', '-')}) "
+            f"vs the {resume['saved_world_size']}-GPU run | {resume['preset']} "
             f"| {resume['seq_len']} | {steps[0]}-{steps[1]} | {_agreement_cells(resume.get('agreement'))} |"
         )
     return "\n".join(lines)
@@ -169,10 +171,13 @@ def kill_table(kills: Sequence[dict[str, Any]]) -> str:
     ]
     for kill in kills:
         survivor = kill["survivor"]
-        message = (survivor.get("error_lines") or ["(none)"])[0].replace("|", "\\|")[:160]
+        found = survivor.get("error_lines") or ["(none)"]
+        zoo_lines = [line for line in found if line.startswith("zoo train: error:")]
+        message = (zoo_lines or found)[0].replace("|", "\\|")[:160]
+        exit_code = f"{survivor.get('rc')}" + (f" ({survivor['signal']})" if "signal" in survivor else "")
         lines.append(
             f"| {kill['fault']} after step {kill.get('killed_after_step', '-')} | {kill['backend']} "
-            f"| {kill['dist_timeout_s']:g} | {_num(survivor.get('exit_s'), 1)} | {survivor.get('rc')} "
+            f"| {kill['dist_timeout_s']:g} | {_num(survivor.get('exit_s'), 1)} | {exit_code} "
             f"| {'yes' if kill.get('one_line_error') else 'no'} | `{message}` |"
         )
     return "\n".join(lines)

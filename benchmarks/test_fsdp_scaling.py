@@ -118,6 +118,21 @@ def test_summary_tables_from_reports(tmp_path) -> None:
     assert "no fsdp-scaling-other-" in summary_markdown(tmp_path, "other")
 
 
+def test_kill_table_prefers_zoo_s_line_and_names_the_signal() -> None:
+    from fsdp_scaling_report import kill_table
+
+    base = {"fault": "SIGKILL", "killed_after_step": 5, "dist_timeout_s": 30.0, "one_line_error": False}
+    watchdog = "[rank0]:[E] Watchdog caught collective operation timeout: WorkNCCL(OpType=ALLREDUCE) | 30012 ms"
+    nccl = {**base, "backend": "nccl", "survivor": {"exit_s": 31.4, "rc": -6, "signal": "SIGABRT"}}
+    nccl["survivor"]["error_lines"] = [watchdog, "terminate called after throwing ..."]
+    gloo = {**base, "backend": "gloo", "one_line_error": True, "survivor": {"exit_s": 0.4, "rc": 2}}
+    gloo["survivor"]["error_lines"] = ["[W] socket error", "zoo train: error: rank 0 of 2: a collective failed (x)"]
+    rows = kill_table([nccl, gloo]).splitlines()[2:]
+    assert rows[0].startswith("| SIGKILL after step 5 | nccl | 30 | 31.4 | -6 (SIGABRT) | no | `[rank0]:[E] Watchdog")
+    assert "\\| 30012 ms`" in rows[0]  # a | inside the message does not split the cell
+    assert rows[1].endswith("| 0.4 | 2 | yes | `zoo train: error: rank 0 of 2: a collective failed (x)` |")
+
+
 @pytest.mark.slow
 def test_a_killed_rank_is_timed_and_reported(tmp_path) -> None:
     """The kill subcommand end to end on gloo: rank 0 leaves with zoo's one-line error."""
