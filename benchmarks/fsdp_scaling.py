@@ -62,8 +62,9 @@ def _write(args: argparse.Namespace, name: str, report: dict[str, Any]) -> Path:
 
 
 def _launch(args: argparse.Namespace, command: list[str], name: str) -> dict[str, Any]:
-    """``launch`` within what is left of ``--budget-s`` (a run that cannot start in time is skipped)."""
-    left = args.deadline - time.monotonic()
+    """``launch`` within what is left of ``--budget-s`` (a run that cannot start in time is
+    skipped); 20 s stay in reserve for stopping a run that overruns and writing the report."""
+    left = args.deadline - time.monotonic() - 20
     if left < 30:
         return {"result": f"skipped (--budget-s {args.budget_s:g} spent)"}
     return launch(command, Path(args.log_dir) / f"{name}.log", min(args.run_timeout, left))
