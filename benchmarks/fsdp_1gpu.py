@@ -1,6 +1,7 @@
 """FSDP2 training throughput and peak memory on one GPU, with and without activation checkpointing.
 
-Run under torchrun (one process per GPU; one GPU here)::
+Run under torchrun (one process per GPU; one GPU here; ``benchmarks/fsdp_scaling.py`` runs it on
+several, where each rank's peak memory is reported too)::
 
     torchrun --standalone --nproc_per_node 1 benchmarks/fsdp_1gpu.py --out fsdp_1gpu.json
 
@@ -99,6 +100,11 @@ def measure(args: argparse.Namespace, mode: str | int) -> dict[str, Any]:
             final_loss=record["loss"],
             peak_memory_gib=_peak_gib(),
         )
+        if trainer.dist is not None and trainer.dist.world_size > 1:
+            # shards of uneven size make the ranks differ a little: keep every rank's figure
+            peaks: list[Any] = [None] * trainer.dist.world_size
+            torch.distributed.all_gather_object(peaks, row["peak_memory_gib"])
+            row["peak_memory_gib_per_rank"] = peaks
     except torch.OutOfMemoryError:
         row.update(result="OOM", peak_memory_gib=_peak_gib())
     finally:

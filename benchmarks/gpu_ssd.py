@@ -9,7 +9,9 @@
 2. Timings (median of ``triton.testing.do_bench``), bf16, H=48, P=64, N=128, G=8, at
    (B=1, T in 2K, 8K, 32K, 64K) and (B=8, T=2K): forward, and forward+backward, for our
    Triton SSD vs mamba-ssm's ``mamba_chunk_scan_combined`` vs the chunked pure-PyTorch
-   SSD under ``torch.compile``; ratios are from the same run.
+   SSD under ``torch.compile``; ratios are from the same run. fla's ``chunk_simple_gla`` (the
+   SSD as scalar-decay gated linear attention, ``benchmarks/fla_peer.py``) is timed forward
+   only, after its own forward parity, when fla is importable.
 3. The byte floor of the forward at the largest T (the bytes it must read and write,
    over the device-copy bandwidth measured in the same run).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import math
 import os
 import sys
 import time
@@ -29,7 +32,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fla_peer  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -349,8 +354,6 @@ def sweep(report: list[str], configs: list[dict[str, int]], base, chunk: int = 6
     default configuration (y and every gradient, bf16), then timed at three shapes. Returns
     the configuration with the smallest geometric-mean time over the six cells among those
     that match the default (rel. error < 1e-2), or None when none beats the default."""
-    import math
-
     from zoo.testing import rel_err
     from zoo_plugins.triton_ssd import ssd
 
@@ -544,8 +547,15 @@ def main() -> None:
         "D on, no initial state; fwd under no_grad; fwd+bwd = forward + y.backward(dy)",
     ]
     mamba_ok, mamba_why = MambaSSM.is_available()
+    fla_ok, fla_why = (False, "left out (--no-peers)") if args.no_peers else fla_peer.available()
     if args.no_peers:
         mamba_ok, mamba_why, args.skip_compiled = False, "left out (--no-peers)", True
+    if fla_ok:
+        report.append(
+            f"- {fla_peer.PEER}: fla's backward refuses Triton < 3.7.1 on Hopper, so its fwd+bwd cells are n/a"
+        )
+    else:
+        report.append(f"- {fla_peer.PEER} not timed: {fla_why}")
 
     def ours(tuning: Tuning) -> dict[str, object]:
         knobs = tuning.overrides()
@@ -572,6 +582,9 @@ def main() -> None:
             traceback.print_exc()
             passed[f"fused {c}"] = False
             report.append(f"| transmamba_ssd (chunk {c}) | - | - | - | - | FAIL {type(error).__name__} |")
+    if fla_ok:
+        log(f"parity {fla_peer.PEER}")
+        passed[fla_peer.PEER] = fla_peer.parity(inputs, [(1, 1000), (2, 333)], report)
     log("parity done")
     Path(args.out).write_text("\n".join(report) + "\n")
     print("\n".join(report), flush=True)
@@ -598,6 +611,9 @@ def main() -> None:
             timed[f"triton c{c}"] = backends[f"triton (chunk {c})"]
     if mamba_ok and passed["mamba_ssm (chunk 256)"]:
         timed["mamba_ssm"] = backends["mamba_ssm (chunk 256)"]
+    if fla_ok and passed[fla_peer.PEER]:
+        timed[fla_peer.PEER] = fla_peer.fla_ssd
+    forward_only = {fla_peer.PEER}
     if not args.skip_compiled and passed.get("chunked (chunk 64)"):
         compiled = torch.compile(ssd_chunked, dynamic=True, fullgraph=True)
         timed["torch chunked (compiled)"] = lambda *a, **k: compiled(*a, chunk_size=64, **k)
@@ -614,15 +630,19 @@ def main() -> None:
         for batch, seq_len in shapes:
             for name in group:
                 try:
-                    results[(name, batch, seq_len)] = time_backend(timed[name], batch, seq_len)
+                    if name in forward_only:
+                        results[(name, batch, seq_len)] = (time_forward(timed[name], batch, seq_len), math.nan)
+                    else:
+                        results[(name, batch, seq_len)] = time_backend(timed[name], batch, seq_len)
                     fwd, fb = results[(name, batch, seq_len)]
                     log(f"{name} B{batch} T{seq_len}: fwd {fwd:.3f} ms, fwd+bwd {fb:.3f} ms")
                 except Exception as error:
                     log(f"{name} B{batch} T{seq_len} failed: {type(error).__name__}: {error}")
                     traceback.print_exc()
                     torch.cuda.empty_cache()
-                Path(args.out).write_text(render(report, results, list(timed), shapes, floor_shape, bandwidth))
-    text = render(report, results, list(timed), shapes, floor_shape, bandwidth)
+                text = render(report, results, list(timed), shapes, floor_shape, bandwidth, forward_only)
+                Path(args.out).write_text(text)
+    text = render(report, results, list(timed), shapes, floor_shape, bandwidth, forward_only)
     Path(args.out).write_text(text)
     print(text, flush=True)
     log("done")
@@ -635,9 +655,11 @@ def render(
     shapes: list[tuple[int, int]],
     floor_shape: tuple[int, int],
     bandwidth: float,
+    forward_only: set[str] | None = None,
 ) -> str:
     """The markdown report: ``head`` (setup, parity), the timing table, the speed-ups over
-    mamba_ssm and the forward's byte floor, from the results measured so far ("nan": not yet)."""
+    mamba_ssm and the forward's byte floor, from the results measured so far ("nan": not yet;
+    "n/a": the fwd+bwd of a peer in ``forward_only``)."""
     report = list(head)
     report += ["", "### SSD forward / forward+backward, ms (median)", ""]
     report += ["| B | T | " + " | ".join(f"{n} fwd | {n} fwd+bwd" for n in names) + " |"]
@@ -646,7 +668,7 @@ def render(
         cells = []
         for n in names:
             fwd, fb = results.get((n, batch, seq_len), (float("nan"), float("nan")))
-            cells += [f"{fwd:.3f}", f"{fb:.3f}"]
+            cells += [f"{fwd:.3f}", "n/a" if n in (forward_only or ()) else f"{fb:.3f}"]
         report.append(f"| {batch} | {seq_len} | " + " | ".join(cells) + " |")
 
     if "mamba_ssm" in names:
