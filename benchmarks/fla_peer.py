@@ -106,12 +106,26 @@ def parity(
         with torch.no_grad():
             ref = {k: v.double() for k, v in t.items()}
             y_ref, state_ref = ssd_chunked(
-                ref["x"], ref["dt"], ref["A"], ref["B"], ref["C"], D=ref["D"], initial_state=init.double(),
-                return_final_state=True, chunk_size=64,
+                ref["x"],
+                ref["dt"],
+                ref["A"],
+                ref["B"],
+                ref["C"],
+                D=ref["D"],
+                initial_state=init.double(),
+                return_final_state=True,
+                chunk_size=64,
             )
             try:
                 y, state = fla_ssd(
-                    t["x"], t["dt"], t["A"], t["B"], t["C"], D=t["D"], initial_state=init, return_final_state=True,
+                    t["x"],
+                    t["dt"],
+                    t["A"],
+                    t["B"],
+                    t["C"],
+                    D=t["D"],
+                    initial_state=init,
+                    return_final_state=True,
                     kernel=kernel,
                 )
                 errors = {"y": rel_err(y, y_ref), "final_state": rel_err(state, state_ref)}

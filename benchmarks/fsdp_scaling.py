@@ -247,7 +247,11 @@ def kill(args: argparse.Namespace) -> None:
             logs.append(open(Path(args.log_dir) / f"kill-rank{rank}.log", "w"))  # noqa: SIM115
             ranks.append(
                 subprocess.Popen(
-                    [*ZOO, "train", *train], env=rank_env, cwd=ROOT, stdout=logs[-1], stderr=subprocess.STDOUT,
+                    [*ZOO, "train", *train],
+                    env=rank_env,
+                    cwd=ROOT,
+                    stdout=logs[-1],
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             )

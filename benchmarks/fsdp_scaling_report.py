@@ -145,7 +145,8 @@ def loss_table(curves: Sequence[dict[str, Any]], resumes: Sequence[dict[str, Any
         one, many = curve["one_gpu"], curve["two_gpu"]
         what = (
             f"{many.get('world_size', 2)} GPUs x batch {many['batch_size']} vs 1 GPU x batch {one['batch_size']}"
-            f" x accum {one['grad_accum']}" + (f" ({curve['one_launcher']})" if curve.get("one_launcher") else "")
+            f" x accum {one['grad_accum']}"
+            + (f" ({curve['one_launcher']})" if curve.get("one_launcher") else "")
             + ("" if curve["same_data"] else " (different batches)")
         )
         steps = curve["agreement"]["steps"] if curve.get("agreement") else ["-", "-"]

@@ -100,8 +100,16 @@ def test_the_mapping_through_fla_naive_kernels_is_the_ssd(fla_naive, case, which
     kernel = getattr(fla_naive, which)
     options = {"chunk_size": 16} if which == "naive_chunk_simple_gla" else {}
     y, state = fla_ssd(
-        p["x"], p["dt"], p["A"], p["B"], p["C"], D=p["D"], initial_state=p["initial_state"],
-        return_final_state=True, kernel=kernel, **options,
+        p["x"],
+        p["dt"],
+        p["A"],
+        p["B"],
+        p["C"],
+        D=p["D"],
+        initial_state=p["initial_state"],
+        return_final_state=True,
+        kernel=kernel,
+        **options,
     )
     # fla's naive kernels compute in fp32
     assert rel_err(y, y_ref) < 1e-5, rel_err(y, y_ref)

@@ -108,9 +108,7 @@ def test_summary_tables_from_reports(tmp_path) -> None:
     text = summary_markdown(tmp_path, tag)
     rows = [line for line in text.splitlines() if line.startswith("| transmamba") or line.startswith("| 2 GPUs")]
     assert rows[0].startswith("| transmamba-1.5b | full | 8192 | 1 | not run | OOM | - | not run | OOM |")
-    assert rows[1] == (
-        "| transmamba-400m | none | 8192 | 4 | 100,000 | 90,000 | 0.900 | 40.50 | 30.25 | 61.0 / 20.0 |"
-    )
+    assert rows[1] == ("| transmamba-400m | none | 8192 | 4 | 100,000 | 90,000 | 0.900 | 40.50 | 30.25 | 61.0 / 20.0 |")
     assert rows[2] == (
         "| 2 GPUs x batch 1 vs 1 GPU x batch 2 x accum 1 | transmamba-400m | 8192 | 1-2 "
         "| 0.01 (step 2) | 0.001 | 0.02 | yes |"
