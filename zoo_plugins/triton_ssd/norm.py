@@ -73,6 +73,7 @@ def _fwd_impl(y: Tensor, z: Tensor | None, weight: Tensor, n_groups: int, eps: f
     y2 = _rows_view(y)
     z2 = _rows_view(z) if z is not None else None
     rows = y2.shape[0]
+    weight = weight.contiguous()
     out = torch.empty(rows, dim, device=y.device, dtype=y.dtype)
     rstd = torch.empty(rows, n_groups, device=y.device, dtype=torch.float32)
     if rows:
@@ -123,6 +124,7 @@ def _bwd_impl(
     if not rows:
         return dy, dz, torch.zeros_like(weight)
     group_size = dim // n_groups
+    weight = weight.contiguous()
     block, tile_rows, warps = _layout(group_size, _TILE_BWD)
     # row programs per group: about _BWD_PROGRAMS in all, each a whole number of row tiles
     row_programs = max(1, min(_cdiv(rows, tile_rows), _BWD_PROGRAMS // n_groups))
