@@ -125,8 +125,11 @@ def main() -> None:
     from zoo_plugins.triton_ssd import norm, norm_kernels
 
     for group_size in (384, 4096, norm.MAX_GROUP_SIZE):
-        for fn, tile in ((norm_kernels._norm_fwd, norm._TILE), (norm_kernels._norm_bwd, norm._TILE_BWD)):
-            block, rows, num_warps = norm._layout(group_size, tile)
+        for fn, tile, per_warp in (
+            (norm_kernels._norm_fwd, norm._TILE, norm._PER_WARP),
+            (norm_kernels._norm_bwd, norm._TILE_BWD, norm._PER_WARP_BWD),
+        ):
+            block, rows, num_warps = norm._layout(group_size, tile, per_warp)
             constexprs = {"HAS_Z": True, "ROWS": rows, "BLOCK": block}
             usage = resources(fn, constexprs, warps=num_warps, stages=3, arch=args.arch, dtype=args.dtype)
             print(

@@ -25,9 +25,13 @@ import torch
 from torch import Tensor
 
 _LIB = "zoo_triton_ssd"
-MAX_GROUP_SIZE = 16384  # channels per group: one program holds a whole group in registers
-_TILE = 4096  # forward: rows x BLOCK elements per program
-_TILE_BWD = 2048  # backward: it holds more fp32 tiles at once
+# Channels per group: one program holds a whole group in registers. On sm_90 the backward
+# spills 480 B at 8192 (16 warps) and 2.7 KB at 16384 (benchmarks/kernel_resources.py).
+MAX_GROUP_SIZE = 8192
+# Rows x BLOCK elements per program and per warp. The backward holds more fp32 tiles at once:
+# at 4 warps a 4096-channel group spilled 912 B (benchmarks/kernel_resources.py), at 8 warps 8 B.
+_TILE, _PER_WARP = 4096, 1024  # forward
+_TILE_BWD, _PER_WARP_BWD = 2048, 512  # backward
 _BWD_PROGRAMS = 1024  # backward programs (rows x groups): enough to fill a GPU, few dw partials
 
 
@@ -58,11 +62,12 @@ def _cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
-def _layout(group_size: int, tile: int) -> tuple[int, int, int]:
-    """(BLOCK, ROWS, num_warps) of a launch: a power-of-two group width, rows filling the tile."""
+def _layout(group_size: int, tile: int, per_warp: int) -> tuple[int, int, int]:
+    """(BLOCK, ROWS, num_warps) of a launch: a power-of-two group width, rows filling the
+    tile, a warp per ``per_warp`` elements of the tile (4 to 16 warps)."""
     block = 1 << (group_size - 1).bit_length()
     rows = max(1, tile // block)
-    return block, rows, min(16, max(4, rows * block // 1024))
+    return block, rows, min(16, max(4, rows * block // per_warp))
 
 
 def _fwd_impl(y: Tensor, z: Tensor | None, weight: Tensor, n_groups: int, eps: float) -> tuple[Tensor, Tensor]:
@@ -78,7 +83,7 @@ def _fwd_impl(y: Tensor, z: Tensor | None, weight: Tensor, n_groups: int, eps: f
     rstd = torch.empty(rows, n_groups, device=y.device, dtype=torch.float32)
     if rows:
         group_size = dim // n_groups
-        block, tile_rows, warps = _layout(group_size, _TILE)
+        block, tile_rows, warps = _layout(group_size, _TILE, _PER_WARP)
         kernels._norm_fwd[(_cdiv(rows, tile_rows), n_groups)](
             y2,
             z2 if z2 is not None else y2,
@@ -125,7 +130,7 @@ def _bwd_impl(
         return dy, dz, torch.zeros_like(weight)
     group_size = dim // n_groups
     weight = weight.contiguous()
-    block, tile_rows, warps = _layout(group_size, _TILE_BWD)
+    block, tile_rows, warps = _layout(group_size, _TILE_BWD, _PER_WARP_BWD)
     # row programs per group: about _BWD_PROGRAMS in all, each a whole number of row tiles
     row_programs = max(1, min(_cdiv(rows, tile_rows), _BWD_PROGRAMS // n_groups))
     rows_per_program = _cdiv(_cdiv(rows, row_programs), tile_rows) * tile_rows
