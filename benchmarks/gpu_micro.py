@@ -1,13 +1,16 @@
-"""Small GPU timings behind two choices of the mixers, one run:
+"""Small GPU timings behind choices of the mixers, one run:
 
 1. grouped attention of the TransMamba prefix, B=1, G=8 groups x 128 (q/k), H=48 value heads
    x 64, bf16, causal: SDPA with ``grouping`` 'expand' vs 'fold_slices', eager and compiled,
    forward and forward+backward, at T = 2048 (the P = 2048 prefix) and 8192;
 2. rotary embedding of q and k as the transformer mixer applies it (B=1, T=8192, 16 heads x
    96), compiled: the cos/sin table as an op of its own (``zoo.ops.rope``) vs cos/sin
-   computed inside the rotation (the alternative, kept here for the comparison).
+   computed inside the rotation (the alternative, kept here for the comparison);
+3. the causal conv + SiLU (``conv: triton`` vs inductor's) and the gated RMSNorm
+   (``norm: triton`` vs inductor's) at the 400m shape.
 
     python benchmarks/gpu_micro.py --out micro.md
+    python benchmarks/gpu_micro.py --norm-only --out norm.md
 """
 
 from __future__ import annotations
@@ -64,9 +67,19 @@ def main() -> None:
         "backward's kernels (two_pass or fused; default two_pass) and the tile of its first (or only) "
         "kernel (the first entry is what the Triton conv has now), e.g. '16,64,16;fused:16,64,16;fused:8,64,32'",
     )
+    parser.add_argument("--norm-only", action="store_true", help="only the gated RMSNorm")
     args = parser.parse_args()
     import triton
 
+    if args.norm_only:
+        lines = [
+            f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; GPU: "
+            f"{torch.cuda.get_device_name()}; torch {torch.__version__}, triton {triton.__version__}",
+            f"- command: `python benchmarks/gpu_micro.py {' '.join(sys.argv[1:])}`",
+        ]
+        norm_micro(lines, lambda: Path(args.out).write_text("\n".join(lines) + "\n"), torch.Generator(device="cuda"))
+        print("\n".join(lines))
+        return
     if args.conv_only is not None:
         lines = [
             f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; GPU: "
@@ -138,6 +151,7 @@ def main() -> None:
         lines.append(f"| {name} | {err:.1e} | {fwd:.3f} | {fb:.3f} |")
         write()
     conv_micro(lines, write, gen)
+    norm_micro(lines, write, gen)
     print("\n".join(lines))
 
 
@@ -146,6 +160,52 @@ def parse_conv_config(text: str) -> tuple[str, int, int, int]:
     kernels, _, tile = text.rpartition(":")
     bt, bc, tiles = (int(v) for v in tile.split(","))
     return kernels or "two_pass", bt, bc, tiles
+
+
+def norm_micro(lines: list[str], write, gen: torch.Generator) -> None:
+    """The SSD mixers' gated RMSNorm at the 400m shape in a T=8K step (4 x 2048 rows, d_inner
+    3072 in 8 groups, y bf16, z a slice of the 8240-wide in_proj output, fp32 weight as under
+    autocast): the fused Triton op (``norm: triton``) vs the reference compiled by inductor
+    (``norm: torch``). Errors are the largest of out, dy, dz, dweight against fp64."""
+    from zoo.ops.norm import gated_rms_norm as reference
+    from zoo.testing import rel_err
+    from zoo_plugins.triton_ssd.norm import gated_rms_norm
+
+    gen.manual_seed(0)
+    lines += [
+        "",
+        "### Gated RMSNorm, 4 x 2048 rows, d_inner 3072, 8 groups, bf16, z from in_proj (ms, median)",
+        "",
+        "| norm | max rel err vs fp64 (out, dy, dz, dw) | fwd | fwd+bwd |",
+        "|---|---|---|---|",
+    ]
+    y = torch.randn(4, 2048, 3072, device="cuda", generator=gen).bfloat16()
+    wide = torch.randn(4, 2048, 8240, device="cuda", generator=gen).bfloat16()
+    weight = 1 + 0.1 * torch.randn(3072, device="cuda", generator=gen)
+    cot = torch.randn(4, 2048, 3072, device="cuda", generator=gen).bfloat16()
+    ref = [t.double().requires_grad_(True) for t in (y, wide[..., :3072], weight)]
+    out_ref = reference(*ref, n_groups=8, eps=1e-5)
+    expected = [out_ref, *torch.autograd.grad(out_ref, ref, cot.double())]
+
+    def triton_norm(y, z, weight):
+        return gated_rms_norm(y, z, weight, n_groups=8, eps=1e-5)
+
+    def torch_norm(y, z, weight):
+        return reference(y, z, weight, n_groups=8, eps=1e-5)
+
+    for name, fn in (("triton (norm: triton)", triton_norm), ("torch, compiled", torch.compile(torch_norm))):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (y, wide, weight)]
+        out = fn(leaves[0], leaves[1][..., :3072], leaves[2])
+        grads = torch.autograd.grad(out, leaves, cot)
+        got = [out, grads[0], grads[1][..., :3072], grads[2]]
+        err = max(rel_err(g.double(), e) for g, e in zip(got, expected, strict=True))
+
+        def run(y, w, weight, fn=fn):
+            return fn(y, w[..., :3072], weight)
+
+        fwd, fb = fwd_and_fwd_bwd(run, [y, wide, weight])
+        lines.append(f"| {name} | {err:.1e} | {fwd:.3f} | {fb:.3f} |")
+        write()
 
 
 def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[str, int, int, int]] = ()) -> None:

@@ -185,6 +185,28 @@ def main() -> None:
             {"name": "mamba2", "params": SSD, "conv": {"name": "triton"}, "ssm": {"name": "triton"}},
             None,
         ),
+        f"transmamba P={args.transpoint} (sdpa + triton, triton conv, triton norm)": (
+            {
+                "name": "transmamba",
+                "params": SSD,
+                "conv": {"name": "triton"},
+                "norm": {"name": "triton"},
+                "attention": {"name": "sdpa"},
+                "ssm": {"name": "triton"},
+                "converter": {"name": "triton"},
+            },
+            args.transpoint,
+        ),
+        "mamba2 (triton kernels, triton conv, triton norm)": (
+            {
+                "name": "mamba2",
+                "params": SSD,
+                "conv": {"name": "triton"},
+                "norm": {"name": "triton"},
+                "ssm": {"name": "triton"},
+            },
+            None,
+        ),
         f"transmamba P={args.transpoint} (flex + triton)": (
             {
                 "name": "transmamba",
@@ -206,7 +228,7 @@ def main() -> None:
         if not mixers:
             parser.error(f"--only {args.only!r} matches no mixer")
     else:  # the attention variants are timed only when asked for
-        variants = ("flex", "fold_slices", "triton conv")
+        variants = ("flex", "fold_slices", "triton conv", "triton norm")
         mixers = {name: entry for name, entry in mixers.items() if not any(v in name for v in variants)}
     hidden = torch.randn(1, T, 1536, device="cuda", dtype=torch.bfloat16)
     rows = []

@@ -17,12 +17,15 @@
 #   mixers-profile   compiled transmamba / mamba2 (ours) / transformer, profiled (MIXERS_ONLY picks rows)
 #   micro            prefix-attention groupings, rotary table vs inline
 #   conv             the Triton causal conv vs inductor's, tiles of its backward
+#   norm             the Triton gated RMSNorm vs inductor's, then transmamba-400m training at T=8192
+#                    with norm: torch and norm: triton (the A/B that decides norm's auto on CUDA)
 #   decode           compiled decode at 32K context (batch 1 and 8), then kernel profiles
 #   autotune         decode at 32K, batch 1, compiled with max-autotune
 #   train            the small presets compiled on the Triton SSD at T=2048 and 8192
 #   throughput       training tokens/s, peak memory, MFU of the 400m presets (THROUGHPUT_ARGS)
 #   test             the Triton and mamba_ssm plugin tests and the conv tests on the GPU
 #   test-conv        the causal-conv tests on the GPU
+#   test-norm        the gated-norm tests on the GPU
 #
 # Several jobs run one after the other. --tar also packs each job's folder into OUT_DIR/JOB.tgz
 # (for machines that hand back only a few files). On a machine without network where zoo or
@@ -107,6 +110,13 @@ case "$job" in
     step 200 conv python3 benchmarks/gpu_micro.py --conv-only "${CONV_TILES:-16,64,16;fused:16,64,16;fused:8,64,32;fused:16,128,8;fused:32,64,8}" \
       --out "$work/gpu_conv.md"
     ;;
+  norm)
+    step 200 norm python3 benchmarks/gpu_micro.py --norm-only --out "$work/gpu_norm.md"
+    for name in torch triton; do
+      step "${NORM_TRAIN_LIMIT:-280}" "train_norm_$name" python3 -m zoo bench --suite train --models transmamba \
+        --size 400m --seq-lens 8192 --steps 10 --warmup 3 --backend "norm=$name" --no-plot --out "$work/train_norm_$name"
+    done
+    ;;
   chunks)
     step 200 chunks python3 benchmarks/gpu_ssd.py --no-peers --chunk-sizes 32,64 --out "$work/gpu_ssd_chunks.md"
     ;;
@@ -140,6 +150,9 @@ case "$job" in
     ;;
   test-conv)
     step 90 pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins/test_triton_conv.py
+    ;;
+  test-norm)
+    step 90 pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins/test_triton_norm.py
     ;;
   test)
     step "${TEST_LIMIT:-500}" pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins

@@ -1,4 +1,4 @@
-"""Registers, spill stack and shared memory of the Triton SSD and causal-conv kernels, without a GPU.
+"""Registers, spill stack and shared memory of the Triton SSD, causal-conv and gated-norm kernels, without a GPU.
 
     python benchmarks/kernel_resources.py [--arch 90] [--dtype bf16]
 
@@ -34,6 +34,8 @@ from zoo_plugins.triton_ssd.tuning import DEFAULT  # noqa: E402
 LOW_PRECISION = {"x_ptr", "B_ptr", "C_ptr", "y_ptr", "states_ptr", "dstates_ptr"}
 LOW_PRECISION |= {"dy_ptr", "dx_ptr", "dB_ptr", "dC_ptr"}
 LOW_PRECISION |= {"out0_ptr", "out1_ptr", "out2_ptr", "g0_ptr", "g1_ptr", "g2_ptr"}  # the Triton conv
+LOW_PRECISION |= {"z_ptr", "out_ptr", "dout_ptr", "dz_ptr"}  # the Triton norm (its weight is fp32)
+FLOAT_ARGS = {"eps"}  # scalar arguments passed as Python floats
 
 
 def resources(fn, constexprs: dict, *, warps: int, stages: int, arch: int, dtype: str) -> dict[str, int]:
@@ -41,6 +43,8 @@ def resources(fn, constexprs: dict, *, warps: int, stages: int, arch: int, dtype
     for param in fn.params:
         if param.is_constexpr:
             signature[param.name] = "constexpr"
+        elif param.name in FLOAT_ARGS:
+            signature[param.name] = "fp32"
         elif param.name.endswith("_ptr"):
             signature[param.name] = f"*{dtype}" if param.name in LOW_PRECISION else "*fp32"
         else:
@@ -116,6 +120,23 @@ def main() -> None:
             f"{usage['triton_shared']:7d}",
             flush=True,
         )
+    # the gated RMSNorm (norm: triton) at the layouts it launches for groups of 384 (the 400m
+    # shape), 4096 and the largest it takes; "chunk" = channels per group
+    from zoo_plugins.triton_ssd import norm, norm_kernels
+
+    for group_size in (384, 4096, norm.MAX_GROUP_SIZE):
+        for fn, tile, per_warp in (
+            (norm_kernels._norm_fwd, norm._TILE, norm._PER_WARP),
+            (norm_kernels._norm_bwd, norm._TILE_BWD, norm._PER_WARP_BWD),
+        ):
+            block, rows, num_warps = norm._layout(group_size, tile, per_warp)
+            constexprs = {"HAS_Z": True, "ROWS": rows, "BLOCK": block}
+            usage = resources(fn, constexprs, warps=num_warps, stages=3, arch=args.arch, dtype=args.dtype)
+            print(
+                f"{fn.__name__:20s} {group_size:5d} {num_warps:5d} {usage.get('REG', 0):4d} "
+                f"{usage.get('STACK', 0):6d} {usage['triton_shared']:7d}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

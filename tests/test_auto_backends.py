@@ -80,11 +80,39 @@ def test_presets_use_auto_and_the_triton_plugin_is_preferred_on_cuda() -> None:
     assert ssm_names("transmamba-tiny") == ["chunked"] * 6  # on the CPU: the PyTorch reference
 
 
+def test_norm_auto_is_torch_on_cpu_and_cuda_until_the_triton_norm_is_preferred() -> None:
+    """Presets say norm: auto; the Triton norm is registered but not preferred anywhere
+    (its speed in a training step is unmeasured), so auto keeps the PyTorch norm on both
+    devices while the other slots take the Triton kernels on CUDA (planned, not run)."""
+    assert zoo.resolve_spec("transmamba-400m").layers[0].mixer.norm.name == AUTO
+    assert REGISTRIES["norm"].get("triton").preferred_on == ()
+    for device in ("cpu", "cuda"):
+        plans = plan_layers(zoo.resolve_spec("transmamba-tiny"), device=torch.device(device))
+        names = {slot: plans[0].backends[slot].registry_name for slot in ("conv", "norm")}
+        assert names == {"conv": "triton" if device == "cuda" else "torch", "norm": "torch"}, device
+
+
+def test_norm_auto_takes_a_norm_preferred_on_the_device() -> None:
+    """The slot takes part in auto like the others: the flip to a preferred norm is its registration."""
+    from zoo.backends.norm import TorchNorm
+
+    class PreferredNorm(TorchNorm):
+        """The PyTorch norm, preferred on the CPU (test double)."""
+
+    REGISTRIES["norm"].register("preferred", origin=ORIGIN, preferred_on=("cpu",))(PreferredNorm)
+    try:
+        plans = plan_layers(zoo.resolve_spec("mamba2-tiny"), device=torch.device("cpu"))
+        assert {type(plan.backends["norm"]) for plan in plans} == {PreferredNorm}
+    finally:
+        REGISTRIES["norm"]._discard("preferred", ORIGIN)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: auto picks the Triton SSD there")
 def test_presets_run_the_triton_kernels_on_cuda() -> None:
     model = zoo.build("transmamba-tiny", device="cuda")
-    names = {slot: getattr(model.blocks[0].mixer, slot).registry_name for slot in ("ssm", "converter", "conv")}
-    assert names == {"ssm": "triton", "converter": "triton", "conv": "triton"}
+    slots = ("ssm", "converter", "conv", "norm")
+    names = {slot: getattr(model.blocks[0].mixer, slot).registry_name for slot in slots}
+    assert names == {"ssm": "triton", "converter": "triton", "conv": "triton", "norm": "torch"}
 
 
 @pytest.mark.parametrize("preset", ["transmamba-400m", "mamba2-tiny", "hybrid-small"])

@@ -171,7 +171,7 @@ def test_bad_bytes_do_not_stall_the_stream(capsys, monkeypatch) -> None:
         ("schedule", ["schedule"]),
         ("mixers", ["mixer"]),
         ("presets", ["preset"]),
-        ("backends", ["attention", "ssm", "converter", "conv"]),
+        ("backends", ["attention", "ssm", "converter", "conv", "norm"]),
         ("attention", ["attention"]),
     ],
 )

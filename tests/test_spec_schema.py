@@ -111,7 +111,7 @@ def _params(tree: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
 
 def test_schema_says_which_params_each_component_takes() -> None:
     tree = schema()
-    for kind in ("mixer", "attention", "ssm", "converter", "conv", "schedule"):
+    for kind in ("mixer", "attention", "ssm", "converter", "conv", "norm", "schedule"):
         union = tree["$defs"][f"{kind}_component"]
         names = [v["properties"]["name"]["const"] for v in union["oneOf"]]
         assert names == zoo.registry(kind).names()
@@ -120,8 +120,9 @@ def test_schema_says_which_params_each_component_takes() -> None:
             assert set(_params(tree, variant)) == set(entry.params_model.model_fields)
     transmamba = _variant(tree, "mixer", "transmamba")
     assert {"headdim", "d_state", "n_groups", "attn_gate"} <= set(_params(tree, transmamba))
-    assert {"attention", "ssm", "converter", "conv"} <= set(transmamba["properties"])
+    assert {"attention", "ssm", "converter", "conv", "norm"} <= set(transmamba["properties"])
     assert "attention" not in _variant(tree, "mixer", "mamba2")["properties"]  # no such slot
+    assert "norm" in _variant(tree, "mixer", "mamba2")["properties"]
     assert set(_params(tree, _variant(tree, "ssm", "chunked"))) == {"chunk_size"}
 
 

@@ -246,6 +246,10 @@ def dry_run(
                 split = [C // 2, C - C // 2]
                 outs = list(backend(rand(B, T, C), rand(C, W), rand(C), split_sizes=split))
                 expected = [(f"part {i}", (B, T, c), dtype) for i, c in enumerate(split)]
+            elif slot == "norm":
+                D = H * P  # d_inner, normed in G groups
+                outs = [backend(rand(B, T, D), rand(B, T, D), rand(D), n_groups=G, eps=1e-5)]
+                expected = [("output", (B, T, D), dtype)]
             else:
                 return
     except Exception as exc:

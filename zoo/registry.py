@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 # The backend slots of a mixer, one registry kind each: the one list that specs, the builder,
 # the CLI's --backend SLOT=NAME, the conformance kit and `zoo list` read.
-BACKEND_SLOTS = ("attention", "ssm", "converter", "conv")
+BACKEND_SLOTS = ("attention", "ssm", "converter", "conv", "norm")
 KINDS = ("mixer", *BACKEND_SLOTS, "schedule", "preset")
 
 
@@ -198,6 +198,7 @@ ATTENTION = Registry("attention")
 SSM = Registry("ssm")
 CONVERTER = Registry("converter")
 CONV = Registry("conv")
+NORM = Registry("norm")
 SCHEDULE = Registry("schedule")
 PRESET = Registry("preset")
 
@@ -207,6 +208,7 @@ REGISTRIES: dict[str, Registry] = {
     "ssm": SSM,
     "converter": CONVERTER,
     "conv": CONV,
+    "norm": NORM,
     "schedule": SCHEDULE,
     "preset": PRESET,
 }

@@ -78,7 +78,8 @@ class MixerSpec(BaseModel):
     attention: ComponentSpec | None = None
     ssm: ComponentSpec | None = None
     converter: ComponentSpec | None = None
-    conv: ComponentSpec | None = None  # one field per name in zoo.registry.BACKEND_SLOTS
+    conv: ComponentSpec | None = None
+    norm: ComponentSpec | None = None  # one field per name in zoo.registry.BACKEND_SLOTS
 
 
 class MLPSpec(BaseModel):

@@ -178,3 +178,27 @@ def test_conv_slot_is_overridden_like_the_others() -> None:
     with torch.no_grad():
         want, got = reference(tokens), model(tokens)
     assert ((got - want).norm() / want.norm()).item() < 1e-5
+
+
+def test_norm_slot_is_overridden_like_the_others() -> None:
+    import torch
+
+    import zoo
+
+    assert parse_backend_overrides(["norm=triton"]) == {"norm": "triton"}
+    spec = resolve_spec("mamba2-tiny")
+    new, applied = spec_with_backends(spec, {"norm": "triton"})
+    assert applied == {"norm"}
+    assert all(layer["mixer"]["norm"] == {"name": "triton", "params": {}} for layer in new["layers"])
+    torch.manual_seed(0)
+    model = zoo.build(new, device="cpu")  # the tests run Triton on its CPU interpreter
+    assert {block.mixer.norm.registry_name for block in model.blocks} == {"triton"}
+    assert "norm=triton" in zoo.builder.describe(model)
+    torch.manual_seed(0)
+    reference = zoo.build(spec, device="cpu")
+    assert {block.mixer.norm.registry_name for block in reference.blocks} == {"torch"}  # auto on the CPU
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    tokens = torch.randint(0, model.spec.vocab_size, (2, 21))
+    with torch.no_grad():
+        want, got = reference(tokens), model(tokens)
+    assert ((got - want).norm() / want.norm()).item() < 1e-5

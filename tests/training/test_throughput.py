@@ -66,7 +66,8 @@ def test_cpu_smoke_run_writes_json_and_plot(tmp_path, capsys) -> None:
             assert row["mfu"] == pytest.approx(row["train_flops_per_token"] * row["tokens_per_s"] / 1e12, rel=1e-2)
             assert row["precision"] == "fp32" and row["fused_adamw"] is False
     assert rows["transformer", 64]["time_vs_transformer"] == 1.0
-    assert rows["transmamba", 64]["backends"] == "attention=sdpa, conv=torch, converter=chunked, ssm=chunked"
+    backends = "attention=sdpa, conv=torch, converter=chunked, norm=torch, ssm=chunked"
+    assert rows["transmamba", 64]["backends"] == backends
     anchor = rows["hf-llama", 64]
     if importlib.util.find_spec("transformers") is None:
         assert "transformers is not installed" in anchor["skipped"]

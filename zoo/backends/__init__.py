@@ -1,3 +1,3 @@
 """The core's backends. Importing this package registers them (no entry point needed)."""
 
-from zoo.backends import attention, conv, converter, ssm  # noqa: F401
+from zoo.backends import attention, conv, converter, norm, ssm  # noqa: F401

@@ -1,4 +1,4 @@
-"""Backend contracts: what an ``attention``, ``ssm``, ``converter`` or ``conv`` backend must do.
+"""Backend contracts: what an ``attention``, ``ssm``, ``converter``, ``conv`` or ``norm`` backend must do.
 
 Shape legend: B batch, T tokens, H heads, P head dim, G groups (B/C or q/k groups),
 N state dim (= the q/k dim of the attention path). Head h reads group h // (H // G).
@@ -176,3 +176,26 @@ class ConvBackend(Backend):
         split_sizes: list[int],
     ) -> list[torch.Tensor]:
         return self.op(x, weight, bias, split_sizes=split_sizes, **self.options)
+
+
+class NormBackend(Backend):
+    """The SSD mixers' output norm: gated RMSNorm per group of channels (Mamba2's).
+
+    ``__call__(y [..., D], z [..., D] | None, weight [D], *, n_groups: int, eps: float)
+    -> [..., D]`` in the dtype of ``y``: ``rmsnorm(y * silu(z)) * weight`` with the mean
+    square taken over each of the ``n_groups`` contiguous groups of D / n_groups channels
+    (D a multiple of n_groups); ``z=None`` skips the gate. The math runs in fp32 (fp64 in
+    an fp64 model). The mixer's ``GatedRMSNorm`` owns ``weight`` and passes it in, so the
+    backend holds no parameters and checkpoints do not depend on it.
+    """
+
+    def __call__(
+        self,
+        y: torch.Tensor,
+        z: torch.Tensor | None,
+        weight: torch.Tensor,
+        *,
+        n_groups: int,
+        eps: float,
+    ) -> torch.Tensor:
+        return self.op(y, z, weight, n_groups=n_groups, eps=eps, **self.options)

@@ -1,9 +1,10 @@
 """Registered presets: ``{transmamba,transformer,mamba2,hybrid}-{tiny,small,400m,1.5b}``.
 
 Each preset is a function returning a spec dict (validated by the builder). The SSD
-mixers' ``ssm``, ``converter`` and ``conv`` slots are ``auto``: the Triton plugin's kernels
-on CUDA, the PyTorch reference elsewhere (``zoo.builder.choose_backend``); chunk size 64,
-the Triton SSD's tuned size.
+mixers' ``ssm``, ``converter``, ``conv`` and ``norm`` slots are ``auto``: the Triton plugin's
+kernels on CUDA (for the norm: once its Triton backend is registered as preferred there),
+the PyTorch reference elsewhere (``zoo.builder.choose_backend``); chunk size 64, the Triton
+SSD's tuned size.
 
 Sizes. ``tiny`` (~1.6M params) is for CPU tests, ``small`` (~22M) for CPU training in
 minutes. ``400m`` follows the paper's 400M shape (hidden 1536, FFN 4096, 16 attention heads,
@@ -107,9 +108,11 @@ def ssd_mixer(name: str, size: dict[str, Any]) -> dict[str, Any]:
     mixer: dict[str, Any] = {
         "name": name,
         "params": {"d_state": size["d_state"], "headdim": size["headdim"], "n_groups": size["n_groups"], "expand": 2},
-        # auto: the Triton SSD and conv on CUDA (where the plugin is installed), else PyTorch
+        # auto: the Triton SSD and conv on CUDA (where the plugin is installed), else PyTorch;
+        # the norm's auto is the PyTorch one everywhere until a Triton norm is preferred on CUDA
         "ssm": {"name": "auto", "params": {"chunk_size": size["chunk_size"]}},
         "conv": {"name": "auto"},
+        "norm": {"name": "auto"},
     }
     if name == "transmamba":
         mixer["attention"] = {"name": "sdpa"}

@@ -1,4 +1,4 @@
-"""The public conformance kit: check any ssm / converter / attention / conv backend against the references.
+"""The public conformance kit: check any ssm / converter / attention / conv / norm backend against the references.
 
 For plugin authors::
 
@@ -40,11 +40,14 @@ from zoo.testing.conformance import (
     run_conformance_case,
 )
 from zoo.testing.conv import CONV_CASES, SMALL_CONV_CASES, ConvCase, check_conv_backend, conv_inputs
+from zoo.testing.norm import NORM_CASES, SMALL_NORM_CASES, NormCase, check_norm_backend, norm_inputs
 
 __all__ = [
     "ATTENTION_CASES",
     "CONV_CASES",
+    "NORM_CASES",
     "SMALL_CONV_CASES",
+    "SMALL_NORM_CASES",
     "SMALL_ATTENTION_CASES",
     "SMALL_SSM_CASES",
     "SSM_CASES",
@@ -53,15 +56,18 @@ __all__ = [
     "CaseResult",
     "ConformanceCase",
     "ConvCase",
+    "NormCase",
     "SSMCase",
     "attention_inputs",
     "check_attention_backend",
     "check_conv_backend",
     "check_converter_backend",
+    "check_norm_backend",
     "check_ssm_backend",
     "compile_cases",
     "conformance_cases",
     "conv_inputs",
+    "norm_inputs",
     "nan_filled_empty",
     "rel_err",
     "run_compile_case",

@@ -1,7 +1,7 @@
 """Conformance cases generated from the registries, for pytest.
 
-Every registered backend of every slot (``attention``, ``ssm``, ``converter``, ``conv``;
-core or plugin) gets one
+Every registered backend of every slot (``attention``, ``ssm``, ``converter``, ``conv``,
+``norm``; core or plugin) gets one
 test per (params, dtype, shape). A backend class tunes what it is tested with:
 
 - ``conformance_params: ClassVar[list[dict]]``: Params to build it with (default ``[{}]``);
@@ -54,6 +54,16 @@ from zoo.testing.conv import (
     conv_inputs,
     conv_shape_keys,
 )
+from zoo.testing.norm import (
+    COMPILE_NORM_CASE,
+    EPS,
+    NORM_CASES,
+    SMALL_NORM_CASES,
+    NormCase,
+    check_norm_backend,
+    norm_inputs,
+    norm_shape_keys,
+)
 
 BACKEND_KINDS = BACKEND_SLOTS
 _CHECKS = {
@@ -61,12 +71,14 @@ _CHECKS = {
     "converter": check_converter_backend,
     "attention": check_attention_backend,
     "conv": check_conv_backend,
+    "norm": check_norm_backend,
 }
 _SHAPES = {  # kind -> (full shape set, small set, the compile check's shape)
     "attention": (ATTENTION_CASES, SMALL_ATTENTION_CASES, COMPILE_ATTENTION_CASE),
     "ssm": (SSM_CASES, SMALL_SSM_CASES, COMPILE_SSM_CASE),
     "converter": (SSM_CASES, SMALL_SSM_CASES, COMPILE_SSM_CASE),
     "conv": (CONV_CASES, SMALL_CONV_CASES, COMPILE_CONV_CASE),
+    "norm": (NORM_CASES, SMALL_NORM_CASES, COMPILE_NORM_CASE),
 }
 _DTYPE_NAMES = {
     torch.float64: "fp64",
@@ -80,7 +92,7 @@ _DTYPE_NAMES = {
 class ConformanceCase:
     kind: str
     name: str
-    case: SSMCase | AttentionCase | ConvCase
+    case: SSMCase | AttentionCase | ConvCase | NormCase
     params: dict[str, Any] = field(default_factory=dict, hash=False)
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
@@ -93,7 +105,7 @@ class ConformanceCase:
         return "-".join(parts)
 
 
-def shapes_for(obj: Any, kind: str) -> Sequence[SSMCase | AttentionCase | ConvCase]:
+def shapes_for(obj: Any, kind: str) -> Sequence[SSMCase | AttentionCase | ConvCase | NormCase]:
     explicit = getattr(obj, "conformance_shapes", None)
     if explicit:
         return explicit
@@ -145,10 +157,12 @@ def compile_cases(kind: str = "all", *, device: str = "cpu") -> list[Any]:
     return params_list
 
 
-def shape_keys(case: SSMCase | AttentionCase | ConvCase) -> dict[str, int]:
+def shape_keys(case: SSMCase | AttentionCase | ConvCase | NormCase) -> dict[str, int]:
     """The ``supports(**shapes)`` keywords of a shape."""
     if isinstance(case, ConvCase):
         return conv_shape_keys(case)
+    if isinstance(case, NormCase):
+        return norm_shape_keys(case)
     if isinstance(case, AttentionCase):
         return {
             "n_heads": case.n_heads,
@@ -223,6 +237,11 @@ def run_compile_case(case: ConformanceCase, *, compile_backend: str = "eager") -
         kwargs = {"split_sizes": list(case.case.split_sizes)}
         expected = tuple(backend(*inputs.values(), **kwargs))
         actual = tuple(compiled(*inputs.values(), **kwargs))
+    elif isinstance(case.case, NormCase):
+        inputs = {k: None if v is None else v.float().to(case.device) for k, v in norm_inputs(case.case).items()}
+        _maybe_dynamic([inputs["y"], inputs["z"]], (0, 1))
+        kwargs = {"n_groups": case.case.n_groups, "eps": EPS}
+        expected, actual = backend(*inputs.values(), **kwargs), compiled(*inputs.values(), **kwargs)
     else:
         raw = {k: None if v is None else v.float().to(case.device) for k, v in ssm_inputs(case.case).items()}
         if case.kind == "ssm":

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.registry import BACKEND_SLOTS
 from zoo.training.hf_anchor import llama_like
 
 ANCHOR = "hf-llama"
@@ -142,7 +143,7 @@ def _build(
         {
             f"{slot}={getattr(block.mixer, slot).registry_name}"
             for block in model.blocks
-            for slot in ("attention", "ssm", "converter", "conv")
+            for slot in BACKEND_SLOTS
             if hasattr(block.mixer, slot)
         }
     )

@@ -1,8 +1,8 @@
-"""``ssm: triton``, ``converter: triton`` and ``conv: triton``: the plugin's zoo backends.
+"""``ssm: triton``, ``converter: triton``, ``conv: triton`` and ``norm: triton``: the plugin's zoo backends.
 
 The SSD backends' ``supports`` reads the shape keys of :mod:`zoo.backends.ssm` (``n_heads``,
-``n_groups``, ``head_dim``, ``state_dim``, ``seq_len``), the conv's those of
-:mod:`zoo.backends.conv`.
+``n_groups``, ``head_dim``, ``state_dim``, ``seq_len``), the conv's and the norm's those of
+:mod:`zoo.backends.conv` and :mod:`zoo.backends.norm`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,18 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field, field_validator
 
-from zoo.backends.base import BackendParams, ConvBackend, ConverterBackend, SSMBackend, triton_interpreting
-from zoo.registry import CONV, CONVERTER, SSM
+from zoo.backends.base import (
+    BackendParams,
+    ConvBackend,
+    ConverterBackend,
+    NormBackend,
+    SSMBackend,
+    triton_interpreting,
+)
+from zoo.registry import CONV, CONVERTER, NORM, SSM
 from zoo_plugins.triton_ssd.api import DEFAULT_CHUNK_SIZE, converter, ssd, transmamba_ssd
 from zoo_plugins.triton_ssd.conv import causal_conv1d
+from zoo_plugins.triton_ssd.norm import MAX_GROUP_SIZE, gated_rms_norm
 from zoo_plugins.triton_ssd.tuning import Tuning
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -169,4 +177,36 @@ class TritonConv(ConvBackend):
             return False, refusal
         if dtype not in DTYPES:
             return False, f"dtype {dtype} is not supported; use fp16, bf16 or fp32"
+        return True, ""
+
+
+# Not preferred on CUDA yet: ``auto`` keeps ``norm: torch`` until this kernel's speed is
+# measured against inductor's fused reference in a training step.
+@NORM.register("triton")
+class TritonNorm(NormBackend):
+    """Gated, grouped RMSNorm as one Triton kernel each way, fp32 math, rstd saved (custom op)."""
+
+    requires: ClassVar[tuple[str, ...]] = ("triton",)
+    conformance_small: ClassVar[bool] = True
+    op = staticmethod(gated_rms_norm)
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        return triton_available()
+
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
+        refusal = triton_device_refusal(device)
+        if refusal:
+            return False, refusal
+        if dtype not in DTYPES:
+            return False, f"dtype {dtype} is not supported (the kernels compute in fp32); use fp16, bf16 or fp32"
+        d_inner, n_groups = shapes.get("d_inner"), shapes.get("n_groups")
+        if d_inner and n_groups:
+            if d_inner % n_groups:
+                return False, f"d_inner ({d_inner}) must be a multiple of n_groups ({n_groups})"
+            if d_inner // n_groups > MAX_GROUP_SIZE:
+                return False, (
+                    f"{d_inner // n_groups} channels per norm group (d_inner / n_groups) is more than "
+                    f"{MAX_GROUP_SIZE} (one program holds a group)"
+                )
         return True, ""

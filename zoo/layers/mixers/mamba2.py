@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from zoo.backends.base import ConvBackend, SSMBackend
+from zoo.backends.base import ConvBackend, NormBackend, SSMBackend
 from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes, ssd_backend_shapes
 from zoo.layers.state import SSM, LayerCache
 from zoo.ops.ssd.reference import ssd_step
@@ -36,7 +36,7 @@ class Mamba2Mixer(nn.Module):
     """Mamba2 SSD mixer (in_proj, causal conv, SSD scan, gated RMSNorm, out_proj)."""
 
     Params: ClassVar = Mamba2Params
-    backend_slots: ClassVar[dict[str, str]] = {"ssm": "chunked", "conv": "torch"}
+    backend_slots: ClassVar[dict[str, str]] = {"ssm": "chunked", "conv": "torch", "norm": "torch"}
     uses_schedule: ClassVar[bool] = False
 
     @staticmethod
@@ -51,8 +51,9 @@ class Mamba2Mixer(nn.Module):
     def __init__(self, d_model: int, params: Mamba2Params, *, backends: dict[str, Any], layer_idx: int = 0) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.ssd = SSDProjections(d_model, params, conv=backends.get("conv"))
+        self.ssd = SSDProjections(d_model, params, conv=backends.get("conv"), norm=backends.get("norm"))
         self.conv: ConvBackend = self.ssd.conv_backend
+        self.norm: NormBackend = self.ssd.norm_backend
         self.ssm: SSMBackend = backends["ssm"]
 
     def forward(self, hidden_states: torch.Tensor, *, transpoint: int | None = None) -> torch.Tensor:

@@ -15,7 +15,7 @@ from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from zoo.backends.base import ConvBackend
+from zoo.backends.base import ConvBackend, NormBackend
 from zoo.layers.conv import CausalConv1d
 from zoo.layers.norm import GatedRMSNorm
 from zoo.layers.state import static_zeros
@@ -69,6 +69,7 @@ def ssd_backend_shapes(d_model: int, params: SSDParams) -> dict[str, int]:
         "head_dim": params.headdim,
         "state_dim": params.d_state,
         "channels": d_inner + 2 * params.n_groups * params.d_state,
+        "d_inner": d_inner,
         "width": params.d_conv,
     }
 
@@ -86,7 +87,9 @@ def check_ssd_shapes(d_model: int, params: SSDParams) -> list[tuple[str, str]]:
 class SSDProjections(nn.Module):
     """in_proj -> causal conv + SiLU -> (x, B, C), dt, A, D, gated norm, out_proj."""
 
-    def __init__(self, d_model: int, params: SSDParams, conv: ConvBackend | None = None) -> None:
+    def __init__(
+        self, d_model: int, params: SSDParams, conv: ConvBackend | None = None, norm: NormBackend | None = None
+    ) -> None:
         super().__init__()
         self.d_model = d_model
         self.d_inner = params.expand * d_model
@@ -107,7 +110,8 @@ class SSDProjections(nn.Module):
         self.dt_bias = nn.Parameter(torch.empty(self.n_heads))
         self.A_log = nn.Parameter(torch.empty(self.n_heads))
         self.D = nn.Parameter(torch.ones(self.n_heads))
-        self.norm = GatedRMSNorm(self.d_inner, self.n_groups, eps=params.norm_eps)
+        self.norm = GatedRMSNorm(self.d_inner, self.n_groups, eps=params.norm_eps, backend=norm)
+        self.norm_backend: NormBackend = self.norm.backend
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=params.bias)
         self._init = params
         self.reset_ssm_parameters()

@@ -24,7 +24,7 @@ from einops import rearrange
 from pydantic import Field
 from torch import nn
 
-from zoo.backends.base import AttentionBackend, ConvBackend, ConverterBackend, SSMBackend
+from zoo.backends.base import AttentionBackend, ConvBackend, ConverterBackend, NormBackend, SSMBackend
 from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes, ssd_backend_shapes
 from zoo.layers.state import ATTN, MIXED, SSM, LayerCache, static_zeros
 from zoo.ops.attention.decode import masked_decode_attention
@@ -95,6 +95,7 @@ class TransMambaMixer(nn.Module):
         "ssm": "chunked",
         "converter": "chunked",
         "conv": "torch",
+        "norm": "torch",
     }
     uses_schedule: ClassVar[bool] = True
 
@@ -114,8 +115,9 @@ class TransMambaMixer(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.params = params
-        self.ssd = SSDProjections(d_model, params, conv=backends.get("conv"))
+        self.ssd = SSDProjections(d_model, params, conv=backends.get("conv"), norm=backends.get("norm"))
         self.conv: ConvBackend = self.ssd.conv_backend
+        self.norm: NormBackend = self.ssd.norm_backend
         self.attention: AttentionBackend = backends["attention"]
         self.ssm: SSMBackend = backends["ssm"]
         self.converter: ConverterBackend = backends["converter"]
