@@ -30,9 +30,9 @@ import torch
 
 from zoo.ops.cross_entropy.reference import Reduction, check_reduction
 
-# fp32 logits of one chunk at most: 256 MiB. A chunk holds about three [C, V] buffers at once
-# (fp32 logits turned into the softmax in place, its compute-dtype copy, the matmul's output),
-# so a step's extra peak stays under ~1 GiB whatever N is, while C stays in the thousands for
+# fp32 logits of one chunk at most: 256 MiB. A chunk holds at most about three [C, V] buffers
+# at once (the logits, turned into the gradient in place; logsumexp's temporary; a bf16 matmul
+# output or copy), so the loss adds under ~1 GiB to a step whatever N is, while C stays in the thousands for
 # vocabularies up to ~64K (2048 tokens at V = 32000): matmuls of that height keep a GPU busy,
 # and N / C chunks (16 at N = 32768) keep the unrolled graph and the launches few.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
@@ -85,12 +85,14 @@ def _chunks(
         row_weight = chunk_scored.to(accumulate)
         if scale is not None:
             row_weight = row_weight * scale
-        # softmax - onehot, in place over the logits (one [C, V] buffer fewer when eager)
+        # (softmax - onehot) * row weight, in place over the logits: eager holds one [C, V]
+        # fp32 buffer per chunk (and its compute-dtype copy where that differs), not three
         grad_logits = logits.sub_(logsumexp[:, None]).exp_()
         grad_logits.scatter_add_(1, chunk_targets[:, None], torch.full_like(picked, -1.0)[:, None])
-        grad_logits = (grad_logits * row_weight[:, None]).to(compute_dtype)
+        grad_logits = grad_logits.mul_(row_weight[:, None]).to(compute_dtype)
         grad_rows.append((grad_logits @ head).to(hidden.dtype))
         grad_weight.add_(grad_logits.T @ rows)
+        del logits, grad_logits  # before the next chunk's logits exist, not after
     if scale is not None:
         loss = loss * scale
     if not with_grads:
