@@ -151,3 +151,15 @@ def test_compiles_fullgraph(backend) -> None:
     expected = _loss_and_grads(linear_cross_entropy_reference, hidden, weight, targets)
     for got, want in zip(actual, expected, strict=True):
         assert rel_err(got.reshape(want.shape), want) <= TOLERANCE[torch.float32]
+
+
+def test_compiled_under_autocast_matches_eager() -> None:
+    """The autocast dtype is read while tracing, as eagerly: the compiled matmuls run in bf16 too."""
+    hidden, weight, targets = _inputs(40, 16, 50, torch.float32)
+    compiled = torch.compile(chunked_linear_cross_entropy, backend="eager", fullgraph=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = _loss_and_grads(compiled, hidden, weight, targets, chunk_size=16)
+        expected = _loss_and_grads(chunked_linear_cross_entropy, hidden, weight, targets, chunk_size=16)
+    for got, want in zip(actual, expected, strict=True):
+        assert rel_err(got, want) <= 1e-6
+    assert rel_err(actual[0], linear_cross_entropy_reference(hidden, weight, targets)) > 1e-6
