@@ -3,6 +3,7 @@ trainer (one process and two), its evaluation, its flags and the throughput benc
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,11 +13,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from zoo.cli import make_parser
+from zoo.cli import main, make_parser
 from zoo.cli import train as train_cmd
 from zoo.data import make_task
 from zoo.errors import ZooError
-from zoo.training import TrainConfig, Trainer, read_jsonl, throughput
+from zoo.training import TrainConfig, Trainer, read_jsonl
 from zoo.training.runs import build_for_task
 
 FAST = {"compile": False, "progress": False, "device": "cpu"}
@@ -69,15 +70,18 @@ def test_the_flag_and_the_config_file_set_it(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_throughput_rows_for_both_losses() -> None:
-    both = ("logits", "chunked")
-    config = throughput.ThroughputConfig(tokens_per_step=64, steps=1, warmup=0, compile=False, losses=both)
-    rows = throughput.run_throughput(["transformer", "hf-llama"], [32], size="tiny", config=config)
-    by = {(row["model"], row["loss_path"]): row for row in rows}
+def test_the_throughput_benchmark_runs_both_losses_in_one_command(tmp_path, capsys) -> None:
+    smoke = ["--device", "cpu", "--size", "tiny", "--tokens-per-step", "64", "--steps", "1", "--warmup", "0"]
+    out = tmp_path / "bench"
+    command = ["bench", "--suite", "train", *smoke, "--seq-lens", "32", "--no-compile", "--no-plot", "--out", str(out)]
+    assert main([*command, "--models", "transformer", "hf-llama", "--loss", "logits", "chunked"]) == 0
+    report = json.loads((out / "train_throughput.json").read_text())
+    assert report["config"]["losses"] == ["logits", "chunked"]
+    by = {(row["model"], row["loss_path"]): row for row in report["rows"]}
     assert by["transformer", "logits"]["tokens_per_s"] > 0 and by["transformer", "chunked"]["tokens_per_s"] > 0
     assert by["transformer", "chunked"]["time_vs_transformer"] == 1.0
     assert "logits only" in by["hf-llama", "chunked"]["skipped"]
-    assert "| transformer (chunked loss) | 32 |" in throughput.format_table(rows)
+    assert "| transformer (chunked loss) | 32 |" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -178,11 +178,11 @@ def measure(
     precision = config.precision if config.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     autocast = torch.bfloat16 if precision == "bf16" else None
     row.update(precision=precision, compiled=config.compile)
-    if label == ANCHOR and importlib.util.find_spec("transformers") is None:
-        row["skipped"] = "transformers is not installed here (pip install transformers for the Llama anchor row)"
-        return row
     if label == ANCHOR and loss != "logits":
         row["skipped"] = f"the {ANCHOR} anchor computes its loss from logits only"
+        return row
+    if label == ANCHOR and importlib.util.find_spec("transformers") is None:
+        row["skipped"] = "transformers is not installed here (pip install transformers for the Llama anchor row)"
         return row
     _free(device)
     try:
