@@ -88,6 +88,12 @@ def test_all_ignored_batch_is_zero_loss_and_zero_gradient(reduction) -> None:
         assert not grad_hidden.any() and not grad_weight.any()
 
 
+def test_no_tokens_is_zero_loss_and_zero_gradient() -> None:
+    hidden, weight, targets = _inputs(0, 8, 20, torch.float32)
+    loss, grad_hidden, grad_weight = _loss_and_grads(chunked_linear_cross_entropy, hidden, weight, targets)
+    assert loss.item() == 0.0 and grad_hidden.shape == (0, 8) and not grad_weight.any()
+
+
 def test_without_grad_the_forward_only_loop_gives_the_same_loss() -> None:
     hidden, weight, targets = _inputs(50, 8, 30, torch.float64)
     with_grad = chunked_linear_cross_entropy(hidden, weight, targets, chunk_size=7)

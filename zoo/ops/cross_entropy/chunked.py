@@ -32,9 +32,9 @@ from zoo.ops.cross_entropy.reference import Reduction, check_reduction
 
 # fp32 logits of one chunk at most: 256 MiB. A chunk holds at most about three [C, V] buffers
 # at once (the logits, turned into the gradient in place; logsumexp's temporary; a bf16 matmul
-# output or copy), so the loss adds under ~1 GiB to a step whatever N is, while C stays in the thousands for
-# vocabularies up to ~64K (2048 tokens at V = 32000): matmuls of that height keep a GPU busy,
-# and N / C chunks (16 at N = 32768) keep the unrolled graph and the launches few.
+# output or copy), so the loss adds under ~1 GiB to a step whatever N is, while C stays in the
+# thousands for vocabularies up to ~64K (2048 tokens at V = 32000): matmuls of that height keep
+# a GPU busy, and N / C chunks (16 at N = 32768) keep the unrolled graph and the launches few.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 
 
@@ -97,7 +97,8 @@ def _chunks(
         loss = loss * scale
     if not with_grads:
         return loss, None, None
-    return loss, torch.cat(grad_rows), grad_weight.to(weight.dtype)
+    grad_hidden = torch.cat(grad_rows) if grad_rows else torch.zeros_like(hidden)  # N = 0: no chunk
+    return loss, grad_hidden, grad_weight.to(weight.dtype)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
