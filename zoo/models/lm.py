@@ -148,12 +148,18 @@ class CausalLM(PretrainedMixin, nn.Module):
 
         ``targets`` are aligned with the inputs (position t's target is the token after t; no
         shift happens here) and ``ignore_index`` marks the unscored ones. The loss, a 0-d fp32
-        tensor, is ``loss_reduction`` over the scored positions: ``mean`` (0 when none is
-        scored) or ``sum`` (for data parallelism, which divides by the count over all ranks).
+        tensor (fp64 in an fp64 model), is ``loss_reduction`` over the scored positions: ``mean``
+        (0 when none is scored) or ``sum`` (for data parallelism, which divides by the count
+        over all ranks).
         It comes from ``zoo.ops.cross_entropy.chunked_linear_cross_entropy``: head and loss
         chunk by chunk, the logits [B,T,V] never formed.
         """
         self._check_transpoints(transpoints, input_ids.shape[1])
+        if targets is not None and targets.shape != input_ids.shape:
+            raise ZooError(
+                f"targets has shape {list(targets.shape)}, input_ids {list(input_ids.shape)}: "
+                "give one target per input position (ignore_index where unscored)"
+            )
         x = self.embedding(input_ids)
         if transpoints is None:
             transpoints = self.default_transpoints(input_ids.shape[1])
@@ -162,11 +168,6 @@ class CausalLM(PretrainedMixin, nn.Module):
         hidden = self.final_norm(x)
         if targets is None:
             return self.lm_head(hidden)
-        if targets.shape != input_ids.shape:
-            raise ZooError(
-                f"targets has shape {list(targets.shape)}, input_ids {list(input_ids.shape)}: "
-                "give one target per input position (ignore_index where unscored)"
-            )
         # the head's weight directly (a tied head's is the embedding's: autograd sums both uses)
         return chunked_linear_cross_entropy(
             hidden, self.lm_head.weight, targets, ignore_index=ignore_index, reduction=loss_reduction
