@@ -10,7 +10,7 @@ on CUDA ``max_memory_allocated`` less the allocation before it.
 
     python benchmarks/loss_memory.py                         # CPU: 8192 tokens, vocab 32000
     python benchmarks/loss_memory.py --device cuda --preset transformer-400m --keep-width \\
-        --layers 0 --batch 4 --seq-len 8192                  # GPU: the 400m head at 32K tokens
+        --layers 0 --batch 4 --seq-len 8192                  # GPU: all of transformer-400m, 32K tokens
 """
 
 from __future__ import annotations
