@@ -125,6 +125,14 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
         help="backend override for every layer with that slot, repeatable; default: the presets' own "
         "(auto: the Triton SSD, converter and conv on CUDA, PyTorch on a CPU)",
     )
+    group.add_argument(
+        "--loss",
+        nargs="+",
+        choices=["logits", "chunked"],
+        default=["logits"],
+        help="the loss of the step: logits (default; cross-entropy of the logits) and/or chunked (the model's "
+        "chunked loss without the logits); both: one row each, an A/B in one run",
+    )
     group.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
     group.add_argument("--out", default="runs/bench/train", help="directory for train_throughput.json/.png")
     group.add_argument("--no-plot", action="store_true", help="JSON only (no matplotlib needed)")
@@ -177,6 +185,7 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
         precision=args.precision,
         peak_tflops=args.peak_tflops or (989.0 if device.type == "cuda" else None),
         budget_s=args.budget_s,
+        losses=tuple(dict.fromkeys(args.loss)),
     )
     env = throughput.environment(device, command or " ".join(["zoo", *sys.argv[1:]]), config, backends, args.size)
     print(
@@ -197,7 +206,10 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
     for path in throughput.write_report(rows, env, args.out, plot=not args.no_plot):
         print(f"wrote {path}")
     if getattr(args, "save", None) is not None:
-        keyed = [{"key": f"{row['model']} T={row['seq_len']}", "value": row.get("tokens_per_s"), **row} for row in rows]
+        keyed = [
+            {"key": f"{throughput.row_label(row)} T={row['seq_len']}", "value": row.get("tokens_per_s"), **row}
+            for row in rows
+        ]
         save(args, "train", keyed, {"name": "tokens/s", "unit": "tokens/s", "better": "higher"}, args.device)
     return 0 if all("error" not in row for row in rows) else 1
 

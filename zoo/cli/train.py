@@ -83,6 +83,13 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument(
+        "--loss",
+        choices=("logits", "chunked"),
+        default="logits",
+        help="logits (default): cross-entropy of the model's logits; chunked: the model computes the loss "
+        "chunk by chunk without the [batch, T, vocab] logits (docs/training.md)",
+    )
     add_backend_arg(group)
 
 
@@ -103,6 +110,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
         "compile_eval": False if args.eager_eval else None,
         "eval_every": args.eval_every,
         "progress": not args.no_progress,
+        "loss": args.loss,
     }
     values.update(overrides)
     return make_train_config(values)

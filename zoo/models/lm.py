@@ -8,6 +8,7 @@ no registry look-ups.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from zoo.layers.mlp import SwiGLU
 from zoo.layers.norm import make_norm
 from zoo.models.cache import ModelCache
 from zoo.models.pretrained import PretrainedMixin
+from zoo.ops.cross_entropy import chunked_linear_cross_entropy
 from zoo.schedule import NoSchedule, TransPointSchedule
 
 # Names of the last Linear of a residual branch (SSD mixers, attention, SwiGLU), the weights
@@ -130,16 +132,46 @@ class CausalLM(PretrainedMixin, nn.Module):
         """Per-layer TransPoints the schedule gives for this length (and training step)."""
         return self.schedule.transpoints(self.n_layers, seq_len, step=step)
 
-    def forward(self, input_ids: torch.Tensor, *, transpoints: Sequence[int] | None = None) -> torch.Tensor:
-        """input_ids [B,T] -> logits [B,T,V]. ``transpoints`` overrides ``default_transpoints(T)``
-        (the training TransPoints when recorded, else the schedule at T) per layer."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        transpoints: Sequence[int] | None = None,
+        targets: torch.Tensor | None = None,
+        loss_reduction: Literal["mean", "sum"] = "mean",
+        ignore_index: int = -100,
+    ) -> torch.Tensor:
+        """input_ids [B,T] -> logits [B,T,V]; with ``targets`` [B,T] -> the cross-entropy instead.
+
+        ``transpoints`` overrides ``default_transpoints(T)`` (the training TransPoints when
+        recorded, else the schedule at T) per layer.
+
+        ``targets`` are aligned with the inputs (position t's target is the token after t; no
+        shift happens here) and ``ignore_index`` marks the unscored ones. The loss, a 0-d fp32
+        tensor (fp64 in an fp64 model), is ``loss_reduction`` over the scored positions: ``mean``
+        (0 when none is scored) or ``sum`` (for data parallelism, which divides by the count
+        over all ranks).
+        It comes from ``zoo.ops.cross_entropy.chunked_linear_cross_entropy``: head and loss
+        chunk by chunk, the logits [B,T,V] never formed.
+        """
         self._check_transpoints(transpoints, input_ids.shape[1])
+        if targets is not None and targets.shape != input_ids.shape:
+            raise ZooError(
+                f"targets has shape {list(targets.shape)}, input_ids {list(input_ids.shape)}: "
+                "give one target per input position (ignore_index where unscored)"
+            )
         x = self.embedding(input_ids)
         if transpoints is None:
             transpoints = self.default_transpoints(input_ids.shape[1])
         for block, transpoint in zip(self.blocks, transpoints, strict=True):
             x = block(x, transpoint)
-        return self.lm_head(self.final_norm(x))
+        hidden = self.final_norm(x)
+        if targets is None:
+            return self.lm_head(hidden)
+        # the head's weight directly (a tied head's is the embedding's: autograd sums both uses)
+        return chunked_linear_cross_entropy(
+            hidden, self.lm_head.weight, targets, ignore_index=ignore_index, reduction=loss_reduction
+        )
 
     def _check_transpoints(self, transpoints: Sequence[int] | None, seq_len: int) -> None:
         # len() of a Python list (or a tensor's static dim) is a trace-time constant: no graph break

@@ -278,7 +278,13 @@ def data_parallel_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index
     loss_sum = torch.nn.functional.cross_entropy(
         logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index, reduction="sum"
     )
-    count = (targets != ignore_index).sum().to(logits.dtype)
+    return data_parallel_mean(loss_sum, targets, ignore_index)
+
+
+def data_parallel_mean(loss_sum: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """As :func:`data_parallel_loss` from this rank's summed loss (e.g. a model's chunked
+    loss with ``loss_reduction="sum"``): ``loss_sum * world size / scored positions of all ranks``."""
+    count = (targets != ignore_index).sum().to(loss_sum.dtype)
     dist.all_reduce(count)  # stays on the device: no host sync
     return loss_sum * dist.get_world_size() / count
 

@@ -5,10 +5,12 @@ tokens per optimizer step (batch = tokens_per_step / T sequences, run as micro-b
 with gradient accumulation when ``micro_batch_size`` is set). A row builds a fresh model
 (``zoo.build(..., compile=True)``: the spec's compile options, fullgraph), AdamW from
 ``make_optimizer`` (fused on CUDA), bf16 autocast on CUDA, the loss in fp32 as the trainer
-computes it, gradient clipping at 1.0. ``warmup`` steps (compilation, autotuning, the
-allocator) run untimed; then ``steps`` steps are timed, with CUDA events on a GPU (read
-after a synchronize) and the wall clock on a CPU. The tokens are random and made before
-timing, so no data pipeline is measured.
+computes it, gradient clipping at 1.0. ``losses`` picks how: ``logits`` (cross-entropy of the
+model's logits) and/or ``chunked`` (the model's own chunked loss, ``forward(targets=...)``,
+without the logits); with both, every model and length gets one row each, an A/B in one run.
+``warmup`` steps (compilation, autotuning, the allocator) run untimed; then ``steps`` steps
+are timed, with CUDA events on a GPU (read after a synchronize) and the wall clock on a CPU.
+The tokens are random and made before timing, so no data pipeline is measured.
 
 MFU = model FLOPs per step (``zoo.flops.train_flops_per_token``: 6 N per token for the N
 weights in matmuls, plus 3x the attention and SSM terms at this T) / step time / the
@@ -59,6 +61,7 @@ class ThroughputConfig:
     grad_clip: float | None = 1.0
     lr: float = 1e-4
     budget_s: float | None = None  # stop starting rows after this many seconds
+    losses: tuple[str, ...] = ("logits",)  # "logits" and/or "chunked": one row per model, length and loss
 
 
 def preset_name(model: str, size: str) -> str:
@@ -87,12 +90,13 @@ def _training_step(
     autocast: torch.dtype | None,
     device: torch.device,
     grad_clip: float | None,
+    chunked: bool = False,
 ) -> torch.Tensor:
     loss_sum = torch.zeros((), device=device)
     for inputs, targets in micro_batches:
         with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            logits = model(inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            output = model(inputs, targets=targets) if chunked else model(inputs)
+        loss = output if chunked else F.cross_entropy(output.float().flatten(0, 1), targets.flatten())
         (loss / len(micro_batches)).backward()
         loss_sum += loss.detach()
     if grad_clip is not None:
@@ -157,9 +161,12 @@ def measure(
     config: ThroughputConfig,
     device: torch.device,
     backends: dict[str, str] | None = None,
+    loss: str = "logits",
 ) -> dict[str, Any]:
-    """One row: ``label`` (an architecture, a preset name or ``hf-llama``) at length ``seq_len``."""
+    """One row: ``label`` (an architecture, a preset name or ``hf-llama``) at length ``seq_len``,
+    its loss from the logits or chunked in the model (``loss``)."""
     row: dict[str, Any] = {"model": label, "seq_len": seq_len, "tokens_per_step": config.tokens_per_step}
+    row["loss_path"] = loss
     if config.tokens_per_step % seq_len:
         row["error"] = f"--tokens-per-step {config.tokens_per_step} is not a multiple of T={seq_len}"
         return row
@@ -172,6 +179,9 @@ def measure(
     precision = config.precision if config.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     autocast = torch.bfloat16 if precision == "bf16" else None
     row.update(precision=precision, compiled=config.compile)
+    if label == ANCHOR and loss != "logits":
+        row["skipped"] = f"the {ANCHOR} anchor computes its loss from logits only"
+        return row
     if label == ANCHOR and importlib.util.find_spec("transformers") is None:
         row["skipped"] = "transformers is not installed here (pip install transformers for the Llama anchor row)"
         return row
@@ -194,7 +204,9 @@ def measure(
         ]
 
         def step() -> torch.Tensor:
-            return _training_step(model, optimizer, micro_batches, autocast, device, config.grad_clip)
+            return _training_step(
+                model, optimizer, micro_batches, autocast, device, config.grad_clip, chunked=loss == "chunked"
+            )
 
         began = time.perf_counter()
         for _ in range(config.warmup):
@@ -239,8 +251,8 @@ def run_throughput(
     backends: dict[str, str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows for every model at every length, with ``time_vs_transformer``
-    (the transformer's tokens/s at that T over this row's: relative training time)."""
+    """Rows for every model at every length and loss, with ``time_vs_transformer`` (the
+    transformer's tokens/s at that T with the same loss over this row's: relative training time)."""
     config = config or ThroughputConfig()
     device = torch.device(device)
     if device.type == "cuda":
@@ -250,24 +262,34 @@ def run_throughput(
     rows = []
     for seq_len in seq_lens:  # length by length, so a budget that runs out leaves whole comparisons
         for label in models:
-            if config.budget_s is not None and time.perf_counter() - began > config.budget_s:
-                rows.append({"model": label, "seq_len": seq_len, "skipped": f"--budget-s {config.budget_s:g} spent"})
-                continue
-            row = measure(label, size, seq_len, config, device, backends)
-            rows.append(row)
-            if log is not None:
-                log(_summary(row))
+            for loss in config.losses:
+                if config.budget_s is not None and time.perf_counter() - began > config.budget_s:
+                    skipped = f"--budget-s {config.budget_s:g} spent"
+                    rows.append({"model": label, "seq_len": seq_len, "loss_path": loss, "skipped": skipped})
+                    continue
+                row = measure(label, size, seq_len, config, device, backends, loss=loss)
+                rows.append(row)
+                if log is not None:
+                    log(_summary(row))
     reference = {
-        row["seq_len"]: row["tokens_per_s"] for row in rows if row["model"] == "transformer" and row.get("tokens_per_s")
+        (row["seq_len"], row["loss_path"]): row["tokens_per_s"]
+        for row in rows
+        if row["model"] == "transformer" and row.get("tokens_per_s")
     }
     for row in rows:
-        if row.get("tokens_per_s") and row["seq_len"] in reference:
-            row["time_vs_transformer"] = round(reference[row["seq_len"]] / row["tokens_per_s"], 3)
+        key = (row["seq_len"], row["loss_path"])
+        if row.get("tokens_per_s") and key in reference:
+            row["time_vs_transformer"] = round(reference[key] / row["tokens_per_s"], 3)
     return rows
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """The model's name, with `` (chunked loss)`` for a row whose loss is not from the logits."""
+    return row["model"] if row.get("loss_path", "logits") == "logits" else f"{row['model']} ({row['loss_path']} loss)"
+
+
 def _summary(row: dict[str, Any]) -> str:
-    head = f"{row['model']} T={row['seq_len']}"
+    head = f"{row_label(row)} T={row['seq_len']}"
     if "tokens_per_s" in row:
         mfu = f", MFU {100 * row['mfu']:.1f}%" if row.get("mfu") is not None else ""
         memory = f", peak {row['peak_memory_gib']} GiB" if "peak_memory_gib" in row else ""
@@ -292,7 +314,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         mfu = f"{100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "-"
         note = row.get("error") or row.get("skipped") or row.get("backends", "")
         lines.append(
-            f"| {row['model']} | {row['seq_len']} | {shape} | {params} | {cell('tokens_per_s', '{:,.0f}')} | "
+            f"| {row_label(row)} | {row['seq_len']} | {shape} | {params} | {cell('tokens_per_s', '{:,.0f}')} | "
             f"{cell('time_vs_transformer', '{:.2f}')} | {cell('step_ms_median', '{:.1f}')} | "
             f"{cell('peak_memory_gib')} | {cell('model_tflops')} | {mfu} | {note} |"
         )
@@ -354,9 +376,9 @@ def plot_rows(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Pat
     panels = [(key, label) for key, label in panels if any(row.get(key) is not None for row in rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=110, squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
-        for model in dict.fromkeys(row["model"] for row in rows):
+        for model in dict.fromkeys(row_label(row) for row in rows):
             points = sorted(
-                (row["seq_len"], row[key]) for row in rows if row["model"] == model and row.get(key) is not None
+                (row["seq_len"], row[key]) for row in rows if row_label(row) == model and row.get(key) is not None
             )
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=model)

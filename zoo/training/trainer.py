@@ -8,6 +8,7 @@ resumed reproduces the uninterrupted run's losses bit for bit.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ class TrainConfig(BaseModel):
     # recompute activations in backward: "none", "full" (every block) or k (every k-th block)
     activation_checkpointing: Literal["none", "full"] | StrictInt = "none"
     dist_timeout: float = Field(600.0, gt=0, le=86400)  # how long a collective waits for a peer
+    # "logits": the model returns logits, cross-entropy in fp32 outside it; "chunked": the model
+    # computes the loss in its forward without the [B, T, V] logits (zoo.ops.cross_entropy)
+    loss: Literal["logits", "chunked"] = "logits"
 
     @field_validator("activation_checkpointing", mode="before")
     @classmethod
@@ -151,6 +155,11 @@ class Trainer(CheckpointingMixin):
                 param_dtype=self.autocast_dtype,
                 recompile_limit=(variants + 8) * max(1, getattr(model, "n_layers", 1)),
             )
+        if self.config.loss == "chunked" and "targets" not in inspect.signature(model.forward).parameters:
+            raise ZooError(
+                f"loss=chunked needs a model whose forward takes targets (zoo's CausalLM does); "
+                f"{type(model).__name__} does not: use loss=logits"
+            )
         self.optimizer = make_optimizer(
             self.model,
             lr=self.config.lr,
@@ -183,17 +192,31 @@ class Trainer(CheckpointingMixin):
             return None
         return self.model.schedule.transpoints(self.model.n_layers, seq_len, step=step)
 
-    def _logits(self, inputs: torch.Tensor, transpoints: list[int] | None, *, training: bool = True) -> torch.Tensor:
-        kwargs = {} if transpoints is None else {"transpoints": transpoints}
+    def _forward(self, inputs: torch.Tensor, transpoints: list[int] | None, *, training: bool = True, **kwargs: Any):
+        """The model's output: logits, or with ``targets`` in ``kwargs`` its loss."""
+        if transpoints is not None:
+            kwargs["transpoints"] = transpoints
         model = self.forward_model if training or self.compile_eval else self.model
         if self.autocast_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                 return model(inputs, **kwargs)
         return model(inputs, **kwargs)
 
-    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, transpoints: list[int] | None = None) -> torch.Tensor:
-        logits = self._logits(inputs, transpoints).float()
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+    def loss(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        transpoints: list[int] | None = None,
+        *,
+        reduction: Literal["mean", "sum"] = "mean",
+        training: bool = True,
+    ) -> torch.Tensor:
+        """Cross-entropy over the scored targets by ``config.loss``: from the logits, or in the model."""
+        if self.config.loss == "chunked":
+            kwargs = {"targets": targets, "loss_reduction": reduction, "ignore_index": IGNORE}
+            return self._forward(inputs, transpoints, training=training, **kwargs)
+        logits = self._forward(inputs, transpoints, training=training).float()
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction=reduction)
 
     def lr(self, step: int) -> float:
         c = self.config
@@ -223,7 +246,8 @@ class Trainer(CheckpointingMixin):
             if self.dist is None:
                 loss = self.loss(inputs, targets, transpoints)
             else:  # this rank's share of the global batch's mean loss
-                loss = distributed.data_parallel_loss(self._logits(inputs, transpoints).float(), targets, IGNORE)
+                loss_sum = self.loss(inputs, targets, transpoints, reduction="sum")
+                loss = distributed.data_parallel_mean(loss_sum, targets, IGNORE)
             (loss / c.grad_accum).backward()
             total += loss.detach()
             tokens += inputs.numel() * world
@@ -253,16 +277,20 @@ class Trainer(CheckpointingMixin):
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         count = torch.zeros((), dtype=torch.long, device=self.device)
         batches = self.task.eval_batches(batch_size)
+        accuracy = self.task.metric == "accuracy"  # needs the argmax of the logits
         if self.dist is not None:  # every rank its share, all in step (FSDP forwards are collective)
             batches = distributed.eval_share(batches, self.dist, IGNORE)
         for inputs, targets in batches:
             inputs, targets = inputs.to(self.device), targets.to(self.device)
             transpoints = self.transpoints(inputs.shape[1], None)
-            logits = self._logits(inputs, transpoints, training=False).float()
             mask = targets != IGNORE
-            loss_sum += F.cross_entropy(logits[mask], targets[mask], reduction="sum").double()
-            correct += (logits[mask].argmax(-1) == targets[mask]).sum()
             count += mask.sum()
+            if accuracy or self.config.loss != "chunked":
+                logits = self._forward(inputs, transpoints, training=False).float()
+                loss_sum += F.cross_entropy(logits[mask], targets[mask], reduction="sum").double()
+                correct += (logits[mask].argmax(-1) == targets[mask]).sum()
+            else:  # text: the loss alone, without the logits
+                loss_sum += self.loss(inputs, targets, transpoints, reduction="sum", training=False).double()
         self.model.train()
         if self.dist is not None:
             for total in (loss_sum, correct, count):
@@ -271,7 +299,7 @@ class Trainer(CheckpointingMixin):
         if count == 0:
             raise ZooError("the evaluation set has no scored positions")
         loss = loss_sum.item() / count
-        if self.task.metric == "accuracy":
+        if accuracy:
             metrics = {"eval_loss": loss, "eval_accuracy": correct.item() / count}
             chance = getattr(self.task, "chance", None)  # the no-recall floor to read the accuracy against
             return metrics if chance is None else {**metrics, "eval_chance": float(chance)}
