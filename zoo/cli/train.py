@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
-from zoo.training.trainer import TrainConfig
+from zoo.training.config import TrainConfig
 
 HELP = "train a model (preset or spec file) on text or a synthetic recall task"
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from zoo.errors import ZooError
-from zoo.training.trainer import TrainConfig
+from zoo.training.config import TrainConfig
 
 TABLES = ("model", "out", "backend", "task", "train")
 RESOLVED_NAME = "config.json"
