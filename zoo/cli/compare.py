@@ -124,7 +124,8 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                 wall_s = round(time.perf_counter() - start, 1)
                 extra = {}
                 if eval_schedules and (trained := robustness.trained_schedule(model)) is not None:
-                    extra = {"trained_schedule": trained, "schedule_eval": robustness.evaluate_under(trainer, eval_schedules)}
+                    evaluated = robustness.evaluate_under(trainer, eval_schedules)
+                    extra = {"trained_schedule": trained, "schedule_eval": evaluated}
                 tokens = config.steps * config.batch_size * config.grad_accum * task.seq_len
                 rows.append(
                     {

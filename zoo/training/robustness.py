@@ -143,7 +143,8 @@ def recipe_summary(group: list[dict[str, Any]], schedules: list[str], metric: st
     summary["worst"] = max(means, key=means.__getitem__)
     spreads = []
     for row in group:
-        losses = [_finite(float(cell[metric])) for name, cell in row.get("schedule_eval", {}).items() if name in per_schedule]
+        evaluated = row.get("schedule_eval", {})
+        losses = [_finite(float(cell[metric])) for name, cell in evaluated.items() if name in per_schedule]
         if len(losses) == len(per_schedule) and min(losses) > 0:
             spreads.append(max(losses) / min(losses) - 1)
     if spreads:
@@ -164,7 +165,8 @@ def robustness(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dic
     if not any(row.get("schedule_eval") for row in rows):
         return None
     schedules = list(dict.fromkeys(name for row in rows for name in row.get("schedule_eval") or {}))
-    groups = {cell["model"]: [r for r in rows if r["model"] == cell["model"] and r["lr"] == cell["lr"]] for cell in summary}
+    chosen = {cell["model"]: cell["lr"] for cell in summary}
+    groups = {model: [r for r in rows if r["model"] == model and r["lr"] == lr] for model, lr in chosen.items()}
     recipes, notes = [], []
     for cell in summary:
         group = groups[cell["model"]]
@@ -176,9 +178,7 @@ def robustness(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dic
         if any("eval_accuracy" in c for r in group for c in (r.get("schedule_eval") or {}).values()):
             entry["accuracy"] = recipe_summary(group, schedules, "eval_accuracy")
         recipes.append(entry)
-    references = [
-        e["model"] for e in recipes if (e["trained"] or {}).get("name") == REFERENCE_SCHEDULE and not e["trained"]["random"]
-    ]
+    references = [e["model"] for e in recipes if _trained_with(e["trained"], REFERENCE_SCHEDULE)]
     reference = references[0] if references else None
     if len(references) > 1:
         notes.append(f"several recipes trained with {REFERENCE_SCHEDULE}; the reference is {reference}")
@@ -188,6 +188,10 @@ def robustness(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dic
         for entry in recipes:
             entry["v9_vs_reference"] = relative_to(groups[entry["model"]], groups[reference], REFERENCE_SCHEDULE)
     return {"schedules": schedules, "reference": reference, "recipes": recipes, "notes": notes}
+
+
+def _trained_with(trained: dict[str, Any] | None, name: str) -> bool:
+    return bool(trained) and trained["name"] == name and not trained["random"]
 
 
 def _interval(cell: dict[str, Any] | None, digits: int = 4) -> str:
