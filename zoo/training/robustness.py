@@ -241,8 +241,8 @@ def markdown(record: dict[str, Any]) -> str:
     lines += [
         "",
         "spread: per seed, the highest loss over the evaluated schedules divided by the lowest, minus 1; "
-        f"{REFERENCE_SCHEDULE} vs reference: the recipe's {REFERENCE_SCHEDULE} loss over the "
-        f"{REFERENCE_SCHEDULE}-trained recipe's, minus 1, paired by seed.",
+        f"{REFERENCE_SCHEDULE} loss vs the {REFERENCE_SCHEDULE}-trained recipe: the recipe's {REFERENCE_SCHEDULE} "
+        f"loss over that recipe's, minus 1, paired by seed.",
     ]
     lines += [f"note: {note}" for note in record["notes"]]
     return "\n".join(lines)
