@@ -140,3 +140,17 @@ def test_merge_writes_the_robustness_table(tmp_path, capsys) -> None:
     assert args.func(args) == 0
     assert "robustness" not in json.loads((out / "compare.json").read_text())
     assert "spread" not in (out / "compare.md").read_text()
+
+
+@pytest.mark.slow
+def test_compare_evaluates_transmamba_models_under_the_schedules(tmp_path, capsys) -> None:
+    spec = tmp_path / "tm.json"
+    spec.write_text(json.dumps(_transmamba_spec()))
+    out = tmp_path / "cmp"
+    argv = ["compare", f"tm={spec}", "--task", "text", "--seq-len", str(SEQ_LEN), "--steps", "1", "--batch-size", "2"]
+    argv += ["--seeds", "1", "--no-compile", "--no-plot", "--no-progress", "--device", "cpu"]
+    assert main([*argv, "--eval-schedules", "ssm,attention", "--out", str(out)]) == 0
+    (row,) = json.loads((out / "compare.json").read_text())["rows"]
+    assert list(row["schedule_eval"]) == ["ssm", "attention"] and row["trained_schedule"]["name"] == "v9"
+    assert row["schedule_eval"]["ssm"]["eval_loss"] != row["schedule_eval"]["attention"]["eval_loss"]
+    assert "| tm (lr 0.003) | v9 |" in (out / "compare.md").read_text()
