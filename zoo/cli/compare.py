@@ -53,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="COMPARE_JSON",
         help="train nothing: summarise the runs of earlier compare.json files (same task and tokens) in one table",
     )
+    parser.add_argument(
+        "--eval-schedules",
+        default=None,
+        metavar="NAME,NAME,...",
+        help="also evaluate each TransMamba model under these TransPoint schedules (e.g. v1,v2,...,v9,attention,ssm; "
+        "trained = its own) and add a robustness table (zoo.training.robustness)",
+    )
     parser.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     parser.set_defaults(func=run)
@@ -80,7 +87,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
     from zoo.builder import parse_backend_overrides, spec_with_backends
-    from zoo.training import runs
+    from zoo.training import robustness, runs
     from zoo.training.trainer import Trainer, resolve_device
 
     if args.budget is not None:
@@ -88,6 +95,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.seeds < 1:
         raise ZooError(f"--seeds must be >= 1, got {args.seeds}")
     lrs = parse_lrs(args.lrs, args.lr)
+    eval_schedules = robustness.parse_eval_schedules(args.eval_schedules)
     seeds = [args.seed + i for i in range(args.seeds)]
     out = Path(args.out)
     entries = [parse_entry(entry) for entry in args.models]
@@ -113,6 +121,11 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                 print(f"{head} {trainer.n_params:,} params, {config.steps} steps", file=sys.stderr)
                 start = time.perf_counter()
                 result = trainer.fit()
+                wall_s = round(time.perf_counter() - start, 1)
+                extra = {}
+                if eval_schedules and (trained := robustness.trained_schedule(model)) is not None:
+                    evaluated = robustness.evaluate_under(trainer, eval_schedules)
+                    extra = {"trained_schedule": trained, "schedule_eval": evaluated}
                 tokens = config.steps * config.batch_size * config.grad_accum * task.seq_len
                 rows.append(
                     {
@@ -126,8 +139,9 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "tokens": tokens,
                         "final_loss": result.final_loss,
                         "tokens_per_s": round(result.tokens_per_s),
-                        "wall_s": round(time.perf_counter() - start, 1),
+                        "wall_s": wall_s,
                         **result.eval,
+                        **extra,
                         "history": result.history,
                     }
                 )
@@ -225,6 +239,8 @@ def merge(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from zoo.training import robustness
+
     if bool(args.models) == bool(args.merge):
         raise ZooError("zoo compare takes models to train or --merge COMPARE_JSON... to summarise (one of the two)")
     rows = merge(args.merge) if args.merge else compare(args)
@@ -241,8 +257,14 @@ def run(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     record = {"argv": sys.argv[1:], "interval": interval, "summary": summary, "sweep": sweep, "rows": rows}
+    text = table + "\n\n" + interval + "\n" + (note + "\n" if note else "")
+    robust = robustness.robustness(rows, summary)
+    if robust is not None:
+        record["robustness"] = robust
+        text += "\n" + robustness.markdown(robust) + "\n"
+        print(robustness.markdown(robust))
     (out / "compare.json").write_text(json.dumps(record, indent=1))
-    (out / "compare.md").write_text(table + "\n\n" + interval + "\n" + (note + "\n" if note else ""))
+    (out / "compare.md").write_text(text)
     if not args.no_plot:
         print(f"plot: {plot_rows(rows, out / 'compare.png', accuracy=accuracy, summary=summary)}", file=sys.stderr)
     return 0
