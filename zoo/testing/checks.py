@@ -156,6 +156,26 @@ def _cotangents(*like: torch.Tensor, seed: int) -> list[torch.Tensor]:
     return [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in like]
 
 
+def compare_grads(
+    result: CaseResult,
+    outs: Sequence[torch.Tensor],
+    outs_ref: Sequence[torch.Tensor],
+    mine: dict,
+    ref: dict,
+    tol: float,
+    *,
+    seed: int,
+) -> None:
+    """Every input's gradient of a random weighted sum of ``outs`` against the fp64 reference's
+    (the same weights on ``outs_ref``), into ``result`` as ``d<name>``."""
+    weights = _cotangents(*outs_ref, seed=seed)
+    expected = _grads(_weighted_sum(outs_ref, weights), ref)
+    with nan_filled_empty():
+        actual = _grads(_weighted_sum(outs, weights), mine)
+    for name, grad in expected.items():
+        result.compare(f"d{name}", actual[name], grad, tol)
+
+
 def _state_dtype_ok(state: torch.Tensor, dtype: torch.dtype) -> bool:
     return state.dtype == torch.float32 or (dtype == torch.float64 and state.dtype == torch.float64)
 
@@ -217,12 +237,7 @@ def check_ssm_backend(
         if isinstance(y_only, torch.Tensor):
             result.compare("y (return_final_state=False)", y_only, y_ref, tol)
         if grads:
-            weights = _cotangents(y_ref, state_ref, seed=seed)
-            expected = _grads(_weighted_sum([y_ref, state_ref], weights), ref)
-            with nan_filled_empty():
-                actual = _grads(_weighted_sum([y, state], weights), mine)
-            for name, grad in expected.items():
-                result.compare(f"d{name}", actual[name], grad, tol)
+            compare_grads(result, [y, state], [y_ref, state_ref], mine, ref, tol, seed=seed)
         results.append(result)
     _raise_if_failed(f"SSM backend {backend!r} ({dtype}, {device})", results)
     return results
@@ -311,12 +326,7 @@ def check_attention_backend(
         result.expect(out.dtype == dtype, f"output dtype {out.dtype}, expected {dtype}")
         result.compare("out", out, out_ref, tol)
         if grads:
-            weights = _cotangents(out_ref, seed=seed)
-            expected = _grads(_weighted_sum([out_ref], weights), ref)
-            with nan_filled_empty():
-                actual = _grads(_weighted_sum([out], weights), mine)
-            for name, grad in expected.items():
-                result.compare(f"d{name}", actual[name], grad, tol)
+            compare_grads(result, [out], [out_ref], mine, ref, tol, seed=seed)
         results.append(result)
     _raise_if_failed(f"attention backend {backend!r} ({dtype}, {device})", results)
     return results

@@ -15,11 +15,9 @@ from zoo.backends.base import ConvBackend
 from zoo.ops.conv.reference import causal_conv_silu_split
 from zoo.testing.checks import (
     CaseResult,
-    _cotangents,
-    _grads,
     _prepare,
     _raise_if_failed,
-    _weighted_sum,
+    compare_grads,
     nan_filled_empty,
     tolerance,
 )
@@ -106,12 +104,7 @@ def check_conv_backend(
             result.expect(out.dtype == dtype, f"out{index} dtype {out.dtype}, expected {dtype}")
             result.compare(f"out{index}", out, out_ref, tol)
         if grads and len(outs) == len(sizes):
-            weights = _cotangents(*outs_ref, seed=seed)
-            expected = _grads(_weighted_sum(outs_ref, weights), ref)
-            with nan_filled_empty():
-                actual = _grads(_weighted_sum(outs, weights), mine)
-            for name, grad in expected.items():
-                result.compare(f"d{name}", actual[name], grad, tol)
+            compare_grads(result, outs, outs_ref, mine, ref, tol, seed=seed)
         results.append(result)
     _raise_if_failed(f"conv backend {backend!r} ({dtype}, {device})", results)
     return results

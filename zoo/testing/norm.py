@@ -15,11 +15,9 @@ from zoo.backends.base import NormBackend
 from zoo.ops.norm.reference import gated_rms_norm
 from zoo.testing.checks import (
     CaseResult,
-    _cotangents,
-    _grads,
     _prepare,
     _raise_if_failed,
-    _weighted_sum,
+    compare_grads,
     nan_filled_empty,
     tolerance,
 )
@@ -98,12 +96,7 @@ def check_norm_backend(
         result.expect(out.dtype == dtype, f"out dtype {out.dtype}, expected {dtype}")
         result.compare("out", out, out_ref, tol)
         if grads:
-            weights = _cotangents(out_ref, seed=seed)
-            expected = _grads(_weighted_sum([out_ref], weights), ref)
-            with nan_filled_empty():
-                actual = _grads(_weighted_sum([out], weights), mine)
-            for name, grad in expected.items():
-                result.compare(f"d{name}", actual[name], grad, tol)
+            compare_grads(result, [out], [out_ref], mine, ref, tol, seed=seed)
         results.append(result)
     _raise_if_failed(f"norm backend {backend!r} ({dtype}, {device})", results)
     return results
