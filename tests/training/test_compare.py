@@ -147,6 +147,7 @@ def test_compare_refuses_two_models_with_one_label(tmp_path) -> None:
     # Both would be named "transformer": their seeds would pool into one row and one run directory.
     parser = argparse.ArgumentParser(prog="zoo")
     compare_cmd.register(parser.add_subparsers(dest="command", required=True))
-    argv = ["compare", "x/transformer.json", "y/transformer.json", "--task", "mqar", "--seq-len", "32", "--out", str(tmp_path)]
+    argv = ["compare", "x/transformer.json", "y/transformer.json", "--task", "mqar", "--seq-len", "32"]
+    argv += ["--out", str(tmp_path)]
     with pytest.raises(ZooError, match="transformer.*LABEL=REF"):
         compare_cmd.compare(parser.parse_args(argv))
