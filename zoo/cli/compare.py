@@ -2,7 +2,8 @@
 its best learning rate, and report mean and 95% interval over seeds (table + JSON + plot).
 
 Every model trains ``--seeds N`` times (seeds ``--seed``, ``--seed + 1``, ...; the seed sets
-the initialisation and the data order, and each seed has its own evaluation set). With
+the initialisation and the data order; a recall task draws each seed its own evaluation set,
+text evaluates every seed on the same validation windows). With
 ``--lrs A,B,C`` every model trains at every learning rate with every seed; the table reports
 each model at the rate with the lowest mean validation loss, and ``compare.json`` keeps every
 run. All runs see the same number of tokens; the table shows the parameter counts and a
