@@ -118,3 +118,36 @@ def test_merge_summarises_earlier_runs_and_refuses_unlike_ones(tmp_path, capsys)
     args = parser.parse_args(["compare", "m-tiny", "--merge", str(first)])
     with pytest.raises(ZooError, match="one of the two"):
         args.func(args)
+
+
+def test_merge_refuses_a_run_given_twice(tmp_path) -> None:
+    # The same (model, lr, seed) twice would count one seed as two and narrow the interval.
+    parser = argparse.ArgumentParser(prog="zoo")
+    compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"rows": [{**row, "task": {"task": "mqar"}} for row in _rows()]}))
+    args = parser.parse_args(["compare", "--merge", str(path), str(path), "--out", str(tmp_path / "m"), "--no-plot"])
+    with pytest.raises(ZooError, match="model a, lr 0.001, seed 0"):
+        args.func(args)
+
+
+def test_merge_refuses_one_label_for_two_models(tmp_path) -> None:
+    parser = argparse.ArgumentParser(prog="zoo")
+    compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    rows = [{**row, "task": {"task": "mqar"}} for row in _rows() if row["model"] == "a"]
+    first.write_text(json.dumps({"rows": [r for r in rows if r["lr"] == 1e-3]}))
+    second.write_text(json.dumps({"rows": [{**r, "params": 200} for r in rows if r["lr"] == 1e-2]}))
+    args = parser.parse_args(["compare", "--merge", str(first), str(second), "--out", str(tmp_path / "m"), "--no-plot"])
+    with pytest.raises(ZooError, match="model a.*100.*200"):
+        args.func(args)
+
+
+def test_compare_refuses_two_models_with_one_label(tmp_path) -> None:
+    # Both would be named "transformer": their seeds would pool into one row and one run directory.
+    parser = argparse.ArgumentParser(prog="zoo")
+    compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    argv = ["compare", "x/transformer.json", "y/transformer.json", "--task", "mqar", "--seq-len", "32"]
+    argv += ["--out", str(tmp_path)]
+    with pytest.raises(ZooError, match="transformer.*LABEL=REF"):
+        compare_cmd.compare(parser.parse_args(argv))

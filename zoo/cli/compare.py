@@ -2,7 +2,8 @@
 its best learning rate, and report mean and 95% interval over seeds (table + JSON + plot).
 
 Every model trains ``--seeds N`` times (seeds ``--seed``, ``--seed + 1``, ...; the seed sets
-the initialisation and the data order, and each seed has its own evaluation set). With
+the initialisation and the data order; a recall task draws each seed its own evaluation set,
+text evaluates every seed on the same validation windows). With
 ``--lrs A,B,C`` every model trains at every learning rate with every seed; the table reports
 each model at the rate with the lowest mean validation loss, and ``compare.json`` keeps every
 run. All runs see the same number of tokens; the table shows the parameter counts and a
@@ -99,6 +100,13 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     seeds = [args.seed + i for i in range(args.seeds)]
     out = Path(args.out)
     entries = [parse_entry(entry) for entry in args.models]
+    labels = [label for label, _ in entries]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:  # their seeds would pool into one row (and one run directory)
+        raise ZooError(
+            f"two models are labelled {', '.join(map(repr, twice))}; name them apart with LABEL=REF, "
+            "e.g. a=x/transformer.json b=y/transformer.json"
+        )
     backends = parse_backend_overrides(args.backend)
     if backends:  # each override must apply to some model (a transformer has no ssm slot)
         applied = set().union(*(spec_with_backends(runs.resolve_spec(ref), backends)[1] for _, ref in entries))
@@ -235,6 +243,24 @@ def merge(paths: list[str]) -> list[dict[str, Any]]:
         seen = {json.dumps(row.get(key), sort_keys=True) for row in rows}
         if len(seen) > 1:
             raise ZooError(f"--merge: the runs differ in {key} ({', '.join(sorted(seen))}); compare like with like")
+    # A run given twice would count one seed as two (a falsely narrow interval), and one label
+    # for two models would pool different models' seeds.
+    runs: set[tuple[Any, Any, Any]] = set()
+    params: dict[Any, Any] = {}
+    for row in rows:
+        run = (row.get("model"), row.get("lr"), row.get("seed"))
+        if run in runs:
+            raise ZooError(
+                f"--merge: the run of model {run[0]}, lr {run[1]}, seed {run[2]} appears twice; "
+                "merge each compare.json once, and runs with distinct seeds"
+            )
+        runs.add(run)
+        known = params.setdefault(row.get("model"), row.get("params"))
+        if known != row.get("params"):
+            raise ZooError(
+                f"--merge: model {row.get('model')} has {known} parameters in one run and {row.get('params')} "
+                "in another; two models share the label (rename one with LABEL=REF)"
+            )
     return rows
 
 
