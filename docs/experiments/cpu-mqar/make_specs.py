@@ -90,9 +90,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     target = count_params(zoo.build(specs(args.vocab, D_FF, D_FF)["mamba2"]))
-    chosen = specs(
-        args.vocab, nearest_ff(args.vocab, "transformer", target), nearest_ff(args.vocab, "hybrid", target)
-    )
+    chosen = specs(args.vocab, nearest_ff(args.vocab, "transformer", target), nearest_ff(args.vocab, "hybrid", target))
     args.out.mkdir(parents=True, exist_ok=True)
     for name, body in chosen.items():
         params = count_params(zoo.build(body))
