@@ -287,8 +287,9 @@ def run(args: argparse.Namespace) -> int:
     robust = robustness.robustness(rows, summary)
     if robust is not None:
         record["robustness"] = robust
-        text += "\n" + robustness.markdown(robust) + "\n"
-        print(robustness.markdown(robust))
+        tables = robustness.markdown(robust)
+        text += "\n" + tables + "\n"
+        print(tables)
     (out / "compare.json").write_text(json.dumps(record, indent=1))
     (out / "compare.md").write_text(text)
     if not args.no_plot:

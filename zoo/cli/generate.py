@@ -83,13 +83,19 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens >= LONG:
         # a long run streams its tokens, but on a CPU it lasts minutes: say up front what it will
         # take, once the arguments are known to be fine (a refusal stays the only line)
-        from zoo.inference.sampling import cache_transpoints, check_generation_args
+        import warnings
+
+        from zoo.inference import TransPointWarning
+        from zoo.inference.sampling import check_generation_args
         from zoo.memory import cache_bytes, format_bytes
 
-        options = transpoint_options(args)
-        check_generation_args(model, prompt, args.max_new_tokens, allow_large=args.allow_large, **options)
+        with warnings.catch_warnings():  # zoo.generate below warns, once, about an override
+            warnings.simplefilter("ignore", TransPointWarning)
+            chosen = check_generation_args(
+                model, prompt, args.max_new_tokens, allow_large=args.allow_large, **transpoint_options(args)
+            )
         positions = len(ids) + args.max_new_tokens
-        size = cache_bytes(model, 1, positions, transpoints=cache_transpoints(model, positions, **options))
+        size = cache_bytes(model, 1, positions, transpoints=chosen)
         print(
             f"generating up to {args.max_new_tokens} tokens on {device} (a cache of {positions} positions, "
             f"{format_bytes(size)}); tokens stream as they come, Ctrl-C stops",

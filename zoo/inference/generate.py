@@ -8,7 +8,7 @@ import torch
 
 from zoo.inference.engine import compile_step, decode, prefill
 from zoo.inference.sampling import GenerationError, check_generation_args, sample
-from zoo.inference.transpoints import ScheduleLike, resolve_transpoints
+from zoo.inference.transpoints import ScheduleLike
 
 
 @torch.no_grad()
@@ -51,7 +51,7 @@ def generate(
             "(zoo.data.ByteTokenizer() for a preset, zoo.checkpoint.load_tokenizer(path) for a checkpoint), "
             "or run `zoo generate MODEL --prompt TEXT`"
         )
-    check_generation_args(
+    chosen = check_generation_args(
         model,
         input_ids,
         max_new_tokens,
@@ -74,7 +74,6 @@ def generate(
     device = model.embedding.weight.device
     input_ids = input_ids.to(device)
     max_length = max(lengths) + max_new_tokens
-    chosen = resolve_transpoints(model, max_length, transpoints=transpoints, schedule=schedule)
     cache = model.allocate_cache(batch, max_length, transpoints=chosen)
     generator = None
     if seed is not None:

@@ -35,15 +35,16 @@ def check_generation_args(
     allow_large: bool = False,
     transpoints: Sequence[int] | str | None = None,
     schedule: Any = None,
-) -> None:
+) -> list[int]:
     """Every argument of ``zoo.generate`` checked once, before anything is allocated.
 
     Token ids must lie in the vocabulary (one host read of their min and max), sampling
     options in range whether or not they are used (greedy ignores top_p, but top_p=1.5 is
     still a mistake), and the cache for ``max(lengths) + max_new_tokens`` positions must fit
     the device (``zoo.memory``) unless ``allow_large``. ``transpoints`` / ``schedule`` are the
-    override ``zoo.generate`` gets: a layer's attention cache holds its P positions, so the
-    estimate sizes the cache the run will allocate.
+    override ``zoo.generate`` gets (``zoo.inference.transpoints.resolve_transpoints``, with its
+    warning): a layer's attention cache holds its P positions, so the estimate sizes the
+    cache the run will allocate. Returns those per-layer TransPoints of the cache.
     """
     vocab = model.embedding.weight.shape[0]
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (
@@ -90,10 +91,11 @@ def check_generation_args(
         if len(values) != batch or len(lengths) != batch or not all(1 <= n <= seq_len for n in values):
             raise GenerationError(f"lengths must give {batch} integers in [1, {seq_len}], got {list(lengths)!r}")
     longest = seq_len if lengths is None else max(values)
+    from zoo.inference.transpoints import resolve_transpoints
     from zoo.memory import cache_bytes, check_fits
 
     max_length = longest + max_new_tokens
-    chosen = cache_transpoints(model, max_length, transpoints=transpoints, schedule=schedule)
+    chosen = resolve_transpoints(model, max_length, transpoints=transpoints, schedule=schedule)
     need = cache_bytes(model, batch, max_length, transpoints=chosen) + batch * max_new_tokens * 8
     check_fits(
         f"generating {max_new_tokens} tokens for {batch} row(s) (the inference cache)",
@@ -101,20 +103,7 @@ def check_generation_args(
         model.embedding.weight.device,
         allow_large=allow_large,
     )
-
-
-def cache_transpoints(
-    model: torch.nn.Module, max_length: int, *, transpoints: Sequence[int] | str | None = None, schedule: Any = None
-) -> list[int]:
-    """The per-layer TransPoints of a cache of ``max_length`` positions under the override, without
-    its warnings (``zoo.generate`` resolves it again and warns once)."""
-    import warnings
-
-    from zoo.inference.transpoints import resolve_transpoints
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return resolve_transpoints(model, max_length, transpoints=transpoints, schedule=schedule)
+    return chosen
 
 
 def sample(

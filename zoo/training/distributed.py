@@ -271,19 +271,11 @@ def prepare_model(
 # ---------------------------------------------------------------- the step
 
 
-def data_parallel_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """This rank's share of the global mean cross-entropy: its summed loss over the scored
-    positions of every rank, times the world size (FSDP averages gradients over ranks, so
-    the gradient is that of the one-process mean over the whole global batch)."""
-    loss_sum = torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index, reduction="sum"
-    )
-    return data_parallel_mean(loss_sum, targets, ignore_index)
-
-
 def data_parallel_mean(loss_sum: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """As :func:`data_parallel_loss` from this rank's summed loss (e.g. a model's chunked
-    loss with ``loss_reduction="sum"``): ``loss_sum * world size / scored positions of all ranks``."""
+    """This rank's share of the global mean cross-entropy, from its loss summed over its scored
+    positions (from logits or the model's chunked loss, ``reduction="sum"``): ``loss_sum *
+    world size / scored positions of every rank``. FSDP averages gradients over ranks, so the
+    gradient is that of the one-process mean over the whole global batch."""
     count = (targets != ignore_index).sum().to(loss_sum.dtype)
     dist.all_reduce(count)  # stays on the device: no host sync
     return loss_sum * dist.get_world_size() / count

@@ -37,12 +37,12 @@ REFERENCE_SCHEDULE = "v9"
 def schedule_choices() -> list[str]:
     """The names ``--eval-schedules`` accepts: the aliases, then every registered schedule
     that builds with its default parameters."""
-    from zoo.registry import REGISTRIES
+    from zoo.registry import SCHEDULE
 
     names = []
-    for name in REGISTRIES["schedule"].names():
+    for name in SCHEDULE.names():
         try:
-            REGISTRIES["schedule"].get(name).params_model()
+            SCHEDULE.get(name).params_model()
         except ValueError:  # needs parameters (constant, cyclic): not nameable alone
             continue
         names.append(name)

@@ -46,19 +46,25 @@ def triton_device_refusal(device: torch.device | str) -> str:
     return ""
 
 
-def triton_supports(device: torch.device, dtype: torch.dtype, shapes: dict[str, int]) -> tuple[bool, str]:
-    refusal = triton_device_refusal(device)
-    if refusal:
-        return False, refusal
-    if dtype not in DTYPES:
-        return False, f"dtype {dtype} is not supported; use fp16, bf16 or fp32"
-    n_heads, n_groups = shapes.get("n_heads"), shapes.get("n_groups")
-    if n_heads and n_groups and n_heads % n_groups:
-        return False, f"n_heads ({n_heads}) must be a multiple of n_groups ({n_groups})"
-    for key in ("head_dim", "state_dim"):
-        if shapes.get(key, 0) > 256:
-            return False, f"{key} {shapes[key]} > 256 is not supported (one tile per head)"
-    return True, ""
+class _TritonKernels:
+    """What every backend of the plugin shares: the triton package, a CUDA device (or the CPU
+    under the interpreter) and fp16, bf16 or fp32 inputs. Subclasses add their shape checks."""
+
+    requires: ClassVar[tuple[str, ...]] = ("triton",)
+    conformance_small: ClassVar[bool] = True
+    dtype_note: ClassVar[str] = ""  # why another dtype is refused, when there is more to say
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        return triton_available()
+
+    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
+        refusal = triton_device_refusal(device)
+        if refusal:
+            return False, refusal
+        if dtype not in DTYPES:
+            return False, f"dtype {dtype} is not supported{self.dtype_note}; use fp16, bf16 or fp32"
+        return True, ""
 
 
 class TritonSSDParams(BackendParams):
@@ -91,21 +97,24 @@ class TritonSSDParams(BackendParams):
         return value
 
 
-class _TritonSSDBackend:
-    """What the ssm and the converter backends share: availability, support, options."""
+class _TritonSSDBackend(_TritonKernels):
+    """What the ssm and the converter backends share: head shapes, chunk size and tuning."""
 
     Params = TritonSSDParams
-    requires: ClassVar[tuple[str, ...]] = ("triton",)
-    conformance_small: ClassVar[bool] = True
     conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}]
     params: TritonSSDParams
 
-    @classmethod
-    def is_available(cls) -> tuple[bool, str]:
-        return triton_available()
-
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
-        return triton_supports(device, dtype, shapes)
+        ok, why = super().supports(device=device, dtype=dtype, **shapes)
+        if not ok:
+            return ok, why
+        n_heads, n_groups = shapes.get("n_heads"), shapes.get("n_groups")
+        if n_heads and n_groups and n_heads % n_groups:
+            return False, f"n_heads ({n_heads}) must be a multiple of n_groups ({n_groups})"
+        for key in ("head_dim", "state_dim"):
+            if shapes.get(key, 0) > 256:
+                return False, f"{key} {shapes[key]} > 256 is not supported (one tile per head)"
+        return True, ""
 
     def build_options(self) -> dict[str, Any]:
         return {"chunk_size": self.params.chunk_size, "tuning": Tuning.of(**self.params.tuning)}
@@ -160,46 +169,25 @@ class TritonConverter(_TritonSSDBackend, ConverterBackend):
 
 
 @CONV.register("triton", preferred_on=("cuda",))
-class TritonConv(ConvBackend):
+class TritonConv(_TritonKernels, ConvBackend):
     """Causal conv + SiLU as one Triton kernel each way, x/B/C written contiguous (custom op)."""
 
-    requires: ClassVar[tuple[str, ...]] = ("triton",)
-    conformance_small: ClassVar[bool] = True
     op = staticmethod(causal_conv1d)
-
-    @classmethod
-    def is_available(cls) -> tuple[bool, str]:
-        return triton_available()
-
-    def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
-        refusal = triton_device_refusal(device)
-        if refusal:
-            return False, refusal
-        if dtype not in DTYPES:
-            return False, f"dtype {dtype} is not supported; use fp16, bf16 or fp32"
-        return True, ""
 
 
 # Not preferred on CUDA yet: ``auto`` keeps ``norm: torch`` until this kernel's speed is
 # measured against inductor's fused reference in a training step.
 @NORM.register("triton")
-class TritonNorm(NormBackend):
+class TritonNorm(_TritonKernels, NormBackend):
     """Gated, grouped RMSNorm as one Triton kernel each way, fp32 math, rstd saved (custom op)."""
 
-    requires: ClassVar[tuple[str, ...]] = ("triton",)
-    conformance_small: ClassVar[bool] = True
+    dtype_note: ClassVar[str] = " (the kernels compute in fp32)"
     op = staticmethod(gated_rms_norm)
 
-    @classmethod
-    def is_available(cls) -> tuple[bool, str]:
-        return triton_available()
-
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
-        refusal = triton_device_refusal(device)
-        if refusal:
-            return False, refusal
-        if dtype not in DTYPES:
-            return False, f"dtype {dtype} is not supported (the kernels compute in fp32); use fp16, bf16 or fp32"
+        ok, why = super().supports(device=device, dtype=dtype, **shapes)
+        if not ok:
+            return ok, why
         d_inner, n_groups = shapes.get("d_inner"), shapes.get("n_groups")
         if d_inner and n_groups:
             if d_inner % n_groups:

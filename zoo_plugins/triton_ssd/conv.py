@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from zoo_plugins.triton_ssd.plan import cdiv
+
 _LIB = "zoo_triton_ssd"
 _BT, _BC = 64, 128  # tile: tokens x channels
 _BT_BWD = 32  # the backward's dx kernel: it holds more [BT, BC] fp32 tiles at once
@@ -59,11 +61,7 @@ def _check(x: Tensor, weight: Tensor, sizes: Sequence[int]) -> None:
 
 
 def _grid(batch: int, seq_len: int, channels: int) -> tuple[int, int, int]:
-    return (_cdiv(seq_len, _BT), _cdiv(channels, _BC), batch)
-
-
-def _cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
+    return (cdiv(seq_len, _BT), cdiv(channels, _BC), batch)
 
 
 # The kernels compute element offsets in int32 (int64 offsets doubled their registers and
@@ -138,7 +136,7 @@ def _bwd_impl(
     batch, seq_len, channels = x.shape
     width = weight.shape[1]
     dx = torch.empty(batch, seq_len, channels, device=x.device, dtype=x.dtype)
-    n_tb = _cdiv(seq_len, _BT_PRE * _TILES_PRE)  # programs along T of the d_pre kernel
+    n_tb = cdiv(seq_len, _BT_PRE * _TILES_PRE)  # programs along T of the d_pre kernel
     f32 = dict(device=x.device, dtype=torch.float32)
     dw_part = torch.empty(batch * n_tb, width, channels, **f32)  # every entry is written
     db_part = torch.empty(batch * n_tb, channels, **f32)
@@ -150,9 +148,7 @@ def _bwd_impl(
         fused = backward_kernels == "fused"
         d_pre = None if fused else torch.empty(batch, seq_len, channels, **f32)
         for start, stop in _batch_slices(x):
-            (kernels._conv_bwd_fused if fused else kernels._conv_bwd_pre)[
-                (n_tb, _cdiv(channels, _BC_PRE), stop - start)
-            ](
+            kernels._conv_bwd_pre[(n_tb, cdiv(channels, _BC_PRE), stop - start)](
                 x[start:stop],
                 w,
                 bias if bias is not None else weight,
@@ -177,13 +173,13 @@ def _bwd_impl(
                 BT=_BT_PRE,
                 BC=_BC_PRE,
                 TILES=_TILES_PRE,
+                FUSED=fused,
             )
-            if fused:
-                continue
-            grid = (_cdiv(seq_len, _BT_BWD), _cdiv(channels, _BC), stop - start)
-            kernels._conv_bwd_dx[grid](
-                d_pre[start:stop], w, dx[start:stop], seq_len, channels, W=width, BT=_BT_BWD, BC=_BC
-            )
+            if not fused:
+                grid = (cdiv(seq_len, _BT_BWD), cdiv(channels, _BC), stop - start)
+                kernels._conv_bwd_dx[grid](
+                    d_pre[start:stop], w, dx[start:stop], seq_len, channels, W=width, BT=_BT_BWD, BC=_BC
+                )
     dw = dw_part.sum(0).t().contiguous().to(weight.dtype)
     db = db_part.sum(0).to(bias.dtype) if bias is not None else db_part.new_zeros(channels)
     return dx, dw, db

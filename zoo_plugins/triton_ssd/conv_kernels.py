@@ -83,116 +83,6 @@ def _conv_fwd(
 
 
 @triton.jit
-def _conv_bwd_pre(
-    x_ptr,
-    w_ptr,
-    bias_ptr,
-    g0_ptr,
-    g1_ptr,
-    g2_ptr,
-    dpre_ptr,
-    dw_part_ptr,
-    db_part_ptr,
-    T,
-    C,
-    S0,
-    S1,
-    stride_b,
-    stride_t,
-    NTB,
-    W: tl.constexpr,
-    WP: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    ACT: tl.constexpr,
-    HAS_G0: tl.constexpr,
-    HAS_G1: tl.constexpr,
-    HAS_G2: tl.constexpr,
-    BT: tl.constexpr,
-    BC: tl.constexpr,
-    TILES: tl.constexpr,
-):
-    """d_pre = g * act'(pre) (fp32, [B, T, C]) over TILES consecutive [BT, BC] tiles, and
-    their partial sums of dw [W, C] and db [C] (one row of the partials per program).
-
-    The taps are a third tile axis (WP = W rounded up to a power of two): x is read as
-    [BT, WP, BC] shifted windows, pre is their weighted sum over the taps, and dw's
-    products accumulate elementwise across the tiles, reduced over tokens once at the end
-    (a reduction per tile and tap was what made this kernel slow). The pre-activation is
-    recomputed from x, not saved."""
-    b = tl.program_id(2)
-    c = tl.program_id(1) * BC + tl.arange(0, BC)
-    cmask = c < C
-    k = tl.arange(0, WP)
-    kmask = k < W
-    base = b * stride_b
-    w = tl.load(w_ptr + c[None, :] * W + k[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + c, mask=cmask, other=0.0).to(tl.float32)
-    dw = tl.zeros([BT, WP, BC], dtype=tl.float32)
-    db = tl.zeros([BT, BC], dtype=tl.float32)
-    for i in range(TILES):
-        t = (tl.program_id(0) * TILES + i) * BT + tl.arange(0, BT)
-        tmask = t < T
-        src = t[:, None] - (W - 1) + k[None, :]  # [BT, WP]
-        smask = (src >= 0) & (src < T) & kmask[None, :]
-        xs = tl.load(
-            x_ptr + base + src[:, :, None] * stride_t + c[None, None, :],
-            mask=smask[:, :, None] & cmask[None, None, :],
-            other=0.0,
-        ).to(tl.float32)
-        in0, in1, in2, off0, off1, off2 = _segment_offsets(b, t, c, T, C, S0, S1)
-        g = tl.zeros([BT, BC], dtype=tl.float32)
-        if HAS_G0:
-            g += tl.load(g0_ptr + off0, mask=tmask[:, None] & (cmask & in0)[None, :], other=0.0).to(tl.float32)
-        if HAS_G1:
-            g += tl.load(g1_ptr + off1, mask=tmask[:, None] & (cmask & in1)[None, :], other=0.0).to(tl.float32)
-        if HAS_G2:
-            g += tl.load(g2_ptr + off2, mask=tmask[:, None] & (cmask & in2)[None, :], other=0.0).to(tl.float32)
-        if ACT:
-            pre = tl.sum(xs * w[None, :, :], axis=1)
-            if HAS_BIAS:
-                pre += bias[None, :]
-            sig = tl.sigmoid(pre)
-            g = g * (sig + pre * sig * (1.0 - sig))
-        tl.store(dpre_ptr + (b * T + t[:, None]) * C + c[None, :], g, mask=tmask[:, None] & cmask[None, :])
-        dw += g[:, None, :] * xs
-        db += g
-    part = b * NTB + tl.program_id(0)
-    tl.store(
-        dw_part_ptr + (part * W + k[:, None]) * C + c[None, :], tl.sum(dw, axis=0), mask=kmask[:, None] & cmask[None, :]
-    )
-    if HAS_BIAS:
-        tl.store(db_part_ptr + part * C + c, tl.sum(db, axis=0), mask=cmask)
-
-
-@triton.jit
-def _conv_bwd_dx(
-    dpre_ptr,
-    w_ptr,
-    dx_ptr,
-    T,
-    C,
-    W: tl.constexpr,
-    BT: tl.constexpr,
-    BC: tl.constexpr,
-):
-    """dx[t] = sum_j d_pre[t + j] w[W-1-j] (d_pre = 0 past the end)."""
-    b, t, c, tmask, cmask = _tile(T, C, BT, BC)
-    dx = tl.zeros([BT, BC], dtype=tl.float32)
-    for j in tl.static_range(W):
-        rows = t + j
-        d = tl.load(
-            dpre_ptr + (b * T + rows[:, None]) * C + c[None, :], mask=(rows < T)[:, None] & cmask[None, :], other=0.0
-        )
-        dx += d * tl.load(w_ptr + c * W + (W - 1 - j), mask=cmask, other=0.0).to(tl.float32)[None, :]
-    tl.store(
-        dx_ptr + (b * T + t[:, None]) * C + c[None, :],
-        dx.to(dx_ptr.dtype.element_ty),
-        mask=tmask[:, None] & cmask[None, :],
-    )
-
-
-@triton.jit
 def _grad_at(
     g0_ptr,
     g1_ptr,
@@ -250,14 +140,14 @@ def _d_pre(g, xs, w, bias, HAS_BIAS: tl.constexpr, ACT: tl.constexpr):
 
 
 @triton.jit
-def _conv_bwd_fused(
+def _conv_bwd_pre(
     x_ptr,
     w_ptr,
     bias_ptr,
     g0_ptr,
     g1_ptr,
     g2_ptr,
-    dx_ptr,
+    out_ptr,
     dw_part_ptr,
     db_part_ptr,
     T,
@@ -277,15 +167,22 @@ def _conv_bwd_fused(
     BT: tl.constexpr,
     BC: tl.constexpr,
     TILES: tl.constexpr,
+    FUSED: tl.constexpr = False,
 ):
-    """The whole backward in one pass: dx (in x's dtype) and the partial sums of dw and db,
-    with no d_pre tensor in memory.
+    """d_pre = g * act'(pre) over TILES consecutive [BT, BC] tiles and their partial sums of
+    dw [W, C] and db [C] (one row of the partials per program). ``out_ptr`` gets d_pre (fp32,
+    [B, T, C]; ``_conv_bwd_dx`` then makes dx) or, with FUSED, dx itself in x's dtype.
 
-    dx[t] = sum_j d_pre[t + j] w[W-1-j] needs d_pre at W - 1 tokens past the tile, so each
-    program recomputes d_pre there (from x's windows and the output gradient, both re-read
-    through the cache) instead of writing d_pre in fp32 and reading it back W times, as the
-    two-pass backward (``_conv_bwd_pre`` + ``_conv_bwd_dx``) does. dw and db take d_pre at
-    the tile's own tokens only, so every token counts once."""
+    The taps are a third tile axis (WP = W rounded up to a power of two): x is read as
+    [BT, WP, BC] shifted windows, pre is their weighted sum over the taps, and dw's
+    products accumulate elementwise across the tiles, reduced over tokens once at the end
+    (a reduction per tile and tap was what made this kernel slow). The pre-activation is
+    recomputed from x, not saved.
+
+    FUSED: dx[t] = sum_j d_pre[t + j] w[W-1-j] needs d_pre at W - 1 tokens past the tile, so
+    the program recomputes d_pre there (x's windows and the output gradient, re-read through
+    the cache) instead of writing d_pre in fp32 and reading it back W times. dw and db take
+    d_pre at the tile's own tokens only, so every token counts once."""
     b = tl.program_id(2)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = c < C
@@ -300,26 +197,55 @@ def _conv_bwd_fused(
     db = tl.zeros([BT, BC], dtype=tl.float32)
     for i in range(TILES):
         t = (tl.program_id(0) * TILES + i) * BT + tl.arange(0, BT)
+        rows = (b * T + t[:, None]) * C + c[None, :]
+        tmask = (t < T)[:, None] & cmask[None, :]
         xs = _windows(x_ptr, base, t, c, cmask, k, kmask, T, stride_t, W)
         g = _grad_at(g0_ptr, g1_ptr, g2_ptr, b, t, c, cmask, T, C, S0, S1, HAS_G0, HAS_G1, HAS_G2, BT, BC)
         d = _d_pre(g, xs, w, bias, HAS_BIAS, ACT)
         dw += d[:, None, :] * xs
         db += d
-        dx = d * tl.load(w_ptr + c * W + (W - 1), mask=cmask, other=0.0).to(tl.float32)[None, :]
-        for j in tl.static_range(1, W):
-            s = t + j
-            gj = _grad_at(g0_ptr, g1_ptr, g2_ptr, b, s, c, cmask, T, C, S0, S1, HAS_G0, HAS_G1, HAS_G2, BT, BC)
-            if ACT:
-                gj = _d_pre(gj, _windows(x_ptr, base, s, c, cmask, k, kmask, T, stride_t, W), w, bias, HAS_BIAS, ACT)
-            dx += gj * tl.load(w_ptr + c * W + (W - 1 - j), mask=cmask, other=0.0).to(tl.float32)[None, :]
-        tl.store(
-            dx_ptr + (b * T + t[:, None]) * C + c[None, :],
-            dx.to(dx_ptr.dtype.element_ty),
-            mask=(t < T)[:, None] & cmask[None, :],
-        )
+        if FUSED:
+            dx = d * tl.load(w_ptr + c * W + (W - 1), mask=cmask, other=0.0).to(tl.float32)[None, :]
+            for j in tl.static_range(1, W):
+                s = t + j
+                gj = _grad_at(g0_ptr, g1_ptr, g2_ptr, b, s, c, cmask, T, C, S0, S1, HAS_G0, HAS_G1, HAS_G2, BT, BC)
+                if ACT:
+                    xj = _windows(x_ptr, base, s, c, cmask, k, kmask, T, stride_t, W)
+                    gj = _d_pre(gj, xj, w, bias, HAS_BIAS, ACT)
+                dx += gj * tl.load(w_ptr + c * W + (W - 1 - j), mask=cmask, other=0.0).to(tl.float32)[None, :]
+            tl.store(out_ptr + rows, dx.to(out_ptr.dtype.element_ty), mask=tmask)
+        else:
+            tl.store(out_ptr + rows, d, mask=tmask)
     part = b * NTB + tl.program_id(0)
     tl.store(
         dw_part_ptr + (part * W + k[:, None]) * C + c[None, :], tl.sum(dw, axis=0), mask=kmask[:, None] & cmask[None, :]
     )
     if HAS_BIAS:
         tl.store(db_part_ptr + part * C + c, tl.sum(db, axis=0), mask=cmask)
+
+
+@triton.jit
+def _conv_bwd_dx(
+    dpre_ptr,
+    w_ptr,
+    dx_ptr,
+    T,
+    C,
+    W: tl.constexpr,
+    BT: tl.constexpr,
+    BC: tl.constexpr,
+):
+    """dx[t] = sum_j d_pre[t + j] w[W-1-j] (d_pre = 0 past the end)."""
+    b, t, c, tmask, cmask = _tile(T, C, BT, BC)
+    dx = tl.zeros([BT, BC], dtype=tl.float32)
+    for j in tl.static_range(W):
+        rows = t + j
+        d = tl.load(
+            dpre_ptr + (b * T + rows[:, None]) * C + c[None, :], mask=(rows < T)[:, None] & cmask[None, :], other=0.0
+        )
+        dx += d * tl.load(w_ptr + c * W + (W - 1 - j), mask=cmask, other=0.0).to(tl.float32)[None, :]
+    tl.store(
+        dx_ptr + (b * T + t[:, None]) * C + c[None, :],
+        dx.to(dx_ptr.dtype.element_ty),
+        mask=tmask[:, None] & cmask[None, :],
+    )

@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor
 
+from zoo_plugins.triton_ssd.plan import cdiv
+
 _LIB = "zoo_triton_ssd"
 # Channels per group: one program holds a whole group in registers. On sm_90 the backward
 # spills 480 B at 8192 (16 warps) and 2.7 KB at 16384 (benchmarks/kernel_resources.py).
@@ -58,10 +60,6 @@ def _rows_view(t: Tensor) -> Tensor:
     return flat if flat.stride(-1) == 1 else flat.contiguous()
 
 
-def _cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
-
-
 def _layout(group_size: int, tile: int, per_warp: int) -> tuple[int, int, int]:
     """(BLOCK, ROWS, num_warps) of a launch: a power-of-two group width, rows filling the
     tile, a warp per ``per_warp`` elements of the tile (4 to 16 warps)."""
@@ -84,7 +82,7 @@ def _fwd_impl(y: Tensor, z: Tensor | None, weight: Tensor, n_groups: int, eps: f
     if rows:
         group_size = dim // n_groups
         block, tile_rows, warps = _layout(group_size, _TILE, _PER_WARP)
-        kernels._norm_fwd[(_cdiv(rows, tile_rows), n_groups)](
+        kernels._norm_fwd[(cdiv(rows, tile_rows), n_groups)](
             y2,
             z2 if z2 is not None else y2,
             weight,
@@ -132,9 +130,9 @@ def _bwd_impl(
     weight = weight.contiguous()
     block, tile_rows, warps = _layout(group_size, _TILE_BWD, _PER_WARP_BWD)
     # row programs per group: about _BWD_PROGRAMS in all, each a whole number of row tiles
-    row_programs = max(1, min(_cdiv(rows, tile_rows), _BWD_PROGRAMS // n_groups))
-    rows_per_program = _cdiv(_cdiv(rows, row_programs), tile_rows) * tile_rows
-    row_programs = _cdiv(rows, rows_per_program)
+    row_programs = max(1, min(cdiv(rows, tile_rows), _BWD_PROGRAMS // n_groups))
+    rows_per_program = cdiv(cdiv(rows, row_programs), tile_rows) * tile_rows
+    row_programs = cdiv(rows, rows_per_program)
     dw_part = torch.empty(row_programs, dim, device=y.device, dtype=torch.float32)  # every entry is written
     kernels._norm_bwd[(row_programs, n_groups)](
         dout2,

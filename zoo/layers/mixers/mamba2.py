@@ -53,7 +53,7 @@ class Mamba2Mixer(nn.Module):
         self.layer_idx = layer_idx
         self.ssd = SSDProjections(d_model, params, conv=backends.get("conv"), norm=backends.get("norm"))
         self.conv: ConvBackend = self.ssd.conv_backend
-        self.norm: NormBackend = self.ssd.norm_backend
+        self.norm: NormBackend = self.ssd.norm.backend
         self.ssm: SSMBackend = backends["ssm"]
 
     def forward(self, hidden_states: torch.Tensor, *, transpoint: int | None = None) -> torch.Tensor:

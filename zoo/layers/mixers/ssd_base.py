@@ -111,7 +111,6 @@ class SSDProjections(nn.Module):
         self.A_log = nn.Parameter(torch.empty(self.n_heads))
         self.D = nn.Parameter(torch.ones(self.n_heads))
         self.norm = GatedRMSNorm(self.d_inner, self.n_groups, eps=params.norm_eps, backend=norm)
-        self.norm_backend: NormBackend = self.norm.backend
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=params.bias)
         self._init = params
         self.reset_ssm_parameters()

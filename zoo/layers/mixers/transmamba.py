@@ -117,7 +117,7 @@ class TransMambaMixer(nn.Module):
         self.params = params
         self.ssd = SSDProjections(d_model, params, conv=backends.get("conv"), norm=backends.get("norm"))
         self.conv: ConvBackend = self.ssd.conv_backend
-        self.norm: NormBackend = self.ssd.norm_backend
+        self.norm: NormBackend = self.ssd.norm.backend
         self.attention: AttentionBackend = backends["attention"]
         self.ssm: SSMBackend = backends["ssm"]
         self.converter: ConverterBackend = backends["converter"]
