@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,35 @@ def resolve_spec(obj: ModelSpec | dict[str, Any] | str | Path) -> ModelSpec:
     return load_spec(obj)
 
 
+def split_backend_choice(choice: str) -> tuple[str, dict[str, Any]]:
+    """A backend override's value: ``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (params of that
+    backend; a VALUE reads as JSON where it can, so ``64`` is an int and ``true`` a bool, else
+    as a string). ``"triton:states=recompute,chunk_size=64"`` -> ``("triton", {"states":
+    "recompute", "chunk_size": 64})``."""
+    name, _, rest = choice.partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ZooError(
+                f"backend {choice!r}: expected NAME or NAME:KEY=VALUE[,KEY=VALUE], e.g. triton:states=recompute"
+            )
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value.strip()
+    return name.strip(), params
+
+
 def parse_backend_overrides(items: list[str] | None) -> dict[str, str]:
-    """``["ssm=triton", "attention=sdpa"]`` -> ``{"ssm": "triton", "attention": "sdpa"}``."""
+    """``["ssm=triton", "attention=sdpa"]`` -> ``{"ssm": "triton", "attention": "sdpa"}``; a
+    value may carry the backend's params (``ssm=triton:states=recompute``, see
+    :func:`split_backend_choice`)."""
     overrides: dict[str, str] = {}
     for item in items or []:
         slot, sep, name = item.partition("=")
         slot, name = slot.strip(), name.strip()
-        if not sep or not name:
+        if not sep or not name or not split_backend_choice(name)[0]:
             raise ZooError(f"--backend {item!r}: expected SLOT=NAME, e.g. --backend ssm=triton")
         if slot not in BACKEND_SLOTS:
             raise ZooError(f"--backend {item!r}: unknown slot {slot!r}; the slots are {', '.join(BACKEND_SLOTS)}")
@@ -67,6 +90,7 @@ def spec_with_backends(
 
     A layer's backend params are kept when the backend keeps its name and dropped (the new
     backend's defaults) when it changes: params of one backend do not carry to another.
+    Params in the override (``triton:states=recompute``) are set on top.
     Slots a mixer does not have are left alone (a transformer has no ``ssm`` slot); with
     ``strict``, an override that no layer takes is an error.
     """
@@ -80,11 +104,13 @@ def spec_with_backends(
     for layer in spec["layers"]:
         mixer = dict(layer["mixer"])
         slots = getattr(REGISTRIES["mixer"].get(mixer["name"]).obj, "backend_slots", {})
-        for slot, name in overrides.items():
+        for slot, choice in overrides.items():
             if slot not in slots:
                 continue
+            name, params = split_backend_choice(choice)
             current = mixer.get(slot) or {"name": slots[slot], "params": {}}
-            mixer[slot] = current if current["name"] == name else {"name": name, "params": {}}
+            kept = (current.get("params") or {}) if current["name"] == name else {}
+            mixer[slot] = {"name": name, "params": {**kept, **params}}
             applied.add(slot)
         layers.append({**layer, "mixer": mixer})
     unused = sorted(set(overrides) - applied)

@@ -169,6 +169,54 @@ def test_backward_gets_no_zero_filled_gradients(monkeypatch, use: str, path: str
             assert rel_err(mine[k].grad.double().cpu(), ref[k].grad) < tolerance(torch.float32), k
 
 
+@pytest.mark.parametrize("path", ["eager", "op"])
+@pytest.mark.parametrize(
+    ("out_start", "per_segment"), [(0, 1), (21, 1000), (21, 1)], ids=["scan-seg1", "tp21", "tp21-seg1"]
+)
+def test_recomputed_states_give_the_saved_states_gradients_exactly(path: str, out_start: int, per_segment: int) -> None:
+    """``save_states=False`` under autograd keeps no chunk states (no [B, H, nc, P, N] tensor
+    is saved) and the backward rebuilds them with the forward's own walk: every gradient
+    equals the saved-states run's bit for bit, at a TransPoint and from an initial state."""
+    from zoo_plugins.triton_ssd import ops
+    from zoo_plugins.triton_ssd.tuning import Tuning
+
+    inputs = ssm_inputs(SSMCase(1, 37, 4, 8, 16, 2), seed=3)
+    names = ("x", "dt", "A", "B", "C", "D", "initial_state")
+    call = ops.scan if path == "eager" else ops.ssd_fwd
+    tuning = Tuning(chunks_per_segment=per_segment).to_args()
+    n_chunks = -(-37 // CHUNK)
+    results = {}
+    for save in (True, False):
+        leaves = {k: inputs[k].to(DEVICE, torch.float32).requires_grad_(True) for k in names}
+        saved_shapes = []
+
+        def pack(t, saved_shapes=saved_shapes):
+            saved_shapes.append(tuple(t.shape))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y, state, states = call(*(leaves[k] for k in names), out_start, CHUNK, save, tuning)
+        assert (states.numel() > 0) == save
+        assert ((1, 4, n_chunks, 8, 16) in saved_shapes) == save, saved_shapes
+        gen = torch.Generator().manual_seed(0)
+        loss = (y * torch.randn(y.shape, generator=gen).to(DEVICE)).sum() + state.square().sum()
+        results[save] = (y, state, torch.autograd.grad(loss, [leaves[k] for k in names]))
+    (y_s, state_s, grads_s), (y_r, state_r, grads_r) = results[True], results[False]
+    assert torch.equal(y_s, y_r) and torch.equal(state_s, state_r)
+    for name, a, b in zip(names, grads_s, grads_r, strict=True):
+        assert torch.equal(a, b), f"d{name} differs when the states are recomputed"
+
+
+def test_states_param_reaches_the_calls() -> None:
+    from pydantic import ValidationError
+
+    assert TritonSSM({}).options["recompute_states"] is False
+    assert TritonSSM({"states": "recompute"}).options["recompute_states"] is True
+    assert TritonConverter({"states": "recompute"}).options["recompute_states"] is True
+    with pytest.raises(ValidationError, match="states"):
+        TritonSSM({"states": "drop"})
+
+
 @pytest.mark.slow
 def test_fp16_saves_fp32_states_and_matches_fp32() -> None:
     from zoo_plugins.triton_ssd import plan, ssd

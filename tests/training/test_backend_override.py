@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from zoo.builder import parse_backend_overrides, spec_with_backends
+from zoo.builder import parse_backend_overrides, spec_with_backends, split_backend_choice
 from zoo.cli import main
 from zoo.data.tasks import make_task
 from zoo.errors import ZooError
@@ -53,6 +53,29 @@ def test_spec_with_backends_keeps_params_of_the_same_backend() -> None:
     assert new["layers"][0]["mixer"]["ssm"] == {"name": "chunked", "params": {"chunk_size": 16}}
     new, _ = spec_with_backends(spec, {"ssm": "scan"})
     assert new["layers"][0]["mixer"]["ssm"] == {"name": "scan", "params": {}}
+
+
+def test_overrides_carry_backend_params() -> None:
+    assert split_backend_choice("triton") == ("triton", {})
+    assert split_backend_choice("triton:states=recompute, chunk_size=64") == (
+        "triton",
+        {"states": "recompute", "chunk_size": 64},
+    )
+    assert parse_backend_overrides(["ssm=chunked:chunk_size=32"]) == {"ssm": "chunked:chunk_size=32"}
+    spec = resolve_spec("transmamba-tiny")
+    spec["layers"][0]["mixer"]["ssm"] = {"name": "chunked", "params": {"chunk_size": 16}}
+    new, _ = spec_with_backends(spec, {"ssm": "chunked:chunk_size=32"})
+    assert new["layers"][0]["mixer"]["ssm"] == {"name": "chunked", "params": {"chunk_size": 32}}
+    # the same name keeps its other params; another name starts from its defaults
+    task = make_task("mqar", seq_len=32, vocab_size=32, num_items=4, seed=0)
+    model = build_for_task("transmamba-tiny", task, backends={"ssm": "chunked:chunk_size=32"})
+    assert all(block.mixer.ssm.params.chunk_size == 32 for block in model.blocks)
+    with pytest.raises(ZooError, match="NAME:KEY=VALUE"):
+        parse_backend_overrides(["ssm=triton:states"])
+    with pytest.raises(ZooError, match="expected SLOT=NAME"):
+        parse_backend_overrides(["ssm=:states=recompute"])
+    with pytest.raises(ZooError, match="chunk_size"):  # a param the backend lacks: the spec's one line
+        build_for_task("transmamba-tiny", task, backends={"ssm": "scan:chunk_size=32"})
 
 
 def test_build_for_task_applies_overrides_and_rejects_unused_slots() -> None:

@@ -3,6 +3,9 @@
 Shape legend: B batch, T tokens (L for a converter prefix), H heads, P head dim, G groups,
 N state dim. ``dt`` is already softplus-ed; states are fp32; ``y`` has the dtype of ``x``.
 ``tuning`` (a :class:`~zoo_plugins.triton_ssd.tuning.Tuning`) sets launch knobs; None = defaults.
+``recompute_states``: when a backward will run, keep only the inputs and rebuild the
+per-chunk states in the backward (one extra state walk) instead of saving them
+[B, H, T / chunk_size, P, N] from the forward.
 """
 
 from __future__ import annotations
@@ -41,11 +44,12 @@ def ssd(
     return_final_state: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     tuning: Tuning | None = None,
+    recompute_states: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """SSD scan: x [B,T,H,P], dt [B,T,H], A [H], B/C [B,T,G,N], D [H], initial_state [B,H,P,N]
     -> y [B,T,H,P] (and final_state [B,H,P,N] fp32)."""
     _check_chunk_size(chunk_size)
-    save = _needs_grad(x, dt, A, B, C, D, initial_state)
+    save = _needs_grad(x, dt, A, B, C, D, initial_state) and not recompute_states
     y, final_state, _ = scan(x, dt, A, B, C, D, initial_state, 0, chunk_size, save, _args(tuning))
     return (y, final_state) if return_final_state else y
 
@@ -59,6 +63,7 @@ def converter(
     initial_state: Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     tuning: Tuning | None = None,
+    recompute_states: bool = False,
 ) -> Tensor:
     """Memory Converter: the state after the prefix, by the chunk-state pass alone.
 
@@ -66,7 +71,7 @@ def converter(
     No prefix outputs are computed (out_start = L).
     """
     _check_chunk_size(chunk_size)
-    save = _needs_grad(k, v, dt, A, initial_state)
+    save = _needs_grad(k, v, dt, A, initial_state) and not recompute_states
     _, state, _ = scan(v, dt, A, k, k, None, initial_state, v.shape[1], chunk_size, save, _args(tuning))
     return state
 
@@ -84,6 +89,7 @@ def transmamba_ssd(
     return_final_state: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     tuning: Tuning | None = None,
+    recompute_states: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Converter over tokens [0, transpoint) + SSD scan over [transpoint, T), in one op.
 
@@ -96,6 +102,6 @@ def transmamba_ssd(
     # Messages without closures, so that dynamo can keep a symbolic transpoint.
     torch._check(transpoint >= 0, lambda: "transpoint must be >= 0")
     torch._check(transpoint <= x.shape[1], lambda: "transpoint must be <= the sequence length")
-    save = _needs_grad(x, dt, A, B, C, D, initial_state)
+    save = _needs_grad(x, dt, A, B, C, D, initial_state) and not recompute_states
     y, final_state, _ = scan(x, dt, A, B, C, D, initial_state, transpoint, chunk_size, save, _args(tuning))
     return (y, final_state) if return_final_state else y

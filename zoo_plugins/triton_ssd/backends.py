@@ -8,7 +8,7 @@ The SSD backends' ``supports`` reads the shape keys of :mod:`zoo.backends.ssm` (
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -74,6 +74,12 @@ class TritonSSDParams(BackendParams):
         le=256,
         description="tokens per chunk (a power of two); 64 or 128 on an H200",
     )
+    states: Literal["save", "recompute"] = Field(
+        "save",
+        description="the per-chunk SSM states the backward needs: 'save' keeps them from the forward "
+        "(B*H*T/chunk_size*P*N values per call, 12 KiB per token and layer at the 400m shape in bf16), "
+        "'recompute' rebuilds them in the backward by one extra state walk",
+    )
     tuning: dict[str, int | None] = Field(
         default_factory=dict,
         description="launch knobs (zoo_plugins.triton_ssd.tuning.Tuning), e.g. {chunk_warps: 4}; "
@@ -101,7 +107,7 @@ class _TritonSSDBackend(_TritonKernels):
     """What the ssm and the converter backends share: head shapes, chunk size and tuning."""
 
     Params = TritonSSDParams
-    conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}]
+    conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}, {"chunk_size": 16, "states": "recompute"}]
     params: TritonSSDParams
 
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
@@ -117,7 +123,11 @@ class _TritonSSDBackend(_TritonKernels):
         return True, ""
 
     def build_options(self) -> dict[str, Any]:
-        return {"chunk_size": self.params.chunk_size, "tuning": Tuning.of(**self.params.tuning)}
+        return {
+            "chunk_size": self.params.chunk_size,
+            "tuning": Tuning.of(**self.params.tuning),
+            "recompute_states": self.params.states == "recompute",
+        }
 
 
 @SSM.register("triton", preferred_on=("cuda",))

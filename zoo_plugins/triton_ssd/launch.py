@@ -175,7 +175,15 @@ def backward(
     out_start: int,
     chunk_size: int,
     tuning: Tuning = DEFAULT,
+    initial_state: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of x, dt, A, B, C, D and the initial state.
+
+    ``states`` are the chunks' entering states the forward saved; empty (the forward ran with
+    ``save_states=False``) means rebuild them here from ``initial_state`` by the forward's
+    state walk with no outputs (``out_start = T``): the same kernels and launches, so the
+    rebuilt states equal the saved ones bit for bit, for one extra walk of x, dt and B.
+    """
     x, dt, A, B, C = (v.contiguous() for v in (x, dt, A, B, C))
     batch, seq_len, n_heads, head_dim = x.shape
     n_groups, state_dim = B.shape[2], B.shape[3]
@@ -194,6 +202,8 @@ def backward(
         d_init = d_init.copy_(dfinal) if dfinal is not None else d_init.zero_()
         dD = torch.zeros_like(D) if D is not None else A.new_zeros(n_heads)
         return dx, ddt, torch.zeros_like(A), dB, dC, dD, d_init
+    if states.numel() == 0:  # not saved: recompute (transient, freed with this call)
+        states = forward(x, dt, A, B, C, D, initial_state, seq_len, chunk_size, True, tuning)[2]
     dstates = torch.empty(batch, n_heads, n_chunks, head_dim, state_dim, device=x.device, dtype=saved_dtype(x))
     dA_part = torch.empty(batch, n_chunks, n_heads, **f32)
     dD_part = torch.empty(batch, n_chunks, n_heads, **f32)

@@ -5,7 +5,9 @@ Shape legend as in :mod:`zoo_plugins.triton_ssd.kernels`. Two ops:
 - ``zoo_triton_ssd::ssd_fwd(x, dt, A, B, C, D?, initial_state?, out_start, chunk_size,
   save_states, tuning?) -> (y [B, T - out_start, H, P], final_state [B,H,P,N] fp32,
   states [B,H,nc,P,N])``: ``states`` are the chunks' entering states in the dtype of x
-  (fp32 when x is fp16), saved for the backward (empty unless save_states).
+  (fp32 when x is fp16), saved for the backward (empty unless save_states; the backward
+  then recomputes them from the inputs and ``initial_state``, trading one extra state walk
+  for their memory: 12 KiB per token and layer at H=48, P=64, N=128, chunk 64, bf16).
   ``out_start`` is the first token whose output is computed: 0 for a plain scan, the
   TransPoint for the fused converter + suffix scan, T for the converter alone.
   ``tuning`` is :meth:`Tuning.to_args` (None: the defaults).
@@ -77,12 +79,13 @@ def ssd_bwd(
     out_start: int,
     chunk_size: int,
     tuning: list[int] | None = None,
+    initial_state: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return launch.backward(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, Tuning.from_args(tuning))
+    return _bwd_eager(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, tuning, initial_state)
 
 
 @ssd_bwd.register_fake
-def _ssd_bwd_fake(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, tuning=None):
+def _ssd_bwd_fake(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, tuning=None, initial_state=None):
     batch, _, n_heads, head_dim = x.shape
     state_dim = B.shape[3]
     dD = D.new_empty(D.shape) if D is not None else A.new_empty(n_heads)
@@ -101,10 +104,10 @@ def _ssd_bwd_fake(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_
 def _setup_context(ctx, inputs, output) -> None:
     x, dt, A, B, C, D, initial_state, out_start, chunk_size, save_states, tuning = inputs
     _, _, states = output
-    ctx.save_for_backward(x, dt, A, B, C, D, states)
+    # Without saved states the backward rebuilds them, from the initial state among others.
+    ctx.save_for_backward(x, dt, A, B, C, D, states, None if save_states else initial_state)
     ctx.out_start = out_start
     ctx.chunk_size = chunk_size
-    ctx.save_states = save_states
     ctx.tuning = tuning
     ctx.has_D = D is not None
     ctx.has_init = initial_state is not None
@@ -117,13 +120,11 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _gradients(ctx, dy, dfinal_state, bwd) -> tuple:
-    x, dt, A, B, C, D, states = ctx.saved_tensors
+    x, dt, A, B, C, D, states, initial_state = ctx.saved_tensors
     if dy is not None:
         dy = dy.contiguous()  # traced under torch.compile: fused into dy's producer (see scan)
-    if not ctx.save_states:
-        raise RuntimeError("zoo_triton_ssd::ssd_fwd ran with save_states=False; it cannot be differentiated")
     dx, ddt, dA, dB, dC, dD, d_init = bwd(
-        dy, dfinal_state, x, dt, A, B, C, D, states, ctx.out_start, ctx.chunk_size, ctx.tuning
+        dy, dfinal_state, x, dt, A, B, C, D, states, ctx.out_start, ctx.chunk_size, ctx.tuning, initial_state
     )
     return (
         dx,
@@ -148,8 +149,9 @@ def _backward(ctx, dy, dfinal_state, _dstates):
 ssd_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _bwd_eager(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, tuning):
-    return launch.backward(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, Tuning.from_args(tuning))
+def _bwd_eager(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, tuning, initial_state):
+    tuning = Tuning.from_args(tuning)
+    return launch.backward(dy, dfinal_state, x, dt, A, B, C, D, states, out_start, chunk_size, tuning, initial_state)
 
 
 class _EagerSSD(torch.autograd.Function):
