@@ -19,6 +19,8 @@
 #   conv             the Triton causal conv vs inductor's, tiles of its backward
 #   norm             the Triton gated RMSNorm vs inductor's, then transmamba-400m training at T=8192
 #                    with norm: torch and norm: triton (the A/B that decides norm's auto on CUDA)
+#   states           transmamba-400m and mamba2-400m training at T=8192 with the SSD's chunk states
+#                    saved and recomputed (tokens/s and peak memory: the A/B that decides the default)
 #   decode           compiled decode at 32K context (batch 1 and 8), then kernel profiles
 #   autotune         decode at 32K, batch 1, compiled with max-autotune
 #   train            the small presets compiled on the Triton SSD at T=2048 and 8192
@@ -115,6 +117,14 @@ case "$job" in
     for name in torch triton; do
       step "${NORM_TRAIN_LIMIT:-280}" "train_norm_$name" python3 -m zoo bench --suite train --models transmamba \
         --size 400m --seq-lens 8192 --steps 10 --warmup 3 --backend "norm=$name" --no-plot --out "$work/train_norm_$name"
+    done
+    ;;
+  states)
+    for states in save recompute; do
+      ssd="triton:states=$states"
+      step "${STATES_TRAIN_LIMIT:-280}" "train_states_$states" python3 -m zoo bench --suite train \
+        --models transmamba mamba2 --size 400m --seq-lens 8192 --steps 10 --warmup 3 --backend "ssm=$ssd" \
+        --backend "converter=$ssd" --no-plot --out "$work/train_states_$states"
     done
     ;;
   chunks)

@@ -179,12 +179,15 @@ def test_a_failed_rank_ends_the_others_with_one_line_and_the_checkpoint_resumes(
 def test_activation_checkpointing_is_validated_in_one_line() -> None:
     from zoo.cli.train import make_train_config
 
-    with pytest.raises(ZooError, match=r"^--activation-checkpointing 'some': .*none, full or a block interval"):
+    with pytest.raises(
+        ZooError, match=r"^--activation-checkpointing 'some': .*none, full, selective or a block interval"
+    ):
         make_train_config({"activation_checkpointing": "some"})
     for bad in (0, -2, True, 1.5):
         with pytest.raises(ZooError, match="activation-checkpointing"):
             make_train_config({"activation_checkpointing": bad})
     assert make_train_config({"activation_checkpointing": "3"}).activation_checkpointing == 3
+    assert make_train_config({"activation_checkpointing": "selective"}).activation_checkpointing == "selective"
 
 
 def _ac_model_and_task():
@@ -198,7 +201,7 @@ def _ac_model_and_task():
     return build_for_task(spec, task), task
 
 
-@pytest.mark.parametrize("policy", ["full", 2])
+@pytest.mark.parametrize("policy", ["full", 2, "selective"])
 def test_activation_checkpointing_keeps_losses_and_gradients(policy) -> None:
     from zoo.training import TrainConfig, Trainer
 
@@ -222,7 +225,7 @@ def test_activation_checkpointing_keeps_losses_and_gradients(policy) -> None:
     (loss0, grads0, calls0, keys0), (loss1, grads1, calls1, keys1) = results
     assert calls0 == [1, 1, 1, 1]
     # recomputed blocks run their forward again in backward: checkpointing really happened
-    assert calls1 == ([2, 2, 2, 2] if policy == "full" else [1, 2, 1, 2])
+    assert calls1 == ([1, 2, 1, 2] if policy == 2 else [2, 2, 2, 2])
     assert torch.equal(loss0, loss1)
     assert keys0 == keys1  # the same state-dict keys: checkpoints do not depend on it
     for name, grad in grads0.items():

@@ -53,10 +53,14 @@ class Backend:
     Subclasses set ``requires`` (importable module names) and may override
     ``is_available`` (can it run in this process at all) and ``supports`` (can it run
     these shapes on this device and dtype). Both return ``(ok, reason)``.
+    ``recomputable_ops``: the backend's custom ops (``"namespace::name"``) that are cheap
+    enough to run again in the backward under selective activation checkpointing
+    (``zoo.training.recompute``); a custom op not named there is kept.
     """
 
     Params: ClassVar[type[BaseModel]] = BackendParams
     requires: ClassVar[tuple[str, ...]] = ()
+    recomputable_ops: ClassVar[tuple[str, ...]] = ()
     registry_name: ClassVar[str] = "?"
     op: ClassVar[Callable[..., Any]]  # the function ``__call__`` runs (staticmethod)
 

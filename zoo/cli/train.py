@@ -176,8 +176,9 @@ def add_distributed_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--activation-checkpointing",
         default="none",
-        metavar="none|full|K",
-        help="recompute activations in backward: none (default), full (every block) or every K-th block",
+        metavar="none|full|selective|K",
+        help="recompute activations in backward: none (default), full (every block), selective (every block "
+        "keeps its matmul, attention and SSD outputs and recomputes the rest) or full on every K-th block",
     )
     group.add_argument(
         "--dist-timeout",

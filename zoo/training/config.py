@@ -43,8 +43,9 @@ class TrainConfig(BaseModel):
     save_every: StrictInt = Field(0, ge=0, le=_MAX_STEPS)  # 0: only at the end (when out_dir is set)
     keep_last: StrictInt = Field(3, ge=1, le=1 << 20)
     progress: StrictBool = True
-    # recompute activations in backward: "none", "full" (every block) or k (every k-th block)
-    activation_checkpointing: Literal["none", "full"] | StrictInt = "none"
+    # recompute activations in backward: "none", "full" (every block), "selective" (every block
+    # keeps its matmul, attention and SSD outputs, recomputes the rest) or k (full, every k-th block)
+    activation_checkpointing: Literal["none", "full", "selective"] | StrictInt = "none"
     dist_timeout: float = Field(600.0, gt=0, le=86400)  # how long a collective waits for a peer
     # "logits": the model returns logits, cross-entropy in fp32 outside it; "chunked": the model
     # computes the loss in its forward without the [B, T, V] logits (zoo.ops.cross_entropy)
@@ -55,9 +56,13 @@ class TrainConfig(BaseModel):
     def _known_checkpointing(cls, value: Any) -> Any:
         if isinstance(value, str) and value.isdigit():
             value = int(value)
-        if value in ("none", "full") or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        if value in ("none", "full", "selective") or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ):
             return value
-        raise ValueError(f"{str(value)[:40]!r} is not none, full or a block interval k >= 1 (every k-th block)")
+        raise ValueError(
+            f"{str(value)[:40]!r} is not none, full, selective or a block interval k >= 1 (every k-th block)"
+        )
 
     @field_validator("device")
     @classmethod

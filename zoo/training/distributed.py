@@ -199,10 +199,11 @@ def strip_nproc(argv: Sequence[str]) -> list[str]:
 
 
 def checkpointed_blocks(n_blocks: int, policy: str | int) -> list[int]:
-    """Indices of the blocks whose activations are recomputed: none, all, or every k-th."""
+    """Indices of the blocks whose activations are recomputed: none, all (``full`` and
+    ``selective``), or every k-th."""
     if policy == "none":
         return []
-    if policy == "full":
+    if policy in ("full", "selective"):
         return list(range(n_blocks))
     return [i for i in range(n_blocks) if i % int(policy) == int(policy) - 1]
 
@@ -219,6 +220,15 @@ def _run_block_recomputed(block: nn.Module, *args: Any, **kwargs: Any) -> torch.
     return checkpoint(_run_block, block, *args, use_reentrant=False, **kwargs)
 
 
+def _selective_runner(context_fn: Any) -> Any:
+    from zoo.training.recompute import selective
+
+    def _run_block_selective(block: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return selective(_run_block, block, *args, context_fn=context_fn, **kwargs)
+
+    return _run_block_selective
+
+
 def prepare_model(
     model: nn.Module,
     *,
@@ -233,6 +243,10 @@ def prepare_model(
     Order matters: checkpointing goes inside the compiled region (torch.compile sees the
     recomputation), and FSDP's all-gather hooks stay outside it, on the block's ``__call__``.
     All blocks share one compiled region, so blocks of one shape compile once.
+    ``activation_checkpointing``: ``none``; ``full`` (a block keeps only its input and runs
+    again in the backward); ``selective`` (every block keeps its matmul, attention and SSD
+    outputs and recomputes the rest: :mod:`zoo.training.recompute`); k (``full`` on every
+    k-th block).
     """
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, nn.ModuleList):
@@ -242,6 +256,10 @@ def prepare_model(
         )
     recomputed = set(checkpointed_blocks(len(blocks), activation_checkpointing))
     plain, recompute = _run_block, _run_block_recomputed
+    if activation_checkpointing == "selective":
+        from zoo.training.recompute import selective_context
+
+        recompute = _selective_runner(selective_context())
     if compile:
         from zoo.compile import compiled
 
@@ -250,7 +268,7 @@ def prepare_model(
         if len(recomputed) < len(blocks):
             plain = compiled(_run_block, what=f"the blocks of {name} one by one", recompile_limit=limit)
         if recomputed:
-            recompute = compiled(_run_block_recomputed, what=f"the recomputed blocks of {name}", recompile_limit=limit)
+            recompute = compiled(recompute, what=f"the recomputed blocks of {name}", recompile_limit=limit)
     for index, block in enumerate(blocks):
         if index in recomputed:
             block.forward = functools.partial(recompute, block)

@@ -183,6 +183,8 @@ class TritonConv(_TritonKernels, ConvBackend):
     """Causal conv + SiLU as one Triton kernel each way, x/B/C written contiguous (custom op)."""
 
     op = staticmethod(causal_conv1d)
+    # one read of the conv's input and one write of x/B/C: cheap to redo in the backward
+    recomputable_ops: ClassVar[tuple[str, ...]] = ("zoo_triton_ssd::causal_conv1d_fwd",)
 
 
 # Not preferred on CUDA yet: ``auto`` keeps ``norm: torch`` until this kernel's speed is
@@ -193,6 +195,7 @@ class TritonNorm(_TritonKernels, NormBackend):
 
     dtype_note: ClassVar[str] = " (the kernels compute in fp32)"
     op = staticmethod(gated_rms_norm)
+    recomputable_ops: ClassVar[tuple[str, ...]] = ("zoo_triton_ssd::gated_rms_norm_fwd",)
 
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         ok, why = super().supports(device=device, dtype=dtype, **shapes)

@@ -1,0 +1,75 @@
+"""Selective activation checkpointing (zoo.training.recompute): which ops are kept, that the
+numbers do not change (eager and compiled), and that the step keeps less."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zoo
+from zoo.training import distributed
+from zoo.training.memory_profile import profile_training_memory
+from zoo.training.recompute import declared_recomputable, keeps
+
+
+def test_matmuls_attention_and_unknown_custom_ops_are_kept_the_rest_recomputed() -> None:
+    aten = torch.ops.aten
+    cheap = frozenset({"zoo_triton_ssd::causal_conv1d_fwd"})
+    for op in (aten.mm.default, aten.addmm.default, aten.bmm.default, aten._scaled_dot_product_flash_attention.default):
+        assert keeps(op, cheap), op
+    for op in (aten.mul.Tensor, aten.silu.default, aten.rsqrt.default, aten.cat.default, aten.convolution.default):
+        assert not keeps(op, cheap), op
+    assert keeps("zoo_triton_ssd::ssd_fwd", cheap)  # a custom op nobody declared cheap: kept
+    assert not keeps("zoo_triton_ssd::causal_conv1d_fwd", cheap)
+
+
+def test_the_triton_plugin_declares_its_conv_and_norm_cheap() -> None:
+    pytest.importorskip("triton")
+    import zoo_plugins.triton_ssd  # noqa: F401  (registers the backends where entry points are not installed)
+
+    declared = declared_recomputable()
+    assert {"zoo_triton_ssd::causal_conv1d_fwd", "zoo_triton_ssd::gated_rms_norm_fwd"} <= declared
+    assert "zoo_triton_ssd::ssd_fwd" not in declared
+
+
+def _model(preset: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return zoo.build(preset)
+
+
+@pytest.mark.parametrize("preset", ["transmamba-tiny", "transformer-tiny"])
+def test_selective_checkpointing_compiled_matches_eager_without_it(monkeypatch, preset: str) -> None:
+    """fullgraph compile (aot_eager: dynamo, the joint graph and its partition, no codegen)
+    with the policy's tags against the eager model without checkpointing."""
+    import zoo.compile
+
+    options = zoo.compile.compile_options
+    monkeypatch.setattr(zoo.compile, "compile_options", lambda **kw: options(**{**kw, "backend": "aot_eager"}))
+    ids = torch.randint(0, 200, (2, 48), generator=torch.Generator().manual_seed(1))
+    results = []
+    for policy, compile in (("none", False), ("selective", True)):
+        model = _model(preset)
+        distributed.prepare_model(model, context=None, activation_checkpointing=policy, compile=compile)
+        logits = model(ids)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids.flatten())
+        loss.backward()
+        results.append((loss.detach(), {name: p.grad for name, p in model.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_selective_checkpointing_keeps_less_and_drops_the_recomputed_sites() -> None:
+    memory = {}
+    for policy in ("none", "selective"):
+        model = _model("mamba2-tiny")
+        distributed.prepare_model(model, context=None, activation_checkpointing=policy)
+        memory[policy] = profile_training_memory(model, batch=2, seq_len=64)
+    none, selective = memory["none"], memory["selective"]
+    assert selective.saved_bytes < 0.5 * none.saved_bytes  # 4.2 against 14.8 MB when written
+    ops = {policy: {(site.where, site.op) for site in m.saved} for policy, m in memory.items()}
+    # SwiGLU's product and the gated norm's output: kept without the policy, recomputed with it
+    for site in (("blocks.*.mlp", "aten.mul"), ("blocks.*.mixer.ssd.norm", "prims.convert_element_type")):
+        assert site in ops["none"] and site not in ops["selective"], site
+    # the projections' matmul outputs are kept either way
+    assert ("blocks.*.mixer.ssd.in_proj", "aten.mm") in ops["selective"]

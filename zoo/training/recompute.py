@@ -1,0 +1,70 @@
+"""Selective activation checkpointing: keep what is costly to compute, recompute the rest.
+
+A block run under :func:`selective` keeps the outputs of the ops that dominate its compute
+(matmuls, attention, the SSD scan and every other custom op a backend does not declare
+cheap) for the backward and recomputes everything else there: norms, gates, casts, SiLU,
+the causal conv, concatenations. This is the trade mamba_ssm makes inside its fused Mamba2
+kernel (the conv output and the gated norm's output are recomputed in the backward) and
+torchtitan's ``selective`` (op-level) activation checkpointing, for every block of any
+mixer. Under torch.compile the policy becomes a tag on each node of the joint graph, and
+inductor's partitioner follows it.
+
+A backend whose custom op is cheap to run again says so with ``recomputable_ops``
+(``"namespace::name"`` strings, e.g. the Triton causal conv); an unknown custom op is kept.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+from zoo.registry import BACKEND_SLOTS, REGISTRIES
+
+# aten ops that are the compute: their outputs are kept
+_KEPT_ATEN = frozenset({"mm", "addmm", "bmm", "baddbmm", "_scaled_mm"})
+_ATTENTION_MARKERS = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention")
+
+
+def declared_recomputable() -> frozenset[str]:
+    """Every ``recomputable_ops`` name the registered backends declare."""
+    names: set[str] = set()
+    for slot in BACKEND_SLOTS:
+        for entry in REGISTRIES[slot].entries():
+            names.update(getattr(entry.obj, "recomputable_ops", ()))
+    return frozenset(names)
+
+
+def keeps(op: Any, recomputable: Iterable[str]) -> bool:
+    """Whether the selective policy keeps ``op``'s output (else it is recomputed)."""
+    name = op.name() if hasattr(op, "name") else str(op)  # "aten::mm", "zoo_triton_ssd::ssd_fwd"
+    namespace, _, base = name.partition("::")
+    if namespace in ("aten", "prims"):
+        return base in _KEPT_ATEN or any(marker in base for marker in _ATTENTION_MARKERS)
+    return name not in recomputable
+
+
+def _policy(recomputable: frozenset[str]) -> Callable[..., CheckpointPolicy]:
+    @functools.cache
+    def decide(op: Any) -> CheckpointPolicy:
+        return CheckpointPolicy.MUST_SAVE if keeps(op, recomputable) else CheckpointPolicy.PREFER_RECOMPUTE
+
+    def policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+        return decide(op)
+
+    return policy
+
+
+def selective_context(recomputable: frozenset[str] | None = None) -> Callable[[], Any]:
+    """The ``context_fn`` of :func:`torch.utils.checkpoint.checkpoint` for this policy."""
+    policy = _policy(declared_recomputable() if recomputable is None else recomputable)
+    return functools.partial(create_selective_checkpoint_contexts, policy)
+
+
+def selective(fn: Callable[..., torch.Tensor], *args: Any, context_fn: Callable[[], Any], **kwargs: Any):
+    """``fn(*args, **kwargs)`` under selective checkpointing (non-reentrant: a higher-order op
+    under torch.compile, compatible with FSDP2's hooks)."""
+    return checkpoint(fn, *args, use_reentrant=False, context_fn=context_fn, **kwargs)
