@@ -21,6 +21,8 @@
 #                    with norm: torch and norm: triton (the A/B that decides norm's auto on CUDA)
 #   states           transmamba-400m and mamba2-400m training at T=8192 with the SSD's chunk states
 #                    saved and recomputed (tokens/s and peak memory: the A/B that decides the default)
+#   ac               transformer, transmamba and mamba2 400m training at T=8192 without and with
+#                    selective activation checkpointing (SSD states recomputed): speed and peak memory
 #   decode           compiled decode at 32K context (batch 1 and 8), then kernel profiles
 #   autotune         decode at 32K, batch 1, compiled with max-autotune
 #   train            the small presets compiled on the Triton SSD at T=2048 and 8192
@@ -125,6 +127,14 @@ case "$job" in
       step "${STATES_TRAIN_LIMIT:-280}" "train_states_$states" python3 -m zoo bench --suite train \
         --models transmamba mamba2 --size 400m --seq-lens 8192 --steps 10 --warmup 3 --backend "ssm=$ssd" \
         --backend "converter=$ssd" --no-plot --out "$work/train_states_$states"
+    done
+    ;;
+  ac)
+    for ac in none selective; do
+      step "${AC_TRAIN_LIMIT:-290}" "train_ac_$ac" python3 -m zoo bench --suite train \
+        --models transformer transmamba mamba2 --size 400m --seq-lens 8192 --steps 6 --warmup 2 --ac "$ac" \
+        --backend "ssm=triton:states=recompute" --backend "converter=triton:states=recompute" --no-plot \
+        --out "$work/train_ac_$ac"
     done
     ;;
   chunks)

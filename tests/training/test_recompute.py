@@ -37,7 +37,7 @@ def _model(preset: str) -> torch.nn.Module:
     return zoo.build(preset)
 
 
-@pytest.mark.parametrize("preset", ["transmamba-tiny", "transformer-tiny"])
+@pytest.mark.parametrize("preset", [pytest.param("transmamba-tiny", marks=pytest.mark.slow), "transformer-tiny"])
 def test_selective_checkpointing_compiled_matches_eager_without_it(monkeypatch, preset: str) -> None:
     """fullgraph compile (aot_eager: dynamo, the joint graph and its partition, no codegen)
     with the policy's tags against the eager model without checkpointing."""
@@ -59,6 +59,7 @@ def test_selective_checkpointing_compiled_matches_eager_without_it(monkeypatch, 
         torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_selective_checkpointing_keeps_less_and_drops_the_recomputed_sites() -> None:
     memory = {}
     for policy in ("none", "selective"):
@@ -73,3 +74,27 @@ def test_selective_checkpointing_keeps_less_and_drops_the_recomputed_sites() -> 
         assert site in ops["none"] and site not in ops["selective"], site
     # the projections' matmul outputs are kept either way
     assert ("blocks.*.mixer.ssd.in_proj", "aten.mm") in ops["selective"]
+
+
+@pytest.mark.slow
+def test_selective_checkpointing_over_the_triton_plugin_keeps_the_numbers() -> None:
+    """Eager, Triton interpreter: the plugin's custom ops under the policy's dispatch mode (the
+    SSD scan kept, the conv and the norm recomputed) give the same loss and gradients."""
+    pytest.importorskip("triton")
+    from zoo.builder import spec_with_backends
+    from zoo.training.runs import resolve_spec
+
+    ssd = "triton:states=recompute,chunk_size=16"
+    overrides = {"ssm": ssd, "converter": ssd, "conv": "triton", "norm": "triton"}
+    ids = torch.randint(0, 200, (2, 48), generator=torch.Generator().manual_seed(1))
+    results = []
+    for policy in ("none", "selective"):
+        torch.manual_seed(0)
+        model = zoo.build(spec_with_backends(resolve_spec("transmamba-tiny"), overrides)[0])
+        distributed.prepare_model(model, context=None, activation_checkpointing=policy)
+        loss = torch.nn.functional.cross_entropy(model(ids).flatten(0, 1).float(), ids.flatten())
+        loss.backward()
+        results.append((loss.detach(), {name: p.grad for name, p in model.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-6, atol=1e-7, msg=name)

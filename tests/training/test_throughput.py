@@ -147,3 +147,23 @@ def test_bad_flags_are_one_line_errors(flag, message, capsys) -> None:
     assert main(["bench", "--suite", "train", "--device", "cpu", *flag]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_rows_with_selective_checkpointing_run_the_trainers_wrapping(monkeypatch) -> None:
+    from zoo.training import distributed
+
+    seen = []
+    real = distributed.prepare_model
+
+    def spy(model, **kwargs):
+        seen.append(kwargs["activation_checkpointing"])
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(distributed, "prepare_model", spy)
+    config = throughput.ThroughputConfig(
+        tokens_per_step=64, steps=1, warmup=1, compile=False, activation_checkpointing="selective"
+    )
+    (row,) = throughput.run_throughput(["mamba2"], [32], size="tiny", config=config)
+    assert seen == ["selective"] and row["tokens_per_s"] > 0, row
+    assert row["activation_checkpointing"] == "selective"
+    assert "mamba2 (selective AC)" in throughput.format_table([row])

@@ -133,6 +133,13 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
         help="the loss of the step: logits (default; cross-entropy of the logits) and/or chunked (the model's "
         "chunked loss without the logits); both: one row each, an A/B in one run",
     )
+    group.add_argument(
+        "--ac",
+        choices=["none", "selective", "full"],
+        default="none",
+        help="activation checkpointing as the trainer applies it (each block compiled on its own); default none: "
+        "the whole model compiled as one graph",
+    )
     group.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
     group.add_argument("--out", default="runs/bench/train", help="directory for train_throughput.json/.png")
     group.add_argument("--no-plot", action="store_true", help="JSON only (no matplotlib needed)")
@@ -186,6 +193,7 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
         peak_tflops=args.peak_tflops or (989.0 if device.type == "cuda" else None),
         budget_s=args.budget_s,
         losses=tuple(dict.fromkeys(args.loss)),
+        activation_checkpointing=args.ac,
     )
     env = throughput.environment(device, command or " ".join(["zoo", *sys.argv[1:]]), config, backends, args.size)
     print(

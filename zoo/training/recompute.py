@@ -3,11 +3,10 @@
 A block run under :func:`selective` keeps the outputs of the ops that dominate its compute
 (matmuls, attention, the SSD scan and every other custom op a backend does not declare
 cheap) for the backward and recomputes everything else there: norms, gates, casts, SiLU,
-the causal conv, concatenations. This is the trade mamba_ssm makes inside its fused Mamba2
-kernel (the conv output and the gated norm's output are recomputed in the backward) and
-torchtitan's ``selective`` (op-level) activation checkpointing, for every block of any
-mixer. Under torch.compile the policy becomes a tag on each node of the joint graph, and
-inductor's partitioner follows it.
+the causal conv, concatenations. mamba_ssm's fused Mamba kernels make the same trade for the
+conv output (``checkpoint_lvl=1``); the policy is op-level selective checkpointing in the
+manner of torchtitan's, for every block of any mixer. Under torch.compile the policy becomes
+a tag on each node of the joint graph, and inductor's partitioner follows it.
 
 A backend whose custom op is cheap to run again says so with ``recomputable_ops``
 (``"namespace::name"`` strings, e.g. the Triton causal conv); an unknown custom op is kept.

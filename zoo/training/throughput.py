@@ -62,6 +62,9 @@ class ThroughputConfig:
     lr: float = 1e-4
     budget_s: float | None = None  # stop starting rows after this many seconds
     losses: tuple[str, ...] = ("logits",)  # "logits" and/or "chunked": one row per model, length and loss
+    # "none" (the whole model compiled as one graph), or the trainer's per-block wrapping:
+    # "selective" / "full" activation checkpointing, each block compiled (distributed.prepare_model)
+    activation_checkpointing: str = "none"
 
 
 def preset_name(model: str, size: str) -> str:
@@ -142,7 +145,15 @@ def _build(
     spec, _ = spec_with_backends(spec, backends)
     if config.compile:
         spec["compile"] = {**spec["compile"], "backend": config.compile_backend}
-    model = zoo.build(spec, device=device, compile=config.compile)
+    if config.activation_checkpointing == "none":
+        model = zoo.build(spec, device=device, compile=config.compile)
+    else:  # as the trainer runs it: checkpointing inside each block's compiled region
+        from zoo.training.distributed import prepare_model
+
+        model = zoo.build(spec, device=device, compile=False)
+        prepare_model(
+            model, context=None, activation_checkpointing=config.activation_checkpointing, compile=config.compile
+        )
     used = sorted(
         {
             f"{slot}={getattr(block.mixer, slot).registry_name}"
@@ -179,6 +190,7 @@ def measure(
     precision = config.precision if config.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     autocast = torch.bfloat16 if precision == "bf16" else None
     row.update(precision=precision, compiled=config.compile)
+    row["activation_checkpointing"] = "none" if label == ANCHOR else config.activation_checkpointing
     if label == ANCHOR and loss != "logits":
         row["skipped"] = f"the {ANCHOR} anchor computes its loss from logits only"
         return row
@@ -284,8 +296,11 @@ def run_throughput(
 
 
 def row_label(row: dict[str, Any]) -> str:
-    """The model's name, with `` (chunked loss)`` for a row whose loss is not from the logits."""
-    return row["model"] if row.get("loss_path", "logits") == "logits" else f"{row['model']} ({row['loss_path']} loss)"
+    """The model's name, with `` (chunked loss)`` for a row whose loss is not from the logits and
+    `` (selective AC)`` for a row with activation checkpointing."""
+    label = row["model"] if row.get("loss_path", "logits") == "logits" else f"{row['model']} ({row['loss_path']} loss)"
+    ac = row.get("activation_checkpointing", "none")
+    return label if ac == "none" else f"{label} ({ac} AC)"
 
 
 def _summary(row: dict[str, Any]) -> str:
