@@ -64,6 +64,24 @@ def split_backend_choice(choice: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), params
 
 
+def check_backend_params(slot: str, choice: str) -> None:
+    """One line naming the override when its params do not fit its backend (an unknown
+    backend name is left to the spec's own check, which lists the known ones)."""
+    name, params = split_backend_choice(choice)
+    if not params or name == AUTO:
+        return
+    try:
+        entry = REGISTRIES[slot].get(name)
+    except RegistryError:
+        return
+    try:
+        entry.params_model.model_validate(params)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "params"
+        raise ZooError(f"--backend {slot}={choice}: {where}: {error['msg']}") from None
+
+
 def parse_backend_overrides(items: list[str] | None) -> dict[str, str]:
     """``["ssm=triton", "attention=sdpa"]`` -> ``{"ssm": "triton", "attention": "sdpa"}``; a
     value may carry the backend's params (``ssm=triton:states=recompute``, see
@@ -97,6 +115,8 @@ def spec_with_backends(
     unknown = sorted(set(overrides) - set(BACKEND_SLOTS))
     if unknown:
         raise ZooError(f"backend override: unknown slot {unknown[0]!r}; the slots are {', '.join(BACKEND_SLOTS)}")
+    for slot, choice in overrides.items():
+        check_backend_params(slot, choice)
     if isinstance(spec.get("layers"), dict):  # a layer pattern: expand it first
         spec = load_spec(spec).model_dump(mode="json")
     applied: set[str] = set()

@@ -11,17 +11,32 @@ from zoo.training.memory_profile import forward_graph, profile_training_memory, 
 
 
 def test_views_of_one_tensor_count_once_and_inputs_count_nothing() -> None:
+    """A forward graph whose saved outputs are a base, two views of it and an input: the
+    base counts once, the input not at all."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def forward(x: torch.Tensor, weight: torch.Tensor):
+        h = x @ weight  # [16, 8] fp32: 512 bytes
+        a, b = h.split(4, dim=-1)
+        return (a.sin() * b.cos()).sum(), a, b, h.t(), weight
+
+    graph = make_fx(forward, tracing_mode="fake")(torch.randn(16, 8), torch.randn(8, 8))
+    sites = saved_sites(graph, 1)
+    assert [(site.op, site.count, site.nbytes) for site in sites] == [("aten.mm", 1, 16 * 8 * 4)]
+
+
+def test_a_traced_step_keeps_what_its_backward_needs() -> None:
     weight = torch.randn(8, 8, requires_grad=True)
 
     def step(x: torch.Tensor) -> torch.Tensor:
-        h = x @ weight  # [16, 8] fp32: 512 bytes; x and the weight are the graph's inputs
-        a, b = h.split(4, dim=-1)  # two views of h
+        h = x @ weight
+        a, b = h.split(4, dim=-1)
         return (a.sin() * b.cos()).sum()
 
-    sites = saved_sites(forward_graph(step, torch.randn(16, 8)), 1)
-    # whether the partition keeps h or the two pieces it needs, the step holds 512 bytes
-    assert sum(site.nbytes for site in sites) == 16 * 8 * 4
-    assert all(site.nbytes > 0 for site in sites)
+    graph, n_returns = forward_graph(step, torch.randn(16, 8))
+    assert n_returns == 1
+    # whether the partition keeps h or the two pieces, the step holds h's 512 bytes
+    assert sum(site.nbytes for site in saved_sites(graph, n_returns)) == 16 * 8 * 4
 
 
 def test_profile_of_a_preset_counts_loss_weights_and_saved_activations() -> None:

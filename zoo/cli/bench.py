@@ -121,8 +121,9 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
         "--backend",
         action="append",
         default=None,
-        metavar="SLOT=NAME",
-        help="backend override for every layer with that slot, repeatable; default: the presets' own "
+        metavar="SLOT=NAME[:KEY=VALUE,...]",
+        help="backend override for every layer with that slot (params after a colon, e.g. "
+        "ssm=triton:states=recompute), repeatable; default: the presets' own "
         "(auto: the Triton SSD, converter and conv on CUDA, PyTorch on a CPU)",
     )
     group.add_argument(

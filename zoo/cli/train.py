@@ -50,10 +50,10 @@ def add_backend_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -
         "--backend",
         action="append",
         default=[],
-        metavar="SLOT=NAME",
-        help="run every layer that has backend slot SLOT (attention, ssm, converter) on backend NAME, "
-        "e.g. --backend ssm=triton on a GPU, or ssm=chunked for a triton-trained checkpoint on a CPU; "
-        "repeatable (zoo list shows the backends)",
+        metavar="SLOT=NAME[:KEY=VALUE,...]",
+        help="run every layer that has backend slot SLOT (attention, ssm, converter, conv, norm) on backend "
+        "NAME, with its params after a colon, e.g. --backend ssm=triton on a GPU, ssm=triton:states=recompute, "
+        "or ssm=chunked for a triton-trained checkpoint on a CPU; repeatable (zoo list shows the backends)",
     )
 
 

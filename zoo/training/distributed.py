@@ -213,20 +213,18 @@ def _run_block(block: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
     return type(block).forward(block, *args, **kwargs)
 
 
-def _run_block_recomputed(block: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+def _recomputed_runner(context_fn: Any = None) -> Any:
+    """A block runner under ``torch.utils.checkpoint``: full recomputation, or selective with
+    a policy's ``context_fn`` (zoo.training.recompute)."""
     from torch.utils.checkpoint import checkpoint
 
-    # non-reentrant: a higher-order op under torch.compile, and compatible with FSDP2's hooks
-    return checkpoint(_run_block, block, *args, use_reentrant=False, **kwargs)
+    extra = {} if context_fn is None else {"context_fn": context_fn}
 
+    def _run_block_recomputed(block: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # non-reentrant: a higher-order op under torch.compile, and compatible with FSDP2's hooks
+        return checkpoint(_run_block, block, *args, use_reentrant=False, **extra, **kwargs)
 
-def _selective_runner(context_fn: Any) -> Any:
-    from zoo.training.recompute import selective
-
-    def _run_block_selective(block: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return selective(_run_block, block, *args, context_fn=context_fn, **kwargs)
-
-    return _run_block_selective
+    return _run_block_recomputed
 
 
 def prepare_model(
@@ -237,6 +235,7 @@ def prepare_model(
     compile: bool = False,
     param_dtype: torch.dtype | None = None,
     recompile_limit: int | None = None,
+    compile_backend: str = "inductor",
 ) -> nn.Module:
     """Activation checkpointing, per-block compile and FSDP2 on ``model.blocks``, in place.
 
@@ -255,20 +254,23 @@ def prepare_model(
             "work per block and need one"
         )
     recomputed = set(checkpointed_blocks(len(blocks), activation_checkpointing))
-    plain, recompute = _run_block, _run_block_recomputed
+    plain = _run_block
     if activation_checkpointing == "selective":
         from zoo.training.recompute import selective_context
 
-        recompute = _selective_runner(selective_context())
+        recompute = _recomputed_runner(selective_context())
+    else:
+        recompute = _recomputed_runner()
     if compile:
         from zoo.compile import compiled
 
         name = getattr(getattr(model, "spec", None), "name", None) or "the model"
         limit = recompile_limit or 8 + 2 * len(blocks)
+        options = {"recompile_limit": limit, "backend": compile_backend}
         if len(recomputed) < len(blocks):
-            plain = compiled(_run_block, what=f"the blocks of {name} one by one", recompile_limit=limit)
+            plain = compiled(_run_block, what=f"the blocks of {name} one by one", **options)
         if recomputed:
-            recompute = compiled(recompute, what=f"the recomputed blocks of {name}", recompile_limit=limit)
+            recompute = compiled(recompute, what=f"the recomputed blocks of {name}", **options)
     for index, block in enumerate(blocks):
         if index in recomputed:
             block.forward = functools.partial(recompute, block)

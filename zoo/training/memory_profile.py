@@ -6,7 +6,7 @@ passes and min-cut partition into a forward and a backward graph) and stops befo
 generated. The forward graph's extra outputs are what the step keeps for the backward; each is
 sized from its fake tensor and attributed to the module and op that made it. Nothing runs on
 the device and no activation is allocated, so a 400m model at 32K tokens per step profiles on
-a laptop CPU in about a minute.
+a CPU (30-60 s per model on two cores).
 
 What it counts, per step:
 
@@ -83,10 +83,6 @@ class TrainingMemory:
     @property
     def saved_bytes(self) -> int:
         return sum(site.nbytes for site in self.saved)
-
-    @property
-    def weight_bytes(self) -> int:
-        return 4 * self.n_params
 
     @property
     def state_bytes(self) -> int:
@@ -204,17 +200,24 @@ def saved_sites(forward_graph: torch.fx.GraphModule, n_outputs: int) -> tuple[Sa
     return tuple(sorted(sites, key=lambda site: -site.nbytes))
 
 
-def forward_graph(fn, *args: Any) -> torch.fx.GraphModule:
+def forward_graph(fn, *args: Any) -> tuple[torch.fx.GraphModule, int]:
     """The partitioned forward graph inductor would generate code for when ``fn(*args)`` is
-    compiled (fullgraph) with autograd; nothing is generated or run."""
+    compiled (fullgraph) with autograd, and how many of its outputs the step returns (the
+    rest are saved for the backward); nothing is generated or run. Resets dynamo before and
+    after (``torch._dynamo.reset()``: compiled code elsewhere in the process recompiles)."""
+    from torch._guards import TracingContext
     from torch._inductor.compile_fx import compile_fx
 
-    graphs: list[torch.fx.GraphModule] = []
+    graphs: list[tuple[torch.fx.GraphModule, int]] = []
 
     def record(graph: torch.fx.GraphModule, example_inputs: Any, **kwargs: Any) -> Any:
         if kwargs.get("is_inference"):
             raise RuntimeError("the traced step needs no backward: do the parameters require grad?")
-        graphs.append(graph)
+        context = TracingContext.try_get()
+        metadata = getattr(context, "fw_metadata", None)
+        # outputs, mutated inputs and intermediate bases come first; then the saved values
+        returns = getattr(metadata, "num_forward_returns", None)
+        graphs.append((graph, 1 if returns is None else int(returns)))
         raise _Stop
 
     def backend(graph: torch.fx.GraphModule, example_inputs: Any) -> Any:
@@ -281,7 +284,7 @@ def profile_training_memory(
                 return model(input_ids, targets=input_ids, **kwargs)
             return model(input_ids, **kwargs)
 
-    graph = forward_graph(step, ids)
+    graph, n_returns = forward_graph(step, ids)
     first = next(node for node in graph.graph.nodes if node.op == "output").args[0][0]
     out_value = first.meta["val"]
     expected = (batch, seq_len, vocab) if loss == "logits" else ()
@@ -289,4 +292,4 @@ def profile_training_memory(
         raise RuntimeError(f"the traced step's first output has shape {tuple(out_value.shape)}, expected {expected}")
     n_params = sum(parameter.numel() for parameter in model.parameters())
     loss_bytes = _eager_loss_bytes(out_value) if loss == "logits" else 0
-    return TrainingMemory(batch, seq_len, loss, n_params, saved_sites(graph, 1), loss_bytes)
+    return TrainingMemory(batch, seq_len, loss, n_params, saved_sites(graph, n_returns), loss_bytes)

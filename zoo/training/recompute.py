@@ -1,6 +1,8 @@
 """Selective activation checkpointing: keep what is costly to compute, recompute the rest.
 
-A block run under :func:`selective` keeps the outputs of the ops that dominate its compute
+A block run under this policy (``--activation-checkpointing selective``:
+:func:`zoo.training.distributed.prepare_model` passes :func:`selective_context` to
+``torch.utils.checkpoint``) keeps the outputs of the ops that dominate its compute
 (matmuls, attention, the SSD scan and every other custom op a backend does not declare
 cheap) for the backward and recomputes everything else there: norms, gates, casts, SiLU,
 the causal conv, concatenations. mamba_ssm's fused Mamba kernels make the same trade for the
@@ -18,8 +20,7 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import torch
-from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from zoo.registry import BACKEND_SLOTS, REGISTRIES
 
@@ -61,9 +62,3 @@ def selective_context(recomputable: frozenset[str] | None = None) -> Callable[[]
     """The ``context_fn`` of :func:`torch.utils.checkpoint.checkpoint` for this policy."""
     policy = _policy(declared_recomputable() if recomputable is None else recomputable)
     return functools.partial(create_selective_checkpoint_contexts, policy)
-
-
-def selective(fn: Callable[..., torch.Tensor], *args: Any, context_fn: Callable[[], Any], **kwargs: Any):
-    """``fn(*args, **kwargs)`` under selective checkpointing (non-reentrant: a higher-order op
-    under torch.compile, compatible with FSDP2's hooks)."""
-    return checkpoint(fn, *args, use_reentrant=False, context_fn=context_fn, **kwargs)

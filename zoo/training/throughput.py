@@ -152,7 +152,11 @@ def _build(
 
         model = zoo.build(spec, device=device, compile=False)
         prepare_model(
-            model, context=None, activation_checkpointing=config.activation_checkpointing, compile=config.compile
+            model,
+            context=None,
+            activation_checkpointing=config.activation_checkpointing,
+            compile=config.compile,
+            compile_backend=config.compile_backend,
         )
     used = sorted(
         {

@@ -7,7 +7,7 @@ Shape legend as in :mod:`zoo_plugins.triton_ssd.kernels`. Two ops:
   states [B,H,nc,P,N])``: ``states`` are the chunks' entering states in the dtype of x
   (fp32 when x is fp16), saved for the backward (empty unless save_states; the backward
   then recomputes them from the inputs and ``initial_state``, trading one extra state walk
-  for their memory: 12 KiB per token and layer at H=48, P=64, N=128, chunk 64, bf16).
+  for their memory).
   ``out_start`` is the first token whose output is computed: 0 for a plain scan, the
   TransPoint for the fused converter + suffix scan, T for the converter alone.
   ``tuning`` is :meth:`Tuning.to_args` (None: the defaults).
