@@ -69,10 +69,15 @@ def fake_build(monkeypatch, standin):
     monkeypatch.setattr(zoo.training.runs, "build_for_task", build_for_task)
 
 
-@pytest.mark.slow
-def test_compare_runs_every_seed_and_lr(tmp_path, fake_build, capsys) -> None:
+def _compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo")
     compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+@pytest.mark.slow
+def test_compare_runs_every_seed_and_lr(tmp_path, fake_build, capsys) -> None:
+    parser = _compare_parser()
     out = tmp_path / "cmp"
     argv = ["compare", "m-tiny", "m-small", "--task", "induction", "--seq-len", "16", "--vocab", "16"]
     argv += ["--budget", "2", "--batch-size", "32", "--seeds", "2", "--lrs", "1e-3,1e-2", "--eval-every", "1"]
@@ -101,8 +106,7 @@ def _has_matplotlib() -> bool:
 
 
 def test_merge_summarises_earlier_runs_and_refuses_unlike_ones(tmp_path, capsys) -> None:
-    parser = argparse.ArgumentParser(prog="zoo")
-    compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    parser = _compare_parser()
     rows = [{**row, "task": {"task": "mqar", "seq_len": 32}} for row in _rows()]
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     first.write_text(json.dumps({"rows": [r for r in rows if r["model"] == "a"]}))
@@ -122,8 +126,7 @@ def test_merge_summarises_earlier_runs_and_refuses_unlike_ones(tmp_path, capsys)
 
 def test_merge_refuses_a_run_given_twice(tmp_path) -> None:
     # The same (model, lr, seed) twice would count one seed as two and narrow the interval.
-    parser = argparse.ArgumentParser(prog="zoo")
-    compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    parser = _compare_parser()
     path = tmp_path / "a.json"
     path.write_text(json.dumps({"rows": [{**row, "task": {"task": "mqar"}} for row in _rows()]}))
     args = parser.parse_args(["compare", "--merge", str(path), str(path), "--out", str(tmp_path / "m"), "--no-plot"])
@@ -132,8 +135,7 @@ def test_merge_refuses_a_run_given_twice(tmp_path) -> None:
 
 
 def test_merge_refuses_one_label_for_two_models(tmp_path) -> None:
-    parser = argparse.ArgumentParser(prog="zoo")
-    compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    parser = _compare_parser()
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     rows = [{**row, "task": {"task": "mqar"}} for row in _rows() if row["model"] == "a"]
     first.write_text(json.dumps({"rows": [r for r in rows if r["lr"] == 1e-3]}))
@@ -145,8 +147,7 @@ def test_merge_refuses_one_label_for_two_models(tmp_path) -> None:
 
 def test_compare_refuses_two_models_with_one_label(tmp_path) -> None:
     # Both would be named "transformer": their seeds would pool into one row and one run directory.
-    parser = argparse.ArgumentParser(prog="zoo")
-    compare_cmd.register(parser.add_subparsers(dest="command", required=True))
+    parser = _compare_parser()
     argv = ["compare", "x/transformer.json", "y/transformer.json", "--task", "mqar", "--seq-len", "32"]
     argv += ["--out", str(tmp_path)]
     with pytest.raises(ZooError, match="transformer.*LABEL=REF"):

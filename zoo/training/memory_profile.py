@@ -145,9 +145,7 @@ def _op_name(node: torch.fx.Node) -> str:
         inner = _op_name(source) if isinstance(source, torch.fx.Node) else "?"
         return f"{inner}[{node.args[1]}]"
     if isinstance(target, torch._ops.OpOverload):
-        return f"{target.namespace}.{target._schema.name.split('::')[-1]}"
-    if isinstance(target, torch._ops.OpOverloadPacket):
-        return f"{target._qualified_op_name.replace('::', '.')}"
+        return f"{target.namespace}.{target._schema.name.split('::')[-1]}"  # "aten.mm", no overload
     return getattr(target, "__name__", str(target))
 
 
@@ -156,8 +154,7 @@ def _where(node: torch.fx.Node) -> str:
     if not stack:
         return "-"
     path = list(stack.values())[-1][0]
-    path = re.sub(r"^L\['self'\]\.?", "", path)
-    path = re.sub(r"^L\['\w+'\]\.?", "", path)
+    path = re.sub(r"^L\['\w+'\]\.?", "", path)  # dynamo's name of the traced function's module
     path = re.sub(r"\._modules\['(\w+)'\]", r".\1", path)
     path = path.replace(".forward.args[0]", "")  # a block run through a checkpoint wrapper
     return re.sub(r"\.\d+(?=\.|$)", ".*", path) or "model"
@@ -174,7 +171,7 @@ def saved_sites(forward_graph: torch.fx.GraphModule, n_outputs: int) -> tuple[Sa
     output = next(node for node in forward_graph.graph.nodes if node.op == "output")
     outputs = output.args[0]
     seen: set[torch.fx.Node] = set()
-    sums: dict[tuple[str, str], list] = {}
+    sums: dict[tuple[str, str, int, str], list] = {}
     for node in outputs[n_outputs:]:
         if not isinstance(node, torch.fx.Node) or not isinstance(node.meta.get("val"), Tensor):
             continue  # symbolic sizes and None
@@ -185,14 +182,15 @@ def saved_sites(forward_graph: torch.fx.GraphModule, n_outputs: int) -> tuple[Sa
         value = base.meta.get("val")
         if not isinstance(value, Tensor):
             value = node.meta["val"]
-        if _nbytes(value) == 0:  # an empty placeholder output (e.g. states a kernel did not save)
+        nbytes = _nbytes(value)
+        if nbytes == 0:  # an empty placeholder output (e.g. states a kernel did not save)
             continue
         dtype = str(value.dtype).removeprefix("torch.")
         # rank and dtype keep a linear's weight cast and its input's cast apart
         key = (_where(base), _op_name(base), value.dim(), dtype)
         entry = sums.setdefault(key, [0, 0, tuple(value.shape), dtype])
         entry[0] += 1
-        entry[1] += _nbytes(value)
+        entry[1] += nbytes
     sites = [
         SavedSite(where, op, count, nbytes, shape, dtype)
         for (where, op, _, _), (count, nbytes, shape, dtype) in sums.items()
