@@ -152,3 +152,76 @@ def test_compare_refuses_two_models_with_one_label(tmp_path) -> None:
     argv += ["--out", str(tmp_path)]
     with pytest.raises(ZooError, match="transformer.*LABEL=REF"):
         compare_cmd.compare(parser.parse_args(argv))
+
+
+def _small_compare(out, *extra: str) -> argparse.Namespace:
+    argv = ["compare", "m-tiny", "--task", "induction", "--seq-len", "16", "--vocab", "16", "--budget", "2"]
+    argv += ["--batch-size", "4", "--seeds", "2", "--no-compile", "--no-progress", "--device", "cpu"]
+    argv += ["--out", str(out), "--no-plot", *extra]
+    return _compare_parser().parse_args(argv)
+
+
+def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, fake_build, monkeypatch, capsys) -> None:
+    from zoo.training.checkpointing import NonFiniteLossError
+    from zoo.training.trainer import Trainer
+
+    fit = Trainer.fit
+
+    def diverge_at_high_lr(self, **kwargs):
+        if self.config.lr > 5e-3 and self.config.seed == 1:
+            self.step = 1
+            raise NonFiniteLossError("training diverged: loss is nan at step 1")
+        return fit(self, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", diverge_at_high_lr)
+    args = _small_compare(tmp_path / "cmp", "--lrs", "1e-3,1e-2")
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    assert "[m-tiny lr=0.01 seed=1] diverged: training diverged" in captured.err
+    record = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    diverged = [r for r in record["rows"] if r.get("diverged")]
+    assert [(r["lr"], r["seed"], r["steps"]) for r in diverged] == [(1e-2, 1, 1)]
+    assert "eval_loss" not in diverged[0]
+    # One diverged seed rules that learning rate out, whatever the other seed scored.
+    assert [(cell["lr"], cell["diverged"]) for cell in record["summary"]] == [(1e-3, 0)]
+    assert sorted((cell["lr"], cell["diverged"]) for cell in record["sweep"]) == [(1e-3, 0), (1e-2, 1)]
+    table = compare_cmd.markdown_table(record["sweep"], accuracy=True)
+    assert "| 2 (1 diverged) |" in table
+
+
+def test_an_interrupted_comparison_keeps_its_finished_runs(tmp_path, fake_build, monkeypatch, capsys) -> None:
+    from zoo.training.trainer import Trainer
+
+    out = tmp_path / "cmp"
+    fit, trained = Trainer.fit, []
+
+    def interrupted_after_one_run(self, **kwargs):
+        if trained:
+            raise KeyboardInterrupt
+        trained.append((self.config.lr, self.config.seed))
+        return fit(self, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", interrupted_after_one_run)
+    with pytest.raises(KeyboardInterrupt):
+        compare_cmd.compare(_small_compare(out))
+    assert trained == [(3e-3, 0)]
+    first = [json.loads(line)["row"] for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["steps"]) for r in first] == [(0, 2)]
+    # A line cut short by a kill is ignored.
+    with (out / "runs.jsonl").open("a") as f:
+        f.write('{"settings": {"model": "m-ti')
+
+    def record_fit(self, **kwargs):
+        trained.append((self.config.lr, self.config.seed))
+        return fit(self, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", record_fit)
+    trained.clear()
+    rows = compare_cmd.compare(_small_compare(out))
+    assert trained == [(3e-3, 1)]  # seed 0 is reused, seed 1 trains
+    assert rows[0] == first[0] and [r["seed"] for r in rows] == [0, 1]
+    assert "[m-tiny lr=0.003 seed=0] finished earlier: reused from" in capsys.readouterr().err
+    # Other settings are other runs: nothing is reused.
+    trained.clear()
+    compare_cmd.compare(_small_compare(out, "--weight-decay", "0.05"))
+    assert trained == [(3e-3, 0), (3e-3, 1)]

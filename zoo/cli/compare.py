@@ -8,6 +8,12 @@ text evaluates every seed on the same validation windows). With
 each model at the rate with the lowest mean validation loss, and ``compare.json`` keeps every
 run. All runs see the same number of tokens; the table shows the parameter counts and a
 note flags models more than 2% apart. Intervals: ``zoo.training.stats``.
+
+A run that diverges (a non-finite loss) is recorded as diverged and the sweep goes on; a learning
+rate at which any seed diverged is never the best. Each finished run is appended to
+``OUT/runs.jsonl`` at once, so an interrupted comparison keeps its finished runs: the same
+command again trains only the runs that are missing (a run is reused only when its model, task,
+seed, learning rate and training settings are the same; another ``--out`` starts afresh).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,6 +96,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from zoo.builder import parse_backend_overrides, spec_with_backends
     from zoo.training import robustness, runs
+    from zoo.training.checkpointing import NonFiniteLossError
     from zoo.training.trainer import Trainer, resolve_device
 
     if args.budget is not None:
@@ -114,52 +122,104 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         if unused:
             raise ZooError(f"--backend {', '.join(unused)}: none of the compared models has that slot")
     rows = []
+    journal = RunJournal(out / "runs.jsonl")
     for seed in seeds:
         task = task_from_args(argparse.Namespace(**{**vars(args), "seed": seed}))
         for label, ref in entries:
             for lr in lrs:
                 config = config_from_args(args, save_every=0, keep_last=1, seed=seed, lr=lr)
+                head = f"[{label} lr={lr:g} seed={seed}]"
+                settings = {
+                    "model": label,
+                    "ref": ref,
+                    "task": task.describe(),
+                    "config": config.model_dump(mode="json", exclude={"progress"}),
+                    "backends": backends,
+                    "eval_schedules": eval_schedules,
+                }
+                done = journal.get(settings)
+                if done is not None:
+                    print(f"{head} finished earlier: reused from {journal.path}", file=sys.stderr)
+                    rows.append(done)
+                    continue
                 run_dir = out / label / (f"lr{lr:g}-seed{seed}" if len(lrs) > 1 else f"seed{seed}")
                 torch.manual_seed(seed)
                 model = runs.build_for_task(
                     ref, task, device=resolve_device(config.device), backends=backends, strict=False
                 )
                 trainer = Trainer(model, task, config, out_dir=run_dir)
-                head = f"[{label} lr={lr:g} seed={seed}]"
                 print(f"{head} {trainer.n_params:,} params, {config.steps} steps", file=sys.stderr)
-                start = time.perf_counter()
-                result = trainer.fit()
-                wall_s = round(time.perf_counter() - start, 1)
-                extra = {}
-                if eval_schedules and (trained := robustness.trained_schedule(model)) is not None:
-                    evaluated = robustness.evaluate_under(trainer, eval_schedules)
-                    extra = {"trained_schedule": trained, "schedule_eval": evaluated}
                 tokens = config.steps * config.batch_size * config.grad_accum * task.seq_len
-                rows.append(
-                    {
-                        "task": {k: v for k, v in task.describe().items() if k != "seed"},
-                        "model": label,
-                        "ref": ref,
-                        "seed": seed,
-                        "lr": lr,
-                        "params": trainer.n_params,
-                        "steps": result.steps,
-                        "tokens": tokens,
-                        "final_loss": result.final_loss,
-                        "tokens_per_s": round(result.tokens_per_s),
-                        "wall_s": wall_s,
+                row: dict[str, Any] = {
+                    "task": {k: v for k, v in task.describe().items() if k != "seed"},
+                    "model": label,
+                    "ref": ref,
+                    "seed": seed,
+                    "lr": lr,
+                    "params": trainer.n_params,
+                    "tokens": tokens,
+                }
+                start = time.perf_counter()
+                try:
+                    result = trainer.fit()
+                except NonFiniteLossError as exc:  # expected at the top of a sweep: record it, go on
+                    print(f"{head} diverged: {exc}", file=sys.stderr)
+                    row.update(steps=trainer.step, diverged=str(exc), history=trainer.history)
+                else:
+                    extra = {}
+                    if eval_schedules and (trained := robustness.trained_schedule(model)) is not None:
+                        evaluated = robustness.evaluate_under(trainer, eval_schedules)
+                        extra = {"trained_schedule": trained, "schedule_eval": evaluated}
+                    row.update(
+                        steps=result.steps,
+                        final_loss=result.final_loss,
+                        tokens_per_s=round(result.tokens_per_s),
                         **result.eval,
                         **extra,
-                        "history": result.history,
-                    }
-                )
+                        history=result.history,
+                    )
+                row["wall_s"] = round(time.perf_counter() - start, 1)
+                journal.add(settings, row)
+                rows.append(row)
     return rows
+
+
+class RunJournal:
+    """The finished runs of a comparison, one JSON line each (``settings`` and ``row``), written
+    as each run ends; a run whose settings match a line is not trained again. A line cut short
+    by an interruption is ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.done[self._key(entry["settings"])] = entry["row"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    @staticmethod
+    def _key(settings: dict[str, Any]) -> str:
+        return json.dumps(settings, sort_keys=True)
+
+    def get(self, settings: dict[str, Any]) -> dict[str, Any] | None:
+        return self.done.get(self._key(settings))
+
+    def add(self, settings: dict[str, Any], row: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"settings": settings, "row": row}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done[self._key(settings)] = row
 
 
 def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(per model at its best LR, per model and LR)``: each metric as mean, 95% interval and
-    the per-seed values; the best LR has the lowest mean validation loss (a diverged run's
-    NaN loss counts as infinite)."""
+    the per-seed values; the best LR has the lowest mean validation loss (an LR at which a seed
+    diverged, or whose loss is NaN, counts as infinite)."""
     from zoo.training.stats import t_interval
 
     cells: dict[tuple[str, float], list[dict[str, Any]]] = {}
@@ -173,6 +233,7 @@ def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[di
             "params": group[0]["params"],
             "tokens": group[0]["tokens"],
             "seeds": [r["seed"] for r in group],
+            "diverged": sum(1 for r in group if r.get("diverged")),
         }
         for metric in METRICS:
             values = [float(r[metric]) for r in group if metric in r and r[metric] is not None]
@@ -182,7 +243,7 @@ def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[di
 
     def score(cell: dict[str, Any]) -> float:
         mean = cell.get("eval_loss", {}).get("mean", math.inf)
-        return mean if math.isfinite(mean) else math.inf
+        return mean if math.isfinite(mean) and not cell["diverged"] else math.inf
 
     best: dict[str, dict[str, Any]] = {}
     for cell in sweep:
@@ -213,7 +274,8 @@ def markdown_table(summary: list[dict[str, Any]], *, accuracy: bool) -> str:
             metric = _cell(cell.get("eval_accuracy"), 3) + floor
         else:
             metric = _cell(cell.get("eval_ppl"))
-        values = [cell["model"], f"{cell['params']:,}", f"{cell['lr']:g}", str(len(cell["seeds"]))]
+        seeds = str(len(cell["seeds"])) + (f" ({cell['diverged']} diverged)" if cell.get("diverged") else "")
+        values = [cell["model"], f"{cell['params']:,}", f"{cell['lr']:g}", seeds]
         values += [f"{cell['tokens']:,}", _cell(cell.get("eval_loss")), metric]
         rate = cell.get("tokens_per_s")
         spread = f" ± {rate['ci95']:,.0f}" if rate and rate["ci95"] is not None else ""
