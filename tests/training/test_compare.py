@@ -225,3 +225,17 @@ def test_an_interrupted_comparison_keeps_its_finished_runs(tmp_path, fake_build,
     trained.clear()
     compare_cmd.compare(_small_compare(out, "--weight-decay", "0.05"))
     assert trained == [(3e-3, 0), (3e-3, 1)]
+
+
+def test_merge_reads_the_journal_of_a_comparison_cut_short(tmp_path, capsys) -> None:
+    journal = tmp_path / "runs.jsonl"
+    rows = [{**row, "task": {"task": "mqar"}} for row in _rows() if row["model"] == "a" and row["lr"] == 1e-3]
+    lines = [json.dumps({"settings": {"seed": r["seed"]}, "row": r}) for r in rows]
+    journal.write_text("\n".join(lines) + '\n{"settings": {"se')  # the last line cut by a kill
+    parser = _compare_parser()
+    args = parser.parse_args(["compare", "--merge", str(journal), "--out", str(tmp_path / "m"), "--no-plot"])
+    assert args.func(args) == 0
+    assert "| a | 100 | 0.001 | 3 |" in capsys.readouterr().out
+    args = parser.parse_args(["compare", "--merge", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "m")])
+    with pytest.raises(ZooError, match="none.jsonl: not a readable compare.json or runs.jsonl"):
+        args.func(args)

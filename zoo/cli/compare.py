@@ -59,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=None,
         metavar="COMPARE_JSON",
-        help="train nothing: summarise the runs of earlier compare.json files (same task and tokens) in one table",
+        help="train nothing: summarise the runs of earlier compare.json (or runs.jsonl) files (same task and "
+        "tokens) in one table",
     )
     parser.add_argument(
         "--eval-schedules",
@@ -189,10 +190,10 @@ class RunJournal:
     as each run ends; a run whose settings match a line is not trained again. A line cut short
     by an interruption is ignored."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, missing_ok: bool = True) -> None:
         self.path = path
         self.done: dict[str, dict[str, Any]] = {}
-        if path.exists():
+        if path.exists() or not missing_ok:
             for line in path.read_text().splitlines():
                 try:
                     entry = json.loads(line)
@@ -203,6 +204,9 @@ class RunJournal:
     @staticmethod
     def _key(settings: dict[str, Any]) -> str:
         return json.dumps(settings, sort_keys=True)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self.done.values())
 
     def get(self, settings: dict[str, Any]) -> dict[str, Any] | None:
         return self.done.get(self._key(settings))
@@ -298,9 +302,12 @@ def merge(paths: list[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for path in paths:
         try:
-            rows += json.loads(Path(path).read_text())["rows"]
+            if path.endswith(".jsonl"):  # the journal of a comparison, perhaps one cut short
+                rows += RunJournal(Path(path), missing_ok=False).rows()
+            else:
+                rows += json.loads(Path(path).read_text())["rows"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ZooError(f"--merge {path}: not a readable compare.json ({exc})") from None
+            raise ZooError(f"--merge {path}: not a readable compare.json or runs.jsonl ({exc})") from None
     for key in ("task", "tokens"):
         seen = {json.dumps(row.get(key), sort_keys=True) for row in rows}
         if len(seen) > 1:
