@@ -48,7 +48,7 @@ def _backends(model: str, states: str | None) -> dict[str, str]:
 
 def _row(model: str, size: str, states: str | None, ac: str, args: argparse.Namespace) -> dict:
     import zoo
-    from zoo.builder import spec_with_backends
+    from zoo.overrides import spec_with_backends
     from zoo.training.distributed import prepare_model
     from zoo.training.memory_profile import profile_training_memory
     from zoo.training.runs import resolve_spec

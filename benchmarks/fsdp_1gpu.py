@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.builder import parse_backend_overrides  # noqa: E402
 from zoo.data.tasks import seeded_generator  # noqa: E402
+from zoo.overrides import parse_backend_overrides  # noqa: E402
 from zoo.training import distributed  # noqa: E402
 from zoo.training.runs import build_for_task  # noqa: E402
 from zoo.training.trainer import TrainConfig, Trainer  # noqa: E402

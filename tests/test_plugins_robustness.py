@@ -151,7 +151,7 @@ def bad_backends() -> Iterator[None]:
 
 
 def _spec_with(slot: str, name: str) -> dict:
-    from zoo.builder import spec_with_backends
+    from zoo.overrides import spec_with_backends
 
     spec = zoo.resolve_spec("transmamba-tiny").model_dump(mode="json")
     return spec_with_backends(spec, {slot: name})[0]

@@ -340,7 +340,8 @@ def load(
     eval mode (``.train()`` to fine-tune it; a trainer's resume loads into its own model).
     ``allow_large``: load even when the weights exceed the free memory (see ``zoo.memory``).
     """
-    from zoo.builder import build, spec_with_backends
+    from zoo.builder import build
+    from zoo.overrides import spec_with_backends
 
     checkpoint = open_checkpoint(path)
     spec = checkpoint.spec

@@ -91,7 +91,7 @@ def test_compiles_fullgraph_as_one_op(cpu_shims: None) -> None:
 @pytest.mark.gpu
 def test_model_with_mamba_ssm_compiles_on_gpu() -> None:
     import zoo
-    from zoo.builder import spec_with_backends
+    from zoo.overrides import spec_with_backends
 
     spec, _ = spec_with_backends(zoo.resolve_spec("mamba2-tiny").model_dump(mode="json"), {"ssm": "mamba_ssm"})
     model = zoo.build(spec, device="cuda", compile=True)

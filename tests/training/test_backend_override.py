@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from zoo.builder import parse_backend_overrides, spec_with_backends, split_backend_choice
 from zoo.cli import main
 from zoo.data.tasks import make_task
 from zoo.errors import ZooError
+from zoo.overrides import parse_backend_overrides, spec_with_backends, split_backend_choice
 from zoo.training.runs import build_for_task, resolve_spec
 
 

@@ -64,7 +64,7 @@ def test_profile_of_a_preset_counts_loss_weights_and_saved_activations() -> None
 def test_recomputed_ssd_states_leave_the_saved_set() -> None:
     """``ssm: {name: triton, params: {states: recompute}}`` removes exactly the chunk states
     ([B, H, T / chunk, P, N] per layer) from what the step keeps (Triton interpreter)."""
-    from zoo.builder import spec_with_backends
+    from zoo.overrides import spec_with_backends
     from zoo.training.runs import resolve_spec
 
     batch, seq_len = 2, 64

@@ -101,7 +101,7 @@ def test_selective_checkpointing_over_the_triton_plugin_keeps_the_numbers(monkey
     """Eager, Triton interpreter: the plugin's custom ops under the policy's dispatch mode (the
     SSD scan kept, the conv and the norm recomputed) give the same loss and gradients."""
     pytest.importorskip("triton")
-    from zoo.builder import spec_with_backends
+    from zoo.overrides import spec_with_backends
     from zoo.training.runs import resolve_spec
 
     ssd = "triton:states=recompute,chunk_size=16"

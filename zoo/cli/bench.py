@@ -156,9 +156,9 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
     """The train suite from parsed flags: rows to stdout as they finish, then the table and files."""
     import torch
 
-    from zoo.builder import parse_backend_overrides
     from zoo.errors import ZooError
     from zoo.models.presets import SIZES
+    from zoo.overrides import parse_backend_overrides
     from zoo.registry import PRESET
     from zoo.training import throughput
 

@@ -95,7 +95,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (model, learning rate, seed)."""
     import torch
 
-    from zoo.builder import parse_backend_overrides, spec_with_backends
+    from zoo.overrides import parse_backend_overrides, spec_with_backends
     from zoo.training import robustness, runs
     from zoo.training.checkpointing import NonFiniteLossError
     from zoo.training.trainer import Trainer, resolve_device

@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zoo import checkpoint as ckpt
-    from zoo.builder import parse_backend_overrides
     from zoo.cli.train import make_train_config
+    from zoo.overrides import parse_backend_overrides
     from zoo.training.runs import task_from_description
     from zoo.training.trainer import Trainer, resolve_device
 

@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_model_and_tokenizer(name: str, device: str, backends: dict[str, str] | None = None, allow_large: bool = False):
     import zoo
-    from zoo.builder import resolve_spec, spec_with_backends
+    from zoo.builder import resolve_spec
     from zoo.data.tokenizer import ByteTokenizer
+    from zoo.overrides import spec_with_backends
 
     if Path(name).exists():
         from zoo.checkpoint import load_tokenizer
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
-    from zoo.builder import parse_backend_overrides
+    from zoo.overrides import parse_backend_overrides
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model_and_tokenizer(

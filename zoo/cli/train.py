@@ -45,7 +45,7 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_backend_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--backend SLOT=NAME``, repeatable (parsed by ``zoo.builder.parse_backend_overrides``)."""
+    """``--backend SLOT=NAME``, repeatable (parsed by ``zoo.overrides.parse_backend_overrides``)."""
     parser.add_argument(
         "--backend",
         action="append",
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, out: Path) -> int:
     from zoo import checkpoint as ckpt
-    from zoo.builder import parse_backend_overrides
+    from zoo.overrides import parse_backend_overrides
     from zoo.training.distributed import current, describe_batch, is_main_process
     from zoo.training.runs import build_for_task
     from zoo.training.trainer import Trainer, resolve_device
@@ -343,7 +343,7 @@ def record_config(args: argparse.Namespace, out: Path, config: TrainConfig) -> P
     """Write ``out/config.json``: the run's model, task and TrainConfig as resolved, so that
     ``zoo train --config out/config.json`` repeats it. A spec file is copied in inline (the
     record must not change when the file does); a preset stays a name."""
-    from zoo.builder import parse_backend_overrides
+    from zoo.overrides import parse_backend_overrides
     from zoo.training.config_file import resolved_config, write_resolved
     from zoo.training.runs import resolve_spec
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from zoo.builder import spec_with_backends
 from zoo.data.tasks import SYNTHETIC, Task, make_task
 from zoo.data.tokenizer import Tokenizer
 from zoo.errors import ZooError
+from zoo.overrides import spec_with_backends
 
 LOCK_FILE = ".lock"
 _held: dict[Path, tuple[int, int]] = {}  # run dir -> (fd, depth): this process's locks

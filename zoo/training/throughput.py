@@ -132,7 +132,7 @@ def _build(
 ) -> tuple[nn.Module, nn.Module, int, str]:
     """(model to train, the zoo model whose FLOPs count, parameters, backends used)."""
     import zoo
-    from zoo.builder import spec_with_backends
+    from zoo.overrides import spec_with_backends
 
     if label == ANCHOR:
         spec = zoo.resolve_spec(preset_name("transformer", size))

@@ -1,0 +1,115 @@
+"""Backend overrides: ``--backend SLOT=NAME[:KEY=VALUE,...]`` parsed, checked against the
+backend's params, and applied to a spec (every layer whose mixer has that slot).
+
+The command line, the trainer, the benchmarks and checkpoint loading share these, so an
+override means the same everywhere: ``ssm=triton:states=recompute`` sets the ``ssm`` slot of
+every SSD layer to the Triton backend with ``states: recompute``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from zoo.errors import ZooError
+from zoo.registry import AUTO, BACKEND_SLOTS, REGISTRIES, RegistryError
+from zoo.specs import load_spec
+
+
+def split_backend_choice(choice: str) -> tuple[str, dict[str, Any]]:
+    """A backend override's value: ``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (params of that
+    backend; a VALUE reads as JSON where it can, so ``64`` is an int and ``true`` a bool, else
+    as a string). ``"triton:states=recompute,chunk_size=64"`` -> ``("triton", {"states":
+    "recompute", "chunk_size": 64})``."""
+    name, _, rest = choice.partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ZooError(
+                f"backend {choice!r}: expected NAME or NAME:KEY=VALUE[,KEY=VALUE], e.g. triton:states=recompute"
+            )
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value.strip()
+    return name.strip(), params
+
+
+def check_backend_params(slot: str, choice: str) -> None:
+    """One line naming the override when its params do not fit its backend (an unknown
+    backend name is left to the spec's own check, which lists the known ones)."""
+    name, params = split_backend_choice(choice)
+    if not params or name == AUTO:
+        return
+    try:
+        entry = REGISTRIES[slot].get(name)
+    except RegistryError:
+        return
+    try:
+        entry.params_model.model_validate(params)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "params"
+        raise ZooError(f"--backend {slot}={choice}: {where}: {error['msg']}") from None
+
+
+def parse_backend_overrides(items: list[str] | None) -> dict[str, str]:
+    """``["ssm=triton", "attention=sdpa"]`` -> ``{"ssm": "triton", "attention": "sdpa"}``; a
+    value may carry the backend's params (``ssm=triton:states=recompute``, see
+    :func:`split_backend_choice`)."""
+    overrides: dict[str, str] = {}
+    for item in items or []:
+        slot, sep, name = item.partition("=")
+        slot, name = slot.strip(), name.strip()
+        if not sep or not name or not split_backend_choice(name)[0]:
+            raise ZooError(f"--backend {item!r}: expected SLOT=NAME, e.g. --backend ssm=triton")
+        if slot not in BACKEND_SLOTS:
+            raise ZooError(f"--backend {item!r}: unknown slot {slot!r}; the slots are {', '.join(BACKEND_SLOTS)}")
+        if slot in overrides and overrides[slot] != name:
+            raise ZooError(f"--backend: slot {slot!r} given twice ({overrides[slot]!r} and {name!r})")
+        overrides[slot] = name
+    return overrides
+
+
+def spec_with_backends(
+    spec: dict[str, Any], overrides: dict[str, str], *, strict: bool = False, label: str | None = None
+) -> tuple[dict[str, Any], set[str]]:
+    """The spec (a JSON dict) with every layer whose mixer has a backend slot in ``overrides``
+    switched to the named backend, and the set of slots that applied to some layer.
+
+    A layer's backend params are kept when the backend keeps its name and dropped (the new
+    backend's defaults) when it changes: params of one backend do not carry to another.
+    Params in the override (``triton:states=recompute``) are set on top.
+    Slots a mixer does not have are left alone (a transformer has no ``ssm`` slot); with
+    ``strict``, an override that no layer takes is an error.
+    """
+    unknown = sorted(set(overrides) - set(BACKEND_SLOTS))
+    if unknown:
+        raise ZooError(f"backend override: unknown slot {unknown[0]!r}; the slots are {', '.join(BACKEND_SLOTS)}")
+    for slot, choice in overrides.items():
+        check_backend_params(slot, choice)
+    if isinstance(spec.get("layers"), dict):  # a layer pattern: expand it first
+        spec = load_spec(spec).model_dump(mode="json")
+    applied: set[str] = set()
+    layers = []
+    for layer in spec["layers"]:
+        mixer = dict(layer["mixer"])
+        slots = getattr(REGISTRIES["mixer"].get(mixer["name"]).obj, "backend_slots", {})
+        for slot, choice in overrides.items():
+            if slot not in slots:
+                continue
+            name, params = split_backend_choice(choice)
+            current = mixer.get(slot) or {"name": slots[slot], "params": {}}
+            kept = (current.get("params") or {}) if current["name"] == name else {}
+            mixer[slot] = {"name": name, "params": {**kept, **params}}
+            applied.add(slot)
+        layers.append({**layer, "mixer": mixer})
+    unused = sorted(set(overrides) - applied)
+    if strict and unused:
+        name = label or repr(spec.get("name") or "the model")
+        slots = "that slot" if len(unused) == 1 else "those slots"
+        raise ZooError(f"--backend {', '.join(unused)}: no layer of {name} has {slots}")
+    return {**spec, "layers": layers}, applied
