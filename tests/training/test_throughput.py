@@ -15,7 +15,7 @@ import torch
 import zoo
 from zoo.cli import main
 from zoo.flops import train_flops_per_token
-from zoo.training import throughput
+from zoo.training import throughput, throughput_report
 
 SMOKE = ["--device", "cpu", "--size", "tiny", "--tokens-per-step", "256", "--steps", "2", "--warmup", "1"]
 
@@ -120,7 +120,7 @@ def test_a_failing_row_is_recorded_and_the_run_goes_on(monkeypatch) -> None:
     assert by_key["mamba2", 64]["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 9.00 GiB"
     assert "not a multiple of T=48" in by_key["transformer", 48]["error"]
     assert by_key["transformer", 64]["tokens_per_s"] > 0
-    assert "| mamba2 | 64 |" in throughput.format_table(rows)
+    assert "| mamba2 | 64 |" in throughput_report.format_table(rows)
 
 
 def test_train_flops_count_matmul_weights_and_causal_attention() -> None:
@@ -166,4 +166,4 @@ def test_rows_with_selective_checkpointing_run_the_trainers_wrapping(monkeypatch
     (row,) = throughput.run_throughput(["mamba2"], [32], size="tiny", config=config)
     assert seen == ["selective"] and row["tokens_per_s"] > 0, row
     assert row["activation_checkpointing"] == "selective"
-    assert "mamba2 (selective AC)" in throughput.format_table([row])
+    assert "mamba2 (selective AC)" in throughput_report.format_table([row])

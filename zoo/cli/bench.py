@@ -160,7 +160,7 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
     from zoo.models.presets import SIZES
     from zoo.overrides import parse_backend_overrides
     from zoo.registry import PRESET
-    from zoo.training import throughput
+    from zoo.training import throughput, throughput_report
 
     device = torch.device(args.device)
     counts = [
@@ -196,7 +196,9 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
         losses=tuple(dict.fromkeys(args.loss)),
         activation_checkpointing=args.ac,
     )
-    env = throughput.environment(device, command or " ".join(["zoo", *sys.argv[1:]]), config, backends, args.size)
+    env = throughput_report.environment(
+        device, command or " ".join(["zoo", *sys.argv[1:]]), config, backends, args.size
+    )
     print(
         f"training throughput on {env['device']}, torch {torch.__version__}: {args.models} at T={args.seq_lens}, "
         f"{args.tokens_per_step} tokens per step, backends {backends or 'as in the presets'}",
@@ -211,12 +213,12 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
         backends=backends,
         log=lambda line: print(line, flush=True),
     )
-    print(throughput.format_table(rows))
-    for path in throughput.write_report(rows, env, args.out, plot=not args.no_plot):
+    print(throughput_report.format_table(rows))
+    for path in throughput_report.write_report(rows, env, args.out, plot=not args.no_plot):
         print(f"wrote {path}")
     if getattr(args, "save", None) is not None:
         keyed = [
-            {"key": f"{throughput.row_label(row)} T={row['seq_len']}", "value": row.get("tokens_per_s"), **row}
+            {"key": f"{throughput_report.row_label(row)} T={row['seq_len']}", "value": row.get("tokens_per_s"), **row}
             for row in rows
         ]
         save(args, "train", keyed, {"name": "tokens/s", "unit": "tokens/s", "better": "higher"}, args.device)

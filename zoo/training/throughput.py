@@ -25,14 +25,11 @@ transformer preset's shape (skipped with the reason where transformers is missin
 from __future__ import annotations
 
 import gc
-import importlib
 import importlib.util
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,6 +38,7 @@ from torch import nn
 
 from zoo.registry import BACKEND_SLOTS
 from zoo.training.hf_anchor import llama_like
+from zoo.training.throughput_report import row_label
 
 ANCHOR = "hf-llama"
 ARCHS = ("transformer", "mamba2", "hybrid", "transmamba")
@@ -299,14 +297,6 @@ def run_throughput(
     return rows
 
 
-def row_label(row: dict[str, Any]) -> str:
-    """The model's name, with `` (chunked loss)`` for a row whose loss is not from the logits and
-    `` (selective AC)`` for a row with activation checkpointing."""
-    label = row["model"] if row.get("loss_path", "logits") == "logits" else f"{row['model']} ({row['loss_path']} loss)"
-    ac = row.get("activation_checkpointing", "none")
-    return label if ac == "none" else f"{label} ({ac} AC)"
-
-
 def _summary(row: dict[str, Any]) -> str:
     head = f"{row_label(row)} T={row['seq_len']}"
     if "tokens_per_s" in row:
@@ -314,100 +304,3 @@ def _summary(row: dict[str, Any]) -> str:
         memory = f", peak {row['peak_memory_gib']} GiB" if "peak_memory_gib" in row else ""
         return f"{head}: {row['tokens_per_s']:,.0f} tokens/s{mfu}{memory} (warm-up {row['warmup_s']} s)"
     return f"{head}: {row.get('error') or row.get('skipped')}"
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per row; failed and skipped rows say why."""
-    lines = [
-        "| model | T | batch x accum | params | tokens/s | time vs transformer | step ms (median) | "
-        "peak GiB | model TFLOP/s | MFU | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-
-        def cell(key: str, fmt: str = "{}", row: dict[str, Any] = row) -> str:
-            return fmt.format(row[key]) if row.get(key) is not None else "-"
-
-        shape = f"{row['batch_size'] // row['grad_accum']} x {row['grad_accum']}" if "grad_accum" in row else "-"
-        params = f"{row['params'] / 1e6:.1f}M" if row.get("params") else "-"
-        mfu = f"{100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "-"
-        note = row.get("error") or row.get("skipped") or row.get("backends", "")
-        lines.append(
-            f"| {row_label(row)} | {row['seq_len']} | {shape} | {params} | {cell('tokens_per_s', '{:,.0f}')} | "
-            f"{cell('time_vs_transformer', '{:.2f}')} | {cell('step_ms_median', '{:.1f}')} | "
-            f"{cell('peak_memory_gib')} | {cell('model_tflops')} | {mfu} | {note} |"
-        )
-    return "\n".join(lines)
-
-
-def environment(
-    device: torch.device, command: str, config: ThroughputConfig, backends: dict[str, str], size: str
-) -> dict[str, Any]:
-    """What the numbers depend on besides the rows: date, device, versions, settings."""
-    import datetime
-    import platform
-
-    versions = {"torch": torch.__version__}
-    for package in ("triton", "transformers"):
-        if importlib.util.find_spec(package) is not None:
-            versions[package] = getattr(importlib.import_module(package), "__version__", "?")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": name,
-        "device_type": device.type,
-        "versions": versions,
-        "command": command,
-        "size": size,
-        "backends": backends,
-        "tf32": device.type == "cuda",
-        "config": asdict(config),
-        "cpu_threads": torch.get_num_threads(),
-    }
-
-
-def write_report(
-    rows: list[dict[str, Any]], env: dict[str, Any], out_dir: str | Path, *, plot: bool = True
-) -> list[Path]:
-    """``train_throughput.json`` (environment + rows) and ``train_throughput.png`` in ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "train_throughput.json"
-    path.write_text(json.dumps({**env, "rows": rows}, indent=1) + "\n")
-    written = [path]
-    if plot:
-        written.append(plot_rows(rows, out / "train_throughput.png", title=f"{env['device']}, {env['size']}"))
-    return written
-
-
-def plot_rows(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
-    """Tokens/s, MFU and peak memory against T, one line per model (needs matplotlib)."""
-    from zoo.errors import ZooError
-
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ZooError("the plot needs matplotlib: pip install 'zoo[plot]' (or --no-plot)") from exc
-    panels = [("tokens_per_s", "tokens / s"), ("mfu", "MFU"), ("peak_memory_gib", "peak memory (GiB)")]
-    panels = [(key, label) for key, label in panels if any(row.get(key) is not None for row in rows)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=110, squeeze=False)
-    for ax, (key, label) in zip(axes[0], panels, strict=True):
-        for model in dict.fromkeys(row_label(row) for row in rows):
-            points = sorted(
-                (row["seq_len"], row[key]) for row in rows if row_label(row) == model and row.get(key) is not None
-            )
-            if points:
-                ax.plot(*zip(*points, strict=True), marker="o", label=model)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("sequence length T (same tokens per step)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"training throughput{': ' + title if title else ''}")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
