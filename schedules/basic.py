@@ -1,10 +1,10 @@
-"""Basic schedules: constant, cyclic, attention_only, ssm_only, random."""
+"""Basic schedules: constant, cyclic, attention_only, ssm_only, random, mixture."""
 
 from __future__ import annotations
 
 import random as _random
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from zoo.registry import SCHEDULE
 from zoo.schedule import ScheduleParams, TransPointSchedule, clamp, cyclic, from_fractions, scale
@@ -123,3 +123,57 @@ class RandomSchedule(TransPointSchedule):
             index = _random.Random(f"{self.params.seed}:{step}").randrange(self.params.n_variants)
             fractions = self.variants(n_layers)[index]
         return clamp(from_fractions(fractions, seq_len), seq_len)
+
+
+class MixtureComponent(ScheduleParams):
+    name: str = Field(description="a registered schedule, e.g. v9 or random")
+    params: dict = Field(default_factory=dict, description="that schedule's params")
+    weight: float = Field(1.0, gt=0, description="relative share of the training steps")
+
+
+class MixtureParams(ScheduleParams):
+    components: list[MixtureComponent] = Field(
+        min_length=1, description="the schedules a training step picks from; the first one evaluates"
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _known(self) -> MixtureParams:
+        for i, component in enumerate(self.components):
+            if component.name == "mixture":
+                raise ValueError(f"components[{i}]: a mixture's components cannot be mixtures")
+            try:
+                SCHEDULE.get(component.name).obj(component.params)
+            except ValidationError as exc:  # bad params, as one line naming the component and field
+                error = exc.errors()[0]
+                where = ".".join(str(part) for part in error["loc"]) or "params"
+                raise ValueError(f"components[{i}] ({component.name}): {where}: {error['msg']}") from None
+            except Exception as exc:  # an unknown name
+                first = str(exc).strip().splitlines()[0]
+                raise ValueError(f"components[{i}] ({component.name}): {first}") from None
+        return self
+
+
+@SCHEDULE.register("mixture")
+class Mixture(TransPointSchedule):
+    """Training steps split between schedules: step s uses component i with probability
+    weight_i / sum(weights) (picked by a hash of seed and s, so runs repeat), and that
+    component's TransPoints for step s. Without a step (evaluation, generation, the trained
+    record) it is the first component. ``{"components": [{"name": "v9", "params":
+    {"relative": true}}, {"name": "random"}]}`` trains half the steps under V9, half under
+    random TransPoints, and evaluates under V9."""
+
+    Params = MixtureParams
+    is_random = True
+
+    def __init__(self, params=None) -> None:
+        super().__init__(params)
+        self.components = [SCHEDULE.get(c.name).obj(c.params) for c in self.params.components]
+        self.weights = [c.weight for c in self.params.components]
+
+    def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
+        if step is None:
+            return self.components[0].transpoints(n_layers, seq_len)
+        rng = _random.Random(f"{self.params.seed}:mixture:{step}")
+        (component,) = rng.choices(self.components, weights=self.weights)
+        return component.transpoints(n_layers, seq_len, step=step)
