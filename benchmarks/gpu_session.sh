@@ -27,6 +27,13 @@
 #   autotune         decode at 32K, batch 1, compiled with max-autotune
 #   train            the small presets compiled on the Triton SSD at T=2048 and 8192
 #   throughput       training tokens/s, peak memory, MFU of the 400m presets (THROUGHPUT_ARGS)
+#   mqar             the four small presets on MQAR (T = MQAR_T, default 2048; 64 pairs, vocabulary 256),
+#                    learning rates 1e-3, 3e-3, 1e-2 x seeds 0-2, MQAR_STEPS steps (default 300) of 32,768
+#                    tokens; the four models side by side (small models leave the GPU mostly idle), each
+#                    run journalled, so a deadline (MQAR_DEADLINE s, default 470) keeps the finished ones
+#   table9           the schedule-robustness experiment (docs/experiments/table9-cpu) on the GPU: recipes
+#                    v9, random, random-wide and mixture x seeds 0-2, T9_STEPS steps (default 1500: ten
+#                    times the CPU run's tokens), each evaluated under v1..v9, attention and ssm; side by side
 #   test             the Triton and mamba_ssm plugin tests and the conv tests on the GPU
 #   test-conv        the causal-conv tests on the GPU
 #   test-norm        the gated-norm tests on the GPU
@@ -167,6 +174,33 @@ case "$job" in
   throughput)
     step "${THROUGHPUT_LIMIT:-570}" throughput python3 benchmarks/train_throughput.py --budget-s "${THROUGHPUT_BUDGET:-450}" \
       ${THROUGHPUT_ARGS:-} --out "$work"
+    ;;
+  mqar)
+    T=${MQAR_T:-2048}
+    for model in transmamba transformer mamba2 hybrid; do
+      OMP_NUM_THREADS=2 step "${MQAR_DEADLINE:-470}" "mqar_$model" python3 -m zoo compare "$model-small" --task mqar \
+        --seq-len "$T" --vocab 256 --num-items 64 --seeds 3 --lrs 1e-3,3e-3,1e-2 --budget "${MQAR_STEPS:-300}" \
+        --batch-size $((32768 / T)) --eval-every 100 --no-compile --device cuda --precision bf16 --no-progress \
+        --no-plot --out "$work/T$T/$model" &
+    done
+    wait
+    step 60 mqar_merge python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
+    find "$work" -name '*.safetensors' -delete
+    ;;
+  table9)
+    specs=docs/experiments/table9-cpu
+    for recipe in v9 random random-wide mixture; do
+      for seed in 0 1 2; do
+        OMP_NUM_THREADS=1 step "${T9_DEADLINE:-470}" "table9_${recipe}_$seed" python3 -m zoo compare \
+          "$recipe=$specs/$recipe.json" --task text --data builtin --seq-len 256 --steps "${T9_STEPS:-1500}" \
+          --batch-size 8 --lr 3e-3 --seeds 1 --seed "$seed" --no-compile --device cuda --precision fp32 \
+          --eval-schedules v1,v2,v3,v4,v5,v6,v7,v8,v9,attention,ssm --no-plot --no-progress \
+          --out "$work/$recipe-seed$seed" &
+      done
+    done
+    wait
+    step 60 table9_merge python3 -m zoo compare --merge "$work"/*-seed*/runs.jsonl --out "$work" --no-plot
+    find "$work" -name '*.safetensors' -delete
     ;;
   test-conv)
     step 90 pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins/test_triton_conv.py
