@@ -81,6 +81,11 @@ step() {  # step SECONDS NAME COMMAND...: run with a limit, log to NAME.log, say
   echo "$name: rc=$? after $((SECONDS - began)) s"
 }
 
+stop_all() {  # end the side-by-side steps in pids (each a subshell running `timeout`, which passes it on)
+  for pid in "${pids[@]}"; do pkill -TERM -P "$pid"; kill "$pid"; done 2> /dev/null
+  exit 130
+}
+
 for job in "$@"; do
 work="$out/$job"
 mkdir -p "$work"
@@ -177,18 +182,24 @@ case "$job" in
     ;;
   mqar)
     T=${MQAR_T:-2048}
+    pids=()
+    trap stop_all INT TERM  # side-by-side runs end with the script
     for model in transmamba transformer mamba2 hybrid; do
-      OMP_NUM_THREADS=2 step "${MQAR_DEADLINE:-470}" "mqar_$model" python3 -m zoo compare "$model-small" --task mqar \
+      OMP_NUM_THREADS=2 step "${MQAR_DEADLINE:-470}" "mqar_T${T}_$model" python3 -m zoo compare "$model-small" --task mqar \
         --seq-len "$T" --vocab 256 --num-items 64 --seeds 3 --lrs 1e-3,3e-3,1e-2 --budget "${MQAR_STEPS:-300}" \
         --batch-size $((32768 / T)) --eval-every 100 --no-compile --device cuda --precision bf16 --no-progress \
         --no-plot --out "$work/T$T/$model" &
+      pids+=($!)
     done
-    wait
-    step 60 mqar_merge python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
+    wait "${pids[@]}"
+    trap - INT TERM
+    step 60 "mqar_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
     find "$work" -name '*.safetensors' -delete
     ;;
   table9)
     specs=docs/experiments/table9-cpu
+    pids=()
+    trap stop_all INT TERM
     for recipe in v9 random random-wide mixture; do
       for seed in 0 1 2; do
         OMP_NUM_THREADS=1 step "${T9_DEADLINE:-470}" "table9_${recipe}_$seed" python3 -m zoo compare \
@@ -196,9 +207,11 @@ case "$job" in
           --batch-size 8 --lr 3e-3 --seeds 1 --seed "$seed" --no-compile --device cuda --precision fp32 \
           --eval-schedules v1,v2,v3,v4,v5,v6,v7,v8,v9,attention,ssm --no-plot --no-progress \
           --out "$work/$recipe-seed$seed" &
+        pids+=($!)
       done
     done
-    wait
+    wait "${pids[@]}"
+    trap - INT TERM
     step 60 table9_merge python3 -m zoo compare --merge "$work"/*-seed*/runs.jsonl --out "$work" --no-plot
     find "$work" -name '*.safetensors' -delete
     ;;

@@ -149,7 +149,7 @@ class MixtureParams(ScheduleParams):
                 where = ".".join(str(part) for part in error["loc"]) or "params"
                 raise ValueError(f"components[{i}] ({component.name}): {where}: {error['msg']}") from None
             except Exception as exc:  # an unknown name
-                first = str(exc).strip().splitlines()[0]
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise ValueError(f"components[{i}] ({component.name}): {first}") from None
         return self
 
@@ -170,6 +170,12 @@ class Mixture(TransPointSchedule):
         super().__init__(params)
         self.components = [SCHEDULE.get(c.name).obj(c.params) for c in self.params.components]
         self.weights = [c.weight for c in self.params.components]
+
+    @property
+    def n_variants(self) -> int:
+        """The most distinct per-layer lists its steps can give (one compiled graph each per
+        length): a random component's ``n_variants``, 1 for a deterministic one, summed."""
+        return sum(getattr(c.params, "n_variants", 1) if c.is_random else 1 for c in self.components)
 
     def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
         if step is None:

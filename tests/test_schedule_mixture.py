@@ -72,4 +72,25 @@ def test_bad_components_are_one_line(components, message) -> None:
     spec["schedule"] = {"name": "mixture", "params": {"components": components}}
     with pytest.raises(zoo.SpecError, match=message) as info:
         zoo.build(spec, device="meta")
-    assert "Traceback" not in str(info.value)
+    assert "\n" not in str(info.value)  # one line
+
+
+def test_the_trainer_bounds_recompiles_by_the_sum_of_the_components(monkeypatch) -> None:
+    import zoo.training.trainer as trainer_module
+    from zoo.data.tasks import make_task
+
+    mixture = _mixture(V9, WIDE, {"name": "random", "params": {"n_variants": 5}})
+    assert mixture.n_variants == 1 + 16 + 5
+    spec = zoo.resolve_spec("transmamba-tiny").model_dump(mode="json")
+    spec["schedule"] = {"name": "mixture", "params": {"components": [V9, WIDE]}}
+    model = zoo.build({**spec, "vocab_size": 32})
+    limits = []
+
+    def compiled(module, *, what, recompile_limit=None):
+        limits.append(recompile_limit)
+        return module
+
+    monkeypatch.setattr(trainer_module, "compiled", compiled)
+    task = make_task("induction", seq_len=32, vocab_size=32, seed=0)
+    Trainer(model, task, TrainConfig(steps=1, batch_size=2, compile=True, progress=False, device="cpu"))
+    assert limits == [1 + 16 + 8]  # one graph per distinct TransPoint list, and room to spare

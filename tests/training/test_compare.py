@@ -67,6 +67,8 @@ def fake_build(monkeypatch, standin):
         return standin(vocab_size=task.vocab_size, d_model=16 if "small" in ref else 32)
 
     monkeypatch.setattr(zoo.training.runs, "build_for_task", build_for_task)
+    # the stand-in's "spec" (the journal keys a run by the spec it trains)
+    monkeypatch.setattr(zoo.training.runs, "resolve_spec", lambda ref: {"name": ref, "layers": []})
 
 
 def _compare_parser() -> argparse.ArgumentParser:
@@ -221,6 +223,9 @@ def test_an_interrupted_comparison_keeps_its_finished_runs(tmp_path, fake_build,
     assert trained == [(3e-3, 1)]  # seed 0 is reused, seed 1 trains
     assert rows[0] == first[0] and [r["seed"] for r in rows] == [0, 1]
     assert "[m-tiny lr=0.003 seed=0] finished earlier: reused from" in capsys.readouterr().err
+    # The run after the cut line went on a line of its own: a third time trains nothing.
+    trained.clear()
+    assert compare_cmd.compare(_small_compare(out)) == rows and trained == []
     # Other settings are other runs: nothing is reused.
     trained.clear()
     compare_cmd.compare(_small_compare(out, "--weight-decay", "0.05"))
@@ -238,4 +243,26 @@ def test_merge_reads_the_journal_of_a_comparison_cut_short(tmp_path, capsys) -> 
     assert "| a | 100 | 0.001 | 3 |" in capsys.readouterr().out
     args = parser.parse_args(["compare", "--merge", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "m")])
     with pytest.raises(ZooError, match="none.jsonl: not a readable compare.json or runs.jsonl"):
+        args.func(args)
+
+
+def test_a_rate_with_a_diverged_seed_is_never_chosen_even_with_the_lower_mean() -> None:
+    rows = [{**row, "lr": 1e-2} if row["model"] == "b" else row for row in _rows() if row["lr"] != 1e-1]
+    # model b: 1e-3 scores 3.1 on average; 1e-2's two surviving seeds score 0.5, one diverged
+    rows += [{**rows[0], "model": "b", "lr": 1e-3, "seed": s, "eval_loss": 3.1} for s in range(3)]
+    rows = [r for r in rows if not (r["model"] == "b" and r["lr"] == 1e-2)]
+    rows += [{**rows[0], "model": "b", "lr": 1e-2, "seed": s, "eval_loss": 0.5} for s in range(2)]
+    rows.append({"model": "b", "lr": 1e-2, "seed": 2, "params": 100, "tokens": 640, "diverged": "loss is nan"})
+    summary, sweep = compare_cmd.summarise(rows)
+    assert [(cell["model"], cell["lr"]) for cell in summary] == [("a", 1e-2), ("b", 1e-3)]
+    diverged = next(cell for cell in sweep if cell["model"] == "b" and cell["lr"] == 1e-2)
+    assert diverged["diverged"] == 1 and diverged["eval_loss"]["mean"] == 0.5
+
+
+def test_a_journal_with_one_run_under_two_settings_is_refused_with_the_reason(tmp_path) -> None:
+    row = {**_rows()[0], "task": {"task": "mqar"}}
+    journal = tmp_path / "runs.jsonl"
+    journal.write_text("".join(json.dumps({"settings": {"wd": wd}, "row": row}) + "\n" for wd in (0.1, 0.05)))
+    args = _compare_parser().parse_args(["compare", "--merge", str(journal), "--out", str(tmp_path / "m")])
+    with pytest.raises(ZooError, match="appears twice.*runs.jsonl that served commands with different settings"):
         args.func(args)

@@ -154,3 +154,15 @@ def test_compare_evaluates_transmamba_models_under_the_schedules(tmp_path, capsy
     assert list(row["schedule_eval"]) == ["ssm", "attention"] and row["trained_schedule"]["name"] == "v9"
     assert row["schedule_eval"]["ssm"]["eval_loss"] != row["schedule_eval"]["attention"]["eval_loss"]
     assert "| tm (lr 0.003) | v9 |" in (out / "compare.md").read_text()
+
+
+def test_a_diverged_seed_does_not_hide_the_reference_or_the_recipe() -> None:
+    rows = _synthetic_rows()
+    # seed 0 of "fixed" diverged (no evaluation, no record): the V9 reference still stands
+    rows[0] = {k: v for k, v in rows[0].items() if k not in ("trained_schedule", "schedule_eval", "eval_loss")}
+    rows[0]["diverged"] = "training diverged: loss is nan at step 3"
+    rows += [{**_row("lost", seed, {}, None), "diverged": "loss is nan"} for seed in range(3)]
+    summary, _ = compare_cmd.summarise(rows)
+    record = robustness.robustness(rows, summary)
+    assert record["reference"] == "fixed" and record["recipes"][0]["trained"]["name"] == "v9"
+    assert "lost: every run diverged (no schedule evaluation): no schedule columns" in record["notes"]

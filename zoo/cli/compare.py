@@ -98,7 +98,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     from zoo.overrides import parse_backend_overrides, spec_with_backends
     from zoo.training import robustness, runs
     from zoo.training.checkpointing import NonFiniteLossError
-    from zoo.training.trainer import Trainer, resolve_device
+    from zoo.training.trainer import Trainer, resolve_device, resolve_precision
 
     if args.budget is not None:
         args.steps = args.budget
@@ -122,6 +122,9 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         unused = sorted(set(backends) - applied)
         if unused:
             raise ZooError(f"--backend {', '.join(unused)}: none of the compared models has that slot")
+    # the spec each model trains (backend overrides applied): a journalled run is reused only
+    # for the same model, not for an edited spec file of the same name
+    specs = {label: spec_with_backends(runs.resolve_spec(ref), backends)[0] for label, ref in entries}
     rows = []
     journal = RunJournal(out / "runs.jsonl")
     for seed in seeds:
@@ -130,12 +133,14 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
             for lr in lrs:
                 config = config_from_args(args, save_every=0, keep_last=1, seed=seed, lr=lr)
                 head = f"[{label} lr={lr:g} seed={seed}]"
-                settings = {
+                device = resolve_device(config.device)
+                settings = {  # what decides a run's result: the same settings, the same run
                     "model": label,
-                    "ref": ref,
+                    "spec": specs[label],
                     "task": task.describe(),
-                    "config": config.model_dump(mode="json", exclude={"progress"}),
-                    "backends": backends,
+                    "config": config.model_dump(mode="json", exclude={"progress", "device", "precision"}),
+                    "device": device.type,
+                    "precision": resolve_precision(config.precision, device),
                     "eval_schedules": eval_schedules,
                 }
                 done = journal.get(settings)
@@ -145,9 +150,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                     continue
                 run_dir = out / label / (f"lr{lr:g}-seed{seed}" if len(lrs) > 1 else f"seed{seed}")
                 torch.manual_seed(seed)
-                model = runs.build_for_task(
-                    ref, task, device=resolve_device(config.device), backends=backends, strict=False
-                )
+                model = runs.build_for_task(ref, task, device=device, backends=backends, strict=False)
                 trainer = Trainer(model, task, config, out_dir=run_dir)
                 print(f"{head} {trainer.n_params:,} params, {config.steps} steps", file=sys.stderr)
                 tokens = config.steps * config.batch_size * config.grad_accum * task.seq_len
@@ -193,8 +196,11 @@ class RunJournal:
     def __init__(self, path: Path, *, missing_ok: bool = True) -> None:
         self.path = path
         self.done: dict[str, dict[str, Any]] = {}
+        self.torn = False  # the last line was cut short: the next one starts on a line of its own
         if path.exists() or not missing_ok:
-            for line in path.read_text().splitlines():
+            text = path.read_text()
+            self.torn = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:
                     entry = json.loads(line)
                     self.done[self._key(entry["settings"])] = entry["row"]
@@ -214,9 +220,10 @@ class RunJournal:
     def add(self, settings: dict[str, Any], row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
-            f.write(json.dumps({"settings": settings, "row": row}) + "\n")
+            f.write(("\n" if self.torn else "") + json.dumps({"settings": settings, "row": row}) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self.torn = False
         self.done[self._key(settings)] = row
 
 
@@ -321,7 +328,8 @@ def merge(paths: list[str]) -> list[dict[str, Any]]:
         if run in runs:
             raise ZooError(
                 f"--merge: the run of model {run[0]}, lr {run[1]}, seed {run[2]} appears twice; "
-                "merge each compare.json once, and runs with distinct seeds"
+                "merge each file once and runs with distinct seeds (a runs.jsonl that served commands "
+                "with different settings holds one run per setting: merge their compare.json instead)"
             )
         runs.add(run)
         known = params.setdefault(row.get("model"), row.get("params"))

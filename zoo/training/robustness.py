@@ -171,9 +171,14 @@ def robustness(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dic
     for cell in summary:
         group = groups[cell["model"]]
         if not any(row.get("schedule_eval") for row in group):
-            notes.append(f"{cell['model']}: not a TransMamba model (no TransPoints): no schedule columns")
+            diverged = all(row.get("diverged") for row in group)
+            why = (
+                "every run diverged (no schedule evaluation)" if diverged else "not a TransMamba model (no TransPoints)"
+            )
+            notes.append(f"{cell['model']}: {why}: no schedule columns")
             continue
-        entry = {"model": cell["model"], "lr": cell["lr"], "trained": group[0].get("trained_schedule")}
+        trained = next((row["trained_schedule"] for row in group if row.get("trained_schedule")), None)
+        entry = {"model": cell["model"], "lr": cell["lr"], "trained": trained}
         entry["loss"] = recipe_summary(group, schedules)
         if any("eval_accuracy" in c for r in group for c in (r.get("schedule_eval") or {}).values()):
             entry["accuracy"] = recipe_summary(group, schedules, "eval_accuracy")

@@ -39,6 +39,13 @@ def resolve_device(name: str) -> torch.device:
     return parse_device(name, flag=None)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``TrainConfig.precision`` on ``device``: ``auto`` is bf16 autocast on CUDA, fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
@@ -64,13 +71,14 @@ class Trainer(CheckpointingMixin):
         torch.manual_seed(self.config.seed)
         self.model = model.to(self.device)
         self.n_params = count_params(self.model)
-        precision = self.config.precision
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        precision = resolve_precision(self.config.precision, self.device)
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         schedule = getattr(model, "schedule", None)
         self.random_schedule = bool(getattr(schedule, "is_random", False))
-        variants = getattr(getattr(schedule, "params", None), "n_variants", 56) if self.random_schedule else 1
+        variants = 1
+        if self.random_schedule:  # the bound on its distinct TransPoint lists (one graph each)
+            params = getattr(schedule, "params", None)
+            variants = getattr(schedule, "n_variants", None) or getattr(params, "n_variants", 56)
         # FSDP and activation checkpointing work block by block, and so does compile with them
         self.per_block = self.dist is not None or self.config.activation_checkpointing != "none"
         if self.per_block:
