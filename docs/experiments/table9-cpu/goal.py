@@ -1,4 +1,4 @@
-"""Check the schedule-robustness goal on this directory's compare.json (README.md here).
+"""Check the schedule-robustness goal on a compare.json (default: this directory's; README.md here).
 
 Goal: a recipe whose worst evaluation schedule is within 5% of its best (spread <= 0.05)
 while its v9 loss stays within 1% of the v9-trained recipe's. Prints, per recipe, the
@@ -6,12 +6,13 @@ spread over all evaluated schedules and over the paper's v1..v9 alone, the v9 ga
 with its 95% interval over seeds, and whether the goal is met by the mean and by the
 interval's upper end.
 
-    PYTHONPATH=. python docs/experiments/table9-cpu/goal.py
+    PYTHONPATH=. python docs/experiments/table9-cpu/goal.py [COMPARE_JSON]
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from zoo.training.robustness import recipe_summary
@@ -32,7 +33,8 @@ def upper(cell: dict) -> float:
 
 
 def main() -> None:
-    record = json.loads((HERE / "compare.json").read_text())
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "compare.json"
+    record = json.loads(path.read_text())
     robust = record["robustness"]
     for entry in robust["recipes"]:
         group = [r for r in record["rows"] if r["model"] == entry["model"] and r["lr"] == entry["lr"]]
