@@ -11,9 +11,10 @@ note flags models more than 2% apart. Intervals: ``zoo.training.stats``.
 
 A run that diverges (a non-finite loss) is recorded as diverged and the sweep goes on; a learning
 rate at which any seed diverged is never the best. Each finished run is appended to
-``OUT/runs.jsonl`` at once, so an interrupted comparison keeps its finished runs: the same
-command again trains only the runs that are missing (a run is reused only when its model, task,
-seed, learning rate and training settings are the same; another ``--out`` starts afresh).
+``OUT/runs.jsonl`` at once (``zoo.training.runs.RunJournal``), so an interrupted comparison
+keeps its finished runs: the same command again trains only the runs that are missing (a run
+is reused only when its spec, task, seed, learning rate, training settings, device and
+precision are the same; another ``--out`` starts afresh).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -126,7 +126,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     # for the same model, not for an edited spec file of the same name
     specs = {label: spec_with_backends(runs.resolve_spec(ref), backends)[0] for label, ref in entries}
     rows = []
-    journal = RunJournal(out / "runs.jsonl")
+    journal = runs.RunJournal(out / "runs.jsonl")
     for seed in seeds:
         task = task_from_args(argparse.Namespace(**{**vars(args), "seed": seed}))
         for label, ref in entries:
@@ -186,45 +186,6 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                 journal.add(settings, row)
                 rows.append(row)
     return rows
-
-
-class RunJournal:
-    """The finished runs of a comparison, one JSON line each (``settings`` and ``row``), written
-    as each run ends; a run whose settings match a line is not trained again. A line cut short
-    by an interruption is ignored."""
-
-    def __init__(self, path: Path, *, missing_ok: bool = True) -> None:
-        self.path = path
-        self.done: dict[str, dict[str, Any]] = {}
-        self.torn = False  # the last line was cut short: the next one starts on a line of its own
-        if path.exists() or not missing_ok:
-            text = path.read_text()
-            self.torn = bool(text) and not text.endswith("\n")
-            for line in text.splitlines():
-                try:
-                    entry = json.loads(line)
-                    self.done[self._key(entry["settings"])] = entry["row"]
-                except (ValueError, KeyError, TypeError):
-                    continue
-
-    @staticmethod
-    def _key(settings: dict[str, Any]) -> str:
-        return json.dumps(settings, sort_keys=True)
-
-    def rows(self) -> list[dict[str, Any]]:
-        return list(self.done.values())
-
-    def get(self, settings: dict[str, Any]) -> dict[str, Any] | None:
-        return self.done.get(self._key(settings))
-
-    def add(self, settings: dict[str, Any], row: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(("\n" if self.torn else "") + json.dumps({"settings": settings, "row": row}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.torn = False
-        self.done[self._key(settings)] = row
 
 
 def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -306,6 +267,8 @@ def parameter_note(summary: list[dict[str, Any]]) -> str | None:
 
 def merge(paths: list[str]) -> list[dict[str, Any]]:
     """The runs of several ``compare.json`` files, refused unless they share task and tokens."""
+    from zoo.training.runs import RunJournal
+
     rows: list[dict[str, Any]] = []
     for path in paths:
         try:

@@ -1,9 +1,11 @@
 """Glue shared by the CLI commands and the demo: specs with the task's vocabulary, tasks
-rebuilt from a checkpoint's description, and run summaries."""
+rebuilt from a checkpoint's description, run summaries, and the journal of a comparison's
+finished runs (``RunJournal``)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,3 +287,42 @@ def plot_bands(panels: list[tuple[str, str, dict[str, Band], float | None]], pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save_figure(fig, path)
+
+
+class RunJournal:
+    """The finished runs of a comparison, one JSON line each (``settings`` and ``row``), written
+    as each run ends; a run whose settings match a line is not trained again. A line cut short
+    by an interruption is ignored."""
+
+    def __init__(self, path: Path, *, missing_ok: bool = True) -> None:
+        self.path = path
+        self.done: dict[str, dict[str, Any]] = {}
+        self.torn = False  # the last line was cut short: the next one starts on a line of its own
+        if path.exists() or not missing_ok:
+            text = path.read_text()
+            self.torn = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.done[self._key(entry["settings"])] = entry["row"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    @staticmethod
+    def _key(settings: dict[str, Any]) -> str:
+        return json.dumps(settings, sort_keys=True)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self.done.values())
+
+    def get(self, settings: dict[str, Any]) -> dict[str, Any] | None:
+        return self.done.get(self._key(settings))
+
+    def add(self, settings: dict[str, Any], row: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(("\n" if self.torn else "") + json.dumps({"settings": settings, "row": row}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.torn = False
+        self.done[self._key(settings)] = row
