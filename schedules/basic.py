@@ -112,6 +112,11 @@ class RandomSchedule(TransPointSchedule):
     Params = RandomParams
     is_random = True
 
+    @property
+    def n_variants(self) -> int:
+        """The most distinct per-layer lists its steps give (one compiled graph each per length)."""
+        return self.params.n_variants
+
     def variants(self, n_layers: int) -> list[list[float]]:
         rng = _random.Random(self.params.seed)
         return [[rng.choice(self.params.fractions) for _ in range(n_layers)] for _ in range(self.params.n_variants)]
@@ -175,7 +180,7 @@ class Mixture(TransPointSchedule):
     def n_variants(self) -> int:
         """The most distinct per-layer lists its steps can give (one compiled graph each per
         length): a random component's ``n_variants``, 1 for a deterministic one, summed."""
-        return sum(getattr(c.params, "n_variants", 1) if c.is_random else 1 for c in self.components)
+        return sum(getattr(c, "n_variants", 1) for c in self.components)
 
     def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
         if step is None:

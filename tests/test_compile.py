@@ -88,7 +88,7 @@ class TinyDecoder(torch.nn.Module):
     """``prefill``/``step`` with the engine's call signatures, a random TransPoint schedule for
     the trainer; cheap to trace."""
 
-    schedule = SimpleNamespace(is_random=True, params=SimpleNamespace(n_variants=56))
+    schedule = SimpleNamespace(is_random=True, n_variants=56)
 
     def __init__(self, vocab_size: int = 64, d_model: int = 8) -> None:
         super().__init__()

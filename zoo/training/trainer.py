@@ -77,8 +77,7 @@ class Trainer(CheckpointingMixin):
         self.random_schedule = bool(getattr(schedule, "is_random", False))
         variants = 1
         if self.random_schedule:  # the bound on its distinct TransPoint lists (one graph each)
-            params = getattr(schedule, "params", None)
-            variants = getattr(schedule, "n_variants", None) or getattr(params, "n_variants", 56)
+            variants = getattr(schedule, "n_variants", 56)
         # FSDP and activation checkpointing work block by block, and so does compile with them
         self.per_block = self.dist is not None or self.config.activation_checkpointing != "none"
         if self.per_block:
