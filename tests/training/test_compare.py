@@ -17,7 +17,7 @@ from zoo.training.stats import t_interval, t_quantile_975
 def test_t_interval_matches_the_textbook() -> None:
     interval = t_interval([1.0, 2.0, 3.0])
     assert interval.mean == 2.0 and interval.half_width == pytest.approx(4.303 / math.sqrt(3))
-    assert t_interval([5.0]).half_width is None and t_interval([5.0]).format() == "5"
+    assert t_interval([5.0]).half_width is None and t_interval([5.0]).format() == "5.000"
     assert t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
     assert t_quantile_975(31) == pytest.approx(2.040, abs=1e-3)  # expansion continues the table
     assert t_quantile_975(1000) == pytest.approx(1.962, abs=1e-3)

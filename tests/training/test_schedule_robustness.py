@@ -117,7 +117,10 @@ def test_the_table_marks_the_spread_and_the_v9_gap() -> None:
     assert robust["v9_vs_reference"]["per_seed"] == pytest.approx([0.01, 0.01, 0.01])
     assert robust["loss"]["per_schedule"]["v9"]["per_seed"] == pytest.approx([2.02, 2.121, 1.919])
     table = robustness.markdown(record)
-    assert "| fixed (lr 0.001) | v9 | 2 ± 0.25 | 2.2 ± 0.27 | 2.4 ± 0.3 | v9 2 ± 0.25 | attention 2.4 ± 0.3 |" in table
+    assert (
+        "| fixed (lr 0.001) | v9 | 2.000 ± 0.25 | 2.200 ± 0.27 | 2.400 ± 0.30 | "
+        "v9 2.000 ± 0.25 | attention 2.400 ± 0.30 |" in table
+    )
     assert "+20.00% ± 0.00% | +0.00% ± 0.00% |" in table
     assert "| robust (lr 0.001) | random |" in table and "+2.00% ± 0.00% | +1.00% ± 0.00% |" in table
     assert "note: transformer: not a TransMamba model (no TransPoints): no schedule columns" in table

@@ -51,9 +51,17 @@ class Interval:
         return {"mean": self.mean, "ci95": self.half_width, "low": self.low, "high": self.high, "n": self.n}
 
     def format(self, digits: int = 4) -> str:
+        """``digits`` significant digits of the mean, two of the half-width; trailing zeros kept
+        (3.000 ± 0.20, not 3 ± 0.2: a zero is a measured digit)."""
         if self.half_width is None:
-            return f"{self.mean:.{digits}g}"
-        return f"{self.mean:.{digits}g} ± {self.half_width:.2g}"
+            return significant(self.mean, digits)
+        return f"{significant(self.mean, digits)} ± {significant(self.half_width, 2)}"
+
+
+def significant(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits, trailing zeros kept, no bare trailing point."""
+    text = f"{value:#.{digits}g}"
+    return text[:-1] if text.endswith(".") else text
 
 
 def t_interval(values: Sequence[float]) -> Interval:
