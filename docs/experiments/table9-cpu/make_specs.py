@@ -1,14 +1,19 @@
-"""Write the two model specs of the CPU schedule-robustness experiment (README.md here).
+"""Write the model specs of the CPU schedule-robustness experiment (README.md here).
 
-Both are the same TransMamba model: 8 blocks of d_model 64 (SSD mixer expand 2, headdim 16
--> 8 heads, d_state 16, 2 groups, chunk 32; SwiGLU MLP d_ff 192), tied head, mamba init.
-Eight layers so that the eight TransPoints of V9 each appear once. They differ only in the
-training schedule: ``v9`` (relative: the paper's T = 8192 list scaled to T) or ``random``
-(each layer's P drawn uniformly from V9's eight fractions of T, one of 1024 pre-drawn
-per-layer lists per step; it evaluates under V9 by default), ``random-wide`` (the same, from
-the fractions 0, 1/4, 1/2, 3/4, 1: half of a layer's tokens in attention on average, against a
-quarter for V9's fractions) or ``mixture`` (half the steps V9, half random-wide; evaluates
-under V9).
+``<recipe>.json``: one TransMamba model, 8 blocks of d_model 64 (SSD mixer expand 2,
+headdim 16 -> 8 heads, d_state 16, 2 groups, chunk 32; SwiGLU MLP d_ff 192), tied head,
+mamba init. Eight layers so that the eight TransPoints of V9 each appear once. The recipes
+differ only in the training schedule: ``v9`` (relative: the paper's T = 8192 list scaled to
+T); ``random`` (each layer's P drawn uniformly from V9's eight fractions of T, one of 1024
+pre-drawn per-layer lists per step; it evaluates under V9 by default); ``random-wide`` (the
+same, from the fractions 0, 1/4, 1/2, 3/4, 1: half of a layer's tokens in attention on
+average, against a quarter for V9's fractions); ``mixture`` (half the steps V9, half
+random-wide; evaluates under V9); ``attention`` and ``ssm`` (one path alone, P = T or P = 0
+in every layer: how good each path of these shared weights gets with every training token).
+
+``g8-{v9,attention,ssm}.json``: the same with 8 q/k groups (one per head) and d_ff 128 (parameters
+within 2%). ``transformer.json``: a Transformer of the same depth and width (4 heads,
+Llama's init and untied head, d_ff 250; parameters within 2%).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from zoo.models.presets import SIZES, _spec, ssd_mixer
+from zoo.models.presets import SIZES, _spec, attention_mixer, ssd_mixer
 
 HERE = Path(__file__).parent
 D_MODEL, N_LAYERS, D_FF = 64, 8, 192
@@ -26,17 +31,40 @@ SCHEDULES = {
     "random": {"name": "random", "params": {"n_variants": 1024, "seed": 0}},
     "random-wide": WIDE,
     "mixture": {"name": "mixture", "params": {"components": [{"name": "v9", "params": {"relative": True}}, WIDE]}},
+    "attention": {"name": "attention_only"},
+    "ssm": {"name": "ssm_only"},
 }
 
 
-def spec(label: str) -> dict:
-    size = dict(SIZES["tiny"], d_model=D_MODEL, n_layers=N_LAYERS, d_ff=D_FF)
+# The same model with 8 q/k groups instead of 2 (one per head, as a Transformer's heads), its
+# SwiGLU narrowed to keep the parameter count within 2%: files g8-<recipe>.json.
+G8_GROUPS, G8_D_FF = 8, 128
+G8_RECIPES = ("v9", "attention", "ssm")
+# A Transformer of the same depth and width, Llama's recipe (untied head), matched within 2%.
+TRANSFORMER_HEADS, TRANSFORMER_D_FF = 4, 250
+
+
+def spec(label: str, *, n_groups: int = 2, d_ff: int = D_FF, prefix: str = "") -> dict:
+    size = dict(SIZES["tiny"], d_model=D_MODEL, n_layers=N_LAYERS, d_ff=d_ff, n_groups=n_groups)
     out = _spec("transmamba", "tiny")
-    out.update(name=f"transmamba-d64-l8-{label}", d_model=D_MODEL, schedule=SCHEDULES[label])
-    out["layers"] = {"n_layers": N_LAYERS, "block": {"mixer": ssd_mixer("transmamba", size), "mlp": {"d_ff": D_FF}}}
+    out.update(name=f"transmamba-d64-l8-{prefix}{label}", d_model=D_MODEL, schedule=SCHEDULES[label])
+    out["layers"] = {"n_layers": N_LAYERS, "block": {"mixer": ssd_mixer("transmamba", size), "mlp": {"d_ff": d_ff}}}
+    return out
+
+
+def transformer_spec() -> dict:
+    size = dict(SIZES["tiny"], d_model=D_MODEL, attn_heads=TRANSFORMER_HEADS)
+    out = _spec("transformer", "tiny")
+    out.update(name="transformer-d64-l8", d_model=D_MODEL)
+    block = {"mixer": attention_mixer(size), "mlp": {"d_ff": TRANSFORMER_D_FF}}
+    out["layers"] = {"n_layers": N_LAYERS, "block": block}
     return out
 
 
 if __name__ == "__main__":
     for label in SCHEDULES:
         (HERE / f"{label}.json").write_text(json.dumps(spec(label), indent=1) + "\n")
+    for label in G8_RECIPES:
+        g8 = spec(label, n_groups=G8_GROUPS, d_ff=G8_D_FF, prefix="g8-")
+        (HERE / f"g8-{label}.json").write_text(json.dumps(g8, indent=1) + "\n")
+    (HERE / "transformer.json").write_text(json.dumps(transformer_spec(), indent=1) + "\n")
