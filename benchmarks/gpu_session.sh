@@ -32,8 +32,9 @@
 #                    tokens; the four models side by side (small models leave the GPU mostly idle), each
 #                    run journalled, so a deadline (MQAR_DEADLINE s, default 470) keeps the finished ones
 #   table9           the schedule-robustness experiment (docs/experiments/table9-cpu) on the GPU: recipes
-#                    v9, random, random-wide and mixture x seeds 0-2, T9_STEPS steps (default 1500: ten
-#                    times the CPU run's tokens), each evaluated under v1..v9, attention and ssm; side by side
+#                    T9_RECIPES (default "v9 attention mixture random"; the attention-only recipe sets the
+#                    spread's floor) x seeds 0-2, T9_STEPS steps (default 1500: ten times the CPU run's
+#                    tokens), each evaluated under v1..v9, attention and ssm; side by side
 #   test             the Triton and mamba_ssm plugin tests and the conv tests on the GPU
 #   test-conv        the causal-conv tests on the GPU
 #   test-norm        the gated-norm tests on the GPU
@@ -200,7 +201,7 @@ case "$job" in
     specs=docs/experiments/table9-cpu
     pids=()
     trap stop_all INT TERM
-    for recipe in v9 random random-wide mixture; do
+    for recipe in ${T9_RECIPES:-v9 attention mixture random}; do
       for seed in 0 1 2; do
         OMP_NUM_THREADS=1 step "${T9_DEADLINE:-470}" "table9_${recipe}_$seed" python3 -m zoo compare \
           "$recipe=$specs/$recipe.json" --task text --data builtin --seq-len 256 --steps "${T9_STEPS:-1500}" \
