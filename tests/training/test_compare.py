@@ -48,6 +48,18 @@ def test_summary_picks_the_best_lr_by_mean_validation_loss() -> None:
     assert "(chance 0.25)" in table and "accuracy (chance)" in table and "| a | 100 | 0.01 | 3 |" in table
 
 
+def test_the_sweep_table_shows_every_rate_with_the_chosen_one_in_bold() -> None:
+    summary, sweep = compare_cmd.summarise(_rows())
+    table = compare_cmd.sweep_table(summary, sweep, accuracy=False)
+    assert "| model | lr 0.001 | lr 0.01 | lr 0.1 |" in table
+    assert "| a | 2.100 ± 0.25 | **1.100 ± 0.25** | nan |" in table
+    assert "| b | **3.100 ± 0.43** | - | - |" in table
+    with_accuracy = compare_cmd.sweep_table(summary, sweep, accuracy=True)
+    assert "**1.100 ± 0.25, accuracy 0.914 ± 0.21**" in with_accuracy
+    one_rate = [row for row in _rows() if row["lr"] == 1e-3]
+    assert compare_cmd.sweep_table(*compare_cmd.summarise(one_rate), accuracy=False) is None
+
+
 def test_parameter_note_flags_unmatched_models() -> None:
     assert compare_cmd.parameter_note([{"params": 100}, {"params": 101}]) is None
     assert "not parameter-matched" in compare_cmd.parameter_note([{"params": 100}, {"params": 110}])

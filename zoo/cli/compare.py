@@ -256,6 +256,32 @@ def markdown_table(summary: list[dict[str, Any]], *, accuracy: bool) -> str:
     return "\n".join(lines)
 
 
+def sweep_table(summary: list[dict[str, Any]], sweep: list[dict[str, Any]], *, accuracy: bool) -> str | None:
+    """Validation loss (and accuracy) of every model at every learning rate it ran, the rate it
+    is reported at in bold; None when no model ran at more than one rate."""
+    cells = {(cell["model"], cell["lr"]): cell for cell in sweep}
+    models = [cell["model"] for cell in summary]
+    if all(sum(1 for model, _ in cells if model == m) < 2 for m in models):
+        return None
+    rates = sorted({lr for _, lr in cells})
+    lines = ["| model | " + " | ".join(f"lr {lr:g}" for lr in rates) + " |", "|" + "---|" * (len(rates) + 1)]
+    chosen = {(cell["model"], cell["lr"]) for cell in summary}
+    for model in models:
+        values = [model]
+        for lr in rates:
+            cell = cells.get((model, lr))
+            if cell is None:
+                values.append("-")
+                continue
+            text = _cell(cell.get("eval_loss"))
+            text += f", accuracy {_cell(cell.get('eval_accuracy'), 3)}" if accuracy else ""
+            text += f" ({cell['diverged']} diverged)" if cell["diverged"] else ""
+            values.append(f"**{text}**" if (model, lr) in chosen else text)
+        lines.append("| " + " | ".join(values) + " |")
+    title = "validation loss at each learning rate (mean ± 95% t-interval; bold: the rate each model is reported at)"
+    return title + "\n\n" + "\n".join(lines)
+
+
 def parameter_note(summary: list[dict[str, Any]]) -> str | None:
     counts = [cell["params"] for cell in summary]
     spread = max(counts) / min(counts) - 1
@@ -324,6 +350,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     record = {"argv": sys.argv[1:], "interval": interval, "summary": summary, "sweep": sweep, "rows": rows}
     text = table + "\n\n" + interval + "\n" + (note + "\n" if note else "")
+    rates = sweep_table(summary, sweep, accuracy=accuracy)
+    if rates is not None:
+        text += "\n" + rates + "\n"
+        print(rates)
     robust = robustness.robustness(rows, summary)
     if robust is not None:
         record["robustness"] = robust
