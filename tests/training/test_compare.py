@@ -11,13 +11,15 @@ import pytest
 import zoo.training.runs
 from zoo.cli import compare as compare_cmd
 from zoo.errors import ZooError
-from zoo.training.stats import t_interval, t_quantile_975
+from zoo.training.stats import significant, t_interval, t_quantile_975
 
 
 def test_t_interval_matches_the_textbook() -> None:
     interval = t_interval([1.0, 2.0, 3.0])
     assert interval.mean == 2.0 and interval.half_width == pytest.approx(4.303 / math.sqrt(3))
     assert t_interval([5.0]).half_width is None and t_interval([5.0]).format() == "5.000"
+    assert significant(100.0, 1) == "1e+02" and significant(-0.0, 3) == "0.00" and significant(9.9996, 4) == "10.00"
+    assert significant(1234.5, 4) == "1234" and significant(0.0995, 2) == "0.10"
     assert t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
     assert t_quantile_975(31) == pytest.approx(2.040, abs=1e-3)  # expansion continues the table
     assert t_quantile_975(1000) == pytest.approx(1.962, abs=1e-3)

@@ -60,8 +60,10 @@ class Interval:
 
 def significant(value: float, digits: int) -> str:
     """``value`` to ``digits`` significant digits, trailing zeros kept, no bare trailing point."""
-    text = f"{value:#.{digits}g}"
-    return text[:-1] if text.endswith(".") else text
+    text = f"{value + 0.0:#.{digits}g}"  # + 0.0: -0.0 prints as 0
+    mantissa, exponent = text.split("e") if "e" in text else (text, None)
+    mantissa = mantissa.removesuffix(".")
+    return mantissa if exponent is None else f"{mantissa}e{exponent}"
 
 
 def t_interval(values: Sequence[float]) -> Interval:
