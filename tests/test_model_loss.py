@@ -66,6 +66,25 @@ def test_targets_must_match_the_inputs() -> None:
         model(inputs, targets=targets[:, :-1])
 
 
+@pytest.mark.parametrize("preset", ["transmamba-tiny", "transformer-tiny"], ids=["tied", "untied"])
+def test_count_hits_is_the_accuracy_of_the_logits(preset) -> None:
+    torch.manual_seed(0)
+    model = zoo.build(preset, compile=False)
+    inputs, targets = _batch(model.spec.vocab_size)
+    with torch.no_grad():
+        logits = model(inputs).float()
+        scored = targets != IGNORE
+        predicted = logits.argmax(-1)
+        targets = torch.where(scored & (torch.arange(targets.shape[1]) % 2 == 0), predicted, targets)  # some hits
+        expected_hits = int((scored & (predicted == targets)).sum())
+        expected_loss = F.cross_entropy(logits[scored], targets[scored], reduction="sum")
+        loss, hits = model(inputs, targets=targets, loss_reduction="sum", count_hits=True)
+    assert expected_hits > 0 and int(hits) == expected_hits
+    assert rel_err(loss, expected_loss) <= 1e-5
+    with pytest.raises(ZooError, match="pass targets too"):
+        model(inputs, count_hits=True)
+
+
 def test_compiles_fullgraph_with_targets(small_chunks) -> None:
     torch.manual_seed(0)
     spec = zoo.resolve_spec("transmamba-tiny").model_dump(mode="json")

@@ -7,7 +7,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from zoo.ops.cross_entropy import chunked_linear_cross_entropy, default_chunk_size, linear_cross_entropy_reference
+from zoo.ops.cross_entropy import (
+    chunked_linear_cross_entropy,
+    chunked_linear_cross_entropy_and_hits,
+    default_chunk_size,
+    linear_cross_entropy_and_hits_reference,
+    linear_cross_entropy_reference,
+)
 from zoo.testing import rel_err
 
 IGNORE = -100
@@ -53,6 +59,31 @@ def test_chunked_matches_reference(case, dtype, reduction) -> None:
         assert rel_err(got, want) <= TOLERANCE[dtype], (name, rel_err(got, want))
     # ignored rows get no gradient at all
     assert torch.equal(actual[1][targets == IGNORE], torch.zeros_like(actual[1][targets == IGNORE]))
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_hits_match_the_argmax_of_the_full_logits(case) -> None:
+    n, d, v, chunk = case
+    hidden, weight, targets = _inputs(n, d, v, torch.float64)
+    # a third of the scored rows made hits on purpose: the target is set to the row's argmax
+    argmax = (hidden @ weight.T).argmax(-1)
+    targets = torch.where((torch.arange(n) % 3 == 0) & (targets != IGNORE), argmax, targets)
+    loss, hits = chunked_linear_cross_entropy_and_hits(hidden, weight, targets, reduction="sum", chunk_size=chunk)
+    want_loss, want_hits = linear_cross_entropy_and_hits_reference(hidden, weight, targets, reduction="sum")
+    expected = int(((targets != IGNORE) & (argmax == targets)).sum())
+    assert expected > 0 and hits.dtype == torch.long
+    assert int(hits) == int(want_hits) == expected
+    assert rel_err(loss, want_loss) <= TOLERANCE[torch.float64]
+    assert loss.grad_fn is None  # evaluation: no graph, even for inputs that require grad
+    assert loss.item() == pytest.approx(chunked_linear_cross_entropy(hidden, weight, targets, reduction="sum").item())
+
+
+def test_hits_never_count_ignored_rows() -> None:
+    hidden, weight, _ = _inputs(12, 8, 20, torch.float64)
+    targets = (hidden @ weight.T).argmax(-1)  # every row a hit ...
+    targets[::2] = IGNORE  # ... but half not scored
+    _, hits = chunked_linear_cross_entropy_and_hits(hidden, weight, targets, chunk_size=5)
+    assert int(hits) == 6
 
 
 def test_bf16_within_bf16_tolerance_of_the_fp64_definition() -> None:

@@ -40,7 +40,7 @@ def test_chunked_training_reproduces_the_logits_run() -> None:
     logits, chunked = _fit(_mqar(), "logits"), _fit(_mqar(), "chunked")
     assert len(chunked.losses) == 4
     assert chunked.losses == pytest.approx(logits.losses, rel=1e-5)
-    assert chunked.eval == pytest.approx(logits.eval, rel=1e-5)  # accuracy tasks evaluate from logits
+    assert chunked.eval == pytest.approx(logits.eval, rel=1e-5)
 
 
 @pytest.mark.slow
@@ -49,6 +49,19 @@ def test_text_evaluation_with_the_chunked_loss_matches() -> None:
     logits, chunked = _fit(task, "logits", steps=2), _fit(task, "chunked", steps=2)
     assert chunked.losses == pytest.approx(logits.losses, rel=1e-5)
     assert chunked.eval["eval_loss"] == pytest.approx(logits.eval["eval_loss"], rel=1e-5)
+
+
+def test_recall_evaluation_counts_hits_without_logits_as_the_logits_would() -> None:
+    torch.manual_seed(0)
+    task = _mqar()
+    trainer = Trainer(build_for_task("transmamba-tiny", task), task, TrainConfig(steps=1, batch_size=4, **FAST))
+    assert trainer.counts_hits
+    chunked = trainer.evaluate()
+    trainer.counts_hits = False  # the path a model whose forward takes no targets gets
+    logits = trainer.evaluate()
+    assert chunked["eval_accuracy"] == logits["eval_accuracy"]
+    assert chunked["eval_loss"] == pytest.approx(logits["eval_loss"], rel=1e-6)
+    assert chunked["eval_chance"] == logits["eval_chance"]
 
 
 def test_a_model_without_targets_is_refused_in_one_line(standin) -> None:

@@ -18,7 +18,7 @@ from zoo.layers.mlp import SwiGLU
 from zoo.layers.norm import make_norm
 from zoo.models.cache import ModelCache
 from zoo.models.pretrained import PretrainedMixin
-from zoo.ops.cross_entropy import chunked_linear_cross_entropy
+from zoo.ops.cross_entropy import chunked_linear_cross_entropy, chunked_linear_cross_entropy_and_hits
 from zoo.schedule import NoSchedule, TransPointSchedule
 
 # Names of the last Linear of a residual branch (SSD mixers, attention, SwiGLU), the weights
@@ -140,7 +140,8 @@ class CausalLM(PretrainedMixin, nn.Module):
         targets: torch.Tensor | None = None,
         loss_reduction: Literal["mean", "sum"] = "mean",
         ignore_index: int = -100,
-    ) -> torch.Tensor:
+        count_hits: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """input_ids [B,T] -> logits [B,T,V]; with ``targets`` [B,T] -> the cross-entropy instead.
 
         ``transpoints`` overrides ``default_transpoints(T)`` (the training TransPoints when
@@ -153,6 +154,10 @@ class CausalLM(PretrainedMixin, nn.Module):
         over all ranks).
         It comes from ``zoo.ops.cross_entropy.chunked_linear_cross_entropy``: head and loss
         chunk by chunk, the logits [B,T,V] never formed.
+
+        ``count_hits`` (with ``targets``, for evaluation: no gradients) returns ``(loss, hits)``,
+        hits the number of scored positions whose most likely token is the target: a recall
+        task's accuracy without its logits.
         """
         self._check_transpoints(transpoints, input_ids.shape[1])
         if targets is not None and targets.shape != input_ids.shape:
@@ -160,6 +165,8 @@ class CausalLM(PretrainedMixin, nn.Module):
                 f"targets has shape {list(targets.shape)}, input_ids {list(input_ids.shape)}: "
                 "give one target per input position (ignore_index where unscored)"
             )
+        if count_hits and targets is None:
+            raise ZooError("count_hits counts the positions whose prediction is the target: pass targets too")
         x = self.embedding(input_ids)
         if transpoints is None:
             transpoints = self.default_transpoints(input_ids.shape[1])
@@ -168,6 +175,10 @@ class CausalLM(PretrainedMixin, nn.Module):
         hidden = self.final_norm(x)
         if targets is None:
             return self.lm_head(hidden)
+        if count_hits:
+            return chunked_linear_cross_entropy_and_hits(
+                hidden, self.lm_head.weight, targets, ignore_index=ignore_index, reduction=loss_reduction
+            )
         # the head's weight directly (a tied head's is the embedding's: autograd sums both uses)
         return chunked_linear_cross_entropy(
             hidden, self.lm_head.weight, targets, ignore_index=ignore_index, reduction=loss_reduction

@@ -89,6 +89,8 @@ class Trainer(CheckpointingMixin):
                 param_dtype=self.autocast_dtype,
                 recompile_limit=(variants + 8) * max(1, getattr(model, "n_layers", 1)),
             )
+        # zoo's CausalLM counts a recall task's hits beside its loss without forming the logits
+        self.counts_hits = "count_hits" in inspect.signature(model.forward).parameters
         if self.config.loss == "chunked" and "targets" not in inspect.signature(model.forward).parameters:
             raise ZooError(
                 f"loss=chunked needs a model whose forward takes targets (zoo's CausalLM does); "
@@ -211,7 +213,7 @@ class Trainer(CheckpointingMixin):
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         count = torch.zeros((), dtype=torch.long, device=self.device)
         batches = self.task.eval_batches(batch_size)
-        accuracy = self.task.metric == "accuracy"  # needs the argmax of the logits
+        accuracy = self.task.metric == "accuracy"  # counts the hits beside the loss
         if self.dist is not None:  # every rank its share, all in step (FSDP forwards are collective)
             batches = distributed.eval_share(batches, self.dist, IGNORE)
         for inputs, targets in batches:
@@ -219,10 +221,16 @@ class Trainer(CheckpointingMixin):
             transpoints = self.transpoints(inputs.shape[1], None)
             mask = targets != IGNORE
             count += mask.sum()
-            if accuracy or self.config.loss != "chunked":
+            if accuracy and self.counts_hits:  # loss and hits chunk by chunk: no logits [B,T,V]
+                kwargs = {"targets": targets, "loss_reduction": "sum", "ignore_index": IGNORE, "count_hits": True}
+                loss, hits = self._forward(inputs, transpoints, training=False, **kwargs)
+                loss_sum += loss.double()
+                correct += hits
+            elif accuracy or self.config.loss != "chunked":
                 logits = self._forward(inputs, transpoints, training=False).float()
                 loss_sum += F.cross_entropy(logits[mask], targets[mask], reduction="sum").double()
-                correct += (logits[mask].argmax(-1) == targets[mask]).sum()
+                if accuracy:
+                    correct += (logits[mask].argmax(-1) == targets[mask]).sum()
             else:  # text: the loss alone, without the logits
                 loss_sum += self.loss(inputs, targets, transpoints, reduction="sum", training=False).double()
         self.model.train()

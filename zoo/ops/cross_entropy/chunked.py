@@ -62,8 +62,10 @@ def _chunks(
     chunk_size: int,
     compute_dtype: torch.dtype,
     with_grads: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(loss, d loss / d hidden [N, D] in hidden's dtype, d loss / d weight [V, D] in weight's)."""
+    with_hits: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(loss, d loss / d hidden [N, D] in hidden's dtype, d loss / d weight [V, D] in weight's,
+    hits: the scored rows whose largest logit is the target's, a 0-d long count)."""
     accumulate = torch.promote_types(compute_dtype, torch.float32)
     scored = targets != ignore_index
     # mean: every row's gradient is divided by the global count, known before the first chunk
@@ -72,6 +74,7 @@ def _chunks(
     loss = torch.zeros((), dtype=accumulate, device=hidden.device)
     grad_rows: list[torch.Tensor] = []
     grad_weight = torch.zeros(weight.shape, dtype=accumulate, device=weight.device) if with_grads else None
+    hits = torch.zeros((), dtype=torch.long, device=hidden.device) if with_hits else None
     for start in range(0, hidden.shape[0], chunk_size):
         rows = hidden[start : start + chunk_size].to(compute_dtype)
         chunk_scored = scored[start : start + chunk_size]
@@ -80,6 +83,8 @@ def _chunks(
         logsumexp = torch.logsumexp(logits, dim=-1)
         picked = logits.gather(1, chunk_targets[:, None]).squeeze(1)
         loss = loss + torch.where(chunk_scored, logsumexp - picked, 0).sum()
+        if with_hits:  # argmax's first maximum, as over the full logits
+            hits = hits + (chunk_scored & (logits.argmax(-1) == chunk_targets)).sum()
         if not with_grads:
             continue
         row_weight = chunk_scored.to(accumulate)
@@ -96,9 +101,9 @@ def _chunks(
     if scale is not None:
         loss = loss * scale
     if not with_grads:
-        return loss, None, None
+        return loss, None, None, hits
     grad_hidden = torch.cat(grad_rows) if grad_rows else torch.zeros_like(hidden)  # N = 0: no chunk
-    return loss, grad_hidden, grad_weight.to(weight.dtype)
+    return loss, grad_hidden, grad_weight.to(weight.dtype), hits
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -113,7 +118,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         chunk_size: int,
         compute_dtype: torch.dtype,
     ) -> torch.Tensor:
-        loss, grad_hidden, grad_weight = _chunks(
+        loss, grad_hidden, grad_weight, _ = _chunks(
             hidden, weight, targets, ignore_index, reduction, chunk_size, compute_dtype, with_grads=True
         )
         ctx.save_for_backward(grad_hidden, grad_weight)
@@ -147,6 +152,52 @@ def chunked_linear_cross_entropy(
     ``chunk_size`` tokens per chunk (default :func:`default_chunk_size`). A tied head (weight
     shared with the embedding) gets its gradient summed with the embedding's by autograd.
     """
+    hidden, targets, chunk_size, compute_dtype = _prepare(hidden, weight, targets, reduction, chunk_size)
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _ChunkedLinearCrossEntropy.apply(
+            hidden, weight, targets, ignore_index, reduction, chunk_size, compute_dtype
+        )
+    loss, _, _, _ = _chunks(
+        hidden, weight, targets, ignore_index, reduction, chunk_size, compute_dtype, with_grads=False
+    )
+    return loss
+
+
+def chunked_linear_cross_entropy_and_hits(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For evaluation: (the loss of :func:`chunked_linear_cross_entropy`, hits), no gradients.
+
+    hits: how many scored rows have the target as their largest logit (the first of equal
+    maxima, as ``argmax`` over the full logits), a 0-d long tensor on the inputs' device. An
+    accuracy over a recall task's few scored positions costs one [C, V] chunk of logits at a
+    time instead of the [N, V] logits.
+    """
+    hidden, targets, chunk_size, compute_dtype = _prepare(hidden, weight, targets, reduction, chunk_size)
+    with torch.no_grad():
+        loss, _, _, hits = _chunks(
+            hidden,
+            weight,
+            targets,
+            ignore_index,
+            reduction,
+            chunk_size,
+            compute_dtype,
+            with_grads=False,
+            with_hits=True,
+        )
+    return loss, hits
+
+
+def _prepare(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str, chunk_size: int | None
+) -> tuple[torch.Tensor, torch.Tensor, int, torch.dtype]:
+    """Checked arguments: hidden [N, D], targets [N], the chunk size and the compute dtype."""
     check_reduction(reduction)
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(f"targets {list(targets.shape)} must match hidden {list(hidden.shape)} without its last dim")
@@ -155,10 +206,4 @@ def chunked_linear_cross_entropy(
     hidden = hidden.reshape(-1, hidden.shape[-1])
     targets = targets.reshape(-1)
     chunk_size = chunk_size or default_chunk_size(weight.shape[0], hidden.shape[0])
-    compute_dtype = _compute_dtype(hidden, weight)
-    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _ChunkedLinearCrossEntropy.apply(
-            hidden, weight, targets, ignore_index, reduction, chunk_size, compute_dtype
-        )
-    loss, _, _ = _chunks(hidden, weight, targets, ignore_index, reduction, chunk_size, compute_dtype, with_grads=False)
-    return loss
+    return hidden, targets, chunk_size, _compute_dtype(hidden, weight)

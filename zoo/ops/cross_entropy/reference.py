@@ -41,3 +41,19 @@ def linear_cross_entropy_reference(
     if reduction == "sum":
         return loss
     return loss / (targets != ignore_index).sum().clamp(min=1)
+
+
+def linear_cross_entropy_and_hits_reference(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the loss above, hits): hits counts the scored rows whose logits' argmax is the target."""
+    with torch.no_grad():
+        loss = linear_cross_entropy_reference(hidden, weight, targets, ignore_index, reduction)
+        logits = F.linear(hidden.reshape(-1, hidden.shape[-1]), weight)
+        targets = targets.reshape(-1)
+        hits = ((targets != ignore_index) & (logits.argmax(-1) == targets)).sum()
+    return loss, hits
