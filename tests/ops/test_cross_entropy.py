@@ -79,11 +79,29 @@ def test_hits_match_the_argmax_of_the_full_logits(case) -> None:
 
 
 def test_hits_never_count_ignored_rows() -> None:
-    hidden, weight, _ = _inputs(12, 8, 20, torch.float64)
-    targets = (hidden @ weight.T).argmax(-1)  # every row a hit ...
+    # identity head: a row's argmax is its largest hidden channel. Ignored rows point at token 0,
+    # the target an ignored row is given inside the loop, so counting one would show
+    weight = torch.eye(8, dtype=torch.float64)
+    hidden = torch.randn(12, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    hidden[::2] = 0.0
+    hidden[::2, 0] = 5.0
+    targets = hidden.argmax(-1)  # every row a hit ...
+    assert (targets[::2] == 0).all()
     targets[::2] = IGNORE  # ... but half not scored
-    _, hits = chunked_linear_cross_entropy_and_hits(hidden, weight, targets, chunk_size=5)
-    assert int(hits) == 6
+    for chunk in (1, 5, 12):
+        _, hits = chunked_linear_cross_entropy_and_hits(hidden, weight, targets, chunk_size=chunk)
+        assert int(hits) == 6
+
+
+def test_hits_break_ties_as_argmax_does_at_the_first_maximum() -> None:
+    weight = torch.eye(8, dtype=torch.bfloat16)
+    weight[7] = weight[3]  # tokens 3 and 7 tie in every row
+    hidden = torch.zeros(4, 8, dtype=torch.bfloat16)
+    hidden[:, 3] = 1.0
+    targets = torch.tensor([3, 7, 3, 7])
+    _, hits = chunked_linear_cross_entropy_and_hits(hidden, weight, targets, chunk_size=3)
+    _, want = linear_cross_entropy_and_hits_reference(hidden, weight, targets)
+    assert int(hits) == int(want) == 2  # the first copy is the prediction, the second never
 
 
 def test_bf16_within_bf16_tolerance_of_the_fp64_definition() -> None:

@@ -62,9 +62,9 @@ def test_random_schedule_draws_per_step_transpoints() -> None:
     seen = []
     original = model.forward
 
-    def forward(input_ids, *, transpoints=None, **kwargs):
+    def forward(input_ids, *, transpoints=None):
         seen.append(transpoints)
-        return original(input_ids, transpoints=transpoints, **kwargs)
+        return original(input_ids, transpoints=transpoints)
 
     model.forward = forward
     Trainer(model, _task(), TrainConfig(steps=4, batch_size=2, **FAST)).fit()

@@ -57,7 +57,7 @@ def test_recall_evaluation_counts_hits_without_logits_as_the_logits_would() -> N
     trainer = Trainer(build_for_task("transmamba-tiny", task), task, TrainConfig(steps=1, batch_size=4, **FAST))
     assert trainer.counts_hits
     chunked = trainer.evaluate()
-    trainer.counts_hits = False  # the path a model whose forward takes no targets gets
+    trainer.counts_hits = False  # the path of a model whose forward takes no count_hits
     logits = trainer.evaluate()
     assert chunked["eval_accuracy"] == logits["eval_accuracy"]
     assert chunked["eval_loss"] == pytest.approx(logits["eval_loss"], rel=1e-6)

@@ -129,7 +129,8 @@ class Trainer(CheckpointingMixin):
         return self.model.schedule.transpoints(self.model.n_layers, seq_len, step=step)
 
     def _forward(self, inputs: torch.Tensor, transpoints: list[int] | None, *, training: bool = True, **kwargs: Any):
-        """The model's output: logits, or with ``targets`` in ``kwargs`` its loss."""
+        """The model's output: logits, or with ``targets`` in ``kwargs`` its loss (and with
+        ``count_hits`` the pair (loss, hits))."""
         if transpoints is not None:
             kwargs["transpoints"] = transpoints
         model = self.forward_model if training or self.compile_eval else self.model
