@@ -59,7 +59,7 @@ def test_attention_forward(benchmark, name) -> None:
 
 
 @pytest.mark.parametrize("arch", ["transmamba", "transformer", "mamba2", "hybrid"])
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
 def test_model_forward(benchmark, arch, compiled) -> None:
     benchmark.group = "model-fwd-tiny-B4-T512"
     model = zoo.build(f"{arch}-tiny", compile=compiled)
