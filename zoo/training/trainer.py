@@ -89,9 +89,10 @@ class Trainer(CheckpointingMixin):
                 param_dtype=self.autocast_dtype,
                 recompile_limit=(variants + 8) * max(1, getattr(model, "n_layers", 1)),
             )
+        forward_params = inspect.signature(model.forward).parameters
         # zoo's CausalLM counts a recall task's hits beside its loss without forming the logits
-        self.counts_hits = "count_hits" in inspect.signature(model.forward).parameters
-        if self.config.loss == "chunked" and "targets" not in inspect.signature(model.forward).parameters:
+        self.counts_hits = "count_hits" in forward_params
+        if self.config.loss == "chunked" and "targets" not in forward_params:
             raise ZooError(
                 f"loss=chunked needs a model whose forward takes targets (zoo's CausalLM does); "
                 f"{type(model).__name__} does not: use loss=logits"
