@@ -176,6 +176,29 @@ def test_a_failed_rank_ends_the_others_with_one_line_and_the_checkpoint_resumes(
     assert [row["step"] for row in read_jsonl(out / "metrics.jsonl")] == list(range(1, latest.step + 2))
 
 
+_LAST_COLLECTIVE_THEN_EXIT = """
+import torch.distributed as dist
+from zoo.training import distributed
+
+with distributed.process_group("cpu") as job:  # job (and its mesh) lives on into finalisation
+    for _ in range(3):
+        payload = [{"step": 3}] if job.is_main else [None]
+        dist.broadcast_object_list(payload, src=0)
+"""
+
+
+@pytest.mark.slow
+def test_a_job_that_ends_on_a_collective_exits_cleanly_every_time(tmp_path) -> None:
+    """A gloo worker that frees a finished broadcast while the interpreter finalises aborts the
+    process; without the settling barrier in shutdown() about half of these jobs exit -6."""
+    script = tmp_path / "last_collective.py"
+    script.write_text(_LAST_COLLECTIVE_THEN_EXIT)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    for attempt in range(8):
+        result = subprocess.run(launch, capture_output=True, text=True, env=_env(), timeout=120)
+        assert result.returncode == 0, f"attempt {attempt}: {result.stderr[-2000:]}"
+
+
 def test_activation_checkpointing_is_validated_in_one_line() -> None:
     from zoo.cli.train import make_train_config
 

@@ -20,6 +20,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from zoo.errors import ZooError
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 T = TypeVar("T")
+# how long shutdown() leaves the GIL to gloo's worker threads after the last collective
+_WORKER_SETTLE_S = 0.1
 
 
 class RankFailedError(ZooError):
@@ -105,10 +108,23 @@ def init(device: str = "auto", timeout_s: float = 600.0) -> Distributed:
 
 
 def shutdown() -> None:
+    """Leave the job once every rank has finished its collectives.
+
+    A gloo worker thread frees each finished collective after its caller has moved on, and
+    freeing a tensor that Python held needs the GIL; a thread that asks for it while the
+    interpreter finalises aborts the process (SIGABRT after a successful run;
+    pytorch/pytorch issue 190489). So the last collective is a barrier whose Work this thread holds: the
+    pause lets the workers drop their references (no GIL needed while ours is alive), and
+    the barrier, with every collective it waited for, is then freed here, under the GIL."""
     global _current
     _current = None
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    last = dist.barrier(async_op=True)
+    last.wait()
+    time.sleep(_WORKER_SETTLE_S)  # releases the GIL
+    del last
+    dist.destroy_process_group()
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> NoReturn:
