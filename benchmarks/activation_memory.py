@@ -6,7 +6,9 @@ the way ``zoo.build(compile=True)`` compiles it, and sizes what the step keeps f
 from the partitioned forward graph: nothing runs and no activation is allocated, so the 400m
 presets at 32K tokens per step profile on a CPU (the Triton kernels' fake kernels size their
 outputs; TRITON_INTERPRET=1 is set so the plugin builds without a GPU). ``--states`` adds a
-row per SSD model for each way of keeping the SSD's chunk states (``save`` / ``recompute``).
+row per SSD model for each way of keeping the SSD's chunk states (``save`` / ``recompute``),
+``--norm-output`` one for each way of keeping the gated norm's output (the ``norm`` backend's
+``output``; without activation checkpointing only: the policies recompute the norm anyway).
 
     python benchmarks/activation_memory.py                          # 400m, B=4 x T=8192
     python benchmarks/activation_memory.py --size tiny --batch 2 --seq-len 64 --out /tmp/mem
@@ -36,17 +38,18 @@ GIB = 2**30
 SSD_SLOTS = ("ssm", "converter")
 
 
-def _backends(model: str, states: str | None) -> dict[str, str]:
+def _backends(model: str, states: str | None, norm_output: str = "save") -> dict[str, str]:
     """What ``auto`` picks on CUDA, spelled out (on this CPU ``auto`` would pick PyTorch). The
     TransMamba prefix attention's q/k (d_state wide) and values (headdim wide) differ in width:
     on CUDA the sdpa backend cuts the values into q/k-wide slices for the fused kernels
     (``fold_slices``), on a CPU it would take the math kernel, which keeps the score matrix."""
     ssd = "triton" if states is None else f"triton:states={states}"
     attention = "sdpa:grouping=fold_slices" if model.startswith("transmamba") else "sdpa"
-    return {"ssm": ssd, "converter": ssd, "conv": "triton", "attention": attention, "norm": "torch"}
+    norm = "torch" if norm_output == "save" else f"torch:output={norm_output}"
+    return {"ssm": ssd, "converter": ssd, "conv": "triton", "attention": attention, "norm": norm}
 
 
-def _row(model: str, size: str, states: str | None, ac: str, args: argparse.Namespace) -> dict:
+def _row(model: str, size: str, states: str | None, ac: str, norm_output: str, args: argparse.Namespace) -> dict:
     import zoo
     from zoo.overrides import spec_with_backends
     from zoo.training.distributed import prepare_model
@@ -55,14 +58,15 @@ def _row(model: str, size: str, states: str | None, ac: str, args: argparse.Name
     from zoo.training.throughput import preset_name
 
     preset = preset_name(model, size)
-    spec, applied = spec_with_backends(resolve_spec(preset), _backends(model, states))
+    spec, applied = spec_with_backends(resolve_spec(preset), _backends(model, states, norm_output))
     if states is not None and not set(SSD_SLOTS) & applied:
         return {}
     built = zoo.build(spec, device="cpu", compile=False, allow_large=True)
     prepare_model(built, context=None, activation_checkpointing=ac)  # the trainer's wrapping (none: nothing)
     start = time.perf_counter()
     memory = profile_training_memory(built, batch=args.batch, seq_len=args.seq_len, loss=args.loss)
-    row = {"model": preset, "states": states or "-", "ac": ac, "trace_s": round(time.perf_counter() - start, 1)}
+    row = {"model": preset, "states": states or "-", "norm_output": norm_output if states else "-", "ac": ac}
+    row["trace_s"] = round(time.perf_counter() - start, 1)
     row.update(memory.to_dict())
     del built
     return row
@@ -70,20 +74,21 @@ def _row(model: str, size: str, states: str | None, ac: str, args: argparse.Name
 
 def _markdown(rows: list[dict], top: int) -> str:
     lines = [
-        "| model | SSD states | activation checkpointing | params | saved activations GiB | logits + loss GiB "
-        "| weights, grads, AdamW GiB | sum GiB |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| model | SSD states | norm output | activation checkpointing | params | saved activations GiB "
+        "| logits + loss GiB | weights, grads, AdamW GiB | sum GiB |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['model']} | {row['states']} | {row['ac']} | {row['n_params'] / 1e6:.1f}M | "
+            f"| {row['model']} | {row['states']} | {row['norm_output']} | {row['ac']} | {row['n_params'] / 1e6:.1f}M | "
             f"{row['saved_bytes'] / GIB:.2f} | "
             f"{row['loss_bytes'] / GIB:.2f} | {row['state_bytes'] / GIB:.2f} | {row['total_bytes'] / GIB:.2f} |"
         )
     for row in rows:
         lines += [
             "",
-            f"**{row['model']}** (SSD states: {row['states']}, activation checkpointing: {row['ac']}), "
+            f"**{row['model']}** (SSD states: {row['states']}, norm output: {row['norm_output']}, "
+            f"activation checkpointing: {row['ac']}), "
             "largest saved sites:",
             "",
         ]
@@ -97,6 +102,15 @@ def _markdown(rows: list[dict], top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _variants(model: str, ac: str, args: argparse.Namespace) -> list[tuple[str | None, str]]:
+    """(SSD states, norm output) of each row: the transformer has neither; a checkpointing policy
+    recomputes the norm whatever its backend keeps, so those rows keep the default."""
+    if model == "transformer":
+        return [(None, "save")]
+    outputs = args.norm_output if ac == "none" else ["save"]
+    return [(states, output) for output in outputs for states in args.states]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["transformer", "transmamba", "mamba2", "hybrid"])
@@ -105,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=8192)
     parser.add_argument("--loss", choices=("logits", "chunked"), default="logits")
     parser.add_argument("--states", nargs="+", choices=("save", "recompute"), default=["save", "recompute"])
+    parser.add_argument(
+        "--norm-output",
+        nargs="+",
+        choices=("save", "recompute"),
+        default=["save", "recompute"],
+        help="the gated norm's output kept or recomputed (SSD models, rows without checkpointing)",
+    )
     parser.add_argument(
         "--ac",
         nargs="+",
@@ -122,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models:
         for ac in args.ac:
-            for states in [None] if model == "transformer" else args.states:
-                label = f"{model}-{args.size} states={states or '-'} ac={ac}"
+            for states, norm_output in _variants(model, ac, args):
+                label = f"{model}-{args.size} states={states or '-'} norm={norm_output} ac={ac}"
                 print(f"{label}: tracing ...", file=sys.stderr, flush=True)
                 try:
-                    row = _row(model, args.size, states, ac, args)
+                    row = _row(model, args.size, states, ac, norm_output, args)
                 except ZooError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2

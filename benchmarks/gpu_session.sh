@@ -21,6 +21,8 @@
 #                    with norm: torch and norm: triton (the A/B that decides norm's auto on CUDA)
 #   states           transmamba-400m and mamba2-400m training at T=8192 with the SSD's chunk states
 #                    saved and recomputed (tokens/s and peak memory: the A/B that decides the default)
+#   norm-output      transmamba-400m and mamba2-400m training at T=8192 (SSD states recomputed) with the
+#                    gated norm's output saved and recomputed (the A/B that decides norm's output default)
 #   ac               transformer, transmamba and mamba2 400m training at T=8192 without and with
 #                    selective activation checkpointing (SSD states recomputed): speed and peak memory
 #   decode           compiled decode at 32K context (batch 1 and 8), then kernel profiles
@@ -140,6 +142,14 @@ case "$job" in
       step "${STATES_TRAIN_LIMIT:-280}" "train_states_$states" python3 -m zoo bench --suite train \
         --models transmamba mamba2 --size 400m --seq-lens 8192 --steps 10 --warmup 3 --backend "ssm=$ssd" \
         --backend "converter=$ssd" --no-plot --out "$work/train_states_$states"
+    done
+    ;;
+  norm-output)
+    for output in save recompute; do
+      step "${NORM_OUTPUT_TRAIN_LIMIT:-280}" "train_norm_output_$output" python3 -m zoo bench --suite train \
+        --models transmamba mamba2 --size 400m --seq-lens 8192 --steps 10 --warmup 3 \
+        --backend "ssm=triton:states=recompute" --backend "converter=triton:states=recompute" \
+        --backend "norm=torch:output=$output" --no-plot --out "$work/train_norm_output_$output"
     done
     ;;
   ac)

@@ -120,3 +120,68 @@ def test_selective_checkpointing_over_the_triton_plugin_keeps_the_numbers(monkey
     torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
     for name, grad in results[0][1].items():
         torch.testing.assert_close(results[1][1][name], grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+# ---------------------------------------------------------------- norm: output=recompute
+
+
+def _with_norm_output(preset: str, output: str, *, layers: int | None = None) -> torch.nn.Module:
+    from zoo.overrides import spec_with_backends
+    from zoo.training.runs import resolve_spec
+
+    spec, _ = spec_with_backends(resolve_spec(preset), {"norm": f"torch:output={output}"})
+    if layers is not None:
+        spec["layers"] = spec["layers"][:layers]
+    torch.manual_seed(0)
+    return zoo.build(spec)
+
+
+@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
+def test_norm_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    saved = _loss_and_grads(_with_norm_output(preset, "save"), ids)
+    calls = [0]
+    real = torch.utils.checkpoint.checkpoint
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    model = _with_norm_output(preset, "recompute")
+    recomputed = _loss_and_grads(model, ids)
+    assert calls[0] >= len(model.blocks)  # each block's norm ran under the checkpoint
+    torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)
+    for name, grad in saved[1].items():
+        torch.testing.assert_close(recomputed[1][name], grad, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_norm_output_recompute_under_selective_checkpointing_compiles_and_matches(monkeypatch) -> None:
+    """The norm's own checkpoint nested in a block's selective one, fullgraph (aot_eager)."""
+    import zoo.compile
+
+    options = zoo.compile.compile_options
+    monkeypatch.setattr(zoo.compile, "compile_options", lambda **kw: options(**{**kw, "backend": "aot_eager"}))
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    results = []
+    for output, policy, compile in (("save", "none", False), ("recompute", "selective", True)):
+        model = _with_norm_output("transmamba-tiny", output, layers=2)
+        distributed.prepare_model(model, context=None, activation_checkpointing=policy, compile=compile)
+        results.append(_loss_and_grads(model, ids))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
+def test_norm_output_recompute_drops_the_saved_norm_output_under_compile(preset: str) -> None:
+    memory = {
+        output: profile_training_memory(_with_norm_output(preset, output), batch=2, seq_len=64)
+        for output in ("save", "recompute")
+    }
+    site = ("blocks.*.mixer.ssd.norm", "prims.convert_element_type")
+    ops = {output: {(s.where, s.op) for s in m.saved} for output, m in memory.items()}
+    assert site in ops["save"] and site not in ops["recompute"]
+    assert memory["recompute"].saved_bytes < memory["save"].saved_bytes

@@ -19,10 +19,11 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+import torch.utils.checkpoint
+from pydantic import BaseModel, ConfigDict, Field
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -182,6 +183,17 @@ class ConvBackend(Backend):
         return self.op(x, weight, bias, split_sizes=split_sizes, **self.options)
 
 
+class NormParams(BackendParams):
+    """What every norm backend accepts (a backend's own Params extend it)."""
+
+    output: Literal["save", "recompute"] = Field(
+        "save",
+        description="the normed output, which out_proj's backward needs: 'save' keeps it from the "
+        "forward; 'recompute' keeps only the norm's inputs (y and z, kept anyway) and runs the norm "
+        "again in the backward (torch.utils.checkpoint; under torch.compile the output is not saved)",
+    )
+
+
 class NormBackend(Backend):
     """The SSD mixers' output norm: gated RMSNorm per group of channels (Mamba2's).
 
@@ -193,6 +205,14 @@ class NormBackend(Backend):
     backend holds no parameters and checkpoints do not depend on it.
     """
 
+    Params: ClassVar[type[BaseModel]] = NormParams
+
+    def build_options(self) -> dict[str, Any]:
+        options = super().build_options()
+        # how the output is kept is this class's business (__call__), not the op's
+        self.recompute_output = options.pop("output", "save") == "recompute"
+        return options
+
     def __call__(
         self,
         y: torch.Tensor,
@@ -202,4 +222,16 @@ class NormBackend(Backend):
         n_groups: int,
         eps: float,
     ) -> torch.Tensor:
+        if self.recompute_output:  # fixed at build time: torch.compile sees one branch
+            return torch.utils.checkpoint.checkpoint(
+                self.op,
+                y,
+                z,
+                weight,
+                n_groups=n_groups,
+                eps=eps,
+                **self.options,
+                use_reentrant=False,
+                preserve_rng_state=False,  # the norm draws no random numbers
+            )
         return self.op(y, z, weight, n_groups=n_groups, eps=eps, **self.options)

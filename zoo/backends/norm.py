@@ -6,6 +6,8 @@ normed channels) and ``n_groups`` (G); unknown keys are ignored.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from zoo.backends.base import FLOAT_DTYPES, NormBackend
@@ -18,6 +20,7 @@ class TorchNorm(NormBackend):
     """Gate, group mean square and scale in PyTorch, fused by inductor (any device, any float dtype)."""
 
     op = staticmethod(gated_rms_norm)
+    conformance_params: ClassVar[list[dict]] = [{}, {"output": "recompute"}]
 
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         if dtype not in FLOAT_DTYPES:

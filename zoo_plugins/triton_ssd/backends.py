@@ -196,6 +196,7 @@ class TritonNorm(_TritonKernels, NormBackend):
     dtype_note: ClassVar[str] = " (the kernels compute in fp32)"
     op = staticmethod(gated_rms_norm)
     recomputable_ops: ClassVar[tuple[str, ...]] = ("zoo_triton_ssd::gated_rms_norm_fwd",)
+    conformance_params: ClassVar[list[dict]] = [{}, {"output": "recompute"}]
 
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         ok, why = super().supports(device=device, dtype=dtype, **shapes)
