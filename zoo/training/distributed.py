@@ -175,9 +175,11 @@ def process_group(device: str = "auto", timeout_s: float = 600.0) -> Iterator[Di
         signal.signal(signal.SIGTERM, previous)
         if failed:
             # Leaving the group is itself a collective on some backends: after a failure,
-            # let the process exit instead of waiting for peers that will not come.
+            # let the process exit instead of waiting for peers that will not come; the
+            # pause still lets gloo's workers free the failed collectives (see shutdown()).
             global _current
             _current = None
+            time.sleep(_WORKER_SETTLE_S)
         else:
             shutdown()
 
