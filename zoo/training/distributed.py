@@ -112,10 +112,11 @@ def shutdown() -> None:
 
     A gloo worker thread frees each finished collective after its caller has moved on, and
     freeing a tensor that Python held needs the GIL; a thread that asks for it while the
-    interpreter finalises aborts the process (SIGABRT after a successful run;
-    pytorch/pytorch issue 190489). So the last collective is a barrier whose Work this thread holds: the
-    pause lets the workers drop their references (no GIL needed while ours is alive), and
-    the barrier, with every collective it waited for, is then freed here, under the GIL."""
+    interpreter finalises aborts the process (SIGABRT after a successful run; PyTorch's
+    GIL acquire in its tensor decref does not check for finalisation). So the last
+    collective is a barrier whose Work this thread holds: the pause lets the workers drop
+    their references (no GIL needed while ours is alive), and the barrier, with every
+    collective it waited for, is then freed here, under the GIL."""
     global _current
     _current = None
     if not dist.is_initialized():
@@ -162,6 +163,7 @@ def process_group(device: str = "auto", timeout_s: float = 600.0) -> Iterator[Di
     failed = False
     try:
         yield context
+        shutdown()  # its barrier is a collective too: a peer lost now is reported as any other
     except BaseException as exc:
         failed = True
         if not _collective_failure(exc) or os.environ.get("ZOO_DEBUG"):
@@ -180,8 +182,6 @@ def process_group(device: str = "auto", timeout_s: float = 600.0) -> Iterator[Di
             global _current
             _current = None
             time.sleep(_WORKER_SETTLE_S)
-        else:
-            shutdown()
 
 
 def exec_torchrun(nproc: int, argv: Sequence[str]) -> NoReturn:
