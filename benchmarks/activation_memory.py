@@ -65,7 +65,12 @@ def _row(model: str, size: str, states: str | None, ac: str, norm_output: str, a
     prepare_model(built, context=None, activation_checkpointing=ac)  # the trainer's wrapping (none: nothing)
     start = time.perf_counter()
     memory = profile_training_memory(built, batch=args.batch, seq_len=args.seq_len, loss=args.loss)
-    row = {"model": preset, "states": states or "-", "norm_output": norm_output if states else "-", "ac": ac}
+    row = {
+        "model": preset,
+        "states": states or "-",
+        "norm_output": "-" if model == "transformer" else norm_output,
+        "ac": ac,
+    }
     row["trace_s"] = round(time.perf_counter() - start, 1)
     row.update(memory.to_dict())
     del built

@@ -151,9 +151,11 @@ def test_norm_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str)
     model = _with_norm_output(preset, "recompute")
     recomputed = _loss_and_grads(model, ids)
     assert calls[0] >= len(model.blocks)  # each block's norm ran under the checkpoint
-    torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)
+    # mamba2: the same ops again, bit for bit; transmamba: out_proj per row block, rounding apart
+    tol = {"rtol": 0, "atol": 0} if preset.startswith("mamba2") else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(recomputed[0], saved[0], **tol)
     for name, grad in saved[1].items():
-        torch.testing.assert_close(recomputed[1][name], grad, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(recomputed[1][name], grad, **tol, msg=name)
 
 
 @pytest.mark.slow
@@ -181,7 +183,11 @@ def test_norm_output_recompute_drops_the_saved_norm_output_under_compile(preset:
         output: profile_training_memory(_with_norm_output(preset, output), batch=2, seq_len=64)
         for output in ("save", "recompute")
     }
-    site = ("blocks.*.mixer.ssd.norm", "prims.convert_element_type")
     ops = {output: {(s.where, s.op) for s in m.saved} for output, m in memory.items()}
-    assert site in ops["save"] and site not in ops["recompute"]
+    # the norm's output, and in transmamba's blocks with 0 < P < T the join of its row blocks
+    sites = [("blocks.*.mixer.ssd.norm", "prims.convert_element_type")]
+    if preset.startswith("transmamba"):
+        sites.append(("blocks.*.mixer", "aten.cat"))
+    for site in sites:
+        assert site in ops["save"] and site not in ops["recompute"], site
     assert memory["recompute"].saved_bytes < memory["save"].saved_bytes

@@ -206,6 +206,8 @@ class NormBackend(Backend):
     """
 
     Params: ClassVar[type[BaseModel]] = NormParams
+    # set from ``output`` by build_options; False for a backend whose Params lack the field
+    recompute_output: bool = False
 
     def build_options(self) -> dict[str, Any]:
         options = super().build_options()
@@ -222,7 +224,8 @@ class NormBackend(Backend):
         n_groups: int,
         eps: float,
     ) -> torch.Tensor:
-        if self.recompute_output:  # fixed at build time: torch.compile sees one branch
+        # recompute_output is fixed at build time and grad mode is a guard: compile sees one branch
+        if self.recompute_output and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(
                 self.op,
                 y,
