@@ -108,11 +108,12 @@ def _markdown(rows: list[dict], top: int) -> str:
 
 
 def _variants(model: str, ac: str, args: argparse.Namespace) -> list[tuple[str | None, str]]:
-    """(SSD states, norm output) of each row: the transformer has neither; a checkpointing policy
-    recomputes the norm whatever its backend keeps, so those rows keep the default."""
+    """(SSD states, norm output) of each row: the transformer has neither; ``selective`` and
+    ``full`` recompute the norm whatever its backend keeps, so those rows keep the default
+    (``cheap`` recomputes only the Triton norm: its rows vary the PyTorch norm's output)."""
     if model == "transformer":
         return [(None, "save")]
-    outputs = args.norm_output if ac == "none" else ["save"]
+    outputs = args.norm_output if ac in ("none", "cheap") else ["save"]
     return [(states, output) for output in outputs for states in args.states]
 
 
@@ -134,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ac",
         nargs="+",
-        choices=("none", "selective", "full"),
-        default=["none", "selective"],
+        choices=("none", "selective", "cheap", "full"),
+        default=["none", "cheap", "selective"],
         help="activation checkpointing, as the trainer applies it (zoo.training.distributed.prepare_model)",
     )
     parser.add_argument("--top", type=int, default=8, help="sites per model in the markdown")

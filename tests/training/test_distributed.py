@@ -203,7 +203,7 @@ def test_activation_checkpointing_is_validated_in_one_line() -> None:
     from zoo.cli.train import make_train_config
 
     with pytest.raises(
-        ZooError, match=r"^--activation-checkpointing 'some': .*none, full, selective or a block interval"
+        ZooError, match=r"^--activation-checkpointing 'some': .*none, full, selective, cheap or a block interval"
     ):
         make_train_config({"activation_checkpointing": "some"})
     for bad in (0, -2, True, 1.5):

@@ -191,3 +191,59 @@ def test_norm_output_recompute_drops_the_saved_norm_output_under_compile(preset:
     for site in sites:
         assert site in ops["save"] and site not in ops["recompute"], site
     assert memory["recompute"].saved_bytes < memory["save"].saved_bytes
+
+
+# ---------------------------------------------------------------- the cheap policy
+
+
+def test_the_cheap_policy_recomputes_only_declared_ops_and_leaves_aten_to_the_partition() -> None:
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    from zoo.training.recompute import cheap_decision
+
+    aten = torch.ops.aten
+    cheap = frozenset({"zoo_triton_ssd::causal_conv1d_fwd"})
+    assert cheap_decision("zoo_triton_ssd::causal_conv1d_fwd", cheap) is CheckpointPolicy.PREFER_RECOMPUTE
+    for op in (aten.mm.default, aten.mul.Tensor, aten.silu.default, aten.cat.default):
+        assert cheap_decision(op, cheap) is CheckpointPolicy.PREFER_SAVE, op
+    assert cheap_decision("zoo_triton_ssd::ssd_fwd", cheap) is CheckpointPolicy.MUST_SAVE
+
+
+def _triton_conv_model(preset: str, layers: int = 2) -> torch.nn.Module:
+    from zoo.overrides import spec_with_backends
+    from zoo.training.runs import resolve_spec
+
+    pytest.importorskip("triton")
+    spec, _ = spec_with_backends(resolve_spec(preset), {"conv": "triton"})
+    spec["layers"] = spec["layers"][:layers]
+    torch.manual_seed(0)
+    return zoo.build(spec)
+
+
+@pytest.mark.slow
+def test_the_cheap_policy_keeps_the_numbers_over_the_triton_conv() -> None:
+    """Eager, Triton interpreter: the conv recomputed in the backward, losses and gradients equal."""
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    results = []
+    for policy in ("none", "cheap"):
+        model = _triton_conv_model("transmamba-tiny")
+        distributed.prepare_model(model, context=None, activation_checkpointing=policy)
+        results.append(_loss_and_grads(model, ids))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.slow
+def test_the_cheap_policy_drops_the_conv_outputs_and_nothing_else() -> None:
+    """Traced as compiled: the conv's outputs go; every other site keeps its size."""
+    memory = {}
+    for policy in ("none", "cheap"):
+        model = _triton_conv_model("mamba2-tiny", layers=4)
+        distributed.prepare_model(model, context=None, activation_checkpointing=policy)
+        memory[policy] = profile_training_memory(model, batch=2, seq_len=64)
+    sites = {policy: {(s.where, s.op): s.nbytes for s in m.saved} for policy, m in memory.items()}
+    conv = [site for site in sites["none"] if "causal_conv1d_fwd" in site[1]]
+    assert conv and not any("causal_conv1d_fwd" in site[1] for site in sites["cheap"])
+    assert memory["cheap"].saved_bytes < memory["none"].saved_bytes
+    assert sites["cheap"] == {site: n for site, n in sites["none"].items() if site not in conv}

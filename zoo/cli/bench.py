@@ -136,7 +136,7 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
     )
     group.add_argument(
         "--ac",
-        choices=["none", "selective", "full"],
+        choices=["none", "selective", "cheap", "full"],
         default="none",
         help="activation checkpointing as the trainer applies it (each block compiled on its own); default none: "
         "the whole model compiled as one graph",

@@ -176,9 +176,10 @@ def add_distributed_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--activation-checkpointing",
         default="none",
-        metavar="none|full|selective|K",
+        metavar="none|full|selective|cheap|K",
         help="recompute activations in backward: none (default), full (every block), selective (every block "
-        "keeps its matmul, attention and SSD outputs and recomputes the rest) or full on every K-th block",
+        "keeps its matmul, attention and SSD outputs and recomputes the rest), cheap (every block recomputes "
+        "only the ops its backends declare cheap: the Triton conv and norm) or full on every K-th block",
     )
     group.add_argument(
         "--dist-timeout",

@@ -44,8 +44,9 @@ class TrainConfig(BaseModel):
     keep_last: StrictInt = Field(3, ge=1, le=1 << 20)
     progress: StrictBool = True
     # recompute activations in backward: "none", "full" (every block), "selective" (every block
-    # keeps its matmul, attention and SSD outputs, recomputes the rest) or k (full, every k-th block)
-    activation_checkpointing: Literal["none", "full", "selective"] | StrictInt = "none"
+    # keeps its matmul, attention and SSD outputs, recomputes the rest), "cheap" (every block
+    # recomputes only the custom ops backends declare cheap) or k (full, every k-th block)
+    activation_checkpointing: Literal["none", "full", "selective", "cheap"] | StrictInt = "none"
     dist_timeout: float = Field(600.0, gt=0, le=86400)  # how long a collective waits for a peer
     # "logits": the model returns logits, cross-entropy in fp32 outside it; "chunked": the model
     # computes the loss in its forward without the [B, T, V] logits (zoo.ops.cross_entropy)
@@ -56,12 +57,12 @@ class TrainConfig(BaseModel):
     def _known_checkpointing(cls, value: Any) -> Any:
         if isinstance(value, str) and value.isdigit():
             value = int(value)
-        if value in ("none", "full", "selective") or (
+        if value in ("none", "full", "selective", "cheap") or (
             isinstance(value, int) and not isinstance(value, bool) and value >= 1
         ):
             return value
         raise ValueError(
-            f"{str(value)[:40]!r} is not none, full, selective or a block interval k >= 1 (every k-th block)"
+            f"{str(value)[:40]!r} is not none, full, selective, cheap or a block interval k >= 1 (every k-th block)"
         )
 
     @field_validator("device")

@@ -217,11 +217,11 @@ def strip_nproc(argv: Sequence[str]) -> list[str]:
 
 
 def checkpointed_blocks(n_blocks: int, policy: str | int) -> list[int]:
-    """Indices of the blocks whose activations are recomputed: none, all (``full`` and
-    ``selective``), or every k-th."""
+    """Indices of the blocks whose activations are recomputed: none, all (``full``,
+    ``selective`` and ``cheap``), or every k-th."""
     if policy == "none":
         return []
-    if policy in ("full", "selective"):
+    if policy in ("full", "selective", "cheap"):
         return list(range(n_blocks))
     return [i for i in range(n_blocks) if i % int(policy) == int(policy) - 1]
 
@@ -262,8 +262,9 @@ def prepare_model(
     All blocks share one compiled region, so blocks of one shape compile once.
     ``activation_checkpointing``: ``none``; ``full`` (a block keeps only its input and runs
     again in the backward); ``selective`` (every block keeps its matmul, attention and SSD
-    outputs and recomputes the rest: :mod:`zoo.training.recompute`); k (``full`` on every
-    k-th block).
+    outputs and recomputes the rest: :mod:`zoo.training.recompute`); ``cheap`` (every block
+    recomputes only the custom ops its backends declare cheap, the Triton conv and norm); k
+    (``full`` on every k-th block).
     """
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, nn.ModuleList):
@@ -277,6 +278,10 @@ def prepare_model(
         from zoo.training.recompute import selective_context
 
         recompute = _recomputed_runner(selective_context())
+    elif activation_checkpointing == "cheap":
+        from zoo.training.recompute import cheap_context
+
+        recompute = _recomputed_runner(cheap_context())
     else:
         recompute = _recomputed_runner()
     if compile:

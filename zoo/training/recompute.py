@@ -62,3 +62,37 @@ def selective_context(recomputable: frozenset[str] | None = None) -> Callable[[]
     """The ``context_fn`` of :func:`torch.utils.checkpoint.checkpoint` for this policy."""
     policy = _policy(declared_recomputable() if recomputable is None else recomputable)
     return functools.partial(create_selective_checkpoint_contexts, policy)
+
+
+def cheap_decision(op: Any, recomputable: Iterable[str]) -> CheckpointPolicy:
+    """The ``cheap`` policy: recompute only the custom ops backends declare cheap (the Triton
+    causal conv and norm); every aten op is PREFER_SAVE, which leaves it to the compiler's
+    partition exactly as without checkpointing; any other custom op is kept."""
+    name = op.name() if hasattr(op, "name") else str(op)
+    namespace = name.partition("::")[0]
+    if name in recomputable:
+        return CheckpointPolicy.PREFER_RECOMPUTE
+    if namespace in ("aten", "prims"):
+        return CheckpointPolicy.PREFER_SAVE
+    return CheckpointPolicy.MUST_SAVE
+
+
+def cheap_context(recomputable: frozenset[str] | None = None) -> Callable[[], Any]:
+    """The ``context_fn`` for ``--activation-checkpointing cheap``.
+
+    What it is for: the causal conv's outputs (x, B, C) are read by the SSD scan, the prefix
+    attention and the converter, which all keep their inputs, so a step keeps them whatever the
+    conv itself saves. Recomputing the conv in the backward needs the conv and its readers in
+    one checkpointed region, which this policy makes of each block without changing anything
+    else the compiled step keeps. Meant for compiled training: eager, the policy's cache holds
+    every op output it does not recompute."""
+    names = declared_recomputable() if recomputable is None else recomputable
+
+    @functools.cache
+    def decide(op: Any) -> CheckpointPolicy:
+        return cheap_decision(op, names)
+
+    def policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+        return decide(op)
+
+    return functools.partial(create_selective_checkpoint_contexts, policy)
