@@ -24,7 +24,7 @@
 #   norm-output      transmamba-400m and mamba2-400m training at T=8192 (SSD states recomputed) with the
 #                    gated norm's output saved and recomputed (the A/B that decides norm's output default)
 #   ac               transformer, transmamba and mamba2 400m training at T=8192 under each activation
-#                    checkpointing policy in AC_POLICIES (default "none cheap selective"; SSD states
+#                    checkpointing policy in AC_POLICIES (default "none cheap"; "selective" too; SSD states
 #                    recomputed): speed and peak memory
 #   decode           compiled decode at 32K context (batch 1 and 8), then kernel profiles
 #   autotune         decode at 32K, batch 1, compiled with max-autotune
@@ -154,7 +154,7 @@ case "$job" in
     done
     ;;
   ac)
-    for ac in ${AC_POLICIES:-none cheap selective}; do
+    for ac in ${AC_POLICIES:-none cheap}; do
       step "${AC_TRAIN_LIMIT:-290}" "train_ac_$ac" python3 -m zoo bench --suite train \
         --models transformer transmamba mamba2 --size 400m --seq-lens 8192 --steps 6 --warmup 2 --ac "$ac" \
         --backend "ssm=triton:states=recompute" --backend "converter=triton:states=recompute" --no-plot \

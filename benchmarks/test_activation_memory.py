@@ -15,19 +15,23 @@ import activation_memory  # noqa: E402
 @pytest.mark.slow
 def test_rows_for_the_norm_output_and_what_each_keeps(tmp_path) -> None:
     args = ["--models", "mamba2", "transformer", "--size", "tiny", "--batch", "2", "--seq-len", "64"]
-    args += ["--states", "save", "--norm-output", "save", "recompute", "--ac", "none", "selective"]
+    args += ["--states", "save", "--norm-output", "save", "recompute", "--ac", "none", "cheap", "selective"]
     assert activation_memory.main([*args, "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "activation_memory.json").read_text())["rows"]
     keys = [(row["model"], row["norm_output"], row["ac"]) for row in rows]
-    # the policies recompute the norm anyway: no norm-output variants under selective
+    # selective recomputes the norm anyway: no norm-output variants under it (cheap has them)
     assert keys == [
         ("mamba2-tiny", "save", "none"),
         ("mamba2-tiny", "recompute", "none"),
+        ("mamba2-tiny", "save", "cheap"),
+        ("mamba2-tiny", "recompute", "cheap"),
         ("mamba2-tiny", "save", "selective"),
         ("transformer-tiny", "-", "none"),
+        ("transformer-tiny", "-", "cheap"),
         ("transformer-tiny", "-", "selective"),
     ]
     saved = {key: row["saved_bytes"] for key, row in zip(keys, rows, strict=True)}
     assert saved["mamba2-tiny", "recompute", "none"] < saved["mamba2-tiny", "save", "none"]
     assert saved["mamba2-tiny", "save", "selective"] < saved["mamba2-tiny", "recompute", "none"]
+    assert saved["mamba2-tiny", "save", "cheap"] < saved["mamba2-tiny", "save", "none"]  # the Triton conv
     assert "| mamba2-tiny | save | recompute | none |" in (tmp_path / "activation_memory.md").read_text()

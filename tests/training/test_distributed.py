@@ -224,7 +224,7 @@ def _ac_model_and_task():
     return build_for_task(spec, task), task
 
 
-@pytest.mark.parametrize("policy", ["full", 2, "selective"])
+@pytest.mark.parametrize("policy", ["full", 2, "selective", "cheap"])
 def test_activation_checkpointing_keeps_losses_and_gradients(policy) -> None:
     from zoo.training import TrainConfig, Trainer
 

@@ -223,12 +223,29 @@ def _triton_conv_model(preset: str, layers: int = 2) -> torch.nn.Module:
 @pytest.mark.slow
 def test_the_cheap_policy_keeps_the_numbers_over_the_triton_conv() -> None:
     """Eager, Triton interpreter: the conv recomputed in the backward, losses and gradients equal."""
+    from zoo.training import recompute
+
     ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    results = []
-    for policy in ("none", "cheap"):
-        model = _triton_conv_model("transmamba-tiny")
-        distributed.prepare_model(model, context=None, activation_checkpointing=policy)
-        results.append(_loss_and_grads(model, ids))
+    decided: list[str] = []
+    real = recompute.cheap_decision
+
+    def recording(op, names):
+        decision = real(op, names)
+        decided.append(f"{op}:{decision.name}")
+        return decision
+
+    recompute.cheap_decision = recording
+    try:
+        results = []
+        for policy in ("none", "cheap"):
+            model = _triton_conv_model("transmamba-tiny")
+            distributed.prepare_model(model, context=None, activation_checkpointing=policy)
+            results.append(_loss_and_grads(model, ids))
+    finally:
+        recompute.cheap_decision = real
+    # the policy ran, and recomputed the conv (not every op, as full checkpointing would)
+    assert any("causal_conv1d_fwd" in d and d.endswith("PREFER_RECOMPUTE") for d in decided)
+    assert any(d.endswith("PREFER_SAVE") for d in decided)
     torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
     for name, grad in results[0][1].items():
         torch.testing.assert_close(results[1][1][name], grad, rtol=1e-6, atol=1e-7, msg=name)
@@ -247,3 +264,21 @@ def test_the_cheap_policy_drops_the_conv_outputs_and_nothing_else() -> None:
     assert conv and not any("causal_conv1d_fwd" in site[1] for site in sites["cheap"])
     assert memory["cheap"].saved_bytes < memory["none"].saved_bytes
     assert sites["cheap"] == {site: n for site, n in sites["none"].items() if site not in conv}
+
+
+@pytest.mark.slow
+def test_the_cheap_policy_compiled_matches_eager_without_it(monkeypatch) -> None:
+    """fullgraph compile (aot_eager) of the per-block wrapping under the cheap policy."""
+    import zoo.compile
+
+    options = zoo.compile.compile_options
+    monkeypatch.setattr(zoo.compile, "compile_options", lambda **kw: options(**{**kw, "backend": "aot_eager"}))
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    results = []
+    for policy, compile in (("none", False), ("cheap", True)):
+        model = _with_norm_output("transmamba-tiny", "save", layers=2)
+        distributed.prepare_model(model, context=None, activation_checkpointing=policy, compile=compile)
+        results.append(_loss_and_grads(model, ids))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-6, msg=name)

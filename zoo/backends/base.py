@@ -55,8 +55,8 @@ class Backend:
     ``is_available`` (can it run in this process at all) and ``supports`` (can it run
     these shapes on this device and dtype). Both return ``(ok, reason)``.
     ``recomputable_ops``: the backend's custom ops (``"namespace::name"``) that are cheap
-    enough to run again in the backward under selective activation checkpointing
-    (``zoo.training.recompute``); a custom op not named there is kept.
+    enough to run again in the backward under the ``selective`` and ``cheap`` activation
+    checkpointing policies (``zoo.training.recompute``); a custom op not named there is kept.
     """
 
     Params: ClassVar[type[BaseModel]] = BackendParams

@@ -178,8 +178,8 @@ def add_distributed_args(parser: argparse.ArgumentParser) -> None:
         default="none",
         metavar="none|full|selective|cheap|K",
         help="recompute activations in backward: none (default), full (every block), selective (every block "
-        "keeps its matmul, attention and SSD outputs and recomputes the rest), cheap (every block recomputes "
-        "only the ops its backends declare cheap: the Triton conv and norm) or full on every K-th block",
+        "keeps its matmul, attention and SSD outputs and recomputes the rest), cheap (compiled training: every "
+        "block recomputes only the ops its backends declare cheap, e.g. the Triton conv) or full on every K-th block",
     )
     group.add_argument(
         "--dist-timeout",

@@ -61,7 +61,8 @@ class ThroughputConfig:
     budget_s: float | None = None  # stop starting rows after this many seconds
     losses: tuple[str, ...] = ("logits",)  # "logits" and/or "chunked": one row per model, length and loss
     # "none" (the whole model compiled as one graph), or the trainer's per-block wrapping:
-    # "selective" / "full" activation checkpointing, each block compiled (distributed.prepare_model)
+    # "selective" / "cheap" / "full" activation checkpointing, each block compiled
+    # (distributed.prepare_model)
     activation_checkpointing: str = "none"
 
 

@@ -17,7 +17,7 @@ import torch
 
 def row_label(row: dict[str, Any]) -> str:
     """The model's name, with `` (chunked loss)`` for a row whose loss is not from the logits and
-    `` (selective AC)`` for a row with activation checkpointing."""
+    `` (selective AC)``, `` (cheap AC)`` and so on for a row with activation checkpointing."""
     label = row["model"] if row.get("loss_path", "logits") == "logits" else f"{row['model']} ({row['loss_path']} loss)"
     ac = row.get("activation_checkpointing", "none")
     return label if ac == "none" else f"{label} ({ac} AC)"
