@@ -159,24 +159,6 @@ def test_norm_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str)
 
 
 @pytest.mark.slow
-def test_norm_output_recompute_under_selective_checkpointing_compiles_and_matches(monkeypatch) -> None:
-    """The norm's own checkpoint nested in a block's selective one, fullgraph (aot_eager)."""
-    import zoo.compile
-
-    options = zoo.compile.compile_options
-    monkeypatch.setattr(zoo.compile, "compile_options", lambda **kw: options(**{**kw, "backend": "aot_eager"}))
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    results = []
-    for output, policy, compile in (("save", "none", False), ("recompute", "selective", True)):
-        model = _with_norm_output("transmamba-tiny", output, layers=2)
-        distributed.prepare_model(model, context=None, activation_checkpointing=policy, compile=compile)
-        results.append(_loss_and_grads(model, ids))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
-    for name, grad in results[0][1].items():
-        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-6, msg=name)
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
 def test_norm_output_recompute_drops_the_saved_norm_output_under_compile(preset: str) -> None:
     memory = {
@@ -267,17 +249,23 @@ def test_the_cheap_policy_drops_the_conv_outputs_and_nothing_else() -> None:
 
 
 @pytest.mark.slow
-def test_the_cheap_policy_compiled_matches_eager_without_it(monkeypatch) -> None:
-    """fullgraph compile (aot_eager) of the per-block wrapping under the cheap policy."""
+@pytest.mark.parametrize(
+    ("output", "policy"),
+    [("recompute", "selective"), ("save", "cheap")],
+    ids=["norm-checkpoint-nested-in-selective", "cheap"],
+)
+def test_the_policies_compiled_match_eager_without_them(monkeypatch, output: str, policy: str) -> None:
+    """fullgraph compile (aot_eager) of the per-block wrapping: the cheap policy, and the norm's
+    own checkpoint nested in a block's selective one, against the eager model without either."""
     import zoo.compile
 
     options = zoo.compile.compile_options
     monkeypatch.setattr(zoo.compile, "compile_options", lambda **kw: options(**{**kw, "backend": "aot_eager"}))
     ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
     results = []
-    for policy, compile in (("none", False), ("cheap", True)):
-        model = _with_norm_output("transmamba-tiny", "save", layers=2)
-        distributed.prepare_model(model, context=None, activation_checkpointing=policy, compile=compile)
+    for variant, ac, compile in (("save", "none", False), (output, policy, True)):
+        model = _with_norm_output("transmamba-tiny", variant, layers=2)
+        distributed.prepare_model(model, context=None, activation_checkpointing=ac, compile=compile)
         results.append(_loss_and_grads(model, ids))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
     for name, grad in results[0][1].items():
