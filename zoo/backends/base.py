@@ -206,13 +206,15 @@ class NormBackend(Backend):
     """
 
     Params: ClassVar[type[BaseModel]] = NormParams
-    # set from ``output`` by build_options; False for a backend whose Params lack the field
-    recompute_output: bool = False
+
+    @property
+    def recompute_output(self) -> bool:
+        """``output: recompute`` (False for a backend whose Params lack the field)."""
+        return getattr(self.params, "output", "save") == "recompute"
 
     def build_options(self) -> dict[str, Any]:
         options = super().build_options()
-        # how the output is kept is this class's business (__call__), not the op's
-        self.recompute_output = options.pop("output", "save") == "recompute"
+        options.pop("output", None)  # how the output is kept is __call__'s business, not the op's
         return options
 
     def __call__(
@@ -224,7 +226,7 @@ class NormBackend(Backend):
         n_groups: int,
         eps: float,
     ) -> torch.Tensor:
-        # recompute_output is fixed at build time and grad mode is a guard: compile sees one branch
+        # params are fixed at build time and grad mode is a guard: compile sees one branch
         if self.recompute_output and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(
                 self.op,

@@ -274,14 +274,10 @@ def prepare_model(
         )
     recomputed = set(checkpointed_blocks(len(blocks), activation_checkpointing))
     plain = _run_block
-    if activation_checkpointing == "selective":
-        from zoo.training.recompute import selective_context
+    if activation_checkpointing in ("selective", "cheap"):
+        from zoo.training.recompute import policy_context
 
-        recompute = _recomputed_runner(selective_context())
-    elif activation_checkpointing == "cheap":
-        from zoo.training.recompute import cheap_context
-
-        recompute = _recomputed_runner(cheap_context())
+        recompute = _recomputed_runner(policy_context(activation_checkpointing))
     else:
         recompute = _recomputed_runner()
     if compile:

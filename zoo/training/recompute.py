@@ -1,7 +1,7 @@
 """Selective activation checkpointing: keep what is costly to compute, recompute the rest.
 
 A block run under this policy (``--activation-checkpointing selective``:
-:func:`zoo.training.distributed.prepare_model` passes :func:`selective_context` to
+:func:`zoo.training.distributed.prepare_model` passes :func:`policy_context` to
 ``torch.utils.checkpoint``) keeps the outputs of the ops that dominate its compute
 (matmuls, attention, the SSD scan and every other custom op a backend does not declare
 cheap) for the backward and recomputes everything else there: norms, gates, casts, SiLU,
@@ -12,6 +12,9 @@ a tag on each node of the joint graph, and inductor's partitioner follows it.
 
 A backend whose custom op is cheap to run again says so with ``recomputable_ops``
 (``"namespace::name"`` strings, e.g. the Triton causal conv); an unknown custom op is kept.
+
+The ``cheap`` policy (:func:`cheap_decision`) recomputes only those declared cheap ops and
+leaves every aten op to the partition, as without checkpointing.
 """
 
 from __future__ import annotations
@@ -38,47 +41,28 @@ def declared_recomputable() -> frozenset[str]:
     return frozenset(names)
 
 
+def _op_name(op: Any) -> str:
+    return op.name() if hasattr(op, "name") else str(op)  # "aten::mm", "zoo_triton_ssd::ssd_fwd"
+
+
 def keeps(op: Any, recomputable: Iterable[str]) -> bool:
     """Whether the selective policy keeps ``op``'s output (else it is recomputed)."""
-    name = op.name() if hasattr(op, "name") else str(op)  # "aten::mm", "zoo_triton_ssd::ssd_fwd"
+    name = _op_name(op)
     namespace, _, base = name.partition("::")
     if namespace in ("aten", "prims"):
         return base in _KEPT_ATEN or any(marker in base for marker in _ATTENTION_MARKERS)
     return name not in recomputable
 
 
-def _policy(recomputable: frozenset[str]) -> Callable[..., CheckpointPolicy]:
-    @functools.cache
-    def decide(op: Any) -> CheckpointPolicy:
-        return CheckpointPolicy.MUST_SAVE if keeps(op, recomputable) else CheckpointPolicy.PREFER_RECOMPUTE
-
-    def policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
-        return decide(op)
-
-    return policy
-
-
-def selective_context(recomputable: frozenset[str] | None = None) -> Callable[[], Any]:
-    """The ``context_fn`` of :func:`torch.utils.checkpoint.checkpoint` for this policy."""
-    policy = _policy(declared_recomputable() if recomputable is None else recomputable)
-    return functools.partial(create_selective_checkpoint_contexts, policy)
+def selective_decision(op: Any, recomputable: Iterable[str]) -> CheckpointPolicy:
+    """The ``selective`` policy: keep what :func:`keeps` keeps, recompute the rest."""
+    return CheckpointPolicy.MUST_SAVE if keeps(op, recomputable) else CheckpointPolicy.PREFER_RECOMPUTE
 
 
 def cheap_decision(op: Any, recomputable: Iterable[str]) -> CheckpointPolicy:
     """The ``cheap`` policy: recompute only the custom ops backends declare cheap (the Triton
     causal conv and norm); every aten op is PREFER_SAVE, which leaves it to the compiler's
-    partition exactly as without checkpointing; any other custom op is kept."""
-    name = op.name() if hasattr(op, "name") else str(op)
-    namespace = name.partition("::")[0]
-    if name in recomputable:
-        return CheckpointPolicy.PREFER_RECOMPUTE
-    if namespace in ("aten", "prims"):
-        return CheckpointPolicy.PREFER_SAVE
-    return CheckpointPolicy.MUST_SAVE
-
-
-def cheap_context(recomputable: frozenset[str] | None = None) -> Callable[[], Any]:
-    """The ``context_fn`` for ``--activation-checkpointing cheap``.
+    partition exactly as without checkpointing; any other custom op is kept.
 
     What it is for: the causal conv's outputs (x, B, C) are read by the SSD scan, the prefix
     attention and the converter, which all keep their inputs, so a step keeps them whatever the
@@ -86,11 +70,23 @@ def cheap_context(recomputable: frozenset[str] | None = None) -> Callable[[], An
     one checkpointed region, which this policy makes of each block without changing anything
     else the compiled step keeps. Meant for compiled training: eager, the policy's cache holds
     every op output it does not recompute."""
+    name = _op_name(op)
+    if name in recomputable:
+        return CheckpointPolicy.PREFER_RECOMPUTE
+    if name.partition("::")[0] in ("aten", "prims"):
+        return CheckpointPolicy.PREFER_SAVE
+    return CheckpointPolicy.MUST_SAVE
+
+
+def policy_context(name: str, recomputable: frozenset[str] | None = None) -> Callable[[], Any]:
+    """The ``context_fn`` of :func:`torch.utils.checkpoint.checkpoint` for the ``selective`` or
+    ``cheap`` policy, over the ops the registered backends declare cheap (or ``recomputable``)."""
+    decision = {"selective": selective_decision, "cheap": cheap_decision}[name]
     names = declared_recomputable() if recomputable is None else recomputable
 
     @functools.cache
     def decide(op: Any) -> CheckpointPolicy:
-        return cheap_decision(op, names)
+        return decision(op, names)
 
     def policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
         return decide(op)

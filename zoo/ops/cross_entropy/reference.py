@@ -25,6 +25,19 @@ def check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
 
 
+def _logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """[N, V] in fp32 (fp64 for fp64 inputs)."""
+    logits = F.linear(hidden.reshape(-1, hidden.shape[-1]), weight)
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, reduction: Reduction) -> torch.Tensor:
+    loss = F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum")
+    if reduction == "sum":
+        return loss
+    return loss / (targets != ignore_index).sum().clamp(min=1)
+
+
 def linear_cross_entropy_reference(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -34,13 +47,7 @@ def linear_cross_entropy_reference(
 ) -> torch.Tensor:
     """hidden [..., D], weight [V, D], targets [...] (long) -> 0-d loss in fp32 (fp64 for fp64 inputs)."""
     check_reduction(reduction)
-    logits = F.linear(hidden.reshape(-1, hidden.shape[-1]), weight)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    targets = targets.reshape(-1)
-    loss = F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum")
-    if reduction == "sum":
-        return loss
-    return loss / (targets != ignore_index).sum().clamp(min=1)
+    return _loss(_logits(hidden, weight), targets.reshape(-1), ignore_index, reduction)
 
 
 def linear_cross_entropy_and_hits_reference(
@@ -51,9 +58,8 @@ def linear_cross_entropy_and_hits_reference(
     reduction: Reduction = "mean",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the loss above, hits): hits counts the scored rows whose logits' argmax is the target."""
+    check_reduction(reduction)
     with torch.no_grad():
-        loss = linear_cross_entropy_reference(hidden, weight, targets, ignore_index, reduction)
-        logits = F.linear(hidden.reshape(-1, hidden.shape[-1]), weight)
-        targets = targets.reshape(-1)
+        logits, targets = _logits(hidden, weight), targets.reshape(-1)
         hits = ((targets != ignore_index) & (logits.argmax(-1) == targets)).sum()
-    return loss, hits
+        return _loss(logits, targets, ignore_index, reduction), hits
