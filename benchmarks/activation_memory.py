@@ -45,7 +45,7 @@ def _backends(model: str, states: str | None, norm_output: str = "save") -> dict
     (``fold_slices``), on a CPU it would take the math kernel, which keeps the score matrix."""
     ssd = "triton" if states is None else f"triton:states={states}"
     attention = "sdpa:grouping=fold_slices" if model.startswith("transmamba") else "sdpa"
-    norm = "torch" if norm_output == "save" else f"torch:output={norm_output}"
+    norm = f"torch:output={norm_output}"
     return {"ssm": ssd, "converter": ssd, "conv": "triton", "attention": attention, "norm": norm}
 
 

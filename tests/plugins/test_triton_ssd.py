@@ -210,7 +210,8 @@ def test_recomputed_states_give_the_saved_states_gradients_exactly(path: str, ou
 def test_states_param_reaches_the_calls() -> None:
     from pydantic import ValidationError
 
-    assert TritonSSM({}).options["recompute_states"] is False
+    assert TritonSSM({}).options["recompute_states"] is True  # the default
+    assert TritonSSM({"states": "save"}).options["recompute_states"] is False
     assert TritonSSM({"states": "recompute"}).options["recompute_states"] is True
     assert TritonConverter({"states": "recompute"}).options["recompute_states"] is True
     with pytest.raises(ValidationError, match="states"):

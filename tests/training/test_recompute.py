@@ -83,7 +83,7 @@ def test_selective_checkpointing_compiled_matches_eager_without_it(monkeypatch, 
 def test_selective_checkpointing_keeps_less_and_drops_the_recomputed_sites() -> None:
     memory = {}
     for policy in ("none", "selective"):
-        model = _model("mamba2-tiny")
+        model = _with_norm_output("mamba2-tiny", "save")  # kept without the policy, so it shows
         distributed.prepare_model(model, context=None, activation_checkpointing=policy)
         memory[policy] = profile_training_memory(model, batch=2, seq_len=64)
     none, selective = memory["none"], memory["selective"]

@@ -187,10 +187,11 @@ class NormParams(BackendParams):
     """What every norm backend accepts (a backend's own Params extend it)."""
 
     output: Literal["save", "recompute"] = Field(
-        "save",
-        description="the normed output, which out_proj's backward needs: 'save' keeps it from the "
-        "forward; 'recompute' keeps only the norm's inputs (y and z, kept anyway) and runs the norm "
-        "again in the backward (torch.utils.checkpoint; under torch.compile the output is not saved)",
+        "recompute",
+        description="the normed output, which out_proj's backward needs: 'recompute' (default) keeps "
+        "only the norm's inputs (y and z, kept anyway) and runs the norm again in the backward "
+        "(torch.utils.checkpoint; under torch.compile the output is not saved); 'save' keeps it "
+        "from the forward",
     )
 
 
@@ -209,7 +210,7 @@ class NormBackend(Backend):
 
     @property
     def recompute_output(self) -> bool:
-        """``output: recompute`` (False for a backend whose Params lack the field)."""
+        """``output: recompute``, the default (False for a backend whose Params lack the field)."""
         return getattr(self.params, "output", "save") == "recompute"
 
     def build_options(self) -> dict[str, Any]:

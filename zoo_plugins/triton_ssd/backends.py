@@ -75,10 +75,10 @@ class TritonSSDParams(BackendParams):
         description="tokens per chunk (a power of two); 64 or 128 on an H200",
     )
     states: Literal["save", "recompute"] = Field(
-        "save",
-        description="the per-chunk SSM states the backward needs: 'save' keeps them from the forward "
-        "(B*H*T/chunk_size*P*N values per call, 12 KiB per token and layer at the 400m shape in bf16), "
-        "'recompute' rebuilds them in the backward by one extra state walk",
+        "recompute",
+        description="the per-chunk SSM states the backward needs: 'recompute' (default) rebuilds them "
+        "in the backward by one extra state walk; 'save' keeps them from the forward "
+        "(B*H*T/chunk_size*P*N values per call, 12 KiB per token and layer at the 400m shape in bf16)",
     )
     tuning: dict[str, int | None] = Field(
         default_factory=dict,
@@ -107,7 +107,7 @@ class _TritonSSDBackend(_TritonKernels):
     """What the ssm and the converter backends share: head shapes, chunk size and tuning."""
 
     Params = TritonSSDParams
-    conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}, {"chunk_size": 16, "states": "recompute"}]
+    conformance_params: ClassVar[list[dict]] = [{"chunk_size": 16}, {"chunk_size": 16, "states": "save"}]
     params: TritonSSDParams
 
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
@@ -196,7 +196,7 @@ class TritonNorm(_TritonKernels, NormBackend):
     dtype_note: ClassVar[str] = " (the kernels compute in fp32)"
     op = staticmethod(gated_rms_norm)
     recomputable_ops: ClassVar[tuple[str, ...]] = ("zoo_triton_ssd::gated_rms_norm_fwd",)
-    conformance_params: ClassVar[list[dict]] = [{}, {"output": "recompute"}]
+    conformance_params: ClassVar[list[dict]] = [{}, {"output": "save"}]
 
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         ok, why = super().supports(device=device, dtype=dtype, **shapes)
