@@ -30,10 +30,12 @@
 #   autotune         decode at 32K, batch 1, compiled with max-autotune
 #   train            the small presets compiled on the Triton SSD at T=2048 and 8192
 #   throughput       training tokens/s, peak memory, MFU of the 400m presets (THROUGHPUT_ARGS)
-#   mqar             the four small presets on MQAR (T = MQAR_T, default 2048; 64 pairs, vocabulary 256),
-#                    learning rates 1e-3, 3e-3, 1e-2 x seeds 0-2, MQAR_STEPS steps (default 300) of 32,768
-#                    tokens; the four models side by side (small models leave the GPU mostly idle), each
-#                    run journalled, so a deadline (MQAR_DEADLINE s, default 470) keeps the finished ones
+#   mqar             the four small presets on MQAR (T = MQAR_T, default 2048; MQAR_ITEMS pairs, default 64;
+#                    vocabulary 256), learning rates MQAR_LRS (default 1e-3,3e-3,1e-2) x MQAR_SEEDS seeds from
+#                    MQAR_SEED (default 3 from 0), MQAR_STEPS steps (default 300) of 32,768 tokens; the four
+#                    models side by side (small models leave the GPU mostly idle), each run journalled, so a
+#                    deadline (MQAR_DEADLINE s, default 470) keeps the finished ones; runs of several calls
+#                    (a seed each, say) merge with zoo compare --merge
 #   table9           the schedule-robustness experiment (docs/experiments/table9-cpu) on the GPU: recipes
 #                    T9_RECIPES (default "v9 attention mixture random"; the attention-only recipe sets the
 #                    spread's floor) x seeds 0-2, T9_STEPS steps (default 1500: ten times the CPU run's
@@ -198,7 +200,8 @@ case "$job" in
     trap stop_all INT TERM  # side-by-side runs end with the script
     for model in transmamba transformer mamba2 hybrid; do
       OMP_NUM_THREADS=2 step "${MQAR_DEADLINE:-470}" "mqar_T${T}_$model" python3 -m zoo compare "$model-small" --task mqar \
-        --seq-len "$T" --vocab 256 --num-items 64 --seeds 3 --lrs 1e-3,3e-3,1e-2 --budget "${MQAR_STEPS:-300}" \
+        --seq-len "$T" --vocab 256 --num-items "${MQAR_ITEMS:-64}" --seeds "${MQAR_SEEDS:-3}" --seed "${MQAR_SEED:-0}" \
+        --lrs "${MQAR_LRS:-1e-3,3e-3,1e-2}" --budget "${MQAR_STEPS:-300}" \
         --batch-size $((32768 / T)) --eval-every 100 --no-compile --device cuda --precision bf16 --no-progress \
         --no-plot --out "$work/T$T/$model" &
       pids+=($!)
