@@ -158,6 +158,18 @@ def test_norm_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str)
         torch.testing.assert_close(recomputed[1][name], grad, **tol, msg=name)
 
 
+def test_norm_output_recompute_changes_nothing_without_gradients() -> None:
+    """Inference: no checkpoint, and TransMamba joins its row blocks before out_proj again, so
+    the logits equal those of the kept output bit for bit (and recompute is the default)."""
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    default = _model("transmamba-tiny")
+    assert all(block.mixer.norm.recompute_output for block in default.blocks)
+    with torch.no_grad():
+        logits = {output: _with_norm_output("transmamba-tiny", output)(ids) for output in ("save", "recompute")}
+        assert torch.equal(default(ids), logits["recompute"])
+    assert torch.equal(logits["recompute"], logits["save"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
 def test_norm_output_recompute_drops_the_saved_norm_output_under_compile(preset: str) -> None:
