@@ -43,6 +43,24 @@ def _loss_and_grads(model: torch.nn.Module, ids: torch.Tensor):
     return loss.detach(), {name: p.grad for name, p in model.named_parameters()}
 
 
+def _compile_with_aot_eager(monkeypatch) -> None:
+    """fullgraph compile through dynamo, the joint graph and its partition, without codegen."""
+    import zoo.compile
+
+    options = zoo.compile.compile_options
+    monkeypatch.setattr(zoo.compile, "compile_options", lambda **kw: options(**{**kw, "backend": "aot_eager"}))
+
+
+def _assert_same_numbers(results, *, exact_loss: bool = False) -> None:
+    """The second (loss, grads) against the first, to fp32 rounding (``exact_loss``: the same
+    ops in the same order, so the loss bit for bit and the gradients to tighter rounding)."""
+    (loss, grads), (other_loss, other_grads) = results
+    loss_tol, grad_tol = ((0, 0), (1e-6, 1e-7)) if exact_loss else ((1e-6, 1e-6), (1e-5, 1e-6))
+    torch.testing.assert_close(other_loss, loss, rtol=loss_tol[0], atol=loss_tol[1])
+    for name, grad in grads.items():
+        torch.testing.assert_close(other_grads[name], grad, rtol=grad_tol[0], atol=grad_tol[1], msg=name)
+
+
 def _policy_calls(monkeypatch) -> list[int]:
     """Counts the selective contexts made: the policy really wraps the blocks."""
     from zoo.training import recompute
@@ -62,10 +80,7 @@ def _policy_calls(monkeypatch) -> list[int]:
 def test_selective_checkpointing_compiled_matches_eager_without_it(monkeypatch, preset: str) -> None:
     """fullgraph compile (aot_eager: dynamo, the joint graph and its partition, no codegen)
     with the policy's tags against the eager model without checkpointing."""
-    import zoo.compile
-
-    options = zoo.compile.compile_options
-    monkeypatch.setattr(zoo.compile, "compile_options", lambda **kw: options(**{**kw, "backend": "aot_eager"}))
+    _compile_with_aot_eager(monkeypatch)
     calls = _policy_calls(monkeypatch)
     ids = torch.randint(0, 200, (2, 48), generator=torch.Generator().manual_seed(1))
     results = []
@@ -74,9 +89,7 @@ def test_selective_checkpointing_compiled_matches_eager_without_it(monkeypatch, 
         distributed.prepare_model(model, context=None, activation_checkpointing=policy, compile=compile)
         results.append(_loss_and_grads(model, ids))
     assert calls[0] > 0
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
-    for name, grad in results[0][1].items():
-        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    _assert_same_numbers(results)
 
 
 @pytest.mark.slow
@@ -117,9 +130,7 @@ def test_selective_checkpointing_over_the_triton_plugin_keeps_the_numbers(monkey
         distributed.prepare_model(model, context=None, activation_checkpointing=policy)
         results.append(_loss_and_grads(model, ids))
     assert calls[0] >= len(model.blocks)  # eager: a context per block call
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
-    for name, grad in results[0][1].items():
-        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-6, atol=1e-7, msg=name)
+    _assert_same_numbers(results, exact_loss=True)
 
 
 # ---------------------------------------------------------------- norm: output=recompute
@@ -240,9 +251,7 @@ def test_the_cheap_policy_keeps_the_numbers_over_the_triton_conv() -> None:
     # the policy ran, and recomputed the conv (not every op, as full checkpointing would)
     assert any("causal_conv1d_fwd" in d and d.endswith("PREFER_RECOMPUTE") for d in decided)
     assert any(d.endswith("PREFER_SAVE") for d in decided)
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
-    for name, grad in results[0][1].items():
-        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-6, atol=1e-7, msg=name)
+    _assert_same_numbers(results, exact_loss=True)
 
 
 @pytest.mark.slow
@@ -269,16 +278,11 @@ def test_the_cheap_policy_drops_the_conv_outputs_and_nothing_else() -> None:
 def test_the_policies_compiled_match_eager_without_them(monkeypatch, output: str, policy: str) -> None:
     """fullgraph compile (aot_eager) of the per-block wrapping: the cheap policy, and the norm's
     own checkpoint nested in a block's selective one, against the eager model without either."""
-    import zoo.compile
-
-    options = zoo.compile.compile_options
-    monkeypatch.setattr(zoo.compile, "compile_options", lambda **kw: options(**{**kw, "backend": "aot_eager"}))
+    _compile_with_aot_eager(monkeypatch)
     ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
     results = []
     for variant, ac, compile in (("save", "none", False), (output, policy, True)):
         model = _with_norm_output("transmamba-tiny", variant, layers=2)
         distributed.prepare_model(model, context=None, activation_checkpointing=ac, compile=compile)
         results.append(_loss_and_grads(model, ids))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-6)
-    for name, grad in results[0][1].items():
-        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    _assert_same_numbers(results)

@@ -208,10 +208,11 @@ class NormBackend(Backend):
 
     Params: ClassVar[type[BaseModel]] = NormParams
 
-    @property
-    def recompute_output(self) -> bool:
-        """``output: recompute``, the default (False for a backend whose Params lack the field)."""
-        return getattr(self.params, "output", "save") == "recompute"
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
+        super().__init__(params)
+        # ``output: recompute``, the default (False for a backend whose Params lack the field);
+        # read once here, so a call branches on a bool
+        self.recompute_output: bool = getattr(self.params, "output", "save") == "recompute"
 
     def build_options(self) -> dict[str, Any]:
         options = super().build_options()

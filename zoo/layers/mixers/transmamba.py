@@ -127,11 +127,6 @@ class TransMambaMixer(nn.Module):
         same_family = getattr(self.ssm, "registry_name", None) == getattr(self.converter, "registry_name", "")
         self.fused_prefix_scan = fused if same_family else None
         self.scale = params.attn_scale if params.attn_scale is not None else 1.0 / math.sqrt(params.d_state)
-        # With the norm's output recomputed (``norm`` backend ``output: recompute``, the default),
-        # each row block goes into out_proj on its own while gradients are on: joined first, the
-        # joined copy would be what out_proj's backward keeps. Row-wise, the result is the same
-        # up to rounding; without gradients the rows are joined (one matmul).
-        self.project_rows_apart = self.norm.recompute_output
 
     def attention_rows(self, x, Bm, Cm, z, positions: torch.Tensor, k_all=None, v_all=None):
         """Attention mode for the rows given (q = C, k = B, v = x), then the path's norm.
@@ -183,7 +178,11 @@ class TransMambaMixer(nn.Module):
                 state = self.converter(Bm[:, :P], x[:, :P], dt[:, :P], A) if P > 0 else None
                 y = self.ssm(x[:, P:], dt[:, P:], A, Bm[:, P:], Cm[:, P:], D=ssd.D, initial_state=state)
             pieces.append(ssd.finish(y, z[:, P:]))
-        if self.project_rows_apart and len(pieces) > 1 and torch.is_grad_enabled():
+        # With the norm's output recomputed (``norm`` backend ``output: recompute``, the default),
+        # each row block goes into out_proj on its own while gradients are on: joined first, the
+        # joined copy would be what out_proj's backward keeps. Row-wise, the result is the same
+        # up to rounding; without gradients the rows are joined (one matmul).
+        if self.norm.recompute_output and len(pieces) > 1 and torch.is_grad_enabled():
             return torch.cat([ssd.out_proj(piece) for piece in pieces], dim=1)
         y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
         return ssd.out_proj(y)
