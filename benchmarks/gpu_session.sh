@@ -7,6 +7,8 @@
 #
 #   ssd              the Triton SSD vs mamba_ssm vs compiled PyTorch, every shape, same run
 #   quick            ours (chunk 64) and mamba_ssm at B1 T8K and B8 T2K
+#   ssd-peers        ours (chunk 64), mamba_ssm and fla's chunk_simple_gla (forward) at B8 T8K, B1 T64K and B8 T2K,
+#                    each forward against its byte floor (no compiled PyTorch peer)
 #   chunks           ours at chunk 32 and 64, every shape, no peers
 #   sweep            launch configurations of our kernels
 #   regsweep         register caps and programs per SM at chunk 32 and 64
@@ -32,10 +34,18 @@
 #   throughput       training tokens/s, peak memory, MFU of the 400m presets (THROUGHPUT_ARGS)
 #   mqar             the four small presets on MQAR (T = MQAR_T, default 2048; MQAR_ITEMS pairs, default 64;
 #                    vocabulary 256), learning rates MQAR_LRS (default 1e-3,3e-3,1e-2) x MQAR_SEEDS seeds from
-#                    MQAR_SEED (default 3 from 0), MQAR_STEPS steps (default 300) of 32,768 tokens; the four
+#                    MQAR_SEED (default 3 from 0), MQAR_STEPS steps (default 300) of 32,768 tokens, trained on
+#                    MQAR_ITEMS pairs or on the mixture MQAR_TRAIN_ITEMS (e.g. 4,8,16,32,64; zoo's --train-items); the four
 #                    models side by side (small models leave the GPU mostly idle), each run journalled, so a
 #                    deadline (MQAR_DEADLINE s, default 470) keeps the finished ones; runs of several calls
 #                    (a seed each, say) merge with zoo compare --merge
+#   text             the four small presets on byte-level text (TEXT_DATA, default builtin:pylib, the standard
+#                    library's source) at T = TEXT_T (default 2048): TEXT_STEPS steps (default 400) of 32,768 tokens,
+#                    learning rates TEXT_LRS (default 1e-3,3e-3,1e-2; TEXT_LRS_<model> overrides one model's) x
+#                    TEXT_SEEDS seeds (default 1) from TEXT_SEED (default 0), every (model, rate, seed) its own process,
+#                    side by side, deadline TEXT_DEADLINE s (default 470); TEXT_MODELS picks models; TEXT_ACCUM
+#                    micro-batches per step (default 1; more keep less memory per process); merged with
+#                    zoo compare --merge, like mqar (a later call's seeds merge with this one's)
 #   table9           the schedule-robustness experiment (docs/experiments/table9-cpu) on the GPU: recipes
 #                    T9_RECIPES (default "v9 attention mixture random"; the attention-only recipe sets the
 #                    spread's floor) x seeds 0-2, T9_STEPS steps (default 1500: ten times the CPU run's
@@ -99,6 +109,10 @@ cp "$out/setup.txt" "$work/"
 case "$job" in
   ssd)
     step 330 ssd python3 benchmarks/gpu_ssd.py --out "$work/gpu_ssd.md"
+    ;;
+  ssd-peers)
+    step "${SSD_PEERS_LIMIT:-400}" ssd-peers python3 benchmarks/gpu_ssd.py --shapes 8x8192,1x65536,8x2048 --skip-compiled \
+      --chunk-sizes 64 --out "$work/gpu_ssd_peers.md"
     ;;
   quick)
     step "${QUICK_LIMIT:-200}" quick python3 benchmarks/gpu_ssd.py --quick --skip-compiled --chunk-sizes 64 --out "$work/gpu_ssd_quick.md"
@@ -201,7 +215,7 @@ case "$job" in
     for model in transmamba transformer mamba2 hybrid; do
       OMP_NUM_THREADS=2 step "${MQAR_DEADLINE:-470}" "mqar_T${T}_$model" python3 -m zoo compare "$model-small" --task mqar \
         --seq-len "$T" --vocab 256 --num-items "${MQAR_ITEMS:-64}" --seeds "${MQAR_SEEDS:-3}" --seed "${MQAR_SEED:-0}" \
-        --lrs "${MQAR_LRS:-1e-3,3e-3,1e-2}" --budget "${MQAR_STEPS:-300}" \
+        --lrs "${MQAR_LRS:-1e-3,3e-3,1e-2}" --budget "${MQAR_STEPS:-300}" ${MQAR_TRAIN_ITEMS:+--train-items "$MQAR_TRAIN_ITEMS"} \
         --batch-size $((32768 / T)) --eval-every 100 --no-compile --device cuda --precision bf16 --no-progress \
         --no-plot --out "$work/T$T/$model" &
       pids+=($!)
@@ -209,6 +223,29 @@ case "$job" in
     wait "${pids[@]}"
     trap - INT TERM
     step 60 "mqar_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
+    find "$work" -name '*.safetensors' -delete
+    ;;
+  text)
+    T=${TEXT_T:-2048}
+    first=${TEXT_SEED:-0}
+    pids=()
+    trap stop_all INT TERM
+    for model in ${TEXT_MODELS:-transmamba transformer mamba2 hybrid}; do
+      lrs_var="TEXT_LRS_$model"
+      for lr in $(echo "${!lrs_var:-${TEXT_LRS:-1e-3,3e-3,1e-2}}" | tr , ' '); do
+        for seed in $(seq "$first" $((first + ${TEXT_SEEDS:-1} - 1))); do
+          OMP_NUM_THREADS=1 step "${TEXT_DEADLINE:-470}" "text_T${T}_${model}_lr${lr}_seed$seed" python3 -m zoo compare \
+            "$model-small" --task text --data "${TEXT_DATA:-builtin:pylib}" --seq-len "$T" --lr "$lr" --seeds 1 \
+            --seed "$seed" --steps "${TEXT_STEPS:-400}" --batch-size $((32768 / T / ${TEXT_ACCUM:-1})) \
+            --grad-accum "${TEXT_ACCUM:-1}" --eval-every 100 --no-compile --device cuda --precision bf16 \
+            --no-progress --no-plot --out "$work/T$T/$model-lr$lr-seed$seed" &
+          pids+=($!)
+        done
+      done
+    done
+    wait "${pids[@]}"
+    trap - INT TERM
+    step 60 "text_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
     find "$work" -name '*.safetensors' -delete
     ;;
   table9)

@@ -57,6 +57,13 @@ def main() -> None:
     parser.add_argument("--out", default="gpu_ssd.md")
     parser.add_argument("--chunk-sizes", default="64,128")
     parser.add_argument("--quick", action="store_true", help="only B=1 T=8K and B=8 T=2K")
+    parser.add_argument(
+        "--shapes",
+        default=None,
+        type=parse_shapes,
+        help="the (batch, length) shapes to time instead of the built-in list, e.g. 8x8192,1x65536,8x2048 "
+        "(the byte floor is then that of the first)",
+    )
     parser.add_argument("--skip-compiled", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="per-kernel profile of ours, then exit")
     parser.add_argument(
@@ -155,6 +162,7 @@ def main() -> None:
     if not args.skip_compiled:
         backends["chunked (chunk 64)"] = ChunkedSSM({"chunk_size": 64})
     passed = parity(backends, report)
+    Path(args.out).write_text("\n".join(report) + "\n")  # a run cut short keeps what it has checked
     for c in chunk_sizes:
         try:
             passed[f"fused {c}"] = fused_parity(c, report, base)
@@ -162,6 +170,7 @@ def main() -> None:
             traceback.print_exc()
             passed[f"fused {c}"] = False
             report.append(f"| transmamba_ssd (chunk {c}) | - | - | - | - | FAIL {type(error).__name__} |")
+    Path(args.out).write_text("\n".join(report) + "\n")
     if fla_ok:
         log(f"parity {fla_peer.PEER}")
         passed[fla_peer.PEER] = fla_peer.parity(inputs, [(1, 1000), (2, 333)], report)
@@ -198,8 +207,11 @@ def main() -> None:
         compiled = torch.compile(ssd_chunked, dynamic=True, fullgraph=True)
         timed["torch chunked (compiled)"] = lambda *a, **k: compiled(*a, chunk_size=64, **k)
 
-    shapes = [(1, 8192), (8, 2048)] if args.quick else SHAPES
-    floor_shape = shapes[0] if args.quick else (1, 65536)
+    if args.shapes:
+        shapes, floor_shape = args.shapes, args.shapes[0]
+    else:
+        shapes = [(1, 8192), (8, 2048)] if args.quick else SHAPES
+        floor_shape = shapes[0] if args.quick else (1, 65536)
     bandwidth = copy_bandwidth()
     results: dict[tuple[str, int, int], tuple[float, float]] = {}
     # Ours and mamba_ssm first at every shape (the goals), the compiled torch peer last, and the
@@ -226,6 +238,17 @@ def main() -> None:
     Path(args.out).write_text(text)
     print(text, flush=True)
     log("done")
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """``"8x8192,1x65536"`` -> ``[(8, 8192), (1, 65536)]``; anything else is one argparse error line."""
+    shapes = []
+    for item in text.split(","):
+        batch, _, seq_len = item.strip().partition("x")
+        if not (batch.isdigit() and seq_len.isdigit() and int(batch) > 0 and int(seq_len) > 0):
+            raise argparse.ArgumentTypeError(f"{item!r} is not BATCHxLENGTH (e.g. 8x8192)")
+        shapes.append((int(batch), int(seq_len)))
+    return shapes
 
 
 def render(
@@ -268,6 +291,30 @@ def render(
                 else:
                     cells += ["-", "-"]
             report.append(f"| {batch} | {seq_len} | " + " | ".join(cells) + " |")
+
+    peers = [n for n in names if n in (forward_only or ())]
+    ours = [n for n in names if n.startswith("triton")]
+    if peers and ours:
+        report += ["", "### Forward: speed-up of ours over each forward-only peer (same run; >1 = faster)", ""]
+        report += ["| B | T | " + " | ".join(f"{o} vs {p}" for o in ours for p in peers) + " |"]
+        report += ["|" + "---|" * (2 + len(ours) * len(peers))]
+        for batch, seq_len in shapes:
+            cells = []
+            for o in ours:
+                for p in peers:
+                    mine, theirs = results.get((o, batch, seq_len)), results.get((p, batch, seq_len))
+                    cells.append(f"{theirs[0] / mine[0]:.2f}x" if mine and theirs else "-")
+            report.append(f"| {batch} | {seq_len} | " + " | ".join(cells) + " |")
+
+    report += ["", f"### Forward against its byte floor at every shape ({bandwidth / 1e12:.2f} TB/s)", ""]
+    report += ["| B | T | floor ms | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names))]
+    for batch, seq_len in shapes:
+        floor = fwd_bytes(batch, seq_len) / bandwidth * 1e3
+        cells = []
+        for n in names:
+            fwd = results.get((n, batch, seq_len), (float("nan"),))[0]
+            cells.append("-" if math.isnan(fwd) else f"{fwd / floor:.2f}x")
+        report.append(f"| {batch} | {seq_len} | {floor:.3f} | " + " | ".join(cells) + " |")
 
     batch, seq_len = floor_shape
     floor_ms = fwd_bytes(batch, seq_len) / bandwidth * 1e3

@@ -143,3 +143,25 @@ def test_forward_only_peers_show_n_a_for_forward_backward() -> None:
     results = {("ours", 1, 64): (1.0, 2.0), ("peer", 1, 64): (0.5, float("nan"))}
     text = render([], results, ["ours", "peer"], [(1, 64)], (1, 64), 1e12, forward_only={"peer"})
     assert "| 1 | 64 | 1.000 | 2.000 | 0.500 | n/a |" in text
+
+
+def test_the_report_ranks_our_forward_against_forward_only_peers_and_the_floor_at_every_shape() -> None:
+    from gpu_ssd import render
+    from ssd_bench_common import fwd_bytes
+
+    results = {("triton c64", 8, 64): (1.0, 2.0), ("peer", 8, 64): (1.5, float("nan"))}
+    bandwidth = fwd_bytes(8, 64) * 1e3 / 0.25  # a floor of 0.25 ms at B8 T64
+    text = render([], results, ["triton c64", "peer"], [(8, 64), (1, 32)], (8, 64), bandwidth, forward_only={"peer"})
+    assert "| 8 | 64 | 1.50x |" in text  # the peer's forward takes 1.5x ours
+    assert "| 1 | 32 | - |" in text and "nan" not in text.split("byte floor at every shape")[1]  # unmeasured: no ratio
+    assert "| 8 | 64 | 0.250 | 4.00x | 6.00x |" in text
+
+
+def test_shapes_parse_and_a_bad_one_names_the_form() -> None:
+    import argparse
+
+    from gpu_ssd import parse_shapes
+
+    assert parse_shapes("8x8192,1x65536") == [(8, 8192), (1, 65536)]
+    with pytest.raises(argparse.ArgumentTypeError, match="BATCHxLENGTH"):
+        parse_shapes("8x")

@@ -93,6 +93,16 @@ def test_train_module_entry_point_checks_the_same_flags(capsys, tmp_path) -> Non
     assert_one_line(capsys.readouterr().err, "--tokenizer 'bpe:x'", "bpe:VOCAB")
 
 
+def test_a_training_mixture_that_does_not_fit_is_one_line(capsys, tmp_path) -> None:
+    argv = ["train", "transmamba-tiny", "--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4"]
+    code, _, err = run_cli(capsys, [*argv, "--train-items", "4,40", "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert_one_line(err, "--train-items 40:", "needs seq_len >= 160")
+    with pytest.raises(SystemExit):  # argparse's own error for a list that is not one
+        run_cli(capsys, [*argv, "--train-items", "4,x"])
+    assert "'4,x' is not a list of positive item counts" in capsys.readouterr().err
+
+
 def test_tokenizer_malformed_says_the_form(capsys, tmp_path) -> None:
     code, _, err = run_cli(capsys, ["train", "transmamba-tiny", "--tokenizer", "bpe:foo", "--out", str(tmp_path)])
     assert code == 2

@@ -26,6 +26,7 @@ name = "mqar"
 seq_len = 32
 vocab = 32
 num_items = 4
+train_items = [2, 4]
 
 [train]
 steps = 3
@@ -81,6 +82,7 @@ def test_file_values_train_the_run_and_the_resolved_config_repeats_it(tmp_path, 
         "seq_len": 32,
         "vocab": 32,
         "num_items": 4,
+        "train_items": [2, 4],
     }
     train = recorded["train"]
     assert (train["steps"], train["batch_size"], train["lr"]) == (3, 4, 1e-2)
@@ -92,6 +94,7 @@ def test_file_values_train_the_run_and_the_resolved_config_repeats_it(tmp_path, 
     again = _parse("--config", str(out / "config.json"))
     train_cmd.apply_config_file(again)
     assert (again.task, again.seq_len, again.vocab, again.num_items, again.spec) == ("mqar", 32, 32, 4, "m-tiny")
+    assert again.train_items == [2, 4]
 
 
 def test_flags_given_override_the_file_even_at_their_default_values(tmp_path) -> None:
@@ -123,7 +126,11 @@ def test_a_positional_model_overrides_the_files(tmp_path) -> None:
         ("trainer = 1\n", "unknown key 'trainer' at the top level; the top-level keys are model,"),
         ("[train]\nsteps = 0\n", "[train] steps = 0: Input should be greater than or equal to 1"),
         ("[train]\nsteps = true\n", "[train] steps = True: Input should be a valid integer"),
-        ("[task]\nname = 'lm'\n", "[task] name = 'lm': Input should be 'text', 'mqar' or 'copy'"),
+        (
+            "[task]\nname = 'lm'\n",
+            "[task] name = 'lm': Input should be 'text', 'mqar', 'copy', 'induction' or 'phonebook'",
+        ),
+        ("[task]\ntrain_items = [4, 0]\n", "[task] train_items"),
         ("train = 3\n", "[train] must be a table"),
         ("[train\n", "invalid TOML"),
     ],

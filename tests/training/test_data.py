@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,6 +39,26 @@ def test_bpe_tokenizer_trains_and_round_trips() -> None:
     assert tok.decode(tok.encode(text)) == text
     again = tokenizer_from_json(tok.to_json())
     assert again.encode(text) == tok.encode(text)
+
+
+def test_pylib_corpus_is_the_standard_library_without_tests_idle_or_installed_packages() -> None:
+    import sysconfig
+
+    from zoo.data.corpora import PYLIB_SKIP, pylib_files
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = pylib_files()
+    relative = [f.relative_to(root) for f in files]
+    assert {"os.py", "argparse.py"} <= {r.name for r in relative}
+    assert any(r.parts[0] == "json" for r in relative)  # packages come with their modules
+    assert not [r for r in relative if PYLIB_SKIP.intersection(r.parts[:-1])]
+    assert relative == sorted(relative, key=lambda r: r.as_posix())
+    assert len(files) > 100
+
+
+def test_an_unknown_builtin_part_names_the_parts() -> None:
+    with pytest.raises(ZooError, match="builtin:pylib"):
+        load_corpus("builtin:everything")
 
 
 def test_builtin_corpus_split_is_deterministic_and_disjoint() -> None:

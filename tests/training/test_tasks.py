@@ -11,6 +11,7 @@ import torch
 
 from zoo.data.synthetic import IGNORE, PHONE_DIGITS, phonebook_entry_len
 from zoo.data.tasks import SYNTHETIC, TASK_KINDS, TaskError, make_task
+from zoo.errors import ZooError
 
 SIZES = {"mqar": (64, 64, 8), "copy": (48, 16, 12), "induction": (48, 16, 24), "phonebook": (96, 40, 12)}
 
@@ -179,3 +180,46 @@ def test_the_bag_guesser_is_computed_in_chunks_alike(monkeypatch) -> None:
     whole = synthetic.chance("induction", inputs, targets, task.num_items, task.vocab_size)
     monkeypatch.setattr(synthetic, "COUNT_BUDGET", task.num_items * task.vocab_size * 3)  # 3 rows at a time
     assert synthetic.chance("induction", inputs, targets, task.num_items, task.vocab_size)[0] == pytest.approx(whole[0])
+
+
+@pytest.mark.parametrize("kind", list(SYNTHETIC))
+def test_a_training_mixture_draws_each_sequence_s_item_count_and_evaluation_keeps_num_items(kind: str) -> None:
+    seq_len, vocab, items = SIZES[kind]
+    mix = (2, items)
+    task = make_task(kind, seq_len=seq_len, vocab_size=vocab, num_items=items, train_items=mix, eval_examples=32)
+    plain = _task(kind, examples=32)
+    x, y = task.train_batch(3, 0, 64)
+    again = task.train_batch(3, 0, 64)
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])
+
+    def signature(inputs: torch.Tensor) -> set[int]:  # tokens that are not filler, per row: grows with the count
+        return set((inputs != 0).sum(dim=1).tolist())
+
+    one = [make_task(kind, seq_len=seq_len, vocab_size=vocab, num_items=k).train_batch(0, 0, 8)[0] for k in mix]
+    per_count = [signature(t) for t in one]
+    assert not per_count[0] & per_count[1]
+    rows = signature(x)
+    assert rows & per_count[0] and rows & per_count[1]  # both counts appear in 64 rows
+    assert rows <= per_count[0] | per_count[1]
+    evaluation = torch.cat([inputs for inputs, _ in task.eval_batches(32)])
+    assert signature(evaluation) <= per_count[1]  # the evaluation set asks num_items only
+    assert task.chance == plain.chance
+    assert task.describe()["train_items"] == list(mix) and "train_items" not in plain.describe()
+
+
+def test_a_training_mixture_that_does_not_fit_names_the_flag_and_text_refuses_it() -> None:
+    with pytest.raises(TaskError, match=r"--train-items 40: MQAR with 40 key-value pairs needs seq_len >= 160"):
+        make_task("mqar", seq_len=64, vocab_size=256, num_items=8, train_items=[4, 40])
+    with pytest.raises(TaskError, match="at least one"):
+        make_task("mqar", seq_len=64, vocab_size=64, num_items=8, train_items=[])
+    with pytest.raises(ZooError, match="not text"):
+        make_task("text", data="builtin:topics", train_items=[4])
+
+
+def test_a_checkpoint_s_task_description_rebuilds_the_mixture() -> None:
+    from zoo.training.runs import task_from_description
+
+    task = make_task("mqar", seq_len=64, vocab_size=64, num_items=8, train_items=[2, 4, 8], seed=5)
+    again = task_from_description(task.describe())
+    assert again.describe() == task.describe()
+    assert torch.equal(again.train_batch(1, 0, 16)[0], task.train_batch(1, 0, 16)[0])

@@ -26,7 +26,8 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--data",
         default=None,
-        help="text corpus: builtin (default), builtin:topics, builtin:stdlib, a file, a directory or a glob",
+        help="text corpus: builtin (default), builtin:topics, builtin:stdlib, builtin:pylib (12 MB), a file, a "
+        "directory or a glob",
     )
     group.add_argument(
         "--tokenizer",
@@ -42,6 +43,22 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
         help="synthetic tasks: key-value pairs (mqar, default seq_len/8), tokens to copy (copy: seq_len/4, "
         "induction: seq_len/2) or phone-book entries (phonebook: as many as fit)",
     )
+    group.add_argument(
+        "--train-items",
+        type=item_counts,
+        default=None,
+        metavar="N,N,...",
+        help="synthetic tasks: train on a mixture of item counts, each sequence's drawn uniformly (e.g. "
+        "4,8,16,32,64, as Zoology trains MQAR); evaluation keeps --num-items (default: train on --num-items)",
+    )
+
+
+def item_counts(text: str) -> list[int]:
+    """``"4,8,16"`` -> ``[4, 8, 16]``; anything else is one argparse error line."""
+    counts = [part.strip() for part in text.split(",")]
+    if not all(c.isdigit() and int(c) > 0 for c in counts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive item counts (e.g. 4,8,16)")
+    return [int(c) for c in counts]
 
 
 def add_backend_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -140,6 +157,7 @@ def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
         tokenizer=tokenizer if tokenizer is not None else args.tokenizer,
         vocab_size=args.vocab,
         num_items=args.num_items,
+        train_items=getattr(args, "train_items", None),
     )
 
 
@@ -358,6 +376,7 @@ def record_config(args: argparse.Namespace, out: Path, config: TrainConfig) -> P
         "seq_len": args.seq_len,
         "vocab": args.vocab,
         "num_items": args.num_items,
+        "train_items": args.train_items,
     }
     backend = parse_backend_overrides(args.backend)
     return write_resolved(out, resolved_config(model=model, out=out, backend=backend, task=task, train=config))

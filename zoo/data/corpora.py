@@ -2,8 +2,11 @@
 
 ``builtin`` needs nothing but the Python install: the English help text of
 ``pydoc_data.topics`` plus the source of a fixed list of standard-library modules.
-``builtin:topics`` and ``builtin:stdlib`` select one half. Anything else is a text file,
-a directory (every ``*.txt``/``*.md``/``*.py`` file below it) or a glob.
+``builtin:topics`` and ``builtin:stdlib`` select one half. ``builtin:pylib`` is larger (about
+12 MB): every ``*.py`` file of the running Python's standard library except its tests,
+IDLE and installed packages; it changes with the Python version, so a comparison trains
+every model on one machine. Anything else is a text file, a directory (every
+``*.txt``/``*.md``/``*.py`` file below it) or a glob.
 
 The split cuts the concatenated text into blocks of ``block_chars`` characters and sends
 every ``val_every``-th block to validation, so both splits sample the whole corpus and the
@@ -40,6 +43,10 @@ STDLIB_MODULES = (
     "textwrap",
 )
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")
+# Folders of the standard library that builtin:pylib leaves out: test suites (and their data
+# files written in other encodings on purpose), IDLE, and whatever pip installed.
+PYLIB_SKIP = frozenset({"test", "tests", "idle_test", "idlelib", "site-packages", "dist-packages", "__pycache__"})
+BUILTIN_PARTS = ("all", "topics", "stdlib", "pylib")
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,22 @@ class Corpus:
         }
 
 
+def pylib_files() -> list[Path]:
+    """Every ``*.py`` file of this Python's standard library outside ``PYLIB_SKIP``, sorted by path."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = [p for p in root.rglob("*.py") if not PYLIB_SKIP.intersection(p.relative_to(root).parts[:-1])]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
 def builtin_documents(part: str = "all") -> list[str]:
+    if part not in BUILTIN_PARTS:
+        raise ZooError(
+            f"unknown built-in corpus part {part!r}; use builtin, builtin:topics, builtin:stdlib or builtin:pylib"
+        )
+    if part == "pylib":
+        return [file.read_text(encoding="utf-8", errors="replace") for file in pylib_files()]
     docs: list[str] = []
     if part in ("all", "topics"):
         from pydoc_data.topics import topics
@@ -64,8 +86,6 @@ def builtin_documents(part: str = "all") -> list[str]:
         docs += [topics[key] for key in sorted(topics)]
     if part in ("all", "stdlib"):
         docs += [inspect.getsource(importlib.import_module(name)) for name in STDLIB_MODULES]
-    if not docs:
-        raise ZooError(f"unknown built-in corpus part {part!r}; use builtin, builtin:topics or builtin:stdlib")
     return docs
 
 
@@ -98,7 +118,8 @@ def split_text(text: str, *, val_every: int = 20, block_chars: int = 4096) -> tu
 
 
 def load_corpus(source: str | Path | None = None, *, val_every: int = 20, separator: str = "\n\n") -> Corpus:
-    """``None``/``"builtin"``, ``"builtin:topics"``, ``"builtin:stdlib"``, a file, a directory or a glob."""
+    """``None``/``"builtin"``, ``"builtin:topics"``, ``"builtin:stdlib"``, ``"builtin:pylib"``, a file, a
+    directory or a glob."""
     name = "builtin" if source is None else str(source)
     if name == "builtin" or name.startswith("builtin:"):
         docs = builtin_documents(name.partition(":")[2] or "all")

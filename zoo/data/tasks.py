@@ -138,28 +138,55 @@ class SyntheticTask:
     kind: str
     seq_len: int
     vocab_size: int
-    num_items: int  # key-value pairs (mqar) or tokens to copy (copy)
+    num_items: int  # key-value pairs (mqar) or tokens to copy (copy): what evaluation asks
     seed: int = 0
     eval_examples: int = 256
     metric: str = "accuracy"
+    # Training draws each sequence's item count from these (uniformly), as Zoology's MQAR
+    # recipe trains on 4 to 64 pairs at once; None trains on num_items alone.
+    train_items: tuple[int, ...] | None = None
     _eval_cache: dict[int, list[Batch]] = field(default_factory=dict, repr=False)
     _chance: float | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in SYNTHETIC:
             raise ZooError(f"unknown synthetic task {self.kind!r}; choose one of {', '.join(SYNTHETIC)}")
+        check = SYNTHETIC[self.kind][1]
         try:
-            SYNTHETIC[self.kind][1](self.seq_len, self.num_items, self.vocab_size)
+            check(self.seq_len, self.num_items, self.vocab_size)
         except ValueError as exc:
             raise TaskError(str(exc)) from None
+        if self.train_items is not None:
+            self.train_items = tuple(self.train_items)
+            if not self.train_items:
+                raise TaskError("--train-items needs at least one item count, e.g. 4,8,16")
+            for items in self.train_items:
+                try:
+                    check(self.seq_len, items, self.vocab_size)
+                except ValueError as exc:
+                    raise TaskError(f"--train-items {items}: {exc}") from None
 
     @property
     def name(self) -> str:
         return self.kind
 
-    def _batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def _batch(self, batch_size: int, generator: torch.Generator, items: int | None = None) -> Batch:
         make = SYNTHETIC[self.kind][0]
-        return make(batch_size, self.seq_len, self.num_items, self.vocab_size, generator)
+        return make(batch_size, self.seq_len, items or self.num_items, self.vocab_size, generator)
+
+    def _mixed_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """Each row's item count drawn uniformly from ``train_items``; rows of one count are
+        generated together and scattered to their places, so the batch is one draw of the
+        generator whatever the counts."""
+        assert self.train_items is not None
+        choice = torch.randint(len(self.train_items), (batch_size,), generator=generator)
+        inputs = torch.empty(batch_size, self.seq_len, dtype=torch.long)
+        targets = torch.empty(batch_size, self.seq_len, dtype=torch.long)
+        for index, items in enumerate(self.train_items):
+            rows = (choice == index).nonzero().flatten()
+            if rows.numel():
+                inputs[rows], targets[rows] = self._batch(rows.numel(), generator, items)
+        return inputs, targets
 
     def _eval_set(self) -> Batch:
         # The evaluation set is drawn from its own stream, disjoint in seed space from training.
@@ -175,7 +202,10 @@ class SyntheticTask:
         return self._chance
 
     def train_batch(self, step: int, micro: int, batch_size: int) -> Batch:
-        return self._batch(batch_size, seeded_generator(self.seed, self.kind, "train", step, micro))
+        generator = seeded_generator(self.seed, self.kind, "train", step, micro)
+        if self.train_items is None:
+            return self._batch(batch_size, generator)
+        return self._mixed_batch(batch_size, generator)
 
     def eval_batches(self, batch_size: int) -> list[Batch]:
         if batch_size not in self._eval_cache:
@@ -195,6 +225,7 @@ class SyntheticTask:
             items: self.num_items,
             "seed": self.seed,
             "eval_examples": self.eval_examples,
+            **({} if self.train_items is None else {"train_items": list(self.train_items)}),
         }
 
 
@@ -255,10 +286,14 @@ def make_task(
     vocab_size: int | None = None,
     num_items: int | None = None,
     eval_examples: int = 256,
+    train_items: tuple[int, ...] | list[int] | None = None,
 ) -> Task:
     """``text`` (``data``: corpus source) or a synthetic task (``SYNTHETIC``: mqar, copy,
-    induction, phonebook; ``num_items`` defaults by ``seq_len``)."""
+    induction, phonebook; ``num_items`` defaults by ``seq_len``; ``train_items``: the item
+    counts training mixes, evaluation keeps ``num_items``)."""
     if kind == "text":
+        if train_items is not None:
+            raise ZooError("--train-items is for the synthetic tasks (mqar, copy, induction, phonebook), not text")
         return text_task(data, seq_len=seq_len, tokenizer=tokenizer, seed=seed)
     if kind in SYNTHETIC:
         return SyntheticTask(
@@ -268,6 +303,7 @@ def make_task(
             num_items or SYNTHETIC[kind][3](seq_len),
             seed=seed,
             eval_examples=eval_examples,
+            train_items=None if train_items is None else tuple(train_items),
         )
     raise ZooError(f"unknown task {kind!r}; choose one of {', '.join(TASK_KINDS)}")
 

@@ -24,7 +24,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
@@ -44,12 +44,13 @@ class TaskTable(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["text", "mqar", "copy"] | None = None
+    name: Literal["text", "mqar", "copy", "induction", "phonebook"] | None = None  # zoo.data.tasks.TASK_KINDS
     data: str | None = None
     tokenizer: str | None = None
     seq_len: StrictInt | None = Field(None, ge=1)
     vocab: StrictInt | None = Field(None, ge=2)
     num_items: StrictInt | None = Field(None, ge=1)
+    train_items: list[Annotated[StrictInt, Field(ge=1)]] | None = Field(None, min_length=1)
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,7 @@ def _task_from_description(
             num_items=items,
             seed=description.get("seed", 0),
             eval_examples=description.get("eval_examples", 256),
+            train_items=description.get("train_items"),
         )
     raise ZooError(f"cannot rebuild task {kind!r} from a checkpoint description")
 
