@@ -41,7 +41,8 @@
 #                    (a seed each, say) merge with zoo compare --merge
 #   text             the four small presets on byte-level text (TEXT_DATA, default builtin:pylib, the standard
 #                    library's source) at T = TEXT_T (default 2048): TEXT_STEPS steps (default 400) of 32,768 tokens,
-#                    learning rates TEXT_LRS (default 1e-3,3e-3,1e-2; TEXT_LRS_<model> overrides one model's) x
+#                    learning rates TEXT_LRS (default 1e-3,3e-3,1e-2; TEXT_LRS_<model> overrides one model's, a
+#                    character outside [A-Za-z0-9_] in the model's name read as _) x
 #                    TEXT_SEEDS seeds (default 1) from TEXT_SEED (default 0), every (model, rate, seed) its own process,
 #                    side by side, deadline TEXT_DEADLINE s (default 470); TEXT_MODELS picks models; TEXT_ACCUM
 #                    micro-batches per step (default 1; more keep less memory per process); merged with
@@ -228,16 +229,21 @@ case "$job" in
   text)
     T=${TEXT_T:-2048}
     first=${TEXT_SEED:-0}
+    accum=${TEXT_ACCUM:-1}
+    if ! [[ $T =~ ^[0-9]+$ && $accum =~ ^[0-9]+$ ]] || (( T < 1 || accum < 1 || 32768 % (T * accum) != 0 )); then
+      echo "text: TEXT_T x TEXT_ACCUM ($T x $accum) must divide the 32,768 tokens of a step; skipped" | tee "$work/text.log"
+      continue
+    fi
     pids=()
     trap stop_all INT TERM
     for model in ${TEXT_MODELS:-transmamba transformer mamba2 hybrid}; do
-      lrs_var="TEXT_LRS_$model"
+      lrs_var="TEXT_LRS_${model//[^A-Za-z0-9_]/_}"
       for lr in $(echo "${!lrs_var:-${TEXT_LRS:-1e-3,3e-3,1e-2}}" | tr , ' '); do
         for seed in $(seq "$first" $((first + ${TEXT_SEEDS:-1} - 1))); do
           OMP_NUM_THREADS=1 step "${TEXT_DEADLINE:-470}" "text_T${T}_${model}_lr${lr}_seed$seed" python3 -m zoo compare \
             "$model-small" --task text --data "${TEXT_DATA:-builtin:pylib}" --seq-len "$T" --lr "$lr" --seeds 1 \
-            --seed "$seed" --steps "${TEXT_STEPS:-400}" --batch-size $((32768 / T / ${TEXT_ACCUM:-1})) \
-            --grad-accum "${TEXT_ACCUM:-1}" --eval-every 100 --no-compile --device cuda --precision bf16 \
+            --seed "$seed" --steps "${TEXT_STEPS:-400}" --batch-size $((32768 / T / accum)) \
+            --grad-accum "$accum" --eval-every 100 --no-compile --device cuda --precision bf16 \
             --no-progress --no-plot --out "$work/T$T/$model-lr$lr-seed$seed" &
           pids+=($!)
         done
@@ -245,6 +251,7 @@ case "$job" in
     done
     wait "${pids[@]}"
     trap - INT TERM
+    (( ${#pids[@]} )) || { echo "text: no runs (TEXT_MODELS, TEXT_LRS or TEXT_SEEDS is empty)"; continue; }
     step 60 "text_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
     find "$work" -name '*.safetensors' -delete
     ;;

@@ -1,6 +1,6 @@
 """GPU benchmark of the SSD backends: parity first, then side-by-side timings, one run.
 
-    python benchmarks/gpu_ssd.py --out results.md [--chunk-sizes 64,128] [--quick]
+    python benchmarks/gpu_ssd.py --out results.md [--chunk-sizes 64,128] [--quick | --shapes 8x8192,1x65536]
 
 1. Parity on the GPU, bf16, through the zoo's conformance kit (outputs, every gradient,
    final states against the fp64 sequential reference): ``ssm: triton`` (each chunk
@@ -12,8 +12,10 @@
    SSD under ``torch.compile``; ratios are from the same run. fla's ``chunk_simple_gla`` (the
    SSD as scalar-decay gated linear attention, ``benchmarks/fla_peer.py``) is timed forward
    only, after its own forward parity, when fla is importable.
-3. The byte floor of the forward at the largest T (the bytes it must read and write,
-   over the device-copy bandwidth measured in the same run).
+3. The byte floor of the forward (the bytes it must read and write, over the device-copy
+   bandwidth measured in the same run): each timed forward against it at every shape, and in
+   detail at B=1 T=64K (with ``--quick`` or ``--shapes``, at the first shape). With fla timed,
+   the speed-up of ours over its forward at every shape.
 
 Writes a markdown report (``--out``) and prints it.
 """
@@ -56,8 +58,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_ssd.md")
     parser.add_argument("--chunk-sizes", default="64,128")
-    parser.add_argument("--quick", action="store_true", help="only B=1 T=8K and B=8 T=2K")
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--quick", action="store_true", help="only B=1 T=8K and B=8 T=2K")
+    which.add_argument(
         "--shapes",
         default=None,
         type=parse_shapes,

@@ -82,6 +82,26 @@ def test_train_resume_and_eval(tmp_path, fake_build, capsys) -> None:
     assert result["step"] == 9 and result["task"] == "mqar" and 0 <= result["eval_accuracy"] <= 1
 
 
+def test_eval_warns_when_the_recorded_corpus_is_other_text_here(tmp_path, fake_build, capsys, monkeypatch) -> None:
+    import zoo.data.corpora
+
+    out = tmp_path / "run"
+    train = ("m-tiny", "--data", "builtin:topics", "--seq-len", "32", "--steps", "1", "--batch-size", "2")
+    args = _parse("train", *train, "--out", str(out), *FAST)
+    assert args.func(args) == 0
+    capsys.readouterr()
+    args = _parse("eval", str(out), "--device", "cpu")
+    assert args.func(args) == 0
+    assert "warning" not in capsys.readouterr().err  # the same text: no warning
+    # this machine's copy of the built-in corpus differs from the one the run trained on
+    monkeypatch.setattr(zoo.data.corpora, "builtin_documents", lambda part="all": ["other text " * 2000])
+    args = _parse("eval", str(out), "--device", "cpu")
+    assert args.func(args) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zoo eval: warning: corpus 'builtin:topics' here is not the text")
+    assert "validation" in err[0] and "--data" in err[0]
+
+
 def test_eval_text_on_other_data(tmp_path, fake_build, capsys) -> None:
     out = tmp_path / "run"
     args = _parse(

@@ -223,3 +223,31 @@ def test_a_checkpoint_s_task_description_rebuilds_the_mixture() -> None:
     again = task_from_description(task.describe())
     assert again.describe() == task.describe()
     assert torch.equal(again.train_batch(1, 0, 16)[0], task.train_batch(1, 0, 16)[0])
+
+
+def test_evaluating_a_mixture_checkpoint_at_another_length_asks_num_items_alone() -> None:
+    from zoo.training.runs import task_from_description
+
+    task = make_task("mqar", seq_len=256, vocab_size=256, num_items=8, train_items=[4, 64])
+    shorter = task_from_description(task.describe(), seq_len=128)  # 64 pairs do not fit in 128 tokens
+    assert shorter.seq_len == 128 and shorter.num_items == 8 and shorter.train_items is None
+    assert task_from_description(task.describe()).train_items == (4, 64)
+
+
+def test_a_mixture_of_the_scored_count_alone_is_the_plain_task_and_counts_must_be_whole() -> None:
+    plain = make_task("mqar", seq_len=64, vocab_size=64, num_items=8)
+    one = make_task("mqar", seq_len=64, vocab_size=64, num_items=8, train_items=[8])
+    assert one.describe() == plain.describe()
+    assert torch.equal(one.train_batch(2, 0, 8)[0], plain.train_batch(2, 0, 8)[0])
+    with pytest.raises(TaskError, match="whole item counts"):
+        make_task("mqar", seq_len=64, vocab_size=64, num_items=8, train_items=[4.0])
+
+
+def test_data_parallel_shards_of_a_mixture_are_the_one_process_batch() -> None:
+    from zoo.data.tasks import train_shard
+
+    task = make_task("mqar", seq_len=64, vocab_size=64, num_items=8, train_items=[2, 4, 8])
+    whole = task.train_batch(7, 1, 12)
+    shards = [train_shard(task, 7, 1, 4, rank, 3) for rank in range(3)]
+    assert torch.equal(torch.cat([x for x, _ in shards]), whole[0])
+    assert torch.equal(torch.cat([y for _, y in shards]), whole[1])

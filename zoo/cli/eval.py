@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from zoo.cli._transpoints import add_transpoint_args, use_transpoint_args
 from zoo.cli.train import add_backend_arg
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from zoo import checkpoint as ckpt
     from zoo.cli.train import make_train_config
     from zoo.overrides import parse_backend_overrides
-    from zoo.training.runs import task_from_description
+    from zoo.training.runs import corpus_drift, task_from_description
     from zoo.training.trainer import Trainer, resolve_device
 
     config = make_train_config(
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         seq_len=args.seq_len,
     )
+    drift = corpus_drift(description, task) if args.data is None else None
+    if drift:
+        print(f"zoo eval: warning: {drift}", file=sys.stderr)
     model = ckpt.load(
         checkpoint.path,
         device=resolve_device(args.device),

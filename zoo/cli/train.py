@@ -26,7 +26,7 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--data",
         default=None,
-        help="text corpus: builtin (default), builtin:topics, builtin:stdlib, builtin:pylib (12 MB), a file, a "
+        help="text corpus: builtin (default), builtin:topics, builtin:stdlib, builtin:pylib (11 MB), a file, a "
         "directory or a glob",
     )
     group.add_argument(

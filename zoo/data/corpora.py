@@ -3,7 +3,7 @@
 ``builtin`` needs nothing but the Python install: the English help text of
 ``pydoc_data.topics`` plus the source of a fixed list of standard-library modules.
 ``builtin:topics`` and ``builtin:stdlib`` select one half. ``builtin:pylib`` is larger (about
-12 MB): every ``*.py`` file of the running Python's standard library except its tests,
+11 MB): every ``*.py`` file of the running Python's standard library except its tests,
 IDLE and installed packages; it changes with the Python version, so a comparison trains
 every model on one machine. Anything else is a text file, a directory (every
 ``*.txt``/``*.md``/``*.py`` file below it) or a glob.

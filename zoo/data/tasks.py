@@ -160,6 +160,11 @@ class SyntheticTask:
             self.train_items = tuple(self.train_items)
             if not self.train_items:
                 raise TaskError("--train-items needs at least one item count, e.g. 4,8,16")
+            if not all(isinstance(k, int) and not isinstance(k, bool) for k in self.train_items):
+                raise TaskError(f"--train-items takes whole item counts, e.g. 4,8,16; got {list(self.train_items)}")
+            if self.train_items == (self.num_items,):  # a mixture of one: the plain task, same batches
+                self.train_items = None
+        if self.train_items is not None:
             for items in self.train_items:
                 try:
                     check(self.seq_len, items, self.vocab_size)

@@ -146,6 +146,9 @@ def _task_from_description(
         )
     if kind in SYNTHETIC:
         items = description.get(SYNTHETIC[kind][2])
+        # A training mixture belongs to the length it was trained at; evaluating at another
+        # length asks num_items alone, so the mixture (whose counts may not fit there) is left out.
+        same_length = seq_len == description["seq_len"]
         return make_task(
             kind,
             seq_len=seq_len,
@@ -153,9 +156,30 @@ def _task_from_description(
             num_items=items,
             seed=description.get("seed", 0),
             eval_examples=description.get("eval_examples", 256),
-            train_items=description.get("train_items"),
+            train_items=description.get("train_items") if same_length else None,
         )
     raise ZooError(f"cannot rebuild task {kind!r} from a checkpoint description")
+
+
+def corpus_drift(description: dict[str, Any], task: Task) -> str | None:
+    """A one-line warning when ``task``, rebuilt from a checkpoint's recorded text corpus, is not
+    the text that checkpoint saw: its split holds another number of tokens (a built-in corpus
+    follows the machine's Python; a file may have changed). None when they agree or when the
+    description records no counts."""
+    rebuilt = task.describe()
+    if description.get("task") != "text" or rebuilt.get("corpus") != description.get("corpus"):
+        return None
+    differ = [
+        f"{split} {description[key]:,} -> {rebuilt[key]:,}"
+        for split, key in (("train", "train_tokens"), ("validation", "val_tokens"))
+        if key in description and description[key] != rebuilt.get(key)
+    ]
+    if not differ:
+        return None
+    return (
+        f"corpus {rebuilt['corpus']!r} here is not the text the checkpoint was trained on (tokens: "
+        f"{', '.join(differ)}), so this loss is on other text; pass the training text with --data"
+    )
 
 
 def _is_builtin_corpus(name: Any) -> bool:
