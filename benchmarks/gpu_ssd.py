@@ -277,8 +277,8 @@ def render(
             cells += [f"{fwd:.3f}", "n/a" if n in (forward_only or ()) else f"{fb:.3f}"]
         report.append(f"| {batch} | {seq_len} | " + " | ".join(cells) + " |")
 
+    ours = [n for n in names if n.startswith("triton")]
     if "mamba_ssm" in names:
-        ours = [n for n in names if n.startswith("triton")]
         report += ["", "### Speed-up of our Triton SSD over mamba_ssm (same run; >1 = faster)", ""]
         report += [
             "| B | T | " + " | ".join(f"{n} fwd | {n} fwd+bwd" for n in ours) + " |",
@@ -296,7 +296,6 @@ def render(
             report.append(f"| {batch} | {seq_len} | " + " | ".join(cells) + " |")
 
     peers = [n for n in names if n in (forward_only or ())]
-    ours = [n for n in names if n.startswith("triton")]
     if peers and ours:
         report += ["", "### Forward: speed-up of ours over each forward-only peer (same run; >1 = faster)", ""]
         report += ["| B | T | " + " | ".join(f"{o} vs {p}" for o in ours for p in peers) + " |"]

@@ -143,7 +143,7 @@ def test_sizes_that_do_not_fit_name_the_option() -> None:
 def test_the_cli_offers_every_task() -> None:
     import argparse
 
-    from zoo.cli.train import add_task_args
+    from zoo.cli._task_args import add_task_args
 
     parser = argparse.ArgumentParser()
     add_task_args(parser)

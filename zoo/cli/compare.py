@@ -27,13 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zoo.cli._task_args import add_task_args, task_from_args
 from zoo.cli.compare_tables import markdown_table, parameter_note, sweep_table
-from zoo.cli.train import (
-    add_task_args,
-    add_training_args,
-    config_from_args,
-    task_from_args,
-)
+from zoo.cli.train import add_training_args, config_from_args
 from zoo.errors import ZooError
 
 HELP = "train several models with the same data, tokens and seeds, and compare them with intervals"

@@ -156,20 +156,20 @@ class SyntheticTask:
             check(self.seq_len, self.num_items, self.vocab_size)
         except ValueError as exc:
             raise TaskError(str(exc)) from None
-        if self.train_items is not None:
-            self.train_items = tuple(self.train_items)
-            if not self.train_items:
-                raise TaskError("--train-items needs at least one item count, e.g. 4,8,16")
-            if not all(isinstance(k, int) and not isinstance(k, bool) for k in self.train_items):
-                raise TaskError(f"--train-items takes whole item counts, e.g. 4,8,16; got {list(self.train_items)}")
-            if self.train_items == (self.num_items,):  # a mixture of one: the plain task, same batches
-                self.train_items = None
-        if self.train_items is not None:
-            for items in self.train_items:
-                try:
-                    check(self.seq_len, items, self.vocab_size)
-                except ValueError as exc:
-                    raise TaskError(f"--train-items {items}: {exc}") from None
+        if self.train_items is None:
+            return
+        counts = tuple(self.train_items)
+        if not counts:
+            raise TaskError("--train-items needs at least one item count, e.g. 4,8,16")
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in counts):
+            raise TaskError(f"--train-items takes whole item counts, e.g. 4,8,16; got {list(counts)}")
+        for items in counts:
+            try:
+                check(self.seq_len, items, self.vocab_size)
+            except ValueError as exc:
+                raise TaskError(f"--train-items {items}: {exc}") from None
+        # a mixture of num_items alone is the plain task (same batches, same description)
+        self.train_items = None if counts == (self.num_items,) else counts
 
     @property
     def name(self) -> str:

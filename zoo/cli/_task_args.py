@@ -1,0 +1,68 @@
+"""The data flags that ``zoo train`` and ``zoo compare`` share (``--task``, ``--data``,
+``--seq-len``, ``--num-items``, ``--train-items`` ...) and the task they describe."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_task_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--task",
+        choices=("text", "mqar", "copy", "induction", "phonebook"),  # zoo.data.tasks.TASK_KINDS
+        default="text",
+        help="default: text; the recall tasks report their chance floor beside the accuracy",
+    )
+    group.add_argument(
+        "--data",
+        default=None,
+        help="text corpus: builtin (default), builtin:topics, builtin:stdlib, builtin:pylib (11 MB), a file, a "
+        "directory or a glob",
+    )
+    group.add_argument(
+        "--tokenizer",
+        default="byte",
+        help="byte (default) or bpe[:VOCAB] (trained locally; needs the bpe extra)",
+    )
+    group.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (default 256)")
+    group.add_argument("--vocab", type=int, default=64, help="synthetic tasks: vocabulary size (default 64)")
+    group.add_argument(
+        "--num-items",
+        type=int,
+        default=None,
+        help="synthetic tasks: key-value pairs (mqar, default seq_len/8), tokens to copy (copy: seq_len/4, "
+        "induction: seq_len/2) or phone-book entries (phonebook: as many as fit)",
+    )
+    group.add_argument(
+        "--train-items",
+        type=item_counts,
+        default=None,
+        metavar="N,N,...",
+        help="synthetic tasks: train on a mixture of item counts, each sequence's drawn uniformly (e.g. "
+        "4,8,16,32,64, as Zoology trains MQAR); evaluation keeps --num-items (default: train on --num-items)",
+    )
+
+
+def item_counts(text: str) -> list[int]:
+    """``"4,8,16"`` -> ``[4, 8, 16]``; anything else is one argparse error line."""
+    counts = [part.strip() for part in text.split(",")]
+    if not all(c.isdigit() and int(c) > 0 for c in counts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive item counts (e.g. 4,8,16)")
+    return [int(c) for c in counts]
+
+
+def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
+    from zoo.data.tasks import make_task
+
+    return make_task(
+        args.task,
+        data=args.data,
+        seq_len=args.seq_len,
+        seed=args.seed,
+        tokenizer=tokenizer if tokenizer is not None else args.tokenizer,
+        vocab_size=args.vocab,
+        num_items=args.num_items,
+        train_items=args.train_items,
+    )
