@@ -15,7 +15,10 @@ the transpose of ours. The copies of B and C, ``dt * x`` and the D skip are extr
 caller of fla pays for SSD, so they are timed with it.
 
 fla's backward refuses Triton < 3.7.1 on Hopper (a wrong-result bug in its gated
-``chunk_bwd_dqkwg``), so the benchmark times the forward only.
+``chunk_bwd_dqkwg``), so the benchmark times the forward only. It times fla twice: as an SSD
+(:func:`fla_ssd`, everything above included) and as its kernel alone (:class:`KernelOnly`,
+q, k, v and g made once outside the timing, no D skip): the second is the lower bound of what
+fla's kernel costs, the difference is what the SSD-to-GLA mapping adds.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from einops import repeat
 
 PEER = "fla simple_gla (fwd only)"
+KERNEL_PEER = "fla kernel alone (fwd only)"
 
 
 def available() -> tuple[bool, str]:
@@ -83,6 +87,31 @@ def fla_ssd(
     if not return_final_state:
         return y
     return y, state.float().transpose(-1, -2)
+
+
+class KernelOnly:
+    """``chunk_simple_gla`` alone, called like :func:`fla_ssd`: the q, k, v, g it needs are made
+    on the first call for a given set of input tensors and reused while the same tensors come
+    back, so a timing loop over one set of inputs times the kernel only. Returns fla's output
+    without the D skip (for timing, not for parity)."""
+
+    def __init__(self, kernel: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None) -> None:
+        self.kernel = kernel
+        self._key: tuple[int, ...] | None = None
+        self._prepared: tuple[torch.Tensor, ...] = ()
+
+    def __call__(
+        self, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, **_: Any
+    ) -> torch.Tensor:
+        if self.kernel is None:
+            from fla.ops.simple_gla import chunk_simple_gla
+
+            self.kernel = chunk_simple_gla
+        key = tuple(t.data_ptr() for t in (x, dt, A, B, C)) + tuple(x.shape) + tuple(B.shape)
+        if key != self._key:
+            self._key, self._prepared = key, ssd_as_simple_gla(x, dt, A, B, C)
+        q, k, v, g = self._prepared
+        return self.kernel(q, k, v, g=g, scale=1.0, output_final_state=False)[0]
 
 
 def parity(

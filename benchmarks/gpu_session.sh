@@ -33,12 +33,12 @@
 #   train            the small presets compiled on the Triton SSD at T=2048 and 8192
 #   throughput       training tokens/s, peak memory, MFU of the 400m presets (THROUGHPUT_ARGS)
 #   mqar             the four small presets on MQAR (T = MQAR_T, default 2048; MQAR_ITEMS pairs, default 64;
-#                    vocabulary 256), learning rates MQAR_LRS (default 1e-3,3e-3,1e-2) x MQAR_SEEDS seeds from
-#                    MQAR_SEED (default 3 from 0), MQAR_STEPS steps (default 300) of 32,768 tokens, trained on
-#                    MQAR_ITEMS pairs or on the mixture MQAR_TRAIN_ITEMS (e.g. 4,8,16,32,64; zoo's --train-items); the four
-#                    models side by side (small models leave the GPU mostly idle), each run journalled, so a
-#                    deadline (MQAR_DEADLINE s, default 470) keeps the finished ones; runs of several calls
-#                    (a seed each, say) merge with zoo compare --merge
+#                    vocabulary 256): MQAR_STEPS steps (default 300) of 32,768 tokens, learning rates MQAR_LRS
+#                    (default 1e-3,3e-3,1e-2; MQAR_LRS_<model> overrides one model's) x MQAR_SEEDS seeds (default 1)
+#                    from MQAR_SEED (default 0), trained on MQAR_ITEMS pairs or on the mixture MQAR_TRAIN_ITEMS
+#                    (e.g. 4,8,16,32,64; zoo's --train-items); MQAR_MODELS picks models; every (model, rate, seed)
+#                    its own process, side by side (small models leave the GPU mostly idle), deadline MQAR_DEADLINE s
+#                    (default 470); merged with zoo compare --merge, and runs of several calls merge the same way
 #   text             the four small presets on byte-level text (TEXT_DATA, default builtin:pylib, the standard
 #                    library's source) at T = TEXT_T (default 2048): TEXT_STEPS steps (default 400) of 32,768 tokens,
 #                    learning rates TEXT_LRS (default 1e-3,3e-3,1e-2; TEXT_LRS_<model> overrides one model's, a
@@ -211,18 +211,25 @@ case "$job" in
     ;;
   mqar)
     T=${MQAR_T:-2048}
+    first=${MQAR_SEED:-0}
     pids=()
     trap stop_all INT TERM  # side-by-side runs end with the script
-    for model in transmamba transformer mamba2 hybrid; do
-      OMP_NUM_THREADS=2 step "${MQAR_DEADLINE:-470}" "mqar_T${T}_$model" python3 -m zoo compare "$model-small" --task mqar \
-        --seq-len "$T" --vocab 256 --num-items "${MQAR_ITEMS:-64}" --seeds "${MQAR_SEEDS:-3}" --seed "${MQAR_SEED:-0}" \
-        --lrs "${MQAR_LRS:-1e-3,3e-3,1e-2}" --budget "${MQAR_STEPS:-300}" ${MQAR_TRAIN_ITEMS:+--train-items "$MQAR_TRAIN_ITEMS"} \
-        --batch-size $((32768 / T)) --eval-every 100 --no-compile --device cuda --precision bf16 --no-progress \
-        --no-plot --out "$work/T$T/$model" &
-      pids+=($!)
+    for model in ${MQAR_MODELS:-transmamba transformer mamba2 hybrid}; do
+      lrs_var="MQAR_LRS_${model//[^A-Za-z0-9_]/_}"
+      for lr in $(echo "${!lrs_var:-${MQAR_LRS:-1e-3,3e-3,1e-2}}" | tr , ' '); do
+        for seed in $(seq "$first" $((first + ${MQAR_SEEDS:-1} - 1))); do
+          OMP_NUM_THREADS=1 step "${MQAR_DEADLINE:-470}" "mqar_T${T}_${model}_lr${lr}_seed$seed" python3 -m zoo compare \
+            "$model-small" --task mqar --seq-len "$T" --vocab 256 --num-items "${MQAR_ITEMS:-64}" \
+            ${MQAR_TRAIN_ITEMS:+--train-items "$MQAR_TRAIN_ITEMS"} --lr "$lr" --seeds 1 --seed "$seed" \
+            --steps "${MQAR_STEPS:-300}" --batch-size $((32768 / T)) --eval-every 100 --no-compile --device cuda \
+            --precision bf16 --no-progress --no-plot --out "$work/T$T/$model-lr$lr-seed$seed" &
+          pids+=($!)
+        done
+      done
     done
     wait "${pids[@]}"
     trap - INT TERM
+    (( ${#pids[@]} )) || { echo "mqar: no runs (MQAR_MODELS, MQAR_LRS or MQAR_SEEDS is empty)"; continue; }
     step 60 "mqar_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
     find "$work" -name '*.safetensors' -delete
     ;;

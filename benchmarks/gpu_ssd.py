@@ -11,7 +11,9 @@
    Triton SSD vs mamba-ssm's ``mamba_chunk_scan_combined`` vs the chunked pure-PyTorch
    SSD under ``torch.compile``; ratios are from the same run. fla's ``chunk_simple_gla`` (the
    SSD as scalar-decay gated linear attention, ``benchmarks/fla_peer.py``) is timed forward
-   only, after its own forward parity, when fla is importable.
+   only, after its own forward parity, when fla is importable: as an SSD (the head copies of
+   B and C, dt * x and the D skip included) and as its kernel alone (inputs made outside the
+   timing).
 3. The byte floor of the forward (the bytes it must read and write, over the device-copy
    bandwidth measured in the same run): each timed forward against it at every shape, and in
    detail at B=1 T=64K (with ``--quick`` or ``--shapes``, at the first shape). With fla timed,
@@ -205,7 +207,8 @@ def main() -> None:
         timed["mamba_ssm"] = backends["mamba_ssm (chunk 256)"]
     if fla_ok and passed[fla_peer.PEER]:
         timed[fla_peer.PEER] = fla_peer.fla_ssd
-    forward_only = {fla_peer.PEER}
+        timed[fla_peer.KERNEL_PEER] = fla_peer.KernelOnly()
+    forward_only = {fla_peer.PEER, fla_peer.KERNEL_PEER}
     if not args.skip_compiled and passed.get("chunked (chunk 64)"):
         compiled = torch.compile(ssd_chunked, dynamic=True, fullgraph=True)
         timed["torch chunked (compiled)"] = lambda *a, **k: compiled(*a, chunk_size=64, **k)

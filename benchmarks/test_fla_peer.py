@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fla_peer import fla_ssd  # noqa: E402
+from fla_peer import KernelOnly, fla_ssd  # noqa: E402
 
 from zoo.ops.ssd.reference import ssd_scan  # noqa: E402
 from zoo.testing import rel_err  # noqa: E402
@@ -165,3 +165,22 @@ def test_shapes_parse_and_a_bad_one_names_the_form() -> None:
     assert parse_shapes("8x8192,1x65536") == [(8, 8192), (1, 65536)]
     with pytest.raises(argparse.ArgumentTypeError, match="BATCHxLENGTH"):
         parse_shapes("8x")
+
+
+def test_the_kernel_alone_prepares_once_per_input_set_and_is_the_ssd_without_d() -> None:
+    p = _problem(*CASES[1])
+    calls = []
+
+    def counting(q, k, v, g, **kwargs):
+        calls.append(q.data_ptr())
+        return simple_gla_recurrence(q, k, v, g, **kwargs)
+
+    alone = KernelOnly(counting)
+    args = [p[k] for k in ("x", "dt", "A", "B", "C")]
+    first, again = alone(*args, D=p["D"]), alone(*args, D=p["D"])
+    assert len(set(calls)) == 1 and len(calls) == 2  # q, k, v, g made once, the kernel run twice
+    y_ref = ssd_scan(*args)  # no D skip, no initial state
+    assert torch.equal(first, again) and rel_err(first, y_ref) < 1e-5
+    other = {**p, "x": p["x"] * 2}
+    alone(*[other[k] for k in ("x", "dt", "A", "B", "C")])
+    assert len(set(calls)) == 2  # new inputs are prepared again
