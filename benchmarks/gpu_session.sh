@@ -38,7 +38,8 @@
 #                    from MQAR_SEED (default 0), trained on MQAR_ITEMS pairs or on the mixture MQAR_TRAIN_ITEMS
 #                    (e.g. 4,8,16,32,64; zoo's --train-items); MQAR_MODELS picks models; every (model, rate, seed)
 #                    its own process, side by side (small models leave the GPU mostly idle), deadline MQAR_DEADLINE s
-#                    (default 470); merged with zoo compare --merge, and runs of several calls merge the same way
+#                    (default 470); MQAR_ACCUM micro-batches per step (default 1; each process holds ~8.5 GiB at
+#                    T = 2048 without it); merged with zoo compare --merge, and runs of several calls merge the same way
 #   text             the four small presets on byte-level text (TEXT_DATA, default builtin:pylib, the standard
 #                    library's source) at T = TEXT_T (default 2048): TEXT_STEPS steps (default 400) of 32,768 tokens,
 #                    learning rates TEXT_LRS (default 1e-3,3e-3,1e-2; TEXT_LRS_<model> overrides one model's, a
@@ -212,6 +213,11 @@ case "$job" in
   mqar)
     T=${MQAR_T:-2048}
     first=${MQAR_SEED:-0}
+    accum=${MQAR_ACCUM:-1}
+    if ! [[ $T =~ ^[0-9]+$ && $accum =~ ^[0-9]+$ ]] || (( T < 1 || accum < 1 || 32768 % (T * accum) != 0 )); then
+      echo "mqar: MQAR_T x MQAR_ACCUM ($T x $accum) must divide the 32,768 tokens of a step; skipped" | tee "$work/mqar.log"
+      continue
+    fi
     pids=()
     trap stop_all INT TERM  # side-by-side runs end with the script
     for model in ${MQAR_MODELS:-transmamba transformer mamba2 hybrid}; do
@@ -221,7 +227,8 @@ case "$job" in
           OMP_NUM_THREADS=1 step "${MQAR_DEADLINE:-470}" "mqar_T${T}_${model}_lr${lr}_seed$seed" python3 -m zoo compare \
             "$model-small" --task mqar --seq-len "$T" --vocab 256 --num-items "${MQAR_ITEMS:-64}" \
             ${MQAR_TRAIN_ITEMS:+--train-items "$MQAR_TRAIN_ITEMS"} --lr "$lr" --seeds 1 --seed "$seed" \
-            --steps "${MQAR_STEPS:-300}" --batch-size $((32768 / T)) --eval-every 100 --no-compile --device cuda \
+            --steps "${MQAR_STEPS:-300}" --batch-size $((32768 / T / accum)) --grad-accum "$accum" --eval-every 100 \
+            --no-compile --device cuda \
             --precision bf16 --no-progress --no-plot --out "$work/T$T/$model-lr$lr-seed$seed" &
           pids+=($!)
         done
