@@ -104,6 +104,42 @@ stop_all() {  # end the side-by-side steps in pids (each a subshell running `tim
   exit 130
 }
 
+small_grid() {  # small_grid JOB PREFIX STEPS TASK_ARG...: the small presets on one task (the `mqar` and `text` jobs)
+  # Every (model, rate, seed) is its own `zoo compare` process, side by side, then all are merged. Read from
+  # PREFIX_*: T (default 2048), ACCUM (micro-batches per step, default 1), MODELS, LRS (default 1e-3,3e-3,1e-2;
+  # LRS_<model> overrides one model's), SEEDS (default 1) from SEED (default 0), STEPS (default STEPS), DEADLINE
+  # (seconds, default 470). Returns 1 (nothing run) when the settings cannot make a 32,768-token step.
+  local job=$1 prefix=$2 steps=$3
+  shift 3
+  setting() { local name="${prefix}_$1"; echo "${!name:-$2}"; }
+  local T accum first model lr seed lrs_name
+  T=$(setting T 2048) accum=$(setting ACCUM 1) first=$(setting SEED 0)
+  if ! [[ $T =~ ^[0-9]+$ && $accum =~ ^[0-9]+$ ]] || (( T < 1 || accum < 1 || 32768 % (T * accum) != 0 )); then
+    echo "$job: ${prefix}_T x ${prefix}_ACCUM ($T x $accum) must divide the 32,768 tokens of a step; skipped" \
+      | tee "$work/$job.log"
+    return 1
+  fi
+  pids=()
+  trap stop_all INT TERM  # side-by-side runs end with the script
+  for model in $(setting MODELS "transmamba transformer mamba2 hybrid"); do
+    lrs_name="${prefix}_LRS_${model//[^A-Za-z0-9_]/_}"
+    for lr in $(echo "${!lrs_name:-$(setting LRS 1e-3,3e-3,1e-2)}" | tr , ' '); do
+      for seed in $(seq "$first" $((first + $(setting SEEDS 1) - 1))); do
+        OMP_NUM_THREADS=1 step "$(setting DEADLINE 470)" "${job}_T${T}_${model}_lr${lr}_seed$seed" python3 -m zoo compare \
+          "$model-small" "$@" --seq-len "$T" --lr "$lr" --seeds 1 --seed "$seed" --steps "$(setting STEPS "$steps")" \
+          --batch-size $((32768 / T / accum)) --grad-accum "$accum" --eval-every 100 --no-compile --device cuda \
+          --precision bf16 --no-progress --no-plot --out "$work/T$T/$model-lr$lr-seed$seed" &
+        pids+=($!)
+      done
+    done
+  done
+  wait "${pids[@]}"
+  trap - INT TERM
+  (( ${#pids[@]} )) || { echo "$job: no runs (${prefix}_MODELS, ${prefix}_LRS or ${prefix}_SEEDS is empty)"; return 1; }
+  step 60 "${job}_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
+  find "$work" -name '*.safetensors' -delete
+}
+
 for job in "$@"; do
 work="$out/$job"
 mkdir -p "$work"
@@ -211,63 +247,11 @@ case "$job" in
       ${THROUGHPUT_ARGS:-} --out "$work"
     ;;
   mqar)
-    T=${MQAR_T:-2048}
-    first=${MQAR_SEED:-0}
-    accum=${MQAR_ACCUM:-1}
-    if ! [[ $T =~ ^[0-9]+$ && $accum =~ ^[0-9]+$ ]] || (( T < 1 || accum < 1 || 32768 % (T * accum) != 0 )); then
-      echo "mqar: MQAR_T x MQAR_ACCUM ($T x $accum) must divide the 32,768 tokens of a step; skipped" | tee "$work/mqar.log"
-      continue
-    fi
-    pids=()
-    trap stop_all INT TERM  # side-by-side runs end with the script
-    for model in ${MQAR_MODELS:-transmamba transformer mamba2 hybrid}; do
-      lrs_var="MQAR_LRS_${model//[^A-Za-z0-9_]/_}"
-      for lr in $(echo "${!lrs_var:-${MQAR_LRS:-1e-3,3e-3,1e-2}}" | tr , ' '); do
-        for seed in $(seq "$first" $((first + ${MQAR_SEEDS:-1} - 1))); do
-          OMP_NUM_THREADS=1 step "${MQAR_DEADLINE:-470}" "mqar_T${T}_${model}_lr${lr}_seed$seed" python3 -m zoo compare \
-            "$model-small" --task mqar --seq-len "$T" --vocab 256 --num-items "${MQAR_ITEMS:-64}" \
-            ${MQAR_TRAIN_ITEMS:+--train-items "$MQAR_TRAIN_ITEMS"} --lr "$lr" --seeds 1 --seed "$seed" \
-            --steps "${MQAR_STEPS:-300}" --batch-size $((32768 / T / accum)) --grad-accum "$accum" --eval-every 100 \
-            --no-compile --device cuda \
-            --precision bf16 --no-progress --no-plot --out "$work/T$T/$model-lr$lr-seed$seed" &
-          pids+=($!)
-        done
-      done
-    done
-    wait "${pids[@]}"
-    trap - INT TERM
-    (( ${#pids[@]} )) || { echo "mqar: no runs (MQAR_MODELS, MQAR_LRS or MQAR_SEEDS is empty)"; continue; }
-    step 60 "mqar_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
-    find "$work" -name '*.safetensors' -delete
+    small_grid mqar MQAR 300 --task mqar --vocab 256 --num-items "${MQAR_ITEMS:-64}" \
+      ${MQAR_TRAIN_ITEMS:+--train-items "$MQAR_TRAIN_ITEMS"} || continue
     ;;
   text)
-    T=${TEXT_T:-2048}
-    first=${TEXT_SEED:-0}
-    accum=${TEXT_ACCUM:-1}
-    if ! [[ $T =~ ^[0-9]+$ && $accum =~ ^[0-9]+$ ]] || (( T < 1 || accum < 1 || 32768 % (T * accum) != 0 )); then
-      echo "text: TEXT_T x TEXT_ACCUM ($T x $accum) must divide the 32,768 tokens of a step; skipped" | tee "$work/text.log"
-      continue
-    fi
-    pids=()
-    trap stop_all INT TERM
-    for model in ${TEXT_MODELS:-transmamba transformer mamba2 hybrid}; do
-      lrs_var="TEXT_LRS_${model//[^A-Za-z0-9_]/_}"
-      for lr in $(echo "${!lrs_var:-${TEXT_LRS:-1e-3,3e-3,1e-2}}" | tr , ' '); do
-        for seed in $(seq "$first" $((first + ${TEXT_SEEDS:-1} - 1))); do
-          OMP_NUM_THREADS=1 step "${TEXT_DEADLINE:-470}" "text_T${T}_${model}_lr${lr}_seed$seed" python3 -m zoo compare \
-            "$model-small" --task text --data "${TEXT_DATA:-builtin:pylib}" --seq-len "$T" --lr "$lr" --seeds 1 \
-            --seed "$seed" --steps "${TEXT_STEPS:-400}" --batch-size $((32768 / T / accum)) \
-            --grad-accum "$accum" --eval-every 100 --no-compile --device cuda --precision bf16 \
-            --no-progress --no-plot --out "$work/T$T/$model-lr$lr-seed$seed" &
-          pids+=($!)
-        done
-      done
-    done
-    wait "${pids[@]}"
-    trap - INT TERM
-    (( ${#pids[@]} )) || { echo "text: no runs (TEXT_MODELS, TEXT_LRS or TEXT_SEEDS is empty)"; continue; }
-    step 60 "text_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
-    find "$work" -name '*.safetensors' -delete
+    small_grid text TEXT 400 --task text --data "${TEXT_DATA:-builtin:pylib}" || continue
     ;;
   table9)
     specs=docs/experiments/table9-cpu
