@@ -65,7 +65,13 @@ def main() -> None:
         default=None,
         help="only the conv, under ';'-separated backward configurations [KERNELS:]BT,BC,TILES: the "
         "backward's kernels (two_pass or fused; default two_pass) and the tile of its first (or only) "
-        "kernel (the first entry is what the Triton conv has now), e.g. '16,64,16;fused:16,64,16;fused:8,64,32'",
+        "kernel (the first entry is what the Triton conv has now), e.g. '16,64,16;fused:16,64,16;fused:8,64,32'; "
+        "an optional fourth number is the warps per program (default 4)",
+    )
+    parser.add_argument(
+        "--conv-fwd",
+        default="",
+        help="with --conv-only: ';'-separated forward tiles BT,BC[,WARPS] to time as well, e.g. '64,128;32,256,8'",
     )
     parser.add_argument("--norm-only", action="store_true", help="only the gated RMSNorm")
     args = parser.parse_args()
@@ -92,6 +98,7 @@ def main() -> None:
             lambda: Path(args.out).write_text("\n".join(lines) + "\n"),
             gen,
             tiles=[parse_conv_config(c) for c in args.conv_only.split(";") if c],
+            fwd_tiles=[parse_conv_fwd_config(c) for c in args.conv_fwd.split(";") if c],
         )
         print("\n".join(lines))
         return
@@ -155,11 +162,23 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def parse_conv_config(text: str) -> tuple[str, int, int, int]:
-    """``[KERNELS:]BT,BC,TILES`` -> (kernels, BT, BC, TILES); kernels default ``two_pass``."""
+def parse_conv_config(text: str) -> tuple[str, int, int, int, int]:
+    """``[KERNELS:]BT,BC,TILES[,WARPS]`` -> (kernels, BT, BC, TILES, WARPS); kernels default
+    ``two_pass``, warps 4."""
     kernels, _, tile = text.rpartition(":")
-    bt, bc, tiles = (int(v) for v in tile.split(","))
-    return kernels or "two_pass", bt, bc, tiles
+    values = [int(v) for v in tile.split(",")]
+    if len(values) not in (3, 4):
+        raise SystemExit(f"conv backward config {text!r}: expected [KERNELS:]BT,BC,TILES[,WARPS]")
+    bt, bc, tiles, warps = (*values, 4) if len(values) == 3 else values
+    return kernels or "two_pass", bt, bc, tiles, warps
+
+
+def parse_conv_fwd_config(text: str) -> tuple[int, int, int]:
+    """``BT,BC[,WARPS]`` -> the forward kernel's (BT, BC, WARPS); warps default 4."""
+    values = [int(v) for v in text.split(",")]
+    if len(values) not in (2, 3):
+        raise SystemExit(f"conv forward config {text!r}: expected BT,BC[,WARPS]")
+    return (*values, 4) if len(values) == 2 else tuple(values)
 
 
 def norm_micro(lines: list[str], write, gen: torch.Generator) -> None:
@@ -208,11 +227,18 @@ def norm_micro(lines: list[str], write, gen: torch.Generator) -> None:
         write()
 
 
-def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[str, int, int, int]] = ()) -> None:
+def conv_micro(
+    lines: list[str],
+    write,
+    gen: torch.Generator,
+    tiles: list[tuple[str, int, int, int, int]] = (),
+    fwd_tiles: list[tuple[int, int, int]] = (),
+) -> None:
     """The Mamba2 mixer's causal conv + SiLU at the 400m shape (B=1, T=8192, 5120 channels
     sliced from the 8240-wide in_proj output, split into x / B / C): the fused Triton op vs
     the shifted multiply-adds compiled by inductor (the 'torch' conv backend). ``tiles``: the
-    Triton op again under each (BT, BC, TILES) of its d_pre kernel, gradients checked."""
+    Triton op again under each (kernels, BT, BC, TILES, warps) of its backward, gradients
+    checked, and under each (BT, BC, warps) of its forward kernel, outputs checked."""
     from zoo.layers.conv import CausalConv1d
     from zoo.ops.conv import conv_reference
     from zoo.testing import rel_err
@@ -247,13 +273,34 @@ def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[
         fwd, fb = fwd_and_fwd_bwd(run, [wide])
         lines.append(f"| {name} | {err:.1e} | {fwd:.3f} | {fb:.3f} |")
         write()
+    if fwd_tiles:
+        lines += [
+            "",
+            "#### forward tiles (BT tokens x BC channels, warps), triton op",
+            "",
+            "| BT, BC, warps | max rel err vs fp64 | fwd |",
+            "|---|---|---|",
+        ]
+        saved_fwd = (conv_ops._BT, conv_ops._BC, conv_ops._FWD_WARPS)
+        for tile in fwd_tiles:
+            conv_ops._BT, conv_ops._BC, conv_ops._FWD_WARPS = tile
+            try:
+                err = rel_err(
+                    torch.cat(triton_conv(wide[:, :, 3072:8192], conv.weight, conv.bias), -1).double(), expected
+                )
+                ms = bench(lambda: triton_conv(wide[:, :, 3072:8192], conv.weight, conv.bias))
+                lines.append(f"| {tile} | {err:.1e} | {ms:.3f} |")
+            except Exception as exc:  # reported; the other tiles still run
+                lines.append(f"| {tile} | FAIL {type(exc).__name__}: {str(exc)[:80]} | |")
+            write()
+        conv_ops._BT, conv_ops._BC, conv_ops._FWD_WARPS = saved_fwd
     if not tiles:
         return
     lines += [
         "",
-        "#### backward kernels and their tiles (BT tokens x BC channels, TILES per program), triton op",
+        "#### backward kernels and their tiles (BT tokens x BC channels, TILES per program, warps), triton op",
         "",
-        "| kernels, BT, BC, TILES | max rel err of dx, dw, db vs fp64 | fwd+bwd |",
+        "| kernels, BT, BC, TILES, warps | max rel err of dx, dw, db vs fp64 | fwd+bwd |",
         "|---|---|---|",
     ]
     # x stays a strided slice of the in_proj-wide tensor, as in the mixers
@@ -261,9 +308,11 @@ def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[
     ref = [t.detach().double().requires_grad_(True) for t in (leaves[0][:, :, 3072:8192], *leaves[1:])]
     cot = torch.randn(1, 8192, 5120, device="cuda", generator=gen)
     ref_grads = torch.autograd.grad((conv_reference(*ref, True) * cot.double()).sum(), ref)
-    saved = (conv_ops.backward_kernels, conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE)
+    knobs = ("backward_kernels", "_BT_PRE", "_BC_PRE", "_TILES_PRE", "_PRE_WARPS")
+    saved = [getattr(conv_ops, k) for k in knobs]
     for tile in tiles:
-        conv_ops.backward_kernels, conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE = tile
+        for knob, value in zip(knobs, tile, strict=True):
+            setattr(conv_ops, knob, value)
         try:
 
             def step():
@@ -277,7 +326,8 @@ def conv_micro(lines: list[str], write, gen: torch.Generator, tiles: list[tuple[
         except Exception as exc:  # reported; the other tiles still run
             lines.append(f"| {tile} | FAIL {type(exc).__name__}: {str(exc)[:80]} | |")
         write()
-    conv_ops.backward_kernels, conv_ops._BT_PRE, conv_ops._BC_PRE, conv_ops._TILES_PRE = saved
+    for knob, value in zip(knobs, saved, strict=True):
+        setattr(conv_ops, knob, value)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,11 @@ from zoo_plugins.triton_ssd.plan import cdiv
 
 _LIB = "zoo_triton_ssd"
 _BT, _BC = 64, 128  # tile: tokens x channels
+_FWD_WARPS = 4  # warps per forward program
 _BT_BWD = 32  # the backward's dx kernel: it holds more [BT, BC] fp32 tiles at once
 # d_pre / dw kernel: [16 tokens, 4 taps, 64 channels] tiles, 16 tiles (256 tokens) per program
 _BT_PRE, _BC_PRE, _TILES_PRE = 16, 64, 16
+_PRE_WARPS = 4  # warps per d_pre / fused / staged program
 
 # The backward's kernels. "two_pass": d_pre (fp32) and dw/db, then dx from d_pre: measured on
 # the H200 (docs/benchmarks.md). "fused": one kernel that recomputes d_pre W - 1 tokens past
@@ -40,7 +42,10 @@ _BT_PRE, _BC_PRE, _TILES_PRE = 16, 64, 16
 # shape, B=4, T=8K, 5120 channels, about 1.0 GB per layer against the two-pass kernels' 2.3 GB
 # with their fp32 d_pre, at W times the pre-activation arithmetic). `python benchmarks/gpu_micro.py
 # --conv-only "16,64,16;fused:16,64,16"` times the two; the op reads this at call time.
-BACKWARD_KERNELS = ("two_pass", "fused")
+# "staged": one kernel that computes d_pre once per token (plus W - 1 tokens past each tile),
+# stages it in a small per-program scratch slot and reads dx's shifted rows back from there (about
+# 1.0 GB per layer at that shape, and the two-pass kernels' arithmetic).
+BACKWARD_KERNELS = ("two_pass", "fused", "staged")
 backward_kernels = "two_pass"
 
 
@@ -113,6 +118,7 @@ def _fwd_impl(x: Tensor, weight: Tensor, bias: Tensor | None, split_sizes: list[
             ACT=activation,
             BT=_BT,
             BC=_BC,
+            num_warps=_FWD_WARPS,
         )
     return outs
 
@@ -145,17 +151,23 @@ def _bwd_impl(
         grads = [g.contiguous() if g is not None else None for g in grads]
         slots = grads + [None] * (3 - len(grads))
         w = weight.contiguous()
-        fused = backward_kernels == "fused"
-        d_pre = None if fused else torch.empty(batch, seq_len, channels, **f32)
+        fused, staged = backward_kernels == "fused", backward_kernels == "staged"
+        d_pre = None if fused or staged else torch.empty(batch, seq_len, channels, **f32)
+        wp = 1 << (width - 1).bit_length()
+        scratch = dx  # a placeholder the kernel never touches unless staged
+        if staged:  # one [BT + WP, BC] fp32 slot per program of the largest launch
+            rows = max(stop - start for start, stop in _batch_slices(x))
+            scratch = torch.empty(rows * n_tb * cdiv(channels, _BC_PRE), (_BT_PRE + wp) * _BC_PRE, **f32)
         for start, stop in _batch_slices(x):
             kernels._conv_bwd_pre[(n_tb, cdiv(channels, _BC_PRE), stop - start)](
                 x[start:stop],
                 w,
                 bias if bias is not None else weight,
                 *[g[start:stop] if g is not None else x for g in slots],
-                dx[start:stop] if fused else d_pre[start:stop],
+                dx[start:stop] if fused or staged else d_pre[start:stop],
                 dw_part[start * n_tb : stop * n_tb],
                 db_part[start * n_tb : stop * n_tb],
+                scratch,
                 seq_len,
                 channels,
                 s0,
@@ -164,7 +176,7 @@ def _bwd_impl(
                 x.stride(1),
                 n_tb,
                 W=width,
-                WP=1 << (width - 1).bit_length(),
+                WP=wp,
                 HAS_BIAS=bias is not None,
                 ACT=activation,
                 HAS_G0=slots[0] is not None,
@@ -174,8 +186,10 @@ def _bwd_impl(
                 BC=_BC_PRE,
                 TILES=_TILES_PRE,
                 FUSED=fused,
+                STAGED=staged,
+                num_warps=_PRE_WARPS,
             )
-            if not fused:
+            if not (fused or staged):
                 grid = (cdiv(seq_len, _BT_BWD), cdiv(channels, _BC), stop - start)
                 kernels._conv_bwd_dx[grid](
                     d_pre[start:stop], w, dx[start:stop], seq_len, channels, W=width, BT=_BT_BWD, BC=_BC

@@ -150,6 +150,7 @@ def _conv_bwd_pre(
     out_ptr,
     dw_part_ptr,
     db_part_ptr,
+    scratch_ptr,
     T,
     C,
     S0,
@@ -168,6 +169,7 @@ def _conv_bwd_pre(
     BC: tl.constexpr,
     TILES: tl.constexpr,
     FUSED: tl.constexpr = False,
+    STAGED: tl.constexpr = False,
 ):
     """d_pre = g * act'(pre) over TILES consecutive [BT, BC] tiles and their partial sums of
     dw [W, C] and db [C] (one row of the partials per program). ``out_ptr`` gets d_pre (fp32,
@@ -182,7 +184,13 @@ def _conv_bwd_pre(
     FUSED: dx[t] = sum_j d_pre[t + j] w[W-1-j] needs d_pre at W - 1 tokens past the tile, so
     the program recomputes d_pre there (x's windows and the output gradient, re-read through
     the cache) instead of writing d_pre in fp32 and reading it back W times. dw and db take
-    d_pre at the tile's own tokens only, so every token counts once."""
+    d_pre at the tile's own tokens only, so every token counts once.
+
+    STAGED: dx in the same kernel, with d_pre computed once per token: the tile's d_pre and
+    the W - 1 tokens' past it (recomputed, as FUSED does, but only those) go to this
+    program's own slot of ``scratch_ptr`` ([BT + WP, BC] fp32, rewritten by every tile, so it
+    stays in cache), and dx reads them back shifted. A barrier orders the slot's writes
+    before its reads, and its reads before the next tile's writes."""
     b = tl.program_id(2)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = c < C
@@ -195,6 +203,14 @@ def _conv_bwd_pre(
         bias = tl.load(bias_ptr + c, mask=cmask, other=0.0).to(tl.float32)
     dw = tl.zeros([BT, WP, BC], dtype=tl.float32)
     db = tl.zeros([BT, BC], dtype=tl.float32)
+    if STAGED:
+        lane_t = tl.arange(0, BT)
+        lane_c = tl.arange(0, BC)
+        slot = scratch_ptr + ((b * tl.num_programs(1) + tl.program_id(1)) * NTB + tl.program_id(0)) * ((BT + WP) * BC)
+        # the taps reversed: dx[t] = sum_j d_pre[t + j] w[W-1-j]
+        w_rev = tl.load(
+            w_ptr + c[None, :] * W + (W - 1 - k)[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0
+        ).to(tl.float32)
     for i in range(TILES):
         t = (tl.program_id(0) * TILES + i) * BT + tl.arange(0, BT)
         rows = (b * T + t[:, None]) * C + c[None, :]
@@ -214,6 +230,19 @@ def _conv_bwd_pre(
                     gj = _d_pre(gj, xj, w, bias, HAS_BIAS, ACT)
                 dx += gj * tl.load(w_ptr + c * W + (W - 1 - j), mask=cmask, other=0.0).to(tl.float32)[None, :]
             tl.store(out_ptr + rows, dx.to(out_ptr.dtype.element_ty), mask=tmask)
+        elif STAGED:
+            ahead = (tl.program_id(0) * TILES + i) * BT + BT + k  # the WP tokens past the tile
+            g_ahead = _grad_at(g0_ptr, g1_ptr, g2_ptr, b, ahead, c, cmask, T, C, S0, S1, HAS_G0, HAS_G1, HAS_G2, WP, BC)
+            x_ahead = _windows(x_ptr, base, ahead, c, cmask, k, kmask, T, stride_t, W)
+            d_ahead = _d_pre(g_ahead, x_ahead, w, bias, HAS_BIAS, ACT)
+            tl.store(slot + lane_t[:, None] * BC + lane_c[None, :], d)
+            tl.store(slot + (BT + k)[:, None] * BC + lane_c[None, :], d_ahead)
+            tl.debug_barrier()
+            shifted = lane_t[:, None] + k[None, :]  # [BT, WP] slot rows t + j
+            ds = tl.load(slot + shifted[:, :, None] * BC + lane_c[None, None, :])
+            dx = tl.sum(ds * w_rev[None, :, :], axis=1)
+            tl.store(out_ptr + rows, dx.to(out_ptr.dtype.element_ty), mask=tmask)
+            tl.debug_barrier()
         else:
             tl.store(out_ptr + rows, d, mask=tmask)
     part = b * NTB + tl.program_id(0)
