@@ -8,7 +8,9 @@ presets at 32K tokens per step profile on a CPU (the Triton kernels' fake kernel
 outputs; TRITON_INTERPRET=1 is set so the plugin builds without a GPU). ``--states`` adds a
 row per SSD model for each way of keeping the SSD's chunk states (``save`` / ``recompute``),
 ``--norm-output`` one for each way of keeping the gated norm's output (the ``norm`` backend's
-``output``; without activation checkpointing only: the policies recompute the norm anyway).
+``output``; without activation checkpointing only: the policies recompute the norm anyway), and
+``--conv-output`` one for each way of keeping the causal conv's outputs (the ``conv`` backend's
+``output``; likewise without checkpointing only).
 
     python benchmarks/activation_memory.py                          # 400m, B=4 x T=8192
     python benchmarks/activation_memory.py --size tiny --batch 2 --seq-len 64 --out /tmp/mem
@@ -38,7 +40,7 @@ GIB = 2**30
 SSD_SLOTS = ("ssm", "converter")
 
 
-def _backends(model: str, states: str | None, norm_output: str = "save") -> dict[str, str]:
+def _backends(model: str, states: str | None, norm_output: str = "save", conv_output: str = "save") -> dict[str, str]:
     """What ``auto`` picks on CUDA, spelled out (on this CPU ``auto`` would pick PyTorch). The
     TransMamba prefix attention's q/k (d_state wide) and values (headdim wide) differ in width:
     on CUDA the sdpa backend cuts the values into q/k-wide slices for the fused kernels
@@ -46,10 +48,13 @@ def _backends(model: str, states: str | None, norm_output: str = "save") -> dict
     ssd = "triton" if states is None else f"triton:states={states}"
     attention = "sdpa:grouping=fold_slices" if model.startswith("transmamba") else "sdpa"
     norm = f"torch:output={norm_output}"
-    return {"ssm": ssd, "converter": ssd, "conv": "triton", "attention": attention, "norm": norm}
+    conv = f"triton:output={conv_output}"
+    return {"ssm": ssd, "converter": ssd, "conv": conv, "attention": attention, "norm": norm}
 
 
-def _row(model: str, size: str, states: str | None, ac: str, norm_output: str, args: argparse.Namespace) -> dict:
+def _row(
+    model: str, size: str, states: str | None, ac: str, norm_output: str, conv_output: str, args: argparse.Namespace
+) -> dict:
     import zoo
     from zoo.overrides import spec_with_backends
     from zoo.training.distributed import prepare_model
@@ -58,7 +63,7 @@ def _row(model: str, size: str, states: str | None, ac: str, norm_output: str, a
     from zoo.training.throughput import preset_name
 
     preset = preset_name(model, size)
-    spec, applied = spec_with_backends(resolve_spec(preset), _backends(model, states, norm_output))
+    spec, applied = spec_with_backends(resolve_spec(preset), _backends(model, states, norm_output, conv_output))
     if states is not None and not set(SSD_SLOTS) & applied:
         return {}
     built = zoo.build(spec, device="cpu", compile=False, allow_large=True)
@@ -69,6 +74,7 @@ def _row(model: str, size: str, states: str | None, ac: str, norm_output: str, a
         "model": preset,
         "states": states or "-",
         "norm_output": "-" if model == "transformer" else norm_output,
+        "conv_output": "-" if model == "transformer" else conv_output,
         "ac": ac,
     }
     row["trace_s"] = round(time.perf_counter() - start, 1)
@@ -79,13 +85,14 @@ def _row(model: str, size: str, states: str | None, ac: str, norm_output: str, a
 
 def _markdown(rows: list[dict], top: int) -> str:
     lines = [
-        "| model | SSD states | norm output | activation checkpointing | params | saved activations GiB "
+        "| model | SSD states | norm output | conv output | activation checkpointing | params | saved activations GiB "
         "| logits + loss GiB | weights, grads, AdamW GiB | sum GiB |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['model']} | {row['states']} | {row['norm_output']} | {row['ac']} | {row['n_params'] / 1e6:.1f}M | "
+            f"| {row['model']} | {row['states']} | {row['norm_output']} | {row.get('conv_output', 'save')} | "
+            f"{row['ac']} | {row['n_params'] / 1e6:.1f}M | "
             f"{row['saved_bytes'] / GIB:.2f} | "
             f"{row['loss_bytes'] / GIB:.2f} | {row['state_bytes'] / GIB:.2f} | {row['total_bytes'] / GIB:.2f} |"
         )
@@ -93,6 +100,7 @@ def _markdown(rows: list[dict], top: int) -> str:
         lines += [
             "",
             f"**{row['model']}** (SSD states: {row['states']}, norm output: {row['norm_output']}, "
+            f"conv output: {row.get('conv_output', 'save')}, "
             f"activation checkpointing: {row['ac']}), "
             "largest saved sites:",
             "",
@@ -107,14 +115,16 @@ def _markdown(rows: list[dict], top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _variants(model: str, ac: str, args: argparse.Namespace) -> list[tuple[str | None, str]]:
-    """(SSD states, norm output) of each row: the transformer has neither; ``selective`` and
-    ``full`` recompute the norm whatever its backend keeps, so those rows keep the default
-    (``cheap`` recomputes only the Triton norm: its rows vary the PyTorch norm's output)."""
+def _variants(model: str, ac: str, args: argparse.Namespace) -> list[tuple[str | None, str, str]]:
+    """(SSD states, norm output, conv output) of each row: the transformer has none; ``selective``
+    and ``full`` recompute the norm and the conv whatever their backends keep, so those rows keep
+    the defaults (``cheap`` recomputes only the Triton norm and conv: its rows vary the PyTorch
+    norm's output, and keep the conv's default)."""
     if model == "transformer":
-        return [(None, "save")]
+        return [(None, "save", "save")]
     outputs = args.norm_output if ac in ("none", "cheap") else ["save"]
-    return [(states, output) for output in outputs for states in args.states]
+    convs = args.conv_output if ac == "none" else ["save"]
+    return [(states, output, conv) for conv in convs for output in outputs for states in args.states]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the gated norm's output kept or recomputed (SSD models, rows without checkpointing)",
     )
     parser.add_argument(
+        "--conv-output",
+        nargs="+",
+        choices=("save", "recompute"),
+        default=["save"],
+        help="the causal conv's outputs kept or recomputed (SSD models, rows without checkpointing)",
+    )
+    parser.add_argument(
         "--ac",
         nargs="+",
         choices=("none", "selective", "cheap", "full"),
@@ -149,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models:
         for ac in args.ac:
-            for states, norm_output in _variants(model, ac, args):
-                label = f"{model}-{args.size} states={states or '-'} norm={norm_output} ac={ac}"
+            for states, norm_output, conv_output in _variants(model, ac, args):
+                label = f"{model}-{args.size} states={states or '-'} norm={norm_output} conv={conv_output} ac={ac}"
                 print(f"{label}: tracing ...", file=sys.stderr, flush=True)
                 try:
-                    row = _row(model, args.size, states, ac, norm_output, args)
+                    row = _row(model, args.size, states, ac, norm_output, conv_output, args)
                 except ZooError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2

@@ -34,4 +34,19 @@ def test_rows_for_the_norm_output_and_what_each_keeps(tmp_path) -> None:
     assert saved["mamba2-tiny", "recompute", "none"] < saved["mamba2-tiny", "save", "none"]
     assert saved["mamba2-tiny", "save", "selective"] < saved["mamba2-tiny", "recompute", "none"]
     assert saved["mamba2-tiny", "save", "cheap"] < saved["mamba2-tiny", "save", "none"]  # the Triton conv
-    assert "| mamba2-tiny | save | recompute | none |" in (tmp_path / "activation_memory.md").read_text()
+    assert "| mamba2-tiny | save | recompute | save | none |" in (tmp_path / "activation_memory.md").read_text()
+
+
+@pytest.mark.slow
+def test_rows_for_the_conv_output_without_checkpointing_only(tmp_path) -> None:
+    args = ["--models", "mamba2", "--size", "tiny", "--batch", "2", "--seq-len", "64", "--states", "recompute"]
+    args += ["--norm-output", "recompute", "--conv-output", "save", "recompute", "--ac", "none", "selective"]
+    assert activation_memory.main([*args, "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "activation_memory.json").read_text())["rows"]
+    keys = [(row["conv_output"], row["ac"]) for row in rows]
+    assert keys == [("save", "none"), ("recompute", "none"), ("save", "selective")]
+    saved = {key: row["saved_bytes"] for key, row in zip(keys, rows, strict=True)}
+    assert saved["recompute", "none"] < saved["save", "none"]  # the Triton conv's outputs
+    assert (
+        "| mamba2-tiny | recompute | recompute | recompute | none |" in (tmp_path / "activation_memory.md").read_text()
+    )

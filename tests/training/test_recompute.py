@@ -198,6 +198,68 @@ def test_norm_output_recompute_drops_the_saved_norm_output_under_compile(preset:
     assert memory["recompute"].saved_bytes < memory["save"].saved_bytes
 
 
+# ---------------------------------------------------------------- the conv's ``output: recompute``
+
+
+def _with_conv_output(preset: str, output: str, *, conv: str = "torch", layers: int | None = None) -> torch.nn.Module:
+    from zoo.overrides import spec_with_backends
+    from zoo.training.runs import resolve_spec
+
+    if conv == "triton":
+        pytest.importorskip("triton")
+    spec, _ = spec_with_backends(resolve_spec(preset), {"conv": f"{conv}:output={output}"})
+    if layers is not None:
+        spec["layers"] = spec["layers"][:layers]
+    torch.manual_seed(0)
+    return zoo.build(spec)
+
+
+@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
+def test_conv_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    saved = _loss_and_grads(_with_conv_output(preset, "save"), ids)
+    calls = [0]
+    real = torch.utils.checkpoint.checkpoint
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    model = _with_conv_output(preset, "recompute")
+    assert all(block.mixer.ssd.conv_backend.recompute_output for block in model.blocks)
+    recomputed = _loss_and_grads(model, ids)
+    assert calls[0] >= 2 * len(model.blocks)  # each block's conv (and norm) ran under a checkpoint
+    torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)  # the same ops again
+    for name, grad in saved[1].items():
+        torch.testing.assert_close(recomputed[1][name], grad, rtol=0, atol=0, msg=name)
+
+
+def test_conv_output_is_saved_by_default_and_inference_takes_no_checkpoint(monkeypatch) -> None:
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    assert not any(block.mixer.ssd.conv_backend.recompute_output for block in _model("mamba2-tiny").blocks)
+    model = _with_conv_output("mamba2-tiny", "recompute")
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: pytest.fail("checkpoint without grad"))
+    with torch.no_grad():
+        assert torch.equal(model(ids), _with_conv_output("mamba2-tiny", "save")(ids))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
+def test_conv_output_recompute_drops_the_conv_outputs_and_nothing_else_under_compile(preset: str) -> None:
+    """Traced as one compiled graph (no per-block wrapping): with the Triton conv, its outputs
+    stop being saved and every other site keeps its size."""
+    memory = {
+        output: profile_training_memory(_with_conv_output(preset, output, conv="triton", layers=2), batch=2, seq_len=64)
+        for output in ("save", "recompute")
+    }
+    sites = {output: {(s.where, s.op): s.nbytes for s in m.saved} for output, m in memory.items()}
+    conv = [site for site in sites["save"] if "causal_conv1d_fwd" in site[1]]
+    assert conv and not any("causal_conv1d_fwd" in site[1] for site in sites["recompute"])
+    assert memory["recompute"].saved_bytes < memory["save"].saved_bytes
+    assert sites["recompute"] == {site: n for site, n in sites["save"].items() if site not in conv}
+
+
 # ---------------------------------------------------------------- the cheap policy
 
 

@@ -162,6 +162,18 @@ class AttentionBackend(Backend):
         return self.op(q, k, v, scale=scale, causal=causal, **self.options)
 
 
+class ConvParams(BackendParams):
+    """What every conv backend accepts (a backend's own Params extend it)."""
+
+    output: Literal["save", "recompute"] = Field(
+        "save",
+        description="the conv's outputs x, B and C, which the SSD's and the prefix attention's "
+        "backward read: 'save' (default) keeps them from the forward; 'recompute' keeps only the "
+        "conv's input (a slice of in_proj's output, kept anyway) and runs the conv again in the "
+        "backward (torch.utils.checkpoint; under torch.compile the outputs are not saved)",
+    )
+
+
 class ConvBackend(Backend):
     """The SSD mixers' causal depthwise conv + SiLU over a whole sequence, split into parts.
 
@@ -172,6 +184,18 @@ class ConvBackend(Backend):
     here: the mixer runs those with its ``CausalConv1d`` (the state-carrying reference).
     """
 
+    Params: ClassVar[type[BaseModel]] = ConvParams
+
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
+        super().__init__(params)
+        # ``output: recompute`` (False for a backend whose Params lack the field); read once here
+        self.recompute_output: bool = getattr(self.params, "output", "save") == "recompute"
+
+    def build_options(self) -> dict[str, Any]:
+        options = super().build_options()
+        options.pop("output", None)  # how the outputs are kept is __call__'s business, not the op's
+        return options
+
     def __call__(
         self,
         x: torch.Tensor,
@@ -180,6 +204,18 @@ class ConvBackend(Backend):
         *,
         split_sizes: list[int],
     ) -> list[torch.Tensor]:
+        # params are fixed at build time and grad mode is a guard: compile sees one branch
+        if self.recompute_output and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(
+                self.op,
+                x,
+                weight,
+                bias,
+                split_sizes=split_sizes,
+                **self.options,
+                use_reentrant=False,
+                preserve_rng_state=False,  # the conv draws no random numbers
+            )
         return self.op(x, weight, bias, split_sizes=split_sizes, **self.options)
 
 

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from zoo.backends.base import FLOAT_DTYPES, ConvBackend
@@ -18,6 +20,7 @@ class TorchConv(ConvBackend):
     """Shifted multiply-adds in PyTorch, fused by inductor (any device, any float dtype)."""
 
     op = staticmethod(causal_conv_silu_split)
+    conformance_params: ClassVar[list[dict]] = [{}, {"output": "recompute"}]
 
     def supports(self, *, device: torch.device, dtype: torch.dtype, **shapes: int) -> tuple[bool, str]:
         if dtype not in FLOAT_DTYPES:

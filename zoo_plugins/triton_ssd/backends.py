@@ -185,6 +185,7 @@ class TritonConv(_TritonKernels, ConvBackend):
     op = staticmethod(causal_conv1d)
     # one read of the conv's input and one write of x/B/C: cheap to redo in the backward
     recomputable_ops: ClassVar[tuple[str, ...]] = ("zoo_triton_ssd::causal_conv1d_fwd",)
+    conformance_params: ClassVar[list[dict]] = [{}, {"output": "recompute"}]
 
 
 # Not preferred on CUDA yet: ``auto`` keeps ``norm: torch`` until this kernel's speed is
