@@ -18,13 +18,16 @@
 #   mixers-compiled  the mixers compiled only, no profiles (shorter)
 #   mixers-profile   compiled transmamba / mamba2 (ours) / transformer, profiled (MIXERS_ONLY picks rows)
 #   micro            prefix-attention groupings, rotary table vs inline
-#   conv             the Triton causal conv vs inductor's, tiles of its backward
+#   conv             the Triton causal conv vs inductor's, its backward kernels (two_pass, fused, staged) and
+#                    their tiles (CONV_TILES), its forward tiles (CONV_FWD)
 #   norm             the Triton gated RMSNorm vs inductor's, then transmamba-400m training at T=8192
 #                    with norm: torch and norm: triton (the A/B that decides norm's auto on CUDA)
 #   states           transmamba-400m and mamba2-400m training at T=8192 with the SSD's chunk states
 #                    saved and recomputed (tokens/s and peak memory: the A/B that decides the default)
 #   norm-output      transmamba-400m and mamba2-400m training at T=8192 (SSD states recomputed) with the
 #                    gated norm's output saved and recomputed (the A/B that decides norm's output default)
+#   conv-output      transmamba-400m and mamba2-400m training at T=8192 (the defaults otherwise) with the
+#                    Triton conv's outputs saved and recomputed (the A/B that decides conv's output default)
 #   ac               transformer, transmamba and mamba2 400m training at T=8192 under each activation
 #                    checkpointing policy in AC_POLICIES (default "none cheap"; "selective" too; SSD states
 #                    recomputed): speed and peak memory
@@ -181,7 +184,9 @@ case "$job" in
     done
     ;;
   conv)
-    step 200 conv python3 benchmarks/gpu_micro.py --conv-only "${CONV_TILES:-16,64,16;fused:16,64,16;fused:8,64,32;fused:16,128,8;fused:32,64,8}" \
+    step 200 conv python3 benchmarks/gpu_micro.py \
+      --conv-only "${CONV_TILES:-16,64,16;fused:16,64,16;staged:16,64,16;staged:32,64,8;staged:16,128,16;staged:8,64,32;staged:16,64,16,8}" \
+      --conv-fwd "${CONV_FWD:-64,128;32,128;64,256;32,256,8;128,64;64,128,8}" \
       --out "$work/gpu_conv.md"
     ;;
   norm)
@@ -205,6 +210,13 @@ case "$job" in
         --models transmamba mamba2 --size 400m --seq-lens 8192 --steps 10 --warmup 3 \
         --backend "ssm=triton:states=recompute" --backend "converter=triton:states=recompute" \
         --backend "norm=torch:output=$output" --no-plot --out "$work/train_norm_output_$output"
+    done
+    ;;
+  conv-output)
+    for output in save recompute; do
+      step "${CONV_OUTPUT_TRAIN_LIMIT:-280}" "train_conv_output_$output" python3 -m zoo bench --suite train \
+        --models transmamba mamba2 --size 400m --seq-lens 8192 --steps 10 --warmup 3 \
+        --backend "conv=triton:output=$output" --no-plot --out "$work/train_conv_output_$output"
     done
     ;;
   ac)
