@@ -136,21 +136,8 @@ def test_selective_checkpointing_over_the_triton_plugin_keeps_the_numbers(monkey
 # ---------------------------------------------------------------- norm: output=recompute
 
 
-def _with_norm_output(preset: str, output: str, *, layers: int | None = None) -> torch.nn.Module:
-    from zoo.overrides import spec_with_backends
-    from zoo.training.runs import resolve_spec
-
-    spec, _ = spec_with_backends(resolve_spec(preset), {"norm": f"torch:output={output}"})
-    if layers is not None:
-        spec["layers"] = spec["layers"][:layers]
-    torch.manual_seed(0)
-    return zoo.build(spec)
-
-
-@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
-def test_norm_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    saved = _loss_and_grads(_with_norm_output(preset, "save"), ids)
+def _count_checkpoints(monkeypatch) -> list[int]:
+    """A one-element list that counts calls of torch.utils.checkpoint.checkpoint from now on."""
     calls = [0]
     real = torch.utils.checkpoint.checkpoint
 
@@ -159,6 +146,29 @@ def test_norm_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    return calls
+
+
+def _with_backend(preset: str, slot: str, value: str, *, layers: int | None = None) -> torch.nn.Module:
+    from zoo.overrides import spec_with_backends
+    from zoo.training.runs import resolve_spec
+
+    spec, _ = spec_with_backends(resolve_spec(preset), {slot: value})
+    if layers is not None:
+        spec["layers"] = spec["layers"][:layers]
+    torch.manual_seed(0)
+    return zoo.build(spec)
+
+
+def _with_norm_output(preset: str, output: str, *, layers: int | None = None) -> torch.nn.Module:
+    return _with_backend(preset, "norm", f"torch:output={output}", layers=layers)
+
+
+@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
+def test_norm_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    saved = _loss_and_grads(_with_norm_output(preset, "save"), ids)
+    calls = _count_checkpoints(monkeypatch)
     model = _with_norm_output(preset, "recompute")
     recomputed = _loss_and_grads(model, ids)
     assert calls[0] >= len(model.blocks)  # each block's norm ran under the checkpoint
@@ -202,30 +212,16 @@ def test_norm_output_recompute_drops_the_saved_norm_output_under_compile(preset:
 
 
 def _with_conv_output(preset: str, output: str, *, conv: str = "torch", layers: int | None = None) -> torch.nn.Module:
-    from zoo.overrides import spec_with_backends
-    from zoo.training.runs import resolve_spec
-
     if conv == "triton":
         pytest.importorskip("triton")
-    spec, _ = spec_with_backends(resolve_spec(preset), {"conv": f"{conv}:output={output}"})
-    if layers is not None:
-        spec["layers"] = spec["layers"][:layers]
-    torch.manual_seed(0)
-    return zoo.build(spec)
+    return _with_backend(preset, "conv", f"{conv}:output={output}", layers=layers)
 
 
 @pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
 def test_conv_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
     ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
     saved = _loss_and_grads(_with_conv_output(preset, "save"), ids)
-    calls = [0]
-    real = torch.utils.checkpoint.checkpoint
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    calls = _count_checkpoints(monkeypatch)
     model = _with_conv_output(preset, "recompute")
     assert all(block.mixer.ssd.conv_backend.recompute_output for block in model.blocks)
     recomputed = _loss_and_grads(model, ids)
@@ -277,14 +273,8 @@ def test_the_cheap_policy_recomputes_only_declared_ops_and_leaves_aten_to_the_pa
 
 
 def _triton_conv_model(preset: str, layers: int = 2) -> torch.nn.Module:
-    from zoo.overrides import spec_with_backends
-    from zoo.training.runs import resolve_spec
-
     pytest.importorskip("triton")
-    spec, _ = spec_with_backends(resolve_spec(preset), {"conv": "triton"})
-    spec["layers"] = spec["layers"][:layers]
-    torch.manual_seed(0)
-    return zoo.build(spec)
+    return _with_backend(preset, "conv", "triton", layers=layers)
 
 
 @pytest.mark.slow

@@ -162,6 +162,35 @@ class AttentionBackend(Backend):
         return self.op(q, k, v, scale=scale, causal=causal, **self.options)
 
 
+class OutputRecompute(Backend):
+    """A backend whose Params may carry ``output: save | recompute``: with ``recompute`` and
+    gradients on, the op runs under ``torch.utils.checkpoint``, so the backward runs it again
+    from its inputs and (under torch.compile) its outputs are not kept. Read once at build,
+    so a call branches on a bool and compile sees one branch."""
+
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
+        super().__init__(params)
+        self.recompute_output: bool = getattr(self.params, "output", "save") == "recompute"
+
+    def build_options(self) -> dict[str, Any]:
+        options = super().build_options()
+        options.pop("output", None)  # how the output is kept is the call's business, not the op's
+        return options
+
+    def run_op(self, *args: Any, **kwargs: Any) -> Any:
+        """``self.op(*args, **kwargs, **self.options)``, under a checkpoint when recomputing."""
+        if self.recompute_output and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(
+                self.op,
+                *args,
+                **kwargs,
+                **self.options,
+                use_reentrant=False,
+                preserve_rng_state=False,  # conv and norm draw no random numbers
+            )
+        return self.op(*args, **kwargs, **self.options)
+
+
 class ConvParams(BackendParams):
     """What every conv backend accepts (a backend's own Params extend it)."""
 
@@ -174,7 +203,7 @@ class ConvParams(BackendParams):
     )
 
 
-class ConvBackend(Backend):
+class ConvBackend(OutputRecompute):
     """The SSD mixers' causal depthwise conv + SiLU over a whole sequence, split into parts.
 
     ``__call__(x [B,T,C], weight [C,W], bias [C] | None, *, split_sizes: list[int])
@@ -186,16 +215,6 @@ class ConvBackend(Backend):
 
     Params: ClassVar[type[BaseModel]] = ConvParams
 
-    def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
-        super().__init__(params)
-        # ``output: recompute`` (False for a backend whose Params lack the field); read once here
-        self.recompute_output: bool = getattr(self.params, "output", "save") == "recompute"
-
-    def build_options(self) -> dict[str, Any]:
-        options = super().build_options()
-        options.pop("output", None)  # how the outputs are kept is __call__'s business, not the op's
-        return options
-
     def __call__(
         self,
         x: torch.Tensor,
@@ -204,19 +223,7 @@ class ConvBackend(Backend):
         *,
         split_sizes: list[int],
     ) -> list[torch.Tensor]:
-        # params are fixed at build time and grad mode is a guard: compile sees one branch
-        if self.recompute_output and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(
-                self.op,
-                x,
-                weight,
-                bias,
-                split_sizes=split_sizes,
-                **self.options,
-                use_reentrant=False,
-                preserve_rng_state=False,  # the conv draws no random numbers
-            )
-        return self.op(x, weight, bias, split_sizes=split_sizes, **self.options)
+        return self.run_op(x, weight, bias, split_sizes=split_sizes)
 
 
 class NormParams(BackendParams):
@@ -231,7 +238,7 @@ class NormParams(BackendParams):
     )
 
 
-class NormBackend(Backend):
+class NormBackend(OutputRecompute):
     """The SSD mixers' output norm: gated RMSNorm per group of channels (Mamba2's).
 
     ``__call__(y [..., D], z [..., D] | None, weight [D], *, n_groups: int, eps: float)
@@ -244,17 +251,6 @@ class NormBackend(Backend):
 
     Params: ClassVar[type[BaseModel]] = NormParams
 
-    def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
-        super().__init__(params)
-        # ``output: recompute``, the default (False for a backend whose Params lack the field);
-        # read once here, so a call branches on a bool
-        self.recompute_output: bool = getattr(self.params, "output", "save") == "recompute"
-
-    def build_options(self) -> dict[str, Any]:
-        options = super().build_options()
-        options.pop("output", None)  # how the output is kept is __call__'s business, not the op's
-        return options
-
     def __call__(
         self,
         y: torch.Tensor,
@@ -264,17 +260,4 @@ class NormBackend(Backend):
         n_groups: int,
         eps: float,
     ) -> torch.Tensor:
-        # params are fixed at build time and grad mode is a guard: compile sees one branch
-        if self.recompute_output and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(
-                self.op,
-                y,
-                z,
-                weight,
-                n_groups=n_groups,
-                eps=eps,
-                **self.options,
-                use_reentrant=False,
-                preserve_rng_state=False,  # the norm draws no random numbers
-            )
-        return self.op(y, z, weight, n_groups=n_groups, eps=eps, **self.options)
+        return self.run_op(y, z, weight, n_groups=n_groups, eps=eps)
