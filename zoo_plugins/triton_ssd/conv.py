@@ -44,7 +44,9 @@ _PRE_WARPS = 4  # warps per d_pre / fused / staged program
 # --conv-only "16,64,16;fused:16,64,16"` times the two; the op reads this at call time.
 # "staged": one kernel that computes d_pre once per token (plus W - 1 tokens past each tile),
 # stages it in a small per-program scratch slot and reads dx's shifted rows back from there (about
-# 1.0 GB per layer at that shape, and the two-pass kernels' arithmetic).
+# 1.0 GB per layer at that shape, and the two-pass kernels' arithmetic). On an H100 it is the
+# fastest of the three alone at B=1, T=8K, but a transmamba-400m step at B=4 ran 4.9% slower
+# with it (docs/benchmarks.md), so "two_pass" stays.
 BACKWARD_KERNELS = ("two_pass", "fused", "staged")
 backward_kernels = "two_pass"
 
