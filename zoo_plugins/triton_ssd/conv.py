@@ -154,19 +154,21 @@ def _bwd_impl(
         slots = grads + [None] * (3 - len(grads))
         w = weight.contiguous()
         fused, staged = backward_kernels == "fused", backward_kernels == "staged"
-        d_pre = None if fused or staged else torch.empty(batch, seq_len, channels, **f32)
+        one_kernel = fused or staged  # dx written by the first kernel, no fp32 d_pre
+        d_pre = None if one_kernel else torch.empty(batch, seq_len, channels, **f32)
         wp = 1 << (width - 1).bit_length()
+        slices = _batch_slices(x)
         scratch = dx  # a placeholder the kernel never touches unless staged
         if staged:  # one [BT + WP, BC] fp32 slot per program of the largest launch
-            rows = max(stop - start for start, stop in _batch_slices(x))
+            rows = max(stop - start for start, stop in slices)
             scratch = torch.empty(rows * n_tb * cdiv(channels, _BC_PRE), (_BT_PRE + wp) * _BC_PRE, **f32)
-        for start, stop in _batch_slices(x):
+        for start, stop in slices:
             kernels._conv_bwd_pre[(n_tb, cdiv(channels, _BC_PRE), stop - start)](
                 x[start:stop],
                 w,
                 bias if bias is not None else weight,
                 *[g[start:stop] if g is not None else x for g in slots],
-                dx[start:stop] if fused or staged else d_pre[start:stop],
+                dx[start:stop] if one_kernel else d_pre[start:stop],
                 dw_part[start * n_tb : stop * n_tb],
                 db_part[start * n_tb : stop * n_tb],
                 scratch,
@@ -191,7 +193,7 @@ def _bwd_impl(
                 STAGED=staged,
                 num_warps=_PRE_WARPS,
             )
-            if not (fused or staged):
+            if not one_kernel:
                 grid = (cdiv(seq_len, _BT_BWD), cdiv(channels, _BC), stop - start)
                 kernels._conv_bwd_dx[grid](
                     d_pre[start:stop], w, dx[start:stop], seq_len, channels, W=width, BT=_BT_BWD, BC=_BC
