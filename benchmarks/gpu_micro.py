@@ -64,7 +64,7 @@ def main() -> None:
         "--conv-only",
         default=None,
         help="only the conv, under ';'-separated backward configurations [KERNELS:]BT,BC,TILES: the "
-        "backward's kernels (two_pass or fused; default two_pass) and the tile of its first (or only) "
+        "backward's kernels (two_pass, fused or staged; default two_pass) and the tile of its first (or only) "
         "kernel (the first entry is what the Triton conv has now), e.g. '16,64,16;fused:16,64,16;fused:8,64,32'; "
         "an optional fourth number is the warps per program (default 4)",
     )
