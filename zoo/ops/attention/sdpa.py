@@ -11,8 +11,10 @@ way round: more query heads than key/value heads):
 - ``expand``: q and k copied to the H heads ([B, H, T, N]), so fused kernels can run.
 - ``fold_slices``: between the two. A group's values are cut into slices as wide as q/k
   (N / P whole value heads each), one attention head per slice, so the value width equals
-  the q/k width that fused kernels need, and q/k are copied R*P/N times instead of R. It
-  needs N to be a multiple of P and R a multiple of N / P; with N == P it is ``expand``.
+  the q/k width that fused kernels need. Each (batch row, group) is one batch entry of the
+  call and its q/k are broadcast over its slices with a zero head stride, so q/k are
+  copied once (into head-major order), not R times as in ``expand``. It needs N to be a
+  multiple of P and R a multiple of N / P; with N == P it is ``expand`` without the copies.
 
 ``auto``: ``fold_values`` when R == 1 (the two coincide); on CPU ``fold_values`` unless
 N == P, because CPU's fused (flash) kernel needs q/k and value dims equal and without
@@ -23,6 +25,8 @@ values, causal, B=1, T=8192) ``expand`` beats ``fold_values`` and ``fold_slices`
 ``expand`` (0.79 vs 1.24 ms forward, 2.99 vs 5.31 ms forward+backward, compiled;
 ``benchmarks/gpu_micro.py``); at T=2048 they are within 8% of each other. In the transmamba
 mixer it takes the prefix attention from 391 to 241 us of kernels (docs/benchmarks.md).
+Broadcasting q/k over the slices instead of copying them to every slice keeps 323 instead
+of 387 MiB per call at B=4, T=8192 (H200, compiled, fwd+bwd 12.86 vs 12.69 ms).
 """
 
 from __future__ import annotations
@@ -56,18 +60,20 @@ def fold_slices_requirement(n_groups: int, n_heads: int, qk_dim: int, head_dim: 
 
 
 def fold_slices(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q [B,T,G,N], k [B,S,G,N], v [B,S,H,P] -> head-major query, key and values of the
-    ``fold_slices`` layout ([B, A, *, N], A = H*P/N attention heads). Value head
-    g*R + s*(N/P) + j is attention head g*(R*P/N) + s, channels j*P .. (j+1)*P; the output
-    goes back with ``rearrange(out, "b a t (j p) -> b t (a j) p", p=P)``."""
+    """q [B,T,G,N], k [B,S,G,N], v [B,S,H,P] -> query [B*G, A, T, N], key [B*G, A, S, N] and
+    values [B*G, A, S, N] of the ``fold_slices`` layout (A = R*P/N slices per group). Batch
+    entry b*G + g holds group g of row b; its query and key are that group's q and k
+    broadcast over the A slices (head stride 0, no copy). Value head g*R + a*(N/P) + j is
+    slice a of entry b*G + g, channels j*P .. (j+1)*P; the output goes back with
+    ``rearrange(out, "(b g) a t (j p) -> b t (g a j) p", g=G, p=P)``."""
     n_groups, n_heads, qk_dim, head_dim = k.shape[2], v.shape[2], q.shape[3], v.shape[3]
     per_slice = slice_heads(n_groups, n_heads, qk_dim, head_dim)
     if not per_slice:
         raise ValueError(fold_slices_requirement(n_groups, n_heads, qk_dim, head_dim))
-    slices = n_heads // n_groups // per_slice  # attention heads per group
-    query = rearrange(q, "b t g n -> b g t n").repeat_interleave(slices, dim=1)
-    key = rearrange(k, "b s g n -> b g s n").repeat_interleave(slices, dim=1)
-    return query, key, rearrange(v, "b s (a j) p -> b a s (j p)", j=per_slice)
+    slices = n_heads // n_groups // per_slice
+    query = rearrange(q, "b t g n -> (b g) t n").unsqueeze(1).expand(-1, slices, -1, -1)
+    key = rearrange(k, "b s g n -> (b g) s n").unsqueeze(1).expand(-1, slices, -1, -1)
+    return query, key, rearrange(v, "b s (g a j) p -> (b g) a s (j p)", g=n_groups, j=per_slice)
 
 
 def resolve_grouping(
@@ -108,8 +114,9 @@ def grouped(
     grouping: Grouping,
 ) -> torch.Tensor:
     """q [B,T,G,N], k [B,S,G,N], v [B,S,H,P] -> [B,T,H,P]: the G groups mapped onto the H
-    value heads as ``grouping`` says (see above), around one call of ``attend(query [B,A,T,N],
-    key [B,A,S,N], value [B,A,S,V]) -> [B,A,T,V]`` (SDPA, FlexAttention, ...) on A heads."""
+    value heads as ``grouping`` says (see above), around one call of ``attend(query [B',A,T,N],
+    key [B',A,S,N], value [B',A,S,V]) -> [B',A,T,V]`` (SDPA, FlexAttention, ...) on A heads
+    (B' = B, or B*G for ``fold_slices``; its query and key may have a head stride of 0)."""
     n_groups, n_heads, head_dim = k.shape[2], v.shape[2], v.shape[3]
     mode = resolve_grouping(grouping, q.device, n_groups, n_heads, q.shape[3], head_dim)
     if mode == "fold_values":
@@ -123,7 +130,7 @@ def grouped(
         return attend(query, key, v.transpose(1, 2)).transpose(1, 2)
     if mode == "fold_slices":
         out = attend(*fold_slices(q, k, v))
-        return rearrange(out, "b a t (j p) -> b t (a j) p", p=head_dim)
+        return rearrange(out, "(b g) a t (j p) -> b t (g a j) p", g=n_groups, p=head_dim)
     raise ValueError(f"unknown grouping {grouping!r}; expected 'auto', 'expand', 'fold_values' or 'fold_slices'")
 
 
