@@ -10,7 +10,8 @@ row per SSD model for each way of keeping the SSD's chunk states (``save`` / ``r
 ``--norm-output`` one for each way of keeping the gated norm's output (the ``norm`` backend's
 ``output``; without activation checkpointing only: the policies recompute the norm anyway), and
 ``--conv-output`` one for each way of keeping the causal conv's outputs (the ``conv`` backend's
-``output``; likewise without checkpointing only).
+``output``; likewise without checkpointing only), and ``--mlp-hidden`` one per model for each
+way of keeping SwiGLU's hidden silu(gate) * up (the spec's ``mlp.hidden``; likewise).
 
     python benchmarks/activation_memory.py                          # 400m, B=4 x T=8192
     python benchmarks/activation_memory.py --size tiny --batch 2 --seq-len 64 --out /tmp/mem
@@ -53,10 +54,17 @@ def _backends(model: str, states: str | None, norm_output: str = "save", conv_ou
 
 
 def _row(
-    model: str, size: str, states: str | None, ac: str, norm_output: str, conv_output: str, args: argparse.Namespace
+    model: str,
+    size: str,
+    states: str | None,
+    ac: str,
+    norm_output: str,
+    conv_output: str,
+    mlp_hidden: str,
+    args: argparse.Namespace,
 ) -> dict:
     import zoo
-    from zoo.overrides import spec_with_backends
+    from zoo.overrides import spec_with_backends, spec_with_mlp_hidden
     from zoo.training.distributed import prepare_model
     from zoo.training.memory_profile import profile_training_memory
     from zoo.training.runs import resolve_spec
@@ -66,6 +74,7 @@ def _row(
     spec, applied = spec_with_backends(resolve_spec(preset), _backends(model, states, norm_output, conv_output))
     if states is not None and not set(SSD_SLOTS) & applied:
         return {}
+    spec = spec_with_mlp_hidden(spec, mlp_hidden)
     built = zoo.build(spec, device="cpu", compile=False, allow_large=True)
     prepare_model(built, context=None, activation_checkpointing=ac)  # the trainer's wrapping (none: nothing)
     start = time.perf_counter()
@@ -75,6 +84,7 @@ def _row(
         "states": states or "-",
         "norm_output": "-" if model == "transformer" else norm_output,
         "conv_output": "-" if model == "transformer" else conv_output,
+        "mlp_hidden": mlp_hidden,
         "ac": ac,
     }
     row["trace_s"] = round(time.perf_counter() - start, 1)
@@ -85,14 +95,14 @@ def _row(
 
 def _markdown(rows: list[dict], top: int) -> str:
     lines = [
-        "| model | SSD states | norm output | conv output | activation checkpointing | params | saved activations GiB "
-        "| logits + loss GiB | weights, grads, AdamW GiB | sum GiB |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
+        "| model | SSD states | norm output | conv output | MLP hidden | activation checkpointing | params "
+        "| saved activations GiB | logits + loss GiB | weights, grads, AdamW GiB | sum GiB |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['model']} | {row['states']} | {row['norm_output']} | {row.get('conv_output', 'save')} | "
-            f"{row['ac']} | {row['n_params'] / 1e6:.1f}M | "
+            f"{row.get('mlp_hidden', 'save')} | {row['ac']} | {row['n_params'] / 1e6:.1f}M | "
             f"{row['saved_bytes'] / GIB:.2f} | "
             f"{row['loss_bytes'] / GIB:.2f} | {row['state_bytes'] / GIB:.2f} | {row['total_bytes'] / GIB:.2f} |"
         )
@@ -100,7 +110,7 @@ def _markdown(rows: list[dict], top: int) -> str:
         lines += [
             "",
             f"**{row['model']}** (SSD states: {row['states']}, norm output: {row['norm_output']}, "
-            f"conv output: {row.get('conv_output', 'save')}, "
+            f"conv output: {row.get('conv_output', 'save')}, MLP hidden: {row.get('mlp_hidden', 'save')}, "
             f"activation checkpointing: {row['ac']}), "
             "largest saved sites:",
             "",
@@ -115,16 +125,23 @@ def _markdown(rows: list[dict], top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _variants(model: str, ac: str, args: argparse.Namespace) -> list[tuple[str | None, str, str]]:
-    """(SSD states, norm output, conv output) of each row: the transformer has none; ``selective``
-    and ``full`` recompute the norm and the conv whatever their backends keep, so those rows keep
-    the defaults (``cheap`` recomputes only the Triton norm and conv: its rows vary the PyTorch
-    norm's output, and keep the conv's default)."""
+def _variants(model: str, ac: str, args: argparse.Namespace) -> list[tuple[str | None, str, str, str]]:
+    """(SSD states, norm output, conv output, MLP hidden) of each row: the transformer has only
+    the last; ``selective`` and ``full`` recompute the norm, the conv and SwiGLU's product
+    whatever their settings, so those rows keep the defaults (``cheap`` recomputes only the
+    Triton norm and conv: its rows vary the PyTorch norm's output, and keep the conv's default)."""
+    hiddens = args.mlp_hidden if ac == "none" else ["save"]
     if model == "transformer":
-        return [(None, "save", "save")]
+        return [(None, "save", "save", hidden) for hidden in hiddens]
     outputs = args.norm_output if ac in ("none", "cheap") else ["save"]
     convs = args.conv_output if ac == "none" else ["save"]
-    return [(states, output, conv) for conv in convs for output in outputs for states in args.states]
+    return [
+        (states, output, conv, hidden)
+        for hidden in hiddens
+        for conv in convs
+        for output in outputs
+        for states in args.states
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the causal conv's outputs kept or recomputed (SSD models, rows without checkpointing)",
     )
     parser.add_argument(
+        "--mlp-hidden",
+        nargs="+",
+        choices=("save", "recompute"),
+        default=["save"],
+        help="SwiGLU's hidden silu(gate) * up kept or recomputed (every model, rows without checkpointing)",
+    )
+    parser.add_argument(
         "--ac",
         nargs="+",
         choices=("none", "selective", "cheap", "full"),
@@ -166,11 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models:
         for ac in args.ac:
-            for states, norm_output, conv_output in _variants(model, ac, args):
-                label = f"{model}-{args.size} states={states or '-'} norm={norm_output} conv={conv_output} ac={ac}"
+            for states, norm_output, conv_output, mlp_hidden in _variants(model, ac, args):
+                label = (
+                    f"{model}-{args.size} states={states or '-'} norm={norm_output} conv={conv_output} "
+                    f"mlp={mlp_hidden} ac={ac}"
+                )
                 print(f"{label}: tracing ...", file=sys.stderr, flush=True)
                 try:
-                    row = _row(model, args.size, states, ac, norm_output, conv_output, args)
+                    row = _row(model, args.size, states, ac, norm_output, conv_output, mlp_hidden, args)
                 except ZooError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2

@@ -113,3 +113,22 @@ def spec_with_backends(
         slots = "that slot" if len(unused) == 1 else "those slots"
         raise ZooError(f"--backend {', '.join(unused)}: no layer of {name} has {slots}")
     return {**spec, "layers": layers}, applied
+
+
+MLP_HIDDEN = ("save", "recompute")
+
+
+def spec_with_mlp_hidden(spec: dict[str, Any], hidden: str) -> dict[str, Any]:
+    """The spec (a JSON dict) with every SwiGLU's ``hidden`` set (``save`` or ``recompute``;
+    docs/training.md, "Memory"); layers without an MLP are left alone."""
+    if hidden not in MLP_HIDDEN:
+        raise ZooError(f"mlp hidden: expected one of {', '.join(MLP_HIDDEN)}, got {hidden!r}")
+    if isinstance(spec.get("layers"), dict):  # a layer pattern: expand it first
+        spec = load_spec(spec).model_dump(mode="json")
+    layers = []
+    for layer in spec["layers"]:
+        mlp = dict(layer.get("mlp") or {})
+        if mlp.get("kind", "swiglu") == "swiglu":
+            mlp["hidden"] = hidden
+        layers.append({**layer, "mlp": mlp})
+    return {**spec, "layers": layers}

@@ -89,6 +89,13 @@ class MLPSpec(BaseModel):
     kind: Literal["swiglu", "none"] = "swiglu"
     d_ff: int | None = Field(default=None, ge=1)
     bias: bool = False
+    hidden: Literal["save", "recompute"] = Field(
+        default="save",
+        description="SwiGLU's hidden silu(gate) * up, which down's backward reads: 'save' keeps it "
+        "from the forward; 'recompute' keeps only gate and up (kept anyway for the SwiGLU's own "
+        "backward) and forms it again in the backward (torch.utils.checkpoint; under torch.compile "
+        "it is not saved)",
+    )
 
 
 class BlockSpec(BaseModel):

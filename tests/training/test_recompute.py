@@ -256,6 +256,71 @@ def test_conv_output_recompute_drops_the_conv_outputs_and_nothing_else_under_com
     assert sites["recompute"] == {site: n for site, n in sites["save"].items() if site not in conv}
 
 
+# ---------------------------------------------------------------- SwiGLU's ``hidden: recompute``
+
+
+def _with_mlp_hidden(preset: str, hidden: str, *, layers: int | None = None) -> torch.nn.Module:
+    from zoo.overrides import spec_with_mlp_hidden
+    from zoo.training.runs import resolve_spec
+
+    spec = spec_with_mlp_hidden(resolve_spec(preset), hidden)
+    if layers is not None:
+        spec["layers"] = spec["layers"][:layers]
+    torch.manual_seed(0)
+    return zoo.build(spec)
+
+
+@pytest.mark.parametrize("preset", ["transformer-tiny", "transmamba-tiny"])
+def test_mlp_hidden_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    saved = _loss_and_grads(_with_mlp_hidden(preset, "save"), ids)
+    calls = _count_checkpoints(monkeypatch)
+    model = _with_mlp_hidden(preset, "recompute")
+    assert all(block.mlp.recompute_hidden for block in model.blocks)
+    recomputed = _loss_and_grads(model, ids)
+    assert calls[0] >= len(model.blocks)  # each block's SwiGLU product ran under a checkpoint
+    torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)  # the same ops again
+    for name, grad in saved[1].items():
+        torch.testing.assert_close(recomputed[1][name], grad, rtol=0, atol=0, msg=name)
+
+
+def test_mlp_hidden_is_saved_by_default_and_inference_takes_no_checkpoint(monkeypatch) -> None:
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    assert not any(block.mlp.recompute_hidden for block in _model("transformer-tiny").blocks)
+    model = _with_mlp_hidden("transformer-tiny", "recompute")
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: pytest.fail("checkpoint without grad"))
+    with torch.no_grad():
+        assert torch.equal(model(ids), _with_mlp_hidden("transformer-tiny", "save")(ids))
+
+
+def test_mlp_hidden_override_is_checked_and_spares_layers_without_an_mlp() -> None:
+    from zoo.errors import ZooError
+    from zoo.overrides import spec_with_mlp_hidden
+    from zoo.training.runs import resolve_spec
+
+    spec = resolve_spec("transformer-tiny")
+    spec["layers"][0] = {**spec["layers"][0], "mlp": {"kind": "none"}}
+    out = spec_with_mlp_hidden(spec, "recompute")
+    assert out["layers"][0]["mlp"] == {"kind": "none"}
+    assert all(layer["mlp"]["hidden"] == "recompute" for layer in out["layers"][1:])
+    with pytest.raises(ZooError, match="mlp hidden: expected one of save, recompute"):
+        spec_with_mlp_hidden(spec, "drop")
+
+
+@pytest.mark.parametrize("preset", ["transformer-tiny", "transmamba-tiny"])
+def test_mlp_hidden_recompute_drops_the_product_and_nothing_else_under_compile(preset: str) -> None:
+    """Traced as one compiled graph: the product silu(gate) * up stops being saved and every
+    other site keeps its size."""
+    memory = {
+        hidden: profile_training_memory(_with_mlp_hidden(preset, hidden, layers=2), batch=2, seq_len=64)
+        for hidden in ("save", "recompute")
+    }
+    sites = {hidden: {(s.where, s.op): s.nbytes for s in m.saved} for hidden, m in memory.items()}
+    product = ("blocks.*.mlp", "aten.mul")
+    assert product in sites["save"] and product not in sites["recompute"]
+    assert sites["recompute"] == {site: n for site, n in sites["save"].items() if site != product}
+
+
 # ---------------------------------------------------------------- the cheap policy
 
 

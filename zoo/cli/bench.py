@@ -141,6 +141,13 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
         help="activation checkpointing as the trainer applies it (each block compiled on its own); default none: "
         "the whole model compiled as one graph",
     )
+    group.add_argument(
+        "--mlp-hidden",
+        choices=["save", "recompute"],
+        default=None,
+        help="SwiGLU's hidden silu(gate) * up kept from the forward (save) or formed again in the backward "
+        "(recompute); default: the presets' own (save)",
+    )
     group.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
     group.add_argument("--out", default="runs/bench/train", help="directory for train_throughput.json/.png")
     group.add_argument("--no-plot", action="store_true", help="JSON only (no matplotlib needed)")
@@ -195,6 +202,7 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
         budget_s=args.budget_s,
         losses=tuple(dict.fromkeys(args.loss)),
         activation_checkpointing=args.ac,
+        mlp_hidden=args.mlp_hidden,
     )
     env = throughput_report.environment(
         device, command or " ".join(["zoo", *sys.argv[1:]]), config, backends, args.size

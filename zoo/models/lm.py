@@ -79,7 +79,12 @@ class CausalLM(PretrainedMixin, nn.Module):
             if block_spec.mlp.kind == "swiglu":
                 from zoo.layers.mlp import default_d_ff
 
-                mlp = SwiGLU(d_model, block_spec.mlp.d_ff or default_d_ff(d_model), bias=block_spec.mlp.bias)
+                mlp = SwiGLU(
+                    d_model,
+                    block_spec.mlp.d_ff or default_d_ff(d_model),
+                    bias=block_spec.mlp.bias,
+                    hidden=block_spec.mlp.hidden,
+                )
             blocks.append(Block(mixer, mlp, d_model, spec.norm.kind, spec.norm.eps))
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = make_norm(spec.norm.kind, d_model, spec.norm.eps)

@@ -64,6 +64,7 @@ class ThroughputConfig:
     # "selective" / "cheap" / "full" activation checkpointing, each block compiled
     # (distributed.prepare_model)
     activation_checkpointing: str = "none"
+    mlp_hidden: str | None = None  # SwiGLU's hidden: None (the preset's), "save" or "recompute"
 
 
 def preset_name(model: str, size: str) -> str:
@@ -131,7 +132,7 @@ def _build(
 ) -> tuple[nn.Module, nn.Module, int, str]:
     """(model to train, the zoo model whose FLOPs count, parameters, backends used)."""
     import zoo
-    from zoo.overrides import spec_with_backends
+    from zoo.overrides import spec_with_backends, spec_with_mlp_hidden
 
     if label == ANCHOR:
         spec = zoo.resolve_spec(preset_name("transformer", size))
@@ -142,6 +143,8 @@ def _build(
         return model, flops_model, sum(p.numel() for p in model.parameters()), "transformers sdpa"
     spec = zoo.resolve_spec(preset_name(label, size)).model_dump(mode="json")
     spec, _ = spec_with_backends(spec, backends)
+    if config.mlp_hidden is not None:
+        spec = spec_with_mlp_hidden(spec, config.mlp_hidden)
     if config.compile:
         spec["compile"] = {**spec["compile"], "backend": config.compile_backend}
     if config.activation_checkpointing == "none":
@@ -194,6 +197,7 @@ def measure(
     autocast = torch.bfloat16 if precision == "bf16" else None
     row.update(precision=precision, compiled=config.compile)
     row["activation_checkpointing"] = "none" if label == ANCHOR else config.activation_checkpointing
+    row["mlp_hidden"] = "save" if label == ANCHOR else (config.mlp_hidden or "preset")
     if label == ANCHOR and loss != "logits":
         row["skipped"] = f"the {ANCHOR} anchor computes its loss from logits only"
         return row
