@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -73,6 +74,13 @@ def main() -> None:
         default="",
         help="with --conv-only: ';'-separated forward tiles BT,BC[,WARPS] to time as well, e.g. '64,128;32,256,8'",
     )
+    parser.add_argument(
+        "--conv-batch",
+        type=int,
+        default=0,
+        help="with --conv-only: also time the conv's forward and backward ops alone (CUDA events, no "
+        "autograd) at this batch, T=8192, under each backward configuration, with each kernel's time",
+    )
     parser.add_argument("--norm-only", action="store_true", help="only the gated RMSNorm")
     args = parser.parse_args()
     import triton
@@ -100,6 +108,14 @@ def main() -> None:
             tiles=[parse_conv_config(c) for c in args.conv_only.split(";") if c],
             fwd_tiles=[parse_conv_fwd_config(c) for c in args.conv_fwd.split(";") if c],
         )
+        if args.conv_batch:
+            conv_ops_micro(
+                lines,
+                lambda: Path(args.out).write_text("\n".join(lines) + "\n"),
+                gen,
+                args.conv_batch,
+                [parse_conv_config(c) for c in args.conv_only.split(";") if c],
+            )
         print("\n".join(lines))
         return
 
@@ -332,3 +348,114 @@ def conv_micro(
 
 if __name__ == "__main__":
     main()
+
+
+def _event_ms(fn, reps: int = 30) -> float:
+    """Mean ms per call of ``fn`` after 3 untimed calls: between CUDA events on a GPU, by the
+    wall clock on a CPU (the tests' interpreter run)."""
+    for _ in range(3):
+        fn()
+    if not torch.cuda.is_available():
+        began = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - began) * 1e3 / reps
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def _kernel_ms(fn, reps: int = 10) -> str:
+    """The three longest CUDA kernels' ms per call of ``fn`` (torch profiler); '-' without a GPU."""
+    if not torch.cuda.is_available():
+        return "-"
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    times = [
+        (event.key, event.self_device_time_total / 1e3 / reps)
+        for event in prof.key_averages()
+        if event.device_type == torch.autograd.DeviceType.CUDA
+    ]
+    return ", ".join(f"`{name[:28]}` {ms:.3f}" for name, ms in sorted(times, key=lambda kv: -kv[1])[:3])
+
+
+def conv_ops_micro(
+    lines: list[str],
+    write,
+    gen: torch.Generator,
+    batch: int,
+    tiles,
+    *,
+    seq_len: int = 8192,
+    splits: tuple[int, ...] = (3072, 1024, 1024),
+    lead: int = 3072,
+    width: int = 8240,
+    reps: int = 30,
+) -> None:
+    """The conv's custom ops alone at the training step's shape (``batch`` x ``seq_len`` tokens;
+    the conv's ``sum(splits)`` channels start at ``lead`` of the ``width``-wide in_proj output,
+    split into x / B / C): no autograd glue, no concatenation, so the time is the kernels'.
+    Bandwidth is against the fewest bytes each direction must move (forward: read x, write the
+    output; backward: read x and the output gradient, write dx). On a CPU (tests) it runs the
+    Triton interpreter and times by the wall clock."""
+    from zoo.ops.conv import conv_reference
+    from zoo.testing import rel_err
+    from zoo_plugins.triton_ssd import conv as conv_ops
+
+    device = gen.device
+    channels = sum(splits)
+    wide = torch.randn(batch, seq_len, width, device=device, generator=gen).bfloat16()
+    x = wide[:, :, lead : lead + channels]
+    weight = (0.5 * torch.randn(channels, 4, device=device, generator=gen)).bfloat16()
+    bias = (0.1 * torch.randn(channels, device=device, generator=gen)).bfloat16()
+    grads = [torch.randn(batch, seq_len, size, device=device, generator=gen).bfloat16() for size in splits]
+    tensor_bytes = batch * seq_len * channels * 2
+    copy_ms = _event_ms(lambda: x.clone(), reps)
+    lines += [
+        "",
+        f"### Conv ops alone, B={batch}, T={seq_len}, {channels} of {width} channels, bf16 "
+        f"(ms, mean of {reps} after 3)",
+        "",
+        f"A copy of x (strided read, contiguous write) takes {copy_ms:.3f} ms "
+        f"({2 * tensor_bytes / copy_ms / 1e6:.0f} GB/s).",
+        "",
+        "| op, kernels, BT, BC, TILES, warps | max rel err of dx (row 0) vs fp64 | ms | GB/s of the fewest bytes "
+        "| longest kernels (ms) |",
+        "|---|---|---|---|---|",
+    ]
+
+    def forward():
+        return conv_ops.causal_conv1d_fwd(x, weight, bias, list(splits), True)
+
+    ms = _event_ms(forward, reps)
+    lines.append(f"| forward | | {ms:.3f} | {2 * tensor_bytes / ms / 1e6:.0f} | {_kernel_ms(forward)} |")
+    write()
+    leaves = [t.double().requires_grad_(True) for t in (x[:1], weight, bias)]
+    cotangent = torch.cat([g[:1] for g in grads], dim=-1).double()
+    expected = torch.autograd.grad((conv_reference(*leaves, True) * cotangent).sum(), leaves[:1])[0]
+    knobs = ("backward_kernels", "_BT_PRE", "_BC_PRE", "_TILES_PRE", "_PRE_WARPS")
+    saved = [getattr(conv_ops, k) for k in knobs]
+    for tile in tiles:
+        for knob, value in zip(knobs, tile, strict=True):
+            setattr(conv_ops, knob, value)
+
+        def backward():
+            return conv_ops.causal_conv1d_bwd(grads, x, weight, bias, list(splits), True)
+
+        try:
+            err = rel_err(backward()[0][:1].double(), expected)
+            ms = _event_ms(backward, reps)
+            rate = 3 * tensor_bytes / ms / 1e6
+            lines.append(f"| backward {tile} | {err:.1e} | {ms:.3f} | {rate:.0f} | {_kernel_ms(backward)} |")
+        except Exception as exc:  # reported; the other configurations still run
+            lines.append(f"| backward {tile} | FAIL {type(exc).__name__}: {str(exc)[:80]} | | | |")
+        write()
+    for knob, value in zip(knobs, saved, strict=True):
+        setattr(conv_ops, knob, value)

@@ -30,7 +30,7 @@ CATEGORIES = [
     ("cross-entropy", r"cross_entropy|nll_loss|log_softmax|softmax_backward"),
     ("attention", r"flash|fmha|attention|sdpa|cudnn.*mha|_attn"),
     ("ssd", r"ssd|chunk_state|chunk_scan|state_passing|bmm_chunk|cumsum_kernel|converter|^_chunk_|^_seg_"),
-    ("conv", r"conv"),
+    ("conv", r"^_conv_|causal_conv|conv1d"),  # not inductor's "convert_element_type" kernels
     ("optimizer", r"adam|multi_tensor|foreach|clip"),
     ("matmul", r"gemm|sm90_xmma|cutlass|nvjet|matmul|ampere_|sm80_|cublas"),
     ("fused elementwise (inductor)", r"^triton_(poi|red|per)"),

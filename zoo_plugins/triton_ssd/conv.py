@@ -32,8 +32,8 @@ _LIB = "zoo_triton_ssd"
 _BT, _BC = 64, 128  # tile: tokens x channels
 _FWD_WARPS = 4  # warps per forward program
 _BT_BWD = 32  # the backward's dx kernel: it holds more [BT, BC] fp32 tiles at once
-# d_pre / dw kernel: [16 tokens, 4 taps, 64 channels] tiles, 16 tiles (256 tokens) per program
-_BT_PRE, _BC_PRE, _TILES_PRE = 16, 64, 16
+# d_pre / dw kernel: [16 tokens, 4 taps, 64 channels] tiles, 32 tiles (512 tokens) per program
+_BT_PRE, _BC_PRE, _TILES_PRE = 16, 64, 32
 _PRE_WARPS = 4  # warps per d_pre / fused / staged program
 
 # The backward's kernels. "two_pass": d_pre (fp32) and dw/db, then dx from d_pre: measured on
@@ -155,7 +155,9 @@ def _bwd_impl(
         w = weight.contiguous()
         fused, staged = backward_kernels == "fused", backward_kernels == "staged"
         one_kernel = fused or staged  # dx written by the first kernel, no fp32 d_pre
-        d_pre = None if one_kernel else torch.empty(batch, seq_len, channels, **f32)
+        # two_pass hands d_pre to the dx kernel in x's dtype (dx's own): bf16 halves those bytes
+        # against fp32 at the precision dx is stored in anyway (docs/benchmarks.md)
+        d_pre = None if one_kernel else torch.empty_like(x, memory_format=torch.contiguous_format)
         wp = 1 << (width - 1).bit_length()
         slices = _batch_slices(x)
         scratch = dx  # a placeholder the kernel never touches unless staged
