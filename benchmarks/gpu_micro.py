@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import sys
 import time
@@ -324,26 +325,39 @@ def conv_micro(
     ref = [t.detach().double().requires_grad_(True) for t in (leaves[0][:, :, 3072:8192], *leaves[1:])]
     cot = torch.randn(1, 8192, 5120, device="cuda", generator=gen)
     ref_grads = torch.autograd.grad((conv_reference(*ref, True) * cot.double()).sum(), ref)
-    knobs = ("backward_kernels", "_BT_PRE", "_BC_PRE", "_TILES_PRE", "_PRE_WARPS")
-    saved = [getattr(conv_ops, k) for k in knobs]
+
+    def step():  # the op reads its backward configuration at call time
+        out = torch.cat(causal_conv1d(leaves[0][:, :, 3072:8192], *leaves[1:], split_sizes=splits), -1)
+        return torch.autograd.grad(out, leaves, cot.to(out.dtype))
+
     for tile in tiles:
-        for knob, value in zip(knobs, tile, strict=True):
-            setattr(conv_ops, knob, value)
         try:
-
-            def step():
-                out = torch.cat(causal_conv1d(leaves[0][:, :, 3072:8192], *leaves[1:], split_sizes=splits), -1)
-                return torch.autograd.grad(out, leaves, cot.to(out.dtype))
-
-            grads = step()
-            grads = (grads[0][:, :, 3072:8192], *grads[1:])
-            err = max(rel_err(g.double(), r) for g, r in zip(grads, ref_grads, strict=True))
-            lines.append(f"| {tile} | {err:.1e} | {bench(step):.3f} |")
+            with conv_backward_config(tile):
+                grads = step()
+                grads = (grads[0][:, :, 3072:8192], *grads[1:])
+                err = max(rel_err(g.double(), r) for g, r in zip(grads, ref_grads, strict=True))
+                lines.append(f"| {tile} | {err:.1e} | {bench(step):.3f} |")
         except Exception as exc:  # reported; the other tiles still run
             lines.append(f"| {tile} | FAIL {type(exc).__name__}: {str(exc)[:80]} | |")
         write()
-    for knob, value in zip(knobs, saved, strict=True):
+
+
+@contextlib.contextmanager
+def conv_backward_config(tile: tuple[str, int, int, int, int]):
+    """The Triton conv's backward kernels and d_pre tile (kernels, BT, BC, TILES, warps: the
+    module attributes the op reads at call time) set to ``tile`` inside the block, put back
+    after it."""
+    from zoo_plugins.triton_ssd import conv as conv_ops
+
+    knobs = ("backward_kernels", "_BT_PRE", "_BC_PRE", "_TILES_PRE", "_PRE_WARPS")
+    saved = [getattr(conv_ops, k) for k in knobs]
+    for knob, value in zip(knobs, tile, strict=True):
         setattr(conv_ops, knob, value)
+    try:
+        yield
+    finally:
+        for knob, value in zip(knobs, saved, strict=True):
+            setattr(conv_ops, knob, value)
 
 
 if __name__ == "__main__":
@@ -440,22 +454,18 @@ def conv_ops_micro(
     leaves = [t.double().requires_grad_(True) for t in (x[:1], weight, bias)]
     cotangent = torch.cat([g[:1] for g in grads], dim=-1).double()
     expected = torch.autograd.grad((conv_reference(*leaves, True) * cotangent).sum(), leaves[:1])[0]
-    knobs = ("backward_kernels", "_BT_PRE", "_BC_PRE", "_TILES_PRE", "_PRE_WARPS")
-    saved = [getattr(conv_ops, k) for k in knobs]
+
+    def backward():
+        return conv_ops.causal_conv1d_bwd(grads, x, weight, bias, list(splits), True)
+
     for tile in tiles:
-        for knob, value in zip(knobs, tile, strict=True):
-            setattr(conv_ops, knob, value)
-
-        def backward():
-            return conv_ops.causal_conv1d_bwd(grads, x, weight, bias, list(splits), True)
-
         try:
-            err = rel_err(backward()[0][:1].double(), expected)
-            ms = _event_ms(backward, reps)
+            with conv_backward_config(tile):
+                err = rel_err(backward()[0][:1].double(), expected)
+                ms = _event_ms(backward, reps)
+                kernels = _kernel_ms(backward)
             rate = 3 * tensor_bytes / ms / 1e6
-            lines.append(f"| backward {tile} | {err:.1e} | {ms:.3f} | {rate:.0f} | {_kernel_ms(backward)} |")
+            lines.append(f"| backward {tile} | {err:.1e} | {ms:.3f} | {rate:.0f} | {kernels} |")
         except Exception as exc:  # reported; the other configurations still run
             lines.append(f"| backward {tile} | FAIL {type(exc).__name__}: {str(exc)[:80]} | | | |")
         write()
-    for knob, value in zip(knobs, saved, strict=True):
-        setattr(conv_ops, knob, value)

@@ -149,15 +149,19 @@ def _count_checkpoints(monkeypatch) -> list[int]:
     return calls
 
 
-def _with_backend(preset: str, slot: str, value: str, *, layers: int | None = None) -> torch.nn.Module:
-    from zoo.overrides import spec_with_backends
-    from zoo.training.runs import resolve_spec
-
-    spec, _ = spec_with_backends(resolve_spec(preset), {slot: value})
+def _seeded_build(spec: dict, layers: int | None) -> torch.nn.Module:
+    """The spec (its first ``layers`` blocks, if given) built under seed 0."""
     if layers is not None:
         spec["layers"] = spec["layers"][:layers]
     torch.manual_seed(0)
     return zoo.build(spec)
+
+
+def _with_backend(preset: str, slot: str, value: str, *, layers: int | None = None) -> torch.nn.Module:
+    from zoo.overrides import spec_with_backends
+    from zoo.training.runs import resolve_spec
+
+    return _seeded_build(spec_with_backends(resolve_spec(preset), {slot: value})[0], layers)
 
 
 def _with_norm_output(preset: str, output: str, *, layers: int | None = None) -> torch.nn.Module:
@@ -263,11 +267,7 @@ def _with_mlp_hidden(preset: str, hidden: str, *, layers: int | None = None) -> 
     from zoo.overrides import spec_with_mlp_hidden
     from zoo.training.runs import resolve_spec
 
-    spec = spec_with_mlp_hidden(resolve_spec(preset), hidden)
-    if layers is not None:
-        spec["layers"] = spec["layers"][:layers]
-    torch.manual_seed(0)
-    return zoo.build(spec)
+    return _seeded_build(spec_with_mlp_hidden(resolve_spec(preset), hidden), layers)
 
 
 @pytest.mark.parametrize("preset", ["transformer-tiny", "transmamba-tiny"])
