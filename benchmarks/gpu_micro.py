@@ -79,7 +79,7 @@ def main() -> None:
         "--conv-batch",
         type=int,
         default=0,
-        help="with --conv-only: also time the conv's forward and backward ops alone (CUDA events, no "
+        help="with --conv-only: instead of the B=1 timings, the conv's forward and backward ops alone (CUDA events, no "
         "autograd) at this batch, T=8192, under each backward configuration, with each kernel's time",
     )
     parser.add_argument("--norm-only", action="store_true", help="only the gated RMSNorm")
@@ -102,21 +102,13 @@ def main() -> None:
             f"- command: `python benchmarks/gpu_micro.py {' '.join(sys.argv[1:])}`",
         ]
         gen = torch.Generator(device="cuda").manual_seed(0)
-        conv_micro(
-            lines,
-            lambda: Path(args.out).write_text("\n".join(lines) + "\n"),
-            gen,
-            tiles=[parse_conv_config(c) for c in args.conv_only.split(";") if c],
-            fwd_tiles=[parse_conv_fwd_config(c) for c in args.conv_fwd.split(";") if c],
-        )
+        write = lambda: Path(args.out).write_text("\n".join(lines) + "\n")  # noqa: E731
+        tiles = [parse_conv_config(c) for c in args.conv_only.split(";") if c]
         if args.conv_batch:
-            conv_ops_micro(
-                lines,
-                lambda: Path(args.out).write_text("\n".join(lines) + "\n"),
-                gen,
-                args.conv_batch,
-                [parse_conv_config(c) for c in args.conv_only.split(";") if c],
-            )
+            conv_ops_micro(lines, write, gen, args.conv_batch, tiles)
+        else:
+            fwd_tiles = [parse_conv_fwd_config(c) for c in args.conv_fwd.split(";") if c]
+            conv_micro(lines, write, gen, tiles=tiles, fwd_tiles=fwd_tiles)
         print("\n".join(lines))
         return
 
