@@ -167,3 +167,29 @@ def test_rows_with_selective_checkpointing_run_the_trainers_wrapping(monkeypatch
     assert seen == ["selective"] and row["tokens_per_s"] > 0, row
     assert row["activation_checkpointing"] == "selective"
     assert "mamba2 (selective AC)" in throughput_report.format_table([row])
+
+
+def test_rows_with_the_mlp_hidden_recomputed_build_it_and_say_so(monkeypatch) -> None:
+    import zoo
+
+    built = []
+    real_build = zoo.build
+
+    def spy(spec, **kwargs):
+        model = real_build(spec, **kwargs)
+        built.append([block.mlp.recompute_hidden for block in model.blocks])
+        return model
+
+    monkeypatch.setattr(zoo, "build", spy)
+    config = throughput.ThroughputConfig(tokens_per_step=64, steps=1, warmup=1, compile=False, mlp_hidden="recompute")
+    (row,) = throughput.run_throughput(["transformer"], [32], size="tiny", config=config)
+    assert row["mlp_hidden"] == "recompute" and row["tokens_per_s"] > 0, row
+    assert built and all(built[0]), built
+    assert "transformer (MLP hidden recomputed)" in throughput_report.format_table([row])
+    (default,) = throughput.run_throughput(
+        ["transformer"],
+        [32],
+        size="tiny",
+        config=throughput.ThroughputConfig(tokens_per_step=64, steps=1, warmup=1, compile=False),
+    )
+    assert default["mlp_hidden"] == "preset" and "(MLP hidden" not in throughput_report.format_table([default])

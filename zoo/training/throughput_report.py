@@ -16,9 +16,12 @@ import torch
 
 
 def row_label(row: dict[str, Any]) -> str:
-    """The model's name, with `` (chunked loss)`` for a row whose loss is not from the logits and
-    `` (selective AC)``, `` (cheap AC)`` and so on for a row with activation checkpointing."""
+    """The model's name, with `` (chunked loss)`` for a row whose loss is not from the logits,
+    `` (MLP hidden recomputed)`` for a row run with ``--mlp-hidden recompute``, and `` (selective
+    AC)``, `` (cheap AC)`` and so on for a row with activation checkpointing."""
     label = row["model"] if row.get("loss_path", "logits") == "logits" else f"{row['model']} ({row['loss_path']} loss)"
+    if row.get("mlp_hidden") == "recompute":
+        label = f"{label} (MLP hidden recomputed)"
     ac = row.get("activation_checkpointing", "none")
     return label if ac == "none" else f"{label} ({ac} AC)"
 
