@@ -162,6 +162,13 @@ class AttentionBackend(Backend):
         return self.op(q, k, v, scale=scale, causal=causal, **self.options)
 
 
+def checkpointed(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` under a non-reentrant ``torch.utils.checkpoint`` (the backward
+    runs it again; under torch.compile its outputs are not kept). For ops that draw no random
+    numbers: the RNG state is not saved."""
+    return torch.utils.checkpoint.checkpoint(fn, *args, **kwargs, use_reentrant=False, preserve_rng_state=False)
+
+
 class OutputRecompute(Backend):
     """A backend whose Params may carry ``output: save | recompute``: with ``recompute`` and
     gradients on, the op runs under ``torch.utils.checkpoint``, so the backward runs it again
@@ -180,14 +187,7 @@ class OutputRecompute(Backend):
     def run_op(self, *args: Any, **kwargs: Any) -> Any:
         """``self.op(*args, **kwargs, **self.options)``, under a checkpoint when recomputing."""
         if self.recompute_output and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(
-                self.op,
-                *args,
-                **kwargs,
-                **self.options,
-                use_reentrant=False,
-                preserve_rng_state=False,  # conv and norm draw no random numbers
-            )
+            return checkpointed(self.op, *args, **kwargs, **self.options)  # conv and norm draw no random numbers
         return self.op(*args, **kwargs, **self.options)
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
+
+from zoo.backends.base import checkpointed
 
 
 def default_d_ff(d_model: int) -> int:
@@ -38,9 +39,7 @@ class SwiGLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up(x)
         if self.recompute_hidden and torch.is_grad_enabled():
-            hidden = torch.utils.checkpoint.checkpoint(
-                swiglu_product, gate_up, use_reentrant=False, preserve_rng_state=False
-            )
+            hidden = checkpointed(swiglu_product, gate_up)
         else:
             hidden = swiglu_product(gate_up)
         return self.down(hidden)
