@@ -35,7 +35,7 @@
 #   autotune         decode at 32K, batch 1, compiled with max-autotune
 #   train            the small presets compiled on the Triton SSD at T=2048 and 8192
 #   throughput       training tokens/s, peak memory, MFU of the 400m presets (THROUGHPUT_ARGS)
-#   mqar             the four small presets on MQAR (T = MQAR_T, default 2048; MQAR_ITEMS pairs, default 64;
+#   mqar             the four small presets (MQAR_SIZE: another size) on MQAR (T = MQAR_T, default 2048; MQAR_ITEMS pairs, default 64;
 #                    vocabulary 256): MQAR_STEPS steps (default 300) of 32,768 tokens, learning rates MQAR_LRS
 #                    (default 1e-3,3e-3,1e-2; MQAR_LRS_<model> overrides one model's) x MQAR_SEEDS seeds (default 1)
 #                    from MQAR_SEED (default 0), trained on MQAR_ITEMS pairs or on the mixture MQAR_TRAIN_ITEMS
@@ -107,16 +107,16 @@ stop_all() {  # end the side-by-side steps in pids (each a subshell running `tim
   exit 130
 }
 
-small_grid() {  # small_grid JOB PREFIX STEPS TASK_ARG...: the small presets on one task (the `mqar` and `text` jobs)
+small_grid() {  # small_grid JOB PREFIX STEPS TASK_ARG...: the small (or PREFIX_SIZE) presets on one task (`mqar`, `text`)
   # Every (model, rate, seed) is its own `zoo compare` process, side by side, then all are merged. Read from
-  # PREFIX_*: T (default 2048), ACCUM (micro-batches per step, default 1), MODELS, LRS (default 1e-3,3e-3,1e-2;
+  # PREFIX_*: SIZE (preset size, default small), T (default 2048), ACCUM (micro-batches per step, default 1), MODELS, LRS (default 1e-3,3e-3,1e-2;
   # LRS_<model> overrides one model's), SEEDS (default 1) from SEED (default 0), STEPS (default STEPS), DEADLINE
   # (seconds, default 470). Returns 1 (nothing run) when the settings cannot make a 32,768-token step.
   local job=$1 prefix=$2 steps=$3
   shift 3
   setting() { local name="${prefix}_$1"; echo "${!name:-$2}"; }
-  local T accum first model lr seed lrs_name
-  T=$(setting T 2048) accum=$(setting ACCUM 1) first=$(setting SEED 0)
+  local size T accum first model lr seed lrs_name
+  size=$(setting SIZE small) T=$(setting T 2048) accum=$(setting ACCUM 1) first=$(setting SEED 0)
   if ! [[ $T =~ ^[0-9]+$ && $accum =~ ^[0-9]+$ ]] || (( T < 1 || accum < 1 || 32768 % (T * accum) != 0 )); then
     echo "$job: ${prefix}_T x ${prefix}_ACCUM ($T x $accum) must divide the 32,768 tokens of a step; skipped" \
       | tee "$work/$job.log"
@@ -129,7 +129,7 @@ small_grid() {  # small_grid JOB PREFIX STEPS TASK_ARG...: the small presets on 
     for lr in $(echo "${!lrs_name:-$(setting LRS 1e-3,3e-3,1e-2)}" | tr , ' '); do
       for seed in $(seq "$first" $((first + $(setting SEEDS 1) - 1))); do
         OMP_NUM_THREADS=1 step "$(setting DEADLINE 470)" "${job}_T${T}_${model}_lr${lr}_seed$seed" python3 -m zoo compare \
-          "$model-small" "$@" --seq-len "$T" --lr "$lr" --seeds 1 --seed "$seed" --steps "$(setting STEPS "$steps")" \
+          "$model-$size" "$@" --seq-len "$T" --lr "$lr" --seeds 1 --seed "$seed" --steps "$(setting STEPS "$steps")" \
           --batch-size $((32768 / T / accum)) --grad-accum "$accum" --eval-every 100 --no-compile --device cuda \
           --precision bf16 --no-progress --no-plot --out "$work/T$T/$model-lr$lr-seed$seed" &
         pids+=($!)
