@@ -11,7 +11,9 @@ row per SSD model for each way of keeping the SSD's chunk states (``save`` / ``r
 ``output``; without activation checkpointing only: the policies recompute the norm anyway), and
 ``--conv-output`` one for each way of keeping the causal conv's outputs (the ``conv`` backend's
 ``output``; likewise without checkpointing only), and ``--mlp-hidden`` one per model for each
-way of keeping SwiGLU's hidden silu(gate) * up (the spec's ``mlp.hidden``; likewise).
+way of keeping SwiGLU's hidden silu(gate) * up (the spec's ``mlp.hidden``; likewise), and
+``--ssd-gate`` one per SSD model for each way of keeping the gate z (the SSD mixers' ``gate``
+param; likewise).
 
     python benchmarks/activation_memory.py                          # 400m, B=4 x T=8192
     python benchmarks/activation_memory.py --size tiny --batch 2 --seq-len 64 --out /tmp/mem
@@ -61,10 +63,11 @@ def _row(
     norm_output: str,
     conv_output: str,
     mlp_hidden: str,
+    ssd_gate: str,
     args: argparse.Namespace,
 ) -> dict:
     import zoo
-    from zoo.overrides import spec_with_backends, spec_with_mlp_hidden
+    from zoo.overrides import spec_with_backends, spec_with_mlp_hidden, spec_with_ssd_gate
     from zoo.training.distributed import prepare_model
     from zoo.training.memory_profile import profile_training_memory
     from zoo.training.runs import resolve_spec
@@ -74,7 +77,7 @@ def _row(
     spec, applied = spec_with_backends(resolve_spec(preset), _backends(model, states, norm_output, conv_output))
     if states is not None and not set(SSD_SLOTS) & applied:
         return {}
-    spec = spec_with_mlp_hidden(spec, mlp_hidden)
+    spec = spec_with_ssd_gate(spec_with_mlp_hidden(spec, mlp_hidden), ssd_gate)
     built = zoo.build(spec, device="cpu", compile=False, allow_large=True)
     prepare_model(built, context=None, activation_checkpointing=ac)  # the trainer's wrapping (none: nothing)
     start = time.perf_counter()
@@ -85,6 +88,7 @@ def _row(
         "norm_output": "-" if model == "transformer" else norm_output,
         "conv_output": "-" if model == "transformer" else conv_output,
         "mlp_hidden": mlp_hidden,
+        "ssd_gate": "-" if model == "transformer" else ssd_gate,
         "ac": ac,
     }
     row["trace_s"] = round(time.perf_counter() - start, 1)
@@ -95,14 +99,15 @@ def _row(
 
 def _markdown(rows: list[dict], top: int) -> str:
     lines = [
-        "| model | SSD states | norm output | conv output | MLP hidden | activation checkpointing | params "
-        "| saved activations GiB | logits + loss GiB | weights, grads, AdamW GiB | sum GiB |",
-        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|",
+        "| model | SSD states | norm output | conv output | MLP hidden | SSD gate | activation checkpointing "
+        "| params | saved activations GiB | logits + loss GiB | weights, grads, AdamW GiB | sum GiB |",
+        "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['model']} | {row['states']} | {row['norm_output']} | {row.get('conv_output', 'save')} | "
-            f"{row.get('mlp_hidden', 'save')} | {row['ac']} | {row['n_params'] / 1e6:.1f}M | "
+            f"{row.get('mlp_hidden', 'save')} | {row.get('ssd_gate', 'save')} | {row['ac']} | "
+            f"{row['n_params'] / 1e6:.1f}M | "
             f"{row['saved_bytes'] / GIB:.2f} | "
             f"{row['loss_bytes'] / GIB:.2f} | {row['state_bytes'] / GIB:.2f} | {row['total_bytes'] / GIB:.2f} |"
         )
@@ -111,7 +116,7 @@ def _markdown(rows: list[dict], top: int) -> str:
             "",
             f"**{row['model']}** (SSD states: {row['states']}, norm output: {row['norm_output']}, "
             f"conv output: {row.get('conv_output', 'save')}, MLP hidden: {row.get('mlp_hidden', 'save')}, "
-            f"activation checkpointing: {row['ac']}), "
+            f"SSD gate: {row.get('ssd_gate', 'save')}, activation checkpointing: {row['ac']}), "
             "largest saved sites:",
             "",
         ]
@@ -125,18 +130,21 @@ def _markdown(rows: list[dict], top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _variants(model: str, ac: str, args: argparse.Namespace) -> list[tuple[str | None, str, str, str]]:
-    """(SSD states, norm output, conv output, MLP hidden) of each row: the transformer has only
-    the last; ``selective`` and ``full`` recompute the norm, the conv and SwiGLU's product
-    whatever their settings, so those rows keep the defaults (``cheap`` recomputes only the
-    Triton norm and conv: its rows vary the PyTorch norm's output, and keep the conv's default)."""
+def _variants(model: str, ac: str, args: argparse.Namespace) -> list[tuple[str | None, str, str, str, str]]:
+    """(SSD states, norm output, conv output, MLP hidden, SSD gate) of each row: the
+    transformer has only MLP hidden; ``selective`` and ``full`` recompute the norm, the conv and
+    SwiGLU's product whatever their settings, so those rows keep the defaults (``cheap``
+    recomputes only the Triton norm and conv: its rows vary the PyTorch norm's output, and keep
+    the conv's default); the gate varies without checkpointing only."""
     hiddens = args.mlp_hidden if ac == "none" else ["save"]
     if model == "transformer":
-        return [(None, "save", "save", hidden) for hidden in hiddens]
+        return [(None, "save", "save", hidden, "save") for hidden in hiddens]
     outputs = args.norm_output if ac in ("none", "cheap") else ["save"]
     convs = args.conv_output if ac == "none" else ["save"]
+    gates = args.ssd_gate if ac == "none" else ["save"]
     return [
-        (states, output, conv, hidden)
+        (states, output, conv, hidden, gate)
+        for gate in gates
         for hidden in hiddens
         for conv in convs
         for output in outputs
@@ -174,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         help="SwiGLU's hidden silu(gate) * up kept or recomputed (every model, rows without checkpointing)",
     )
     parser.add_argument(
+        "--ssd-gate",
+        nargs="+",
+        choices=("save", "recompute"),
+        default=["save"],
+        help="the SSD mixers' gate z kept from in_proj or formed again in the backward (SSD models, rows "
+        "without checkpointing)",
+    )
+    parser.add_argument(
         "--ac",
         nargs="+",
         choices=("none", "selective", "cheap", "full"),
@@ -190,14 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models:
         for ac in args.ac:
-            for states, norm_output, conv_output, mlp_hidden in _variants(model, ac, args):
+            for states, norm_output, conv_output, mlp_hidden, ssd_gate in _variants(model, ac, args):
                 label = (
                     f"{model}-{args.size} states={states or '-'} norm={norm_output} conv={conv_output} "
-                    f"mlp={mlp_hidden} ac={ac}"
+                    f"mlp={mlp_hidden} gate={ssd_gate} ac={ac}"
                 )
                 print(f"{label}: tracing ...", file=sys.stderr, flush=True)
                 try:
-                    row = _row(model, args.size, states, ac, norm_output, conv_output, mlp_hidden, args)
+                    row = _row(model, args.size, states, ac, norm_output, conv_output, mlp_hidden, ssd_gate, args)
                 except ZooError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2

@@ -116,6 +116,8 @@ def spec_with_backends(
 
 
 MLP_HIDDEN = ("save", "recompute")
+SSD_GATE = ("save", "recompute")
+SSD_MIXERS = ("mamba2", "transmamba")
 
 
 def spec_with_mlp_hidden(spec: dict[str, Any], hidden: str) -> dict[str, Any]:
@@ -131,4 +133,21 @@ def spec_with_mlp_hidden(spec: dict[str, Any], hidden: str) -> dict[str, Any]:
         if mlp.get("kind", "swiglu") == "swiglu":
             mlp["hidden"] = hidden
         layers.append({**layer, "mlp": mlp})
+    return {**spec, "layers": layers}
+
+
+def spec_with_ssd_gate(spec: dict[str, Any], gate: str) -> dict[str, Any]:
+    """The spec (a JSON dict) with every SSD mixer's (mamba2, transmamba) ``gate`` param set
+    (``save`` or ``recompute``: z kept from in_proj, or formed again in the backward;
+    docs/training.md, "Memory"); other layers are left alone."""
+    if gate not in SSD_GATE:
+        raise ZooError(f"ssd gate: expected one of {', '.join(SSD_GATE)}, got {gate!r}")
+    if isinstance(spec.get("layers"), dict):  # a layer pattern: expand it first
+        spec = load_spec(spec).model_dump(mode="json")
+    layers = []
+    for layer in spec["layers"]:
+        mixer = layer["mixer"]
+        if mixer["name"] in SSD_MIXERS:
+            mixer = {**mixer, "params": {**(mixer.get("params") or {}), "gate": gate}}
+        layers.append({**layer, "mixer": mixer})
     return {**spec, "layers": layers}

@@ -321,6 +321,116 @@ def test_mlp_hidden_recompute_drops_the_product_and_nothing_else_under_compile(p
     assert sites["recompute"] == {site: n for site, n in sites["save"].items() if site != product}
 
 
+# ---------------------------------------------------------------- the SSD mixers' ``gate: recompute``
+
+
+def _with_ssd_gate(preset: str, gate: str, *, layers: int | None = None, **params) -> torch.nn.Module:
+    from zoo.overrides import spec_with_ssd_gate
+    from zoo.training.runs import resolve_spec
+
+    spec = spec_with_ssd_gate(resolve_spec(preset), gate)
+    for layer in spec["layers"]:
+        if layer["mixer"]["name"] == "transmamba":
+            layer["mixer"]["params"].update(params)
+    return _seeded_build(spec, layers)
+
+
+@pytest.mark.parametrize(
+    "preset, params",
+    [("mamba2-tiny", {}), ("transmamba-tiny", {}), ("transmamba-tiny", {"attn_gate": True}), ("hybrid-tiny", {})],
+)
+def test_ssd_gate_recompute_keeps_the_numbers_eager(monkeypatch, preset: str, params: dict) -> None:
+    """The same loss bit for bit (z's own matmul gives the same numbers here); in_proj's
+    input gradient is now the sum of two matmuls, so the gradients agree to fp32 rounding."""
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    saved = _loss_and_grads(_with_ssd_gate(preset, "save", **params), ids)
+    calls = _count_checkpoints(monkeypatch)
+    model = _with_ssd_gate(preset, "recompute", **params)
+    ssd_blocks = [block for block in model.blocks if hasattr(block.mixer, "ssd")]
+    assert ssd_blocks and all(block.mixer.ssd.recompute_gate for block in ssd_blocks)
+    recomputed = _loss_and_grads(model, ids)
+    assert calls[0] >= 2 * len(ssd_blocks)  # each SSD block's gated norm ran under the gate's checkpoint
+    torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)
+    _assert_same_numbers([saved, recomputed])
+
+
+def test_ssd_gate_is_saved_by_default_and_inference_forms_z_at_once() -> None:
+    """Without gradients no ``RecomputedGate`` is made: one in_proj matmul, as with ``save``."""
+    from zoo.layers.mixers.ssd_base import RecomputedGate
+
+    assert not any(block.mixer.ssd.recompute_gate for block in _model("transmamba-tiny").blocks)
+    model = _with_ssd_gate("transmamba-tiny", "recompute")
+    u = torch.randn(2, 5, model.spec.d_model)
+    with torch.no_grad():
+        z, *_ = model.blocks[0].mixer.ssd.project(u)
+    assert isinstance(z, torch.Tensor)
+    z, *_ = model.blocks[0].mixer.ssd.project(u)
+    assert isinstance(z, RecomputedGate)
+    assert z[:, 2:].u.shape == (2, 3, model.spec.d_model)  # rows taken, the weight kept
+    torch.testing.assert_close(z[:, 2:].value(), model.blocks[0].mixer.ssd.in_proj(u)[:, 2:, : z.weight.shape[0]])
+
+
+def test_ssd_gate_recompute_keeps_generation_exact() -> None:
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(_with_ssd_gate("transmamba-tiny", "recompute")(ids), _model("transmamba-tiny")(ids))
+
+
+def test_ssd_gate_override_is_checked_and_spares_attention_layers() -> None:
+    from zoo.errors import ZooError
+    from zoo.overrides import spec_with_ssd_gate
+    from zoo.training.runs import resolve_spec
+
+    out = spec_with_ssd_gate(resolve_spec("hybrid-tiny"), "recompute")
+    for layer in out["layers"]:
+        if layer["mixer"]["name"] == "attention":
+            assert "gate" not in (layer["mixer"].get("params") or {})
+        else:
+            assert layer["mixer"]["params"]["gate"] == "recompute"
+    with pytest.raises(ZooError, match="ssd gate: expected one of save, recompute"):
+        spec_with_ssd_gate(out, "drop")
+    with pytest.raises(ZooError, match="gate"):  # the schema's own check, for a hand-written spec
+        bad = resolve_spec("mamba2-tiny")
+        bad["layers"][0]["mixer"]["params"]["gate"] = "drop"
+        zoo.build(bad, device="meta")
+
+
+@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
+def test_ssd_gate_recompute_drops_z_under_compile(preset: str) -> None:
+    """Traced as one compiled graph: in_proj's whole output (z with it) stops being saved, only
+    its x/B/C/dt columns are, and the saved bytes fall by at least z's bf16 size per layer."""
+    memory = {
+        gate: profile_training_memory(_with_ssd_gate(preset, gate, layers=2), batch=2, seq_len=64)
+        for gate in ("save", "recompute")
+    }
+    sites = {gate: {(s.where, s.op): s for s in m.saved} for gate, m in memory.items()}
+    whole = ("blocks.*.mixer.ssd.in_proj", "aten.mm")
+    assert whole in sites["save"] and whole not in sites["recompute"]
+    d_inner = _model(preset).blocks[0].mixer.ssd.d_inner
+    rest = [
+        s
+        for s in sites["recompute"].values()
+        if s.op == "aten.mm" and s.shape[-1] == sites["save"][whole].shape[-1] - d_inner
+    ]
+    assert rest, "x/B/C/dt's own matmul output is what in_proj keeps"
+    z_bytes = 2 * 2 * 64 * d_inner * 2  # layers x batch x T x d_inner x bf16
+    assert memory["save"].saved_bytes - memory["recompute"].saved_bytes >= z_bytes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
+def test_ssd_gate_recompute_compiled_matches_eager(monkeypatch, preset: str) -> None:
+    """fullgraph compile (aot_eager) with the gate's checkpoint against the eager model that keeps z."""
+    _compile_with_aot_eager(monkeypatch)
+    ids = torch.randint(0, 200, (2, 48), generator=torch.Generator().manual_seed(1))
+    results = []
+    for gate, compile in (("save", False), ("recompute", True)):
+        model = _with_ssd_gate(preset, gate)
+        distributed.prepare_model(model, context=None, activation_checkpointing="none", compile=compile)
+        results.append(_loss_and_grads(model, ids))
+    _assert_same_numbers(results)
+
+
 # ---------------------------------------------------------------- the cheap policy
 
 

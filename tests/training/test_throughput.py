@@ -193,3 +193,24 @@ def test_rows_with_the_mlp_hidden_recomputed_build_it_and_say_so(monkeypatch) ->
         config=throughput.ThroughputConfig(tokens_per_step=64, steps=1, warmup=1, compile=False),
     )
     assert default["mlp_hidden"] == "preset" and "(MLP hidden" not in throughput_report.format_table([default])
+
+
+def test_rows_with_the_ssd_gate_recomputed_build_it_and_say_so_where_there_is_one(monkeypatch) -> None:
+    import zoo
+
+    built = []
+    real_build = zoo.build
+
+    def spy(spec, **kwargs):
+        model = real_build(spec, **kwargs)
+        built.append([block.mixer.ssd.recompute_gate for block in model.blocks if hasattr(block.mixer, "ssd")])
+        return model
+
+    monkeypatch.setattr(zoo, "build", spy)
+    config = throughput.ThroughputConfig(tokens_per_step=64, steps=1, warmup=1, compile=False, ssd_gate="recompute")
+    ssd, attention = throughput.run_throughput(["mamba2", "transformer"], [32], size="tiny", config=config)
+    assert ssd["ssd_gate"] == "recompute" and ssd["tokens_per_s"] > 0, ssd
+    assert built[0] and all(built[0]), built
+    assert attention["ssd_gate"] == "-" and attention["tokens_per_s"] > 0, attention
+    table = throughput_report.format_table([ssd, attention])
+    assert "mamba2 (z recomputed)" in table and "transformer (z" not in table

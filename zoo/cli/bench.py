@@ -148,6 +148,13 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
         help="SwiGLU's hidden silu(gate) * up kept from the forward (save) or formed again in the backward "
         "(recompute); default: the presets' own (save)",
     )
+    group.add_argument(
+        "--ssd-gate",
+        choices=["save", "recompute"],
+        default=None,
+        help="the SSD mixers' (mamba2, transmamba) gate z kept from in_proj (save) or formed again in the "
+        "backward from in_proj's input (recompute); default: the presets' own (save)",
+    )
     group.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
     group.add_argument("--out", default="runs/bench/train", help="directory for train_throughput.json/.png")
     group.add_argument("--no-plot", action="store_true", help="JSON only (no matplotlib needed)")
@@ -203,6 +210,7 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
         losses=tuple(dict.fromkeys(args.loss)),
         activation_checkpointing=args.ac,
         mlp_hidden=args.mlp_hidden,
+        ssd_gate=args.ssd_gate,
     )
     env = throughput_report.environment(
         device, command or " ".join(["zoo", *sys.argv[1:]]), config, backends, args.size

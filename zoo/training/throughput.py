@@ -65,6 +65,7 @@ class ThroughputConfig:
     # (distributed.prepare_model)
     activation_checkpointing: str = "none"
     mlp_hidden: str | None = None  # SwiGLU's hidden: None (the preset's), "save" or "recompute"
+    ssd_gate: str | None = None  # the SSD mixers' z: None (the preset's), "save" or "recompute"
 
 
 def preset_name(model: str, size: str) -> str:
@@ -132,7 +133,7 @@ def _build(
 ) -> tuple[nn.Module, nn.Module, int, str]:
     """(model to train, the zoo model whose FLOPs count, parameters, backends used)."""
     import zoo
-    from zoo.overrides import spec_with_backends, spec_with_mlp_hidden
+    from zoo.overrides import spec_with_backends, spec_with_mlp_hidden, spec_with_ssd_gate
 
     if label == ANCHOR:
         spec = zoo.resolve_spec(preset_name("transformer", size))
@@ -145,6 +146,8 @@ def _build(
     spec, _ = spec_with_backends(spec, backends)
     if config.mlp_hidden is not None:
         spec = spec_with_mlp_hidden(spec, config.mlp_hidden)
+    if config.ssd_gate is not None:
+        spec = spec_with_ssd_gate(spec, config.ssd_gate)
     if config.compile:
         spec["compile"] = {**spec["compile"], "backend": config.compile_backend}
     if config.activation_checkpointing == "none":
@@ -211,6 +214,8 @@ def measure(
         from zoo.training.optim import make_optimizer
 
         row.update(params=n_params, backends=used)
+        has_ssd = label != ANCHOR and any(hasattr(block.mixer, "ssd") for block in flops_model.blocks)
+        row["ssd_gate"] = (config.ssd_gate or "preset") if has_ssd else "-"
         flops_per_token = train_flops_per_token(flops_model, seq_len)
         optimizer = make_optimizer(model, lr=config.lr, weight_decay=0.1)
         row["fused_adamw"] = bool(optimizer.defaults.get("fused"))

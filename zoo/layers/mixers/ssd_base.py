@@ -7,7 +7,8 @@ d_inner = expand * D = H * P.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from zoo.backends.base import ConvBackend, NormBackend
+from zoo.backends.base import ConvBackend, NormBackend, checkpointed
 from zoo.layers.conv import CausalConv1d
 from zoo.layers.norm import GatedRMSNorm
 from zoo.layers.state import static_zeros
@@ -39,6 +40,11 @@ class SSDParams(BaseModel):
     conv_bias: bool = True
     bias: bool = False
     norm_eps: float = Field(1e-5, gt=0, lt=1)
+    gate: Literal["save", "recompute"] = Field(
+        "save",
+        description="z, the gated norm's gate, in training: kept from in_proj (save) or formed again from "
+        "in_proj's input in the backward (recompute: z's columns of in_proj run as their own matmul)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +90,35 @@ def check_ssd_shapes(d_model: int, params: SSDParams) -> list[tuple[str, str]]:
     return []
 
 
+@dataclass(frozen=True)
+class RecomputedGate:
+    """z = linear(u, weight, bias) not yet formed: what ``SSDProjections.inputs`` hands out for z
+    with ``gate: recompute`` under gradients. ``finish`` forms it inside the gated norm's
+    checkpoint, so the backward forms it again from u (which in_proj keeps anyway) and z is
+    never among the saved activations. Indexing takes rows (``gate[:, a:b]``), never channels."""
+
+    u: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def __getitem__(self, rows: Any) -> RecomputedGate:
+        return RecomputedGate(self.u[rows], self.weight, self.bias)
+
+    def value(self) -> torch.Tensor:
+        return F.linear(self.u, self.weight, self.bias)
+
+
+def gate_value(z: torch.Tensor | RecomputedGate | None) -> torch.Tensor | None:
+    """z as a tensor (formed here for a ``RecomputedGate``)."""
+    return z.value() if isinstance(z, RecomputedGate) else z
+
+
+def _norm_of_recomputed_gate(
+    norm: nn.Module, y: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    return norm(y, F.linear(u, weight, bias))
+
+
 class SSDProjections(nn.Module):
     """in_proj -> causal conv + SiLU -> (x, B, C), dt, A, D, gated norm, out_proj."""
 
@@ -112,6 +147,7 @@ class SSDProjections(nn.Module):
         self.D = nn.Parameter(torch.ones(self.n_heads))
         self.norm = GatedRMSNorm(self.d_inner, self.n_groups, eps=params.norm_eps, backend=norm)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=params.bias)
+        self.recompute_gate = params.gate == "recompute"  # read once here; forward branches on a bool
         self._init = params
         self.reset_ssm_parameters()
 
@@ -143,8 +179,16 @@ class SSDProjections(nn.Module):
             x, Bm, Cm = self.split(xBC)
         return z, x, Bm, Cm, self.dt(dt_raw), self.A(), new_conv_state
 
-    def project(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """u [B,T,D] -> z [B,T,d_inner], xBC (pre-conv) [B,T,conv_channels], dt_raw [B,T,H]."""
+    def project(self, u: torch.Tensor) -> tuple[torch.Tensor | RecomputedGate, torch.Tensor, torch.Tensor]:
+        """u [B,T,D] -> z [B,T,d_inner], xBC (pre-conv) [B,T,conv_channels], dt_raw [B,T,H].
+
+        With ``gate: recompute`` under gradients, z is a ``RecomputedGate`` and in_proj runs
+        as two matmuls (z's rows of its weight, then the rest)."""
+        if self.recompute_gate and torch.is_grad_enabled():
+            weight, bias, n = self.in_proj.weight, self.in_proj.bias, self.d_inner
+            rest = F.linear(u, weight[n:], None if bias is None else bias[n:])
+            xBC, dt_raw = torch.split(rest, [self.conv_channels, self.n_heads], dim=-1)
+            return RecomputedGate(u, weight[:n], None if bias is None else bias[:n]), xBC, dt_raw
         zxbcdt = self.in_proj(u)
         return torch.split(zxbcdt, [self.d_inner, self.conv_channels, self.n_heads], dim=-1)
 
@@ -171,9 +215,13 @@ class SSDProjections(nn.Module):
     def A(self) -> torch.Tensor:
         return -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))
 
-    def finish(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """y [B,T,H,P] -> gated norm -> [B,T,d_inner] (out_proj is applied by the caller)."""
-        return self.norm(rearrange(y, "b t h p -> b t (h p)"), z)
+    def finish(self, y: torch.Tensor, z: torch.Tensor | RecomputedGate | None) -> torch.Tensor:
+        """y [B,T,H,P] -> gated norm -> [B,T,d_inner] (out_proj is applied by the caller). A
+        ``RecomputedGate`` is formed under the norm's checkpoint (the backward forms it again)."""
+        y = rearrange(y, "b t h p -> b t (h p)")
+        if isinstance(z, RecomputedGate):
+            return checkpointed(_norm_of_recomputed_gate, self.norm, y, z.u, z.weight, z.bias)
+        return self.norm(y, z)
 
     def allocate_states(
         self, batch_size: int, *, dtype: torch.dtype, device: torch.device

@@ -25,7 +25,7 @@ from pydantic import Field
 from torch import nn
 
 from zoo.backends.base import AttentionBackend, ConvBackend, ConverterBackend, NormBackend, SSMBackend
-from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes, ssd_backend_shapes
+from zoo.layers.mixers.ssd_base import SSDParams, SSDProjections, check_ssd_shapes, gate_value, ssd_backend_shapes
 from zoo.layers.state import ATTN, MIXED, SSM, LayerCache, static_zeros
 from zoo.ops.attention.decode import masked_decode_attention
 from zoo.ops.rope import rotary
@@ -149,9 +149,9 @@ class TransMambaMixer(nn.Module):
             y = y + x * self.ssd.D.to(x.dtype)[:, None]
         y = rearrange(y, "b t h p -> b t (h p)")
         if self.params.attn_norm:
-            y = self.ssd.norm(y, z if self.params.attn_gate else None)
+            y = self.ssd.norm(y, gate_value(z) if self.params.attn_gate else None)
         elif self.params.attn_gate:
-            y = y * torch.nn.functional.silu(z)
+            y = y * torch.nn.functional.silu(gate_value(z))
         return y
 
     def forward(self, hidden_states: torch.Tensor, *, transpoint: int | None = None) -> torch.Tensor:
