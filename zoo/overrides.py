@@ -151,3 +151,16 @@ def spec_with_ssd_gate(spec: dict[str, Any], gate: str) -> dict[str, Any]:
             mixer = {**mixer, "params": {**(mixer.get("params") or {}), "gate": gate}}
         layers.append({**layer, "mixer": mixer})
     return {**spec, "layers": layers}
+
+
+def spec_with_recompute(
+    spec: dict[str, Any], *, mlp_hidden: str | None = None, ssd_gate: str | None = None
+) -> dict[str, Any]:
+    """The spec with the training-memory opt-ins given (None leaves the spec's own):
+    ``mlp_hidden`` for every SwiGLU, ``ssd_gate`` for every SSD mixer (docs/training.md,
+    "Memory without checkpointing")."""
+    if mlp_hidden is not None:
+        spec = spec_with_mlp_hidden(spec, mlp_hidden)
+    if ssd_gate is not None:
+        spec = spec_with_ssd_gate(spec, ssd_gate)
+    return spec

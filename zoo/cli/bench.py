@@ -86,6 +86,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The train suite's flags (shared with benchmarks/train_throughput.py)."""
+    from zoo.cli.train import add_recompute_args
     from zoo.training.throughput import ANCHOR, ARCHS
 
     group.add_argument(
@@ -141,20 +142,7 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
         help="activation checkpointing as the trainer applies it (each block compiled on its own); default none: "
         "the whole model compiled as one graph",
     )
-    group.add_argument(
-        "--mlp-hidden",
-        choices=["save", "recompute"],
-        default=None,
-        help="SwiGLU's hidden silu(gate) * up kept from the forward (save) or formed again in the backward "
-        "(recompute); default: the presets' own (save)",
-    )
-    group.add_argument(
-        "--ssd-gate",
-        choices=["save", "recompute"],
-        default=None,
-        help="the SSD mixers' (mamba2, transmamba) gate z kept from in_proj (save) or formed again in the "
-        "backward from in_proj's input (recompute); default: the presets' own (save)",
-    )
+    add_recompute_args(group)
     group.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
     group.add_argument("--out", default="runs/bench/train", help="directory for train_throughput.json/.png")
     group.add_argument("--no-plot", action="store_true", help="JSON only (no matplotlib needed)")

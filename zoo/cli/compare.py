@@ -91,7 +91,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (model, learning rate, seed)."""
     import torch
 
-    from zoo.overrides import parse_backend_overrides, spec_with_backends
+    from zoo.overrides import parse_backend_overrides, spec_with_backends, spec_with_recompute
     from zoo.training import robustness, runs
     from zoo.training.checkpointing import NonFiniteLossError
     from zoo.training.trainer import Trainer, resolve_device, resolve_precision
@@ -120,7 +120,12 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
             raise ZooError(f"--backend {', '.join(unused)}: none of the compared models has that slot")
     # the spec each model trains (backend overrides applied): a journalled run is reused only
     # for the same model, not for an edited spec file of the same name
-    specs = {label: spec_with_backends(runs.resolve_spec(ref), backends)[0] for label, ref in entries}
+    specs = {
+        label: spec_with_recompute(
+            spec_with_backends(runs.resolve_spec(ref), backends)[0], mlp_hidden=args.mlp_hidden, ssd_gate=args.ssd_gate
+        )
+        for label, ref in entries
+    }
     rows = []
     journal = runs.RunJournal(out / "runs.jsonl")
     for seed in seeds:
@@ -146,7 +151,15 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                     continue
                 run_dir = out / label / (f"lr{lr:g}-seed{seed}" if len(lrs) > 1 else f"seed{seed}")
                 torch.manual_seed(seed)
-                model = runs.build_for_task(ref, task, device=device, backends=backends, strict=False)
+                model = runs.build_for_task(
+                    ref,
+                    task,
+                    device=device,
+                    backends=backends,
+                    strict=False,
+                    mlp_hidden=args.mlp_hidden,
+                    ssd_gate=args.ssd_gate,
+                )
                 trainer = Trainer(model, task, config, out_dir=run_dir)
                 print(f"{head} {trainer.n_params:,} params, {config.steps} steps", file=sys.stderr)
                 tokens = config.steps * config.batch_size * config.grad_accum * task.seq_len

@@ -29,6 +29,25 @@ def add_backend_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -
     )
 
 
+def add_recompute_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--mlp-hidden`` and ``--ssd-gate``: the spec's training-memory opt-ins, for every layer
+    (``zoo.overrides.spec_with_recompute``); default None keeps the spec's own."""
+    parser.add_argument(
+        "--mlp-hidden",
+        choices=("save", "recompute"),
+        default=None,
+        help="SwiGLU's hidden silu(gate) * up kept from the forward (save) or formed again in the backward "
+        "(recompute: less memory, a little slower); default: the spec's own (the presets: save)",
+    )
+    parser.add_argument(
+        "--ssd-gate",
+        choices=("save", "recompute"),
+        default=None,
+        help="the SSD mixers' (mamba2, transmamba) gate z kept from in_proj (save) or formed again in the "
+        "backward from in_proj's input (recompute: less memory); default: the spec's own (the presets: save)",
+    )
+
+
 def add_training_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--steps", type=int, default=1000)
@@ -63,6 +82,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         "chunk by chunk without the [batch, T, vocab] logits (docs/training.md)",
     )
     add_backend_arg(group)
+    add_recompute_args(group)
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
@@ -205,6 +225,8 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         task,
         device=resolve_device(config.device),
         backends=parse_backend_overrides(args.backend),
+        mlp_hidden=args.mlp_hidden,
+        ssd_gate=args.ssd_gate,
     )
     trainer = Trainer(model, task, config, out_dir=out)
     if not is_main_process():  # rank 0 speaks and writes for the job
@@ -302,13 +324,15 @@ def record_config(args: argparse.Namespace, out: Path, config: TrainConfig) -> P
     """Write ``out/config.json``: the run's model, task and TrainConfig as resolved, so that
     ``zoo train --config out/config.json`` repeats it. A spec file is copied in inline (the
     record must not change when the file does); a preset stays a name."""
-    from zoo.overrides import parse_backend_overrides
+    from zoo.overrides import parse_backend_overrides, spec_with_recompute
     from zoo.training.config_file import resolved_config, write_resolved
     from zoo.training.runs import resolve_spec
 
     model = args.spec
     if isinstance(model, str) and Path(model).is_file():
         model = resolve_spec(model)
+    if args.mlp_hidden is not None or args.ssd_gate is not None:  # the spec as trained, inline
+        model = spec_with_recompute(resolve_spec(model), mlp_hidden=args.mlp_hidden, ssd_gate=args.ssd_gate)
     task = {
         "name": args.task,
         "data": args.data,

@@ -16,7 +16,7 @@ import torch
 from zoo.data.tasks import SYNTHETIC, Task, make_task
 from zoo.data.tokenizer import Tokenizer
 from zoo.errors import ZooError
-from zoo.overrides import spec_with_backends
+from zoo.overrides import spec_with_backends, spec_with_recompute
 
 LOCK_FILE = ".lock"
 _held: dict[Path, tuple[int, int]] = {}  # run dir -> (fd, depth): this process's locks
@@ -93,18 +93,22 @@ def build_for_task(
     device: str | torch.device | None = None,
     backends: dict[str, str] | None = None,
     strict: bool = True,
+    mlp_hidden: str | None = None,
+    ssd_gate: str | None = None,
 ) -> torch.nn.Module:
     """Build the model ``ref`` names with the vocabulary of ``task`` (compile is the trainer's
     job), with ``backends`` overriding the spec's backend slots (see
     :func:`spec_with_backends`; with ``strict``, a slot that no layer has is an error, and
     ``zoo compare`` checks that across its models instead). The weights are initialised on
     the CPU, so a seed gives the same model on every device; the backends are checked
-    against ``device``, where the trainer will run it."""
+    against ``device``, where the trainer will run it. ``mlp_hidden`` / ``ssd_gate`` set the
+    spec's training-memory opt-ins (:func:`zoo.overrides.spec_with_recompute`)."""
     from zoo.builder import build
 
     spec = spec_with_vocab(resolve_spec(ref), task.vocab_size)
     if backends:
         spec, _ = spec_with_backends(spec, backends, strict=strict, label=repr(ref))
+    spec = spec_with_recompute(spec, mlp_hidden=mlp_hidden, ssd_gate=ssd_gate)
     return build(spec, device="cpu", compile=False, support_device=device)
 
 
