@@ -55,7 +55,7 @@
 #                    T9_RECIPES (default "v9 attention mixture random"; the attention-only recipe sets the
 #                    spread's floor) x seeds 0-2, T9_STEPS steps (default 1500: ten times the CPU run's
 #                    tokens), each evaluated under v1..v9, attention and ssm; side by side
-#   test             the Triton and mamba_ssm plugin tests and the conv tests on the GPU
+#   test             the Triton and mamba_ssm plugin tests, the conv tests and the SSD gate's GPU check on the GPU
 #   test-conv        the causal-conv tests on the GPU
 #   test-norm        the gated-norm tests on the GPU
 #
@@ -112,6 +112,8 @@ small_grid() {  # small_grid JOB PREFIX STEPS TASK_ARG...: the small (or PREFIX_
   # PREFIX_*: SIZE (preset size, default small), T (default 2048), ACCUM (micro-batches per step, default 1), MODELS, LRS (default 1e-3,3e-3,1e-2;
   # LRS_<model> overrides one model's), SEEDS (default 1) from SEED (default 0), STEPS (default STEPS), DEADLINE
   # (seconds, default 470). Returns 1 (nothing run) when the settings cannot make a 32,768-token step.
+  # Each run's log gets a progress line (rate, ETA, loss) every twentieth of its steps, and its
+  # metrics.jsonl every step, so a run the deadline ends still shows how far it got.
   local job=$1 prefix=$2 steps=$3
   shift 3
   setting() { local name="${prefix}_$1"; echo "${!name:-$2}"; }
@@ -131,7 +133,7 @@ small_grid() {  # small_grid JOB PREFIX STEPS TASK_ARG...: the small (or PREFIX_
         OMP_NUM_THREADS=1 step "$(setting DEADLINE 470)" "${job}_T${T}_${model}_lr${lr}_seed$seed" python3 -m zoo compare \
           "$model-$size" "$@" --seq-len "$T" --lr "$lr" --seeds 1 --seed "$seed" --steps "$(setting STEPS "$steps")" \
           --batch-size $((32768 / T / accum)) --grad-accum "$accum" --eval-every 100 --no-compile --device cuda \
-          --precision bf16 --no-progress --no-plot --out "$work/T$T/$model-lr$lr-seed$seed" &
+          --precision bf16 --no-plot --out "$work/T$T/$model-lr$lr-seed$seed" &
         pids+=($!)
       done
     done
@@ -274,7 +276,7 @@ case "$job" in
         OMP_NUM_THREADS=1 step "${T9_DEADLINE:-470}" "table9_${recipe}_$seed" python3 -m zoo compare \
           "$recipe=$specs/$recipe.json" --task text --data builtin --seq-len 256 --steps "${T9_STEPS:-1500}" \
           --batch-size 8 --lr 3e-3 --seeds 1 --seed "$seed" --no-compile --device cuda --precision fp32 \
-          --eval-schedules v1,v2,v3,v4,v5,v6,v7,v8,v9,attention,ssm --no-plot --no-progress \
+          --eval-schedules v1,v2,v3,v4,v5,v6,v7,v8,v9,attention,ssm --no-plot \
           --out "$work/$recipe-seed$seed" &
         pids+=($!)
       done
@@ -291,7 +293,8 @@ case "$job" in
     step 90 pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins/test_triton_norm.py
     ;;
   test)
-    step "${TEST_LIMIT:-500}" pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins
+    step "${TEST_LIMIT:-500}" pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins \
+      "tests/training/test_recompute.py::test_ssd_gate_recompute_keeps_the_numbers_on_cuda_with_the_triton_backends"
     ;;
   *)
     echo "unknown job $job; see the list at the top of this script" >&2

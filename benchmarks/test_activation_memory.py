@@ -34,7 +34,10 @@ def test_rows_for_the_norm_output_and_what_each_keeps(tmp_path) -> None:
     assert saved["mamba2-tiny", "recompute", "none"] < saved["mamba2-tiny", "save", "none"]
     assert saved["mamba2-tiny", "save", "selective"] < saved["mamba2-tiny", "recompute", "none"]
     assert saved["mamba2-tiny", "save", "cheap"] < saved["mamba2-tiny", "save", "none"]  # the Triton conv
-    assert "| mamba2-tiny | save | recompute | save | save | save | none |" in (tmp_path / "activation_memory.md").read_text()
+    assert (
+        "| mamba2-tiny | save | recompute | save | save | save | none |"
+        in (tmp_path / "activation_memory.md").read_text()
+    )
 
 
 @pytest.mark.slow
@@ -89,6 +92,7 @@ def test_rows_for_the_ssd_gate_for_ssd_models_without_checkpointing_only(tmp_pat
     ]
     saved = {key: row["saved_bytes"] for key, row in zip(keys, rows, strict=True)}
     assert saved["mamba2-tiny", "recompute", "none"] < saved["mamba2-tiny", "save", "none"]  # z
-    assert "| mamba2-tiny | recompute | recompute | save | save | recompute | none |" in (
-        tmp_path / "activation_memory.md"
-    ).read_text()
+    assert (
+        "| mamba2-tiny | recompute | recompute | save | save | recompute | none |"
+        in (tmp_path / "activation_memory.md").read_text()
+    )
