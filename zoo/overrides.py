@@ -117,7 +117,13 @@ def spec_with_backends(
 
 MLP_HIDDEN = ("save", "recompute")
 SSD_GATE = ("save", "recompute")
-SSD_MIXERS = ("mamba2", "transmamba")
+
+
+def _with_each_layer(spec: dict[str, Any], edit: Any) -> dict[str, Any]:
+    """The spec (a JSON dict; a layer pattern is expanded first) with ``edit(layer)`` of each layer."""
+    if isinstance(spec.get("layers"), dict):
+        spec = load_spec(spec).model_dump(mode="json")
+    return {**spec, "layers": [edit(layer) for layer in spec["layers"]]}
 
 
 def spec_with_mlp_hidden(spec: dict[str, Any], hidden: str) -> dict[str, Any]:
@@ -125,32 +131,32 @@ def spec_with_mlp_hidden(spec: dict[str, Any], hidden: str) -> dict[str, Any]:
     docs/training.md, "Memory"); layers without an MLP are left alone."""
     if hidden not in MLP_HIDDEN:
         raise ZooError(f"mlp hidden: expected one of {', '.join(MLP_HIDDEN)}, got {hidden!r}")
-    if isinstance(spec.get("layers"), dict):  # a layer pattern: expand it first
-        spec = load_spec(spec).model_dump(mode="json")
-    layers = []
-    for layer in spec["layers"]:
+
+    def edit(layer: dict[str, Any]) -> dict[str, Any]:
         mlp = dict(layer.get("mlp") or {})
         if mlp.get("kind", "swiglu") == "swiglu":
             mlp["hidden"] = hidden
-        layers.append({**layer, "mlp": mlp})
-    return {**spec, "layers": layers}
+        return {**layer, "mlp": mlp}
+
+    return _with_each_layer(spec, edit)
 
 
 def spec_with_ssd_gate(spec: dict[str, Any], gate: str) -> dict[str, Any]:
-    """The spec (a JSON dict) with every SSD mixer's (mamba2, transmamba) ``gate`` param set
-    (``save`` or ``recompute``: z kept from in_proj, or formed again in the backward;
-    docs/training.md, "Memory"); other layers are left alone."""
+    """The spec (a JSON dict) with the ``gate`` param set (``save`` or ``recompute``: z kept
+    from in_proj, or formed again in the backward; docs/training.md, "Memory") in every layer
+    whose mixer takes one (mamba2, transmamba, and any registered mixer whose Params has a
+    ``gate`` field); other layers are left alone."""
     if gate not in SSD_GATE:
         raise ZooError(f"ssd gate: expected one of {', '.join(SSD_GATE)}, got {gate!r}")
-    if isinstance(spec.get("layers"), dict):  # a layer pattern: expand it first
-        spec = load_spec(spec).model_dump(mode="json")
-    layers = []
-    for layer in spec["layers"]:
+
+    def edit(layer: dict[str, Any]) -> dict[str, Any]:
         mixer = layer["mixer"]
-        if mixer["name"] in SSD_MIXERS:
-            mixer = {**mixer, "params": {**(mixer.get("params") or {}), "gate": gate}}
-        layers.append({**layer, "mixer": mixer})
-    return {**spec, "layers": layers}
+        params_class = getattr(REGISTRIES["mixer"].get(mixer["name"]).obj, "Params", None)
+        if "gate" not in getattr(params_class, "model_fields", {}):
+            return layer
+        return {**layer, "mixer": {**mixer, "params": {**(mixer.get("params") or {}), "gate": gate}}}
+
+    return _with_each_layer(spec, edit)
 
 
 def spec_with_recompute(
