@@ -19,7 +19,7 @@ from zoo.training import read_jsonl
 
 @pytest.fixture
 def fake_build(monkeypatch, standin):
-    def build_for_task(ref, task, *, device=None, backends=None, strict=True):
+    def build_for_task(ref, task, *, device=None, backends=None, strict=True, mlp_hidden=None, ssd_gate=None):
         return standin(vocab_size=task.vocab_size, d_model=16 if "small" in ref else 32)
 
     def load(path, **kwargs):

@@ -77,7 +77,7 @@ def test_bad_lrs_are_one_line() -> None:
 
 @pytest.fixture
 def fake_build(monkeypatch, standin):
-    def build_for_task(ref, task, *, device=None, backends=None, strict=True):
+    def build_for_task(ref, task, *, device=None, backends=None, strict=True, mlp_hidden=None, ssd_gate=None):
         return standin(vocab_size=task.vocab_size, d_model=16 if "small" in ref else 32)
 
     monkeypatch.setattr(zoo.training.runs, "build_for_task", build_for_task)

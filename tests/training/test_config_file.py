@@ -41,7 +41,7 @@ device = "cpu"
 
 @pytest.fixture
 def fake_build(monkeypatch, standin):
-    def build_for_task(ref, task, *, device=None, backends=None, strict=True):
+    def build_for_task(ref, task, *, device=None, backends=None, strict=True, mlp_hidden=None, ssd_gate=None):
         return standin(vocab_size=task.vocab_size, d_model=16)
 
     monkeypatch.setattr(zoo.training.runs, "build_for_task", build_for_task)
