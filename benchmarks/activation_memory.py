@@ -67,7 +67,7 @@ def _row(
     args: argparse.Namespace,
 ) -> dict:
     import zoo
-    from zoo.overrides import spec_with_backends, spec_with_mlp_hidden, spec_with_ssd_gate
+    from zoo.overrides import spec_with_backends, spec_with_recompute
     from zoo.training.distributed import prepare_model
     from zoo.training.memory_profile import profile_training_memory
     from zoo.training.runs import resolve_spec
@@ -77,7 +77,7 @@ def _row(
     spec, applied = spec_with_backends(resolve_spec(preset), _backends(model, states, norm_output, conv_output))
     if states is not None and not set(SSD_SLOTS) & applied:
         return {}
-    spec = spec_with_ssd_gate(spec_with_mlp_hidden(spec, mlp_hidden), ssd_gate)
+    spec = spec_with_recompute(spec, mlp_hidden=mlp_hidden, ssd_gate=ssd_gate)
     built = zoo.build(spec, device="cpu", compile=False, allow_large=True)
     prepare_model(built, context=None, activation_checkpointing=ac)  # the trainer's wrapping (none: nothing)
     start = time.perf_counter()

@@ -133,7 +133,7 @@ def _build(
 ) -> tuple[nn.Module, nn.Module, int, str]:
     """(model to train, the zoo model whose FLOPs count, parameters, backends used)."""
     import zoo
-    from zoo.overrides import spec_with_backends, spec_with_mlp_hidden, spec_with_ssd_gate
+    from zoo.overrides import spec_with_backends, spec_with_recompute
 
     if label == ANCHOR:
         spec = zoo.resolve_spec(preset_name("transformer", size))
@@ -144,10 +144,7 @@ def _build(
         return model, flops_model, sum(p.numel() for p in model.parameters()), "transformers sdpa"
     spec = zoo.resolve_spec(preset_name(label, size)).model_dump(mode="json")
     spec, _ = spec_with_backends(spec, backends)
-    if config.mlp_hidden is not None:
-        spec = spec_with_mlp_hidden(spec, config.mlp_hidden)
-    if config.ssd_gate is not None:
-        spec = spec_with_ssd_gate(spec, config.ssd_gate)
+    spec = spec_with_recompute(spec, mlp_hidden=config.mlp_hidden, ssd_gate=config.ssd_gate)
     if config.compile:
         spec["compile"] = {**spec["compile"], "backend": config.compile_backend}
     if config.activation_checkpointing == "none":
