@@ -39,7 +39,8 @@
 #                    vocabulary 256): MQAR_STEPS steps (default 300) of 32,768 tokens, learning rates MQAR_LRS
 #                    (default 1e-3,3e-3,1e-2; MQAR_LRS_<model> overrides one model's) x MQAR_SEEDS seeds (default 1)
 #                    from MQAR_SEED (default 0), trained on MQAR_ITEMS pairs or on the mixture MQAR_TRAIN_ITEMS
-#                    (e.g. 4,8,16,32,64; zoo's --train-items); MQAR_MODELS picks models; every (model, rate, seed)
+#                    (e.g. 4,8,16,32,64; zoo's --train-items); MQAR_WARMUP warm-up steps (default: zoo's 5% of the
+#                    steps); MQAR_MODELS picks models; every (model, rate, seed)
 #                    its own process, side by side (small models leave the GPU mostly idle), deadline MQAR_DEADLINE s
 #                    (default 470); MQAR_ACCUM micro-batches per step (default 1; each process holds ~8.5 GiB at
 #                    T = 2048 without it); merged with zoo compare --merge, and runs of several calls merge the same way
@@ -54,7 +55,8 @@
 #   table9           the schedule-robustness experiment (docs/experiments/table9-cpu) on the GPU: recipes
 #                    T9_RECIPES (default "v9 attention mixture random"; the attention-only recipe sets the
 #                    spread's floor) x seeds 0-2, T9_STEPS steps (default 1500: ten times the CPU run's
-#                    tokens), each evaluated under v1..v9, attention and ssm; side by side
+#                    tokens), batch T9_BATCH (default 8) of T = 256 on T9_DATA (default builtin), deadline
+#                    T9_DEADLINE s (default 470), each evaluated under v1..v9, attention and ssm; side by side
 #   test             the Triton and mamba_ssm plugin tests, the conv tests and the SSD gate's GPU check on the GPU
 #   test-conv        the causal-conv tests on the GPU
 #   test-norm        the gated-norm tests on the GPU
@@ -262,7 +264,7 @@ case "$job" in
     ;;
   mqar)
     small_grid mqar MQAR 300 --task mqar --vocab 256 --num-items "${MQAR_ITEMS:-64}" \
-      ${MQAR_TRAIN_ITEMS:+--train-items "$MQAR_TRAIN_ITEMS"} || continue
+      ${MQAR_TRAIN_ITEMS:+--train-items "$MQAR_TRAIN_ITEMS"} ${MQAR_WARMUP:+--warmup "$MQAR_WARMUP"} || continue
     ;;
   text)
     small_grid text TEXT 400 --task text --data "${TEXT_DATA:-builtin:pylib}" || continue
@@ -274,8 +276,8 @@ case "$job" in
     for recipe in ${T9_RECIPES:-v9 attention mixture random}; do
       for seed in 0 1 2; do
         OMP_NUM_THREADS=1 step "${T9_DEADLINE:-470}" "table9_${recipe}_$seed" python3 -m zoo compare \
-          "$recipe=$specs/$recipe.json" --task text --data builtin --seq-len 256 --steps "${T9_STEPS:-1500}" \
-          --batch-size 8 --lr 3e-3 --seeds 1 --seed "$seed" --no-compile --device cuda --precision fp32 \
+          "$recipe=$specs/$recipe.json" --task text --data "${T9_DATA:-builtin}" --seq-len 256 --steps "${T9_STEPS:-1500}" \
+          --batch-size "${T9_BATCH:-8}" --lr 3e-3 --seeds 1 --seed "$seed" --no-compile --device cuda --precision fp32 \
           --eval-schedules v1,v2,v3,v4,v5,v6,v7,v8,v9,attention,ssm --no-plot \
           --out "$work/$recipe-seed$seed" &
         pids+=($!)
