@@ -280,3 +280,54 @@ def test_a_journal_with_one_run_under_two_settings_is_refused_with_the_reason(tm
     args = _compare_parser().parse_args(["compare", "--merge", str(journal), "--out", str(tmp_path / "m")])
     with pytest.raises(ZooError, match="appears twice.*runs.jsonl that served commands with different settings"):
         args.func(args)
+
+
+def _warmup_rows() -> list[dict]:
+    """Model a at lr 1e-2 under two warm-ups (200 scores better), model b at one."""
+    base = {"params": 100, "tokens": 640, "eval_accuracy": 0.5, "eval_chance": 0.25}
+    rows = [{**base, "model": "a", "lr": 1e-2, "warmup": 50, "seed": s, "eval_loss": 2.0 + s / 10} for s in range(3)]
+    rows += [{**base, "model": "a", "lr": 1e-2, "warmup": 200, "seed": s, "eval_loss": 1.0 + s / 10} for s in range(3)]
+    rows += [{**base, "model": "b", "lr": 1e-3, "warmup": 50, "seed": s, "eval_loss": 3.0} for s in range(3)]
+    return rows
+
+
+def test_the_best_recipe_is_a_rate_and_a_warmup() -> None:
+    summary, sweep = compare_cmd.summarise(_warmup_rows())
+    assert [(c["model"], c["lr"], c["warmup"]) for c in summary] == [("a", 1e-2, 200), ("b", 1e-3, 50)]
+    assert len(sweep) == 3
+    table = compare_cmd.markdown_table(summary, accuracy=False)
+    assert "| lr, warm-up steps |" in table and "| a | 100 | 0.01, warm-up 200 | 3 |" in table
+    rates = compare_cmd.sweep_table(summary, sweep, accuracy=False)
+    assert "| model | lr 0.001, warm-up 50 | lr 0.01, warm-up 50 | lr 0.01, warm-up 200 |" in rates
+    assert "| a | - | 2.100 ± 0.25 | **1.100 ± 0.25** |" in rates
+    # One warm-up for every model: the tables read as before.
+    one = [row for row in _warmup_rows() if row["warmup"] == 50]
+    assert "warm-up" not in compare_cmd.markdown_table(compare_cmd.summarise(one)[0], accuracy=False)
+
+
+def test_merge_tells_runs_apart_by_warmup_and_refuses_a_repeat(tmp_path) -> None:
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps({"rows": [{**row, "task": {"task": "mqar"}} for row in _warmup_rows()]}))
+    assert len(compare_cmd.merge([str(path)])) == 9
+    with pytest.raises(ZooError, match="model a, lr 0.01, warm-up 50, seed 0 appears twice"):
+        compare_cmd.merge([str(path), str(path)])
+
+
+def test_bad_warmups_are_one_line() -> None:
+    assert compare_cmd.parse_warmups("200,50,200", 400) == [50, 200]
+    assert compare_cmd.parse_warmups(None, 400) == [None]
+    for text in ("long", "-1", "", "500"):
+        with pytest.raises(ZooError, match="--warmups"):
+            compare_cmd.parse_warmups(text, 400)
+
+
+def test_compare_sweeps_warmups_and_records_each_run_s(tmp_path, fake_build, capsys) -> None:
+    out = tmp_path / "cmp"
+    rows = compare_cmd.compare(_small_compare(out, "--warmups", "0,1"))
+    assert sorted((r["warmup"], r["seed"]) for r in rows) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert {p.name for p in (out / "m-tiny").iterdir()} >= {"warmup0-seed0", "warmup1-seed1"}
+    assert "[m-tiny lr=0.003 warmup=1 seed=0]" in capsys.readouterr().err
+    # The journal keys each run by its warm-up too: the same command again trains nothing.
+    assert compare_cmd.compare(_small_compare(out, "--warmups", "0,1")) == rows
+    with pytest.raises(ZooError, match="--warmup .* or --warmups"):
+        compare_cmd.compare(_small_compare(out, "--warmups", "0,1", "--warmup", "1"))

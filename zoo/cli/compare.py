@@ -4,8 +4,9 @@ its best learning rate, and report mean and 95% interval over seeds (table + JSO
 Every model trains ``--seeds N`` times (seeds ``--seed``, ``--seed + 1``, ...; the seed sets
 the initialisation and the data order; a recall task draws each seed its own evaluation set,
 text evaluates every seed on the same validation windows). With
-``--lrs A,B,C`` every model trains at every learning rate with every seed; the table reports
-each model at the rate with the lowest mean validation loss, and ``compare.json`` keeps every
+``--lrs A,B,C`` every model trains at every learning rate with every seed, and with ``--warmups
+N,M`` at every warm-up length too (a recipe is a learning rate and a warm-up); the table reports
+each model at the recipe with the lowest mean validation loss, and ``compare.json`` keeps every
 run. All runs see the same number of tokens; the table shows the parameter counts and a
 note flags models more than 2% apart. Intervals: ``zoo.training.stats``.
 
@@ -51,6 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="learning rates to sweep (e.g. 1e-3,3e-3,1e-2): each model is reported at its best by validation loss",
     )
     parser.add_argument(
+        "--warmups",
+        "--warmup-sweep",
+        default=None,
+        metavar="STEPS,STEPS,...",
+        help="warm-up lengths to sweep with the rates (e.g. 50,200): each model is reported at its best "
+        "(rate, warm-up) by validation loss (default: --warmup alone)",
+    )
+    parser.add_argument(
         "--merge",
         nargs="+",
         default=None,
@@ -87,6 +96,26 @@ def parse_lrs(text: str | None, default: float) -> list[float]:
     return sorted(set(lrs))
 
 
+def parse_warmups(text: str | None, steps: int) -> list[int | None]:
+    """``--warmups``: distinct warm-up lengths in steps, each in [0, --steps]; ``[None]`` (the
+    ``--warmup`` flag or its default) when not given."""
+    if text is None:
+        return [None]
+    try:
+        warmups = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ZooError(f"--warmups takes comma-separated step counts, e.g. 50,200; got {text!r}") from None
+    if not warmups or any(not 0 <= w <= steps for w in warmups):
+        raise ZooError(f"--warmups needs step counts from 0 to --steps ({steps}), e.g. 50,200; got {text!r}")
+    return sorted(set(warmups))
+
+
+def run_name(lr: float, warmup: int | None, seed: int, *, lrs: int, warmups: int) -> str:
+    """A run's directory under its model's: the swept settings and the seed."""
+    parts = ([f"lr{lr:g}"] if lrs > 1 else []) + ([f"warmup{warmup}"] if warmups > 1 else [])
+    return "-".join([*parts, f"seed{seed}"])
+
+
 def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (model, learning rate, seed)."""
     import torch
@@ -101,6 +130,9 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.seeds < 1:
         raise ZooError(f"--seeds must be >= 1, got {args.seeds}")
     lrs = parse_lrs(args.lrs, args.lr)
+    if args.warmups is not None and args.warmup is not None:
+        raise ZooError("give --warmup (one length) or --warmups (a sweep), not both")
+    warmups = parse_warmups(args.warmups, args.steps)
     eval_schedules = robustness.parse_eval_schedules(args.eval_schedules)
     seeds = [args.seed + i for i in range(args.seeds)]
     out = Path(args.out)
@@ -131,9 +163,10 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     for seed in seeds:
         task = task_from_args(argparse.Namespace(**{**vars(args), "seed": seed}))
         for label, ref in entries:
-            for lr in lrs:
-                config = config_from_args(args, save_every=0, keep_last=1, seed=seed, lr=lr)
-                head = f"[{label} lr={lr:g} seed={seed}]"
+            for lr, warmup in ((lr, warmup) for lr in lrs for warmup in warmups):
+                per_run = {"seed": seed, "lr": lr} | ({} if warmup is None else {"warmup": warmup})
+                config = config_from_args(argparse.Namespace(**{**vars(args), **per_run}), save_every=0, keep_last=1)
+                head = f"[{label} lr={lr:g}" + ("" if warmup is None else f" warmup={warmup}") + f" seed={seed}]"
                 device = resolve_device(config.device)
                 settings = {  # what decides a run's result: the same settings, the same run
                     "model": label,
@@ -149,7 +182,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                     print(f"{head} finished earlier: reused from {journal.path}", file=sys.stderr)
                     rows.append(done)
                     continue
-                run_dir = out / label / (f"lr{lr:g}-seed{seed}" if len(lrs) > 1 else f"seed{seed}")
+                run_dir = out / label / run_name(lr, warmup, seed, lrs=len(lrs), warmups=len(warmups))
                 torch.manual_seed(seed)
                 model = runs.build_for_task(
                     ref,
@@ -169,6 +202,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "ref": ref,
                     "seed": seed,
                     "lr": lr,
+                    "warmup": config.warmup_steps,
                     "params": trainer.n_params,
                     "tokens": tokens,
                 }
@@ -198,19 +232,22 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(per model at its best LR, per model and LR)``: each metric as mean, 95% interval and
-    the per-seed values; the best LR has the lowest mean validation loss (an LR at which a seed
+    """``(per model at its best recipe, per model and recipe)``, a recipe being the learning rate
+    and warm-up (``zoo.training.runs.recipe_key``): each metric as mean, 95% interval and the
+    per-seed values; the best recipe has the lowest mean validation loss (one at which a seed
     diverged, or whose loss is NaN, counts as infinite)."""
+    from zoo.training.runs import recipe_key
     from zoo.training.stats import t_interval
 
-    cells: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    cells: dict[tuple[str, tuple[float, int | None]], list[dict[str, Any]]] = {}
     for row in rows:
-        cells.setdefault((row["model"], row["lr"]), []).append(row)
+        cells.setdefault((row["model"], recipe_key(row)), []).append(row)
     sweep = []
-    for (model, lr), group in cells.items():
+    for (model, (lr, warmup)), group in cells.items():
         cell: dict[str, Any] = {
             "model": model,
             "lr": lr,
+            "warmup": warmup,
             "params": group[0]["params"],
             "tokens": group[0]["tokens"],
             "seeds": [r["seed"] for r in group],
@@ -253,13 +290,14 @@ def merge(paths: list[str]) -> list[dict[str, Any]]:
             raise ZooError(f"--merge: the runs differ in {key} ({', '.join(sorted(seen))}); compare like with like")
     # A run given twice would count one seed as two (a falsely narrow interval), and one label
     # for two models would pool different models' seeds.
-    runs: set[tuple[Any, Any, Any]] = set()
+    runs: set[tuple[Any, Any, Any, Any]] = set()
     params: dict[Any, Any] = {}
     for row in rows:
-        run = (row.get("model"), row.get("lr"), row.get("seed"))
+        run = (row.get("model"), row.get("lr"), row.get("warmup"), row.get("seed"))
         if run in runs:
+            warmup = "" if run[2] is None else f", warm-up {run[2]}"
             raise ZooError(
-                f"--merge: the run of model {run[0]}, lr {run[1]}, seed {run[2]} appears twice; "
+                f"--merge: the run of model {run[0]}, lr {run[1]}{warmup}, seed {run[3]} appears twice; "
                 "merge each file once and runs with distinct seeds (a runs.jsonl that served commands "
                 "with different settings holds one run per setting: merge their compare.json instead)"
             )
@@ -317,12 +355,12 @@ def plot_rows(
     curve over seeds with its 95% band (training loss, EMA 0.9; the validation metric when
     evaluated more than once, with the chance floor). From a ``compare.json`` written with
     ``--no-plot``: ``plot_rows(d["rows"], Path("compare.png"), accuracy=..., summary=d.get("summary"))``."""
-    from zoo.training.runs import plot_bands, seed_band, smooth
+    from zoo.training.runs import plot_bands, recipe_key, seed_band, smooth
 
-    chosen = None if summary is None else {(cell["model"], cell["lr"]) for cell in summary}
+    chosen = None if summary is None else {(cell["model"], recipe_key(cell)) for cell in summary}
     by_model: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        if chosen is None or (row["model"], row.get("lr")) in chosen:
+        if chosen is None or (row["model"], recipe_key(row)) in chosen:
             by_model.setdefault(row["model"], []).append(row)
 
     def curves(key: str, smoothed: bool) -> dict[str, list[tuple[int, float, float, float]]]:

@@ -1,6 +1,7 @@
-"""The tables of ``zoo compare`` (stdout and ``compare.md``): each model at its chosen learning
-rate, every rate a model ran, and the parameter-match note. Cells are mean ± the 95%
-t-interval half-width over seeds (``zoo.training.stats.Interval``)."""
+"""The tables of ``zoo compare`` (stdout and ``compare.md``): each model at its chosen recipe
+(learning rate, and warm-up when it was swept), every recipe a model ran, and the
+parameter-match note. Cells are mean ± the 95% t-interval half-width over seeds
+(``zoo.training.stats.Interval``)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,19 @@ def _cell(metric: dict[str, Any] | None, digits: int = 4) -> str:
     return Interval(metric["mean"], metric["ci95"], metric["n"]).format(digits)
 
 
-def markdown_table(summary: list[dict[str, Any]], *, accuracy: bool) -> str:
-    """Mean ± 95% t-interval half-width over seeds, each model at its chosen LR."""
-    head = ["model", "params", "lr", "seeds", "tokens", "eval loss"]
+def _warmups_vary(cells: list[dict[str, Any]]) -> bool:
+    return len({cell.get("warmup") for cell in cells}) > 1
+
+
+def _recipe(cell: dict[str, Any], with_warmup: bool) -> str:
+    return f"{cell['lr']:g}" + (f", warm-up {cell.get('warmup')}" if with_warmup else "")
+
+
+def markdown_table(summary: list[dict[str, Any]], *, accuracy: bool, with_warmup: bool | None = None) -> str:
+    """Mean ± 95% t-interval half-width over seeds, each model at its chosen recipe (the lr
+    column names the warm-up too when ``with_warmup``; default: when the models' differ)."""
+    with_warmup = _warmups_vary(summary) if with_warmup is None else with_warmup
+    head = ["model", "params", "lr, warm-up steps" if with_warmup else "lr", "seeds", "tokens", "eval loss"]
     head += ["accuracy (chance)"] if accuracy else ["eval ppl"]
     head += ["tokens/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -31,7 +42,7 @@ def markdown_table(summary: list[dict[str, Any]], *, accuracy: bool) -> str:
         else:
             metric = _cell(cell.get("eval_ppl"))
         seeds = str(len(cell["seeds"])) + (f" ({cell['diverged']} diverged)" if cell.get("diverged") else "")
-        values = [cell["model"], f"{cell['params']:,}", f"{cell['lr']:g}", seeds]
+        values = [cell["model"], f"{cell['params']:,}", _recipe(cell, with_warmup), seeds]
         values += [f"{cell['tokens']:,}", _cell(cell.get("eval_loss")), metric]
         rate = cell.get("tokens_per_s")
         spread = f" ± {rate['ci95']:,.0f}" if rate and rate["ci95"] is not None else ""
@@ -41,28 +52,33 @@ def markdown_table(summary: list[dict[str, Any]], *, accuracy: bool) -> str:
 
 
 def sweep_table(summary: list[dict[str, Any]], sweep: list[dict[str, Any]], *, accuracy: bool) -> str | None:
-    """Validation loss (and accuracy) of every model at every learning rate it ran, the rate it
-    is reported at in bold; None when no model ran at more than one rate."""
-    cells = {(cell["model"], cell["lr"]): cell for cell in sweep}
+    """Validation loss (and accuracy) of every model at every recipe (learning rate, warm-up) it
+    ran, the recipe it is reported at in bold; None when no model ran more than one."""
+    from zoo.training.runs import recipe_key
+
+    cells = {(cell["model"], recipe_key(cell)): cell for cell in sweep}
     models = [cell["model"] for cell in summary]
     if all(sum(1 for model, _ in cells if model == m) < 2 for m in models):
         return None
-    rates = sorted({lr for _, lr in cells})
-    lines = ["| model | " + " | ".join(f"lr {lr:g}" for lr in rates) + " |", "|" + "---|" * (len(rates) + 1)]
-    chosen = {(cell["model"], cell["lr"]) for cell in summary}
+    recipes = sorted({key for _, key in cells}, key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+    with_warmup = _warmups_vary(sweep)
+    names = [f"lr {lr:g}" + (f", warm-up {warmup}" if with_warmup else "") for lr, warmup in recipes]
+    lines = ["| model | " + " | ".join(names) + " |", "|" + "---|" * (len(recipes) + 1)]
+    chosen = {(cell["model"], recipe_key(cell)) for cell in summary}
     for model in models:
         values = [model]
-        for lr in rates:
-            cell = cells.get((model, lr))
+        for key in recipes:
+            cell = cells.get((model, key))
             if cell is None:
                 values.append("-")
                 continue
             text = _cell(cell.get("eval_loss"))
             text += f", accuracy {_cell(cell.get('eval_accuracy'), 3)}" if accuracy else ""
             text += f" ({cell['diverged']} diverged)" if cell["diverged"] else ""
-            values.append(f"**{text}**" if (model, lr) in chosen else text)
+            values.append(f"**{text}**" if (model, key) in chosen else text)
         lines.append("| " + " | ".join(values) + " |")
-    title = "validation loss at each learning rate (mean ± 95% t-interval; bold: the rate each model is reported at)"
+    what = "learning rate and warm-up (bold: the pair" if with_warmup else "learning rate (bold: the rate"
+    title = f"validation loss at each {what} each model is reported at; mean ± 95% t-interval)"
     return title + "\n\n" + "\n".join(lines)
 
 

@@ -165,8 +165,10 @@ def robustness(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dic
     if not any(row.get("schedule_eval") for row in rows):
         return None
     schedules = list(dict.fromkeys(name for row in rows for name in row.get("schedule_eval") or {}))
-    chosen = {cell["model"]: cell["lr"] for cell in summary}
-    groups = {model: [r for r in rows if r["model"] == model and r["lr"] == lr] for model, lr in chosen.items()}
+    from zoo.training.runs import recipe_key
+
+    chosen = {cell["model"]: recipe_key(cell) for cell in summary}
+    groups = {model: [r for r in rows if r["model"] == model and recipe_key(r) == key] for model, key in chosen.items()}
     recipes, notes = [], []
     for cell in summary:
         group = groups[cell["model"]]
@@ -178,7 +180,7 @@ def robustness(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dic
             notes.append(f"{cell['model']}: {why}: no schedule columns")
             continue
         trained = next((row["trained_schedule"] for row in group if row.get("trained_schedule")), None)
-        entry = {"model": cell["model"], "lr": cell["lr"], "trained": trained}
+        entry = {"model": cell["model"], "lr": cell["lr"], "warmup": cell.get("warmup"), "trained": trained}
         entry["loss"] = recipe_summary(group, schedules)
         if any("eval_accuracy" in c for r in group for c in (r.get("schedule_eval") or {}).values()):
             entry["accuracy"] = recipe_summary(group, schedules, "eval_accuracy")
@@ -227,11 +229,13 @@ def markdown(record: dict[str, Any]) -> str:
     head += [f"{REFERENCE_SCHEDULE} loss vs the {REFERENCE_SCHEDULE}-trained recipe{reference}"]
     lines = ["validation loss under each evaluation schedule (mean ± 95% t-interval half-width over seeds)", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    with_warmup = len({entry.get("warmup") for entry in record["recipes"]}) > 1
     for entry in record["recipes"]:
         loss = entry["loss"]
         cells = [_interval(loss["per_schedule"].get(name)) for name in schedules]
         best, worst = loss.get("best"), loss.get("worst")
-        values = [f"{entry['model']} (lr {entry['lr']:g})", _trained_label(entry["trained"]), *cells]
+        warmup = f", warm-up {entry.get('warmup')}" if with_warmup else ""
+        values = [f"{entry['model']} (lr {entry['lr']:g}{warmup})", _trained_label(entry["trained"]), *cells]
         values += [f"{best} {_interval(loss['per_schedule'][best])}" if best else "-"]
         values += [f"{worst} {_interval(loss['per_schedule'][worst])}" if worst else "-"]
         values += [_percent(loss.get("spread")), _percent(entry.get("v9_vs_reference"))]

@@ -318,6 +318,12 @@ def plot_bands(panels: list[tuple[str, str, dict[str, Band], float | None]], pat
     return _save_figure(fig, path)
 
 
+def recipe_key(run: dict[str, Any]) -> tuple[float, int | None]:
+    """What a comparison sweeps besides the seed: ``(lr, warmup steps)`` of a run or a summary
+    cell. Runs recorded before the warm-up was part of a row read ``None`` for it."""
+    return run["lr"], run.get("warmup")
+
+
 class RunJournal:
     """The finished runs of a comparison, one JSON line each (``settings`` and ``row``), written
     as each run ends; a run whose settings match a line is not trained again. A line cut short
@@ -333,7 +339,11 @@ class RunJournal:
             for line in text.splitlines():
                 try:
                     entry = json.loads(line)
-                    self.done[self._key(entry["settings"])] = entry["row"]
+                    row = entry["row"]
+                    if "warmup" not in row:  # a run journalled before rows carried it: its settings have it
+                        config = entry["settings"].get("config")
+                        row["warmup"] = config.get("warmup_steps") if isinstance(config, dict) else None
+                    self.done[self._key(entry["settings"])] = row
                 except (ValueError, KeyError, TypeError):
                     continue
 
