@@ -300,6 +300,8 @@ def test_the_best_recipe_is_a_rate_and_a_warmup() -> None:
     rates = compare_cmd.sweep_table(summary, sweep, accuracy=False)
     assert "| model | lr 0.001, warm-up 50 | lr 0.01, warm-up 50 | lr 0.01, warm-up 200 |" in rates
     assert "| a | - | 2.100 ± 0.25 | **1.100 ± 0.25** |" in rates
+    same = compare_cmd.markdown_table(summary[1:], accuracy=False, with_warmup=True)  # a sweep chose b's only one
+    assert "| b | 100 | 0.001, warm-up 50 | 3 |" in same
     # One warm-up for every model: the tables read as before.
     one = [row for row in _warmup_rows() if row["warmup"] == 50]
     assert "warm-up" not in compare_cmd.markdown_table(compare_cmd.summarise(one)[0], accuracy=False)

@@ -320,7 +320,8 @@ def run(args: argparse.Namespace) -> int:
     summary, sweep = summarise(rows)
     out = Path(args.out)
     accuracy = any("eval_accuracy" in row for row in rows)
-    table = markdown_table(summary, accuracy=accuracy)
+    swept_warmups = len({cell.get("warmup") for cell in sweep}) > 1  # name it even where every model's is one
+    table = markdown_table(summary, accuracy=accuracy, with_warmup=swept_warmups)
     seeds = max(len(cell["seeds"]) for cell in summary)
     interval = "mean ± 95% t-interval half-width over seeds" if seeds > 1 else "one seed: no interval"
     print(table)
