@@ -21,6 +21,7 @@ precision are the same; another ``--out`` starts afresh).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -84,16 +85,23 @@ def parse_entry(entry: str) -> tuple[str, str]:
     return (label, ref) if sep else (Path(entry).stem, entry)
 
 
+def _sweep_values(text: str, flag: str, convert: Any, form: str, valid: Any, need: str) -> list[Any]:
+    """A comma-separated sweep flag as its distinct values, sorted; a bad one is one line naming the flag."""
+    try:
+        values = [convert(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ZooError(f"{flag} takes comma-separated {form}; got {text!r}") from None
+    if not values or not all(valid(value) for value in values):
+        raise ZooError(f"{flag} needs {need}; got {text!r}")
+    return sorted(set(values))
+
+
 def parse_lrs(text: str | None, default: float) -> list[float]:
     if text is None:
         return [default]
-    try:
-        lrs = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ZooError(f"--lrs takes comma-separated numbers, e.g. 1e-3,3e-3,1e-2; got {text!r}") from None
-    if not lrs or any(not (math.isfinite(lr) and lr > 0) for lr in lrs):
-        raise ZooError(f"--lrs needs positive finite learning rates, e.g. 1e-3,3e-3,1e-2; got {text!r}")
-    return sorted(set(lrs))
+    example = "e.g. 1e-3,3e-3,1e-2"
+    need = f"positive finite learning rates, {example}"
+    return _sweep_values(text, "--lrs", float, f"numbers, {example}", lambda lr: math.isfinite(lr) and lr > 0, need)
 
 
 def parse_warmups(text: str | None, steps: int) -> list[int | None]:
@@ -101,13 +109,8 @@ def parse_warmups(text: str | None, steps: int) -> list[int | None]:
     ``--warmup`` flag or its default) when not given."""
     if text is None:
         return [None]
-    try:
-        warmups = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ZooError(f"--warmups takes comma-separated step counts, e.g. 50,200; got {text!r}") from None
-    if not warmups or any(not 0 <= w <= steps for w in warmups):
-        raise ZooError(f"--warmups needs step counts from 0 to --steps ({steps}), e.g. 50,200; got {text!r}")
-    return sorted(set(warmups))
+    need = f"step counts from 0 to --steps ({steps}), e.g. 50,200"
+    return _sweep_values(text, "--warmups", int, "step counts, e.g. 50,200", lambda w: 0 <= w <= steps, need)
 
 
 def run_name(lr: float, warmup: int | None, seed: int, *, lrs: int, warmups: int) -> str:
@@ -163,9 +166,9 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     for seed in seeds:
         task = task_from_args(argparse.Namespace(**{**vars(args), "seed": seed}))
         for label, ref in entries:
-            for lr, warmup in ((lr, warmup) for lr in lrs for warmup in warmups):
-                per_run = {"seed": seed, "lr": lr} | ({} if warmup is None else {"warmup": warmup})
-                config = config_from_args(argparse.Namespace(**{**vars(args), **per_run}), save_every=0, keep_last=1)
+            for lr, warmup in itertools.product(lrs, warmups):
+                swept = {} if warmup is None else {"warmup_steps": warmup}
+                config = config_from_args(args, save_every=0, keep_last=1, seed=seed, lr=lr, **swept)
                 head = f"[{label} lr={lr:g}" + ("" if warmup is None else f" warmup={warmup}") + f" seed={seed}]"
                 device = resolve_device(config.device)
                 settings = {  # what decides a run's result: the same settings, the same run
@@ -313,6 +316,7 @@ def merge(paths: list[str]) -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from zoo.training import robustness
+    from zoo.training.runs import warmups_vary
 
     if bool(args.models) == bool(args.merge):
         raise ZooError("zoo compare takes models to train or --merge COMPARE_JSON... to summarise (one of the two)")
@@ -320,8 +324,8 @@ def run(args: argparse.Namespace) -> int:
     summary, sweep = summarise(rows)
     out = Path(args.out)
     accuracy = any("eval_accuracy" in row for row in rows)
-    swept_warmups = len({cell.get("warmup") for cell in sweep}) > 1  # name it even where every model's is one
-    table = markdown_table(summary, accuracy=accuracy, with_warmup=swept_warmups)
+    # the warm-up is named where the runs swept it, even where every model's chosen one is the same
+    table = markdown_table(summary, accuracy=accuracy, with_warmup=warmups_vary(sweep))
     seeds = max(len(cell["seeds"]) for cell in summary)
     interval = "mean ± 95% t-interval half-width over seeds" if seeds > 1 else "one seed: no interval"
     print(table)

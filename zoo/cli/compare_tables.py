@@ -18,10 +18,6 @@ def _cell(metric: dict[str, Any] | None, digits: int = 4) -> str:
     return Interval(metric["mean"], metric["ci95"], metric["n"]).format(digits)
 
 
-def _warmups_vary(cells: list[dict[str, Any]]) -> bool:
-    return len({cell.get("warmup") for cell in cells}) > 1
-
-
 def _recipe(cell: dict[str, Any], with_warmup: bool) -> str:
     return f"{cell['lr']:g}" + (f", warm-up {cell.get('warmup')}" if with_warmup else "")
 
@@ -29,7 +25,10 @@ def _recipe(cell: dict[str, Any], with_warmup: bool) -> str:
 def markdown_table(summary: list[dict[str, Any]], *, accuracy: bool, with_warmup: bool | None = None) -> str:
     """Mean ± 95% t-interval half-width over seeds, each model at its chosen recipe (the lr
     column names the warm-up too when ``with_warmup``; default: when the models' differ)."""
-    with_warmup = _warmups_vary(summary) if with_warmup is None else with_warmup
+    if with_warmup is None:
+        from zoo.training.runs import warmups_vary
+
+        with_warmup = warmups_vary(summary)
     head = ["model", "params", "lr, warm-up steps" if with_warmup else "lr", "seeds", "tokens", "eval loss"]
     head += ["accuracy (chance)"] if accuracy else ["eval ppl"]
     head += ["tokens/s"]
@@ -54,14 +53,14 @@ def markdown_table(summary: list[dict[str, Any]], *, accuracy: bool, with_warmup
 def sweep_table(summary: list[dict[str, Any]], sweep: list[dict[str, Any]], *, accuracy: bool) -> str | None:
     """Validation loss (and accuracy) of every model at every recipe (learning rate, warm-up) it
     ran, the recipe it is reported at in bold; None when no model ran more than one."""
-    from zoo.training.runs import recipe_key
+    from zoo.training.runs import recipe_key, warmups_vary
 
     cells = {(cell["model"], recipe_key(cell)): cell for cell in sweep}
     models = [cell["model"] for cell in summary]
     if all(sum(1 for model, _ in cells if model == m) < 2 for m in models):
         return None
     recipes = sorted({key for _, key in cells}, key=lambda k: (k[0], -1 if k[1] is None else k[1]))
-    with_warmup = _warmups_vary(sweep)
+    with_warmup = warmups_vary(sweep)
     names = [f"lr {lr:g}" + (f", warm-up {warmup}" if with_warmup else "") for lr, warmup in recipes]
     lines = ["| model | " + " | ".join(names) + " |", "|" + "---|" * (len(recipes) + 1)]
     chosen = {(cell["model"], recipe_key(cell)) for cell in summary}

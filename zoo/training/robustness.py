@@ -229,7 +229,9 @@ def markdown(record: dict[str, Any]) -> str:
     head += [f"{REFERENCE_SCHEDULE} loss vs the {REFERENCE_SCHEDULE}-trained recipe{reference}"]
     lines = ["validation loss under each evaluation schedule (mean ± 95% t-interval half-width over seeds)", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    with_warmup = len({entry.get("warmup") for entry in record["recipes"]}) > 1
+    from zoo.training.runs import warmups_vary
+
+    with_warmup = warmups_vary(record["recipes"])
     for entry in record["recipes"]:
         loss = entry["loss"]
         cells = [_interval(loss["per_schedule"].get(name)) for name in schedules]

@@ -324,6 +324,12 @@ def recipe_key(run: dict[str, Any]) -> tuple[float, int | None]:
     return run["lr"], run.get("warmup")
 
 
+def warmups_vary(runs: list[dict[str, Any]]) -> bool:
+    """Whether ``runs`` (rows, summary cells or robustness entries) hold more than one warm-up:
+    the tables name the warm-up only then."""
+    return len({run.get("warmup") for run in runs}) > 1
+
+
 class RunJournal:
     """The finished runs of a comparison, one JSON line each (``settings`` and ``row``), written
     as each run ends; a run whose settings match a line is not trained again. A line cut short
