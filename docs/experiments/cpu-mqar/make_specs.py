@@ -11,7 +11,10 @@ the first half of the sequence, SSM on the rest): the presets' v9 schedule at 2 
 would be P = 0 and P = T/64, a Mamba2 in all but name. Each attention block's SwiGLU is widened (the hybrid's) or
 set (the transformer's, which also pays for its untied head) to the width whose total
 parameter count is nearest the Mamba2 model's, at the task's vocabulary (the head's size
-depends on it). The script prints the counts and fails if any is more than 2% off.
+depends on it). The script prints the counts and fails if any is more than 2% off. Two
+ablations come with them: TransMamba with every layer in attention (``attention_only``, P = T)
+and in SSM mode (``ssm_only``, P = 0), the same weights on one path, and the attention-only
+one with a conv of width 1 (``d_conv: 1``: a per-channel scale, no look at earlier tokens).
 
     python docs/experiments/cpu-mqar/make_specs.py --vocab 32 --out docs/experiments/cpu-mqar
     python docs/experiments/cpu-mqar/make_specs.py --vocab 259 --out docs/experiments/cpu-text
@@ -32,10 +35,10 @@ SSD = {"d_state": 16, "headdim": 16, "n_groups": 1, "expand": 2}
 MATCH = 0.02
 
 
-def ssd_block(name: str) -> dict[str, Any]:
+def ssd_block(name: str, d_conv: int | None = None) -> dict[str, Any]:
     mixer: dict[str, Any] = {
         "name": name,
-        "params": dict(SSD),
+        "params": dict(SSD) if d_conv is None else {**SSD, "d_conv": d_conv},
         "ssm": {"name": "auto", "params": {"chunk_size": CHUNK}},
         "conv": {"name": "auto"},
     }
@@ -73,6 +76,28 @@ def specs(vocab: int, transformer_ff: int, hybrid_ff: int) -> dict[str, dict[str
             "init": "mamba",
             "layers": [ssd_block("transmamba")] * N_LAYERS,
             "schedule": {"name": "constant", "params": {"fraction": 0.5}},
+        },
+        # the ablations: the same TransMamba weights run as one path only (P = T or P = 0 in both layers)
+        "transmamba-attention": {
+            "name": "transmamba-attention-only",
+            **base,
+            "init": "mamba",
+            "layers": [ssd_block("transmamba")] * N_LAYERS,
+            "schedule": {"name": "attention_only"},
+        },
+        "transmamba-attention-noconv": {
+            "name": "transmamba-attention-only-conv1",
+            **base,
+            "init": "mamba",
+            "layers": [ssd_block("transmamba", d_conv=1)] * N_LAYERS,
+            "schedule": {"name": "attention_only"},
+        },
+        "transmamba-ssm": {
+            "name": "transmamba-ssm-only",
+            **base,
+            "init": "mamba",
+            "layers": [ssd_block("transmamba")] * N_LAYERS,
+            "schedule": {"name": "ssm_only"},
         },
     }
 
