@@ -111,6 +111,21 @@ def test_compare_runs_every_seed_and_lr(tmp_path, fake_build, capsys) -> None:
     assert (out / "compare.md").read_text().startswith("| model |")
     if not args.no_plot:
         assert (out / "compare.png").stat().st_size > 1000
+    lines = (out / "compare.json").read_text().splitlines()
+    steps = sum(len(r["history"]) for r in record["rows"])
+    assert steps >= 2 * 8 and sum(line.startswith('{"step":') for line in lines) == steps  # one line per step
+    assert not list(out.glob(".*tmp*"))  # written through a temporary file, none left behind
+
+
+def test_the_record_keeps_every_value_with_one_line_per_history_point() -> None:
+    history = [{"step": 1, "loss": 0.1234567890123, "note": "history-0"}, {"step": 2, "loss": None}]
+    record = {
+        "argv": ["compare", "history-0"],
+        "rows": [{"model": "m", "history": history}, {"model": "n", "history": []}],
+    }
+    text = compare_cmd.record_json(record)
+    assert json.loads(text) == record
+    assert '{"step":1,"loss":0.1234567890123,' in text and '{"step":2,"loss":null}' in text
 
 
 def _has_matplotlib() -> bool:

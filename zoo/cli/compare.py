@@ -26,9 +26,11 @@ import json
 import math
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from zoo.checkpoint import atomic_write_text
 from zoo.cli._task_args import add_task_args, task_from_args
 from zoo.cli.compare_tables import markdown_table, parameter_note, sweep_table
 from zoo.cli.train import add_training_args, config_from_args
@@ -346,11 +348,36 @@ def run(args: argparse.Namespace) -> int:
         tables = robustness.markdown(robust)
         text += "\n" + tables + "\n"
         print(tables)
-    (out / "compare.json").write_text(json.dumps(record, indent=1))
-    (out / "compare.md").write_text(text)
+    atomic_write_text(out / "compare.json", record_json(record))
+    atomic_write_text(out / "compare.md", text)
     if not args.no_plot:
         print(f"plot: {plot_rows(rows, out / 'compare.png', accuracy=accuracy, summary=summary)}", file=sys.stderr)
     return 0
+
+
+def record_json(record: dict[str, Any]) -> str:
+    """``compare.json``'s text: indented for reading, except that each point of a run's
+    ``history`` (one per training step) takes one compact line; indenting every key of every
+    step made the per-step curves most of a file's bytes. Parses back to ``record`` exactly."""
+    curves: dict[str, str] = {}
+    token = uuid.uuid4().hex  # the stand-ins below cannot be a value of the record
+
+    def lift(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: stash(v) if k == "history" and isinstance(v, list) else lift(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [lift(v) for v in obj]
+        return obj
+
+    def stash(history: list[Any]) -> str:
+        mark = f"history-{token}-{len(curves)}"
+        curves[json.dumps(mark)] = "[\n" + ",\n".join(json.dumps(p, separators=(",", ":")) for p in history) + "\n]"
+        return mark
+
+    text = json.dumps(lift(record), indent=1)
+    for mark, body in curves.items():
+        text = text.replace(mark, body, 1)
+    return text
 
 
 def plot_rows(
