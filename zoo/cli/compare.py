@@ -26,13 +26,12 @@ import json
 import math
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from zoo.checkpoint import atomic_write_text
 from zoo.cli._task_args import add_task_args, task_from_args
-from zoo.cli.compare_tables import markdown_table, parameter_note, sweep_table
+from zoo.cli.compare_report import markdown_table, parameter_note, plot_rows, record_json, sweep_table
 from zoo.cli.train import add_training_args, config_from_args
 from zoo.errors import ZooError
 
@@ -353,60 +352,3 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plot:
         print(f"plot: {plot_rows(rows, out / 'compare.png', accuracy=accuracy, summary=summary)}", file=sys.stderr)
     return 0
-
-
-def record_json(record: dict[str, Any]) -> str:
-    """``compare.json``'s text: indented for reading, except that each point of a run's
-    ``history`` (one per training step) takes one compact line; indenting every key of every
-    step made the per-step curves most of a file's bytes. Parses back to ``record`` exactly."""
-    curves: dict[str, str] = {}
-    token = uuid.uuid4().hex  # the stand-ins below cannot be a value of the record
-
-    def lift(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            return {k: stash(v) if k == "history" and isinstance(v, list) else lift(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [lift(v) for v in obj]
-        return obj
-
-    def stash(history: list[Any]) -> str:
-        mark = f"history-{token}-{len(curves)}"
-        curves[json.dumps(mark)] = "[\n" + ",\n".join(json.dumps(p, separators=(",", ":")) for p in history) + "\n]"
-        return mark
-
-    text = json.dumps(lift(record), indent=1)
-    for mark, body in curves.items():
-        text = text.replace(mark, body, 1)
-    return text
-
-
-def plot_rows(
-    rows: list[dict[str, Any]], path: Path, *, accuracy: bool, summary: list[dict[str, Any]] | None = None
-) -> Path:
-    """The PNG of a comparison: per model (at its chosen LR when ``summary`` is given), the mean
-    curve over seeds with its 95% band (training loss, EMA 0.9; the validation metric when
-    evaluated more than once, with the chance floor). From a ``compare.json`` written with
-    ``--no-plot``: ``plot_rows(d["rows"], Path("compare.png"), accuracy=..., summary=d.get("summary"))``."""
-    from zoo.training.runs import plot_bands, recipe_key, seed_band, smooth
-
-    chosen = None if summary is None else {(cell["model"], recipe_key(cell)) for cell in summary}
-    by_model: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        if chosen is None or (row["model"], recipe_key(row)) in chosen:
-            by_model.setdefault(row["model"], []).append(row)
-
-    def curves(key: str, smoothed: bool) -> dict[str, list[tuple[int, float, float, float]]]:
-        out = {}
-        for model, group in by_model.items():
-            per_seed = [[(h["step"], h[key]) for h in r["history"] if key in h] for r in group]
-            out[model] = seed_band([smooth(p) if smoothed else p for p in per_seed])
-        return out
-
-    panels = [("training loss (EMA 0.9), mean and 95% band over seeds", "loss", curves("loss", True), None)]
-    key = "eval_accuracy" if accuracy else "eval_loss"
-    evaluated = curves(key, False)
-    if any(len(points) > 1 for points in evaluated.values()):
-        chances = [r["eval_chance"] for r in rows if "eval_chance" in r]
-        floor = sum(chances) / len(chances) if accuracy and chances else None
-        panels.append((f"validation {key.removeprefix('eval_')}", key.removeprefix("eval_"), evaluated, floor))
-    return plot_bands(panels, path)

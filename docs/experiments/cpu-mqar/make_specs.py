@@ -55,6 +55,11 @@ def attention_block(d_ff: int) -> dict[str, Any]:
 
 def specs(vocab: int, transformer_ff: int, hybrid_ff: int) -> dict[str, dict[str, Any]]:
     base = {"vocab_size": vocab, "d_model": D_MODEL}
+
+    def transmamba(name: str, schedule: dict[str, Any], d_conv: int | None = None) -> dict[str, Any]:
+        layers = [ssd_block("transmamba", d_conv)] * N_LAYERS
+        return {"name": name, **base, "init": "mamba", "layers": layers, "schedule": schedule}
+
     return {
         "transformer": {
             "name": "transformer",
@@ -70,35 +75,11 @@ def specs(vocab: int, transformer_ff: int, hybrid_ff: int) -> dict[str, dict[str
             "init": "mamba",
             "layers": [ssd_block("mamba2"), attention_block(hybrid_ff)],
         },
-        "transmamba": {
-            "name": "transmamba",
-            **base,
-            "init": "mamba",
-            "layers": [ssd_block("transmamba")] * N_LAYERS,
-            "schedule": {"name": "constant", "params": {"fraction": 0.5}},
-        },
-        # the ablations: the same TransMamba weights run as one path only (P = T or P = 0 in both layers)
-        "transmamba-attention": {
-            "name": "transmamba-attention-only",
-            **base,
-            "init": "mamba",
-            "layers": [ssd_block("transmamba")] * N_LAYERS,
-            "schedule": {"name": "attention_only"},
-        },
-        "transmamba-attention-noconv": {
-            "name": "transmamba-attention-only-conv1",
-            **base,
-            "init": "mamba",
-            "layers": [ssd_block("transmamba", d_conv=1)] * N_LAYERS,
-            "schedule": {"name": "attention_only"},
-        },
-        "transmamba-ssm": {
-            "name": "transmamba-ssm-only",
-            **base,
-            "init": "mamba",
-            "layers": [ssd_block("transmamba")] * N_LAYERS,
-            "schedule": {"name": "ssm_only"},
-        },
+        "transmamba": transmamba("transmamba", {"name": "constant", "params": {"fraction": 0.5}}),
+        # the ablations: the same TransMamba run on one path only (P = T or P = 0 in both layers)
+        "transmamba-attention": transmamba("transmamba-attention-only", {"name": "attention_only"}),
+        "transmamba-attention-noconv": transmamba("transmamba-attention-only-conv1", {"name": "attention_only"}, 1),
+        "transmamba-ssm": transmamba("transmamba-ssm-only", {"name": "ssm_only"}),
     }
 
 

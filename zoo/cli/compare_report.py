@@ -1,10 +1,14 @@
-"""The tables of ``zoo compare`` (stdout and ``compare.md``): each model at its chosen recipe
-(learning rate, and warm-up when it was swept), every recipe a model ran, and the
-parameter-match note. Cells are mean ± the 95% t-interval half-width over seeds
-(``zoo.training.stats.Interval``)."""
+"""What ``zoo compare`` writes. Its tables (stdout and ``compare.md``): each model at its
+chosen recipe (learning rate, and warm-up when it was swept), every recipe a model ran, and
+the parameter-match note; cells are mean ± the 95% t-interval half-width over seeds
+(``zoo.training.stats.Interval``). ``compare.json``'s text, and the curves of
+``compare.png``."""
 
 from __future__ import annotations
 
+import json
+import uuid
+from pathlib import Path
 from typing import Any
 
 PARAM_MATCH = 0.02  # parameter counts further apart than this are flagged as unmatched
@@ -88,3 +92,55 @@ def parameter_note(summary: list[dict[str, Any]]) -> str | None:
         limit = f"{100 * PARAM_MATCH:.0f}%"
         return f"note: parameter counts differ by {100 * spread:.1f}% (> {limit}): not parameter-matched"
     return None
+
+
+def record_json(record: dict[str, Any]) -> str:
+    """``compare.json``'s text: indented for reading, except that each point of a run's
+    ``history`` (one per training step) takes one compact line; indenting every key of every
+    step made the per-step curves most of a file's bytes. Parses back to ``record`` exactly."""
+    token = uuid.uuid4().hex  # the stand-ins below cannot be a value of the record
+    curves: dict[str, str] = {}
+    rows = []
+    for i, row in enumerate(record.get("rows", [])):
+        if "history" in row:
+            mark = f"history-{token}-{i}"
+            points = ",\n".join(json.dumps(point, separators=(",", ":")) for point in row["history"])
+            curves[json.dumps(mark)] = "[\n" + points + "\n]"
+            row = {**row, "history": mark}
+        rows.append(row)
+    text = json.dumps({**record, "rows": rows}, indent=1)
+    for mark, body in curves.items():
+        text = text.replace(mark, body, 1)
+    return text
+
+
+def plot_rows(
+    rows: list[dict[str, Any]], path: Path, *, accuracy: bool, summary: list[dict[str, Any]] | None = None
+) -> Path:
+    """The PNG of a comparison: per model (at its chosen LR when ``summary`` is given), the mean
+    curve over seeds with its 95% band (training loss, EMA 0.9; the validation metric when
+    evaluated more than once, with the chance floor). From a ``compare.json`` written with
+    ``--no-plot``: ``plot_rows(d["rows"], Path("compare.png"), accuracy=..., summary=d.get("summary"))``."""
+    from zoo.training.runs import plot_bands, recipe_key, seed_band, smooth
+
+    chosen = None if summary is None else {(cell["model"], recipe_key(cell)) for cell in summary}
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if chosen is None or (row["model"], recipe_key(row)) in chosen:
+            by_model.setdefault(row["model"], []).append(row)
+
+    def curves(key: str, smoothed: bool) -> dict[str, list[tuple[int, float, float, float]]]:
+        out = {}
+        for model, group in by_model.items():
+            per_seed = [[(h["step"], h[key]) for h in r["history"] if key in h] for r in group]
+            out[model] = seed_band([smooth(p) if smoothed else p for p in per_seed])
+        return out
+
+    panels = [("training loss (EMA 0.9), mean and 95% band over seeds", "loss", curves("loss", True), None)]
+    key = "eval_accuracy" if accuracy else "eval_loss"
+    evaluated = curves(key, False)
+    if any(len(points) > 1 for points in evaluated.values()):
+        chances = [r["eval_chance"] for r in rows if "eval_chance" in r]
+        floor = sum(chances) / len(chances) if accuracy and chances else None
+        panels.append((f"validation {key.removeprefix('eval_')}", key.removeprefix("eval_"), evaluated, floor))
+    return plot_bands(panels, path)
