@@ -29,6 +29,8 @@ def llama_like(spec: Any, max_len: int, device: torch.device) -> nn.Module:
     params = layer.mixer.params
     if any(block != layer for block in spec.layers) or layer.mixer.name != "attention":
         raise ValueError(f"{spec.name}: the Llama anchor needs a transformer with identical attention layers")
+    if params.get("d_conv") or params.get("qk_norm") or params.get("bias"):
+        raise ValueError(f"{spec.name}: the Llama anchor has no short conv, qk norm or biases; set them off")
     config = LlamaConfig(
         vocab_size=spec.vocab_size,
         hidden_size=spec.d_model,

@@ -14,7 +14,9 @@ parameter count is nearest the Mamba2 model's, at the task's vocabulary (the hea
 depends on it). The script prints the counts and fails if any is more than 2% off. Two
 ablations come with them: TransMamba with every layer in attention (``attention_only``, P = T)
 and in SSM mode (``ssm_only``, P = 0), the same weights on one path, and the attention-only
-one with a conv of width 1 (``d_conv: 1``: a per-channel scale, no look at earlier tokens).
+one with a conv of width 1 (``d_conv: 1``: a per-channel scale, no look at earlier tokens);
+and the transformer with TransMamba's conv (width 4 and SiLU on q, k, v; ``d_conv: 4``),
+its SwiGLU unchanged, so the conv's parameters are the only difference.
 
     python docs/experiments/cpu-mqar/make_specs.py --vocab 32 --out docs/experiments/cpu-mqar
     python docs/experiments/cpu-mqar/make_specs.py --vocab 259 --out docs/experiments/cpu-text
@@ -48,8 +50,9 @@ def ssd_block(name: str, d_conv: int | None = None) -> dict[str, Any]:
     return {"mixer": mixer, "mlp": {"d_ff": D_FF}}
 
 
-def attention_block(d_ff: int) -> dict[str, Any]:
-    mixer = {"name": "attention", "params": {"n_heads": HEADS}, "attention": {"name": "sdpa"}}
+def attention_block(d_ff: int, d_conv: int = 0) -> dict[str, Any]:
+    params = {"n_heads": HEADS, "d_conv": d_conv} if d_conv else {"n_heads": HEADS}
+    mixer = {"name": "attention", "params": params, "attention": {"name": "sdpa"}}
     return {"mixer": mixer, "mlp": {"d_ff": d_ff}}
 
 
@@ -60,14 +63,12 @@ def specs(vocab: int, transformer_ff: int, hybrid_ff: int) -> dict[str, dict[str
         layers = [ssd_block("transmamba", d_conv)] * N_LAYERS
         return {"name": name, **base, "init": "mamba", "layers": layers, "schedule": schedule}
 
+    def transformer(name: str, d_conv: int = 0) -> dict[str, Any]:
+        layers = [attention_block(transformer_ff, d_conv)] * N_LAYERS
+        return {"name": name, **base, "init": "llama", "tie_embeddings": False, "layers": layers}
+
     return {
-        "transformer": {
-            "name": "transformer",
-            **base,
-            "init": "llama",
-            "tie_embeddings": False,
-            "layers": [attention_block(transformer_ff)] * N_LAYERS,
-        },
+        "transformer": transformer("transformer"),
         "mamba2": {"name": "mamba2", **base, "init": "mamba", "layers": [ssd_block("mamba2")] * N_LAYERS},
         "hybrid": {
             "name": "hybrid",
@@ -80,6 +81,8 @@ def specs(vocab: int, transformer_ff: int, hybrid_ff: int) -> dict[str, dict[str
         "transmamba-attention": transmamba("transmamba-attention-only", {"name": "attention_only"}),
         "transmamba-attention-noconv": transmamba("transmamba-attention-only-conv1", {"name": "attention_only"}, 1),
         "transmamba-ssm": transmamba("transmamba-ssm-only", {"name": "ssm_only"}),
+        # the Transformer with TransMamba's short conv (width 4 + SiLU) on its q, k, v
+        "transformer-conv": transformer("transformer-conv4", 4),
     }
 
 

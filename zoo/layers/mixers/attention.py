@@ -3,6 +3,11 @@
 Legend: B batch, T tokens, D d_model, H n_heads, K n_kv_heads, E head_dim.
 The attention backend contract groups q/k per value head, so K < H is served by
 repeating each k/v head H/K times (a view + copy before the kernel).
+
+``d_conv = W > 0`` adds a depthwise causal conv of width W and SiLU over q, k and v
+before RoPE, as Mamba2 (and TransMamba's attention path) does on its x, B, C; fla calls it
+a short convolution. It lets each key see the W-1 tokens before it, which is what a
+previous-token head otherwise has to learn. Off by default (Llama has none).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from zoo.backends.base import AttentionBackend
+from zoo.layers.conv import CausalConv1d
 from zoo.layers.norm import RMSNorm
 from zoo.layers.state import ATTN, LayerCache, static_zeros
 from zoo.ops.attention.decode import masked_decode_attention
@@ -26,10 +32,12 @@ from zoo.registry import MIXER
 @dataclass
 class AttentionCache(LayerCache):
     """Static KV cache, heads-first ``key, value [B,K,S,E]`` (S = max_length), written in
-    place by position; a decode step masks the slots a row has not filled."""
+    place by position; a decode step masks the slots a row has not filled. With a short
+    conv, ``conv [B,C,W-1]`` holds the last W-1 pre-conv q, k, v rows (None without)."""
 
     key: torch.Tensor
     value: torch.Tensor
+    conv: torch.Tensor | None = None
 
     def phase(self, lengths) -> str:
         return ATTN
@@ -43,6 +51,9 @@ class AttentionParams(BaseModel):
     rope_theta: float = Field(1e4, gt=1, le=1e9)
     qk_norm: bool = False
     bias: bool = False
+    d_conv: int = Field(
+        0, ge=0, le=16, description="0 = none; W >= 1: depthwise causal conv of width W + SiLU on q, k, v"
+    )
 
 
 @MIXER.register("attention")
@@ -82,18 +93,28 @@ class AttentionMixer(nn.Module):
         self.q_proj = nn.Linear(d_model, self.n_heads * self.head_dim, bias=params.bias)
         self.kv_proj = nn.Linear(d_model, 2 * self.n_kv_heads * self.head_dim, bias=params.bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d_model, bias=params.bias)
+        self.q_channels = self.n_heads * self.head_dim
+        channels = self.q_channels + 2 * self.n_kv_heads * self.head_dim
+        self.conv1d = CausalConv1d(channels, params.d_conv) if params.d_conv else None
         self.q_norm = RMSNorm(self.head_dim) if params.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if params.qk_norm else None
         self.attention: AttentionBackend = backends["attention"]
         self.scale = self.head_dim**-0.5
 
-    def qkv(self, hidden_states: torch.Tensor, positions: torch.Tensor):
-        """[B,T,D] -> q [B,T,H,E], k, v [B,T,K,E] with RoPE applied to q, k."""
-        q = rearrange(self.q_proj(hidden_states), "b t (h e) -> b t h e", e=self.head_dim)
-        k, v = rearrange(self.kv_proj(hidden_states), "b t (two k e) -> two b t k e", two=2, e=self.head_dim)
+    def qkv(self, hidden_states: torch.Tensor, positions: torch.Tensor, conv_state: torch.Tensor | None = None):
+        """[B,T,D] -> q [B,T,H,E], k, v [B,T,K,E] with RoPE applied to q, k, and the conv state
+        after these tokens ([B,C,W-1], None without a conv). ``conv_state`` is the state
+        before them (None: a zero history)."""
+        q, kv = self.q_proj(hidden_states), self.kv_proj(hidden_states)
+        new_state = None
+        if self.conv1d is not None:
+            qkv, new_state = self.conv1d(torch.cat([q, kv], dim=-1), conv_state)
+            q, kv = torch.split(torch.nn.functional.silu(qkv), [self.q_channels, kv.shape[-1]], dim=-1)
+        q = rearrange(q, "b t (h e) -> b t h e", e=self.head_dim)
+        k, v = rearrange(kv, "b t (two k e) -> two b t k e", two=2, e=self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        return rotary(q, positions, self.rope_theta), rotary(k, positions, self.rope_theta), v
+        return rotary(q, positions, self.rope_theta), rotary(k, positions, self.rope_theta), v, new_state
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         repeat = self.n_heads // self.n_kv_heads
@@ -105,7 +126,7 @@ class AttentionMixer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *, transpoint: int | None = None) -> torch.Tensor:
         positions = torch.arange(hidden_states.shape[1], device=hidden_states.device)
-        q, k, v = self.qkv(hidden_states, positions)
+        q, k, v, _ = self.qkv(hidden_states, positions)
         return self.attend(q, k, v)
 
     # Inference state (the protocol of zoo.layers.state): a static KV cache.
@@ -120,15 +141,20 @@ class AttentionMixer(nn.Module):
         transpoint: int | None = None,
     ) -> AttentionCache:
         shape = (batch_size, self.n_kv_heads, max_length, self.head_dim)
+        conv = None
+        if self.conv1d is not None:
+            conv = static_zeros(batch_size, self.conv1d.channels, self.conv1d.width - 1, dtype=dtype, device=device)
         return AttentionCache(
-            static_zeros(*shape, dtype=dtype, device=device), static_zeros(*shape, dtype=dtype, device=device)
+            static_zeros(*shape, dtype=dtype, device=device), static_zeros(*shape, dtype=dtype, device=device), conv
         )
 
     def prefill(self, hidden_states: torch.Tensor, cache: AttentionCache, start: int) -> torch.Tensor:
         """Tokens start .. start+T-1 of every row onto ``cache``. [B,T,D] -> [B,T,D]."""
         end = start + hidden_states.shape[1]
         positions = torch.arange(start, end, device=hidden_states.device)
-        q, k, v = self.qkv(hidden_states, positions)
+        q, k, v, conv_state = self.qkv(hidden_states, positions, cache.conv)
+        if conv_state is not None:
+            cache.conv.copy_(conv_state)
         cache.key[:, :, start:end] = k.transpose(1, 2)
         cache.value[:, :, start:end] = v.transpose(1, 2)
         return self.attend(q, cache.key[:, :, :end].transpose(1, 2), cache.value[:, :, :end].transpose(1, 2))
@@ -137,7 +163,9 @@ class AttentionMixer(nn.Module):
         self, hidden_states: torch.Tensor, cache: AttentionCache, positions: torch.Tensor, phase: str
     ) -> torch.Tensor:
         """One token per row at ``positions`` [B]: [B,1,D] -> [B,1,D]."""
-        q, k, v = self.qkv(hidden_states, positions[:, None])
+        q, k, v, conv_state = self.qkv(hidden_states, positions[:, None], cache.conv)
+        if conv_state is not None:
+            cache.conv.copy_(conv_state)
         rows = torch.arange(q.shape[0], device=q.device)
         cache.key[rows, :, positions] = k[:, 0]
         cache.value[rows, :, positions] = v[:, 0]
