@@ -16,7 +16,7 @@ ablations come with them: TransMamba with every layer in attention (``attention_
 and in SSM mode (``ssm_only``, P = 0), the same weights on one path, and the attention-only
 one with a conv of width 1 (``d_conv: 1``: a per-channel scale, no look at earlier tokens);
 and the transformer with TransMamba's conv (width 4 and SiLU on q, k, v; ``d_conv: 4``),
-its SwiGLU unchanged, so the conv's parameters are the only difference.
+its SwiGLU set to the width nearest the count, like the plain transformer's.
 
     python docs/experiments/cpu-mqar/make_specs.py --vocab 32 --out docs/experiments/cpu-mqar
     python docs/experiments/cpu-mqar/make_specs.py --vocab 259 --out docs/experiments/cpu-text
@@ -56,15 +56,15 @@ def attention_block(d_ff: int, d_conv: int = 0) -> dict[str, Any]:
     return {"mixer": mixer, "mlp": {"d_ff": d_ff}}
 
 
-def specs(vocab: int, transformer_ff: int, hybrid_ff: int) -> dict[str, dict[str, Any]]:
+def specs(vocab: int, transformer_ff: int, hybrid_ff: int, conv_ff: int | None = None) -> dict[str, dict[str, Any]]:
     base = {"vocab_size": vocab, "d_model": D_MODEL}
 
     def transmamba(name: str, schedule: dict[str, Any], d_conv: int | None = None) -> dict[str, Any]:
         layers = [ssd_block("transmamba", d_conv)] * N_LAYERS
         return {"name": name, **base, "init": "mamba", "layers": layers, "schedule": schedule}
 
-    def transformer(name: str, d_conv: int = 0) -> dict[str, Any]:
-        layers = [attention_block(transformer_ff, d_conv)] * N_LAYERS
+    def transformer(name: str, d_conv: int = 0, d_ff: int | None = None) -> dict[str, Any]:
+        layers = [attention_block(d_ff or transformer_ff, d_conv)] * N_LAYERS
         return {"name": name, **base, "init": "llama", "tie_embeddings": False, "layers": layers}
 
     return {
@@ -82,13 +82,13 @@ def specs(vocab: int, transformer_ff: int, hybrid_ff: int) -> dict[str, dict[str
         "transmamba-attention-noconv": transmamba("transmamba-attention-only-conv1", {"name": "attention_only"}, 1),
         "transmamba-ssm": transmamba("transmamba-ssm-only", {"name": "ssm_only"}),
         # the Transformer with TransMamba's short conv (width 4 + SiLU) on its q, k, v
-        "transformer-conv": transformer("transformer-conv4", 4),
+        "transformer-conv": transformer("transformer-conv4", 4, conv_ff),
     }
 
 
 def nearest_ff(vocab: int, which: str, target: int) -> int:
     def count(ff: int) -> int:
-        return count_params(zoo.build(specs(vocab, ff, ff)[which]))
+        return count_params(zoo.build(specs(vocab, ff, ff, ff)[which]))
 
     return min(range(8, 8 * D_FF, 8), key=lambda ff: abs(count(ff) - target))
 
@@ -99,7 +99,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     target = count_params(zoo.build(specs(args.vocab, D_FF, D_FF)["mamba2"]))
-    chosen = specs(args.vocab, nearest_ff(args.vocab, "transformer", target), nearest_ff(args.vocab, "hybrid", target))
+    chosen = specs(
+        args.vocab,
+        nearest_ff(args.vocab, "transformer", target),
+        nearest_ff(args.vocab, "hybrid", target),
+        nearest_ff(args.vocab, "transformer-conv", target),
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     for name, body in chosen.items():
         params = count_params(zoo.build(body))
