@@ -56,7 +56,8 @@
 #                    T9_RECIPES (default "v9 attention mixture random"; the attention-only recipe sets the
 #                    spread's floor) x seeds 0-2, T9_STEPS steps (default 1500: ten times the CPU run's
 #                    tokens), batch T9_BATCH (default 8) of T = 256 on T9_DATA (default builtin), deadline
-#                    T9_DEADLINE s (default 470), each evaluated under v1..v9, attention and ssm; side by side
+#                    T9_DEADLINE s (default 470), each evaluated under v1..v9, attention and ssm; side by side;
+#                    T9_D_MODEL=W trains the same recipes at width W (make_specs.py --d-model)
 #   test             the Triton and mamba_ssm plugin tests, the conv tests and the SSD gate's GPU check on the GPU
 #   test-conv        the causal-conv tests on the GPU
 #   test-norm        the gated-norm tests on the GPU
@@ -271,6 +272,10 @@ case "$job" in
     ;;
   table9)
     specs=docs/experiments/table9-cpu
+    if [ -n "${T9_D_MODEL:-}" ]; then  # the same recipes in a wider model, specs written here
+      specs="$work/specs-d$T9_D_MODEL"
+      python3 docs/experiments/table9-cpu/make_specs.py --d-model "$T9_D_MODEL" --out "$specs" || continue
+    fi
     pids=()
     trap stop_all INT TERM
     for recipe in ${T9_RECIPES:-v9 attention mixture random}; do

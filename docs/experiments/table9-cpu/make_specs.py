@@ -14,10 +14,18 @@ in every layer: how good each path of these shared weights gets with every train
 ``g8-{v9,attention,ssm}.json``: the same with 8 q/k groups (one per head) and d_ff 128 (parameters
 within 2%). ``transformer.json``: a Transformer of the same depth and width (4 heads,
 Llama's init and untied head, d_ff 250; parameters within 2%).
+
+``--d-model W --out DIR`` writes the recipes' specs alone at width W (SwiGLU 3W, the SSD
+mixer's other settings unchanged, so 2W/16 heads), for the same experiment in a larger
+model (``T9_D_MODEL=W bash benchmarks/gpu_session.sh table9``).
+
+    python docs/experiments/table9-cpu/make_specs.py                      # the files here
+    python docs/experiments/table9-cpu/make_specs.py --d-model 256 --out /tmp/t9-d256
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -44,10 +52,10 @@ G8_RECIPES = ("v9", "attention", "ssm")
 TRANSFORMER_HEADS, TRANSFORMER_D_FF = 4, 250
 
 
-def spec(label: str, *, n_groups: int = 2, d_ff: int = D_FF, prefix: str = "") -> dict:
-    size = dict(SIZES["tiny"], d_model=D_MODEL, n_layers=N_LAYERS, d_ff=d_ff, n_groups=n_groups)
+def spec(label: str, *, n_groups: int = 2, d_ff: int = D_FF, prefix: str = "", d_model: int = D_MODEL) -> dict:
+    size = dict(SIZES["tiny"], d_model=d_model, n_layers=N_LAYERS, d_ff=d_ff, n_groups=n_groups)
     out = _spec("transmamba", "tiny")
-    out.update(name=f"transmamba-d64-l8-{prefix}{label}", d_model=D_MODEL, schedule=SCHEDULES[label])
+    out.update(name=f"transmamba-d{d_model}-l8-{prefix}{label}", d_model=d_model, schedule=SCHEDULES[label])
     out["layers"] = {"n_layers": N_LAYERS, "block": {"mixer": ssd_mixer("transmamba", size), "mlp": {"d_ff": d_ff}}}
     return out
 
@@ -61,10 +69,31 @@ def transformer_spec() -> dict:
     return out
 
 
-if __name__ == "__main__":
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--d-model", type=int, default=D_MODEL, help="width (default 64: the files here)")
+    parser.add_argument("--out", type=Path, default=HERE, help="where to write (default: this folder)")
+    args = parser.parse_args()
+    if args.d_model != D_MODEL:
+        if args.d_model < 16 or args.d_model % 8:
+            parser.error(f"--d-model must be a multiple of 8, at least 16; got {args.d_model}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        for label in SCHEDULES:
+            body = spec(label, d_ff=3 * args.d_model, d_model=args.d_model)
+            (args.out / f"{label}.json").write_text(json.dumps(body, indent=1) + "\n")
+        return
+    write(args.out)
+
+
+def write(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     for label in SCHEDULES:
-        (HERE / f"{label}.json").write_text(json.dumps(spec(label), indent=1) + "\n")
+        (out / f"{label}.json").write_text(json.dumps(spec(label), indent=1) + "\n")
     for label in G8_RECIPES:
         g8 = spec(label, n_groups=G8_GROUPS, d_ff=G8_D_FF, prefix="g8-")
-        (HERE / f"g8-{label}.json").write_text(json.dumps(g8, indent=1) + "\n")
-    (HERE / "transformer.json").write_text(json.dumps(transformer_spec(), indent=1) + "\n")
+        (out / f"g8-{label}.json").write_text(json.dumps(g8, indent=1) + "\n")
+    (out / "transformer.json").write_text(json.dumps(transformer_spec(), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
