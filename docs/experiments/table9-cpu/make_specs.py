@@ -15,7 +15,12 @@ in every layer: how good each path of these shared weights gets with every train
 within 2%). ``transformer.json``: a Transformer of the same depth and width (4 heads,
 Llama's init and untied head, d_ff 250; parameters within 2%).
 
-``--d-model W --out DIR`` writes the recipes' specs alone at width W (SwiGLU 3W, the SSD
+``gd-{v9,mixture,mixture3,mixture7,random,attention,ssm}.json``: the same model with the SSM
+path's output treatment on the attention path too (``attn_gate: true``, ``attn_d_skip: true``:
+the z gate in the shared gated RMSNorm and the D skip; no new parameters). ``mixture3`` and
+``mixture7`` weight V9 3 and 7 to random-wide's 1 (V9 on 3 steps in 4, or 7 in 8).
+
+``--d-model W --out DIR`` writes the recipes' specs alone (plain and ``gd-``) at width W (SwiGLU 3W, the SSD
 mixer's other settings unchanged, so 2W/16 heads), for the same experiment in a larger
 model (``T9_D_MODEL=W bash benchmarks/gpu_session.sh table9``).
 
@@ -42,21 +47,44 @@ SCHEDULES = {
     "attention": {"name": "attention_only"},
     "ssm": {"name": "ssm_only"},
 }
+PLAIN_RECIPES = tuple(SCHEDULES)
+
+
+def _v9_heavy(v9_weight: float) -> dict:
+    v9 = {"name": "v9", "params": {"relative": True}, "weight": v9_weight}
+    return {"name": "mixture", "params": {"components": [v9, {**WIDE, "weight": 1.0}]}}
+
+
+# Mixtures with more V9 steps: V9 on 3 (or 7) steps in 4 (or 8), random-wide on the rest.
+SCHEDULES.update({"mixture3": _v9_heavy(3.0), "mixture7": _v9_heavy(7.0)})
 
 
 # The same model with 8 q/k groups instead of 2 (one per head, as a Transformer's heads), its
 # SwiGLU narrowed to keep the parameter count within 2%: files g8-<recipe>.json.
 G8_GROUPS, G8_D_FF = 8, 128
 G8_RECIPES = ("v9", "attention", "ssm")
+# The attention path given the SSM path's z gate and D skip: files gd-<recipe>.json.
+GATED = {"attn_gate": True, "attn_d_skip": True}
+GD_RECIPES = ("v9", "mixture", "mixture3", "mixture7", "random", "attention", "ssm")
 # A Transformer of the same depth and width, Llama's recipe (untied head), matched within 2%.
 TRANSFORMER_HEADS, TRANSFORMER_D_FF = 4, 250
 
 
-def spec(label: str, *, n_groups: int = 2, d_ff: int = D_FF, prefix: str = "", d_model: int = D_MODEL) -> dict:
+def spec(
+    label: str,
+    *,
+    n_groups: int = 2,
+    d_ff: int = D_FF,
+    prefix: str = "",
+    d_model: int = D_MODEL,
+    mixer_params: dict | None = None,
+) -> dict:
     size = dict(SIZES["tiny"], d_model=d_model, n_layers=N_LAYERS, d_ff=d_ff, n_groups=n_groups)
     out = _spec("transmamba", "tiny")
     out.update(name=f"transmamba-d{d_model}-l8-{prefix}{label}", d_model=d_model, schedule=SCHEDULES[label])
-    out["layers"] = {"n_layers": N_LAYERS, "block": {"mixer": ssd_mixer("transmamba", size), "mlp": {"d_ff": d_ff}}}
+    mixer = ssd_mixer("transmamba", size)
+    mixer["params"] = {**mixer["params"], **(mixer_params or {})}
+    out["layers"] = {"n_layers": N_LAYERS, "block": {"mixer": mixer, "mlp": {"d_ff": d_ff}}}
     return out
 
 
@@ -78,20 +106,26 @@ def main() -> None:
         if args.d_model < 16 or args.d_model % 8:
             parser.error(f"--d-model must be a multiple of 8, at least 16; got {args.d_model}")
         args.out.mkdir(parents=True, exist_ok=True)
-        for label in SCHEDULES:
+        for label in PLAIN_RECIPES:
             body = spec(label, d_ff=3 * args.d_model, d_model=args.d_model)
             (args.out / f"{label}.json").write_text(json.dumps(body, indent=1) + "\n")
+        for label in GD_RECIPES:
+            body = spec(label, d_ff=3 * args.d_model, d_model=args.d_model, prefix="gd-", mixer_params=GATED)
+            (args.out / f"gd-{label}.json").write_text(json.dumps(body, indent=1) + "\n")
         return
     write(args.out)
 
 
 def write(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for label in SCHEDULES:
+    for label in PLAIN_RECIPES:
         (out / f"{label}.json").write_text(json.dumps(spec(label), indent=1) + "\n")
     for label in G8_RECIPES:
         g8 = spec(label, n_groups=G8_GROUPS, d_ff=G8_D_FF, prefix="g8-")
         (out / f"g8-{label}.json").write_text(json.dumps(g8, indent=1) + "\n")
+    for label in GD_RECIPES:
+        gd = spec(label, prefix="gd-", mixer_params=GATED)
+        (out / f"gd-{label}.json").write_text(json.dumps(gd, indent=1) + "\n")
     (out / "transformer.json").write_text(json.dumps(transformer_spec(), indent=1) + "\n")
 
 
