@@ -57,7 +57,8 @@
 #                    spread's floor) x seeds 0-2, T9_STEPS steps (default 1500: ten times the CPU run's
 #                    tokens), batch T9_BATCH (default 8) of T = 256 on T9_DATA (default builtin), deadline
 #                    T9_DEADLINE s (default 470), each evaluated under v1..v9, attention and ssm; side by side;
-#                    T9_D_MODEL=W trains the same recipes at width W (make_specs.py --d-model)
+#                    T9_D_MODEL=W trains the same recipes at width W (make_specs.py --d-model writes the
+#                    plain and gd- recipes there, not g8-* or transformer)
 #   test             the Triton and mamba_ssm plugin tests, the conv tests and the SSD gate's GPU check on the GPU
 #   test-conv        the causal-conv tests on the GPU
 #   test-norm        the gated-norm tests on the GPU

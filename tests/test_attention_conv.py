@@ -67,24 +67,36 @@ def test_output_at_t_depends_on_no_later_token(d_conv: int) -> None:
     assert not torch.allclose(a[:, 10], b[:, 10])
 
 
-def test_width_w_lets_a_token_reach_the_next_layer_through_w_minus_1_neighbours() -> None:
-    """A one-layer, width-3 model: the key at t mixes tokens t-2..t. A change at token 5 moves
-    the output at 5, 6, 7 and beyond only through attention; with width 1 the keys do not mix."""
-    torch.manual_seed(0)
-    mixer = build(3).blocks[0].mixer
-    x = torch.randn(1, 12, 32)
+@pytest.mark.parametrize("width", [1, 3])
+def test_a_key_mixes_its_token_with_the_w_minus_1_before_it(width: int) -> None:
+    """A change at token 5 moves the keys at 5 .. 5 + W - 1 and no others: with width 1 the
+    keys do not mix tokens at all."""
+    mixer = build(width).blocks[0].mixer
+    x = torch.randn(1, 12, 32, generator=torch.Generator().manual_seed(0))
     y = x.clone()
     y[0, 5] += 1.0
     positions = torch.arange(12)
     _, k_x, _, _ = mixer.qkv(x, positions)
     _, k_y, _, _ = mixer.qkv(y, positions)
     moved = (k_x - k_y).abs().amax(dim=(0, 2, 3)) > 0
-    assert moved.tolist() == [False] * 5 + [True] * 3 + [False] * 4
+    assert moved.tolist() == [False] * 5 + [True] * width + [False] * (7 - width)
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 5])
-def test_prefill_then_decode_equals_forward(chunk) -> None:
-    model = build(4)
+def test_conv_bias_can_be_off() -> None:
+    mixer = build(4, conv_bias=False).blocks[0].mixer
+    assert mixer.conv1d.bias is None
+    zero = mixer.qkv(torch.zeros(1, 5, 32), torch.arange(5))
+    assert all(torch.equal(t, torch.zeros_like(t)) for t in zero[:3])  # no bias: zeros stay zeros
+
+
+@pytest.mark.parametrize(
+    "width, chunk, dtype, tol",
+    [(4, None, torch.float32, 1e-5), (4, 1, torch.float32, 1e-5), (4, 5, torch.float32, 1e-5)]
+    + [(1, 3, torch.float32, 1e-5), (4, 5, torch.bfloat16, 2e-2)],
+    ids=["w4", "w4-chunk1", "w4-chunk5", "w1-chunk3", "w4-chunk5-bf16"],
+)
+def test_prefill_then_decode_equals_forward(width, chunk, dtype, tol) -> None:
+    model = build(width).to(dtype)
     ids = tokens()
     cache = model.allocate_cache(2, PROMPT + NEW)
     with torch.no_grad():
@@ -92,7 +104,8 @@ def test_prefill_then_decode_equals_forward(chunk) -> None:
         for index in range(PROMPT, PROMPT + NEW - 1):
             logits.append(decode(model, cache, ids[:, index]))
         ref = model(ids)[:, PROMPT - 1 : -1]
-    assert rel_err(torch.stack(logits, dim=1), ref) < 1e-5
+    assert cache.layers[0].conv.dtype == dtype
+    assert rel_err(torch.stack(logits, dim=1).float(), ref.float()) < tol
 
 
 def test_ragged_prompts_decode_as_each_alone() -> None:
@@ -137,9 +150,12 @@ def test_bad_width_is_one_line_naming_the_field() -> None:
         zoo.build(spec(-1))
 
 
-def test_the_llama_anchor_refuses_a_conv() -> None:
+def test_the_llama_anchor_refuses_what_llama_has_not() -> None:
+    """Refused before transformers is imported: the check needs no optional dependency."""
     from zoo.specs import load_spec
     from zoo.training.hf_anchor import llama_like
 
     with pytest.raises(ValueError, match="short conv"):
         llama_like(load_spec(spec(4)), 32, torch.device("meta"))
+    with pytest.raises(ValueError, match="RoPE theta 1e4"):
+        llama_like(load_spec(spec(0, rope_theta=5e5)), 32, torch.device("meta"))

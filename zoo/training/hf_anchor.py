@@ -23,14 +23,17 @@ class _Logits(nn.Module):
 def llama_like(spec: Any, max_len: int, device: torch.device) -> nn.Module:
     """``LlamaForCausalLM`` with the shape of a transformer ``ModelSpec`` (same width, heads,
     layers, SwiGLU width, vocabulary, tying, RMSNorm eps; RoPE theta 1e4, no biases)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     layer = spec.layers[0]
     params = layer.mixer.params
     if any(block != layer for block in spec.layers) or layer.mixer.name != "attention":
         raise ValueError(f"{spec.name}: the Llama anchor needs a transformer with identical attention layers")
     if params.get("d_conv") or params.get("qk_norm") or params.get("bias"):
         raise ValueError(f"{spec.name}: the Llama anchor has no short conv, qk norm or biases; set them off")
+    head_dim = params.get("head_dim")
+    if params.get("rope_theta", 1e4) != 1e4 or (head_dim and head_dim != spec.d_model // params.get("n_heads", 8)):
+        raise ValueError(f"{spec.name}: the Llama anchor has RoPE theta 1e4 and head_dim d_model / n_heads")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(
         vocab_size=spec.vocab_size,
         hidden_size=spec.d_model,

@@ -34,7 +34,9 @@ import argparse
 import json
 from pathlib import Path
 
+from zoo.errors import SpecError
 from zoo.models.presets import SIZES, _spec, attention_mixer, ssd_mixer
+from zoo.specs import load_spec
 
 HERE = Path(__file__).parent
 D_MODEL, N_LAYERS, D_FF = 64, 8, 192
@@ -103,15 +105,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE, help="where to write (default: this folder)")
     args = parser.parse_args()
     if args.d_model != D_MODEL:
-        if args.d_model < 16 or args.d_model % 8:
-            parser.error(f"--d-model must be a multiple of 8, at least 16; got {args.d_model}")
+        width = {"d_ff": 3 * args.d_model, "d_model": args.d_model}
+        bodies = {label: spec(label, **width) for label in PLAIN_RECIPES}
+        bodies |= {f"gd-{label}": spec(label, prefix="gd-", mixer_params=GATED, **width) for label in GD_RECIPES}
+        try:  # every spec valid before any is written (2 W / 16 heads in 2 groups: W a multiple of 16)
+            for body in bodies.values():
+                load_spec(body)
+        except SpecError as exc:
+            parser.error(f"--d-model {args.d_model} gives an invalid model: {exc}")
         args.out.mkdir(parents=True, exist_ok=True)
-        for label in PLAIN_RECIPES:
-            body = spec(label, d_ff=3 * args.d_model, d_model=args.d_model)
-            (args.out / f"{label}.json").write_text(json.dumps(body, indent=1) + "\n")
-        for label in GD_RECIPES:
-            body = spec(label, d_ff=3 * args.d_model, d_model=args.d_model, prefix="gd-", mixer_params=GATED)
-            (args.out / f"gd-{label}.json").write_text(json.dumps(body, indent=1) + "\n")
+        for name, body in bodies.items():
+            (args.out / f"{name}.json").write_text(json.dumps(body, indent=1) + "\n")
         return
     write(args.out)
 

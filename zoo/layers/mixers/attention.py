@@ -54,6 +54,7 @@ class AttentionParams(BaseModel):
     d_conv: int = Field(
         0, ge=0, le=16, description="0 = none; W >= 1: depthwise causal conv of width W + SiLU on q, k, v"
     )
+    conv_bias: bool = Field(True, description="a bias in the short conv (as Mamba2's conv has)")
 
 
 @MIXER.register("attention")
@@ -95,7 +96,7 @@ class AttentionMixer(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d_model, bias=params.bias)
         self.q_channels = self.n_heads * self.head_dim
         channels = self.q_channels + 2 * self.n_kv_heads * self.head_dim
-        self.conv1d = CausalConv1d(channels, params.d_conv) if params.d_conv else None
+        self.conv1d = CausalConv1d(channels, params.d_conv, bias=params.conv_bias) if params.d_conv else None
         self.q_norm = RMSNorm(self.head_dim) if params.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if params.qk_norm else None
         self.attention: AttentionBackend = backends["attention"]
