@@ -25,7 +25,7 @@ mixer's other settings unchanged, so 2W/16 heads), for the same experiment in a 
 model (``T9_D_MODEL=W bash benchmarks/gpu_session.sh table9``).
 
     python docs/experiments/table9-cpu/make_specs.py                      # the files here
-    python docs/experiments/table9-cpu/make_specs.py --d-model 256 --out /tmp/t9-d256
+    python docs/experiments/table9-cpu/make_specs.py --d-model 256 --out runs/t9-d256
 """
 
 from __future__ import annotations
