@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.layers.mixers.attention import AttentionMixer
+
 
 class _Logits(nn.Module):
     """A transformers causal LM as ``ids -> logits`` (no KV cache), to train like ours."""
@@ -24,13 +26,13 @@ def llama_like(spec: Any, max_len: int, device: torch.device) -> nn.Module:
     """``LlamaForCausalLM`` with the shape of a transformer ``ModelSpec`` (same width, heads,
     layers, SwiGLU width, vocabulary, tying, RMSNorm eps; RoPE theta 1e4, no biases)."""
     layer = spec.layers[0]
-    params = layer.mixer.params
     if any(block != layer for block in spec.layers) or layer.mixer.name != "attention":
         raise ValueError(f"{spec.name}: the Llama anchor needs a transformer with identical attention layers")
-    if params.get("d_conv") or params.get("qk_norm") or params.get("bias"):
+    params = AttentionMixer.Params.model_validate(layer.mixer.params)  # the mixer's own defaults
+    n_heads, n_kv_heads, head_dim = AttentionMixer._dims(spec.d_model, params)
+    if params.d_conv or params.qk_norm or params.bias:
         raise ValueError(f"{spec.name}: the Llama anchor has no short conv, qk norm or biases; set them off")
-    head_dim = params.get("head_dim")
-    if params.get("rope_theta", 1e4) != 1e4 or (head_dim and head_dim != spec.d_model // params.get("n_heads", 8)):
+    if params.rope_theta != 1e4 or head_dim != spec.d_model // n_heads:
         raise ValueError(f"{spec.name}: the Llama anchor has RoPE theta 1e4 and head_dim d_model / n_heads")
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -39,8 +41,8 @@ def llama_like(spec: Any, max_len: int, device: torch.device) -> nn.Module:
         hidden_size=spec.d_model,
         intermediate_size=layer.mlp.d_ff,
         num_hidden_layers=spec.n_layers,
-        num_attention_heads=params["n_heads"],
-        num_key_value_heads=params.get("n_kv_heads") or params["n_heads"],
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
         max_position_embeddings=max_len,
         rms_norm_eps=spec.norm.eps,
         tie_word_embeddings=spec.tie_embeddings,

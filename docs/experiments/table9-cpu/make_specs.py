@@ -40,6 +40,7 @@ from zoo.specs import load_spec
 
 HERE = Path(__file__).parent
 D_MODEL, N_LAYERS, D_FF = 64, 8, 192
+V9 = {"name": "v9", "params": {"relative": True}}
 WIDE = {"name": "random", "params": {"fractions": [0.0, 0.25, 0.5, 0.75, 1.0], "n_variants": 1024, "seed": 0}}
 SCHEDULES = {
     "v9": {"name": "v9", "params": {"relative": True}},
@@ -48,17 +49,11 @@ SCHEDULES = {
     "mixture": {"name": "mixture", "params": {"components": [{"name": "v9", "params": {"relative": True}}, WIDE]}},
     "attention": {"name": "attention_only"},
     "ssm": {"name": "ssm_only"},
+    # mixtures with more V9 steps: V9 on 3 (or 7) steps in 4 (or 8), random-wide on the rest
+    "mixture3": {"name": "mixture", "params": {"components": [{**V9, "weight": 3.0}, {**WIDE, "weight": 1.0}]}},
+    "mixture7": {"name": "mixture", "params": {"components": [{**V9, "weight": 7.0}, {**WIDE, "weight": 1.0}]}},
 }
-PLAIN_RECIPES = tuple(SCHEDULES)
-
-
-def _v9_heavy(v9_weight: float) -> dict:
-    v9 = {"name": "v9", "params": {"relative": True}, "weight": v9_weight}
-    return {"name": "mixture", "params": {"components": [v9, {**WIDE, "weight": 1.0}]}}
-
-
-# Mixtures with more V9 steps: V9 on 3 (or 7) steps in 4 (or 8), random-wide on the rest.
-SCHEDULES.update({"mixture3": _v9_heavy(3.0), "mixture7": _v9_heavy(7.0)})
+PLAIN_RECIPES = ("v9", "random", "random-wide", "mixture", "attention", "ssm")
 
 
 # The same model with 8 q/k groups instead of 2 (one per head, as a Transformer's heads), its
@@ -99,38 +94,32 @@ def transformer_spec() -> dict:
     return out
 
 
+def bodies(d_model: int) -> dict[str, dict]:
+    """Every spec file at width ``d_model`` by file stem: the recipes plain and ``gd-``; at the
+    default width also the ``g8-`` ones and the Transformer."""
+    width = {} if d_model == D_MODEL else {"d_ff": 3 * d_model, "d_model": d_model}
+    out = {label: spec(label, **width) for label in PLAIN_RECIPES}
+    out |= {f"gd-{label}": spec(label, prefix="gd-", mixer_params=GATED, **width) for label in GD_RECIPES}
+    if d_model == D_MODEL:
+        out |= {f"g8-{label}": spec(label, n_groups=G8_GROUPS, d_ff=G8_D_FF, prefix="g8-") for label in G8_RECIPES}
+        out["transformer"] = transformer_spec()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--d-model", type=int, default=D_MODEL, help="width (default 64: the files here)")
     parser.add_argument("--out", type=Path, default=HERE, help="where to write (default: this folder)")
     args = parser.parse_args()
-    if args.d_model != D_MODEL:
-        width = {"d_ff": 3 * args.d_model, "d_model": args.d_model}
-        bodies = {label: spec(label, **width) for label in PLAIN_RECIPES}
-        bodies |= {f"gd-{label}": spec(label, prefix="gd-", mixer_params=GATED, **width) for label in GD_RECIPES}
-        try:  # every spec valid before any is written (2 W / 16 heads in 2 groups: W a multiple of 16)
-            for body in bodies.values():
-                load_spec(body)
-        except SpecError as exc:
-            parser.error(f"--d-model {args.d_model} gives an invalid model: {exc}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        for name, body in bodies.items():
-            (args.out / f"{name}.json").write_text(json.dumps(body, indent=1) + "\n")
-        return
-    write(args.out)
-
-
-def write(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for label in PLAIN_RECIPES:
-        (out / f"{label}.json").write_text(json.dumps(spec(label), indent=1) + "\n")
-    for label in G8_RECIPES:
-        g8 = spec(label, n_groups=G8_GROUPS, d_ff=G8_D_FF, prefix="g8-")
-        (out / f"g8-{label}.json").write_text(json.dumps(g8, indent=1) + "\n")
-    for label in GD_RECIPES:
-        gd = spec(label, prefix="gd-", mixer_params=GATED)
-        (out / f"gd-{label}.json").write_text(json.dumps(gd, indent=1) + "\n")
-    (out / "transformer.json").write_text(json.dumps(transformer_spec(), indent=1) + "\n")
+    written = bodies(args.d_model)
+    try:  # every spec valid before any is written (2 W / 16 heads in 2 groups: W a multiple of 16)
+        for body in written.values():
+            load_spec(body)
+    except SpecError as exc:
+        parser.error(f"--d-model {args.d_model} gives an invalid model: {exc}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, body in written.items():
+        (args.out / f"{name}.json").write_text(json.dumps(body, indent=1) + "\n")
 
 
 if __name__ == "__main__":
