@@ -52,9 +52,16 @@
 #                    side by side, deadline TEXT_DEADLINE s (default 470); TEXT_MODELS picks models; TEXT_ACCUM
 #                    micro-batches per step (default 1; more keep less memory per process); merged with
 #                    zoo compare --merge, like mqar (a later call's seeds merge with this one's)
+#   phonebook        the CPU recall specs (PB_SPECS, default docs/experiments/cpu-mqar: PB_MODELS, default
+#                    "transmamba transformer transformer-conv mamba2 hybrid") on the phone book (T = PB_T, default 256;
+#                    PB_ITEMS entries, default 32; vocabulary PB_VOCAB, default 64): PB_STEPS steps (default 1500) of
+#                    PB_BATCH sequences (default 128), trained on the mixture PB_TRAIN_ITEMS (default 4,8,16,32),
+#                    warm-up PB_WARMUP steps (default a fifth of the steps), rate PB_LRS (default 3e-3; PB_LRS_<model>
+#                    overrides one model's) x seeds PB_SEEDS (default "0 1 2"), fp32, every run its own process,
+#                    side by side, deadline PB_DEADLINE s (default 470); merged with zoo compare --merge
 #   table9           the schedule-robustness experiment (docs/experiments/table9-cpu) on the GPU: recipes
 #                    T9_RECIPES (default "v9 attention mixture random"; the attention-only recipe sets the
-#                    spread's floor) x seeds 0-2, T9_STEPS steps (default 1500: ten times the CPU run's
+#                    spread's floor) x seeds T9_SEEDS (default "0 1 2"), T9_STEPS steps (default 1500: ten times the CPU run's
 #                    tokens), batch T9_BATCH (default 8) of T = 256 on T9_DATA (default builtin), deadline
 #                    T9_DEADLINE s (default 470), each evaluated under v1..v9, attention and ssm; side by side;
 #                    T9_D_MODEL=W trains the same recipes at width W (make_specs.py --d-model writes the
@@ -271,6 +278,31 @@ case "$job" in
   text)
     small_grid text TEXT 400 --task text --data "${TEXT_DATA:-builtin:pylib}" || continue
     ;;
+  phonebook)
+    specs=${PB_SPECS:-docs/experiments/cpu-mqar}
+    T=${PB_T:-256}
+    steps=${PB_STEPS:-1500}
+    pids=()
+    trap stop_all INT TERM
+    for model in ${PB_MODELS:-transmamba transformer transformer-conv mamba2 hybrid}; do
+      lrs_name="PB_LRS_${model//[^A-Za-z0-9_]/_}"
+      for lr in $(echo "${!lrs_name:-${PB_LRS:-3e-3}}" | tr , ' '); do
+        for seed in ${PB_SEEDS:-0 1 2}; do
+          OMP_NUM_THREADS=1 step "${PB_DEADLINE:-470}" "phonebook_T${T}_${model}_lr${lr}_seed$seed" python3 -m zoo compare \
+            "$model=$specs/$model.json" --task phonebook --seq-len "$T" --vocab "${PB_VOCAB:-64}" \
+            --num-items "${PB_ITEMS:-32}" --train-items "${PB_TRAIN_ITEMS:-4,8,16,32}" --steps "$steps" \
+            --warmup "${PB_WARMUP:-$((steps / 5))}" --batch-size "${PB_BATCH:-128}" --eval-every "${PB_EVAL_EVERY:-100}" \
+            --lr "$lr" --seeds 1 --seed "$seed" --no-compile --device cuda --precision fp32 --no-plot \
+            --out "$work/T$T/$model-lr$lr-seed$seed" &
+          pids+=($!)
+        done
+      done
+    done
+    wait "${pids[@]}"
+    trap - INT TERM
+    step 60 "phonebook_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
+    find "$work" -name '*.safetensors' -delete
+    ;;
   table9)
     specs=docs/experiments/table9-cpu
     if [ -n "${T9_D_MODEL:-}" ]; then  # the same recipes in a wider model, specs written here
@@ -280,7 +312,7 @@ case "$job" in
     pids=()
     trap stop_all INT TERM
     for recipe in ${T9_RECIPES:-v9 attention mixture random}; do
-      for seed in 0 1 2; do
+      for seed in ${T9_SEEDS:-0 1 2}; do
         OMP_NUM_THREADS=1 step "${T9_DEADLINE:-470}" "table9_${recipe}_$seed" python3 -m zoo compare \
           "$recipe=$specs/$recipe.json" --task text --data "${T9_DATA:-builtin}" --seq-len 256 --steps "${T9_STEPS:-1500}" \
           --batch-size "${T9_BATCH:-8}" --lr 3e-3 --seeds 1 --seed "$seed" --no-compile --device cuda --precision fp32 \
