@@ -53,7 +53,7 @@
 #                    micro-batches per step (default 1; more keep less memory per process); merged with
 #                    zoo compare --merge, like mqar (a later call's seeds merge with this one's)
 #   phonebook        the CPU recall specs (PB_SPECS, default docs/experiments/cpu-mqar: PB_MODELS, default
-#                    "transmamba transformer transformer-conv mamba2 hybrid") on the phone book (T = PB_T, default 256;
+#                    "transmamba transmamba-attention transformer transformer-conv mamba2 hybrid") on the phone book (T = PB_T, default 256;
 #                    PB_ITEMS entries, default 32; vocabulary PB_VOCAB, default 64): PB_STEPS steps (default 1500) of
 #                    PB_BATCH sequences (default 128), trained on the mixture PB_TRAIN_ITEMS (default 4,8,16,32),
 #                    warm-up PB_WARMUP steps (default a fifth of the steps), rate PB_LRS (default 3e-3; PB_LRS_<model>
@@ -284,7 +284,7 @@ case "$job" in
     steps=${PB_STEPS:-1500}
     pids=()
     trap stop_all INT TERM
-    for model in ${PB_MODELS:-transmamba transformer transformer-conv mamba2 hybrid}; do
+    for model in ${PB_MODELS:-transmamba transmamba-attention transformer transformer-conv mamba2 hybrid}; do
       lrs_name="PB_LRS_${model//[^A-Za-z0-9_]/_}"
       for lr in $(echo "${!lrs_name:-${PB_LRS:-3e-3}}" | tr , ' '); do
         for seed in ${PB_SEEDS:-0 1 2}; do
