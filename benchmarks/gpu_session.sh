@@ -118,6 +118,15 @@ stop_all() {  # end the side-by-side steps in pids (each a subshell running `tim
   exit 130
 }
 
+join_runs() {  # join_runs NAME DIR PATTERN: wait for the side-by-side runs in pids, merge DIR/PATTERN/runs.jsonl into DIR
+  local name=$1 dir=$2 pattern=$3
+  wait "${pids[@]}"
+  trap - INT TERM
+  # shellcheck disable=SC2086  # PATTERN is a glob
+  step 60 "$name" python3 -m zoo compare --merge "$dir"/$pattern/runs.jsonl --out "$dir" --no-plot
+  find "$work" -name '*.safetensors' -delete
+}
+
 small_grid() {  # small_grid JOB PREFIX STEPS TASK_ARG...: the small (or PREFIX_SIZE) presets on one task (`mqar`, `text`)
   # Every (model, rate, seed) is its own `zoo compare` process, side by side, then all are merged. Read from
   # PREFIX_*: SIZE (preset size, default small), T (default 2048), ACCUM (micro-batches per step, default 1), MODELS, LRS (default 1e-3,3e-3,1e-2;
@@ -149,11 +158,12 @@ small_grid() {  # small_grid JOB PREFIX STEPS TASK_ARG...: the small (or PREFIX_
       done
     done
   done
-  wait "${pids[@]}"
-  trap - INT TERM
-  (( ${#pids[@]} )) || { echo "$job: no runs (${prefix}_MODELS, ${prefix}_LRS or ${prefix}_SEEDS is empty)"; return 1; }
-  step 60 "${job}_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
-  find "$work" -name '*.safetensors' -delete
+  if (( ${#pids[@]} == 0 )); then
+    trap - INT TERM
+    echo "$job: no runs (${prefix}_MODELS, ${prefix}_LRS or ${prefix}_SEEDS is empty)"
+    return 1
+  fi
+  join_runs "${job}_T${T}_merge" "$work/T$T" "*"
 }
 
 for job in "$@"; do
@@ -298,10 +308,7 @@ case "$job" in
         done
       done
     done
-    wait "${pids[@]}"
-    trap - INT TERM
-    step 60 "phonebook_T${T}_merge" python3 -m zoo compare --merge "$work/T$T"/*/runs.jsonl --out "$work/T$T" --no-plot
-    find "$work" -name '*.safetensors' -delete
+    join_runs "phonebook_T${T}_merge" "$work/T$T" "*"
     ;;
   table9)
     specs=docs/experiments/table9-cpu
@@ -321,10 +328,7 @@ case "$job" in
         pids+=($!)
       done
     done
-    wait "${pids[@]}"
-    trap - INT TERM
-    step 60 table9_merge python3 -m zoo compare --merge "$work"/*-seed*/runs.jsonl --out "$work" --no-plot
-    find "$work" -name '*.safetensors' -delete
+    join_runs table9_merge "$work" "*-seed*"
     ;;
   test-conv)
     step 90 pytest env TRITON_INTERPRET=0 python3 -m pytest -v -p no:cacheprovider tests/plugins/test_triton_conv.py
