@@ -7,12 +7,13 @@ so a prefill followed by single-token steps equals one long call.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.ops.conv.reference import causal_conv
+from zoo.ops.conv.reference import causal_conv, causal_conv_silu_split
 
 
 class CausalConv1d(nn.Module):
@@ -48,3 +49,15 @@ class CausalConv1d(nn.Module):
         if tail.shape[1] < keep:
             tail = F.pad(tail, (0, 0, keep - tail.shape[1], 0))
         return tail.transpose(1, 2)
+
+    def silu_split(
+        self, x: torch.Tensor, conv_state: torch.Tensor | None, split_sizes: Sequence[int]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """x [B,T,C] -> SiLU(conv(x)) as views of ``split_sizes`` channel widths, and the conv
+        state after x: the fused reference from a zero history (``conv_state`` None), ``forward``
+        from a state."""
+        if conv_state is None:
+            parts = causal_conv_silu_split(x, self.weight[:, 0], self.bias, split_sizes=split_sizes)
+            return parts, self.state_after(x)
+        y, new_state = self(x, conv_state)
+        return list(torch.split(F.silu(y), list(split_sizes), dim=-1)), new_state

@@ -43,17 +43,19 @@ D_MODEL, N_LAYERS, D_FF = 64, 8, 192
 V9 = {"name": "v9", "params": {"relative": True}}
 WIDE = {"name": "random", "params": {"fractions": [0.0, 0.25, 0.5, 0.75, 1.0], "n_variants": 1024, "seed": 0}}
 SCHEDULES = {
-    "v9": {"name": "v9", "params": {"relative": True}},
+    "v9": V9,
     "random": {"name": "random", "params": {"n_variants": 1024, "seed": 0}},
     "random-wide": WIDE,
-    "mixture": {"name": "mixture", "params": {"components": [{"name": "v9", "params": {"relative": True}}, WIDE]}},
+    "mixture": {"name": "mixture", "params": {"components": [V9, WIDE]}},
     "attention": {"name": "attention_only"},
     "ssm": {"name": "ssm_only"},
-    # mixtures with more V9 steps: V9 on 3 (or 7) steps in 4 (or 8), random-wide on the rest
-    "mixture3": {"name": "mixture", "params": {"components": [{**V9, "weight": 3.0}, {**WIDE, "weight": 1.0}]}},
-    "mixture7": {"name": "mixture", "params": {"components": [{**V9, "weight": 7.0}, {**WIDE, "weight": 1.0}]}},
 }
-PLAIN_RECIPES = ("v9", "random", "random-wide", "mixture", "attention", "ssm")
+PLAIN_RECIPES = tuple(SCHEDULES)
+# mixtures with more V9 steps: V9 on 3 (or 7) steps in 4 (or 8), random-wide on the rest
+SCHEDULES |= {
+    f"mixture{w}": {"name": "mixture", "params": {"components": [{**V9, "weight": float(w)}, {**WIDE, "weight": 1.0}]}}
+    for w in (3, 7)
+}
 
 
 # The same model with 8 q/k groups instead of 2 (one per head, as a Transformer's heads), its

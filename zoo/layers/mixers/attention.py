@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -26,7 +25,6 @@ from zoo.layers.conv import CausalConv1d
 from zoo.layers.norm import RMSNorm
 from zoo.layers.state import ATTN, LayerCache, static_zeros
 from zoo.ops.attention.decode import masked_decode_attention
-from zoo.ops.conv.reference import causal_conv_silu_split
 from zoo.ops.rope import rotary
 from zoo.registry import MIXER
 
@@ -111,24 +109,13 @@ class AttentionMixer(nn.Module):
         q, kv = self.q_proj(hidden_states), self.kv_proj(hidden_states)
         new_state = None
         if self.conv1d is not None:
-            q, kv, new_state = self.short_conv(torch.cat([q, kv], dim=-1), conv_state)
+            split = [self.q_channels, kv.shape[-1]]
+            (q, kv), new_state = self.conv1d.silu_split(torch.cat([q, kv], dim=-1), conv_state, split)
         q = rearrange(q, "b t (h e) -> b t h e", e=self.head_dim)
         k, v = rearrange(kv, "b t (two k e) -> two b t k e", two=2, e=self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         return rotary(q, positions, self.rope_theta), rotary(k, positions, self.rope_theta), v, new_state
-
-    def short_conv(self, qkv: torch.Tensor, conv_state: torch.Tensor | None):
-        """Pre-conv q|k|v [B,T,C] -> silu(conv) as q [B,T,H*E], kv [B,T,2*K*E], and the conv
-        state after these tokens; as the SSD mixers' conv: the fused op from a zero history,
-        the state-carrying ``CausalConv1d`` from a state."""
-        split = [self.q_channels, qkv.shape[-1] - self.q_channels]
-        if conv_state is None:
-            q, kv = causal_conv_silu_split(qkv, self.conv1d.weight[:, 0], self.conv1d.bias, split_sizes=split)
-            return q, kv, self.conv1d.state_after(qkv)
-        y, new_state = self.conv1d(qkv, conv_state)
-        q, kv = torch.split(F.silu(y), split, dim=-1)
-        return q, kv, new_state
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         repeat = self.n_heads // self.n_kv_heads

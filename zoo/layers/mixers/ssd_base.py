@@ -168,15 +168,14 @@ class SSDProjections(nn.Module):
         """u [B,T,D] -> z, x [B,T,H,P], B, C [B,T,G,N], dt [B,T,H] (softplus-ed, fp32), A [H],
         and the conv state after these tokens ([B,C,W-1]; the input state, or zeros, before)."""
         z, xBC, dt_raw = self.project(u)
+        gn = self.n_groups * self.d_state
+        sizes = [self.d_inner, gn, gn]
         if conv_state is None:  # a whole sequence from a zero history: the conv backend
-            gn = self.n_groups * self.d_state
-            x, Bm, Cm = self.heads(
-                *self.conv_backend(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, split_sizes=[self.d_inner, gn, gn])
-            )
+            parts = self.conv_backend(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, split_sizes=sizes)
             new_conv_state = self.conv1d.state_after(xBC)
         else:  # decode steps and prefill from a conv state: the state-carrying reference
-            xBC, new_conv_state = self.conv(xBC, conv_state)
-            x, Bm, Cm = self.split(xBC)
+            parts, new_conv_state = self.conv1d.silu_split(xBC, conv_state, sizes)
+        x, Bm, Cm = self.heads(*parts)
         return z, x, Bm, Cm, self.dt(dt_raw), self.A(), new_conv_state
 
     def project(self, u: torch.Tensor) -> tuple[torch.Tensor | RecomputedGate, torch.Tensor, torch.Tensor]:
@@ -191,10 +190,6 @@ class SSDProjections(nn.Module):
             return RecomputedGate(u, weight[:n], None if bias is None else bias[:n]), xBC, dt_raw
         zxbcdt = self.in_proj(u)
         return torch.split(zxbcdt, [self.d_inner, self.conv_channels, self.n_heads], dim=-1)
-
-    def conv(self, xBC: torch.Tensor, conv_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        y, state = self.conv1d(xBC, conv_state)
-        return F.silu(y), state
 
     def split(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """post-conv [B,T,C] -> x [B,T,H,P], B [B,T,G,N], C [B,T,G,N]."""
