@@ -10,6 +10,7 @@ import pytest
 
 import zoo.training.runs
 from zoo.cli import compare as compare_cmd
+from zoo.cli import compare_report
 from zoo.errors import ZooError
 from zoo.training.stats import significant, t_interval, t_quantile_975
 
@@ -126,6 +127,21 @@ def test_the_record_keeps_every_value_with_one_line_per_history_point() -> None:
     text = compare_cmd.record_json(record)
     assert json.loads(text) == record
     assert '{"step":1,"loss":0.1234567890123,' in text and '{"step":2,"loss":null}' in text
+
+
+def test_thinned_curves_keep_the_ends_and_every_evaluation() -> None:
+    history = [{"step": i, "loss": float(i)} for i in range(1, 1001)]
+    for i in (250, 333, 1000):
+        history[i - 1]["eval_loss"] = 1.0 / i
+    thin = compare_report.thin_history(history, max_points=100)
+    steps = [p["step"] for p in thin]
+    assert steps[0] == 1 and steps[-1] == 1000 and {250, 333} <= set(steps)
+    assert steps == sorted(steps) and 100 <= len(thin) <= 103
+    assert all(p is history[p["step"] - 1] for p in thin)  # whole points, never averaged
+    assert compare_report.thin_history(history[:50], max_points=100) == history[:50]
+    rows = [{"model": "m", "history": history}, {"model": "diverged"}]
+    thinned = compare_report.thin_rows(rows, max_points=100)
+    assert thinned[0]["history"] == thin and thinned[1] == rows[1] and len(rows[0]["history"]) == 1000
 
 
 def _has_matplotlib() -> bool:

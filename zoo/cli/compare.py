@@ -7,7 +7,8 @@ text evaluates every seed on the same validation windows). With
 ``--lrs A,B,C`` every model trains at every learning rate with every seed, and with ``--warmups
 N,M`` at every warm-up length too (a recipe is a learning rate and a warm-up); the table reports
 each model at the recipe with the lowest mean validation loss, and ``compare.json`` keeps every
-run. All runs see the same number of tokens; the table shows the parameter counts and a
+run (its training curve thinned to about 100 points; every step is in the run's
+``metrics.jsonl``). All runs see the same number of tokens; the table shows the parameter counts and a
 note flags models more than 2% apart. Intervals: ``zoo.training.stats``.
 
 A run that diverges (a non-finite loss) is recorded as diverged and the sweep goes on; a learning
@@ -31,7 +32,7 @@ from typing import Any
 
 from zoo.checkpoint import atomic_write_text
 from zoo.cli._task_args import add_task_args, task_from_args
-from zoo.cli.compare_report import markdown_table, parameter_note, plot_rows, record_json, sweep_table
+from zoo.cli.compare_report import markdown_table, parameter_note, plot_rows, record_json, sweep_table, thin_rows
 from zoo.cli.train import add_training_args, config_from_args
 from zoo.errors import ZooError
 
@@ -335,7 +336,8 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"argv": sys.argv[1:], "interval": interval, "summary": summary, "sweep": sweep, "rows": rows}
+    # the curves are thinned in compare.json (the plot below uses every step)
+    record = {"argv": sys.argv[1:], "interval": interval, "summary": summary, "sweep": sweep, "rows": thin_rows(rows)}
     text = table + "\n\n" + interval + "\n" + (note + "\n" if note else "")
     rates = sweep_table(summary, sweep, accuracy=accuracy)
     if rates is not None:

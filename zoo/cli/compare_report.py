@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 PARAM_MATCH = 0.02  # parameter counts further apart than this are flagged as unmatched
+CURVE_POINTS = 100  # training-loss points per run that compare.json keeps (every point stays in the run's log)
 
 
 def _cell(metric: dict[str, Any] | None, digits: int = 4) -> str:
@@ -92,6 +93,25 @@ def parameter_note(summary: list[dict[str, Any]]) -> str | None:
         limit = f"{100 * PARAM_MATCH:.0f}%"
         return f"note: parameter counts differ by {100 * spread:.1f}% (> {limit}): not parameter-matched"
     return None
+
+
+def thin_history(history: list[dict[str, Any]], max_points: int = CURVE_POINTS) -> list[dict[str, Any]]:
+    """A run's per-step ``history`` cut to about ``max_points`` points for ``compare.json``:
+    every k-th step (k chosen so at most ``max_points`` are kept), the first and the last, and
+    every evaluated step (a point with an ``eval_*`` key). Points are kept whole, never
+    averaged; the full curve stays in the run directory's metrics log."""
+    stride = max(1, -(-len(history) // max_points))
+    last = len(history) - 1
+    return [
+        point
+        for i, point in enumerate(history)
+        if i % stride == 0 or i == last or any(key.startswith("eval_") for key in point)
+    ]
+
+
+def thin_rows(rows: list[dict[str, Any]], max_points: int = CURVE_POINTS) -> list[dict[str, Any]]:
+    """``rows`` with each run's history thinned (``thin_history``); the rows are not changed."""
+    return [{**row, "history": thin_history(row["history"], max_points)} if "history" in row else row for row in rows]
 
 
 def record_json(record: dict[str, Any]) -> str:
