@@ -23,7 +23,6 @@ from zoo.testing import (
     ssm_inputs,
     tolerance,
 )
-from zoo.testing.conformance import ConformanceCase, run_compile_case
 from zoo_plugins.triton_ssd import TritonConverter, TritonSSM, transmamba_ssd
 
 available, why = TritonSSM.is_available()
@@ -61,20 +60,6 @@ def test_segment_splits_match_reference(per_segment: int) -> None:
     check_converter_backend(TritonConverter(params), device=DEVICE, dtype=torch.float32, cases=cases, tol=FP32_TOL)
 
 
-def test_batch_slices_keep_offsets_within_int32(monkeypatch) -> None:
-    from zoo_plugins.triton_ssd import plan
-
-    x = torch.empty(8, 65536, 48, 64)
-    # B=8, T=64K, chunk 64 with saved states: 3.2e9 elements > 2**31 - 1, so slices of 5 rows
-    assert plan.batch_slices(x, 8, 128, 64, True) == [(0, 5), (5, 8)]
-    assert plan.batch_slices(x, 8, 128, 64, False) == [(0, 8)]  # the forward alone fits
-    with pytest.raises(ValueError, match="chunk_size=16.*larger chunk_size"):
-        plan.batch_slices(torch.empty(1, 2**20, 48, 64), 8, 128, 16, True)
-    monkeypatch.setattr(plan, "INT32_LIMIT", 300)  # a row: 16 padded tokens x 2 heads x 8 = 256
-    assert plan.batch_slices(torch.empty(3, 2, 2, 8), 1, 4, 16, False) == [(0, 1), (1, 2), (2, 3)]
-    assert plan.batch_slices(torch.empty(0, 2, 2, 8), 1, 4, 16, False) == [(0, 0)]
-
-
 # Cut into one-row batch slices (a tiny int32 limit), forward and backward match the reference.
 @pytest.mark.slow
 def test_batch_slices_match_reference(monkeypatch) -> None:
@@ -87,18 +72,6 @@ def test_batch_slices_match_reference(monkeypatch) -> None:
     check_converter_backend(
         TritonConverter({"chunk_size": CHUNK}), device=DEVICE, dtype=torch.float32, cases=cases, tol=FP32_TOL
     )
-
-
-def test_segments_fill_the_device_only_when_rows_do_not() -> None:
-    from zoo_plugins.triton_ssd import plan
-    from zoo_plugins.triton_ssd.tuning import DEFAULT
-
-    cpu = torch.device("cpu")  # the interpreter's stand-in device: 64 processors, 128 programs
-    assert plan.segments(100, 64, cpu, DEFAULT) == (100, 1)  # rows fill it: one segment, no extra pass
-    assert plan.segments(100, 2, cpu, DEFAULT) == (2, 50)  # two rows: 64 segments wanted, of 2 chunks
-    assert plan.segments(3, 2, cpu, DEFAULT) == (1, 3)  # never more segments than chunks
-    assert plan.segments(0, 2, cpu, DEFAULT) == (1, 1)
-    assert plan.segments(4, 0, cpu, DEFAULT) == (4, 1)  # an empty batch: nothing to split
 
 
 def test_empty_batch_scans_to_empty_outputs_and_gradients() -> None:
@@ -237,59 +210,6 @@ def test_fp16_saves_fp32_states_and_matches_fp32() -> None:
     assert plan.saved_dtype(torch.empty(1, dtype=torch.bfloat16)) == torch.bfloat16
 
 
-def test_fp32_runs_unpipelined_with_gpu_sized_chunks() -> None:
-    # fp32 with 3 pipeline stages gave wrong outputs on the H200 (docs/benchmarks.md, "Correctness
-    # limits found on the GPU"); fp32 chunk-128 tiles do not fit an SM's shared memory.
-    from zoo_plugins.triton_ssd import plan
-    from zoo_plugins.triton_ssd.tuning import DEFAULT, Tuning
-
-    assert plan.stages(torch.float32, DEFAULT) == 1 and plan.stages(torch.bfloat16, DEFAULT) == 3
-    two = Tuning(stages=2)  # a 16-bit knob: fp32 stays unpipelined
-    assert plan.stages(torch.float32, two) == 1 and plan.stages(torch.bfloat16, two) == 2
-    assert plan.effective_chunk(128, torch.empty(1)) == 128  # the cap is for CUDA tensors only
-    assert plan.effective_chunk(128, torch.empty(1, dtype=torch.bfloat16)) == 128
-    if torch.cuda.is_available():
-        assert plan.effective_chunk(128, torch.empty(1, device="cuda")) == 64
-        assert plan.effective_chunk(128, torch.empty(1, device="cuda", dtype=torch.bfloat16)) == 128
-
-
-def test_tuning_knobs_are_checked_and_reach_the_launches(monkeypatch) -> None:
-    from zoo_plugins.triton_ssd import plan
-    from zoo_plugins.triton_ssd.tuning import DEFAULT, Tuning, parse_knobs
-
-    assert parse_knobs("chunk_warps=4, stages=2,maxnreg=none") == {"chunk_warps": 4, "stages": 2, "maxnreg": None}
-    assert Tuning.parse("chunk_warps=4, stages=2") == Tuning(chunk_warps=4, stages=2)
-    with pytest.raises(ValueError, match="NAME=VALUE"):
-        Tuning.parse("chunk_warps")
-    with pytest.raises(KeyError, match="chunk_wraps"):
-        Tuning.of(chunk_wraps=4)
-    with pytest.raises(ValueError, match="stages=0"):
-        Tuning(stages=0)
-    with pytest.raises(ValueError, match="chunk_wraps"):  # the backend's param names the knob
-        TritonSSM({"tuning": {"chunk_wraps": 4}})
-    assert plan.chunk_launch(torch.bfloat16, 64, DEFAULT) == {"num_warps": 4, "num_stages": 3}
-    assert plan.chunk_launch(torch.bfloat16, 128, DEFAULT) == {"num_warps": 8, "num_stages": 3}
-    assert plan.chunk_launch(torch.float32, 64, DEFAULT) == {"num_warps": 8, "num_stages": 1}
-    chunk_knobs = Tuning(chunk_warps=4, chunk_stages=2, chunk_maxnreg=128)
-    assert chunk_knobs.overrides() == {"chunk_warps": 4, "chunk_stages": 2, "chunk_maxnreg": 128}
-    assert Tuning.from_args(chunk_knobs.to_args()) == chunk_knobs and Tuning.from_args(None) == DEFAULT
-    assert plan.chunk_launch(torch.float32, 64, chunk_knobs)["num_stages"] == 1  # fp32 stays unpipelined
-    monkeypatch.setenv("TRITON_INTERPRET", "0")  # a real launch gets the register cap
-    assert plan.chunk_launch(torch.bfloat16, 128, chunk_knobs) == {"num_warps": 4, "num_stages": 2, "maxnreg": 128}
-    walk_knobs = chunk_knobs.replace(warps=8, stages=2, maxnreg=168)
-    x = torch.empty(1, 100, 2, 8, dtype=torch.bfloat16)
-    assert plan.walk(x, 1, 16, 16, 7, walk_knobs).launch == {"num_warps": 8, "num_stages": 2, "maxnreg": 168}
-    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the interpreter has no registers to cap
-    assert plan.chunk_launch(torch.bfloat16, 128, chunk_knobs) == {"num_warps": 4, "num_stages": 2}
-    assert plan.walk(x, 1, 16, 16, 7, walk_knobs).launch == {"num_warps": 8, "num_stages": 2}
-    assert plan.programs_per_sm(Tuning(programs_per_sm=2)) == 2
-    assert plan.programs_per_sm(DEFAULT) == 4  # None is the default (4 per SM), not 1
-    with pytest.raises(ValueError, match="power of two"):
-        Tuning(chunk_warps=3)
-    with pytest.raises(ValueError, match="stages='two'"):
-        Tuning.parse("stages=two")
-
-
 @pytest.mark.slow
 def test_non_default_launch_knobs_match_reference() -> None:
     # On the GPU in bf16 (where stages apply: fp32 runs unpipelined); the CPU interpreter
@@ -397,155 +317,6 @@ def test_prefix_then_scan_method_matches_function() -> None:
     y = backend.prefix_then_scan(*args, transpoint=9, D=inputs["D"].float().to(DEVICE))
     full = backend(*args, D=inputs["D"].float().to(DEVICE))
     assert rel_err(y, full[:, 9:]) <= tolerance(torch.float32)
-
-
-@pytest.mark.parametrize("kind", ["ssm", "converter"])
-def test_compiles_fullgraph(kind: str) -> None:
-    run_compile_case(ConformanceCase(kind, "triton", SSMCase(2, 21, 4, 8, 8, 2), {"chunk_size": CHUNK}, DEVICE))
-
-
-def test_fused_call_compiles_fullgraph_with_backward() -> None:
-    inputs = ssm_inputs(SSMCase(1, 21, 2, 8, 8, 1))
-    args = [inputs[k].float().to(DEVICE).requires_grad_(True) for k in ("x", "dt", "A", "B", "C")]
-    backend = TritonSSM({"chunk_size": CHUNK})
-
-    def step(x, dt, A, B, C):
-        y, state = backend.prefix_then_scan(x, dt, A, B, C, transpoint=9, return_final_state=True)
-        return y.square().sum() + state.sum()
-
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    grads = torch.autograd.grad(compiled(*args), args)
-    expected = torch.autograd.grad(step(*args), args)
-    for a, e in zip(grads, expected, strict=True):
-        assert rel_err(a, e) <= tolerance(torch.float32)
-
-
-def test_eager_calls_skip_the_custom_op_and_compiled_graphs_record_it(monkeypatch) -> None:
-    """Eagerly ``ssd()`` runs ``ops._EagerSSD`` (less host work); under torch.compile the
-    graph holds the ``zoo_triton_ssd`` ops, forward and backward, as opaque nodes."""
-    from zoo_plugins.triton_ssd import ops, ssd
-
-    inputs = ssm_inputs(SSMCase(1, 21, 2, 8, 8, 1))
-    args = [inputs[k].float().to(DEVICE).requires_grad_(True) for k in ("x", "dt", "A", "B", "C")]
-    graphs = []
-
-    def record(gm, example_inputs):
-        from functorch.compile import make_boxed_func
-
-        graphs.append(gm.code)
-        return make_boxed_func(gm.forward)
-
-    def step(x, dt, A, B, C):
-        return ssd(x, dt, A, B, C, chunk_size=CHUNK).square().sum()
-
-    from torch._functorch.aot_autograd import aot_module_simplified
-
-    def backend(gm, example_inputs):
-        return aot_module_simplified(gm, example_inputs, fw_compiler=record, bw_compiler=record)
-
-    compiled = torch.compile(step, fullgraph=True, backend=backend)
-    torch.autograd.grad(compiled(*args), args)
-    assert len(graphs) == 2
-    assert "zoo_triton_ssd.ssd_fwd" in graphs[0] and "zoo_triton_ssd.ssd_bwd" in graphs[1]
-
-    def no_op(*_args, **_kwargs):
-        raise AssertionError("the eager path went through the custom op")
-
-    monkeypatch.setattr(ops, "ssd_fwd", no_op)
-    monkeypatch.setattr(ops, "ssd_bwd", no_op)
-    torch.autograd.grad(step(*args), args)
-
-
-def test_sliced_inputs_as_a_mixer_passes_them() -> None:
-    """x, B and C sliced from one [B, T, channels] tensor (a mixer's conv output): same
-    outputs and gradients as contiguous copies, eagerly and compiled. Compiled, the copies
-    are made in the graph, before the op (where inductor fuses them into the producer)."""
-    from zoo_plugins.triton_ssd import ssd
-
-    case = SSMCase(1, 21, 2, 8, 8, 1)
-    inputs = ssm_inputs(case)
-    x, B, C = (inputs[k].float().to(DEVICE) for k in ("x", "B", "C"))
-    dt, A = inputs["dt"].float().to(DEVICE), inputs["A"].float().to(DEVICE)
-    packed = torch.cat([x.flatten(2), B.flatten(2), C.flatten(2)], dim=-1).requires_grad_(True)
-
-    def step(packed, dt, A):
-        xs, Bs, Cs = torch.split(packed, [x[0, 0].numel(), B[0, 0].numel(), C[0, 0].numel()], dim=-1)
-        y = ssd(
-            xs.unflatten(-1, x.shape[2:]),
-            dt,
-            A,
-            Bs.unflatten(-1, B.shape[2:]),
-            Cs.unflatten(-1, C.shape[2:]),
-            chunk_size=CHUNK,
-        )
-        return y.square().sum()
-
-    contiguous = [t.clone().requires_grad_(True) for t in (x, B, C)]
-    ref = ssd(contiguous[0], dt, A, contiguous[1], contiguous[2], chunk_size=CHUNK).square().sum()
-    ref_grad = torch.cat([g.flatten(2) for g in torch.autograd.grad(ref, contiguous)], dim=-1)
-    graphs = []
-
-    def record(gm, example_inputs):
-        from functorch.compile import make_boxed_func
-
-        graphs.append(gm)
-        return make_boxed_func(gm.forward)
-
-    from torch._functorch.aot_autograd import aot_module_simplified
-
-    def backend(gm, example_inputs):
-        return aot_module_simplified(gm, example_inputs, fw_compiler=record, bw_compiler=record)
-
-    for fn in (step, torch.compile(step, fullgraph=True, backend=backend)):
-        loss = fn(packed, dt, A)
-        (grad,) = torch.autograd.grad(loss, packed)
-        assert rel_err(loss, ref) <= tolerance(torch.float32)
-        assert rel_err(grad, ref_grad) <= tolerance(torch.float32)
-    (op_node,) = [n for n in graphs[0].graph.nodes if "ssd_fwd" in str(n.target)]
-    for arg in op_node.args[:5]:  # x, dt, A, B, C as the op receives them
-        assert arg.meta["val"].is_contiguous(), arg
-
-
-@pytest.mark.parametrize("tracing_mode", ["fake", "symbolic"])
-def test_other_tracers_get_the_op(tracing_mode: str) -> None:
-    """make_fx (fake or symbolic shapes) traces ``ssd()`` to the op via its fake kernel,
-    never into the eager path's Triton launches."""
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    from zoo_plugins.triton_ssd import ssd
-
-    inputs = ssm_inputs(SSMCase(1, 21, 2, 8, 8, 1))
-    args = [inputs[k].float().to(DEVICE) for k in ("x", "dt", "A", "B", "C")]
-    graph = make_fx(lambda *a: ssd(*a, chunk_size=CHUNK), tracing_mode=tracing_mode)(*args)
-    assert "zoo_triton_ssd.ssd_fwd" in graph.code
-
-
-@pytest.mark.slow
-def test_compiled_autograd_over_an_eager_forward() -> None:
-    """An eager forward (``_EagerSSD``) whose backward compiled autograd traces: the traced
-    backward calls the op, and the gradients equal the eager ones."""
-    from torch._dynamo import compiled_autograd
-
-    from zoo_plugins.triton_ssd import ssd
-
-    inputs = ssm_inputs(SSMCase(1, 20, 2, 8, 8, 1))
-    args = [inputs[k].float().to(DEVICE).requires_grad_(True) for k in ("x", "dt", "A", "B", "C")]
-    expected = torch.autograd.grad(ssd(*args, chunk_size=CHUNK).square().sum(), args)
-    loss = ssd(*args, chunk_size=CHUNK).square().sum()
-    with compiled_autograd._enable(lambda gm: torch.compile(gm, backend="aot_eager", fullgraph=True)):
-        loss.backward()
-    for arg, e in zip(args, expected, strict=True):
-        assert rel_err(arg.grad, e) <= tolerance(torch.float32)
-
-
-def test_double_backward_is_refused_not_silently_wrong() -> None:
-    from zoo_plugins.triton_ssd import ssd
-
-    inputs = ssm_inputs(SSMCase(1, 20, 2, 8, 8, 1))
-    x, dt, A, B, C = (inputs[k].float().to(DEVICE).requires_grad_(True) for k in ("x", "dt", "A", "B", "C"))
-    (grad,) = torch.autograd.grad(ssd(x, dt, A, B, C, chunk_size=CHUNK).square().sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="differentiate twice"):
-        grad.sum().backward()
 
 
 def test_rejects_bad_chunk_size_and_transpoint() -> None:
