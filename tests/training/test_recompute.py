@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from recompute_models import (
+    assert_same_numbers,
+    compile_with_aot_eager,
+    loss_and_grads,
+    seeded_preset,
+    with_backend,
+    with_norm_output,
+)
 
 import zoo
 from zoo.training import distributed
@@ -32,35 +40,6 @@ def test_the_triton_plugin_declares_its_conv_and_norm_cheap() -> None:
     assert "zoo_triton_ssd::ssd_fwd" not in declared
 
 
-def _model(preset: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return zoo.build(preset)
-
-
-def _loss_and_grads(model: torch.nn.Module, ids: torch.Tensor):
-    loss = torch.nn.functional.cross_entropy(model(ids).flatten(0, 1).float(), ids.flatten())
-    loss.backward()
-    return loss.detach(), {name: p.grad for name, p in model.named_parameters()}
-
-
-def _compile_with_aot_eager(monkeypatch) -> None:
-    """fullgraph compile through dynamo, the joint graph and its partition, without codegen."""
-    import zoo.compile
-
-    options = zoo.compile.compile_options
-    monkeypatch.setattr(zoo.compile, "compile_options", lambda **kw: options(**{**kw, "backend": "aot_eager"}))
-
-
-def _assert_same_numbers(results, *, exact_loss: bool = False) -> None:
-    """The second (loss, grads) against the first, to fp32 rounding (``exact_loss``: the same
-    ops in the same order, so the loss bit for bit and the gradients to tighter rounding)."""
-    (loss, grads), (other_loss, other_grads) = results
-    loss_tol, grad_tol = ((0, 0), (1e-6, 1e-7)) if exact_loss else ((1e-6, 1e-6), (1e-5, 1e-6))
-    torch.testing.assert_close(other_loss, loss, rtol=loss_tol[0], atol=loss_tol[1])
-    for name, grad in grads.items():
-        torch.testing.assert_close(other_grads[name], grad, rtol=grad_tol[0], atol=grad_tol[1], msg=name)
-
-
 def _policy_calls(monkeypatch) -> list[int]:
     """Counts the selective contexts made: the policy really wraps the blocks."""
     from zoo.training import recompute
@@ -80,23 +59,23 @@ def _policy_calls(monkeypatch) -> list[int]:
 def test_selective_checkpointing_compiled_matches_eager_without_it(monkeypatch, preset: str) -> None:
     """fullgraph compile (aot_eager: dynamo, the joint graph and its partition, no codegen)
     with the policy's tags against the eager model without checkpointing."""
-    _compile_with_aot_eager(monkeypatch)
+    compile_with_aot_eager(monkeypatch)
     calls = _policy_calls(monkeypatch)
     ids = torch.randint(0, 200, (2, 48), generator=torch.Generator().manual_seed(1))
     results = []
     for policy, compile in (("none", False), ("selective", True)):
-        model = _model(preset)
+        model = seeded_preset(preset)
         distributed.prepare_model(model, context=None, activation_checkpointing=policy, compile=compile)
-        results.append(_loss_and_grads(model, ids))
+        results.append(loss_and_grads(model, ids))
     assert calls[0] > 0
-    _assert_same_numbers(results)
+    assert_same_numbers(results)
 
 
 @pytest.mark.slow
 def test_selective_checkpointing_keeps_less_and_drops_the_recomputed_sites() -> None:
     memory = {}
     for policy in ("none", "selective"):
-        model = _with_norm_output("mamba2-tiny", "save")  # kept without the policy, so it shows
+        model = with_norm_output("mamba2-tiny", "save")  # kept without the policy, so it shows
         distributed.prepare_model(model, context=None, activation_checkpointing=policy)
         memory[policy] = profile_training_memory(model, batch=2, seq_len=64)
     none, selective = memory["none"], memory["selective"]
@@ -128,334 +107,12 @@ def test_selective_checkpointing_over_the_triton_plugin_keeps_the_numbers(monkey
         torch.manual_seed(0)
         model = zoo.build(spec)
         distributed.prepare_model(model, context=None, activation_checkpointing=policy)
-        results.append(_loss_and_grads(model, ids))
+        results.append(loss_and_grads(model, ids))
     assert calls[0] >= len(model.blocks)  # eager: a context per block call
-    _assert_same_numbers(results, exact_loss=True)
+    assert_same_numbers(results, exact_loss=True)
 
 
 # ---------------------------------------------------------------- norm: output=recompute
-
-
-def _count_checkpoints(monkeypatch) -> list[int]:
-    """A one-element list that counts calls of torch.utils.checkpoint.checkpoint from now on."""
-    calls = [0]
-    real = torch.utils.checkpoint.checkpoint
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
-    return calls
-
-
-def _seeded_build(spec: dict, layers: int | None) -> torch.nn.Module:
-    """The spec (its first ``layers`` blocks, if given) built under seed 0."""
-    if layers is not None:
-        spec["layers"] = spec["layers"][:layers]
-    torch.manual_seed(0)
-    return zoo.build(spec)
-
-
-def _with_backend(preset: str, slot: str, value: str, *, layers: int | None = None) -> torch.nn.Module:
-    from zoo.overrides import spec_with_backends
-    from zoo.training.runs import resolve_spec
-
-    return _seeded_build(spec_with_backends(resolve_spec(preset), {slot: value})[0], layers)
-
-
-def _with_norm_output(preset: str, output: str, *, layers: int | None = None) -> torch.nn.Module:
-    return _with_backend(preset, "norm", f"torch:output={output}", layers=layers)
-
-
-@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
-def test_norm_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    saved = _loss_and_grads(_with_norm_output(preset, "save"), ids)
-    calls = _count_checkpoints(monkeypatch)
-    model = _with_norm_output(preset, "recompute")
-    recomputed = _loss_and_grads(model, ids)
-    assert calls[0] >= len(model.blocks)  # each block's norm ran under the checkpoint
-    # mamba2: the same ops again, bit for bit; transmamba: out_proj per row block, rounding apart
-    tol = {"rtol": 0, "atol": 0} if preset.startswith("mamba2") else {"rtol": 1e-5, "atol": 1e-6}
-    torch.testing.assert_close(recomputed[0], saved[0], **tol)
-    for name, grad in saved[1].items():
-        torch.testing.assert_close(recomputed[1][name], grad, **tol, msg=name)
-
-
-def test_norm_output_recompute_changes_nothing_without_gradients() -> None:
-    """Inference: no checkpoint, and TransMamba joins its row blocks before out_proj again, so
-    the logits equal those of the kept output bit for bit (and recompute is the default)."""
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    default = _model("transmamba-tiny")
-    assert all(block.mixer.norm.recompute_output for block in default.blocks)
-    with torch.no_grad():
-        logits = {output: _with_norm_output("transmamba-tiny", output)(ids) for output in ("save", "recompute")}
-        assert torch.equal(default(ids), logits["recompute"])
-    assert torch.equal(logits["recompute"], logits["save"])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
-def test_norm_output_recompute_drops_the_saved_norm_output_under_compile(preset: str) -> None:
-    memory = {
-        output: profile_training_memory(_with_norm_output(preset, output), batch=2, seq_len=64)
-        for output in ("save", "recompute")
-    }
-    ops = {output: {(s.where, s.op) for s in m.saved} for output, m in memory.items()}
-    # the norm's output, and in transmamba's blocks with 0 < P < T the join of its row blocks
-    sites = [("blocks.*.mixer.ssd.norm", "prims.convert_element_type")]
-    if preset.startswith("transmamba"):
-        sites.append(("blocks.*.mixer", "aten.cat"))
-    for site in sites:
-        assert site in ops["save"] and site not in ops["recompute"], site
-    assert memory["recompute"].saved_bytes < memory["save"].saved_bytes
-
-
-# ---------------------------------------------------------------- the conv's ``output: recompute``
-
-
-def _with_conv_output(preset: str, output: str, *, conv: str = "torch", layers: int | None = None) -> torch.nn.Module:
-    if conv == "triton":
-        pytest.importorskip("triton")
-    return _with_backend(preset, "conv", f"{conv}:output={output}", layers=layers)
-
-
-@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
-def test_conv_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    saved = _loss_and_grads(_with_conv_output(preset, "save"), ids)
-    calls = _count_checkpoints(monkeypatch)
-    model = _with_conv_output(preset, "recompute")
-    assert all(block.mixer.ssd.conv_backend.recompute_output for block in model.blocks)
-    recomputed = _loss_and_grads(model, ids)
-    assert calls[0] >= 2 * len(model.blocks)  # each block's conv (and norm) ran under a checkpoint
-    torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)  # the same ops again
-    for name, grad in saved[1].items():
-        torch.testing.assert_close(recomputed[1][name], grad, rtol=0, atol=0, msg=name)
-
-
-def test_conv_output_is_saved_by_default_and_inference_takes_no_checkpoint(monkeypatch) -> None:
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    assert not any(block.mixer.ssd.conv_backend.recompute_output for block in _model("mamba2-tiny").blocks)
-    model = _with_conv_output("mamba2-tiny", "recompute")
-    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: pytest.fail("checkpoint without grad"))
-    with torch.no_grad():
-        assert torch.equal(model(ids), _with_conv_output("mamba2-tiny", "save")(ids))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
-def test_conv_output_recompute_drops_the_conv_outputs_and_nothing_else_under_compile(preset: str) -> None:
-    """Traced as one compiled graph (no per-block wrapping): with the Triton conv, its outputs
-    stop being saved and every other site keeps its size."""
-    memory = {
-        output: profile_training_memory(_with_conv_output(preset, output, conv="triton", layers=2), batch=2, seq_len=64)
-        for output in ("save", "recompute")
-    }
-    sites = {output: {(s.where, s.op): s.nbytes for s in m.saved} for output, m in memory.items()}
-    conv = [site for site in sites["save"] if "causal_conv1d_fwd" in site[1]]
-    assert conv and not any("causal_conv1d_fwd" in site[1] for site in sites["recompute"])
-    assert memory["recompute"].saved_bytes < memory["save"].saved_bytes
-    assert sites["recompute"] == {site: n for site, n in sites["save"].items() if site not in conv}
-
-
-# ---------------------------------------------------------------- SwiGLU's ``hidden: recompute``
-
-
-def _with_mlp_hidden(preset: str, hidden: str, *, layers: int | None = None) -> torch.nn.Module:
-    from zoo.overrides import spec_with_mlp_hidden
-    from zoo.training.runs import resolve_spec
-
-    return _seeded_build(spec_with_mlp_hidden(resolve_spec(preset), hidden), layers)
-
-
-@pytest.mark.parametrize("preset", ["transformer-tiny", "transmamba-tiny"])
-def test_mlp_hidden_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    saved = _loss_and_grads(_with_mlp_hidden(preset, "save"), ids)
-    calls = _count_checkpoints(monkeypatch)
-    model = _with_mlp_hidden(preset, "recompute")
-    assert all(block.mlp.recompute_hidden for block in model.blocks)
-    recomputed = _loss_and_grads(model, ids)
-    assert calls[0] >= len(model.blocks)  # each block's SwiGLU product ran under a checkpoint
-    torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)  # the same ops again
-    for name, grad in saved[1].items():
-        torch.testing.assert_close(recomputed[1][name], grad, rtol=0, atol=0, msg=name)
-
-
-def test_mlp_hidden_is_saved_by_default_and_inference_takes_no_checkpoint(monkeypatch) -> None:
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    assert not any(block.mlp.recompute_hidden for block in _model("transformer-tiny").blocks)
-    model = _with_mlp_hidden("transformer-tiny", "recompute")
-    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: pytest.fail("checkpoint without grad"))
-    with torch.no_grad():
-        assert torch.equal(model(ids), _with_mlp_hidden("transformer-tiny", "save")(ids))
-
-
-def test_mlp_hidden_override_is_checked_and_spares_layers_without_an_mlp() -> None:
-    from zoo.errors import ZooError
-    from zoo.overrides import spec_with_mlp_hidden
-    from zoo.training.runs import resolve_spec
-
-    spec = resolve_spec("transformer-tiny")
-    spec["layers"][0] = {**spec["layers"][0], "mlp": {"kind": "none"}}
-    out = spec_with_mlp_hidden(spec, "recompute")
-    assert out["layers"][0]["mlp"] == {"kind": "none"}
-    assert all(layer["mlp"]["hidden"] == "recompute" for layer in out["layers"][1:])
-    with pytest.raises(ZooError, match="mlp hidden: expected one of save, recompute"):
-        spec_with_mlp_hidden(spec, "drop")
-
-
-@pytest.mark.parametrize("preset", ["transformer-tiny", "transmamba-tiny"])
-def test_mlp_hidden_recompute_drops_the_product_and_nothing_else_under_compile(preset: str) -> None:
-    """Traced as one compiled graph: the product silu(gate) * up stops being saved and every
-    other site keeps its size."""
-    memory = {
-        hidden: profile_training_memory(_with_mlp_hidden(preset, hidden, layers=2), batch=2, seq_len=64)
-        for hidden in ("save", "recompute")
-    }
-    sites = {hidden: {(s.where, s.op): s.nbytes for s in m.saved} for hidden, m in memory.items()}
-    product = ("blocks.*.mlp", "aten.mul")
-    assert product in sites["save"] and product not in sites["recompute"]
-    assert sites["recompute"] == {site: n for site, n in sites["save"].items() if site != product}
-
-
-# ---------------------------------------------------------------- the SSD mixers' ``gate: recompute``
-
-
-def _with_ssd_gate(preset: str, gate: str, *, layers: int | None = None, **params) -> torch.nn.Module:
-    from zoo.overrides import spec_with_ssd_gate
-    from zoo.training.runs import resolve_spec
-
-    spec = spec_with_ssd_gate(resolve_spec(preset), gate)
-    for layer in spec["layers"]:
-        if layer["mixer"]["name"] == "transmamba":
-            layer["mixer"]["params"].update(params)
-    return _seeded_build(spec, layers)
-
-
-@pytest.mark.parametrize(
-    "preset, params",
-    [("mamba2-tiny", {}), ("transmamba-tiny", {}), ("transmamba-tiny", {"attn_gate": True}), ("hybrid-tiny", {})],
-)
-def test_ssd_gate_recompute_keeps_the_numbers_eager(monkeypatch, preset: str, params: dict) -> None:
-    """The same loss bit for bit (z's own matmul gives the same numbers here); in_proj's
-    input gradient is now the sum of two matmuls, so the gradients agree to fp32 rounding."""
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    saved = _loss_and_grads(_with_ssd_gate(preset, "save", **params), ids)
-    calls = _count_checkpoints(monkeypatch)
-    model = _with_ssd_gate(preset, "recompute", **params)
-    ssd_blocks = [block for block in model.blocks if hasattr(block.mixer, "ssd")]
-    assert ssd_blocks and all(block.mixer.ssd.recompute_gate for block in ssd_blocks)
-    recomputed = _loss_and_grads(model, ids)
-    assert calls[0] >= 2 * len(ssd_blocks)  # each SSD block's gated norm ran under the gate's checkpoint
-    torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)
-    _assert_same_numbers([saved, recomputed])
-
-
-def test_ssd_gate_is_saved_by_default_and_inference_forms_z_at_once() -> None:
-    """Without gradients no ``RecomputedGate`` is made: one in_proj matmul, as with ``save``."""
-    from zoo.layers.mixers.ssd_base import RecomputedGate
-
-    assert not any(block.mixer.ssd.recompute_gate for block in _model("transmamba-tiny").blocks)
-    model = _with_ssd_gate("transmamba-tiny", "recompute")
-    u = torch.randn(2, 5, model.spec.d_model)
-    with torch.no_grad():
-        z, *_ = model.blocks[0].mixer.ssd.project(u)
-    assert isinstance(z, torch.Tensor)
-    z, *_ = model.blocks[0].mixer.ssd.project(u)
-    assert isinstance(z, RecomputedGate)
-    assert z[:, 2:].u.shape == (2, 3, model.spec.d_model)  # rows taken, the weight kept
-    torch.testing.assert_close(z[:, 2:].value(), model.blocks[0].mixer.ssd.in_proj(u)[:, 2:, : z.weight.shape[0]])
-
-
-def test_ssd_gate_recompute_keeps_generation_exact() -> None:
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        assert torch.equal(_with_ssd_gate("transmamba-tiny", "recompute")(ids), _model("transmamba-tiny")(ids))
-
-
-def test_ssd_gate_override_is_checked_and_spares_attention_layers() -> None:
-    from zoo.errors import ZooError
-    from zoo.overrides import spec_with_ssd_gate
-    from zoo.training.runs import resolve_spec
-
-    out = spec_with_ssd_gate(resolve_spec("hybrid-tiny"), "recompute")
-    for layer in out["layers"]:
-        if layer["mixer"]["name"] == "attention":
-            assert "gate" not in (layer["mixer"].get("params") or {})
-        else:
-            assert layer["mixer"]["params"]["gate"] == "recompute"
-    with pytest.raises(ZooError, match="ssd gate: expected one of save, recompute"):
-        spec_with_ssd_gate(out, "drop")
-    with pytest.raises(ZooError, match="gate"):  # the schema's own check, for a hand-written spec
-        bad = resolve_spec("mamba2-tiny")
-        bad["layers"][0]["mixer"]["params"]["gate"] = "drop"
-        zoo.build(bad, device="meta")
-
-
-@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
-def test_ssd_gate_recompute_drops_z_under_compile(preset: str) -> None:
-    """Traced as one compiled graph: in_proj's whole output (z with it) stops being saved, only
-    its x/B/C/dt columns are, and the saved bytes fall by at least z's bf16 size per layer."""
-    memory = {
-        gate: profile_training_memory(_with_ssd_gate(preset, gate, layers=2), batch=2, seq_len=64)
-        for gate in ("save", "recompute")
-    }
-    sites = {gate: {(s.where, s.op): s for s in m.saved} for gate, m in memory.items()}
-    whole = ("blocks.*.mixer.ssd.in_proj", "aten.mm")
-    assert whole in sites["save"] and whole not in sites["recompute"]
-    d_inner = _model(preset).blocks[0].mixer.ssd.d_inner
-    rest = [
-        s
-        for s in sites["recompute"].values()
-        if s.op == "aten.mm" and s.shape[-1] == sites["save"][whole].shape[-1] - d_inner
-    ]
-    assert rest, "x/B/C/dt's own matmul output is what in_proj keeps"
-    z_bytes = 2 * 2 * 64 * d_inner * 2  # layers x batch x T x d_inner x bf16
-    assert memory["save"].saved_bytes - memory["recompute"].saved_bytes >= z_bytes
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the Triton backends)")
-def test_ssd_gate_recompute_keeps_the_numbers_on_cuda_with_the_triton_backends() -> None:
-    """The CPU test's check on the GPU, over the backends ``auto`` picks there (Triton SSD, conv
-    and converter): compiled in fp32, to fp32 rounding; eager under bf16 autocast, the loss and
-    gradients as close as two bf16 matmul orders allow (two compiles, not four: the compiled
-    bf16 path is what the throughput benchmark's ``--ssd-gate recompute`` rows train).
-    transmamba-tiny's V9 schedule has a layer at P = 0 (Mamba2's path) and layers with both
-    paths."""
-    preset = "transmamba-tiny"
-    from zoo.overrides import spec_with_ssd_gate
-    from zoo.training.runs import resolve_spec
-
-    ids = torch.randint(0, 200, (4, 256), generator=torch.Generator().manual_seed(1)).cuda()
-    cases = ((None, True, 1e-5, (1e-4, 1e-5)), (torch.bfloat16, False, 2e-3, (5e-2, 1e-3)))
-    for autocast, compile, loss_tol, grad_tol in cases:
-        results = []
-        for gate in ("save", "recompute"):
-            torch.manual_seed(0)
-            model = zoo.build(spec_with_ssd_gate(resolve_spec(preset), gate), device="cuda", compile=compile)
-            with torch.autocast("cuda", dtype=autocast, enabled=autocast is not None):
-                results.append(_loss_and_grads(model, ids))
-        (loss, grads), (other_loss, other_grads) = results
-        torch.testing.assert_close(other_loss, loss, rtol=loss_tol, atol=loss_tol)
-        for name, grad in grads.items():
-            torch.testing.assert_close(other_grads[name], grad, rtol=grad_tol[0], atol=grad_tol[1], msg=name)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
-def test_ssd_gate_recompute_compiled_matches_eager(monkeypatch, preset: str) -> None:
-    """fullgraph compile (aot_eager) with the gate's checkpoint against the eager model that keeps z."""
-    _compile_with_aot_eager(monkeypatch)
-    ids = torch.randint(0, 200, (2, 48), generator=torch.Generator().manual_seed(1))
-    results = []
-    for gate, compile in (("save", False), ("recompute", True)):
-        model = _with_ssd_gate(preset, gate)
-        distributed.prepare_model(model, context=None, activation_checkpointing="none", compile=compile)
-        results.append(_loss_and_grads(model, ids))
-    _assert_same_numbers(results)
 
 
 # ---------------------------------------------------------------- the cheap policy
@@ -476,7 +133,7 @@ def test_the_cheap_policy_recomputes_only_declared_ops_and_leaves_aten_to_the_pa
 
 def _triton_conv_model(preset: str, layers: int = 2) -> torch.nn.Module:
     pytest.importorskip("triton")
-    return _with_backend(preset, "conv", "triton", layers=layers)
+    return with_backend(preset, "conv", "triton", layers=layers)
 
 
 @pytest.mark.slow
@@ -499,13 +156,13 @@ def test_the_cheap_policy_keeps_the_numbers_over_the_triton_conv() -> None:
         for policy in ("none", "cheap"):
             model = _triton_conv_model("transmamba-tiny")
             distributed.prepare_model(model, context=None, activation_checkpointing=policy)
-            results.append(_loss_and_grads(model, ids))
+            results.append(loss_and_grads(model, ids))
     finally:
         recompute.cheap_decision = real
     # the policy ran, and recomputed the conv (not every op, as full checkpointing would)
     assert any("causal_conv1d_fwd" in d and d.endswith("PREFER_RECOMPUTE") for d in decided)
     assert any(d.endswith("PREFER_SAVE") for d in decided)
-    _assert_same_numbers(results, exact_loss=True)
+    assert_same_numbers(results, exact_loss=True)
 
 
 @pytest.mark.slow
@@ -532,11 +189,11 @@ def test_the_cheap_policy_drops_the_conv_outputs_and_nothing_else() -> None:
 def test_the_policies_compiled_match_eager_without_them(monkeypatch, output: str, policy: str) -> None:
     """fullgraph compile (aot_eager) of the per-block wrapping: the cheap policy, and the norm's
     own checkpoint nested in a block's selective one, against the eager model without either."""
-    _compile_with_aot_eager(monkeypatch)
+    compile_with_aot_eager(monkeypatch)
     ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
     results = []
     for variant, ac, compile in (("save", "none", False), (output, policy, True)):
-        model = _with_norm_output("transmamba-tiny", variant, layers=2)
+        model = with_norm_output("transmamba-tiny", variant, layers=2)
         distributed.prepare_model(model, context=None, activation_checkpointing=ac, compile=compile)
-        results.append(_loss_and_grads(model, ids))
-    _assert_same_numbers(results)
+        results.append(loss_and_grads(model, ids))
+    assert_same_numbers(results)
