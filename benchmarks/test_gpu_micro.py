@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_micro import parse_conv_config, parse_conv_fwd_config  # noqa: E402
+from conv_ops_micro import parse_conv_config, parse_conv_fwd_config  # noqa: E402
 
 from zoo_plugins.triton_ssd import conv  # noqa: E402
 
@@ -38,7 +38,7 @@ def test_conv_ops_alone_time_every_backward_and_check_dx(monkeypatch) -> None:
     meaningful on a GPU)."""
     pytest.importorskip("triton")
     import torch
-    from gpu_micro import conv_ops_micro
+    from conv_ops_micro import conv_ops_micro
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     lines: list[str] = []
