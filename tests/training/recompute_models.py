@@ -68,3 +68,23 @@ def with_backend(preset: str, slot: str, value: str, *, layers: int | None = Non
 
 def with_norm_output(preset: str, output: str, *, layers: int | None = None) -> torch.nn.Module:
     return with_backend(preset, "norm", f"torch:output={output}", layers=layers)
+
+
+def assert_equal_within(results, *, rtol: float, atol: float) -> None:
+    """The second (loss, grads) against the first, loss and every gradient within the same
+    ``rtol`` / ``atol`` (0 and 0: bit for bit)."""
+    (loss, grads), (other_loss, other_grads) = results
+    torch.testing.assert_close(other_loss, loss, rtol=rtol, atol=atol)
+    for name, grad in grads.items():
+        torch.testing.assert_close(other_grads[name], grad, rtol=rtol, atol=atol, msg=name)
+
+
+def save_then_recompute(build, monkeypatch):
+    """``(saved, recomputed, model, calls)``: loss and gradients of ``build("save")`` and of
+    ``build("recompute")`` (``model``) on the same ids, and the checkpoint calls made from the
+    second build on."""
+    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
+    saved = loss_and_grads(build("save"), ids)
+    calls = count_checkpoints(monkeypatch)
+    model = build("recompute")
+    return saved, loss_and_grads(model, ids), model, calls[0]

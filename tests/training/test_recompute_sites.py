@@ -8,10 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 from recompute_models import (
+    assert_equal_within,
     assert_same_numbers,
     compile_with_aot_eager,
-    count_checkpoints,
     loss_and_grads,
+    save_then_recompute,
     seeded_build,
     seeded_preset,
     with_backend,
@@ -25,17 +26,11 @@ from zoo.training.memory_profile import profile_training_memory
 
 @pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
 def test_norm_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    saved = loss_and_grads(with_norm_output(preset, "save"), ids)
-    calls = count_checkpoints(monkeypatch)
-    model = with_norm_output(preset, "recompute")
-    recomputed = loss_and_grads(model, ids)
-    assert calls[0] >= len(model.blocks)  # each block's norm ran under the checkpoint
+    saved, recomputed, model, calls = save_then_recompute(lambda output: with_norm_output(preset, output), monkeypatch)
+    assert calls >= len(model.blocks)  # each block's norm ran under the checkpoint
     # mamba2: the same ops again, bit for bit; transmamba: out_proj per row block, rounding apart
     tol = {"rtol": 0, "atol": 0} if preset.startswith("mamba2") else {"rtol": 1e-5, "atol": 1e-6}
-    torch.testing.assert_close(recomputed[0], saved[0], **tol)
-    for name, grad in saved[1].items():
-        torch.testing.assert_close(recomputed[1][name], grad, **tol, msg=name)
+    assert_equal_within([saved, recomputed], **tol)
 
 
 def test_norm_output_recompute_changes_nothing_without_gradients() -> None:
@@ -78,16 +73,10 @@ def _with_conv_output(preset: str, output: str, *, conv: str = "torch", layers: 
 
 @pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
 def test_conv_output_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    saved = loss_and_grads(_with_conv_output(preset, "save"), ids)
-    calls = count_checkpoints(monkeypatch)
-    model = _with_conv_output(preset, "recompute")
+    saved, recomputed, model, calls = save_then_recompute(lambda output: _with_conv_output(preset, output), monkeypatch)
     assert all(block.mixer.ssd.conv_backend.recompute_output for block in model.blocks)
-    recomputed = loss_and_grads(model, ids)
-    assert calls[0] >= 2 * len(model.blocks)  # each block's conv (and norm) ran under a checkpoint
-    torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)  # the same ops again
-    for name, grad in saved[1].items():
-        torch.testing.assert_close(recomputed[1][name], grad, rtol=0, atol=0, msg=name)
+    assert calls >= 2 * len(model.blocks)  # each block's conv (and norm) ran under a checkpoint
+    assert_equal_within([saved, recomputed], rtol=0, atol=0)  # the same ops again
 
 
 def test_conv_output_is_saved_by_default_and_inference_takes_no_checkpoint(monkeypatch) -> None:
@@ -127,16 +116,10 @@ def _with_mlp_hidden(preset: str, hidden: str, *, layers: int | None = None) -> 
 
 @pytest.mark.parametrize("preset", ["transformer-tiny", "transmamba-tiny"])
 def test_mlp_hidden_recompute_keeps_the_numbers_eager(monkeypatch, preset: str) -> None:
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    saved = loss_and_grads(_with_mlp_hidden(preset, "save"), ids)
-    calls = count_checkpoints(monkeypatch)
-    model = _with_mlp_hidden(preset, "recompute")
+    saved, recomputed, model, calls = save_then_recompute(lambda hidden: _with_mlp_hidden(preset, hidden), monkeypatch)
     assert all(block.mlp.recompute_hidden for block in model.blocks)
-    recomputed = loss_and_grads(model, ids)
-    assert calls[0] >= len(model.blocks)  # each block's SwiGLU product ran under a checkpoint
-    torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)  # the same ops again
-    for name, grad in saved[1].items():
-        torch.testing.assert_close(recomputed[1][name], grad, rtol=0, atol=0, msg=name)
+    assert calls >= len(model.blocks)  # each block's SwiGLU product ran under a checkpoint
+    assert_equal_within([saved, recomputed], rtol=0, atol=0)  # the same ops again
 
 
 def test_mlp_hidden_is_saved_by_default_and_inference_takes_no_checkpoint(monkeypatch) -> None:
@@ -197,14 +180,12 @@ def _with_ssd_gate(preset: str, gate: str, *, layers: int | None = None, **param
 def test_ssd_gate_recompute_keeps_the_numbers_eager(monkeypatch, preset: str, params: dict) -> None:
     """The same loss bit for bit (z's own matmul gives the same numbers here); in_proj's
     input gradient is now the sum of two matmuls, so the gradients agree to fp32 rounding."""
-    ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
-    saved = loss_and_grads(_with_ssd_gate(preset, "save", **params), ids)
-    calls = count_checkpoints(monkeypatch)
-    model = _with_ssd_gate(preset, "recompute", **params)
+    saved, recomputed, model, calls = save_then_recompute(
+        lambda gate: _with_ssd_gate(preset, gate, **params), monkeypatch
+    )
     ssd_blocks = [block for block in model.blocks if hasattr(block.mixer, "ssd")]
     assert ssd_blocks and all(block.mixer.ssd.recompute_gate for block in ssd_blocks)
-    recomputed = loss_and_grads(model, ids)
-    assert calls[0] >= 2 * len(ssd_blocks)  # each SSD block's gated norm ran under the gate's checkpoint
+    assert calls >= 2 * len(ssd_blocks)  # each SSD block's gated norm ran under the gate's checkpoint
     torch.testing.assert_close(recomputed[0], saved[0], rtol=0, atol=0)
     assert_same_numbers([saved, recomputed])
 
