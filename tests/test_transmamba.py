@@ -191,7 +191,7 @@ def test_pT_equals_reference_attention_path() -> None:
                 groups=ssd.conv_channels,
             ).transpose(1, 2)
         )
-        x, Bm, Cm = ssd.split(xBC)
+        x, Bm, Cm = ssd.heads(*torch.split(xBC, ssd.conv_splits, dim=-1))
         positions = torch.arange(T_TEST)
         q, k = rotary(Cm, positions), rotary(Bm, positions)
         y = grouped_attention(q, k, x, scale=PARAMS.d_state**-0.5, causal=True)

@@ -31,8 +31,14 @@ def compile_with_aot_eager(monkeypatch) -> None:
 def assert_same_numbers(results, *, exact_loss: bool = False) -> None:
     """The second (loss, grads) against the first, to fp32 rounding (``exact_loss``: the same
     ops in the same order, so the loss bit for bit and the gradients to tighter rounding)."""
-    (loss, grads), (other_loss, other_grads) = results
     loss_tol, grad_tol = ((0, 0), (1e-6, 1e-7)) if exact_loss else ((1e-6, 1e-6), (1e-5, 1e-6))
+    _assert_close(results, loss_tol, grad_tol)
+
+
+def _assert_close(results, loss_tol: tuple[float, float], grad_tol: tuple[float, float]) -> None:
+    """The second (loss, grads) against the first: the loss within ``loss_tol`` and every
+    gradient within ``grad_tol`` (each ``(rtol, atol)``)."""
+    (loss, grads), (other_loss, other_grads) = results
     torch.testing.assert_close(other_loss, loss, rtol=loss_tol[0], atol=loss_tol[1])
     for name, grad in grads.items():
         torch.testing.assert_close(other_grads[name], grad, rtol=grad_tol[0], atol=grad_tol[1], msg=name)
@@ -73,10 +79,7 @@ def with_norm_output(preset: str, output: str, *, layers: int | None = None) -> 
 def assert_equal_within(results, *, rtol: float, atol: float) -> None:
     """The second (loss, grads) against the first, loss and every gradient within the same
     ``rtol`` / ``atol`` (0 and 0: bit for bit)."""
-    (loss, grads), (other_loss, other_grads) = results
-    torch.testing.assert_close(other_loss, loss, rtol=rtol, atol=atol)
-    for name, grad in grads.items():
-        torch.testing.assert_close(other_grads[name], grad, rtol=rtol, atol=atol, msg=name)
+    _assert_close(results, (rtol, atol), (rtol, atol))
 
 
 def save_then_recompute(build, monkeypatch):

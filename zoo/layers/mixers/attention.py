@@ -95,7 +95,8 @@ class AttentionMixer(nn.Module):
         self.kv_proj = nn.Linear(d_model, 2 * self.n_kv_heads * self.head_dim, bias=params.bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d_model, bias=params.bias)
         self.q_channels = self.n_heads * self.head_dim
-        channels = self.q_channels + 2 * self.n_kv_heads * self.head_dim
+        self.conv_splits = [self.q_channels, 2 * self.n_kv_heads * self.head_dim]  # the short conv's q | kv
+        channels = sum(self.conv_splits)
         self.conv1d = CausalConv1d(channels, params.d_conv, bias=params.conv_bias) if params.d_conv else None
         self.q_norm = RMSNorm(self.head_dim) if params.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if params.qk_norm else None
@@ -109,8 +110,7 @@ class AttentionMixer(nn.Module):
         q, kv = self.q_proj(hidden_states), self.kv_proj(hidden_states)
         new_state = None
         if self.conv1d is not None:
-            split = [self.q_channels, kv.shape[-1]]
-            (q, kv), new_state = self.conv1d.silu_split(torch.cat([q, kv], dim=-1), conv_state, split)
+            (q, kv), new_state = self.conv1d.silu_split(torch.cat([q, kv], dim=-1), conv_state, self.conv_splits)
         q = rearrange(q, "b t (h e) -> b t h e", e=self.head_dim)
         k, v = rearrange(kv, "b t (two k e) -> two b t k e", two=2, e=self.head_dim)
         if self.q_norm is not None:

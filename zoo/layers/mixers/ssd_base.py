@@ -133,6 +133,7 @@ class SSDProjections(nn.Module):
         self.n_groups = params.n_groups
         self.d_state = params.d_state
         self.conv_channels = self.d_inner + 2 * self.n_groups * self.d_state
+        self.conv_splits = [self.d_inner, self.n_groups * self.d_state, self.n_groups * self.d_state]  # x | B | C
         self.in_proj = nn.Linear(
             d_model, 2 * self.d_inner + 2 * self.n_groups * self.d_state + self.n_heads, bias=params.bias
         )
@@ -168,13 +169,11 @@ class SSDProjections(nn.Module):
         """u [B,T,D] -> z, x [B,T,H,P], B, C [B,T,G,N], dt [B,T,H] (softplus-ed, fp32), A [H],
         and the conv state after these tokens ([B,C,W-1]; the input state, or zeros, before)."""
         z, xBC, dt_raw = self.project(u)
-        gn = self.n_groups * self.d_state
-        sizes = [self.d_inner, gn, gn]
         if conv_state is None:  # a whole sequence from a zero history: the conv backend
-            parts = self.conv_backend(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, split_sizes=sizes)
+            parts = self.conv_backend(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, split_sizes=self.conv_splits)
             new_conv_state = self.conv1d.state_after(xBC)
         else:  # decode steps and prefill from a conv state: the state-carrying reference
-            parts, new_conv_state = self.conv1d.silu_split(xBC, conv_state, sizes)
+            parts, new_conv_state = self.conv1d.silu_split(xBC, conv_state, self.conv_splits)
         x, Bm, Cm = self.heads(*parts)
         return z, x, Bm, Cm, self.dt(dt_raw), self.A(), new_conv_state
 
@@ -190,11 +189,6 @@ class SSDProjections(nn.Module):
             return RecomputedGate(u, weight[:n], None if bias is None else bias[:n]), xBC, dt_raw
         zxbcdt = self.in_proj(u)
         return torch.split(zxbcdt, [self.d_inner, self.conv_channels, self.n_heads], dim=-1)
-
-    def split(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """post-conv [B,T,C] -> x [B,T,H,P], B [B,T,G,N], C [B,T,G,N]."""
-        gn = self.n_groups * self.d_state
-        return self.heads(*torch.split(xBC, [self.d_inner, gn, gn], dim=-1))
 
     def heads(self, x: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x [B,T,H*P], B, C [B,T,G*N] -> x [B,T,H,P], B, C [B,T,G,N] (views)."""
