@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +94,7 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
         "--models",
         nargs="+",
         default=[*ARCHS, ANCHOR],
-        help=f"architectures (at --size), preset names, or {ANCHOR} (transformers' Llama with the "
+        help=f"architectures (at --size), preset names, spec files, or {ANCHOR} (transformers' Llama with the "
         "transformer preset's shape); default: all four and the anchor",
     )
     group.add_argument("--size", default="400m", help="preset size: tiny, small, 400m, 1.5b (default 400m)")
@@ -179,10 +180,10 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
     if args.size not in SIZES:
         raise ZooError(f"--size {args.size!r}: the sizes are {', '.join(SIZES)}")
     for model in args.models:
-        if model not in (*throughput.ARCHS, throughput.ANCHOR) and model not in PRESET:
+        if model not in (*throughput.ARCHS, throughput.ANCHOR) and model not in PRESET and not Path(model).is_file():
             raise ZooError(
                 f"--models {model!r}: give an architecture ({', '.join(throughput.ARCHS)}), "
-                f"a preset name (zoo list preset) or {throughput.ANCHOR}"
+                f"a preset name (zoo list preset), a spec file or {throughput.ANCHOR}"
             )
     backends = parse_backend_overrides(args.backend or [])
     config = throughput.ThroughputConfig(

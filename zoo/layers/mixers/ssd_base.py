@@ -46,6 +46,14 @@ class SSDParams(BaseModel):
         "in_proj's input in the backward (recompute: z's columns of in_proj run as their own matmul)",
     )
 
+    in_proj: Literal["joined", "split"] = Field(
+        "joined",
+        description="in_proj in training: one matmul whose z, x/B/C and dt gradients the backward joins into "
+        "one tensor before its two gradient matmuls (joined), or a matmul per part of its weight rows, so "
+        "each part's gradient (the conv's dx among them) feeds its own matmuls and nothing is joined (split); "
+        "inference always runs one matmul",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _conv_is_a_slot(cls, data: Any) -> Any:
@@ -149,6 +157,7 @@ class SSDProjections(nn.Module):
         self.norm = GatedRMSNorm(self.d_inner, self.n_groups, eps=params.norm_eps, backend=norm)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=params.bias)
         self.recompute_gate = params.gate == "recompute"  # read once here; forward branches on a bool
+        self.split_in_proj = params.in_proj == "split"
         self._init = params
         self.reset_ssm_parameters()
 
@@ -180,15 +189,25 @@ class SSDProjections(nn.Module):
     def project(self, u: torch.Tensor) -> tuple[torch.Tensor | RecomputedGate, torch.Tensor, torch.Tensor]:
         """u [B,T,D] -> z [B,T,d_inner], xBC (pre-conv) [B,T,conv_channels], dt_raw [B,T,H].
 
-        With ``gate: recompute`` under gradients, z is a ``RecomputedGate`` and in_proj runs
-        as two matmuls (z's rows of its weight, then the rest)."""
-        if self.recompute_gate and torch.is_grad_enabled():
-            weight, bias, n = self.in_proj.weight, self.in_proj.bias, self.d_inner
-            rest = F.linear(u, weight[n:], None if bias is None else bias[n:])
-            xBC, dt_raw = torch.split(rest, [self.conv_channels, self.n_heads], dim=-1)
-            return RecomputedGate(u, weight[:n], None if bias is None else bias[:n]), xBC, dt_raw
-        zxbcdt = self.in_proj(u)
-        return torch.split(zxbcdt, [self.d_inner, self.conv_channels, self.n_heads], dim=-1)
+        Under gradients, ``gate: recompute`` makes z a ``RecomputedGate`` (z's rows of in_proj's
+        weight become their own matmul) and ``in_proj: split`` runs z, xBC and dt as a matmul
+        each; otherwise (and always without gradients) in_proj is one matmul, split after."""
+        training = torch.is_grad_enabled()
+        recompute, split = self.recompute_gate and training, self.split_in_proj and training
+        if not (recompute or split):
+            zxbcdt = self.in_proj(u)
+            return torch.split(zxbcdt, [self.d_inner, self.conv_channels, self.n_heads], dim=-1)
+        weight, bias = self.in_proj.weight, self.in_proj.bias
+        n, c = self.d_inner, self.d_inner + self.conv_channels
+
+        def rows(start: int, stop: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return weight[start:stop], None if bias is None else bias[start:stop]
+
+        z = RecomputedGate(u, *rows(0, n)) if recompute else F.linear(u, *rows(0, n))
+        if split:
+            return z, F.linear(u, *rows(n, c)), F.linear(u, *rows(c, None))
+        xBC, dt_raw = torch.split(F.linear(u, *rows(n, None)), [self.conv_channels, self.n_heads], dim=-1)
+        return z, xBC, dt_raw
 
     def heads(self, x: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x [B,T,H*P], B, C [B,T,G*N] -> x [B,T,H,P], B, C [B,T,G,N] (views)."""
