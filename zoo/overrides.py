@@ -117,6 +117,7 @@ def spec_with_backends(
 
 MLP_HIDDEN = ("save", "recompute")
 SSD_GATE = ("save", "recompute")
+SSD_IN_PROJ = ("split", "joined")
 
 
 def _with_each_layer(spec: dict[str, Any], edit: Any) -> dict[str, Any]:
@@ -141,6 +142,20 @@ def spec_with_mlp_hidden(spec: dict[str, Any], hidden: str) -> dict[str, Any]:
     return _with_each_layer(spec, edit)
 
 
+def _with_ssd_param(spec: dict[str, Any], key: str, value: str) -> dict[str, Any]:
+    """The spec with mixer param ``key`` set to ``value`` in every layer whose mixer's Params
+    has that field (mamba2, transmamba, and any registered mixer with one)."""
+
+    def edit(layer: dict[str, Any]) -> dict[str, Any]:
+        mixer = layer["mixer"]
+        params_class = getattr(REGISTRIES["mixer"].get(mixer["name"]).obj, "Params", None)
+        if key not in getattr(params_class, "model_fields", {}):
+            return layer
+        return {**layer, "mixer": {**mixer, "params": {**(mixer.get("params") or {}), key: value}}}
+
+    return _with_each_layer(spec, edit)
+
+
 def spec_with_ssd_gate(spec: dict[str, Any], gate: str) -> dict[str, Any]:
     """The spec (a JSON dict) with the ``gate`` param set (``save`` or ``recompute``: z kept
     from in_proj, or formed again in the backward; docs/training.md, "Memory") in every layer
@@ -148,15 +163,16 @@ def spec_with_ssd_gate(spec: dict[str, Any], gate: str) -> dict[str, Any]:
     ``gate`` field); other layers are left alone."""
     if gate not in SSD_GATE:
         raise ZooError(f"ssd gate: expected one of {', '.join(SSD_GATE)}, got {gate!r}")
+    return _with_ssd_param(spec, "gate", gate)
 
-    def edit(layer: dict[str, Any]) -> dict[str, Any]:
-        mixer = layer["mixer"]
-        params_class = getattr(REGISTRIES["mixer"].get(mixer["name"]).obj, "Params", None)
-        if "gate" not in getattr(params_class, "model_fields", {}):
-            return layer
-        return {**layer, "mixer": {**mixer, "params": {**(mixer.get("params") or {}), "gate": gate}}}
 
-    return _with_each_layer(spec, edit)
+def spec_with_ssd_in_proj(spec: dict[str, Any], in_proj: str) -> dict[str, Any]:
+    """The spec with the SSD mixers' ``in_proj`` param set (``split``, the default: a matmul per
+    part in training; ``joined``: one matmul, its gradients joined; docs/training.md) in every
+    layer whose mixer takes one; other layers are left alone."""
+    if in_proj not in SSD_IN_PROJ:
+        raise ZooError(f"ssd in_proj: expected one of {', '.join(SSD_IN_PROJ)}, got {in_proj!r}")
+    return _with_ssd_param(spec, "in_proj", in_proj)
 
 
 def spec_with_recompute(

@@ -121,3 +121,17 @@ def test_split_in_proj_leaves_no_joined_gradient_in_the_backward(preset: str) ->
 def test_in_proj_value_is_checked() -> None:
     with pytest.raises(SpecError, match="in_proj"):
         zoo.build(_spec("mamba2-tiny", "fused"), device="meta")
+
+
+def test_ssd_in_proj_override_is_checked_and_spares_attention_layers() -> None:
+    from zoo.errors import ZooError
+    from zoo.overrides import spec_with_ssd_in_proj
+    from zoo.training.runs import resolve_spec
+
+    out = spec_with_ssd_in_proj(resolve_spec("hybrid-tiny"), "joined")
+    kinds = {layer["mixer"]["name"]: (layer["mixer"].get("params") or {}).get("in_proj") for layer in out["layers"]}
+    assert kinds == {"attention": None, "mamba2": "joined"}
+    ssd_blocks = [block.mixer.ssd for block in zoo.build(out).blocks if hasattr(block.mixer, "ssd")]
+    assert ssd_blocks and not any(ssd.split_in_proj for ssd in ssd_blocks)
+    with pytest.raises(ZooError, match="ssd in_proj: expected one of split, joined"):
+        spec_with_ssd_in_proj(out, "fused")

@@ -144,6 +144,13 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
         "the whole model compiled as one graph",
     )
     add_recompute_args(group)
+    group.add_argument(
+        "--ssd-in-proj",
+        choices=("split", "joined"),
+        default=None,
+        help="the SSD mixers' in_proj in training: a matmul per part (split) or one matmul whose gradients the "
+        "backward joins (joined); default: the spec's own (the presets: split)",
+    )
     group.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
     group.add_argument("--out", default="runs/bench/train", help="directory for train_throughput.json/.png")
     group.add_argument("--no-plot", action="store_true", help="JSON only (no matplotlib needed)")
@@ -200,6 +207,7 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
         activation_checkpointing=args.ac,
         mlp_hidden=args.mlp_hidden,
         ssd_gate=args.ssd_gate,
+        ssd_in_proj=args.ssd_in_proj,
     )
     env = throughput_report.environment(
         device, command or " ".join(["zoo", *sys.argv[1:]]), config, backends, args.size

@@ -66,6 +66,7 @@ class ThroughputConfig:
     activation_checkpointing: str = "none"
     mlp_hidden: str | None = None  # SwiGLU's hidden: None (the preset's), "save" or "recompute"
     ssd_gate: str | None = None  # the SSD mixers' z: None (the preset's), "save" or "recompute"
+    ssd_in_proj: str | None = None  # the SSD mixers' in_proj: None (the preset's), "split" or "joined"
 
 
 def preset_name(model: str, size: str) -> str:
@@ -133,7 +134,7 @@ def _build(
 ) -> tuple[nn.Module, nn.Module, int, str]:
     """(model to train, the zoo model whose FLOPs count, parameters, backends used)."""
     import zoo
-    from zoo.overrides import spec_with_backends, spec_with_recompute
+    from zoo.overrides import spec_with_backends, spec_with_recompute, spec_with_ssd_in_proj
 
     if label == ANCHOR:
         spec = zoo.resolve_spec(preset_name("transformer", size))
@@ -145,6 +146,8 @@ def _build(
     spec = zoo.resolve_spec(preset_name(label, size)).model_dump(mode="json")
     spec, _ = spec_with_backends(spec, backends)
     spec = spec_with_recompute(spec, mlp_hidden=config.mlp_hidden, ssd_gate=config.ssd_gate)
+    if config.ssd_in_proj is not None:
+        spec = spec_with_ssd_in_proj(spec, config.ssd_in_proj)
     if config.compile:
         spec["compile"] = {**spec["compile"], "backend": config.compile_backend}
     if config.activation_checkpointing == "none":
@@ -213,6 +216,7 @@ def measure(
         row.update(params=n_params, backends=used)
         has_ssd = label != ANCHOR and any(hasattr(block.mixer, "ssd") for block in flops_model.blocks)
         row["ssd_gate"] = (config.ssd_gate or "preset") if has_ssd else "-"
+        row["ssd_in_proj"] = (config.ssd_in_proj or "preset") if has_ssd else "-"
         flops_per_token = train_flops_per_token(flops_model, seq_len)
         optimizer = make_optimizer(model, lr=config.lr, weight_decay=0.1)
         row["fused_adamw"] = bool(optimizer.defaults.get("fused"))

@@ -18,13 +18,16 @@ import torch
 def row_label(row: dict[str, Any]) -> str:
     """The model's name, with `` (chunked loss)`` for a row whose loss is not from the logits,
     `` (MLP hidden recomputed)`` for a row run with ``--mlp-hidden recompute``, `` (z recomputed)``
-    for an SSD row run with ``--ssd-gate recompute``, and `` (selective
+    for an SSD row run with ``--ssd-gate recompute``, `` (in_proj joined)`` for one run with
+    ``--ssd-in-proj joined``, and `` (selective
     AC)``, `` (cheap AC)`` and so on for a row with activation checkpointing."""
     label = row["model"] if row.get("loss_path", "logits") == "logits" else f"{row['model']} ({row['loss_path']} loss)"
     if row.get("mlp_hidden") == "recompute":
         label = f"{label} (MLP hidden recomputed)"
     if row.get("ssd_gate") == "recompute":
         label = f"{label} (z recomputed)"
+    if row.get("ssd_in_proj") == "joined":
+        label = f"{label} (in_proj joined)"
     ac = row.get("activation_checkpointing", "none")
     return label if ac == "none" else f"{label} ({ac} AC)"
 
