@@ -147,3 +147,31 @@ def test_torch_without_region_limits_gets_a_process_wide_one(monkeypatch: pytest
         policy.compile_options(backend="eager")  # never lowers it
         assert dynamo_config.recompile_limit == 100
     assert dynamo_config.recompile_limit == 8
+
+
+def test_spec_options_make_transpoint_models_static() -> None:
+    from zoo.compile import spec_options
+    from zoo.specs import CompileSpec
+
+    assert spec_options(CompileSpec(), static_lengths=True)["dynamic"] is False
+    assert spec_options(CompileSpec())["dynamic"] is None
+    assert spec_options(CompileSpec(dynamic=True), static_lengths=True)["dynamic"] is True  # the spec's word wins
+
+
+@pytest.mark.parametrize("preset", ["transmamba-tiny", "transformer-tiny"])
+def test_compiled_model_trains_at_a_second_and_third_length(preset: str) -> None:
+    """Dynamo marks the length dynamic at the second length it sees; a TransMamba model's
+    schedule arithmetic on a symbolic length used to fail there, so TransPoint models compile
+    one static graph per shape. The dynamo half of compilation (aot_eager) is where it failed."""
+    from zoo.training.runs import resolve_spec
+
+    torch._dynamo.reset()
+    spec = resolve_spec(preset)
+    spec["layers"] = spec["layers"][:2]
+    spec["compile"] = {**spec.get("compile", {}), "backend": "aot_eager"}
+    model = zoo.build(spec, compile=True)
+    for batch, seq_len in ((2, 40), (2, 48), (3, 56)):
+        ids = torch.randint(0, 200, (batch, seq_len))
+        loss = torch.nn.functional.cross_entropy(model(ids).flatten(0, 1), ids.flatten())
+        loss.backward()
+        assert torch.isfinite(loss)

@@ -285,8 +285,13 @@ def build(
         model.requires_grad_(False)
     enabled = spec.compile.enabled if compile is None else compile
     if enabled:
+        from zoo.models.pretrained import uses_transpoints
+
         compile_in_place(
-            model, what=f"model {spec.name or '(unnamed)'}", hint="compile=False to skip", **spec_options(spec.compile)
+            model,
+            what=f"model {spec.name or '(unnamed)'}",
+            hint="compile=False to skip",
+            **spec_options(spec.compile, static_lengths=uses_transpoints(model)),
         )
     return model
 

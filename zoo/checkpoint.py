@@ -47,7 +47,7 @@ from zoo.checkpoint_meta import (  # noqa: F401  (re-exported: part of this modu
     transpoints_to_json,
 )
 from zoo.errors import CheckpointError, ZooError
-from zoo.models.pretrained import fsync_path, model_tensors
+from zoo.models.pretrained import fsync_path, model_tensors, uses_transpoints
 
 FORMAT = "zoo-checkpoint"
 VERSION = 1
@@ -368,7 +368,7 @@ def load(
             model,
             what=f"the model of {checkpoint.path}",
             hint="drop --compile to skip",
-            **spec_options(model.spec.compile),
+            **spec_options(model.spec.compile, static_lengths=uses_transpoints(model)),
         )
     return model
 

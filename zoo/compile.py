@@ -82,10 +82,17 @@ def _raise_process_limit(limit: int) -> None:
         dynamo_config.accumulated_recompile_limit = limit
 
 
-def spec_options(spec: Any) -> dict[str, Any]:
+def spec_options(spec: Any, *, static_lengths: bool = False) -> dict[str, Any]:
     """The arguments of ``compile_options`` that a model spec's ``compile`` section (a
-    ``CompileSpec``) sets, for ``compiled`` / ``compile_in_place``."""
-    return {"backend": spec.backend, "mode": spec.mode, "dynamic": spec.dynamic, "fullgraph": spec.fullgraph}
+    ``CompileSpec``) sets, for ``compiled`` / ``compile_in_place``.
+
+    ``static_lengths`` (a model with TransPoint layers): ``dynamic`` left at None becomes
+    False. Such a model evaluates its schedule on the sequence length in forward, host-side
+    arithmetic (floats, rounding) that dynamo cannot turn into guards once it marks the length
+    dynamic, which it does at the second length a model sees; each length has TransPoints of
+    its own anyway, so one static graph per shape is what it needs."""
+    dynamic = False if spec.dynamic is None and static_lengths else spec.dynamic
+    return {"backend": spec.backend, "mode": spec.mode, "dynamic": dynamic, "fullgraph": spec.fullgraph}
 
 
 def notice(what: str, hint: str | None = NO_COMPILE_HINT) -> None:

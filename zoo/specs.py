@@ -118,6 +118,8 @@ class CompileSpec(BaseModel):
     fullgraph: bool = True
     backend: str = "inductor"
     mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
+    # None: dynamo's automatic dynamic shapes, except in a model with TransPoint layers, which
+    # compiles one static graph per input shape (zoo.compile.spec_options)
     dynamic: bool | None = None
 
     @field_validator("backend")

@@ -52,6 +52,7 @@ def test_split_in_proj_keeps_the_numbers_eager(preset: str, params: dict) -> Non
 @pytest.mark.parametrize("preset", ["mamba2-tiny", "transmamba-tiny"])
 def test_split_in_proj_keeps_the_numbers_compiled(monkeypatch, preset: str) -> None:
     compile_with_aot_eager(monkeypatch)
+    torch._dynamo.reset()  # no sizes marked dynamic by earlier tests' compiles of the same code
     ids = torch.randint(0, 200, (2, 40), generator=torch.Generator().manual_seed(1))
     results = []
     for in_proj in ("joined", "split"):
@@ -105,6 +106,7 @@ def _backward_widths(preset: str, in_proj: str) -> tuple[int, set[int]]:
     backend = aot_autograd(fw_compiler=lambda graph, _: make_boxed_func(graph.forward), bw_compiler=record)
 
     ids = torch.randint(0, 200, (batch, seq_len))
+    torch._dynamo.reset()
     loss_and_grads(torch.compile(model, backend=backend, fullgraph=True), ids)
     torch._dynamo.reset()
     return width, widths

@@ -22,7 +22,7 @@ from zoo.data.synthetic import IGNORE
 from zoo.data.tasks import Task, train_shard
 from zoo.devices import parse_device
 from zoo.errors import ZooError
-from zoo.models.pretrained import record_training_transpoints
+from zoo.models.pretrained import record_training_transpoints, uses_transpoints
 from zoo.training import distributed
 from zoo.training.checkpointing import CheckpointingMixin, NonFiniteLossError
 from zoo.training.config import TrainConfig, TrainResult
@@ -108,8 +108,12 @@ class Trainer(CheckpointingMixin):
             # the random TransPoint schedule draws from a bounded set: room for one graph each
             recompile_limit = variants + 8 if self.random_schedule else None
             name = getattr(getattr(model, "spec", None), "name", None)
+            # static shapes for TransPoint models: zoo.compile.spec_options says why
             self.forward_model = compiled(
-                self.model, what=f"the training forward of {name or 'the model'}", recompile_limit=recompile_limit
+                self.model,
+                what=f"the training forward of {name or 'the model'}",
+                recompile_limit=recompile_limit,
+                dynamic=False if uses_transpoints(self.model) else None,
             )
         else:
             self.forward_model = self.model
