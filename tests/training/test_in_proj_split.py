@@ -14,12 +14,14 @@ from zoo.errors import SpecError
 
 
 def _spec(preset: str, in_proj: str, **params) -> dict:
+    """The preset with ``in_proj`` (and ``params``) in every SSD mixer."""
+    from zoo.overrides import spec_with_ssd_in_proj
     from zoo.training.runs import resolve_spec
 
-    spec = resolve_spec(preset)
+    spec = spec_with_ssd_in_proj(resolve_spec(preset), in_proj)
     for layer in spec["layers"]:
-        if layer["mixer"]["name"] in ("mamba2", "transmamba"):
-            layer["mixer"]["params"] = {**(layer["mixer"].get("params") or {}), "in_proj": in_proj, **params}
+        if "in_proj" in (layer["mixer"].get("params") or {}):
+            layer["mixer"]["params"].update(params)
     return spec
 
 
@@ -99,7 +101,7 @@ def _backward_widths(preset: str, in_proj: str) -> tuple[int, set[int]]:
             value = node.meta.get("val")
             if isinstance(value, torch.Tensor) and value.dim() >= 2:
                 rows = value.shape[:-1].numel()
-                if rows in (batch * seq_len,) or tuple(value.shape[:2]) == (batch, seq_len):
+                if rows == batch * seq_len or tuple(value.shape[:2]) == (batch, seq_len):
                     widths.add(int(value.shape[-1]))
         return make_boxed_func(graph.forward)
 
@@ -122,7 +124,9 @@ def test_split_in_proj_leaves_no_joined_gradient_in_the_backward(preset: str) ->
 
 def test_in_proj_value_is_checked() -> None:
     with pytest.raises(SpecError, match="in_proj"):
-        zoo.build(_spec("mamba2-tiny", "fused"), device="meta")
+        spec = _spec("mamba2-tiny", "joined")
+        spec["layers"][0]["mixer"]["params"]["in_proj"] = "fused"  # a hand-written spec: the schema's check
+        zoo.build(spec, device="meta")
 
 
 def test_ssd_in_proj_override_is_checked_and_spares_attention_layers() -> None:
