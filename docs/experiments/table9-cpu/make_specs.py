@@ -15,10 +15,12 @@ in every layer: how good each path of these shared weights gets with every train
 within 2%). ``transformer.json``: a Transformer of the same depth and width (4 heads,
 Llama's init and untied head, d_ff 250; parameters within 2%).
 
-``gd-{v9,mixture,mixture3,mixture7,random,attention,ssm}.json``: the same model with the SSM
+``gd-{v9,mixture,mixture3,mixture3a,mixture7,random,attention,ssm}.json``: the same model with the SSM
 path's output treatment on the attention path too (``attn_gate: true``, ``attn_d_skip: true``:
 the z gate in the shared gated RMSNorm and the D skip; no new parameters). ``mixture3`` and
-``mixture7`` weight V9 3 and 7 to random-wide's 1 (V9 on 3 steps in 4, or 7 in 8).
+``mixture7`` weight V9 3 and 7 to random-wide's 1 (V9 on 3 steps in 4, or 7 in 8);
+``mixture3a`` keeps V9 on 3 steps in 4 and splits the rest between random-wide and
+all-attention (1 step in 8 each).
 
 ``--d-model W --out DIR`` writes the recipes' specs alone (plain and ``gd-``) at width W (SwiGLU 3W, the SSD
 mixer's other settings unchanged, so 2W/16 heads), for the same experiment in a larger
@@ -56,6 +58,18 @@ SCHEDULES |= {
     f"mixture{w}": {"name": "mixture", "params": {"components": [{**V9, "weight": float(w)}, {**WIDE, "weight": 1.0}]}}
     for w in (3, 7)
 }
+# V9 on 3 steps in 4 with the all-attention corner trained on purpose: all-attention on 1 step
+# in 8, random-wide on the other 1 in 8 (the worst schedule of mixture3 at d_model 256 is all-attention)
+SCHEDULES["mixture3a"] = {
+    "name": "mixture",
+    "params": {
+        "components": [
+            {**V9, "weight": 6.0},
+            {**WIDE, "weight": 1.0},
+            {"name": "attention_only", "weight": 1.0},
+        ]
+    },
+}
 
 
 # The same model with 8 q/k groups instead of 2 (one per head, as a Transformer's heads), its
@@ -64,7 +78,7 @@ G8_GROUPS, G8_D_FF = 8, 128
 G8_RECIPES = ("v9", "attention", "ssm")
 # The attention path given the SSM path's z gate and D skip: files gd-<recipe>.json.
 GATED = {"attn_gate": True, "attn_d_skip": True}
-GD_RECIPES = ("v9", "mixture", "mixture3", "mixture7", "random", "attention", "ssm")
+GD_RECIPES = ("v9", "mixture", "mixture3", "mixture3a", "mixture7", "random", "attention", "ssm")
 # A Transformer of the same depth and width, Llama's recipe (untied head), matched within 2%.
 TRANSFORMER_HEADS, TRANSFORMER_D_FF = 4, 250
 
