@@ -12,6 +12,7 @@ one markdown table per row.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import sys
@@ -27,7 +28,7 @@ from zoo.training.throughput import ThroughputConfig, _build, _training_step
 
 # First match wins; patterns are matched against the lower-cased kernel name.
 CATEGORIES = [
-    ("cross-entropy", r"cross_entropy|nll_loss|log_softmax|softmax_backward"),
+    ("cross-entropy", r"cross_entropy|nll_loss|log_softmax|softmax_backward|cunn_softmax"),
     ("attention", r"flash|fmha|attention|sdpa|cudnn.*mha|_attn"),
     ("ssd", r"ssd|chunk_state|chunk_scan|state_passing|bmm_chunk|cumsum_kernel|converter|^_chunk_|^_seg_"),
     ("conv", r"^_conv_|causal_conv|conv1d"),  # not inductor's "convert_element_type" kernels
@@ -146,7 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             torch._dynamo.reset()  # each row compiles from scratch, as a fresh process would
             torch.cuda.empty_cache()
             print(render(row) if "error" not in row else f"{label} T={seq_len}: {row['error']}", flush=True)
-    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
+    record = {
+        "command": " ".join(sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **machine_info("cuda"),
+        "rows": rows,
+    }
+    Path(args.out).write_text(json.dumps(record, indent=1))
     return 0
 
 
