@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 import schedules  # noqa: F401  (registers the schedules where the entry points are not installed)
+from zoo.bench_store import machine_info
 from zoo.training.throughput import ThroughputConfig, _build, _training_step
 
 # First match wins; patterns are matched against the lower-cased kernel name.
