@@ -7,6 +7,7 @@ optimizer, fused elementwise, other) and by kernel. Writes ``profile_train.json`
 one markdown table per row.
 
     python benchmarks/profile_train.py --models transmamba transformer --seq-lens 2048 8192
+    python benchmarks/profile_train.py --diff BEFORE.json AFTER.json   # what a change moved, no GPU
 """
 
 from __future__ import annotations
@@ -114,6 +115,53 @@ def render(row: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _fmt_change(before: float | None, after: float | None) -> str:
+    if before is None or after is None:
+        return ""
+    return f"{after - before:+.2f}"
+
+
+def _cell(ms: float | None, digits: int = 2) -> str:
+    return "-" if ms is None else f"{ms:.{digits}f}"
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Markdown: for each (model, T) in both records, ms per step by category and by kernel,
+    before and after. A kernel outside a record's top list shows as "-" there (its time is in
+    the category sums); a category only one record has (the rules changed) as "-" in the other."""
+    index = {(r["model"], r["seq_len"]): r for r in before["rows"] if "error" not in r}
+    blocks = []
+    for row in after["rows"]:
+        old = index.get((row.get("model"), row.get("seq_len")))
+        if old is None or "error" in row:
+            continue
+        lines = [
+            f"### {row['model']} T={row['seq_len']}",
+            f"kernels {old['kernel_ms']:.2f} -> {row['kernel_ms']:.2f} ms per step "
+            f"({_fmt_change(old['kernel_ms'], row['kernel_ms'])}); wall {old['step_wall_ms']:.2f} -> "
+            f"{row['step_wall_ms']:.2f} ms; peak {old['peak_memory_gib']} -> {row['peak_memory_gib']} GiB",
+            "",
+            "| category | before | after | change |",
+            "|---|---:|---:|---:|",
+        ]
+        cats_old, cats_new = old["categories_ms"], row["categories_ms"]
+        names = sorted(set(cats_old) | set(cats_new), key=lambda n: -max(cats_old.get(n, 0), cats_new.get(n, 0)))
+        for name in names:
+            a, b = cats_old.get(name), cats_new.get(name)
+            lines.append(f"| {name} | {_cell(a)} | {_cell(b)} | {_fmt_change(a, b)} |")
+        k_old = {name: ms for name, ms, _ in old["top_kernels_ms"]}
+        k_new = {name: ms for name, ms, _ in row["top_kernels_ms"]}
+        kernels = sorted(set(k_old) | set(k_new), key=lambda n: -max(k_old.get(n, 0), k_new.get(n, 0)))
+        lines += ["", "| kernel | before | after | change |", "|---|---:|---:|---:|"]
+        for name in kernels:
+            a, b = k_old.get(name), k_new.get(name)
+            lines.append(f"| `{name[:90]}` | {_cell(a, 3)} | {_cell(b, 3)} | {_fmt_change(a, b)} |")
+        blocks.append("\n".join(lines))
+    if not blocks:
+        return "no (model, T) row is in both records"
+    return "\n\n".join(blocks)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["transmamba", "transformer", "mamba2"])
@@ -129,7 +177,26 @@ def main(argv: list[str] | None = None) -> int:
         help="SLOT=NAME (default: ssm and converter on triton, as the throughput benchmark)",
     )
     parser.add_argument("--out", default="profile_train.json")
+    parser.add_argument(
+        "--diff",
+        nargs=2,
+        metavar=("BEFORE", "AFTER"),
+        help="print what changed between two records this script wrote (no GPU needed), and exit",
+    )
     args = parser.parse_args(argv)
+    if args.diff:
+        records = []
+        for path in args.diff:
+            try:
+                records.append(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as exc:
+                print(f"error: --diff {path}: {exc}", file=sys.stderr)
+                return 2
+            if not isinstance(records[-1], dict) or "rows" not in records[-1]:
+                print(f"error: --diff {path}: not a profile_train record (no 'rows')", file=sys.stderr)
+                return 2
+        print(diff(*records))
+        return 0
     if not torch.cuda.is_available():
         print("error: the profile needs a CUDA device", file=sys.stderr)
         return 2
