@@ -195,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             if not isinstance(records[-1], dict) or "rows" not in records[-1]:
                 print(f"error: --diff {path}: not a profile_train record (no 'rows')", file=sys.stderr)
                 return 2
-        print(diff(*records))
+        try:
+            print(diff(*records))
+        except (KeyError, TypeError, ValueError) as exc:
+            print(f"error: --diff: a row lacks or mistypes {exc} (not a profile_train record)", file=sys.stderr)
+            return 2
         return 0
     if not torch.cuda.is_available():
         print("error: the profile needs a CUDA device", file=sys.stderr)

@@ -107,3 +107,8 @@ def test_diff_cli_bad_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert err.count("\n") == 0 and "not a profile_train record" in err
     assert main(["--diff", str(tmp_path / "missing.json"), str(bad)]) == 2
     assert "missing.json" in capsys.readouterr().err
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"rows": [{"model": "m", "seq_len": 1}]}')
+    assert main(["--diff", str(partial), str(partial)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "kernel_ms" in err
