@@ -115,14 +115,20 @@ def render(row: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _fmt_change(before: float | None, after: float | None) -> str:
-    if before is None or after is None:
-        return ""
-    return f"{after - before:+.2f}"
+def _side_by_side(title: str, before: dict[str, float], after: dict[str, float], digits: int) -> list[str]:
+    """A markdown table of ms per step before and after, every name of either, largest first;
+    "-" where a record lacks the name."""
 
+    def cell(ms: float | None) -> str:
+        return "-" if ms is None else f"{ms:.{digits}f}"
 
-def _cell(ms: float | None, digits: int = 2) -> str:
-    return "-" if ms is None else f"{ms:.{digits}f}"
+    lines = [f"| {title} | before | after | change |", "|---|---:|---:|---:|"]
+    for name in sorted(set(before) | set(after), key=lambda n: -max(before.get(n, 0), after.get(n, 0))):
+        a, b = before.get(name), after.get(name)
+        change = "" if a is None or b is None else f"{b - a:+.2f}"
+        shown = name if title == "category" else f"`{name[:90]}`"
+        lines.append(f"| {shown} | {cell(a)} | {cell(b)} | {change} |")
+    return lines
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -138,24 +144,18 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> str:
         lines = [
             f"### {row['model']} T={row['seq_len']}",
             f"kernels {old['kernel_ms']:.2f} -> {row['kernel_ms']:.2f} ms per step "
-            f"({_fmt_change(old['kernel_ms'], row['kernel_ms'])}); wall {old['step_wall_ms']:.2f} -> "
+            f"({row['kernel_ms'] - old['kernel_ms']:+.2f}); wall {old['step_wall_ms']:.2f} -> "
             f"{row['step_wall_ms']:.2f} ms; peak {old['peak_memory_gib']} -> {row['peak_memory_gib']} GiB",
             "",
-            "| category | before | after | change |",
-            "|---|---:|---:|---:|",
+            *_side_by_side("category", old["categories_ms"], row["categories_ms"], 2),
+            "",
+            *_side_by_side(
+                "kernel",
+                {name: ms for name, ms, _ in old["top_kernels_ms"]},
+                {name: ms for name, ms, _ in row["top_kernels_ms"]},
+                3,
+            ),
         ]
-        cats_old, cats_new = old["categories_ms"], row["categories_ms"]
-        names = sorted(set(cats_old) | set(cats_new), key=lambda n: -max(cats_old.get(n, 0), cats_new.get(n, 0)))
-        for name in names:
-            a, b = cats_old.get(name), cats_new.get(name)
-            lines.append(f"| {name} | {_cell(a)} | {_cell(b)} | {_fmt_change(a, b)} |")
-        k_old = {name: ms for name, ms, _ in old["top_kernels_ms"]}
-        k_new = {name: ms for name, ms, _ in row["top_kernels_ms"]}
-        kernels = sorted(set(k_old) | set(k_new), key=lambda n: -max(k_old.get(n, 0), k_new.get(n, 0)))
-        lines += ["", "| kernel | before | after | change |", "|---|---:|---:|---:|"]
-        for name in kernels:
-            a, b = k_old.get(name), k_new.get(name)
-            lines.append(f"| `{name[:90]}` | {_cell(a, 3)} | {_cell(b, 3)} | {_fmt_change(a, b)} |")
         blocks.append("\n".join(lines))
     if not blocks:
         return "no (model, T) row is in both records"

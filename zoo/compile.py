@@ -82,16 +82,21 @@ def _raise_process_limit(limit: int) -> None:
         dynamo_config.accumulated_recompile_limit = limit
 
 
+def dynamic_shapes(dynamic: bool | None, *, static_lengths: bool) -> bool | None:
+    """``torch.compile``'s ``dynamic`` for a model: a spec's True or False as it is; None
+    (dynamo's automatic dynamic shapes) becomes False for a model with TransPoint layers
+    (``static_lengths``). Such a model evaluates its schedule on the sequence length in
+    forward, host-side arithmetic (floats, rounding) that dynamo cannot turn into guards once
+    it marks the length dynamic, which it does at the second length a model sees; each length
+    has TransPoints of its own anyway, so one static graph per shape is what it needs."""
+    return False if dynamic is None and static_lengths else dynamic
+
+
 def spec_options(spec: Any, *, static_lengths: bool = False) -> dict[str, Any]:
     """The arguments of ``compile_options`` that a model spec's ``compile`` section (a
-    ``CompileSpec``) sets, for ``compiled`` / ``compile_in_place``.
-
-    ``static_lengths`` (a model with TransPoint layers): ``dynamic`` left at None becomes
-    False. Such a model evaluates its schedule on the sequence length in forward, host-side
-    arithmetic (floats, rounding) that dynamo cannot turn into guards once it marks the length
-    dynamic, which it does at the second length a model sees; each length has TransPoints of
-    its own anyway, so one static graph per shape is what it needs."""
-    dynamic = False if spec.dynamic is None and static_lengths else spec.dynamic
+    ``CompileSpec``) sets, for ``compiled`` / ``compile_in_place``; ``static_lengths`` as in
+    :func:`dynamic_shapes`."""
+    dynamic = dynamic_shapes(spec.dynamic, static_lengths=static_lengths)
     return {"backend": spec.backend, "mode": spec.mode, "dynamic": dynamic, "fullgraph": spec.fullgraph}
 
 

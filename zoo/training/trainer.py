@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from zoo.compile import compiled
+from zoo.compile import compiled, dynamic_shapes
 from zoo.data.synthetic import IGNORE
 from zoo.data.tasks import Task, train_shard
 from zoo.devices import parse_device
@@ -107,13 +107,13 @@ class Trainer(CheckpointingMixin):
         if self.config.compile and not self.per_block:
             # the random TransPoint schedule draws from a bounded set: room for one graph each
             recompile_limit = variants + 8 if self.random_schedule else None
-            name = getattr(getattr(model, "spec", None), "name", None)
-            # static shapes for TransPoint models: zoo.compile.spec_options says why
+            spec = getattr(model, "spec", None)
+            spec_dynamic = spec.compile.dynamic if spec is not None else None
             self.forward_model = compiled(
                 self.model,
-                what=f"the training forward of {name or 'the model'}",
+                what=f"the training forward of {getattr(spec, 'name', None) or 'the model'}",
                 recompile_limit=recompile_limit,
-                dynamic=False if uses_transpoints(self.model) else None,
+                dynamic=dynamic_shapes(spec_dynamic, static_lengths=uses_transpoints(self.model)),
             )
         else:
             self.forward_model = self.model
