@@ -108,7 +108,8 @@ class Trainer(CheckpointingMixin):
             # the random TransPoint schedule draws from a bounded set: room for one graph each
             recompile_limit = variants + 8 if self.random_schedule else None
             spec = getattr(model, "spec", None)
-            spec_dynamic = spec.compile.dynamic if spec is not None else None
+            # a zoo ModelSpec's compile.dynamic; None for a model without one (or a plain dict spec)
+            spec_dynamic = getattr(getattr(spec, "compile", None), "dynamic", None)
             self.forward_model = compiled(
                 self.model,
                 what=f"the training forward of {getattr(spec, 'name', None) or 'the model'}",
