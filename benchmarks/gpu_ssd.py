@@ -67,7 +67,7 @@ def main() -> None:
         default=None,
         type=parse_shapes,
         help="the (batch, length) shapes to time instead of the built-in list, e.g. 8x8192,1x65536,8x2048 "
-        "(the byte floor is then that of the first)",
+        "(the byte floor is then that of the first); with --sweep, the sweep's shapes",
     )
     parser.add_argument("--skip-compiled", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="per-kernel profile of ours, then exit")
@@ -184,7 +184,7 @@ def main() -> None:
     print("\n".join(report), flush=True)
     if args.sweep:
         configs = [parse_knobs(c) for c in args.sweep_configs.split(";")] if args.sweep_configs else SWEEP_CONFIGS
-        best = sweep(report, configs, base, args.sweep_chunk)
+        best = sweep(report, configs, base, args.sweep_chunk, args.shapes)
         report.append(f"\n- best configuration (geometric mean, matching the default): {best or '(defaults)'}")
         # for a later command of the same job (gpu_mixers.py --tuning "$(cat OUT.tuning)")
         chosen = parse_knobs(args.tuning) | (best or {})  # --tuning's knobs stay

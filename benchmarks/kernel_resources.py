@@ -88,7 +88,7 @@ def main() -> None:
         ).launch["num_warps"]
         chunk_warps = args.chunk_warps or plan.chunk_launch(getattr(torch, torch_dtype), chunk, DEFAULT)["num_warps"]
         common = dict(Q=chunk, BP=64, BN=128, PREC=precision, DOT_F32=False)
-        flags = dict(HAS_LAST=True, SAVE=True, HAS_DY=True, HAS_FIRST=True)
+        flags = dict(HAS_LAST=True, SAVE=True, HAS_OUT=True, HAS_DY=True, HAS_FIRST=True)
         rows = [
             (kernels._seg_state_fwd, common, warps),
             (kernels._seg_scan_fwd, common | flags, warps),
@@ -108,7 +108,9 @@ def main() -> None:
     from zoo_plugins.triton_ssd import conv, conv_kernels
 
     flags = dict(W=4, HAS_BIAS=True, ACT=True, HAS_G0=True, HAS_G1=True, HAS_G2=True, BC=conv._BC)
+    kinds = conv.backward_kernels
     pre = {"BT": conv._BT_PRE, "BC": conv._BC_PRE, "TILES": conv._TILES_PRE, "WP": 4}
+    pre |= {"FUSED": kinds == "fused", "STAGED": kinds == "staged"}  # the backward conv.py launches
     for fn, tile, extra in (
         (conv_kernels._conv_fwd, conv._BT, {}),
         (conv_kernels._conv_bwd_pre, conv._BT_PRE, pre),

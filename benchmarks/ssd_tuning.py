@@ -100,11 +100,15 @@ SWEEP_CONFIGS: list[dict[str, int]] = [
 ]
 
 
-def sweep(report: list[str], configs: list[dict[str, int]], base, chunk: int = 64) -> dict[str, int] | None:
+def sweep(
+    report: list[str], configs: list[dict[str, int]], base, chunk: int = 64, shapes: list[tuple[int, int]] | None = None
+) -> dict[str, int] | None:
     """Our Triton SSD (chunk ``chunk``) under each launch configuration: checked against the
-    default configuration (y and every gradient, bf16), then timed at three shapes. Returns
-    the configuration with the smallest geometric-mean time over the six cells among those
-    that match the default (rel. error < 1e-2), or None when none beats the default."""
+    default configuration (y and every gradient, bf16), then timed at ``shapes`` (default
+    SWEEP_SHAPES). Returns the configuration with the smallest geometric-mean time over the
+    cells among those that match the default (rel. error < 1e-2), or None when none beats
+    the default."""
+    shapes = shapes or SWEEP_SHAPES
     from zoo.testing import rel_err
     from zoo_plugins.triton_ssd import ssd
 
@@ -118,20 +122,20 @@ def sweep(report: list[str], configs: list[dict[str, int]], base, chunk: int = 6
     reference = run(base)
     report += ["", f"### Launch-configuration sweep of our Triton SSD (chunk {chunk}), ms (median)", ""]
     header = "| TUNING overrides | max rel err vs default | "
-    header += " | ".join(f"B{b} T{s} fwd | B{b} T{s} fwd+bwd" for b, s in SWEEP_SHAPES) + " | geomean vs default |"
-    report += [header, "|" + "---|" * (3 + 2 * len(SWEEP_SHAPES))]
+    header += " | ".join(f"B{b} T{s} fwd | B{b} T{s} fwd+bwd" for b, s in shapes) + " | geomean vs default |"
+    report += [header, "|" + "---|" * (3 + 2 * len(shapes))]
     timings: list[tuple[dict[str, int], float, list[float]]] = []
     for config in configs:
         try:
             tuning = base.replace(**config)
             error = max(rel_err(a, b) for a, b in zip(run(tuning), reference, strict=True))
             times = []
-            for batch, seq_len in SWEEP_SHAPES:
+            for batch, seq_len in shapes:
                 times += list(time_backend(functools.partial(ssd, chunk_size=chunk, tuning=tuning), batch, seq_len))
         except Exception as exc:  # a failing configuration is reported, the sweep goes on
             traceback.print_exc()
             error, times = float("nan"), []
-            cells = [f"FAIL {type(exc).__name__}"] * (2 * len(SWEEP_SHAPES))
+            cells = [f"FAIL {type(exc).__name__}"] * (2 * len(shapes))
         else:
             cells = [f"{v:.3f}" for v in times]
             timings.append((config, error, times))

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 
-_WARP_KNOBS = ("warps", "chunk_warps")
+_WARP_KNOBS = ("warps", "chunk_warps", "dbc_warps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,12 +26,13 @@ class Tuning:
     ``chunks_per_segment`` forces a segment length (tests use it to cover one and several
     segments); ``warps`` overrides the walking kernels' warp count, ``stages`` the pipeline
     stages of 16-bit runs (fewer stages spill less: kernel_resources.py). ``chunk_warps`` /
-    ``chunk_stages`` are those of the backward's chunk-parallel kernels (dB/dC and dx).
+    ``chunk_stages`` are those of the backward's chunk-parallel kernels (dB/dC and dx);
+    ``dbc_warps`` overrides the warps of the dB/dC kernel alone.
     ``maxnreg`` / ``chunk_maxnreg`` cap the registers per thread (ptxas .maxnreg): at 8
     warps, 128 lets two programs share an SM at the price of spills.
 
     >>> Tuning(chunk_warps=4).to_args()
-    [0, 0, 0, 0, 4, 0, 0, 0]
+    [0, 0, 0, 0, 4, 0, 0, 0, 0]
     """
 
     programs_per_sm: int | None = None
@@ -42,6 +43,7 @@ class Tuning:
     chunk_stages: int | None = None
     maxnreg: int | None = None
     chunk_maxnreg: int | None = None
+    dbc_warps: int | None = None
 
     def __post_init__(self) -> None:
         for name, value in self.knobs().items():
