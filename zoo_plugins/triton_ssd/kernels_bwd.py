@@ -298,6 +298,101 @@ def _chunk_bwd_dbc(
 
 
 @triton.jit
+def _dx_head(
+    x_ptr,
+    dt_ptr,
+    A_ptr,
+    D_ptr,
+    dstates_ptr,
+    dy_ptr,
+    readout_part_ptr,
+    total_part_ptr,
+    dx_ptr,
+    ddt_ptr,
+    dA_part_ptr,
+    dD_part_ptr,
+    Bm,
+    scores,
+    b,
+    h,
+    c,
+    batch,
+    t,
+    tmask,
+    p,
+    n,
+    pmask,
+    nmask,
+    T,
+    H,
+    P,
+    N,
+    NC,
+    out_start,
+    N_BLOCKS,
+    HAS_DY: tl.constexpr,
+    Q: tl.constexpr,
+    PREC: tl.constexpr,
+    DOT_F32: tl.constexpr,
+):
+    """dx, ddt and the dA / dD partials of head h in chunk c, given the chunk's B tile and
+    its intra-chunk scores C_l . B_s ([Q, Q] fp32; unused without dy)."""
+    pn_off = p[:, None] * N + n[None, :]
+    pn_mask = pmask[:, None] & nmask[None, :]
+    xp_mask = tmask[:, None] & pmask[None, :]
+    A_h = tl.load(A_ptr + h).to(tl.float32)
+    dt = tl.load(dt_ptr + (b * T + t) * H + h, mask=tmask, other=0.0).to(tl.float32)
+    acs = tl.cumsum(dt * A_h, axis=0)
+    total = tl.sum(dt * A_h, axis=0)
+    to_end = tl.exp(total - acs)
+    x_off = ((b * T + t[:, None]) * H + h) * P + p[None, :]
+    xm = tl.load(x_ptr + x_off, mask=xp_mask, other=0.0)
+    base = ((b * H + h) * NC + c) * P * N
+    d_leave = tl.load(dstates_ptr + base + pn_off, mask=pn_mask, other=0.0)
+    # h_next = exp(total) h_in + S_c: the decay of the whole chunk (<dh_leave, h_in> from dbc).
+    pull_total = tl.load(total_part_ptr + (b * NC + c) * H + h)
+    for k in range(1, N_BLOCKS):
+        pull_total += tl.load(total_part_ptr + ((k * batch + b) * NC + c) * H + h)
+    dtotal = tl.exp(total) * pull_total
+    pull_B = _dot(Bm, tl.trans(d_leave.to(Bm.dtype)), PREC, DOT_F32)  # [Q, BP]
+    dxd = to_end[:, None] * pull_B
+    state_term = to_end * dt * tl.sum(xm.to(tl.float32) * pull_B, axis=1)
+    dacs = -state_term
+    dtotal += tl.sum(state_term, axis=0)
+    if HAS_DY:
+        causal = tl.arange(0, Q)[:, None] >= tl.arange(0, Q)[None, :]
+        T_out = T - out_start
+        ymask = (tmask & (t >= out_start))[:, None] & pmask[None, :]
+        dy = tl.load(
+            dy_ptr + ((b * T_out + t[:, None] - out_start) * H + h) * P + p[None, :],
+            mask=ymask,
+            other=0.0,
+        )
+        decay = tl.exp(tl.where(causal, acs[:, None] - acs[None, :], float("-inf")))
+        scores_decay = scores * decay  # [l, s]
+        dxd += _dot(tl.trans(scores_decay.to(dy.dtype)), dy, PREC, DOT_F32)
+        # dy_l . x_s from the exact inputs, then * dt_s in fp32 (dA sums these with cancellation).
+        intra = scores_decay * _dot(dy, tl.trans(xm), PREC, DOT_F32) * dt[None, :]
+        dacs += tl.sum(intra, axis=1) - tl.sum(intra, axis=0)
+        # Read-out of the entering state, y_l += exp(acs_l) C_l h_in^T: its pull from dbc.
+        for k in range(0, N_BLOCKS):
+            dacs += tl.load(readout_part_ptr + ((k * batch + b) * T + t) * H + h, mask=tmask, other=0.0)
+    da = tl.cumsum(dacs, axis=0, reverse=True) + dtotal
+    dx = dxd * dt[:, None]
+    ddt = tl.sum(xm.to(tl.float32) * dxd, axis=1) + da * A_h
+    part = (b * NC + c) * H + h
+    tl.store(dA_part_ptr + part, tl.sum(da * dt, axis=0))
+    if HAS_DY:  # D = 0 when the caller has none (see kernels._seg_scan_fwd)
+        dx += tl.load(D_ptr + h).to(tl.float32) * dy.to(tl.float32)
+        dD = tl.sum(tl.sum(xm.to(tl.float32) * dy.to(tl.float32), axis=1), axis=0)
+        tl.store(dD_part_ptr + part, dD)
+    else:
+        tl.store(dD_part_ptr + part, 0.0)
+    tl.store(dx_ptr + x_off, dx.to(dx_ptr.dtype.element_ty), mask=xp_mask)
+    tl.store(ddt_ptr + (b * T + t) * H + h, ddt.to(ddt_ptr.dtype.element_ty), mask=tmask)
+
+
+@triton.jit
 def _chunk_bwd_dx(
     x_ptr,
     dt_ptr,
@@ -322,6 +417,7 @@ def _chunk_bwd_dx(
     NC,
     out_start,
     N_BLOCKS,
+    PER_GROUP: tl.constexpr,
     HAS_DY: tl.constexpr,
     Q: tl.constexpr,
     BP: tl.constexpr,
@@ -329,15 +425,20 @@ def _chunk_bwd_dx(
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
-    """dx, ddt and the per-chunk dA / dD partials of one (batch, head, chunk). The entering
-    state's pulls on the log-decays come from ``_chunk_bwd_dbc`` (partial sums over its
-    N_BLOCKS blocks of N), so this kernel never reads the saved states."""
+    """dx, ddt and the per-chunk dA / dD partials of one (batch, head, chunk), or with
+    PER_GROUP of the R heads of one (batch, group, chunk), which share B, C and so the
+    scores C_l . B_s (computed once per program). The entering state's pulls on the
+    log-decays come from ``_chunk_bwd_dbc`` (partial sums over its N_BLOCKS blocks of N),
+    so this kernel never reads the saved states."""
     c = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    g = h // R
-    batch = tl.num_programs(1) // H
+    if PER_GROUP:
+        batch = tl.num_programs(1) // G
+        b = tl.program_id(1) // G
+        g = tl.program_id(1) % G
+    else:
+        batch = tl.num_programs(1) // H
+        b = tl.program_id(1) // H
+        g = (tl.program_id(1) % H) // R
     t = c * Q + tl.arange(0, Q)
     tmask = t < T
     p = tl.arange(0, BP)
@@ -346,58 +447,22 @@ def _chunk_bwd_dx(
     nmask = n < N
     bc_off = ((b * T + t[:, None]) * G + g) * N + n[None, :]
     bc_mask = tmask[:, None] & nmask[None, :]
-    pn_off = p[:, None] * N + n[None, :]
-    pn_mask = pmask[:, None] & nmask[None, :]
-    xp_mask = tmask[:, None] & pmask[None, :]
     Bm = tl.load(B_ptr + bc_off, mask=bc_mask, other=0.0)
-    A_h = tl.load(A_ptr + h).to(tl.float32)
-    dt = tl.load(dt_ptr + (b * T + t) * H + h, mask=tmask, other=0.0).to(tl.float32)
-    acs = tl.cumsum(dt * A_h, axis=0)
-    total = tl.sum(dt * A_h, axis=0)
-    to_end = tl.exp(total - acs)
-    x_off = ((b * T + t[:, None]) * H + h) * P + p[None, :]
-    xm = tl.load(x_ptr + x_off, mask=xp_mask, other=0.0)
-    base = ((b * H + h) * NC + c) * P * N
-    d_leave = tl.load(dstates_ptr + base + pn_off, mask=pn_mask, other=0.0)
-    # h_next = exp(total) h_in + S_c: the decay of the whole chunk (<dh_leave, h_in> from dbc).
-    pull_total = tl.load(total_part_ptr + (b * NC + c) * H + h)
-    for k in range(1, N_BLOCKS):
-        pull_total += tl.load(total_part_ptr + ((k * batch + b) * NC + c) * H + h)
-    dtotal = tl.exp(total) * pull_total
-    pull_B = _dot(Bm, tl.trans(d_leave.to(Bm.dtype)), PREC, DOT_F32)  # [Q, BP]
-    dxd = to_end[:, None] * pull_B
-    state_term = to_end * dt * tl.sum(xm.to(tl.float32) * pull_B, axis=1)
-    dacs = -state_term
-    dtotal += tl.sum(state_term, axis=0)
     if HAS_DY:
         Cm = tl.load(C_ptr + bc_off, mask=bc_mask, other=0.0)
-        causal = tl.arange(0, Q)[:, None] >= tl.arange(0, Q)[None, :]
-        T_out = T - out_start
-        ymask = (tmask & (t >= out_start))[:, None] & pmask[None, :]
-        dy = tl.load(
-            dy_ptr + ((b * T_out + t[:, None] - out_start) * H + h) * P + p[None, :],
-            mask=ymask,
-            other=0.0,
-        )
-        decay = tl.exp(tl.where(causal, acs[:, None] - acs[None, :], float("-inf")))
-        scores_decay = _dot(Cm, tl.trans(Bm), PREC, DOT_F32) * decay  # [l, s]
-        dxd += _dot(tl.trans(scores_decay.to(dy.dtype)), dy, PREC, DOT_F32)
-        # dy_l . x_s from the exact inputs, then * dt_s in fp32 (dA sums these with cancellation).
-        intra = scores_decay * _dot(dy, tl.trans(xm), PREC, DOT_F32) * dt[None, :]
-        dacs += tl.sum(intra, axis=1) - tl.sum(intra, axis=0)
-        # Read-out of the entering state, y_l += exp(acs_l) C_l h_in^T: its pull from dbc.
-        for k in range(0, N_BLOCKS):
-            dacs += tl.load(readout_part_ptr + ((k * batch + b) * T + t) * H + h, mask=tmask, other=0.0)
-    da = tl.cumsum(dacs, axis=0, reverse=True) + dtotal
-    dx = dxd * dt[:, None]
-    ddt = tl.sum(xm.to(tl.float32) * dxd, axis=1) + da * A_h
-    part = (b * NC + c) * H + h
-    tl.store(dA_part_ptr + part, tl.sum(da * dt, axis=0))
-    if HAS_DY:  # D = 0 when the caller has none (see kernels._seg_scan_fwd)
-        dx += tl.load(D_ptr + h).to(tl.float32) * dy.to(tl.float32)
-        dD = tl.sum(tl.sum(xm.to(tl.float32) * dy.to(tl.float32), axis=1), axis=0)
-        tl.store(dD_part_ptr + part, dD)
+        scores = _dot(Cm, tl.trans(Bm), PREC, DOT_F32)  # [l, s]
     else:
-        tl.store(dD_part_ptr + part, 0.0)
-    tl.store(dx_ptr + x_off, dx.to(dx_ptr.dtype.element_ty), mask=xp_mask)
-    tl.store(ddt_ptr + (b * T + t) * H + h, ddt.to(ddt_ptr.dtype.element_ty), mask=tmask)
+        scores = tl.zeros([Q, Q], dtype=tl.float32)
+    if PER_GROUP:
+        for r in range(R):
+            _dx_head(
+                x_ptr, dt_ptr, A_ptr, D_ptr, dstates_ptr, dy_ptr, readout_part_ptr, total_part_ptr,
+                dx_ptr, ddt_ptr, dA_part_ptr, dD_part_ptr, Bm, scores, b, g * R + r, c, batch,
+                t, tmask, p, n, pmask, nmask, T, H, P, N, NC, out_start, N_BLOCKS, HAS_DY, Q, PREC, DOT_F32,
+            )  # fmt: skip
+    else:
+        _dx_head(
+            x_ptr, dt_ptr, A_ptr, D_ptr, dstates_ptr, dy_ptr, readout_part_ptr, total_part_ptr,
+            dx_ptr, ddt_ptr, dA_part_ptr, dD_part_ptr, Bm, scores, b, tl.program_id(1) % H, c, batch,
+            t, tmask, p, n, pmask, nmask, T, H, P, N, NC, out_start, N_BLOCKS, HAS_DY, Q, PREC, DOT_F32,
+        )  # fmt: skip

@@ -312,7 +312,8 @@ def _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chu
         **dbc_launch(x.dtype, chunk_size, tuning),
         **{**walk.meta, "BN": block_n_dbc},
     )
-    kernels_bwd._chunk_bwd_dx[(n_chunks, rows)](
+    per_group = bool(tuning.dx_per_group)
+    kernels_bwd._chunk_bwd_dx[(n_chunks, batch * n_groups if per_group else rows)](
         x,
         dt,
         A,
@@ -329,6 +330,7 @@ def _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chu
         dD_part,
         *shape_args,
         n_blocks,
+        PER_GROUP=per_group,
         HAS_DY=has_dy,
         **launch,
         **walk.meta,

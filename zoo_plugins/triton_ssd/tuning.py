@@ -27,12 +27,14 @@ class Tuning:
     segments); ``warps`` overrides the walking kernels' warp count, ``stages`` the pipeline
     stages of 16-bit runs (fewer stages spill less: kernel_resources.py). ``chunk_warps`` /
     ``chunk_stages`` are those of the backward's chunk-parallel kernels (dB/dC and dx);
-    ``dbc_warps`` overrides the warps of the dB/dC kernel alone.
+    ``dbc_warps`` overrides the warps of the dB/dC kernel alone; ``dx_per_group=1`` runs
+    the dx kernel one program per (batch, group, chunk), its heads in a loop sharing the
+    group's C . B^T, instead of one per (batch, head, chunk).
     ``maxnreg`` / ``chunk_maxnreg`` cap the registers per thread (ptxas .maxnreg): at 8
     warps, 128 lets two programs share an SM at the price of spills.
 
     >>> Tuning(chunk_warps=4).to_args()
-    [0, 0, 0, 0, 4, 0, 0, 0, 0]
+    [0, 0, 0, 0, 4, 0, 0, 0, 0, 0]
     """
 
     programs_per_sm: int | None = None
@@ -44,6 +46,7 @@ class Tuning:
     maxnreg: int | None = None
     chunk_maxnreg: int | None = None
     dbc_warps: int | None = None
+    dx_per_group: int | None = None
 
     def __post_init__(self) -> None:
         for name, value in self.knobs().items():
