@@ -88,7 +88,7 @@ def main() -> None:
         ).launch["num_warps"]
         chunk_warps = args.chunk_warps or plan.chunk_launch(getattr(torch, torch_dtype), chunk, DEFAULT)["num_warps"]
         common = dict(Q=chunk, BP=64, BN=128, PREC=precision, DOT_F32=False)
-        flags = dict(HAS_LAST=True, SAVE=True, HAS_OUT=True, HAS_DY=True, HAS_FIRST=True)
+        flags = dict(HAS_LAST=True, SAVE=True, HAS_DY=True, HAS_FIRST=True)
         rows = [
             (kernels._seg_state_fwd, common, warps),
             (kernels._seg_scan_fwd, common | flags, warps),

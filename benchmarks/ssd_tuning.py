@@ -139,10 +139,10 @@ def sweep(
         else:
             cells = [f"{v:.3f}" for v in times]
             timings.append((config, error, times))
-        base = timings[0][2] if timings and not timings[0][0] else None
+        baseline = timings[0][2] if timings and not timings[0][0] else None
         ratio = (
-            math.exp(sum(math.log(v / b) for v, b in zip(times, base, strict=True)) / len(times))
-            if base and times
+            math.exp(sum(math.log(v / b) for v, b in zip(times, baseline, strict=True)) / len(times))
+            if baseline and times
             else float("nan")
         )
         label = ", ".join(f"{k}={v}" for k, v in config.items()) or "(defaults)"

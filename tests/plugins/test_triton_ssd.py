@@ -215,7 +215,6 @@ def test_non_default_launch_knobs_match_reference() -> None:
     # On the GPU in bf16 (where stages apply: fp32 runs unpipelined); the CPU interpreter
     # ignores warps, stages and register caps, so there it checks only that the knobs pass through.
     knobs = {"warps": 8, "stages": 2, "maxnreg": 128, "chunk_warps": 8, "chunk_stages": 2, "chunk_maxnreg": 128}
-    knobs |= {"dbc_warps": 4, "dx_per_group": 1}
     cases = (SSMCase(1, 37, 4, 8, 16, 2), SSMCase(2, 20, 2, 16, 8, 1, initial_state=False, skip_D=True))
     dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
     check_ssm_backend(TritonSSM({"chunk_size": CHUNK, "tuning": knobs}), device=DEVICE, dtype=dtype, cases=cases)

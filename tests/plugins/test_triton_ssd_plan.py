@@ -73,12 +73,6 @@ def test_tuning_knobs_are_checked_and_reach_the_launches(monkeypatch) -> None:
     assert plan.chunk_launch(torch.bfloat16, 64, DEFAULT) == {"num_warps": 4, "num_stages": 3}
     assert plan.chunk_launch(torch.bfloat16, 128, DEFAULT) == {"num_warps": 8, "num_stages": 3}
     assert plan.chunk_launch(torch.float32, 64, DEFAULT) == {"num_warps": 8, "num_stages": 1}
-    # the dB/dC kernel follows the chunk kernels unless dbc_warps sets its own
-    assert plan.dbc_launch(torch.bfloat16, 64, DEFAULT) == plan.chunk_launch(torch.bfloat16, 64, DEFAULT)
-    assert plan.dbc_launch(torch.bfloat16, 64, Tuning(dbc_warps=8)) == {"num_warps": 8, "num_stages": 3}
-    assert plan.chunk_launch(torch.bfloat16, 64, Tuning(dbc_warps=8))["num_warps"] == 4
-    with pytest.raises(ValueError, match="dbc_warps=6: a warp count"):
-        Tuning(dbc_warps=6)
     chunk_knobs = Tuning(chunk_warps=4, chunk_stages=2, chunk_maxnreg=128)
     assert chunk_knobs.overrides() == {"chunk_warps": 4, "chunk_stages": 2, "chunk_maxnreg": 128}
     assert Tuning.from_args(chunk_knobs.to_args()) == chunk_knobs and Tuning.from_args(None) == DEFAULT

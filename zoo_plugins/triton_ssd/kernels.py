@@ -211,7 +211,6 @@ def _seg_scan_fwd(
     first_seg,
     HAS_LAST: tl.constexpr,
     SAVE: tl.constexpr,
-    HAS_OUT: tl.constexpr,
     Q: tl.constexpr,
     BP: tl.constexpr,
     BN: tl.constexpr,
@@ -222,9 +221,6 @@ def _seg_scan_fwd(
 
     Entering state of segment s: slot s of ``seg`` (s < NSEG - 1), else ``last`` (the
     state pass's end, or the initial state when there is one segment), else zero.
-    HAS_OUT is False when no token has an output (out_start = T: the converter, and the
-    backward's rebuild of the saved states): the walk alone is compiled, without the
-    read-out's tiles.
     """
     row = tl.program_id(0)
     s = tl.program_id(1) + first_seg
@@ -257,23 +253,22 @@ def _seg_scan_fwd(
                 state.to(states_ptr.dtype.element_ty),
                 mask=pn_mask,
             )
-        if HAS_OUT:
-            if (c + 1) * Q > out_start:
-                Cm = tl.load(C_ptr + bc_off, mask=bc_mask, other=0.0)
-                scores = _dot(Cm, tl.trans(Bm), PREC, DOT_F32)  # [Q(l), Q(s)]
-                decay = tl.exp(tl.where(causal, acs[:, None] - acs[None, :], float("-inf")))
-                weights = (scores * decay * dt[None, :]).to(xm.dtype)
-                y = _dot(weights, xm, PREC, DOT_F32)
-                y_state = _dot(Cm, tl.trans(state.to(Cm.dtype)), PREC, DOT_F32)
-                y += tl.exp(acs)[:, None] * y_state
-                # D x always (D = 0 when the caller has none): without this term, Triton 3.6's
-                # pipelined bf16 build of this loop produced wrong outputs on the H200 (ops.py).
-                y += tl.load(D_ptr + h).to(tl.float32) * xm.to(tl.float32)
-                tl.store(
-                    y_ptr + ((b * T_out + t[:, None] - out_start) * H + h) * P + p[None, :],
-                    y.to(y_ptr.dtype.element_ty),
-                    mask=(tmask & (t >= out_start))[:, None] & pmask[None, :],
-                )
+        if ((c + 1) * Q > out_start) & (out_start < T):
+            Cm = tl.load(C_ptr + bc_off, mask=bc_mask, other=0.0)
+            scores = _dot(Cm, tl.trans(Bm), PREC, DOT_F32)  # [Q(l), Q(s)]
+            decay = tl.exp(tl.where(causal, acs[:, None] - acs[None, :], float("-inf")))
+            weights = (scores * decay * dt[None, :]).to(xm.dtype)
+            y = _dot(weights, xm, PREC, DOT_F32)
+            y_state = _dot(Cm, tl.trans(state.to(Cm.dtype)), PREC, DOT_F32)
+            y += tl.exp(acs)[:, None] * y_state
+            # D x always (D = 0 when the caller has none): without this term, Triton 3.6's
+            # pipelined bf16 build of this loop produced wrong outputs on the H200 (ops.py).
+            y += tl.load(D_ptr + h).to(tl.float32) * xm.to(tl.float32)
+            tl.store(
+                y_ptr + ((b * T_out + t[:, None] - out_start) * H + h) * P + p[None, :],
+                y.to(y_ptr.dtype.element_ty),
+                mask=(tmask & (t >= out_start))[:, None] & pmask[None, :],
+            )
         xw = (xm.to(tl.float32) * (tl.exp(total - acs) * dt)[:, None]).to(Bm.dtype)
         state = state * tl.exp(total) + _dot(tl.trans(xw), Bm, PREC, DOT_F32)
     if s == NSEG - 1:

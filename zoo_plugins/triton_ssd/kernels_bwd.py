@@ -14,9 +14,7 @@ The forward saved each chunk's entering state (dtype of x). Launches:
    partials), chunk-parallel. They are split so that neither spills much at chunk 64 on
    Hopper (ptxas: 0 and ~100 bytes per thread, where one fused kernel spilled 2.5-4.7 KB).
    ``_chunk_bwd_dbc`` owns one (batch, group, chunk, N block) and sums dB/dC over the
-   group's heads in registers (no atomics); it alone reads the saved states, and hands the
-   two log-decay terms that need them to ``_chunk_bwd_dx`` (per head, per N block: [B, T, H]
-   and [B, nc, H] fp32). ``_chunk_bwd_dx`` owns one (batch, head, chunk).
+   group's heads in registers (no atomics); ``_chunk_bwd_dx`` owns one (batch, head, chunk).
 
 The forward that the gradients follow, per chunk with xd_s = dt_s x_s and
 decay[l, s] = exp(acs_l - acs_s) (s <= l):
@@ -201,8 +199,6 @@ def _chunk_bwd_dbc(
     dy_ptr,
     dB_ptr,
     dC_ptr,
-    readout_part_ptr,
-    total_part_ptr,
     T,
     H,
     G,
@@ -219,40 +215,27 @@ def _chunk_bwd_dbc(
     DOT_F32: tl.constexpr,
 ):
     """dB and dC of one (batch, group, chunk), a BN-wide block of N (grid axis 2), summed
-    over the group's heads in registers; and, per head, the two terms of the log-decay
-    gradient that read the entering state (for ``_chunk_bwd_dx``, which then never loads it).
-    Every term is column-wise in N, so N splits freely; the per-head terms are partial sums
-    over this block, one slot per block.
-
-    The intra-chunk terms are dC_l = sum_s M[l, s] B_s and dB_s = sum_l M[l, s] C_l with
-    M = sum over the group's heads of (dy_l . x_s) dt_s decay[l, s]: B and C are the
-    group's, so M is summed over the heads first ([Q, Q] fp32) and meets B and C in one
-    product each after the loop, instead of two per head. The entering state's terms:
-    dC_l += exp(acs_l) dy_l h_in (per head), whose product with C_l is the read-out's pull
-    on acs_l, and <dh_leave, h_in>, the pull on the chunk's total decay.
-    """
+    over the group's heads in registers. Every term is column-wise in N, so N splits freely."""
     c = tl.program_id(0)
     bg = tl.program_id(1)
-    block = tl.program_id(2)
     b = bg // G
     g = bg % G
     t = c * Q + tl.arange(0, Q)
     tmask = t < T
     p = tl.arange(0, BP)
-    n = block * BN + tl.arange(0, BN)
+    n = tl.program_id(2) * BN + tl.arange(0, BN)
     pmask = p < P
     nmask = n < N
     bc_off = ((b * T + t[:, None]) * G + g) * N + n[None, :]
     bc_mask = tmask[:, None] & nmask[None, :]
     pn_off = p[:, None] * N + n[None, :]
     pn_mask = pmask[:, None] & nmask[None, :]
-    part_row = block * (tl.num_programs(1) // G) + b  # [block, batch] of the partial sums
+    Bm = tl.load(B_ptr + bc_off, mask=bc_mask, other=0.0)
     dB_acc = tl.zeros([Q, BN], dtype=tl.float32)
     if HAS_DY:
         Cm = tl.load(C_ptr + bc_off, mask=bc_mask, other=0.0)
         causal = tl.arange(0, Q)[:, None] >= tl.arange(0, Q)[None, :]
         dC_acc = tl.zeros([Q, BN], dtype=tl.float32)
-        mixed = tl.zeros([Q, Q], dtype=tl.float32)  # M above
         ymask = (tmask & (t >= out_start))[:, None] & pmask[None, :]
         T_out = T - out_start
     for r in range(R):
@@ -266,15 +249,11 @@ def _chunk_bwd_dbc(
             mask=tmask[:, None] & pmask[None, :],
             other=0.0,
         )
-        xd = (xm.to(tl.float32) * (tl.exp(total - acs) * dt)[:, None]).to(xm.dtype)
+        xd = (xm.to(tl.float32) * (tl.exp(total - acs) * dt)[:, None]).to(Bm.dtype)
         base = ((b * H + h) * NC + c) * P * N
-        d_leave = tl.load(dstates_ptr + base + pn_off, mask=pn_mask, other=0.0)
-        h_in = tl.load(states_ptr + base + pn_off, mask=pn_mask, other=0.0)
-        # h_next = exp(total) h_in + S_c: the whole chunk's decay pulls <dh_leave, h_in>.
-        pull_total = tl.sum(tl.sum(d_leave.to(tl.float32) * h_in.to(tl.float32), axis=1), axis=0)
-        tl.store(total_part_ptr + (part_row * NC + c) * H + h, pull_total)
+        d_leave = tl.load(dstates_ptr + base + pn_off, mask=pn_mask, other=0.0).to(Bm.dtype)
         # State path: S_c = sum_s exp(acs_end - acs_s) dt_s x_s B_s^T.
-        dB_acc += _dot(xd, d_leave.to(xm.dtype), PREC, DOT_F32)
+        dB_acc += _dot(xd, d_leave, PREC, DOT_F32)
         if HAS_DY:
             dy = tl.load(
                 dy_ptr + ((b * T_out + t[:, None] - out_start) * H + h) * P + p[None, :],
@@ -282,64 +261,65 @@ def _chunk_bwd_dbc(
                 other=0.0,
             )
             decay = tl.exp(tl.where(causal, acs[:, None] - acs[None, :], float("-inf")))
-            mixed += _dot(dy, tl.trans(xm), PREC, DOT_F32) * (dt[None, :] * decay)  # [l, s]
-            # Read-out of the entering state: y_l += exp(acs_l) C_l h_in^T.
-            from_state = tl.exp(acs)[:, None] * _dot(dy, h_in.to(xm.dtype), PREC, DOT_F32)  # [Q, BN]
-            dC_acc += from_state
-            pull_readout = tl.sum(Cm.to(tl.float32) * from_state, axis=1)
-            tl.store(readout_part_ptr + (part_row * T + t) * H + h, pull_readout, mask=tmask)
-    if HAS_DY:
-        Bm = tl.load(B_ptr + bc_off, mask=bc_mask, other=0.0)
-        mixed_lo = mixed.to(Bm.dtype)
-        dC_acc += _dot(mixed_lo, Bm, PREC, DOT_F32)
-        dB_acc += _dot(tl.trans(mixed_lo), Cm, PREC, DOT_F32)
-        tl.store(dC_ptr + bc_off, dC_acc.to(dC_ptr.dtype.element_ty), mask=bc_mask)
+            dy_x = _dot(dy, tl.trans(xm), PREC, DOT_F32) * (dt[None, :] * decay)  # [l, s]
+            dy_x = dy_x.to(Bm.dtype)
+            dC_acc += _dot(dy_x, Bm, PREC, DOT_F32)
+            dB_acc += _dot(tl.trans(dy_x), Cm, PREC, DOT_F32)
+            h_in = tl.load(states_ptr + base + pn_off, mask=pn_mask, other=0.0).to(Cm.dtype)
+            dC_acc += tl.exp(acs)[:, None] * _dot(dy, h_in, PREC, DOT_F32)
     tl.store(dB_ptr + bc_off, dB_acc.to(dB_ptr.dtype.element_ty), mask=bc_mask)
+    if HAS_DY:
+        tl.store(dC_ptr + bc_off, dC_acc.to(dC_ptr.dtype.element_ty), mask=bc_mask)
 
 
 @triton.jit
-def _dx_head(
+def _chunk_bwd_dx(
     x_ptr,
     dt_ptr,
     A_ptr,
+    B_ptr,
+    C_ptr,
     D_ptr,
+    states_ptr,
     dstates_ptr,
     dy_ptr,
-    readout_part_ptr,
-    total_part_ptr,
     dx_ptr,
     ddt_ptr,
     dA_part_ptr,
     dD_part_ptr,
-    Bm,
-    scores,
-    b,
-    h,
-    c,
-    batch,
-    t,
-    tmask,
-    p,
-    n,
-    pmask,
-    nmask,
     T,
     H,
+    G,
+    R,
     P,
     N,
     NC,
     out_start,
-    N_BLOCKS,
     HAS_DY: tl.constexpr,
     Q: tl.constexpr,
+    BP: tl.constexpr,
+    BN: tl.constexpr,
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
-    """dx, ddt and the dA / dD partials of head h in chunk c, given the chunk's B tile and
-    its intra-chunk scores C_l . B_s ([Q, Q] fp32; unused without dy)."""
+    """dx, ddt and the per-chunk dA / dD partials of one (batch, head, chunk)."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    g = h // R
+    t = c * Q + tl.arange(0, Q)
+    tmask = t < T
+    p = tl.arange(0, BP)
+    n = tl.arange(0, BN)
+    pmask = p < P
+    nmask = n < N
+    bc_off = ((b * T + t[:, None]) * G + g) * N + n[None, :]
+    bc_mask = tmask[:, None] & nmask[None, :]
     pn_off = p[:, None] * N + n[None, :]
     pn_mask = pmask[:, None] & nmask[None, :]
     xp_mask = tmask[:, None] & pmask[None, :]
+    Bm = tl.load(B_ptr + bc_off, mask=bc_mask, other=0.0)
     A_h = tl.load(A_ptr + h).to(tl.float32)
     dt = tl.load(dt_ptr + (b * T + t) * H + h, mask=tmask, other=0.0).to(tl.float32)
     acs = tl.cumsum(dt * A_h, axis=0)
@@ -348,18 +328,17 @@ def _dx_head(
     x_off = ((b * T + t[:, None]) * H + h) * P + p[None, :]
     xm = tl.load(x_ptr + x_off, mask=xp_mask, other=0.0)
     base = ((b * H + h) * NC + c) * P * N
-    d_leave = tl.load(dstates_ptr + base + pn_off, mask=pn_mask, other=0.0)
-    # h_next = exp(total) h_in + S_c: the decay of the whole chunk (<dh_leave, h_in> from dbc).
-    pull_total = tl.load(total_part_ptr + (b * NC + c) * H + h)
-    for k in range(1, N_BLOCKS):
-        pull_total += tl.load(total_part_ptr + ((k * batch + b) * NC + c) * H + h)
-    dtotal = tl.exp(total) * pull_total
+    d_leave = tl.load(dstates_ptr + base + pn_off, mask=pn_mask, other=0.0).to(tl.float32)
+    h_in = tl.load(states_ptr + base + pn_off, mask=pn_mask, other=0.0).to(tl.float32)
+    # h_next = exp(total) h_in + S_c: the decay of the whole chunk.
+    dtotal = tl.exp(total) * tl.sum(tl.sum(d_leave * h_in, axis=1), axis=0)
     pull_B = _dot(Bm, tl.trans(d_leave.to(Bm.dtype)), PREC, DOT_F32)  # [Q, BP]
     dxd = to_end[:, None] * pull_B
     state_term = to_end * dt * tl.sum(xm.to(tl.float32) * pull_B, axis=1)
     dacs = -state_term
     dtotal += tl.sum(state_term, axis=0)
     if HAS_DY:
+        Cm = tl.load(C_ptr + bc_off, mask=bc_mask, other=0.0)
         causal = tl.arange(0, Q)[:, None] >= tl.arange(0, Q)[None, :]
         T_out = T - out_start
         ymask = (tmask & (t >= out_start))[:, None] & pmask[None, :]
@@ -369,14 +348,14 @@ def _dx_head(
             other=0.0,
         )
         decay = tl.exp(tl.where(causal, acs[:, None] - acs[None, :], float("-inf")))
-        scores_decay = scores * decay  # [l, s]
+        scores_decay = _dot(Cm, tl.trans(Bm), PREC, DOT_F32) * decay  # [l, s]
         dxd += _dot(tl.trans(scores_decay.to(dy.dtype)), dy, PREC, DOT_F32)
         # dy_l . x_s from the exact inputs, then * dt_s in fp32 (dA sums these with cancellation).
         intra = scores_decay * _dot(dy, tl.trans(xm), PREC, DOT_F32) * dt[None, :]
         dacs += tl.sum(intra, axis=1) - tl.sum(intra, axis=0)
-        # Read-out of the entering state, y_l += exp(acs_l) C_l h_in^T: its pull from dbc.
-        for k in range(0, N_BLOCKS):
-            dacs += tl.load(readout_part_ptr + ((k * batch + b) * T + t) * H + h, mask=tmask, other=0.0)
+        # Read-out of the entering state: y_l += exp(acs_l) C_l h_in^T.
+        readout = _dot(Cm, tl.trans(h_in.to(Cm.dtype)), PREC, DOT_F32)  # [Q, BP]
+        dacs += tl.exp(acs) * tl.sum(dy.to(tl.float32) * readout, axis=1)
     da = tl.cumsum(dacs, axis=0, reverse=True) + dtotal
     dx = dxd * dt[:, None]
     ddt = tl.sum(xm.to(tl.float32) * dxd, axis=1) + da * A_h
@@ -390,79 +369,3 @@ def _dx_head(
         tl.store(dD_part_ptr + part, 0.0)
     tl.store(dx_ptr + x_off, dx.to(dx_ptr.dtype.element_ty), mask=xp_mask)
     tl.store(ddt_ptr + (b * T + t) * H + h, ddt.to(ddt_ptr.dtype.element_ty), mask=tmask)
-
-
-@triton.jit
-def _chunk_bwd_dx(
-    x_ptr,
-    dt_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    dstates_ptr,
-    dy_ptr,
-    readout_part_ptr,
-    total_part_ptr,
-    dx_ptr,
-    ddt_ptr,
-    dA_part_ptr,
-    dD_part_ptr,
-    T,
-    H,
-    G,
-    R,
-    P,
-    N,
-    NC,
-    out_start,
-    N_BLOCKS,
-    PER_GROUP: tl.constexpr,
-    HAS_DY: tl.constexpr,
-    Q: tl.constexpr,
-    BP: tl.constexpr,
-    BN: tl.constexpr,
-    PREC: tl.constexpr,
-    DOT_F32: tl.constexpr,
-):
-    """dx, ddt and the per-chunk dA / dD partials of one (batch, head, chunk), or with
-    PER_GROUP of the R heads of one (batch, group, chunk), which share B, C and so the
-    scores C_l . B_s (computed once per program). The entering state's pulls on the
-    log-decays come from ``_chunk_bwd_dbc`` (partial sums over its N_BLOCKS blocks of N),
-    so this kernel never reads the saved states."""
-    c = tl.program_id(0)
-    if PER_GROUP:
-        batch = tl.num_programs(1) // G
-        b = tl.program_id(1) // G
-        g = tl.program_id(1) % G
-    else:
-        batch = tl.num_programs(1) // H
-        b = tl.program_id(1) // H
-        g = (tl.program_id(1) % H) // R
-    t = c * Q + tl.arange(0, Q)
-    tmask = t < T
-    p = tl.arange(0, BP)
-    n = tl.arange(0, BN)
-    pmask = p < P
-    nmask = n < N
-    bc_off = ((b * T + t[:, None]) * G + g) * N + n[None, :]
-    bc_mask = tmask[:, None] & nmask[None, :]
-    Bm = tl.load(B_ptr + bc_off, mask=bc_mask, other=0.0)
-    if HAS_DY:
-        Cm = tl.load(C_ptr + bc_off, mask=bc_mask, other=0.0)
-        scores = _dot(Cm, tl.trans(Bm), PREC, DOT_F32)  # [l, s]
-    else:
-        scores = tl.zeros([Q, Q], dtype=tl.float32)
-    if PER_GROUP:
-        for r in range(R):
-            _dx_head(
-                x_ptr, dt_ptr, A_ptr, D_ptr, dstates_ptr, dy_ptr, readout_part_ptr, total_part_ptr,
-                dx_ptr, ddt_ptr, dA_part_ptr, dD_part_ptr, Bm, scores, b, g * R + r, c, batch,
-                t, tmask, p, n, pmask, nmask, T, H, P, N, NC, out_start, N_BLOCKS, HAS_DY, Q, PREC, DOT_F32,
-            )  # fmt: skip
-    else:
-        _dx_head(
-            x_ptr, dt_ptr, A_ptr, D_ptr, dstates_ptr, dy_ptr, readout_part_ptr, total_part_ptr,
-            dx_ptr, ddt_ptr, dA_part_ptr, dD_part_ptr, Bm, scores, b, tl.program_id(1) % H, c, batch,
-            t, tmask, p, n, pmask, nmask, T, H, P, N, NC, out_start, N_BLOCKS, HAS_DY, Q, PREC, DOT_F32,
-        )  # fmt: skip

@@ -19,7 +19,6 @@ from zoo_plugins.triton_ssd.plan import (
     batch_slices,
     cdiv,
     chunk_launch,
-    dbc_launch,
     effective_chunk,
     saved_dtype,
 )
@@ -158,7 +157,6 @@ def _fwd_rows(x, dt, A, B, C, D, init, out_start, chunk_size, save_states, tunin
         first_segment,
         HAS_LAST=last is not None,
         SAVE=save_states,
-        HAS_OUT=out_start < x.shape[1],
         **walk.launch,
         **walk.meta,
     )
@@ -289,12 +287,7 @@ def _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chu
     launch = chunk_launch(x.dtype, chunk_size, tuning)
     # dB/dC hold two [Q, N] fp32 accumulators: halving N per program avoids spills.
     block_n_dbc = max(16, walk.meta["BN"] // 2)
-    n_blocks = cdiv(state_dim, block_n_dbc)
-    # the entering state's pulls on the log-decays, per N block: dbc writes, dx sums
-    f32 = dict(device=x.device, dtype=torch.float32)
-    readout_part = torch.empty(n_blocks, batch, x.shape[1], x.shape[2], **f32) if has_dy else dA_part
-    total_part = torch.empty(n_blocks, batch, n_chunks, x.shape[2], **f32)
-    kernels_bwd._chunk_bwd_dbc[(n_chunks, batch * n_groups, n_blocks)](
+    kernels_bwd._chunk_bwd_dbc[(n_chunks, batch * n_groups, cdiv(state_dim, block_n_dbc))](
         x,
         dt,
         A,
@@ -305,32 +298,26 @@ def _bwd_rows(dy_or_x, has_dy, dfinal, x, dt, A, B, C, D, states, out_start, chu
         dy_or_x,
         dB,
         dC,
-        readout_part,
-        total_part,
         *shape_args,
         HAS_DY=has_dy,
-        **dbc_launch(x.dtype, chunk_size, tuning),
+        **launch,
         **{**walk.meta, "BN": block_n_dbc},
     )
-    per_group = bool(tuning.dx_per_group)
-    kernels_bwd._chunk_bwd_dx[(n_chunks, batch * n_groups if per_group else rows)](
+    kernels_bwd._chunk_bwd_dx[(n_chunks, rows)](
         x,
         dt,
         A,
         B,
         C,
         D,
+        states,
         dstates,
         dy_or_x,
-        readout_part,
-        total_part,
         dx,
         ddt,
         dA_part,
         dD_part,
         *shape_args,
-        n_blocks,
-        PER_GROUP=per_group,
         HAS_DY=has_dy,
         **launch,
         **walk.meta,

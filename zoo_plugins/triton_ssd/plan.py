@@ -123,15 +123,6 @@ def chunk_launch(dtype: torch.dtype, chunk_size: int, tuning: Tuning) -> dict[st
     return launch_options(warps, chunk_stages, tuning.chunk_maxnreg)
 
 
-def dbc_launch(dtype: torch.dtype, chunk_size: int, tuning: Tuning) -> dict[str, int]:
-    """Launch options of the backward's dB/dC kernel: the chunk kernels' (``chunk_launch``),
-    with ``tuning.dbc_warps`` warps when set."""
-    options = chunk_launch(dtype, chunk_size, tuning)
-    if tuning.dbc_warps:
-        options["num_warps"] = int(tuning.dbc_warps)
-    return options
-
-
 class Walk(NamedTuple):
     """How one scan is cut and launched (shared by the forward and the backward)."""
 

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 
-_WARP_KNOBS = ("warps", "chunk_warps", "dbc_warps")
+_WARP_KNOBS = ("warps", "chunk_warps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,15 +26,12 @@ class Tuning:
     ``chunks_per_segment`` forces a segment length (tests use it to cover one and several
     segments); ``warps`` overrides the walking kernels' warp count, ``stages`` the pipeline
     stages of 16-bit runs (fewer stages spill less: kernel_resources.py). ``chunk_warps`` /
-    ``chunk_stages`` are those of the backward's chunk-parallel kernels (dB/dC and dx);
-    ``dbc_warps`` overrides the warps of the dB/dC kernel alone; ``dx_per_group=1`` runs
-    the dx kernel one program per (batch, group, chunk), its heads in a loop sharing the
-    group's C . B^T, instead of one per (batch, head, chunk).
+    ``chunk_stages`` are those of the backward's chunk-parallel kernels (dB/dC and dx).
     ``maxnreg`` / ``chunk_maxnreg`` cap the registers per thread (ptxas .maxnreg): at 8
     warps, 128 lets two programs share an SM at the price of spills.
 
     >>> Tuning(chunk_warps=4).to_args()
-    [0, 0, 0, 0, 4, 0, 0, 0, 0, 0]
+    [0, 0, 0, 0, 4, 0, 0, 0]
     """
 
     programs_per_sm: int | None = None
@@ -45,8 +42,6 @@ class Tuning:
     chunk_stages: int | None = None
     maxnreg: int | None = None
     chunk_maxnreg: int | None = None
-    dbc_warps: int | None = None
-    dx_per_group: int | None = None
 
     def __post_init__(self) -> None:
         for name, value in self.knobs().items():
