@@ -7,8 +7,11 @@ the launch configuration ``plan.py`` plans (H=48 P=64 N=128 shapes: BP=64, BN=12
 128; the warps and stages of ``plan.walk``) and reads the cubin's resource
 usage with ``cuobjdump -res-usage`` (both ship with Triton's NVIDIA backend). A kernel at 255
 registers with a non-zero STACK spills; that is the first thing to check after a kernel
-change, before spending device time. The numbers belong to the local Triton version, which
-may differ from the GPU machine's (the script prints it).
+change, before spending device time. The numbers belong to the Triton that is imported (the
+script prints its version); to see the GPU machine's, put that version first on the path:
+
+    pip install --no-deps --target DIR triton==3.6.0      (DIR: any empty folder)
+    PYTHONPATH=DIR python benchmarks/kernel_resources.py
 """
 
 from __future__ import annotations
