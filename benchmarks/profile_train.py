@@ -26,6 +26,7 @@ import torch
 
 import schedules  # noqa: F401  (registers the schedules where the entry points are not installed)
 from zoo.bench_store import machine_info
+from zoo.checkpoint import atomic_write_text
 from zoo.training.throughput import ThroughputConfig, _build, _training_step
 
 # First match wins; patterns are matched against the lower-cased kernel name.
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         **machine_info("cuda"),
         "rows": rows,
     }
-    Path(args.out).write_text(json.dumps(record, indent=1))
+    atomic_write_text(args.out, json.dumps(record, indent=1))
     return 0
 
 

@@ -100,6 +100,11 @@ SWEEP_CONFIGS: list[dict[str, int]] = [
 ]
 
 
+def _log_ratio(times: list[float], baseline: list[float]) -> float:
+    """Sum over the cells of log(time / the default's time): below 0 is faster."""
+    return sum(math.log(v / b) for v, b in zip(times, baseline, strict=True))
+
+
 def sweep(
     report: list[str], configs: list[dict[str, int]], base, chunk: int = 64, shapes: list[tuple[int, int]] | None = None
 ) -> dict[str, int] | None:
@@ -140,21 +145,17 @@ def sweep(
             cells = [f"{v:.3f}" for v in times]
             timings.append((config, error, times))
         baseline = timings[0][2] if timings and not timings[0][0] else None
-        ratio = (
-            math.exp(sum(math.log(v / b) for v, b in zip(times, baseline, strict=True)) / len(times))
-            if baseline and times
-            else float("nan")
-        )
+        ratio = math.exp(_log_ratio(times, baseline) / len(times)) if baseline and times else float("nan")
         label = ", ".join(f"{k}={v}" for k, v in config.items()) or "(defaults)"
         row = f"| {label} | {error:.1e} | " + " | ".join(cells) + f" | {ratio:.3f} |"
         log(row)
         report.append(row)
     if not timings or timings[0][0]:
         return None
-    base = timings[0][2]
+    baseline = timings[0][2]
 
     def score(entry: tuple[dict[str, int], float, list[float]]) -> float:
-        return sum(math.log(v / b) for v, b in zip(entry[2], base, strict=True))
+        return _log_ratio(entry[2], baseline)
 
     good = [entry for entry in timings if entry[1] < 1e-2]
     if not good:
