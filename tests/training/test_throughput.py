@@ -141,6 +141,9 @@ def test_train_flops_count_matmul_weights_and_causal_attention() -> None:
         (["--models", "rwkv"], "--models 'rwkv': give an architecture"),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--backend", "mlp=x"], "unknown slot 'mlp'"),
+        (["--compile-mode", "reduce-overhead", "--no-compile"], "--compile-mode needs a compiled model"),
+        (["--compile-mode", "reduce-overhead", "--compile-backend", "eager"], "--compile-mode is inductor's"),
+        (["--compile-mode", "reduce-overhead", "--ac", "cheap"], "drop --ac or --compile-mode"),
     ],
 )
 def test_bad_flags_are_one_line_errors(flag, message, capsys) -> None:
@@ -214,3 +217,27 @@ def test_rows_with_the_ssd_gate_recomputed_build_it_and_say_so_where_there_is_on
     assert attention["ssd_gate"] == "-" and attention["tokens_per_s"] > 0, attention
     table = throughput_report.format_table([ssd, attention])
     assert "mamba2 (z recomputed)" in table and "transformer (z" not in table
+
+
+def test_rows_compiled_in_another_mode_build_it_and_say_so(monkeypatch) -> None:
+    import zoo
+
+    modes = []
+    real_build = zoo.build
+
+    def spy(spec, **kwargs):  # records the mode the row asks for, then runs eagerly (no inductor on the CPU here)
+        modes.append(spec["compile"]["mode"])
+        return real_build(spec, **{**kwargs, "compile": False})
+
+    monkeypatch.setattr(zoo, "build", spy)
+    config = throughput.ThroughputConfig(tokens_per_step=64, steps=1, warmup=1, compile_mode="reduce-overhead")
+    (row,) = throughput.run_throughput(["transmamba"], [32], size="tiny", config=config)
+    assert modes == ["reduce-overhead"] and row["tokens_per_s"] > 0, row
+    assert row["compile_mode"] == "reduce-overhead"
+    assert "transmamba (reduce-overhead)" in throughput_report.format_table([row])
+    modes.clear()
+    (default,) = throughput.run_throughput(
+        ["transmamba"], [32], size="tiny", config=throughput.ThroughputConfig(tokens_per_step=64, steps=1, warmup=1)
+    )
+    assert modes == [None] and default["compile_mode"] == "default", default
+    assert "(reduce-overhead)" not in throughput_report.format_table([default])

@@ -111,6 +111,13 @@ def add_train_arguments(group: argparse.ArgumentParser | argparse._ArgumentGroup
     group.add_argument("--no-compile", action="store_true", help="run eagerly")
     group.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: a cheap check)")
     group.add_argument(
+        "--compile-mode",
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        default=None,
+        help="torch.compile mode of every row (reduce-overhead: the step's kernels replayed as CUDA graphs); "
+        "default: the spec's own (the presets: inductor's default)",
+    )
+    group.add_argument(
         "--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 autocast on CUDA, fp32 on CPU"
     )
     group.add_argument(
@@ -192,6 +199,17 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
                 f"--models {model!r}: give an architecture ({', '.join(throughput.ARCHS)}), "
                 f"a preset name (zoo list preset), a spec file or {throughput.ANCHOR}"
             )
+    if args.compile_mode is not None and args.no_compile:
+        raise ZooError("--compile-mode needs a compiled model: drop --no-compile or --compile-mode")
+    if args.compile_mode is not None and args.compile_backend != "inductor":
+        raise ZooError(
+            f"--compile-mode is inductor's; --compile-backend {args.compile_backend} takes no mode: drop one of them"
+        )
+    if args.compile_mode is not None and args.ac != "none":
+        raise ZooError(
+            f"--compile-mode {args.compile_mode} applies to the whole-model compile; with --ac {args.ac} the "
+            "trainer compiles each block itself: drop --ac or --compile-mode"
+        )
     backends = parse_backend_overrides(args.backend or [])
     config = throughput.ThroughputConfig(
         tokens_per_step=args.tokens_per_step,
@@ -200,6 +218,7 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
         warmup=args.warmup,
         compile=not args.no_compile,
         compile_backend=args.compile_backend,
+        compile_mode=args.compile_mode,
         precision=args.precision,
         peak_tflops=args.peak_tflops or (989.0 if device.type == "cuda" else None),
         budget_s=args.budget_s,

@@ -54,6 +54,9 @@ class ThroughputConfig:
     warmup: int = 3
     compile: bool = True
     compile_backend: str = "inductor"
+    # torch.compile's mode for every row: None (the spec's own; the presets: inductor's default),
+    # "reduce-overhead" (CUDA graphs), "max-autotune", ...; not with activation checkpointing
+    compile_mode: str | None = None
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     peak_tflops: float | None = None  # None: no MFU
     grad_clip: float | None = 1.0
@@ -140,7 +143,7 @@ def _build(
         spec = zoo.resolve_spec(preset_name("transformer", size))
         model = llama_like(spec, seq_len, device)
         if config.compile:
-            model = torch.compile(model, backend=config.compile_backend)
+            model = torch.compile(model, backend=config.compile_backend, mode=config.compile_mode)
         flops_model = zoo.build(spec, device="meta")
         return model, flops_model, sum(p.numel() for p in model.parameters()), "transformers sdpa"
     spec = zoo.resolve_spec(preset_name(label, size)).model_dump(mode="json")
@@ -150,6 +153,8 @@ def _build(
         spec = spec_with_ssd_in_proj(spec, config.ssd_in_proj)
     if config.compile:
         spec["compile"] = {**spec["compile"], "backend": config.compile_backend}
+        if config.compile_mode is not None:
+            spec["compile"]["mode"] = config.compile_mode
     if config.activation_checkpointing == "none":
         model = zoo.build(spec, device=device, compile=config.compile)
     else:  # as the trainer runs it: checkpointing inside each block's compiled region
@@ -217,6 +222,8 @@ def measure(
         has_ssd = label != ANCHOR and any(hasattr(block.mixer, "ssd") for block in flops_model.blocks)
         row["ssd_gate"] = (config.ssd_gate or "preset") if has_ssd else "-"
         row["ssd_in_proj"] = (config.ssd_in_proj or "preset") if has_ssd else "-"
+        mode = config.compile_mode if label == ANCHOR else flops_model.spec.compile.mode
+        row["compile_mode"] = (mode or "default") if config.compile else "-"
         flops_per_token = train_flops_per_token(flops_model, seq_len)
         optimizer = make_optimizer(model, lr=config.lr, weight_decay=0.1)
         row["fused_adamw"] = bool(optimizer.defaults.get("fused"))

@@ -19,8 +19,9 @@ def row_label(row: dict[str, Any]) -> str:
     """The model's name, with `` (chunked loss)`` for a row whose loss is not from the logits,
     `` (MLP hidden recomputed)`` for a row run with ``--mlp-hidden recompute``, `` (z recomputed)``
     for an SSD row run with ``--ssd-gate recompute``, `` (in_proj joined)`` for one run with
-    ``--ssd-in-proj joined``, and `` (selective
-    AC)``, `` (cheap AC)`` and so on for a row with activation checkpointing."""
+    ``--ssd-in-proj joined``, `` (reduce-overhead)`` and so on for a row compiled in a torch.compile
+    mode other than the default, and `` (selective AC)``, `` (cheap AC)`` and so on for a row with
+    activation checkpointing."""
     label = row["model"] if row.get("loss_path", "logits") == "logits" else f"{row['model']} ({row['loss_path']} loss)"
     if row.get("mlp_hidden") == "recompute":
         label = f"{label} (MLP hidden recomputed)"
@@ -28,6 +29,8 @@ def row_label(row: dict[str, Any]) -> str:
         label = f"{label} (z recomputed)"
     if row.get("ssd_in_proj") == "joined":
         label = f"{label} (in_proj joined)"
+    if row.get("compile_mode") not in (None, "default", "-"):
+        label = f"{label} ({row['compile_mode']})"
     ac = row.get("activation_checkpointing", "none")
     return label if ac == "none" else f"{label} ({ac} AC)"
 
