@@ -1,4 +1,4 @@
-"""Basic schedules: constant, cyclic, attention_only, ssm_only, random, mixture."""
+"""Basic schedules: constant, cyclic, attention_only, ssm_only, random, mixture, phases."""
 
 from __future__ import annotations
 
@@ -145,18 +145,24 @@ class MixtureParams(ScheduleParams):
     @model_validator(mode="after")
     def _known(self) -> MixtureParams:
         for i, component in enumerate(self.components):
-            if component.name == "mixture":
-                raise ValueError(f"components[{i}]: a mixture's components cannot be mixtures")
-            try:
-                SCHEDULE.get(component.name).obj(component.params)
-            except ValidationError as exc:  # bad params, as one line naming the component and field
-                error = exc.errors()[0]
-                where = ".".join(str(part) for part in error["loc"]) or "params"
-                raise ValueError(f"components[{i}] ({component.name}): {where}: {error['msg']}") from None
-            except Exception as exc:  # an unknown name
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise ValueError(f"components[{i}] ({component.name}): {first}") from None
+            if component.name in ("mixture", "phases"):
+                raise ValueError(f"components[{i}]: a mixture's components cannot be mixtures or phases")
+            _check_part(f"components[{i}]", component.name, component.params)
         return self
+
+
+def _check_part(where: str, name: str, params: dict) -> None:
+    """A part of a composite schedule (a mixture's component, a phase) builds, or one ValueError
+    line naming the part and its bad field."""
+    try:
+        SCHEDULE.get(name).obj(params)
+    except ValidationError as exc:  # bad params, as one line naming the part and field
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "params"
+        raise ValueError(f"{where} ({name}): {field}: {error['msg']}") from None
+    except Exception as exc:  # an unknown name
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{where} ({name}): {first}") from None
 
 
 @SCHEDULE.register("mixture")
@@ -188,3 +194,65 @@ class Mixture(TransPointSchedule):
         rng = _random.Random(f"{self.params.seed}:mixture:{step}")
         (component,) = rng.choices(self.components, weights=self.weights)
         return component.transpoints(n_layers, seq_len, step=step)
+
+
+class Phase(ScheduleParams):
+    name: str = Field(description="a registered schedule, e.g. mixture or v9")
+    params: dict = Field(default_factory=dict, description="that schedule's params")
+    steps: int | None = Field(
+        None, ge=1, description="training steps this phase lasts; the last phase has none (it runs to the end)"
+    )
+
+
+class PhasesParams(ScheduleParams):
+    phases: list[Phase] = Field(
+        min_length=1, description="schedules one after another by training step; the last one evaluates"
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> PhasesParams:
+        last = len(self.phases) - 1
+        for i, phase in enumerate(self.phases):
+            if phase.name == "phases":
+                raise ValueError(f"phases[{i}]: a phase cannot itself be phases")
+            if i < last and phase.steps is None:
+                raise ValueError(f"phases[{i}] ({phase.name}): steps: give how many training steps it lasts")
+            if i == last and phase.steps is not None:
+                raise ValueError(f"phases[{i}] ({phase.name}): steps: the last phase runs to the end; drop steps")
+            _check_part(f"phases[{i}]", phase.name, phase.params)
+        return self
+
+
+@SCHEDULE.register("phases")
+class Phases(TransPointSchedule):
+    """Training in phases: the first phase's schedule for its ``steps`` training steps, then the
+    next one's, and the last one's to the end of training (a step inside a phase is passed on
+    as it is, so a mixture or random phase draws as it would alone). Without a step
+    (evaluation, generation, the trained record) it is the last phase's schedule.
+    ``{"phases": [{"name": "mixture", "params": {...}, "steps": 900}, {"name": "v9", "params":
+    {"relative": true}}]}`` trains 900 steps under a mixture, then under V9 alone, and
+    evaluates under V9."""
+
+    Params = PhasesParams
+    is_random = True  # the trainer asks it for every step's TransPoints
+
+    def __init__(self, params=None) -> None:
+        super().__init__(params)
+        self.schedules = [SCHEDULE.get(p.name).obj(p.params) for p in self.params.phases]
+        self.ends = []  # the first step after each phase but the last
+        end = 0
+        for phase in self.params.phases[:-1]:
+            end += phase.steps
+            self.ends.append(end)
+
+    @property
+    def n_variants(self) -> int:
+        """The most distinct per-layer lists its steps can give (one compiled graph each per
+        length): each phase's ``n_variants`` (1 for a deterministic one), summed."""
+        return sum(getattr(s, "n_variants", 1) for s in self.schedules)
+
+    def transpoints(self, n_layers: int, seq_len: int, *, step: int | None = None) -> list[int]:
+        if step is None:
+            return self.schedules[-1].transpoints(n_layers, seq_len)
+        phase = sum(step >= end for end in self.ends)
+        return self.schedules[phase].transpoints(n_layers, seq_len, step=step)
