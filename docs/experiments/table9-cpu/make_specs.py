@@ -20,7 +20,9 @@ path's output treatment on the attention path too (``attn_gate: true``, ``attn_d
 the z gate in the shared gated RMSNorm and the D skip; no new parameters). ``mixture3`` and
 ``mixture7`` weight V9 3 and 7 to random-wide's 1 (V9 on 3 steps in 4, or 7 in 8);
 ``mixture3a`` keeps V9 on 3 steps in 4 and splits the rest between random-wide and
-all-attention (1 step in 8 each).
+all-attention (1 step in 8 each). ``gd-phased100`` and ``gd-phased120`` train under the half-V9
+mixture for the first 100 (or 120) of the CPU run's 150 steps and under V9 alone after (the
+``phases`` schedule); they are written at the default width only.
 
 ``--d-model W --out DIR`` writes the recipes' specs alone (plain and ``gd-``) at width W (SwiGLU 3W, the SSD
 mixer's other settings unchanged, so 2W/16 heads), for the same experiment in a larger
@@ -71,6 +73,14 @@ SCHEDULES["mixture3a"] = {
     },
 }
 
+# A curriculum of schedules (the phases schedule): the half-V9 mixture on the first N of the
+# CPU run's 150 steps, V9 alone after; at the default width only (N counts that run's steps)
+PHASED = {
+    f"phased{n}": {"name": "phases", "params": {"phases": [{**SCHEDULES["mixture"], "steps": n}, V9]}}
+    for n in (100, 120)
+}
+SCHEDULES |= PHASED
+
 
 # The same model with 8 q/k groups instead of 2 (one per head, as a Transformer's heads), its
 # SwiGLU narrowed to keep the parameter count within 2%: files g8-<recipe>.json.
@@ -119,6 +129,7 @@ def bodies(d_model: int) -> dict[str, dict]:
     if d_model == D_MODEL:
         out |= {f"g8-{label}": spec(label, n_groups=G8_GROUPS, d_ff=G8_D_FF, prefix="g8-") for label in G8_RECIPES}
         out["transformer"] = transformer_spec()
+        out |= {f"gd-{label}": spec(label, prefix="gd-", mixer_params=GATED) for label in PHASED}
     return out
 
 
