@@ -241,3 +241,5 @@ def test_rows_compiled_in_another_mode_build_it_and_say_so(monkeypatch) -> None:
     )
     assert modes == [None] and default["compile_mode"] == "default", default
     assert "(reduce-overhead)" not in throughput_report.format_table([default])
+    with pytest.raises(ValueError, match="each block is compiled on its own"):
+        throughput.ThroughputConfig(compile_mode="reduce-overhead", activation_checkpointing="selective")

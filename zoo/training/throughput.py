@@ -71,6 +71,13 @@ class ThroughputConfig:
     ssd_gate: str | None = None  # the SSD mixers' z: None (the preset's), "save" or "recompute"
     ssd_in_proj: str | None = None  # the SSD mixers' in_proj: None (the preset's), "split" or "joined"
 
+    def __post_init__(self) -> None:
+        if self.compile_mode is not None and self.activation_checkpointing != "none":
+            raise ValueError(
+                f"compile_mode={self.compile_mode!r} applies to the whole-model compile; with activation "
+                f"checkpointing {self.activation_checkpointing!r} each block is compiled on its own"
+            )
+
 
 def preset_name(model: str, size: str) -> str:
     """``transformer`` at size ``400m`` -> ``transformer-400m``; a full preset name stays."""
