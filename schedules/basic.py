@@ -6,6 +6,7 @@ import random as _random
 
 from pydantic import Field, ValidationError, model_validator
 
+from zoo.errors import first_error_line
 from zoo.registry import SCHEDULE
 from zoo.schedule import ScheduleParams, TransPointSchedule, clamp, cyclic, from_fractions, scale
 
@@ -157,9 +158,7 @@ def _check_part(where: str, name: str, params: dict) -> None:
     try:
         SCHEDULE.get(name).obj(params)
     except ValidationError as exc:  # bad params, as one line naming the part and field
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "params"
-        raise ValueError(f"{where} ({name}): {field}: {error['msg']}") from None
+        raise ValueError(f"{where} ({name}): {first_error_line(exc)}") from None
     except Exception as exc:  # an unknown name
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"{where} ({name}): {first}") from None

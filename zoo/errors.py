@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ZooError(Exception):
     """Base class of the zoo's user-facing errors."""
@@ -33,3 +35,11 @@ class PluginError(ZooError):
 
 class CheckpointError(ZooError):
     """A checkpoint is missing, truncated or corrupted."""
+
+
+def first_error_line(exc: Any, empty: str = "params") -> str:
+    """``field.path: message`` of a pydantic ``ValidationError``'s first error (``empty`` where
+    the error has no path): the one line a bad ``params`` dict is reported with."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or empty
+    return f"{where}: {error['msg']}"

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_error_line
 from zoo.registry import AUTO, BACKEND_SLOTS, REGISTRIES, RegistryError
 from zoo.specs import load_spec
 
@@ -51,9 +51,7 @@ def check_backend_params(slot: str, choice: str) -> None:
     try:
         entry.params_model.model_validate(params)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "params"
-        raise ZooError(f"--backend {slot}={choice}: {where}: {error['msg']}") from None
+        raise ZooError(f"--backend {slot}={choice}: {first_error_line(exc)}") from None
 
 
 def parse_backend_overrides(items: list[str] | None) -> dict[str, str]:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_error_line
 from zoo.registry import REGISTRIES
 from zoo.schedule import TransPointRecord, TransPointSchedule, clamp, cyclic
 
@@ -66,9 +66,7 @@ def make_schedule(schedule: ScheduleLike) -> TransPointSchedule:
     try:
         return entry.obj(entry.params_model.model_validate(params))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ZooError(f"schedule {name!r}: params.{where}: {first['msg']}") from None
+        raise ZooError(f"schedule {name!r}: params.{first_error_line(exc, empty='')}") from None
 
 
 def resolve_transpoints(
