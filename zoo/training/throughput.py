@@ -229,7 +229,10 @@ def measure(
         has_ssd = label != ANCHOR and any(hasattr(block.mixer, "ssd") for block in flops_model.blocks)
         row["ssd_gate"] = (config.ssd_gate or "preset") if has_ssd else "-"
         row["ssd_in_proj"] = (config.ssd_in_proj or "preset") if has_ssd else "-"
-        mode = config.compile_mode if label == ANCHOR else flops_model.spec.compile.mode
+        if label == ANCHOR or config.activation_checkpointing == "none":
+            mode = config.compile_mode if label == ANCHOR else flops_model.spec.compile.mode
+        else:  # the trainer's per-block compile (prepare_model) takes no mode
+            mode = None
         row["compile_mode"] = (mode or "default") if config.compile else "-"
         flops_per_token = train_flops_per_token(flops_model, seq_len)
         optimizer = make_optimizer(model, lr=config.lr, weight_decay=0.1)
