@@ -39,7 +39,8 @@
 #                    vocabulary 256): MQAR_STEPS steps (default 300) of 32,768 tokens, learning rates MQAR_LRS
 #                    (default 1e-3,3e-3,1e-2; MQAR_LRS_<model> overrides one model's) x MQAR_SEEDS seeds (default 1)
 #                    from MQAR_SEED (default 0), trained on MQAR_ITEMS pairs or on the mixture MQAR_TRAIN_ITEMS
-#                    (e.g. 4,8,16,32,64; zoo's --train-items); MQAR_WARMUP warm-up steps (default: zoo's 5% of the
+#                    (e.g. 4,8,16,32,64; zoo's --train-items), at the lengths MQAR_TRAIN_SEQ_LENS (e.g.
+#                    256,512,1024,2048; zoo's --train-seq-lens; default MQAR_T); MQAR_WARMUP warm-up steps (default: zoo's 5% of the
 #                    steps); MQAR_MODELS picks models; every (model, rate, seed)
 #                    its own process, side by side (small models leave the GPU mostly idle), deadline MQAR_DEADLINE s
 #                    (default 470); MQAR_ACCUM micro-batches per step (default 1; each process holds ~8.5 GiB at
@@ -285,7 +286,8 @@ case "$job" in
     ;;
   mqar)
     small_grid mqar MQAR 300 --task mqar --vocab 256 --num-items "${MQAR_ITEMS:-64}" \
-      ${MQAR_TRAIN_ITEMS:+--train-items "$MQAR_TRAIN_ITEMS"} ${MQAR_WARMUP:+--warmup "$MQAR_WARMUP"} || continue
+      ${MQAR_TRAIN_ITEMS:+--train-items "$MQAR_TRAIN_ITEMS"} ${MQAR_TRAIN_SEQ_LENS:+--train-seq-lens "$MQAR_TRAIN_SEQ_LENS"} \
+      ${MQAR_WARMUP:+--warmup "$MQAR_WARMUP"} || continue
     ;;
   text)
     small_grid text TEXT 400 --task text --data "${TEXT_DATA:-builtin:pylib}" || continue

@@ -103,6 +103,16 @@ def test_a_training_mixture_that_does_not_fit_is_one_line(capsys, tmp_path) -> N
     assert "'4,x' is not a list of positive item counts" in capsys.readouterr().err
 
 
+def test_training_lengths_that_do_not_fit_are_one_line(capsys, tmp_path) -> None:
+    argv = ["train", "transmamba-tiny", "--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4"]
+    code, _, err = run_cli(capsys, [*argv, "--train-seq-lens", "12,32", "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert_one_line(err, "--train-seq-lens 12:", "must divide --seq-len 32")
+    with pytest.raises(SystemExit):  # argparse's own error for a list that is not one
+        run_cli(capsys, [*argv, "--train-seq-lens", "16,0"])
+    assert "'16,0' is not a list of positive sequence lengths" in capsys.readouterr().err
+
+
 def test_tokenizer_malformed_says_the_form(capsys, tmp_path) -> None:
     code, _, err = run_cli(capsys, ["train", "transmamba-tiny", "--tokenizer", "bpe:foo", "--out", str(tmp_path)])
     assert code == 2

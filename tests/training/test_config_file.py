@@ -27,6 +27,7 @@ seq_len = 32
 vocab = 32
 num_items = 4
 train_items = [2, 4]
+train_seq_lens = [16, 32]
 
 [train]
 steps = 3
@@ -83,6 +84,7 @@ def test_file_values_train_the_run_and_the_resolved_config_repeats_it(tmp_path, 
         "vocab": 32,
         "num_items": 4,
         "train_items": [2, 4],
+        "train_seq_lens": [16, 32],
     }
     train = recorded["train"]
     assert (train["steps"], train["batch_size"], train["lr"]) == (3, 4, 1e-2)
@@ -94,7 +96,7 @@ def test_file_values_train_the_run_and_the_resolved_config_repeats_it(tmp_path, 
     again = _parse("--config", str(out / "config.json"))
     train_cmd.apply_config_file(again)
     assert (again.task, again.seq_len, again.vocab, again.num_items, again.spec) == ("mqar", 32, 32, 4, "m-tiny")
-    assert again.train_items == [2, 4]
+    assert again.train_items == [2, 4] and again.train_seq_lens == [16, 32]
 
 
 def test_flags_given_override_the_file_even_at_their_default_values(tmp_path) -> None:

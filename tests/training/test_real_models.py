@@ -131,3 +131,41 @@ def test_every_tiny_preset_trains_a_step(preset) -> None:
     task = _task()
     result = Trainer(build_for_task(preset, task), task, TrainConfig(steps=2, batch_size=2, **FAST)).fit()
     assert all(map(lambda v: v == v, result.losses)) and "eval_accuracy" in result.eval
+
+
+def _lengths_task():
+    return make_task("mqar", seq_len=32, vocab_size=32, num_items=4, train_seq_lens=[16, 32], eval_examples=16)
+
+
+def test_the_compile_bound_leaves_a_graph_per_training_length_and_transpoint_list(monkeypatch) -> None:
+    import zoo.training.trainer as trainer_module
+
+    seen = {}
+
+    def capture(target, **options):
+        seen.update(options)
+        return target
+
+    monkeypatch.setattr(trainer_module, "compiled", capture)
+    spec = resolve_spec("transmamba-tiny")
+    spec["schedule"] = {"name": "random", "params": {"n_variants": 4}}
+    config = TrainConfig(steps=1, batch_size=2, progress=False, device="cpu", compile=True)
+    Trainer(zoo.build({**spec, "vocab_size": 32}), _lengths_task(), config)
+    assert seen["recompile_limit"] == 4 * 2 + 8 and seen["dynamic"] is False
+    Trainer(build_for_task("transmamba-tiny", _lengths_task()), _lengths_task(), config)
+    assert seen["recompile_limit"] == 2 + 8  # a fixed schedule: a graph per length
+
+
+@pytest.mark.slow
+def test_compiled_training_at_two_lengths_matches_eager() -> None:
+    config = TrainConfig(steps=4, batch_size=2, lr=3e-3, warmup_steps=0, eval_every=0, **FAST)
+    spec = resolve_spec("transmamba-tiny")
+    spec["layers"] = spec["layers"][:2]  # two TransPoint layers: two graphs compile in reasonable time
+    losses = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        model = build_for_task(spec, _lengths_task())
+        trainer = Trainer(model, _lengths_task(), config.model_copy(update={"compile": compile_}))
+        losses.append([trainer.train_step(step)["loss"] for step in range(4)])
+    assert {_lengths_task().step_length(step) for step in range(4)} == {16, 32}
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)

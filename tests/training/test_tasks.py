@@ -251,3 +251,61 @@ def test_data_parallel_shards_of_a_mixture_are_the_one_process_batch() -> None:
     shards = [train_shard(task, 7, 1, 4, rank, 3) for rank in range(3)]
     assert torch.equal(torch.cat([x for x, _ in shards]), whole[0])
     assert torch.equal(torch.cat([y for _, y in shards]), whole[1])
+
+
+def test_training_lengths_keep_the_tokens_of_a_step_and_evaluation_keeps_seq_len() -> None:
+    task = make_task(
+        "mqar", seq_len=256, vocab_size=256, num_items=16, train_items=[4, 16, 32], train_seq_lens=[64, 256]
+    )
+    plain = make_task("mqar", seq_len=256, vocab_size=256, num_items=16, eval_examples=256)
+    seen: dict[int, set[int]] = {}
+    for step in range(24):
+        x, y = task.train_batch(step, 0, 8)
+        length = task.step_length(step)
+        assert x.shape == y.shape == (8 * 256 // length, length)  # 2,048 tokens every step
+        again = task.train_batch(step, 1, 8)  # another micro-batch of the step: the same length
+        assert again[0].shape == x.shape and not torch.equal(again[0], x)
+        scored = (y != IGNORE).sum(dim=1)
+        seen.setdefault(length, set()).update(scored.tolist())
+    assert set(seen) == {64, 256}  # both lengths drawn in 24 steps
+    assert seen[64] <= {4, 16}  # 32 pairs need 128 tokens: not at 64
+    assert seen[256] <= {4, 16, 32} and 32 in seen[256]
+    evaluation = task.eval_batches(32)
+    assert all(x.shape[1] == 256 for x, _ in evaluation)
+    assert task.chance == plain.chance
+    assert task.describe()["train_seq_lens"] == [64, 256] and "train_seq_lens" not in plain.describe()
+
+
+def test_training_lengths_that_do_not_fit_name_the_flag() -> None:
+    with pytest.raises(TaskError, match=r"--train-seq-lens 96: each training length must divide --seq-len 256"):
+        make_task("mqar", seq_len=256, vocab_size=256, num_items=16, train_seq_lens=[96, 256])
+    with pytest.raises(TaskError, match=r"--train-seq-lens 512: each training length must divide"):
+        make_task("mqar", seq_len=256, vocab_size=256, num_items=16, train_seq_lens=[512])
+    with pytest.raises(TaskError, match=r"--train-seq-lens 32: no training item count fits.*--train-items"):
+        make_task("mqar", seq_len=256, vocab_size=256, num_items=16, train_seq_lens=[32, 256])
+    with pytest.raises(TaskError, match="at least one length"):
+        make_task("mqar", seq_len=256, vocab_size=256, num_items=16, train_seq_lens=[])
+    with pytest.raises(ZooError, match="--train-seq-lens is for the synthetic tasks"):
+        make_task("text", data="builtin:topics", train_seq_lens=[128])
+
+
+def test_training_at_seq_len_alone_is_the_plain_task() -> None:
+    plain = make_task("mqar", seq_len=64, vocab_size=64, num_items=8)
+    one = make_task("mqar", seq_len=64, vocab_size=64, num_items=8, train_seq_lens=[64])
+    assert one.describe() == plain.describe() and one.train_seq_lens is None
+    assert torch.equal(one.train_batch(2, 0, 8)[0], plain.train_batch(2, 0, 8)[0])
+
+
+def test_data_parallel_shards_of_shorter_steps_are_the_one_process_batch() -> None:
+    from zoo.data.tasks import train_shard
+    from zoo.training.runs import task_from_description
+
+    task = make_task("mqar", seq_len=128, vocab_size=64, num_items=8, train_items=[2, 8], train_seq_lens=[32, 128])
+    for step in range(6):
+        whole = task.train_batch(step, 0, 6)
+        shards = [train_shard(task, step, 0, 2, rank, 3) for rank in range(3)]
+        assert torch.equal(torch.cat([x for x, _ in shards]), whole[0])
+        assert torch.equal(torch.cat([y for _, y in shards]), whole[1])
+    again = task_from_description(task.describe())  # a checkpoint's record rebuilds the lengths
+    assert again.train_seq_lens == (32, 128)
+    assert torch.equal(again.train_batch(3, 0, 4)[0], task.train_batch(3, 0, 4)[0])

@@ -95,6 +95,17 @@ def test_random_schedule_gets_per_step_transpoints(standin) -> None:
     assert model.seen_transpoints[0] != model.seen_transpoints[2]
 
 
+def test_shorter_training_steps_keep_the_step_s_tokens_and_their_own_transpoints(standin) -> None:
+    model = standin(random_schedule=True)
+    task = make_task("mqar", seq_len=32, vocab_size=64, num_items=4, train_seq_lens=[16, 32], eval_examples=16)
+    trainer = Trainer(model, task, TrainConfig(steps=6, batch_size=2, **FAST))
+    records = [trainer.train_step(step) for step in range(6)]
+    lengths = [task.step_length(step) for step in range(6)]
+    assert set(lengths) == {16, 32}
+    assert [seq_len for _, seq_len, _ in model.schedule.calls] == lengths  # each step's P at its length
+    assert {record["tokens"] for record in records} == {64}  # 2 rows of 32 or 4 of 16
+
+
 def test_fixed_schedule_passes_no_transpoints(standin) -> None:
     model = standin()
     Trainer(model, _mqar(), TrainConfig(steps=1, batch_size=2, **FAST)).fit()

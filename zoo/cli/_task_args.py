@@ -43,6 +43,16 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
         help="synthetic tasks: train on a mixture of item counts, each sequence's drawn uniformly (e.g. "
         "4,8,16,32,64, as Zoology trains MQAR); evaluation keeps --num-items (default: train on --num-items)",
     )
+    group.add_argument(
+        "--train-seq-lens",
+        type=lengths,
+        default=None,
+        metavar="T,T,...",
+        help="synthetic tasks: each training step draws its length from these (each dividing --seq-len; a "
+        "shorter step has proportionally more rows, so every step holds the same tokens; each row's item count "
+        "from the training counts that fit), as Zoology trains MQAR at 64 to 256 tokens; evaluation keeps "
+        "--seq-len (default: train at --seq-len)",
+    )
 
 
 def item_counts(text: str) -> list[int]:
@@ -51,6 +61,14 @@ def item_counts(text: str) -> list[int]:
     if not all(c.isdigit() and int(c) > 0 for c in counts):
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive item counts (e.g. 4,8,16)")
     return [int(c) for c in counts]
+
+
+def lengths(text: str) -> list[int]:
+    """``"256,512"`` -> ``[256, 512]``; anything else is one argparse error line."""
+    values = [part.strip() for part in text.split(",")]
+    if not all(v.isdigit() and int(v) > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive sequence lengths (e.g. 256,512)")
+    return [int(v) for v in values]
 
 
 def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
@@ -65,4 +83,5 @@ def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
         vocab_size=args.vocab,
         num_items=args.num_items,
         train_items=args.train_items,
+        train_seq_lens=args.train_seq_lens,
     )

@@ -341,6 +341,7 @@ def record_config(args: argparse.Namespace, out: Path, config: TrainConfig) -> P
         "vocab": args.vocab,
         "num_items": args.num_items,
         "train_items": args.train_items,
+        "train_seq_lens": args.train_seq_lens,
     }
     backend = parse_backend_overrides(args.backend)
     return write_resolved(out, resolved_config(model=model, out=out, backend=backend, task=task, train=config))

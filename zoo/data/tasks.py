@@ -145,8 +145,14 @@ class SyntheticTask:
     # Training draws each sequence's item count from these (uniformly), as Zoology's MQAR
     # recipe trains on 4 to 64 pairs at once; None trains on num_items alone.
     train_items: tuple[int, ...] | None = None
+    # Training draws each step's length from these (uniformly; every micro-batch and rank of a
+    # step shares it) with ``seq_len // length`` times the rows, so every step holds the same
+    # tokens, as Zoology's MQAR recipe trains at 64 to 256 tokens; each row's item count comes
+    # from the training counts that fit that length. None trains at seq_len alone.
+    train_seq_lens: tuple[int, ...] | None = None
     _eval_cache: dict[int, list[Batch]] = field(default_factory=dict, repr=False)
     _chance: float | None = field(default=None, repr=False)
+    _counts_at: dict[int, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in SYNTHETIC:
@@ -156,42 +162,87 @@ class SyntheticTask:
             check(self.seq_len, self.num_items, self.vocab_size)
         except ValueError as exc:
             raise TaskError(str(exc)) from None
-        if self.train_items is None:
-            return
-        counts = tuple(self.train_items)
-        if not counts:
-            raise TaskError("--train-items needs at least one item count, e.g. 4,8,16")
-        if not all(isinstance(k, int) and not isinstance(k, bool) for k in counts):
-            raise TaskError(f"--train-items takes whole item counts, e.g. 4,8,16; got {list(counts)}")
-        for items in counts:
-            try:
-                check(self.seq_len, items, self.vocab_size)
-            except ValueError as exc:
-                raise TaskError(f"--train-items {items}: {exc}") from None
-        # a mixture of num_items alone is the plain task (same batches, same description)
-        self.train_items = None if counts == (self.num_items,) else counts
+        if self.train_items is not None:
+            counts = tuple(self.train_items)
+            if not counts:
+                raise TaskError("--train-items needs at least one item count, e.g. 4,8,16")
+            if not _whole(counts):
+                raise TaskError(f"--train-items takes whole item counts, e.g. 4,8,16; got {list(counts)}")
+            for items in counts:
+                try:
+                    check(self.seq_len, items, self.vocab_size)
+                except ValueError as exc:
+                    raise TaskError(f"--train-items {items}: {exc}") from None
+            # a mixture of num_items alone is the plain task (same batches, same description)
+            self.train_items = None if counts == (self.num_items,) else counts
+        if self.train_seq_lens is not None:
+            self._check_train_seq_lens(check)
+
+    def _check_train_seq_lens(self, check: Any) -> None:
+        lengths = tuple(self.train_seq_lens or ())
+        if not lengths:
+            raise TaskError(f"--train-seq-lens needs at least one length, e.g. {self.seq_len // 2},{self.seq_len}")
+        if not _whole(lengths):
+            raise TaskError(f"--train-seq-lens takes whole lengths, e.g. 256,512; got {list(lengths)}")
+        counts = self.train_items or (self.num_items,)
+        for length in lengths:
+            if length < 1 or length > self.seq_len or self.seq_len % length:
+                raise TaskError(
+                    f"--train-seq-lens {length}: each training length must divide --seq-len {self.seq_len} "
+                    f"(so every step holds the same tokens), e.g. "
+                    f"{self.seq_len // 4},{self.seq_len // 2},{self.seq_len}"
+                )
+            fits, last_error = [], ""
+            for items in counts:
+                try:
+                    check(length, items, self.vocab_size)
+                    fits.append(items)
+                except ValueError as exc:
+                    last_error = str(exc)
+            if not fits:
+                raise TaskError(
+                    f"--train-seq-lens {length}: no training item count fits that length ({last_error}); "
+                    "add smaller counts with --train-items or leave that length out"
+                )
+            self._counts_at[length] = tuple(fits)
+        # training at seq_len alone is the plain task (same batches, same description)
+        self.train_seq_lens = None if set(lengths) == {self.seq_len} else lengths
 
     @property
     def name(self) -> str:
         return self.kind
 
-    def _batch(self, batch_size: int, generator: torch.Generator, items: int | None = None) -> Batch:
+    def _batch(
+        self, batch_size: int, generator: torch.Generator, items: int | None = None, seq_len: int | None = None
+    ) -> Batch:
         make = SYNTHETIC[self.kind][0]
-        return make(batch_size, self.seq_len, items or self.num_items, self.vocab_size, generator)
+        return make(batch_size, seq_len or self.seq_len, items or self.num_items, self.vocab_size, generator)
 
-    def _mixed_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
-        """Each row's item count drawn uniformly from ``train_items``; rows of one count are
+    def _mixed_batch(
+        self, batch_size: int, generator: torch.Generator, counts: tuple[int, ...], seq_len: int | None = None
+    ) -> Batch:
+        """Each row's item count drawn uniformly from ``counts``; rows of one count are
         generated together and scattered to their places, so the batch is one draw of the
         generator whatever the counts."""
-        assert self.train_items is not None
-        choice = torch.randint(len(self.train_items), (batch_size,), generator=generator)
-        inputs = torch.empty(batch_size, self.seq_len, dtype=torch.long)
-        targets = torch.empty(batch_size, self.seq_len, dtype=torch.long)
-        for index, items in enumerate(self.train_items):
+        length = seq_len or self.seq_len
+        choice = torch.randint(len(counts), (batch_size,), generator=generator)
+        inputs = torch.empty(batch_size, length, dtype=torch.long)
+        targets = torch.empty(batch_size, length, dtype=torch.long)
+        for index, items in enumerate(counts):
             rows = (choice == index).nonzero().flatten()
             if rows.numel():
-                inputs[rows], targets[rows] = self._batch(rows.numel(), generator, items)
+                inputs[rows], targets[rows] = self._batch(rows.numel(), generator, items, length)
         return inputs, targets
+
+    def step_length(self, step: int) -> int:
+        """The sequence length of training step ``step``: ``seq_len``, or with ``train_seq_lens``
+        one of them drawn from the step alone (every micro-batch and rank of it agree)."""
+        if self.train_seq_lens is None:
+            return self.seq_len
+        draw = torch.randint(
+            len(self.train_seq_lens), (1,), generator=seeded_generator(self.seed, self.kind, "length", step)
+        )
+        return self.train_seq_lens[int(draw)]
 
     def _eval_set(self) -> Batch:
         # The evaluation set is drawn from its own stream, disjoint in seed space from training.
@@ -208,9 +259,16 @@ class SyntheticTask:
 
     def train_batch(self, step: int, micro: int, batch_size: int) -> Batch:
         generator = seeded_generator(self.seed, self.kind, "train", step, micro)
+        if self.train_seq_lens is not None:
+            length = self.step_length(step)
+            rows = batch_size * (self.seq_len // length)  # the tokens of batch_size rows of seq_len
+            counts = self._counts_at[length]
+            if len(counts) == 1:
+                return self._batch(rows, generator, counts[0], length)
+            return self._mixed_batch(rows, generator, counts, length)
         if self.train_items is None:
             return self._batch(batch_size, generator)
-        return self._mixed_batch(batch_size, generator)
+        return self._mixed_batch(batch_size, generator, self.train_items)
 
     def eval_batches(self, batch_size: int) -> list[Batch]:
         if batch_size not in self._eval_cache:
@@ -231,12 +289,19 @@ class SyntheticTask:
             "seed": self.seed,
             "eval_examples": self.eval_examples,
             **({} if self.train_items is None else {"train_items": list(self.train_items)}),
+            **({} if self.train_seq_lens is None else {"train_seq_lens": list(self.train_seq_lens)}),
         }
 
 
+def _whole(values: tuple[Any, ...]) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
 def train_shard(task: Task, step: int, micro: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
-    """Rank ``rank``'s share of a data-parallel step: rows ``[rank * b, (rank + 1) * b)`` of
-    the one-process batch ``task.train_batch(step, micro, world_size * b)``.
+    """Rank ``rank``'s share of a data-parallel step: rows ``[rank * r, (rank + 1) * r)`` of
+    the one-process batch ``task.train_batch(step, micro, world_size * b)``, where r is that
+    batch's rows over ``world_size`` (b, or a multiple of it for a step that trains shorter
+    sequences: ``SyntheticTask.train_seq_lens``).
 
     So a run of W processes with ``batch_size`` b sees, over all ranks, exactly the batches
     of a one-process run with ``batch_size`` W * b, and the shards are disjoint. A task
@@ -249,7 +314,8 @@ def train_shard(task: Task, step: int, micro: int, batch_size: int, rank: int = 
     if own is not None:
         return own(step, micro, batch_size, rank, world_size)
     inputs, targets = task.train_batch(step, micro, batch_size * world_size)
-    rows = slice(rank * batch_size, (rank + 1) * batch_size)
+    share = inputs.shape[0] // world_size  # batch_size, or more rows of a shorter training length
+    rows = slice(rank * share, (rank + 1) * share)
     return inputs[rows].contiguous(), targets[rows].contiguous()
 
 
@@ -292,13 +358,16 @@ def make_task(
     num_items: int | None = None,
     eval_examples: int = 256,
     train_items: tuple[int, ...] | list[int] | None = None,
+    train_seq_lens: tuple[int, ...] | list[int] | None = None,
 ) -> Task:
     """``text`` (``data``: corpus source) or a synthetic task (``SYNTHETIC``: mqar, copy,
     induction, phonebook; ``num_items`` defaults by ``seq_len``; ``train_items``: the item
-    counts training mixes, evaluation keeps ``num_items``)."""
+    counts training mixes, evaluation keeps ``num_items``; ``train_seq_lens``: the lengths
+    training steps draw from, each dividing ``seq_len``, evaluation keeps ``seq_len``)."""
     if kind == "text":
-        if train_items is not None:
-            raise ZooError("--train-items is for the synthetic tasks (mqar, copy, induction, phonebook), not text")
+        for flag, value in (("--train-items", train_items), ("--train-seq-lens", train_seq_lens)):
+            if value is not None:
+                raise ZooError(f"{flag} is for the synthetic tasks (mqar, copy, induction, phonebook), not text")
         return text_task(data, seq_len=seq_len, tokenizer=tokenizer, seed=seed)
     if kind in SYNTHETIC:
         return SyntheticTask(
@@ -309,6 +378,7 @@ def make_task(
             seed=seed,
             eval_examples=eval_examples,
             train_items=None if train_items is None else tuple(train_items),
+            train_seq_lens=None if train_seq_lens is None else tuple(train_seq_lens),
         )
     raise ZooError(f"unknown task {kind!r}; choose one of {', '.join(TASK_KINDS)}")
 

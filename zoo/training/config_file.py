@@ -51,6 +51,7 @@ class TaskTable(BaseModel):
     vocab: StrictInt | None = Field(None, ge=2)
     num_items: StrictInt | None = Field(None, ge=1)
     train_items: list[Annotated[StrictInt, Field(ge=1)]] | None = Field(None, min_length=1)
+    train_seq_lens: list[Annotated[StrictInt, Field(ge=1)]] | None = Field(None, min_length=1)
 
 
 @dataclass(frozen=True)

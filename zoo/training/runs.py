@@ -161,6 +161,7 @@ def _task_from_description(
             seed=description.get("seed", 0),
             eval_examples=description.get("eval_examples", 256),
             train_items=description.get("train_items") if same_length else None,
+            train_seq_lens=description.get("train_seq_lens") if same_length else None,
         )
     raise ZooError(f"cannot rebuild task {kind!r} from a checkpoint description")
 

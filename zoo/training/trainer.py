@@ -78,6 +78,9 @@ class Trainer(CheckpointingMixin):
         variants = 1
         if self.random_schedule:  # the bound on its distinct TransPoint lists (one graph each)
             variants = getattr(schedule, "n_variants", 56)
+        # a task that trains at several lengths (SyntheticTask.train_seq_lens): a graph per length
+        lengths = len(set(getattr(task, "train_seq_lens", None) or ())) or 1
+        variants *= lengths
         # FSDP and activation checkpointing work block by block, and so does compile with them
         self.per_block = self.dist is not None or self.config.activation_checkpointing != "none"
         if self.per_block:
@@ -105,8 +108,9 @@ class Trainer(CheckpointingMixin):
             eps=self.config.eps,
         )
         if self.config.compile and not self.per_block:
-            # the random TransPoint schedule draws from a bounded set: room for one graph each
-            recompile_limit = variants + 8 if self.random_schedule else None
+            # the random TransPoint schedule draws from a bounded set, a task's training lengths
+            # are a few: room for one graph each
+            recompile_limit = variants + 8 if self.random_schedule or lengths > 1 else None
             spec = getattr(model, "spec", None)
             # a zoo ModelSpec's compile.dynamic; None for a model without one (or a plain dict spec)
             spec_dynamic = getattr(getattr(spec, "compile", None), "dynamic", None)
