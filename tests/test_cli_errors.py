@@ -93,24 +93,35 @@ def test_train_module_entry_point_checks_the_same_flags(capsys, tmp_path) -> Non
     assert_one_line(capsys.readouterr().err, "--tokenizer 'bpe:x'", "bpe:VOCAB")
 
 
-def test_a_training_mixture_that_does_not_fit_is_one_line(capsys, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "flag, value, expected, bad_list, argparse_line",
+    [
+        (
+            "--train-items",
+            "4,40",
+            ("--train-items 40:", "needs seq_len >= 160"),
+            "4,x",
+            "not a list of positive item counts",
+        ),
+        (
+            "--train-seq-lens",
+            "12,32",
+            ("--train-seq-lens 12:", "must divide --seq-len 32"),
+            "16,0",
+            "not a list of positive sequence lengths",
+        ),
+    ],
+)
+def test_training_sizes_that_do_not_fit_are_one_line(
+    capsys, tmp_path, flag, value, expected, bad_list, argparse_line
+) -> None:
     argv = ["train", "transmamba-tiny", "--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4"]
-    code, _, err = run_cli(capsys, [*argv, "--train-items", "4,40", "--out", str(tmp_path / "run")])
+    code, _, err = run_cli(capsys, [*argv, flag, value, "--out", str(tmp_path / "run")])
     assert code == 2
-    assert_one_line(err, "--train-items 40:", "needs seq_len >= 160")
+    assert_one_line(err, *expected)
     with pytest.raises(SystemExit):  # argparse's own error for a list that is not one
-        run_cli(capsys, [*argv, "--train-items", "4,x"])
-    assert "'4,x' is not a list of positive item counts" in capsys.readouterr().err
-
-
-def test_training_lengths_that_do_not_fit_are_one_line(capsys, tmp_path) -> None:
-    argv = ["train", "transmamba-tiny", "--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4"]
-    code, _, err = run_cli(capsys, [*argv, "--train-seq-lens", "12,32", "--out", str(tmp_path / "run")])
-    assert code == 2
-    assert_one_line(err, "--train-seq-lens 12:", "must divide --seq-len 32")
-    with pytest.raises(SystemExit):  # argparse's own error for a list that is not one
-        run_cli(capsys, [*argv, "--train-seq-lens", "16,0"])
-    assert "'16,0' is not a list of positive sequence lengths" in capsys.readouterr().err
+        run_cli(capsys, [*argv, flag, bad_list])
+    assert f"{bad_list!r} is {argparse_line}" in capsys.readouterr().err
 
 
 def test_tokenizer_malformed_says_the_form(capsys, tmp_path) -> None:
