@@ -121,12 +121,20 @@ stop_all() {  # end the side-by-side steps in pids (each a subshell running `tim
   exit 130
 }
 
-join_runs() {  # join_runs NAME DIR PATTERN: wait for the side-by-side runs in pids, merge DIR/PATTERN/runs.jsonl into DIR
-  local name=$1 dir=$2 pattern=$3
+join_runs() {  # join_runs NAME DIR PATTERN: wait for the side-by-side runs in pids, merge DIR/PATTERN/runs.jsonl
+  # into the job's folder (compare.json, compare.md), beside a copy of each run's journal (RUN.runs.jsonl): a
+  # device transfer that leaves out deeply nested run folders still brings back what later merges need.
+  local name=$1 dir=$2 pattern=$3 journal run
   wait "${pids[@]}"
   trap - INT TERM
   # shellcheck disable=SC2086  # PATTERN is a glob
-  step 60 "$name" python3 -m zoo compare --merge "$dir"/$pattern/runs.jsonl --out "$dir" --no-plot
+  for journal in "$dir"/$pattern/runs.jsonl; do
+    [ -f "$journal" ] || continue
+    run=$(basename "$(dirname "$journal")")
+    cp "$journal" "$work/$run.runs.jsonl"
+  done
+  # shellcheck disable=SC2086
+  step 60 "$name" python3 -m zoo compare --merge "$dir"/$pattern/runs.jsonl --out "$work" --no-plot
   find "$work" -name '*.safetensors' -delete
 }
 
