@@ -309,3 +309,9 @@ def test_data_parallel_shards_of_shorter_steps_are_the_one_process_batch() -> No
     again = task_from_description(task.describe())  # a checkpoint's record rebuilds the lengths
     assert again.train_seq_lens == (32, 128)
     assert torch.equal(again.train_batch(3, 0, 4)[0], task.train_batch(3, 0, 4)[0])
+
+
+def test_a_training_length_listed_twice_is_drawn_twice_as_often() -> None:
+    task = make_task("mqar", seq_len=128, vocab_size=64, num_items=8, train_seq_lens=[32, 128, 128])
+    lengths = [task.step_length(step) for step in range(600)]
+    assert 0.58 < lengths.count(128) / len(lengths) < 0.75  # 2/3 expected; 600 draws: sd ~0.019

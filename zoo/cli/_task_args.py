@@ -48,7 +48,7 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
         type=lengths,
         default=None,
         metavar="T,T,...",
-        help="synthetic tasks: each training step draws its length from these (each dividing --seq-len; a "
+        help="synthetic tasks: each training step draws its length from these, uniformly (each dividing --seq-len; a "
         "shorter step has proportionally more rows, so every step holds the same tokens; each row's item count "
         "from the training counts that fit), as Zoology trains MQAR at 64 to 256 tokens; evaluation keeps "
         "--seq-len (default: train at --seq-len)",
