@@ -169,12 +169,6 @@ def test_yaml_and_json_files_read_like_toml(tmp_path) -> None:
     assert configs[".toml"].steps == 7 and configs[".toml"].grad_clip is None
 
 
-def test_the_shipped_example_config_is_valid() -> None:
-    run_file = load_run_file(REPO / "configs" / "transmamba-tiny.toml")
-    assert run_file.model == "transmamba-tiny" and run_file.train["steps"] == 300
-    assert TrainConfig(**run_file.train).steps == 300
-
-
 INLINE_TOML = """
 out = "{out}"
 
@@ -239,3 +233,17 @@ def test_a_spec_file_is_recorded_inline_and_a_preset_by_name(tmp_path) -> None:
         assert json.loads(path.read_text())["model"] == expected
     spec_path.unlink()  # the record of the spec file stands without the file
     assert load_run_file(tmp_path / str(spec_path).replace("/", "_") / "config.json").model == spec
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda path: path.name)
+def test_every_shipped_config_resolves_to_a_run_and_a_task(path) -> None:
+    from zoo.cli._task_args import task_from_args
+
+    config = _resolve("--config", str(path))
+    args = _parse("--config", str(path))
+    train_cmd.apply_config_file(args)
+    task = task_from_args(args)
+    assert config.steps >= 1 and task.seq_len == args.seq_len
+    assert args.spec and args.out
+    if path.name == "transmamba-tiny.toml":  # the example the docs walk through
+        assert load_run_file(path).model == "transmamba-tiny" and config.steps == 300
