@@ -180,8 +180,11 @@ class SyntheticTask:
 
     def _check_train_seq_lens(self, check: Any) -> None:
         lengths = tuple(self.train_seq_lens or ())
+        example = ",".join(
+            str(n) for n in (self.seq_len // 4, self.seq_len // 2, self.seq_len) if n >= 1 and self.seq_len % n == 0
+        )  # lengths that divide seq_len
         if not lengths:
-            raise TaskError(f"--train-seq-lens needs at least one length, e.g. {self.seq_len // 2},{self.seq_len}")
+            raise TaskError(f"--train-seq-lens needs at least one length, e.g. {example}")
         if not _whole(lengths):
             raise TaskError(f"--train-seq-lens takes whole lengths, e.g. 256,512; got {list(lengths)}")
         counts = self.train_items or (self.num_items,)
@@ -189,8 +192,7 @@ class SyntheticTask:
             if length < 1 or length > self.seq_len or self.seq_len % length:
                 raise TaskError(
                     f"--train-seq-lens {length}: each training length must divide --seq-len {self.seq_len} "
-                    f"(so every step holds the same tokens), e.g. "
-                    f"{self.seq_len // 4},{self.seq_len // 2},{self.seq_len}"
+                    f"(so every step holds the same tokens), e.g. {example}"
                 )
             fits, last_error = [], ""
             for items in counts:

@@ -189,7 +189,9 @@ class Trainer(CheckpointingMixin):
         for micro in range(c.grad_accum):
             inputs, targets = train_shard(self.task, step, micro, c.batch_size, rank, world)
             inputs, targets = inputs.to(self.device), targets.to(self.device)
-            transpoints = self.transpoints(inputs.shape[1], step)
+            # drawn at the task's length, as a fixed schedule's recorded TransPoints are: a shorter
+            # step (SyntheticTask.train_seq_lens) runs them cut off at its length, as inference does
+            transpoints = self.transpoints(self.task.seq_len, step)
             if self.dist is None:
                 loss = self.loss(inputs, targets, transpoints)
             else:  # this rank's share of the global batch's mean loss
