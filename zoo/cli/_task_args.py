@@ -55,20 +55,21 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def item_counts(text: str) -> list[int]:
-    """``"4,8,16"`` -> ``[4, 8, 16]``; anything else is one argparse error line."""
-    counts = [part.strip() for part in text.split(",")]
-    if not all(c.isdigit() and int(c) > 0 for c in counts):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive item counts (e.g. 4,8,16)")
-    return [int(c) for c in counts]
+def positive_ints(what: str, example: str) -> Any:
+    """An argparse ``type``: ``"4,8,16"`` -> ``[4, 8, 16]`` (order and repeats kept); anything
+    else is one argparse error line naming ``what`` with ``example``."""
+
+    def parse(text: str) -> list[int]:
+        values = [part.strip() for part in text.split(",")]
+        if not all(v.isdigit() and int(v) > 0 for v in values):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive {what} (e.g. {example})")
+        return [int(v) for v in values]
+
+    return parse
 
 
-def lengths(text: str) -> list[int]:
-    """``"256,512"`` -> ``[256, 512]``; anything else is one argparse error line."""
-    values = [part.strip() for part in text.split(",")]
-    if not all(v.isdigit() and int(v) > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive sequence lengths (e.g. 256,512)")
-    return [int(v) for v in values]
+item_counts = positive_ints("item counts", "4,8,16")
+lengths = positive_ints("sequence lengths", "256,512")
 
 
 def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:

@@ -157,11 +157,8 @@ class SyntheticTask:
     def __post_init__(self) -> None:
         if self.kind not in SYNTHETIC:
             raise ZooError(f"unknown synthetic task {self.kind!r}; choose one of {', '.join(SYNTHETIC)}")
-        check = SYNTHETIC[self.kind][1]
-        try:
-            check(self.seq_len, self.num_items, self.vocab_size)
-        except ValueError as exc:
-            raise TaskError(str(exc)) from None
+        if error := self._misfit(self.seq_len, self.num_items):
+            raise TaskError(error)
         if self.train_items is not None:
             counts = tuple(self.train_items)
             if not counts:
@@ -169,16 +166,22 @@ class SyntheticTask:
             if not _whole(counts):
                 raise TaskError(f"--train-items takes whole item counts, e.g. 4,8,16; got {list(counts)}")
             for items in counts:
-                try:
-                    check(self.seq_len, items, self.vocab_size)
-                except ValueError as exc:
-                    raise TaskError(f"--train-items {items}: {exc}") from None
+                if error := self._misfit(self.seq_len, items):
+                    raise TaskError(f"--train-items {items}: {error}")
             # a mixture of num_items alone is the plain task (same batches, same description)
             self.train_items = None if counts == (self.num_items,) else counts
         if self.train_seq_lens is not None:
-            self._check_train_seq_lens(check)
+            self._check_train_seq_lens()
 
-    def _check_train_seq_lens(self, check: Any) -> None:
+    def _misfit(self, seq_len: int, items: int) -> str | None:
+        """Why ``items`` do not fit a sequence of ``seq_len`` tokens (None: they fit)."""
+        try:
+            SYNTHETIC[self.kind][1](seq_len, items, self.vocab_size)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def _check_train_seq_lens(self) -> None:
         lengths = tuple(self.train_seq_lens or ())
         example = ",".join(
             str(n) for n in (self.seq_len // 4, self.seq_len // 2, self.seq_len) if n >= 1 and self.seq_len % n == 0
@@ -194,16 +197,11 @@ class SyntheticTask:
                     f"--train-seq-lens {length}: each training length must divide --seq-len {self.seq_len} "
                     f"(so every step holds the same tokens), e.g. {example}"
                 )
-            fits, last_error = [], ""
-            for items in counts:
-                try:
-                    check(length, items, self.vocab_size)
-                    fits.append(items)
-                except ValueError as exc:
-                    last_error = str(exc)
+            errors = [self._misfit(length, items) for items in counts]
+            fits = [items for items, error in zip(counts, errors, strict=True) if error is None]
             if not fits:
                 raise TaskError(
-                    f"--train-seq-lens {length}: no training item count fits that length ({last_error}); "
+                    f"--train-seq-lens {length}: no training item count fits that length ({errors[-1]}); "
                     "add smaller counts with --train-items or leave that length out"
                 )
             self._counts_at[length] = tuple(fits)
