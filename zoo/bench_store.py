@@ -70,6 +70,15 @@ def _check_name(name: str) -> str:
     return name
 
 
+def check_save_name(name: str, storage: str | Path = DEFAULT_STORAGE) -> Path:
+    """The path ``--save NAME`` writes; refused (before a benchmark runs, too) when the name is
+    malformed or a run of that name exists."""
+    path = Path(storage) / f"{_check_name(name)}.json"
+    if path.exists():
+        raise BenchStoreError(f"--save {name!r}: {path} exists; pick another name or delete it")
+    return path
+
+
 def save_run(
     name: str,
     *,
@@ -83,9 +92,7 @@ def save_run(
     """Write ``storage/name.json`` atomically; an existing run of that name is never overwritten."""
     from zoo.checkpoint import atomic_write_text
 
-    path = Path(storage) / f"{_check_name(name)}.json"
-    if path.exists():
-        raise BenchStoreError(f"--save {name!r}: {path} exists; pick another name or delete it")
+    path = check_save_name(name, storage)
     for row in rows:
         if "key" not in row or "value" not in row:
             raise ValueError(f"a saved row needs 'key' and 'value': {row!r}")

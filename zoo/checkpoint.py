@@ -104,6 +104,14 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The step a checkpoint directory's name records (``step-00000040`` -> 40)."""
+    match = _STEP_DIR.match(Path(path).name)
+    if match is None:
+        raise CheckpointError(f"{path} is not named like a checkpoint (step-NNNNNNNN)")
+    return int(match.group(1))
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     checkpoints = list_checkpoints(run_dir)
     return checkpoints[-1] if checkpoints else None

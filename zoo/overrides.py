@@ -39,19 +39,25 @@ def split_backend_choice(choice: str) -> tuple[str, dict[str, Any]]:
 
 
 def check_backend_params(slot: str, choice: str) -> None:
-    """One line naming the override when its params do not fit its backend (an unknown
-    backend name is left to the spec's own check, which lists the known ones)."""
+    """One line naming the override when its backend is unknown to the slot's registry or its
+    params do not fit the backend (with the params it takes), before any layer is touched."""
     name, params = split_backend_choice(choice)
-    if not params or name == AUTO:
+    if name == AUTO:
         return
     try:
         entry = REGISTRIES[slot].get(name)
     except RegistryError:
+        known = ", ".join([AUTO, *REGISTRIES[slot].names()])
+        raise ZooError(
+            f"--backend {slot}={choice}: unknown {slot} backend {name!r}; choose one of {known} (zoo list {slot})"
+        ) from None
+    if not params:
         return
     try:
         entry.params_model.model_validate(params)
     except ValidationError as exc:
-        raise ZooError(f"--backend {slot}={choice}: {first_error_line(exc)}") from None
+        takes = ", ".join(entry.params_model.model_fields) or "no params"
+        raise ZooError(f"--backend {slot}={choice}: {first_error_line(exc)} ({name} takes: {takes})") from None
 
 
 def parse_backend_overrides(items: list[str] | None) -> dict[str, str]:

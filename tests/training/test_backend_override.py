@@ -225,3 +225,20 @@ def test_norm_slot_is_overridden_like_the_others() -> None:
     with torch.no_grad():
         want, got = reference(tokens), model(tokens)
     assert ((got - want).norm() / want.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "choice, needles",
+    [
+        ("nosuch", ["--backend ssm=nosuch: unknown ssm backend 'nosuch'", "auto, chunked", "zoo list ssm"]),
+        ("chunked:bogus=1", ["--backend ssm=chunked:bogus=1: bogus", "(chunked takes: chunk_size)"]),
+    ],
+)
+def test_an_override_names_the_backends_or_params_once(choice: str, needles: list[str]) -> None:
+    # one line for the override, not one spec error per layer
+    with pytest.raises(ZooError) as info:
+        spec_with_backends(resolve_spec("transmamba-tiny"), {"ssm": choice})
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and "layers." not in message
+    for needle in needles:
+        assert needle in message

@@ -189,6 +189,22 @@ def test_demo_runs_end_to_end(tmp_path, fake_build) -> None:
     assert json.loads((tmp_path / "demo" / "demo.json").read_text())["steps"] == 30
     assert "untrained" in stream.getvalue() and result.prompt in stream.getvalue()
     assert isinstance(result.sample, str)
+    # a second demo into the same directory replaces the first, and says so
+    stream = io.StringIO()
+    zoo.training.demo.run_demo(
+        tmp_path / "demo",
+        preset="m-tiny",
+        steps=10,
+        seq_len=32,
+        batch_size=8,
+        compile=False,
+        device="cpu",
+        progress=False,
+        sample_tokens=5,
+        stream=stream,
+    )
+    assert f"replacing the earlier run in {tmp_path / 'demo'}" in stream.getvalue()
+    assert [p.name for p in zoo.checkpoint.list_checkpoints(tmp_path / "demo")] == ["step-00000010"]
 
 
 class FakeClock:

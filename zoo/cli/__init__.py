@@ -65,6 +65,7 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    args.argv = [*(sys.argv[1:] if argv is None else argv)]  # what a run records (zoo.cli.list shadows list)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

@@ -8,6 +8,7 @@ model is built or a corpus read, and its mistake is one line naming the flag and
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from typing import Any
 
@@ -17,7 +18,17 @@ _TOKENIZER = re.compile(r"byte|bpe(:[0-9]+)?")
 
 
 def check_common_flags(args: argparse.Namespace) -> None:
-    """Raise ZooError for a ``--device`` this machine lacks or a malformed ``--tokenizer``."""
+    """Raise ZooError for a ``--device`` this machine lacks, a malformed ``--tokenizer``, a
+    ``--seq-len`` below 1, or a directory flag (the command's ``dir_flags`` default: ``out``,
+    ``storage``) that names an existing file."""
+    seq_len = getattr(args, "seq_len", None)
+    if isinstance(seq_len, int) and seq_len < 1:
+        raise ZooError(f"--seq-len {seq_len}: must be >= 1")
+    for dest in getattr(args, "dir_flags", ()):
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and os.path.exists(value) and not os.path.isdir(value):
+            flag = "--" + dest.replace("_", "-")
+            raise ZooError(f"{flag} {value}: is a file, not a directory; choose another {flag}")
     device = getattr(args, "device", None)
     if isinstance(device, str):
         from zoo.devices import parse_device

@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from zoo.errors import ZooError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -35,14 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3)
     add_save_arguments(p)
     add_train_arguments(p.add_argument_group("train suite"))
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, dir_flags=("out", "storage"))
     compare = p.add_subparsers(dest="bench_command", metavar="compare").add_parser(
         "compare", help="two saved runs side by side (zoo bench compare A B)"
     )
     compare.add_argument("runs", nargs=2, metavar="RUN", help="saved run names (or paths to their JSON files)")
     # SUPPRESS: a --storage given before "compare" must not be reset by this parser's default
     compare.add_argument("--storage", default=argparse.SUPPRESS, help="where the runs are (default .benchmarks)")
-    compare.set_defaults(func=run_compare)
+    compare.set_defaults(func=run_compare, dir_flags=("storage",))
 
 
 def add_save_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +76,14 @@ def save(args: argparse.Namespace, suite: str, rows: list[dict], metric: dict[st
         storage=args.storage or bench_store.DEFAULT_STORAGE,
     )
     print(f"saved {path}")
+
+
+def check_save(args: argparse.Namespace) -> None:
+    """Refuse a ``--save NAME`` that could not be written before the benchmark runs, not after."""
+    if getattr(args, "save", None):
+        from zoo import bench_store
+
+        bench_store.check_save_name(args.save, args.storage or bench_store.DEFAULT_STORAGE)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -183,7 +193,7 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
     counts = [
         ("--steps", args.steps),
         ("--tokens-per-step", args.tokens_per_step),
-        ("--micro-batch-size", args.micro_batch_size or 1),
+        ("--micro-batch-size", 1 if args.micro_batch_size is None else args.micro_batch_size),
         *(("--seq-lens", t) for t in args.seq_lens),
     ]
     for name, value in counts:
@@ -191,6 +201,10 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
             raise ZooError(f"{name} must be >= 1, got {value}")
     if args.warmup < 0:
         raise ZooError(f"--warmup must be >= 0, got {args.warmup}")
+    check_save(args)
+    report = Path(args.out) / "train_throughput.json"
+    if report.exists():
+        print(f"note: {report} is replaced when this run ends (--save NAME keeps a run)", flush=True)
     if args.size not in SIZES:
         raise ZooError(f"--size {args.size!r}: the sizes are {', '.join(SIZES)}")
     for model in args.models:
@@ -264,6 +278,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.suite == "train":
         return run_train(args)
+    if args.repeats < 1:
+        raise ZooError(f"--repeats {args.repeats}: must be >= 1")
+    if args.backend:
+        raise ZooError(f"--backend {' '.join(args.backend)}: applies to --suite train only (drop it here)")
+    check_save(args)
     rows = []
     if args.suite in ("ssm", "all"):
         print(f"ssm suite on {args.device} ...", flush=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from zoo.cli.bench import add_save_arguments, save
+from zoo.cli.bench import add_save_arguments, check_save, save
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,9 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from zoo.errors import ZooError
     from zoo.inference.bench import decode_benchmark, format_table
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    for flag, values in (("--contexts", args.contexts), ("--steps", [args.steps]), ("--batch-size", [args.batch_size])):
+        bad = [value for value in values if value < 1]
+        if bad:
+            raise ZooError(f"{flag} {bad[0]}: must be >= 1")
+    if args.mode == "cudagraph" and not device.startswith("cuda"):
+        raise ZooError(f"--mode cudagraph needs a CUDA device (--device {device}): use eager or compile there")
+    check_save(args)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
     rows = decode_benchmark(
         args.presets,

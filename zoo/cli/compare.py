@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.checkpoint import atomic_write_text
+from zoo.checkpoint import atomic_write_text, latest_checkpoint
 from zoo.cli._task_args import add_task_args, task_from_args
 from zoo.cli.compare_report import markdown_table, parameter_note, plot_rows, record_json, sweep_table, thin_rows
 from zoo.cli.train import add_training_args, config_from_args
@@ -79,7 +79,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
-    parser.set_defaults(func=run)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the compare.json of another command in --out (without it, only the same command may "
+        "write there again, as a resumed comparison does)",
+    )
+    parser.set_defaults(func=run, dir_flags=("out",))
 
 
 def parse_entry(entry: str) -> tuple[str, str]:
@@ -121,7 +127,7 @@ def run_name(lr: float, warmup: int | None, seed: int, *, lrs: int, warmups: int
     return "-".join([*parts, f"seed{seed}"])
 
 
-def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
+def compare(args: argparse.Namespace, argv: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per (model, learning rate, seed)."""
     import torch
 
@@ -163,6 +169,8 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
         for label, ref in entries
     }
+    if argv is not None:  # after the flags' own checks, before any training
+        check_out(out, argv, getattr(args, "overwrite", False))
     rows = []
     journal = runs.RunJournal(out / "runs.jsonl")
     for seed in seeds:
@@ -211,9 +219,14 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "params": trainer.n_params,
                     "tokens": tokens,
                 }
+                if latest_checkpoint(run_dir) is not None:  # not journalled: other settings, or cut short
+                    print(
+                        f"{head} {run_dir} holds a run of other settings or one cut short: starting it over",
+                        file=sys.stderr,
+                    )
                 start = time.perf_counter()
                 try:
-                    result = trainer.fit()
+                    result = trainer.fit(overwrite=True)
                 except NonFiniteLossError as exc:  # expected at the top of a sweep: record it, go on
                     print(f"{head} diverged: {exc}", file=sys.stderr)
                     row.update(steps=trainer.step, diverged=str(exc), history=trainer.history)
@@ -234,6 +247,27 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                 journal.add(settings, row)
                 rows.append(row)
     return rows
+
+
+def check_out(out: Path, argv: list[str], overwrite: bool) -> None:
+    """Refuse to replace ``out/compare.json`` written by another command, unless ``overwrite``.
+
+    The same command may write it again: a comparison cut short resumes that way, its
+    finished runs read back from ``out/runs.jsonl``."""
+    path = out / "compare.json"
+    if overwrite or not path.exists():
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("argv")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded != argv:
+        command = "zoo " + " ".join(recorded) if isinstance(recorded, list) else "an unreadable record"
+        raise ZooError(
+            f"--out {out} holds the comparison of another command ({command[:1000]}); choose another --out, or pass "
+            "--overwrite to replace its compare.json (finished runs of the same settings are reused from its "
+            "runs.jsonl)"
+        )
 
 
 def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -322,7 +356,12 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.models) == bool(args.merge):
         raise ZooError("zoo compare takes models to train or --merge COMPARE_JSON... to summarise (one of the two)")
-    rows = merge(args.merge) if args.merge else compare(args)
+    argv = [arg for arg in getattr(args, "argv", sys.argv[1:]) if arg != "--overwrite"]
+    if args.merge:
+        check_out(Path(args.out), argv, args.overwrite)
+        rows = merge(args.merge)
+    else:
+        rows = compare(args, argv)
     summary, sweep = summarise(rows)
     out = Path(args.out)
     accuracy = any("eval_accuracy" in row for row in rows)
@@ -337,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     # the curves are thinned in compare.json (the plot below uses every step)
-    record = {"argv": sys.argv[1:], "interval": interval, "summary": summary, "sweep": sweep, "rows": thin_rows(rows)}
+    record = {"argv": argv, "interval": interval, "summary": summary, "sweep": sweep, "rows": thin_rows(rows)}
     text = table + "\n\n" + interval + "\n" + (note + "\n" if note else "")
     rates = sweep_table(summary, sweep, accuracy=accuracy)
     if rates is not None:

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "more time than it saves)",
     )
     compile_group.add_argument("--no-compile", dest="compile", action="store_false", help="train eagerly")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, dir_flags=("out",))
 
 
 def preset_row(name: str, *, seq_len: int = 256) -> dict[str, Any]:

@@ -46,6 +46,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_sampling_flags(args: argparse.Namespace) -> None:
+    """The sampling flags, each refusal one line naming the flag, before a model is loaded."""
+    import math
+
+    from zoo.errors import ZooError
+
+    problems = [
+        ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1, "must be >= 1"),
+        (
+            "--temperature",
+            args.temperature,
+            math.isfinite(args.temperature) and args.temperature >= 0,
+            "must be a finite number >= 0 (0: greedy)",
+        ),
+        ("--top-k", args.top_k, args.top_k is None or args.top_k >= 1, "must be >= 1"),
+        ("--top-p", args.top_p, args.top_p is None or 0 < args.top_p <= 1, "must be in (0, 1]"),
+        ("--seed", args.seed, args.seed >= 0, "must be >= 0"),
+    ]
+    for flag, value, ok, rule in problems:
+        if not ok:
+            raise ZooError(f"{flag} {value}: {rule}")
+
+
 def load_model_and_tokenizer(name: str, device: str, backends: dict[str, str] | None = None, allow_large: bool = False):
     import zoo
     from zoo.builder import resolve_spec
@@ -68,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     import zoo
     from zoo.overrides import parse_backend_overrides
 
+    check_sampling_flags(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model_and_tokenizer(
         args.model, device, parse_backend_overrides(args.backend), args.allow_large
@@ -81,20 +105,21 @@ def run(args: argparse.Namespace) -> int:
             f"the prompt has token ids up to {max(ids)}, the model's vocabulary is {model.spec.vocab_size}"
         )
     prompt = torch.tensor([ids], device=device)
-    if args.max_new_tokens >= LONG:
-        # a long run streams its tokens, but on a CPU it lasts minutes: say up front what it will
-        # take, once the arguments are known to be fine (a refusal stays the only line)
-        import warnings
+    import warnings
 
-        from zoo.inference import TransPointWarning
-        from zoo.inference.sampling import check_generation_args
+    from zoo.inference import TransPointWarning
+    from zoo.inference.sampling import check_generation_args
+
+    with warnings.catch_warnings():  # zoo.generate below warns, once, about an override
+        warnings.simplefilter("ignore", TransPointWarning)
+        # every argument checked before the prompt is echoed: a refusal stays the only line
+        chosen = check_generation_args(
+            model, prompt, args.max_new_tokens, allow_large=args.allow_large, **transpoint_options(args)
+        )
+    if args.max_new_tokens >= LONG:
+        # a long run streams its tokens, but on a CPU it lasts minutes: say up front what it will take
         from zoo.memory import cache_bytes, format_bytes
 
-        with warnings.catch_warnings():  # zoo.generate below warns, once, about an override
-            warnings.simplefilter("ignore", TransPointWarning)
-            chosen = check_generation_args(
-                model, prompt, args.max_new_tokens, allow_large=args.allow_large, **transpoint_options(args)
-            )
         positions = len(ids) + args.max_new_tokens
         size = cache_bytes(model, 1, positions, transpoints=chosen)
         print(

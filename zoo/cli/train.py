@@ -136,10 +136,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_argument_group("output")
     group.add_argument("--out", default=None, help="run directory (default runs/<spec name>)")
     group.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --out that holds an earlier run's checkpoints, deleting them and its metrics "
+        "(without it, such an --out is refused)",
+    )
     group.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end)")
     group.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
     add_distributed_args(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, dir_flags=("out",))
     record_explicit_flags(parser)  # last: a config file yields only to the flags actually given
 
 
@@ -196,16 +202,21 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     tokenizer = None
     ref: Any = args.spec
     latest = ckpt.latest_checkpoint(out)
+    if args.resume and args.overwrite:
+        raise ZooError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
     if args.resume and latest is not None:
+        check_resumed_model(out, args.spec)
         checkpoint = ckpt.open_checkpoint(latest, verify=False)
         tokenizer = ckpt.load_tokenizer(latest)  # a BPE must not be retrained differently
         if checkpoint.spec is not None:  # the architecture and backends it was trained with; --backend wins
             ref = checkpoint.spec
-    elif latest is not None and is_main_process():
-        print(
-            f"note: {out} holds checkpoints; starting over (pass --resume to continue)",
-            file=sys.stderr,
+    elif latest is not None and not args.overwrite:
+        raise ZooError(
+            f"--out {out} holds an earlier run (checkpoint at step {ckpt.checkpoint_step(latest)}); pass --resume to "
+            "continue it, --overwrite to start over there (deleting its checkpoints), or choose another --out"
         )
+    elif args.resume and is_main_process():
+        print(f"note: {out} holds no checkpoint to resume; starting a new run", file=sys.stderr)
     task = task_from_args(args, tokenizer)
     config = config_from_args(
         args,
@@ -217,6 +228,16 @@ def _train(args: argparse.Namespace, out: Path) -> int:
             **getattr(args, "config_train", {}),
         },
     )
+    if config.warmup_steps > config.steps:
+        raise ZooError(
+            f"--warmup {config.warmup_steps}: longer than --steps {config.steps}, so the learning rate never reaches "
+            "--lr; give at most --steps"
+        )
+    if args.resume and latest is not None and ckpt.checkpoint_step(latest) >= config.steps:
+        raise ZooError(
+            f"--steps {config.steps}: {out} is already at step {ckpt.checkpoint_step(latest)}; raise --steps to train "
+            "it further"
+        )
     import torch
 
     torch.manual_seed(config.seed)
@@ -230,7 +251,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     )
     trainer = Trainer(model, task, config, out_dir=out)
     if not is_main_process():  # rank 0 speaks and writes for the job
-        trainer.fit(resume=args.resume)
+        trainer.fit(resume=args.resume, overwrite=args.overwrite)
         return 0
     print(
         f"training {args.spec if isinstance(args.spec, str) else _model_label(args.spec)} "
@@ -246,7 +267,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
             indent=1,
         )
     )
-    result = trainer.fit(resume=args.resume)
+    result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     summary = {
         "step": result.steps,
         "final_loss": result.final_loss,
@@ -255,6 +276,20 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     }
     print(json.dumps(summary))
     return 0
+
+
+def check_resumed_model(out: Path, spec: Any) -> None:
+    """Refuse ``--resume`` under another model name than the run in ``out`` was trained as
+    (its ``run.json``): the checkpoint's own spec is what resumes, so the name would mislabel it."""
+    try:
+        recorded = json.loads((out / "run.json").read_text(encoding="utf-8")).get("spec")
+    except (OSError, ValueError, AttributeError):
+        return  # no record to check against: the checkpoint's spec decides, as always
+    if isinstance(spec, str) and isinstance(recorded, str) and spec != recorded:
+        raise ZooError(
+            f"--resume: {out} was trained as {recorded}, not {spec}; name {recorded} (the checkpoint's model "
+            "resumes either way) or choose another --out"
+        )
 
 
 # ------------------------------------------------------------ run config files (--config)

@@ -3,6 +3,7 @@ under torchrun), resuming from either form, and the run directory's bookkeeping.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +98,27 @@ class CheckpointingMixin:
         self.step = checkpoint.step
         return self.step
 
-    def _prepare_out_dir(self, resume: bool) -> bool:
-        """Create the run directory, drop staging debris; True when there is a checkpoint to resume."""
+    def _prepare_out_dir(self, resume: bool, overwrite: bool = False) -> bool:
+        """Create the run directory, drop staging debris; True when there is a checkpoint to resume.
+
+        A new run never shares the directory with an earlier run's checkpoints (the latest of
+        them would then pass for this run's model): it is refused unless ``overwrite``, which
+        deletes them (and the earlier metrics) first."""
         assert self.out_dir is not None
         self.out_dir.mkdir(parents=True, exist_ok=True)
         ckpt.clear_staging(self.out_dir)
         metrics_path = self.out_dir / "metrics.jsonl"
-        if resume and ckpt.latest_checkpoint(self.out_dir) is not None:
+        latest = ckpt.latest_checkpoint(self.out_dir)
+        if resume and latest is not None:
             return True
+        if latest is not None:
+            if not overwrite:
+                raise ZooError(
+                    f"{self.out_dir} holds an earlier run (latest checkpoint {latest.name}); resume it "
+                    "(resume=True), start over there (overwrite=True deletes its checkpoints) or choose another "
+                    "out_dir"
+                )
+            shutil.rmtree(self.out_dir / ckpt.CHECKPOINTS)
         if metrics_path.exists():
             metrics_path.unlink()
         return False

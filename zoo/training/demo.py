@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import torch
 
+from zoo.checkpoint import latest_checkpoint
 from zoo.data.tasks import TextTask, text_task
 from zoo.training.runs import build_for_task, plot_panels, smooth
 from zoo.training.trainer import TrainConfig, Trainer, count_params
@@ -155,7 +156,9 @@ def run_demo(
         reserve = eval_cost * (1 + sample_tokens / 200)
         budget = minutes * 60 - (time.perf_counter() - started) - reserve
         say(f"training for about {budget:.0f} s")
-    result = trainer.fit(time_budget_s=budget, budget_evals=evals, eval_cost_s=eval_cost)
+    if latest_checkpoint(out) is not None:  # a demo is a replay: its own directory starts over
+        say(f"replacing the earlier run in {out}")
+    result = trainer.fit(time_budget_s=budget, budget_evals=evals, eval_cost_s=eval_cost, overwrite=True)
     final = result.eval["eval_loss"]
     say(
         f"validation loss: untrained {baseline:.3f} -> trained {final:.3f} "

@@ -50,6 +50,8 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
             fd, depth = _held[run_dir]
             _held[run_dir] = (fd, depth - 1)
         return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ZooError(f"run directory {run_dir} is a file; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -275,12 +275,15 @@ class Trainer(CheckpointingMixin):
         self,
         *,
         resume: bool = False,
+        overwrite: bool = False,
         stop_at: int | None = None,
         time_budget_s: float | None = None,
         budget_evals: int = 0,
         eval_cost_s: float = 0.0,
     ) -> TrainResult:
         """Train to ``config.steps``; ``resume`` continues from the run's latest checkpoint.
+        A new run in a directory that holds an earlier run's checkpoints is refused unless
+        ``overwrite``, which deletes them first.
 
         ``stop_at`` ends the loop after that step without the final evaluation and save, as a
         crash would (tests use it to interrupt a run).
@@ -298,7 +301,7 @@ class Trainer(CheckpointingMixin):
         metrics_path = None
         if self.out_dir is not None:
             metrics_path = self.out_dir / "metrics.jsonl"
-            if distributed.from_main(lambda: self._prepare_out_dir(resume)):
+            if distributed.from_main(lambda: self._prepare_out_dir(resume, overwrite)):
                 self.resume()
                 if main:
                     truncate_jsonl(metrics_path, self.step)
@@ -308,7 +311,7 @@ class Trainer(CheckpointingMixin):
         step_times: list[float] = []
         eval_metrics: dict[str, float] = {}
         tokens_total, time_total = 0, 0.0
-        fit_start = time.perf_counter()
+        fit_start, first_step = time.perf_counter(), self.step
         self.max_steps, self.budget_evals = c.steps, budget_evals
         try:
             while self.step < c.steps and (stop_at is None or self.step < stop_at):
@@ -317,7 +320,8 @@ class Trainer(CheckpointingMixin):
                 elapsed = time.perf_counter() - start
                 self.step += 1
                 step_times.append(elapsed)
-                if len(step_times) > WARMUP_TIMING_STEPS or c.steps <= 2 * WARMUP_TIMING_STEPS:
+                # the first steps of a fit compile: timed only when the fit is too short to leave them out
+                if len(step_times) > WARMUP_TIMING_STEPS or c.steps - first_step <= 2 * WARMUP_TIMING_STEPS:
                     tokens_total += record["tokens"]
                     time_total += elapsed
                 if time_budget_s is not None and len(step_times) % CALIBRATION_STEPS == 0:

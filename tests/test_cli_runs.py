@@ -1,0 +1,154 @@
+"""Nothing is lost: a run, a comparison or a saved benchmark is never replaced by another
+command's without being asked (``--resume``, ``--overwrite``), and the refusal comes before
+any work, as one line naming the flag and the fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import zoo.checkpoint as ckpt
+from zoo.cli import main
+
+TASK = ("--task", "mqar", "--seq-len", "32", "--vocab", "32", "--num-items", "4", "--batch-size", "4")
+FAST = ("--no-compile", "--no-progress", "--device", "cpu")
+
+
+def train(capsys, out, *extra: str, model: str = "transformer-tiny", steps: int = 2) -> tuple[int, str, str]:
+    code = main(["train", model, *TASK, *FAST, "--steps", str(steps), "--out", str(out), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line(err: str, *needles: str) -> None:
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+
+
+def test_a_new_run_never_mixes_with_an_earlier_runs_checkpoints(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert train(capsys, out, steps=4)[0] == 0
+    code, _, err = train(capsys, out, steps=2)
+    assert code == 2
+    one_line(err, f"--out {out} holds an earlier run (checkpoint at step 4)", "--resume", "--overwrite")
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-00000004"]  # untouched
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
+    code, _, _ = train(capsys, out, "--overwrite", steps=2)
+    assert code == 0
+    # the earlier run is gone, so the latest checkpoint is this run's
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-00000002"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_checks_the_model_the_steps_and_says_when_there_is_nothing(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    code, _, err = train(capsys, out, "--resume", steps=2)
+    assert code == 0 and f"note: {out} holds no checkpoint to resume; starting a new run" in err
+    code, _, err = train(capsys, out, "--resume", model="mamba2-tiny", steps=3)
+    assert code == 2
+    one_line(err, f"--resume: {out} was trained as transformer-tiny, not mamba2-tiny")
+    code, _, err = train(capsys, out, "--resume", steps=2)
+    assert code == 2
+    one_line(err, f"--steps 2: {out} is already at step 2; raise --steps")
+    code, _, err = train(capsys, out, "--resume", "--overwrite", steps=3)
+    assert code == 2
+    one_line(err, "--resume continues the run in --out and --overwrite deletes it")
+    code, stdout, _ = train(capsys, out, "--resume", steps=4)
+    assert code == 0
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["step"] == 4 and summary["tokens_per_s"] > 0  # two steps of a resumed run are timed
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "transformer-tiny", *TASK, *FAST, "--steps", "1", "--out", "{file}"],
+        ["compare", "transformer-tiny", *TASK, *FAST, "--steps", "1", "--out", "{file}"],
+        ["bench", "--suite", "train", "--models", "transformer-tiny", "--out", "{file}", "--device", "cpu"],
+        ["bench", "--suite", "ssm", "--storage", "{file}", "--device", "cpu"],
+    ],
+    ids=lambda argv: argv[0] + ("-storage" if "--storage" in argv else ""),
+)
+def test_a_directory_flag_naming_a_file_is_one_line_before_any_work(tmp_path, capsys, argv) -> None:
+    path = tmp_path / "afile"
+    path.write_text("keep me")
+    code = main([str(path) if a == "{file}" else a for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    one_line(err, f"{path}: is a file, not a directory")
+    assert path.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "transformer-tiny", *FAST, "--seq-len", "0"], "--seq-len 0: must be >= 1"),
+        (["eval", "runs/none", "--seq-len", "-5"], "--seq-len -5: must be >= 1"),
+        (["build", "transmamba-tiny", "--seq-len", "0"], "--seq-len 0: must be >= 1"),
+        (["bench", "--suite", "model", "--seq-len", "-64", "--device", "cpu"], "--seq-len -64: must be >= 1"),
+        (["bench", "--suite", "ssm", "--repeats", "0", "--device", "cpu"], "--repeats 0: must be >= 1"),
+        (["bench", "--suite", "ssm", "--backend", "ssm=nosuch", "--device", "cpu"], "applies to --suite train"),
+        (["bench-decode", "--contexts", "-16", "--device", "cpu"], "--contexts -16: must be >= 1"),
+        (["bench-decode", "--steps", "0", "--device", "cpu"], "--steps 0: must be >= 1"),
+        (["bench-decode", "--mode", "cudagraph", "--device", "cpu"], "--mode cudagraph needs a CUDA device"),
+        (["train", "transformer-tiny", *FAST, "--steps", "2", "--warmup", "100"], "--warmup 100: longer than --steps"),
+    ],
+    ids=lambda v: " ".join(v[:3]) if isinstance(v, list) else None,
+)
+def test_bad_counts_are_one_line(tmp_path, capsys, monkeypatch, argv, needle) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    one_line(err, needle)
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--max-new-tokens", "0"], "--max-new-tokens 0: must be >= 1"),
+        (["--temperature", "-1"], "--temperature -1.0: must be a finite number >= 0"),
+        (["--temperature", "nan"], "--temperature nan"),
+        (["--top-k", "0"], "--top-k 0: must be >= 1"),
+        (["--top-p", "1.5"], "--top-p 1.5: must be in (0, 1]"),
+        (["--seed", "-1"], "--seed -1: must be >= 0"),
+    ],
+)
+def test_generate_refuses_sampling_flags_before_echoing_the_prompt(capsys, flags, needle) -> None:
+    code = main(["generate", "transformer-tiny", "--prompt", "hi", "--device", "cpu", *flags])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""  # the prompt is not echoed ahead of the error
+    one_line(captured.err, needle)
+
+
+def test_compare_keeps_another_commands_table_unless_overwrite(tmp_path, capsys) -> None:
+    out = tmp_path / "cmp"
+    base = ["compare", "transformer-tiny", *TASK, *FAST, "--steps", "1", "--no-plot", "--out", str(out)]
+    assert main([*base, "--lr", "3e-3"]) == 0
+    first = (out / "compare.json").read_text()
+    capsys.readouterr()
+    assert main([*base, "--lr", "3e-3"]) == 0  # the same command again: resumes, reusing the run
+    assert "finished earlier: reused" in capsys.readouterr().err
+    code = main([*base, "--lr", "1e-2"])
+    err = capsys.readouterr().err
+    assert code == 2
+    one_line(err, f"--out {out} holds the comparison of another command", "--lr 3e-3", "--overwrite")
+    assert (out / "compare.json").read_text() == first
+    assert main([*base, "--lr", "1e-2", "--overwrite"]) == 0
+    assert "starting it over" in capsys.readouterr().err  # its run directory held the 3e-3 run
+    record = json.loads((out / "compare.json").read_text())
+    assert {row["lr"] for row in record["rows"]} == {1e-2} and "--overwrite" not in record["argv"]
+
+
+def test_bench_save_name_is_checked_before_the_benchmark(tmp_path, capsys, monkeypatch) -> None:
+    import zoo.bench
+
+    (tmp_path / "mine.json").write_text("{}")
+    monkeypatch.setattr(zoo.bench, "ssm_suite", lambda *a, **k: pytest.fail("the benchmark ran"))
+    code = main(["bench", "--suite", "ssm", "--device", "cpu", "--storage", str(tmp_path), "--save", "mine"])
+    assert code == 2
+    one_line(capsys.readouterr().err, "--save 'mine'", "exists")
