@@ -95,6 +95,14 @@ def test_a_directory_flag_naming_a_file_is_one_line_before_any_work(tmp_path, ca
         (["bench-decode", "--steps", "0", "--device", "cpu"], "--steps 0: must be >= 1"),
         (["bench-decode", "--mode", "cudagraph", "--device", "cpu"], "--mode cudagraph needs a CUDA device"),
         (["train", "transformer-tiny", *FAST, "--steps", "2", "--warmup", "100"], "--warmup 100: longer than --steps"),
+        (["train", "transformer-tiny", *FAST, "--task", "mqar", "--num-items", "0"], "--num-items 0: must be >= 1"),
+        (["train", "transformer-tiny", *FAST, "--task", "mqar", "--vocab", "1"], "--vocab 1: must be >= 2"),
+        (["compare", "=transformer-tiny", *FAST], "LABEL=REF needs both a label and a model"),
+        (["compare", "transformer-tiny", *FAST, "--lrs", "1e-3,,2e-3"], "--lrs takes comma-separated numbers"),
+        (["demo", "--minutes", "0"], "--minutes 0.0: must be > 0"),
+        (["demo", "--preset", "nosuch", "--build-only"], "--preset 'nosuch': unknown preset"),
+        (["plan", "transmamba-tiny", "--seq-len", "64", "--relative"], "--relative applies to --schedule NAME"),
+        (["plan", "transmamba-tiny", "--seq-len", "64", "--width", "0"], "--width must be >= 1"),
     ],
     ids=lambda v: " ".join(v[:3]) if isinstance(v, list) else None,
 )
@@ -152,3 +160,32 @@ def test_bench_save_name_is_checked_before_the_benchmark(tmp_path, capsys, monke
     code = main(["bench", "--suite", "ssm", "--device", "cpu", "--storage", str(tmp_path), "--save", "mine"])
     assert code == 2
     one_line(capsys.readouterr().err, "--save 'mine'", "exists")
+
+
+def test_a_synthetic_checkpoint_refuses_text_flags(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert train(capsys, out, model="transmamba-tiny", steps=1)[0] == 0
+    (tmp_path / "notes.txt").write_text("some text " * 100)
+    assert main(["eval", str(out), "--device", "cpu", "--data", str(tmp_path / "notes.txt")]) == 2
+    one_line(capsys.readouterr().err, "--data applies to text checkpoints; this one was trained on the mqar task")
+    assert main(["generate", str(out), "--prompt", "hi", "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    one_line(captured.err, "trained on the mqar task, not on text")
+    # more TransPoints than layers would drop the rest without a word
+    assert main(["eval", str(out), "--device", "cpu", "--transpoints", "1,2,3,4,5,6,7"]) == 2
+    one_line(capsys.readouterr().err, "transpoints: 7 values for a model of 6 layers", "a shorter list is cycled")
+
+
+def test_config_file_problems_are_one_line(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin.toml").write_bytes(b'model = "transformer-tiny"\n# caf\xe9\n')
+    (tmp_path / "tok.toml").write_text('model = "transformer-tiny"\n[task]\ntokenizer = "bpe:abc"\n')
+    for config, needle in [
+        (".", "--config .: is a directory"),
+        ("latin.toml", "latin.toml: not UTF-8 text"),
+        ("tok.toml", "--tokenizer 'bpe:abc': expected byte, bpe or bpe:VOCAB"),  # the file's value, checked as a flag's
+    ]:
+        assert main(["train", "--config", config, *FAST, "--steps", "1"]) == 2
+        one_line(capsys.readouterr().err, needle)
+    assert not (tmp_path / "runs").exists()

@@ -29,6 +29,17 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def text_run_dir(tmp_path_factory):
+    """The same on text (zoo generate takes text checkpoints only)."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("text-run")
+    task = make_task("text", data="builtin:topics", seq_len=64)
+    config = TrainConfig(steps=1, batch_size=2, compile=False, progress=False, device="cpu")
+    Trainer(zoo.build("transmamba-tiny"), task, config, out_dir=out).fit()
+    return out
+
+
 def _strip_record(path) -> None:
     """Make ``path`` look like a checkpoint written before the record existed."""
     (path / ckpt.TRANSPOINTS_FILE).unlink()
@@ -98,11 +109,12 @@ def test_save_pretrained_round_trips_the_record(run_dir, tmp_path) -> None:
     assert zoo.from_pretrained(tmp_path / "fresh")[0].trained_transpoints is None
 
 
-def test_cli_flags_override_with_one_warning_line(run_dir, capsys) -> None:
-    assert main(["generate", str(run_dir), "--prompt", "hi", "--max-new-tokens", "3", "--transpoints", "0"]) == 0
+def test_cli_flags_override_with_one_warning_line(run_dir, text_run_dir, capsys) -> None:
+    generate = ["generate", str(text_run_dir), "--prompt", "hi", "--max-new-tokens", "3"]
+    assert main([*generate, "--transpoints", "0"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("zoo generate: warning: transpoints gives TransPoints [0, 0, 0")
-    assert main(["generate", str(run_dir), "--prompt", "hi", "--max-new-tokens", "3"]) == 0
+    assert main(generate) == 0
     assert capsys.readouterr().err == ""
     # eval at another length keeps the training TransPoints; the schedule at T = 32 would differ
     runs = {
@@ -119,5 +131,5 @@ def test_cli_flags_override_with_one_warning_line(run_dir, capsys) -> None:
         assert ("warning" in captured.err) == (name not in ("default", "trained")), (name, captured.err)
     assert evals["trained"] == evals["default"] != evals["schedule at 32"]
     assert evals["default"] != evals["ssm"]
-    assert main(["generate", str(run_dir), "--prompt", "hi", "--transpoints", "x"]) == 2
+    assert main(["generate", str(text_run_dir), "--prompt", "hi", "--transpoints", "x"]) == 2
     assert "transpoints: give integers >= 0" in capsys.readouterr().err

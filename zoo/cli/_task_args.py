@@ -74,6 +74,12 @@ lengths = positive_ints("sequence lengths", "256,512")
 
 def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
     from zoo.data.tasks import make_task
+    from zoo.errors import ZooError
+
+    if args.num_items is not None and args.num_items < 1:
+        raise ZooError(f"--num-items {args.num_items}: must be >= 1 (or leave it out for the task's default)")
+    if args.vocab < 2:
+        raise ZooError(f"--vocab {args.vocab}: must be >= 2")
 
     return make_task(
         args.task,

@@ -90,13 +90,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_entry(entry: str) -> tuple[str, str]:
     label, sep, ref = entry.partition("=")
+    if sep and (not label.strip() or not ref.strip()):
+        raise ZooError(f"{entry!r}: LABEL=REF needs both a label and a model, e.g. tm=transmamba-tiny")
     return (label, ref) if sep else (Path(entry).stem, entry)
 
 
 def _sweep_values(text: str, flag: str, convert: Any, form: str, valid: Any, need: str) -> list[Any]:
     """A comma-separated sweep flag as its distinct values, sorted; a bad one is one line naming the flag."""
     try:
-        values = [convert(part) for part in text.split(",") if part.strip()]
+        parts = text.split(",")
+        if any(not part.strip() for part in parts):  # "1e-3,,2e-3": as the other list flags, refused
+            raise ValueError
+        values = [convert(part) for part in parts]
     except ValueError:
         raise ZooError(f"{flag} takes comma-separated {form}; got {text!r}") from None
     if not values or not all(valid(value) for value in values):

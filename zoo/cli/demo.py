@@ -6,6 +6,7 @@ compares it with its untrained self, plots the loss and samples text."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -95,6 +96,13 @@ def build_all_presets(names: list[str] | None = None) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from zoo.errors import ZooError
+    from zoo.registry import PRESET
+
+    if not args.minutes > 0:
+        raise ZooError(f"--minutes {args.minutes}: must be > 0")
+    if args.preset not in PRESET and not os.path.isfile(args.preset):  # a preset or a spec file
+        raise ZooError(f"--preset {args.preset!r}: {PRESET.unknown_message(args.preset)}")
     built = build_all_presets()
     if args.build_only:
         return 0 if built else 1

@@ -76,8 +76,12 @@ def load_model_and_tokenizer(name: str, device: str, backends: dict[str, str] | 
     from zoo.overrides import spec_with_backends
 
     if Path(name).exists():
-        from zoo.checkpoint import load_tokenizer
+        from zoo.checkpoint import load_tokenizer, open_checkpoint
+        from zoo.errors import ZooError
 
+        kind = open_checkpoint(name, verify=False).trainer_state.get("task", {}).get("task", "text")
+        if kind != "text":  # its tokens are the task's symbols: there is no text to prompt it with
+            raise ZooError(f"{name} was trained on the {kind} task, not on text; zoo generate needs a text checkpoint")
         return zoo.load(name, device=device, backends=backends, allow_large=allow_large), load_tokenizer(name)
     spec = resolve_spec(name).model_dump(mode="json")
     if backends:

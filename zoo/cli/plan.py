@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seq_len < 1:
         raise ValueError(f"--seq-len must be >= 1, got {args.seq_len}")
+    if args.width < 1:
+        raise ValueError(f"--width must be >= 1, got {args.width}")
+    if args.relative and not args.schedule:
+        raise ValueError("--relative applies to --schedule NAME: name the schedule too (e.g. --schedule v9 --relative)")
     spec = zoo.resolve_spec(args.spec)
     if args.schedule:
         params = {"relative": True} if args.relative else {}

@@ -184,6 +184,10 @@ def run(args: argparse.Namespace) -> int:
         argv = argv[1:] if argv[:1] == ["train"] else argv  # zoo train ... or python -m zoo.cli.train ...
         distributed.exec_torchrun(args.nproc, ["train", *distributed.strip_nproc(argv)])
     args.config_train = apply_config_file(args) if args.config else {}
+    if args.config:  # the file's values get the checks the flags got before it was read
+        from zoo.cli._common import check_common_flags
+
+        check_common_flags(args)
     if args.spec is None:
         raise ZooError("name a model (a preset or a spec file), or give --config FILE with a model key")
     out = Path(args.out or Path("runs") / _model_label(args.spec))

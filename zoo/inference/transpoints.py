@@ -43,6 +43,11 @@ def parse_transpoints(text: str, n_layers: int) -> list[int]:
         values = []
     if not values or min(values) < 0:
         raise ZooError(f"transpoints: give integers >= 0 separated by commas (cycled over layers), got {text!r}")
+    if len(values) > n_layers:  # the extra values would be dropped without a word
+        raise ZooError(
+            f"transpoints: {len(values)} values for a model of {n_layers} layers, got {text!r}; give at "
+            f"most {n_layers} (a shorter list is cycled over the layers)"
+        )
     return cyclic(values, n_layers)
 
 

@@ -68,7 +68,12 @@ class RunFile:
 
 def _read(path: Path) -> Any:
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     if suffix == ".toml":
         if sys.version_info >= (3, 11):
             import tomllib
@@ -119,6 +124,8 @@ def load_run_file(path: str | Path) -> RunFile:
     """Read and check a run config file; every problem is a :class:`ConfigFileError` of one line."""
     path = Path(path)
     source = str(path)
+    if path.is_dir():
+        raise ConfigFileError(f"--config {source}: is a directory; name a .toml, .yaml or .json file")
     if not path.is_file():
         raise ConfigFileError(f"--config {source}: no such file")
     data = _read(path)

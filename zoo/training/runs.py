@@ -127,7 +127,8 @@ def task_from_description(
     try:
         return _task_from_description(description, tokenizer=tokenizer, data=data, seq_len=seq_len)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ZooError(f"cannot rebuild the task from the checkpoint's description: {exc!r}") from exc
+        detail = str(exc) if isinstance(exc, ZooError) else repr(exc)  # a task's own refusal reads as it is
+        raise ZooError(f"cannot rebuild the checkpoint's task: {detail}") from exc
 
 
 def _task_from_description(
@@ -151,6 +152,8 @@ def _task_from_description(
             seed=description.get("seed", 0),
         )
     if kind in SYNTHETIC:
+        if data is not None:  # a synthetic task draws its sequences; a corpus would go unread
+            raise ZooError(f"--data applies to text checkpoints; this one was trained on the {kind} task")
         items = description.get(SYNTHETIC[kind][2])
         # A training mixture belongs to the length it was trained at; evaluating at another
         # length asks num_items alone, so the mixture (whose counts may not fit there) is left out.
