@@ -189,3 +189,26 @@ def test_config_file_problems_are_one_line(tmp_path, capsys, monkeypatch) -> Non
         assert main(["train", "--config", config, *FAST, "--steps", "1"]) == 2
         one_line(capsys.readouterr().err, needle)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "transformer-tiny", "--lr", "abc"], "zoo train: error: argument --lr: invalid float value: 'abc'"),
+        (["compare", "transformer-tiny", "--seeds", "1,2"], "argument --seeds: invalid int value: '1,2'"),
+        (["bench", "compare", "only-one"], "zoo bench compare: error: the following arguments are required"),
+    ],
+)
+def test_argparse_refusals_are_one_line_pointing_at_help(capsys, argv, needle) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    one_line(capsys.readouterr().err, needle, "--help)")
+
+
+def test_merge_of_a_file_without_runs_is_one_line(tmp_path, capsys) -> None:
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    (tmp_path / "other.json").write_text('{"rows": [1, 2]}')
+    for name, needle in [("metrics.jsonl", "holds no finished run"), ("other.json", "not runs of zoo compare")]:
+        assert main(["compare", "--merge", str(tmp_path / name), "--out", str(tmp_path / "m")]) == 2
+        one_line(capsys.readouterr().err, f"--merge {tmp_path / name}", needle)

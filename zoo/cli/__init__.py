@@ -15,6 +15,7 @@ import importlib
 import os
 import pkgutil
 import sys
+from typing import NoReturn
 
 from zoo.cli._common import check_common_flags, show_defaults
 from zoo.errors import ZooError
@@ -32,14 +33,22 @@ class _CommandsFormatter(argparse.HelpFormatter):
             self._action_max_length = max(self._action_max_length, longest + self._current_indent + 4)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A flag argparse itself refuses is one line too, pointing at ``--help`` (argparse's
+    default prints the whole usage block, 20 lines for ``zoo train``, above the line that matters)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="zoo",
         description="TransMamba model zoo: build, plan, train, generate, bench.",
         formatter_class=_CommandsFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue

@@ -323,11 +323,16 @@ def merge(paths: list[str]) -> list[dict[str, Any]]:
     for path in paths:
         try:
             if path.endswith(".jsonl"):  # the journal of a comparison, perhaps one cut short
-                rows += RunJournal(Path(path), missing_ok=False).rows()
+                found = RunJournal(Path(path), missing_ok=False).rows()
             else:
-                rows += json.loads(Path(path).read_text())["rows"]
+                found = json.loads(Path(path).read_text())["rows"]
+            if not isinstance(found, list) or not all(isinstance(row, dict) and "model" in row for row in found):
+                raise ValueError("its rows are not runs of zoo compare")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ZooError(f"--merge {path}: not a readable compare.json or runs.jsonl ({exc})") from None
+        if not found:
+            raise ZooError(f"--merge {path}: holds no finished run")
+        rows += found
     for key in ("task", "tokens"):
         seen = {json.dumps(row.get(key), sort_keys=True) for row in rows}
         if len(seen) > 1:
