@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_cli_errors import assert_one_line  # a sibling module: tests/ is on sys.path
 
 import zoo.checkpoint as ckpt
 from zoo.cli import main
@@ -21,19 +22,12 @@ def train(capsys, out, *extra: str, model: str = "transformer-tiny", steps: int 
     return code, captured.out, captured.err
 
 
-def one_line(err: str, *needles: str) -> None:
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, f"{needle!r} not in {err!r}"
-
-
 def test_a_new_run_never_mixes_with_an_earlier_runs_checkpoints(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert train(capsys, out, steps=4)[0] == 0
     code, _, err = train(capsys, out, steps=2)
     assert code == 2
-    one_line(err, f"--out {out} holds an earlier run (checkpoint at step 4)", "--resume", "--overwrite")
+    assert_one_line(err, f"--out {out} holds an earlier run (checkpoint at step 4)", "--resume", "--overwrite")
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step-00000004"]  # untouched
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
     code, _, _ = train(capsys, out, "--overwrite", steps=2)
@@ -49,13 +43,13 @@ def test_resume_checks_the_model_the_steps_and_says_when_there_is_nothing(tmp_pa
     assert code == 0 and f"note: {out} holds no checkpoint to resume; starting a new run" in err
     code, _, err = train(capsys, out, "--resume", model="mamba2-tiny", steps=3)
     assert code == 2
-    one_line(err, f"--resume: {out} was trained as transformer-tiny, not mamba2-tiny")
+    assert_one_line(err, f"--resume: {out} was trained as transformer-tiny, not mamba2-tiny")
     code, _, err = train(capsys, out, "--resume", steps=2)
     assert code == 2
-    one_line(err, f"--steps 2: {out} is already at step 2; raise --steps")
+    assert_one_line(err, f"--steps 2: {out} is already at step 2; raise --steps")
     code, _, err = train(capsys, out, "--resume", "--overwrite", steps=3)
     assert code == 2
-    one_line(err, "--resume continues the run in --out and --overwrite deletes it")
+    assert_one_line(err, "--resume continues the run in --out and --overwrite deletes it")
     code, stdout, _ = train(capsys, out, "--resume", steps=4)
     assert code == 0
     summary = json.loads(stdout.strip().splitlines()[-1])
@@ -78,7 +72,7 @@ def test_a_directory_flag_naming_a_file_is_one_line_before_any_work(tmp_path, ca
     code = main([str(path) if a == "{file}" else a for a in argv])
     err = capsys.readouterr().err
     assert code == 2
-    one_line(err, f"{path}: is a file, not a directory")
+    assert_one_line(err, f"{path}: is a file, not a directory")
     assert path.read_text() == "keep me"
 
 
@@ -106,12 +100,12 @@ def test_a_directory_flag_naming_a_file_is_one_line_before_any_work(tmp_path, ca
     ],
     ids=lambda v: " ".join(v[:3]) if isinstance(v, list) else None,
 )
-def test_bad_counts_are_one_line(tmp_path, capsys, monkeypatch, argv, needle) -> None:
+def test_bad_counts_are_assert_one_line(tmp_path, capsys, monkeypatch, argv, needle) -> None:
     monkeypatch.chdir(tmp_path)
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2
-    one_line(err, needle)
+    assert_one_line(err, needle)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +124,7 @@ def test_generate_refuses_sampling_flags_before_echoing_the_prompt(capsys, flags
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""  # the prompt is not echoed ahead of the error
-    one_line(captured.err, needle)
+    assert_one_line(captured.err, needle)
 
 
 def test_compare_keeps_another_commands_table_unless_overwrite(tmp_path, capsys) -> None:
@@ -144,7 +138,7 @@ def test_compare_keeps_another_commands_table_unless_overwrite(tmp_path, capsys)
     code = main([*base, "--lr", "1e-2"])
     err = capsys.readouterr().err
     assert code == 2
-    one_line(err, f"--out {out} holds the comparison of another command", "--lr 3e-3", "--overwrite")
+    assert_one_line(err, f"--out {out} holds the comparison of another command", "--lr 3e-3", "--overwrite")
     assert (out / "compare.json").read_text() == first
     assert main([*base, "--lr", "1e-2", "--overwrite"]) == 0
     assert "starting it over" in capsys.readouterr().err  # its run directory held the 3e-3 run
@@ -159,7 +153,7 @@ def test_bench_save_name_is_checked_before_the_benchmark(tmp_path, capsys, monke
     monkeypatch.setattr(zoo.bench, "ssm_suite", lambda *a, **k: pytest.fail("the benchmark ran"))
     code = main(["bench", "--suite", "ssm", "--device", "cpu", "--storage", str(tmp_path), "--save", "mine"])
     assert code == 2
-    one_line(capsys.readouterr().err, "--save 'mine'", "exists")
+    assert_one_line(capsys.readouterr().err, "--save 'mine'", "exists")
 
 
 def test_a_synthetic_checkpoint_refuses_text_flags(tmp_path, capsys) -> None:
@@ -167,17 +161,21 @@ def test_a_synthetic_checkpoint_refuses_text_flags(tmp_path, capsys) -> None:
     assert train(capsys, out, model="transmamba-tiny", steps=1)[0] == 0
     (tmp_path / "notes.txt").write_text("some text " * 100)
     assert main(["eval", str(out), "--device", "cpu", "--data", str(tmp_path / "notes.txt")]) == 2
-    one_line(capsys.readouterr().err, "--data applies to text checkpoints; this one was trained on the mqar task")
+    assert_one_line(
+        capsys.readouterr().err, "--data applies to text checkpoints; this one was trained on the mqar task"
+    )
     assert main(["generate", str(out), "--prompt", "hi", "--device", "cpu"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    one_line(captured.err, "trained on the mqar task, not on text")
+    assert_one_line(captured.err, "trained on the mqar task, not on text")
     # more TransPoints than layers would drop the rest without a word
     assert main(["eval", str(out), "--device", "cpu", "--transpoints", "1,2,3,4,5,6,7"]) == 2
-    one_line(capsys.readouterr().err, "transpoints: 7 values for a model of 6 layers", "a shorter list is cycled")
+    assert_one_line(
+        capsys.readouterr().err, "transpoints: 7 values for a model of 6 layers", "a shorter list is cycled"
+    )
 
 
-def test_config_file_problems_are_one_line(tmp_path, capsys, monkeypatch) -> None:
+def test_config_file_problems_are_assert_one_line(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "latin.toml").write_bytes(b'model = "transformer-tiny"\n# caf\xe9\n')
     (tmp_path / "tok.toml").write_text('model = "transformer-tiny"\n[task]\ntokenizer = "bpe:abc"\n')
@@ -187,7 +185,7 @@ def test_config_file_problems_are_one_line(tmp_path, capsys, monkeypatch) -> Non
         ("tok.toml", "--tokenizer 'bpe:abc': expected byte, bpe or bpe:VOCAB"),  # the file's value, checked as a flag's
     ]:
         assert main(["train", "--config", config, *FAST, "--steps", "1"]) == 2
-        one_line(capsys.readouterr().err, needle)
+        assert_one_line(capsys.readouterr().err, needle)
     assert not (tmp_path / "runs").exists()
 
 
@@ -203,12 +201,12 @@ def test_argparse_refusals_are_one_line_pointing_at_help(capsys, argv, needle) -
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
-    one_line(capsys.readouterr().err, needle, "--help)")
+    assert_one_line(capsys.readouterr().err, needle, "--help)")
 
 
-def test_merge_of_a_file_without_runs_is_one_line(tmp_path, capsys) -> None:
+def test_merge_of_a_file_without_runs_is_assert_one_line(tmp_path, capsys) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
     (tmp_path / "other.json").write_text('{"rows": [1, 2]}')
     for name, needle in [("metrics.jsonl", "holds no finished run"), ("other.json", "not runs of zoo compare")]:
         assert main(["compare", "--merge", str(tmp_path / name), "--out", str(tmp_path / "m")]) == 2
-        one_line(capsys.readouterr().err, f"--merge {tmp_path / name}", needle)
+        assert_one_line(capsys.readouterr().err, f"--merge {tmp_path / name}", needle)

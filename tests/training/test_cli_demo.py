@@ -165,25 +165,20 @@ def test_compare_prints_table_and_writes_plot(tmp_path, fake_build, capsys) -> N
     assert (out / "compare.png").stat().st_size > 1000
 
 
+def _run_demo(out, stream, **settings):
+    """The demo of the stand-in model on a CPU, eager, T = 32, with ``settings`` on top."""
+    return zoo.training.demo.run_demo(
+        out, preset="m-tiny", seq_len=32, compile=False, device="cpu", progress=False, stream=stream, **settings
+    )
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, fake_build) -> None:
     pytest.importorskip("matplotlib")
     import io
 
     stream = io.StringIO()
-    result = zoo.training.demo.run_demo(
-        tmp_path / "demo",
-        preset="m-tiny",
-        steps=30,
-        seq_len=32,
-        batch_size=8,
-        lr=1e-2,
-        compile=False,
-        device="cpu",
-        progress=False,
-        sample_tokens=20,
-        stream=stream,
-    )
+    result = _run_demo(tmp_path / "demo", stream, steps=30, batch_size=8, lr=1e-2, sample_tokens=20)
     assert result.final_loss < result.baseline_loss
     assert (tmp_path / "demo" / "loss.png").stat().st_size > 1000
     assert json.loads((tmp_path / "demo" / "demo.json").read_text())["steps"] == 30
@@ -191,18 +186,7 @@ def test_demo_runs_end_to_end(tmp_path, fake_build) -> None:
     assert isinstance(result.sample, str)
     # a second demo into the same directory replaces the first, and says so
     stream = io.StringIO()
-    zoo.training.demo.run_demo(
-        tmp_path / "demo",
-        preset="m-tiny",
-        steps=10,
-        seq_len=32,
-        batch_size=8,
-        compile=False,
-        device="cpu",
-        progress=False,
-        sample_tokens=5,
-        stream=stream,
-    )
+    _run_demo(tmp_path / "demo", stream, steps=10, batch_size=8, sample_tokens=5)
     assert f"replacing the earlier run in {tmp_path / 'demo'}" in stream.getvalue()
     assert [p.name for p in zoo.checkpoint.list_checkpoints(tmp_path / "demo")] == ["step-00000010"]
 
@@ -240,19 +224,7 @@ def test_demo_time_budget_bounds_the_run(tmp_path, fake_build, monkeypatch) -> N
 
     monkeypatch.setattr(Trainer, "train_step", timed_step)
     monkeypatch.setattr(Trainer, "evaluate", timed_evaluate)
-    result = zoo.training.demo.run_demo(
-        tmp_path / "demo",
-        preset="m-tiny",
-        minutes=0.5,
-        seq_len=32,
-        batch_size=4,
-        compile=False,
-        device="cpu",
-        progress=False,
-        sample_tokens=5,
-        plot=False,
-        stream=io.StringIO(),
-    )
+    result = _run_demo(tmp_path / "demo", io.StringIO(), minutes=0.5, batch_size=4, sample_tokens=5, plot=False)
     rows = read_jsonl(tmp_path / "demo" / "metrics.jsonl")
     evals = sum("eval_loss" in row for row in rows)
     # every fake second is a step or an evaluation: the untrained one, then those of the run
