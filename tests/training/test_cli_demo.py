@@ -8,6 +8,7 @@ import json
 import pytest
 
 import zoo.checkpoint
+import zoo.errors
 import zoo.training.demo
 import zoo.training.runs
 import zoo.training.trainer
@@ -187,8 +188,13 @@ def test_demo_runs_end_to_end(tmp_path, fake_build) -> None:
     # a second demo into the same directory replaces the first, and says so
     stream = io.StringIO()
     _run_demo(tmp_path / "demo", stream, steps=10, batch_size=8, sample_tokens=5)
-    assert f"replacing the earlier run in {tmp_path / 'demo'}" in stream.getvalue()
+    assert f"replacing the earlier demo in {tmp_path / 'demo'}" in stream.getvalue()
     assert [p.name for p in zoo.checkpoint.list_checkpoints(tmp_path / "demo")] == ["step-00000010"]
+    # a directory that holds another kind of run is not the demo's to replace
+    (tmp_path / "demo" / "demo.json").unlink()
+    with pytest.raises(zoo.errors.ZooError, match="holds a run that is not a demo's"):
+        _run_demo(tmp_path / "demo", io.StringIO(), steps=10)
+    assert zoo.checkpoint.list_checkpoints(tmp_path / "demo")
 
 
 class FakeClock:

@@ -15,7 +15,7 @@ import importlib
 import os
 import pkgutil
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from zoo.cli._common import check_common_flags, show_defaults
 from zoo.errors import ZooError
@@ -39,6 +39,11 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def one_line_parser(**kwargs: Any) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` (and its sub-command parsers) whose own refusals are one line."""
+    return _OneLineParser(**kwargs)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -202,9 +202,6 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
     if args.warmup < 0:
         raise ZooError(f"--warmup must be >= 0, got {args.warmup}")
     check_save(args)
-    report = Path(args.out) / "train_throughput.json"
-    if report.exists():
-        print(f"note: {report} is replaced when this run ends (--save NAME keeps a run)", flush=True)
     if args.size not in SIZES:
         raise ZooError(f"--size {args.size!r}: the sizes are {', '.join(SIZES)}")
     for model in args.models:
@@ -250,6 +247,9 @@ def run_train(args: argparse.Namespace, command: str | None = None) -> int:
         f"{args.tokens_per_step} tokens per step, backends {backends or 'as in the presets'}",
         flush=True,
     )
+    report = Path(args.out) / "train_throughput.json"
+    if report.exists():  # after every check: a refusal stays the only line
+        print(f"note: {report} is replaced when this run ends (--save NAME keeps a run)", flush=True)
     rows = throughput.run_throughput(
         args.models,
         args.seq_lens,

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--mode", choices=["eager", "compile", "reduce-overhead", "max-autotune", "cudagraph"], default="eager"
     )
     add_save_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, dir_flags=("storage",))
 
 
 def run(args: argparse.Namespace) -> int:

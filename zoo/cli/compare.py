@@ -79,12 +79,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the compare.json of another command in --out (without it, only the same command may "
-        "write there again, as a resumed comparison does)",
-    )
     parser.set_defaults(func=run, dir_flags=("out",))
 
 
@@ -132,7 +126,7 @@ def run_name(lr: float, warmup: int | None, seed: int, *, lrs: int, warmups: int
     return "-".join([*parts, f"seed{seed}"])
 
 
-def compare(args: argparse.Namespace, argv: list[str] | None = None) -> list[dict[str, Any]]:
+def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (model, learning rate, seed)."""
     import torch
 
@@ -174,8 +168,6 @@ def compare(args: argparse.Namespace, argv: list[str] | None = None) -> list[dic
         )
         for label, ref in entries
     }
-    if argv is not None:  # after the flags' own checks, before any training
-        check_out(out, argv, getattr(args, "overwrite", False))
     rows = []
     journal = runs.RunJournal(out / "runs.jsonl")
     for seed in seeds:
@@ -200,7 +192,7 @@ def compare(args: argparse.Namespace, argv: list[str] | None = None) -> list[dic
                     print(f"{head} finished earlier: reused from {journal.path}", file=sys.stderr)
                     rows.append(done)
                     continue
-                run_dir = out / label / run_name(lr, warmup, seed, lrs=len(lrs), warmups=len(warmups))
+                run_dir = free_run_dir(out / label / run_name(lr, warmup, seed, lrs=len(lrs), warmups=len(warmups)))
                 torch.manual_seed(seed)
                 model = runs.build_for_task(
                     ref,
@@ -224,14 +216,9 @@ def compare(args: argparse.Namespace, argv: list[str] | None = None) -> list[dic
                     "params": trainer.n_params,
                     "tokens": tokens,
                 }
-                if latest_checkpoint(run_dir) is not None:  # not journalled: other settings, or cut short
-                    print(
-                        f"{head} {run_dir} holds a run of other settings or one cut short: starting it over",
-                        file=sys.stderr,
-                    )
                 start = time.perf_counter()
                 try:
-                    result = trainer.fit(overwrite=True)
+                    result = trainer.fit()
                 except NonFiniteLossError as exc:  # expected at the top of a sweep: record it, go on
                     print(f"{head} diverged: {exc}", file=sys.stderr)
                     row.update(steps=trainer.step, diverged=str(exc), history=trainer.history)
@@ -254,25 +241,37 @@ def compare(args: argparse.Namespace, argv: list[str] | None = None) -> list[dic
     return rows
 
 
-def check_out(out: Path, argv: list[str], overwrite: bool) -> None:
-    """Refuse to replace ``out/compare.json`` written by another command, unless ``overwrite``.
+def free_run_dir(run_dir: Path) -> Path:
+    """``run_dir``, or ``run_dir-2``, ``-3``... when it holds a checkpoint: a run of other settings
+    (a finished run of the same settings is reused from the journal before this), or one whose
+    journal entry was never written. Nothing a comparison finds is deleted."""
+    candidate, n = run_dir, 1
+    while latest_checkpoint(candidate) is not None:
+        n += 1
+        candidate = run_dir.with_name(f"{run_dir.name}-{n}")
+    if candidate != run_dir:
+        print(f"note: {run_dir} holds a run of other settings; this run goes to {candidate}", file=sys.stderr)
+    return candidate
 
-    The same command may write it again: a comparison cut short resumes that way, its
-    finished runs read back from ``out/runs.jsonl``."""
+
+def keep_earlier_table(out: Path, argv: list[str]) -> None:
+    """Before ``out/compare.*`` is written: an earlier table that another training command
+    wrote is kept as ``compare-<its date>.*`` (the same command again, a resumed comparison,
+    replaces its own table; a merge's table is rebuilt from its inputs, so it is replaced)."""
     path = out / "compare.json"
-    if overwrite or not path.exists():
-        return
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8")).get("argv")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
-    if recorded != argv:
-        command = "zoo " + " ".join(recorded) if isinstance(recorded, list) else "an unreadable record"
-        raise ZooError(
-            f"--out {out} holds the comparison of another command ({command[:1000]}); choose another --out, or pass "
-            "--overwrite to replace its compare.json (finished runs of the same settings are reused from its "
-            "runs.jsonl)"
-        )
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    earlier = recorded.get("argv") if isinstance(recorded, dict) else None
+    if earlier == argv or (isinstance(earlier, list) and "--merge" in earlier):
+        return
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(path.stat().st_mtime))
+    for suffix in (".json", ".md", ".png"):
+        source = out / f"compare{suffix}"
+        if source.exists():
+            source.replace(out / f"compare-{stamp}{suffix}")
+    print(f"note: {out} held another command's comparison; kept it as compare-{stamp}.json/.md", file=sys.stderr)
 
 
 def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -366,12 +365,8 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.models) == bool(args.merge):
         raise ZooError("zoo compare takes models to train or --merge COMPARE_JSON... to summarise (one of the two)")
-    argv = [arg for arg in getattr(args, "argv", sys.argv[1:]) if arg != "--overwrite"]
-    if args.merge:
-        check_out(Path(args.out), argv, args.overwrite)
-        rows = merge(args.merge)
-    else:
-        rows = compare(args, argv)
+    argv = getattr(args, "argv", sys.argv[1:])
+    rows = merge(args.merge) if args.merge else compare(args)
     summary, sweep = summarise(rows)
     out = Path(args.out)
     accuracy = any("eval_accuracy" in row for row in rows)
@@ -398,6 +393,7 @@ def run(args: argparse.Namespace) -> int:
         tables = robustness.markdown(robust)
         text += "\n" + tables + "\n"
         print(tables)
+    keep_earlier_table(out, argv)
     atomic_write_text(out / "compare.json", record_json(record))
     atomic_write_text(out / "compare.md", text)
     if not args.no_plot:

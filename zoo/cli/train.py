@@ -177,12 +177,9 @@ def run(args: argparse.Namespace) -> int:
     from zoo.training import distributed
     from zoo.training.runs import run_lock
 
-    if getattr(args, "nproc", None) is not None and not distributed.launched_by_torchrun():
-        if args.nproc < 1:
-            raise ZooError(f"--nproc {args.nproc}: needs at least 1 process")
-        argv = sys.argv[1:]
-        argv = argv[1:] if argv[:1] == ["train"] else argv  # zoo train ... or python -m zoo.cli.train ...
-        distributed.exec_torchrun(args.nproc, ["train", *distributed.strip_nproc(argv)])
+    launch = getattr(args, "nproc", None) is not None and not distributed.launched_by_torchrun()
+    if launch and args.nproc < 1:
+        raise ZooError(f"--nproc {args.nproc}: needs at least 1 process")
     args.config_train = apply_config_file(args) if args.config else {}
     if args.config:  # the file's values get the checks the flags got before it was read
         from zoo.cli._common import check_common_flags
@@ -191,6 +188,15 @@ def run(args: argparse.Namespace) -> int:
     if args.spec is None:
         raise ZooError("name a model (a preset or a spec file), or give --config FILE with a model key")
     out = Path(args.out or Path("runs") / _model_label(args.spec))
+    # every refusal about --out before any process starts; it only reads the directory
+    finished = check_run_dir(args, out, run_config(args))
+    if finished is not None:  # a job resubmitted with --resume after it ended: nothing to do
+        print(f"note: {out} is already at step {finished} (--steps); nothing to train", file=sys.stderr)
+        return 0
+    if launch:
+        argv = sys.argv[1:]
+        argv = argv[1:] if argv[:1] == ["train"] else argv  # zoo train ... or python -m zoo.cli.train ...
+        distributed.exec_torchrun(args.nproc, ["train", *distributed.strip_nproc(argv)])
     with distributed.process_group(args.device, getattr(args, "dist_timeout", 600.0)):
         with run_lock(out):  # before reading or writing anything in it: one writer per run directory
             return _train(args, out)
@@ -199,49 +205,24 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, out: Path) -> int:
     from zoo import checkpoint as ckpt
     from zoo.overrides import parse_backend_overrides
+    from zoo.training import distributed
     from zoo.training.distributed import current, describe_batch, is_main_process
     from zoo.training.runs import build_for_task
     from zoo.training.trainer import Trainer, resolve_device
 
     tokenizer = None
     ref: Any = args.spec
-    latest = ckpt.latest_checkpoint(out)
-    if args.resume and args.overwrite:
-        raise ZooError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
+    latest = ckpt.latest_checkpoint(out)  # run() checked it; every rank reads it before rank 0 writes
+    distributed.barrier()
     if args.resume and latest is not None:
-        check_resumed_model(out, args.spec)
         checkpoint = ckpt.open_checkpoint(latest, verify=False)
         tokenizer = ckpt.load_tokenizer(latest)  # a BPE must not be retrained differently
         if checkpoint.spec is not None:  # the architecture and backends it was trained with; --backend wins
             ref = checkpoint.spec
-    elif latest is not None and not args.overwrite:
-        raise ZooError(
-            f"--out {out} holds an earlier run (checkpoint at step {ckpt.checkpoint_step(latest)}); pass --resume to "
-            "continue it, --overwrite to start over there (deleting its checkpoints), or choose another --out"
-        )
     elif args.resume and is_main_process():
         print(f"note: {out} holds no checkpoint to resume; starting a new run", file=sys.stderr)
     task = task_from_args(args, tokenizer)
-    config = config_from_args(
-        args,
-        **{
-            "save_every": args.save_every,
-            "keep_last": args.keep,
-            "activation_checkpointing": getattr(args, "activation_checkpointing", "none"),
-            "dist_timeout": getattr(args, "dist_timeout", 600.0),
-            **getattr(args, "config_train", {}),
-        },
-    )
-    if config.warmup_steps > config.steps:
-        raise ZooError(
-            f"--warmup {config.warmup_steps}: longer than --steps {config.steps}, so the learning rate never reaches "
-            "--lr; give at most --steps"
-        )
-    if args.resume and latest is not None and ckpt.checkpoint_step(latest) >= config.steps:
-        raise ZooError(
-            f"--steps {config.steps}: {out} is already at step {ckpt.checkpoint_step(latest)}; raise --steps to train "
-            "it further"
-        )
+    config = run_config(args)
     import torch
 
     torch.manual_seed(config.seed)
@@ -282,6 +263,48 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def run_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig from its flags and its config file's ``[train]`` table."""
+    return config_from_args(
+        args,
+        **{
+            "save_every": args.save_every,
+            "keep_last": args.keep,
+            "activation_checkpointing": getattr(args, "activation_checkpointing", "none"),
+            "dist_timeout": getattr(args, "dist_timeout", 600.0),
+            **getattr(args, "config_train", {}),
+        },
+    )
+
+
+def check_run_dir(args: argparse.Namespace, out: Path, config: TrainConfig) -> int | None:
+    """Refuse what would mix or lose runs in ``out`` (one line each, reading only); the step the
+    run already reached when ``--resume`` finds nothing left to train, else None."""
+    from zoo import checkpoint as ckpt
+
+    if config.warmup_steps > config.steps:
+        raise ZooError(
+            f"--warmup {config.warmup_steps}: longer than --steps {config.steps}, so the learning rate never reaches "
+            "--lr; give at most --steps"
+        )
+    if args.resume and args.overwrite:
+        raise ZooError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
+    latest = ckpt.latest_checkpoint(out)
+    if latest is None:
+        return None
+    step = ckpt.checkpoint_step(latest)
+    if not args.resume and not args.overwrite:
+        raise ZooError(
+            f"--out {out} holds an earlier run (checkpoint at step {step}); pass --resume to continue it, --overwrite "
+            "to start over there (deleting its checkpoints), or choose another --out"
+        )
+    if args.resume:
+        check_resumed_model(out, args.spec)
+        if step >= config.steps:
+            return step
+    return None
+
+
 def check_resumed_model(out: Path, spec: Any) -> None:
     """Refuse ``--resume`` under another model name than the run in ``out`` was trained as
     (its ``run.json``): the checkpoint's own spec is what resumes, so the name would mislabel it."""
@@ -289,7 +312,9 @@ def check_resumed_model(out: Path, spec: Any) -> None:
         recorded = json.loads((out / "run.json").read_text(encoding="utf-8")).get("spec")
     except (OSError, ValueError, AttributeError):
         return  # no record to check against: the checkpoint's spec decides, as always
-    if isinstance(spec, str) and isinstance(recorded, str) and spec != recorded:
+    if isinstance(spec, str) and isinstance(recorded, str) and _same_model(spec, recorded):
+        return
+    if isinstance(spec, str) and isinstance(recorded, str):
         raise ZooError(
             f"--resume: {out} was trained as {recorded}, not {spec}; name {recorded} (the checkpoint's model "
             "resumes either way) or choose another --out"
@@ -353,6 +378,13 @@ def apply_config_file(args: argparse.Namespace) -> dict[str, Any]:
     return train
 
 
+def _same_model(a: str, b: str) -> bool:
+    """Two model references name the same model: equal names, or one spec file however spelled."""
+    if a == b:
+        return True
+    return Path(a).is_file() and Path(b).is_file() and Path(a).resolve() == Path(b).resolve()
+
+
 def _model_label(model: str | dict[str, Any]) -> str:
     if isinstance(model, dict):
         return str(model.get("name") or "model")
@@ -388,10 +420,11 @@ def record_config(args: argparse.Namespace, out: Path, config: TrainConfig) -> P
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m zoo.cli.train ...`` (the same as ``zoo train ...``)."""
+    from zoo.cli import one_line_parser
     from zoo.cli._common import check_common_flags
     from zoo.errors import ZooError
 
-    parser = argparse.ArgumentParser(prog="zoo")
+    parser = one_line_parser(prog="zoo")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
     try:

@@ -15,6 +15,7 @@ import torch
 
 from zoo.checkpoint import latest_checkpoint
 from zoo.data.tasks import TextTask, text_task
+from zoo.errors import ZooError
 from zoo.training.runs import build_for_task, plot_panels, smooth
 from zoo.training.trainer import TrainConfig, Trainer, count_params
 
@@ -117,6 +118,9 @@ def run_demo(
     stream = stream or sys.stdout
     started = time.perf_counter()
     out = Path(out_dir)
+    replacing = latest_checkpoint(out) is not None  # a demo replays into its own directory, and only there
+    if replacing and not (out / "demo.json").exists():
+        raise ZooError(f"--out {out} holds a run that is not a demo's (no demo.json); choose another --out")
 
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
@@ -156,8 +160,8 @@ def run_demo(
         reserve = eval_cost * (1 + sample_tokens / 200)
         budget = minutes * 60 - (time.perf_counter() - started) - reserve
         say(f"training for about {budget:.0f} s")
-    if latest_checkpoint(out) is not None:  # a demo is a replay: its own directory starts over
-        say(f"replacing the earlier run in {out}")
+    if replacing:
+        say(f"replacing the earlier demo in {out}")
     result = trainer.fit(time_budget_s=budget, budget_evals=evals, eval_cost_s=eval_cost, overwrite=True)
     final = result.eval["eval_loss"]
     say(
