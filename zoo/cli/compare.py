@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.checkpoint import atomic_write_text, latest_checkpoint
+from zoo.checkpoint import atomic_write_text
+from zoo.cli._run_dir import free_run_dir, keep_earlier_table
 from zoo.cli._task_args import add_task_args, task_from_args
 from zoo.cli.compare_report import markdown_table, parameter_note, plot_rows, record_json, sweep_table, thin_rows
 from zoo.cli.train import add_training_args, config_from_args
@@ -239,39 +240,6 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                 journal.add(settings, row)
                 rows.append(row)
     return rows
-
-
-def free_run_dir(run_dir: Path) -> Path:
-    """``run_dir``, or ``run_dir-2``, ``-3``... when it holds a checkpoint: a run of other settings
-    (a finished run of the same settings is reused from the journal before this), or one whose
-    journal entry was never written. Nothing a comparison finds is deleted."""
-    candidate, n = run_dir, 1
-    while latest_checkpoint(candidate) is not None:
-        n += 1
-        candidate = run_dir.with_name(f"{run_dir.name}-{n}")
-    if candidate != run_dir:
-        print(f"note: {run_dir} holds a run of other settings; this run goes to {candidate}", file=sys.stderr)
-    return candidate
-
-
-def keep_earlier_table(out: Path, argv: list[str]) -> None:
-    """Before ``out/compare.*`` is written: an earlier table that another training command
-    wrote is kept as ``compare-<its date>.*`` (the same command again, a resumed comparison,
-    replaces its own table; a merge's table is rebuilt from its inputs, so it is replaced)."""
-    path = out / "compare.json"
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    earlier = recorded.get("argv") if isinstance(recorded, dict) else None
-    if earlier == argv or (isinstance(earlier, list) and "--merge" in earlier):
-        return
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(path.stat().st_mtime))
-    for suffix in (".json", ".md", ".png"):
-        source = out / f"compare{suffix}"
-        if source.exists():
-            source.replace(out / f"compare-{stamp}{suffix}")
-    print(f"note: {out} held another command's comparison; kept it as compare-{stamp}.json/.md", file=sys.stderr)
 
 
 def summarise(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

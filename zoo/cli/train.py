@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zoo.cli._run_dir import check_run_dir
 from zoo.cli._task_args import add_task_args, task_from_args
 from zoo.errors import ZooError
 from zoo.training.config import TrainConfig
@@ -277,50 +278,6 @@ def run_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def check_run_dir(args: argparse.Namespace, out: Path, config: TrainConfig) -> int | None:
-    """Refuse what would mix or lose runs in ``out`` (one line each, reading only); the step the
-    run already reached when ``--resume`` finds nothing left to train, else None."""
-    from zoo import checkpoint as ckpt
-
-    if config.warmup_steps > config.steps:
-        raise ZooError(
-            f"--warmup {config.warmup_steps}: longer than --steps {config.steps}, so the learning rate never reaches "
-            "--lr; give at most --steps"
-        )
-    if args.resume and args.overwrite:
-        raise ZooError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
-    latest = ckpt.latest_checkpoint(out)
-    if latest is None:
-        return None
-    step = ckpt.checkpoint_step(latest)
-    if not args.resume and not args.overwrite:
-        raise ZooError(
-            f"--out {out} holds an earlier run (checkpoint at step {step}); pass --resume to continue it, --overwrite "
-            "to start over there (deleting its checkpoints), or choose another --out"
-        )
-    if args.resume:
-        check_resumed_model(out, args.spec)
-        if step >= config.steps:
-            return step
-    return None
-
-
-def check_resumed_model(out: Path, spec: Any) -> None:
-    """Refuse ``--resume`` under another model name than the run in ``out`` was trained as
-    (its ``run.json``): the checkpoint's own spec is what resumes, so the name would mislabel it."""
-    try:
-        recorded = json.loads((out / "run.json").read_text(encoding="utf-8")).get("spec")
-    except (OSError, ValueError, AttributeError):
-        return  # no record to check against: the checkpoint's spec decides, as always
-    if isinstance(spec, str) and isinstance(recorded, str) and _same_model(spec, recorded):
-        return
-    if isinstance(spec, str) and isinstance(recorded, str):
-        raise ZooError(
-            f"--resume: {out} was trained as {recorded}, not {spec}; name {recorded} (the checkpoint's model "
-            "resumes either way) or choose another --out"
-        )
-
-
 # ------------------------------------------------------------ run config files (--config)
 
 # TrainConfig field -> the flag (argparse dest) that sets it, where the names differ
@@ -376,13 +333,6 @@ def apply_config_file(args: argparse.Namespace) -> dict[str, Any]:
     if "steps" in train and "warmup_steps" not in run_file.train and "warmup" not in explicit:
         train["warmup_steps"] = max(1, train["steps"] // 20)  # the flags' default: 5% of the steps
     return train
-
-
-def _same_model(a: str, b: str) -> bool:
-    """Two model references name the same model: equal names, or one spec file however spelled."""
-    if a == b:
-        return True
-    return Path(a).is_file() and Path(b).is_file() and Path(a).resolve() == Path(b).resolve()
 
 
 def _model_label(model: str | dict[str, Any]) -> str:
