@@ -113,12 +113,12 @@ def test_bad_counts_are_assert_one_line(tmp_path, capsys, monkeypatch, argv, nee
 @pytest.mark.parametrize(
     "flags, needle",
     [
-        (["--max-new-tokens", "0"], "--max-new-tokens 0: must be >= 1"),
+        (["--max-new-tokens", "0"], "--max-new-tokens 0: must be an integer >= 1"),
         (["--temperature", "-1"], "--temperature -1.0: must be a finite number >= 0"),
         (["--temperature", "nan"], "--temperature nan"),
-        (["--top-k", "0"], "--top-k 0: must be >= 1"),
-        (["--top-p", "1.5"], "--top-p 1.5: must be in (0, 1]"),
-        (["--seed", "-1"], "--seed -1: must be >= 0"),
+        (["--top-k", "0"], "--top-k 0: must be an integer >= 1"),
+        (["--top-p", "1.5"], "--top-p 1.5: must lie in (0, 1]"),
+        (["--seed", "-1"], "--seed -1: must be an integer in [0, 2**63)"),
     ],
 )
 def test_generate_refuses_sampling_flags_before_echoing_the_prompt(capsys, flags, needle) -> None:

@@ -48,25 +48,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_sampling_flags(args: argparse.Namespace) -> None:
     """The sampling flags, each refusal one line naming the flag, before a model is loaded."""
-    import math
-
     from zoo.errors import ZooError
+    from zoo.inference.sampling import sampling_problem
 
-    problems = [
-        ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1, "must be >= 1"),
-        (
-            "--temperature",
-            args.temperature,
-            math.isfinite(args.temperature) and args.temperature >= 0,
-            "must be a finite number >= 0 (0: greedy)",
-        ),
-        ("--top-k", args.top_k, args.top_k is None or args.top_k >= 1, "must be >= 1"),
-        ("--top-p", args.top_p, args.top_p is None or 0 < args.top_p <= 1, "must be in (0, 1]"),
-        ("--seed", args.seed, args.seed >= 0, "must be >= 0"),
-    ]
-    for flag, value, ok, rule in problems:
-        if not ok:
-            raise ZooError(f"{flag} {value}: {rule}")
+    problem = sampling_problem(
+        args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+    )
+    if problem is not None:
+        name, value, rule = problem
+        rule = rule.removesuffix(" or None")  # a flag left out is the None
+        raise ZooError(f"--{name.replace('_', '-')} {value}: {rule}")
 
 
 def load_model_and_tokenizer(name: str, device: str, backends: dict[str, str] | None = None, allow_large: bool = False):

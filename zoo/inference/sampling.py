@@ -21,6 +21,46 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def sampling_problem(
+    max_new_tokens: Any, *, temperature: Any = 0.0, top_k: Any = None, top_p: Any = None, seed: Any = None
+) -> tuple[str, Any, str] | None:
+    """The first sampling option out of range as (name, value, rule), or None.
+
+    The one statement of the rules: ``check_generation_args`` words it with the Python
+    names, ``zoo generate`` with its flags, before a model is loaded.
+    """
+    checks = (
+        ("max_new_tokens", max_new_tokens, _is_int(max_new_tokens) and max_new_tokens >= 1, "must be an integer >= 1"),
+        (
+            "temperature",
+            temperature,
+            not isinstance(temperature, bool)
+            and isinstance(temperature, (int, float))
+            and math.isfinite(temperature)
+            and temperature >= 0,
+            "must be a finite number >= 0 (0: greedy)",
+        ),
+        ("top_k", top_k, top_k is None or (_is_int(top_k) and top_k >= 1), "must be an integer >= 1 or None"),
+        (
+            "top_p",
+            top_p,
+            top_p is None
+            or (not isinstance(top_p, bool) and isinstance(top_p, (int, float)) and 0 < top_p <= 1),  # NaN fails
+            "must lie in (0, 1] or be None",
+        ),
+        (
+            "seed",
+            seed,
+            seed is None or (_is_int(seed) and 0 <= seed < 2**63),
+            "must be an integer in [0, 2**63) or None",
+        ),
+    )
+    for name, value, ok, rule in checks:
+        if not ok:
+            return name, value, rule
+    return None
+
+
 def check_generation_args(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -63,23 +103,10 @@ def check_generation_args(
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= vocab:
         raise GenerationError(f"input_ids hold token ids in [{low}, {high}]; the vocabulary is [0, {vocab})")
-    if not _is_int(max_new_tokens) or max_new_tokens < 1:
-        raise GenerationError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not math.isfinite(temperature)
-        or temperature < 0
-    ):
-        raise GenerationError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):
-        raise GenerationError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
-    if top_p is not None and (
-        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1
-    ):  # NaN fails the comparison too
-        raise GenerationError(f"top_p must lie in (0, 1] or be None, got {top_p!r}")
-    if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**63):
-        raise GenerationError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
+    problem = sampling_problem(max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    if problem is not None:
+        name, value, rule = problem
+        raise GenerationError(f"{name} {rule}, got {value!r}")
     if eos_id is not None and (not _is_int(eos_id) or not 0 <= eos_id < vocab):
         raise GenerationError(f"eos_id must be a token id in [0, {vocab}) or None, got {eos_id!r}")
     batch, seq_len = (1, input_ids.shape[0]) if input_ids.dim() == 1 else input_ids.shape
