@@ -168,6 +168,24 @@ def test_a_mistake_in_a_pattern_is_reported_once_at_the_path_written() -> None:
     assert "\n" not in str(info.value)
 
 
+def test_a_mistake_every_layer_repeats_is_one_line() -> None:
+    spec = zoo.resolve_spec("transmamba-tiny").model_dump(mode="json")
+    spec["d_model"] = 127  # expand * 127 is not a multiple of any layer's headdim
+    with pytest.raises(SpecError) as info:
+        zoo.load_spec(spec)
+    n = len(spec["layers"])
+    assert len(info.value.errors) == n  # the programmatic list keeps each layer's
+    assert "\n" not in str(info.value)
+    assert f"layers.0-{n - 1}.mixer.params.headdim:" in str(info.value)
+
+
+def test_folded_layer_errors_keep_their_order_and_gaps() -> None:
+    error = SpecError(
+        [("layers.0.a", "m"), ("d_model", "x"), ("layers.2.a", "m"), ("layers.1.a", "m"), ("layers.4.a", "m")]
+    )
+    assert str(error).splitlines() == ["invalid model spec (2 errors):", "  layers.0-2,4.a: m", "  d_model: x"]
+
+
 def test_pattern_other_errors_point_at_other() -> None:
     spec = _readme_spec()
     spec["layers"].update(every=4, other={"mixer": {"name": "attention", "params": {"n_heads": 4, "bogus": 1}}})

@@ -16,6 +16,7 @@ class SpecError(ZooError, ValueError):
         self.errors = errors
         self.source = source
         where = f" in {source}" if source else ""
+        errors = _fold_layers(errors)
         if len(errors) == 1:  # one mistake, one line
             path, msg = errors[0]
             super().__init__(f"invalid model spec{where}: {path or '<root>'}: {msg}")
@@ -23,6 +24,44 @@ class SpecError(ZooError, ValueError):
         lines = [f"invalid model spec{where} ({len(errors)} errors):"]
         lines += [f"  {path or '<root>'}: {msg}" for path, msg in errors]
         super().__init__("\n".join(lines))
+
+
+def _span(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def _fold_layers(errors: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One line for a mistake every layer repeats: ``layers.0.x: m`` .. ``layers.5.x: m``
+    become ``layers.0-5.x: m`` (in the message; ``SpecError.errors`` keeps each)."""
+    folded: dict[tuple[str, str], list[int]] = {}
+    order: list[tuple[str, str] | tuple[str, str, str]] = []
+    for path, msg in errors:
+        head, _, rest = path.partition(".")
+        index, _, tail = rest.partition(".")
+        if head == "layers" and index.isdigit():
+            key = (tail, msg)
+            if key not in folded:
+                folded[key] = []
+                order.append(("layers", tail, msg))
+            folded[key].append(int(index))
+        else:
+            order.append((path, msg))
+    out = []
+    for item in order:
+        if len(item) == 2:
+            out.append(item)
+            continue
+        _, tail, msg = item
+        path = f"layers.{_span(sorted(folded[(tail, msg)]))}" + (f".{tail}" if tail else "")
+        out.append((path, msg))
+    return out
 
 
 class BackendUnsupportedError(ZooError, ValueError):
