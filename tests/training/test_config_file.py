@@ -154,6 +154,25 @@ def test_cli_reports_a_bad_file_in_one_line(tmp_path, capsys) -> None:
     assert "no such file" in capsys.readouterr().err
 
 
+def test_a_path_meant_from_the_files_directory_names_the_path_to_write(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "spec.json").write_text("{}")
+    (tmp_path / "exp" / "corpus.txt").write_text("text")
+    path = _write(tmp_path / "exp", "model = 'spec.json'\n").relative_to(tmp_path)
+    with pytest.raises(ConfigFileError) as info:
+        load_run_file(path)
+    message = str(info.value)
+    assert "model = 'spec.json'" in message and "write 'exp/spec.json'" in message and "\n" not in message
+    path = _write(tmp_path / "exp", "model = 'exp/spec.json'\n[task]\ndata = 'corpus.txt'\n").relative_to(tmp_path)
+    with pytest.raises(ConfigFileError, match="data = 'corpus.txt'.*write 'exp/corpus.txt'"):
+        load_run_file(path)
+    # found from the working directory, or a preset name: read as written
+    path = _write(tmp_path / "exp", "model = 'exp/spec.json'\n[task]\ndata = 'exp/corpus.txt'\n")
+    assert load_run_file(path).model == "exp/spec.json"
+    assert load_run_file(_write(tmp_path / "exp", "model = 'transmamba-tiny'\n")).model == "transmamba-tiny"
+
+
 def test_no_model_anywhere_is_an_error(tmp_path) -> None:
     args = _parse("--config", str(_write(tmp_path, "[train]\nsteps = 2\n")))
     with pytest.raises(ZooError, match="name a model"):
