@@ -242,3 +242,15 @@ def test_an_override_names_the_backends_or_params_once(choice: str, needles: lis
     assert len(message.splitlines()) == 1 and "layers." not in message
     for needle in needles:
         assert needle in message
+
+
+def test_a_written_spec_whose_vocabulary_the_task_replaces_gets_a_warning(recwarn) -> None:
+    task = make_task("mqar", seq_len=32, vocab_size=32, num_items=4, seed=0)
+    build_for_task("transmamba-tiny", task)  # a preset's vocabulary is a placeholder: no word
+    assert not [w for w in recwarn if "vocab_size" in str(w.message)]
+    spec = resolve_spec("transmamba-tiny")
+    with pytest.warns(UserWarning, match="vocab_size 1000 is replaced by the task's 32"):
+        model = build_for_task({**spec, "vocab_size": 1000}, task)
+    assert model.embedding.weight.shape[0] == 32
+    build_for_task({**spec, "vocab_size": 32}, task)
+    assert not [w for w in recwarn if "vocab_size" in str(w.message)]

@@ -33,6 +33,7 @@ from typing import Any
 from zoo.checkpoint import atomic_write_text
 from zoo.cli._run_dir import free_run_dir, keep_earlier_table
 from zoo.cli._task_args import add_task_args, task_from_args
+from zoo.cli._transpoints import one_line_warnings
 from zoo.cli.compare_report import markdown_table, parameter_note, plot_rows, record_json, sweep_table, thin_rows
 from zoo.cli.train import add_training_args, config_from_args
 from zoo.errors import ZooError
@@ -195,15 +196,16 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                     continue
                 run_dir = free_run_dir(out / label / run_name(lr, warmup, seed, lrs=len(lrs), warmups=len(warmups)))
                 torch.manual_seed(seed)
-                model = runs.build_for_task(
-                    ref,
-                    task,
-                    device=device,
-                    backends=backends,
-                    strict=False,
-                    mlp_hidden=args.mlp_hidden,
-                    ssd_gate=args.ssd_gate,
-                )
+                with one_line_warnings("compare"):
+                    model = runs.build_for_task(
+                        ref,
+                        task,
+                        device=device,
+                        backends=backends,
+                        strict=False,
+                        mlp_hidden=args.mlp_hidden,
+                        ssd_gate=args.ssd_gate,
+                    )
                 trainer = Trainer(model, task, config, out_dir=run_dir)
                 print(f"{head} {trainer.n_params:,} params, {config.steps} steps", file=sys.stderr)
                 tokens = config.steps * config.batch_size * config.grad_accum * task.seq_len

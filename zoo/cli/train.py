@@ -205,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, out: Path) -> int:
     from zoo import checkpoint as ckpt
+    from zoo.cli._transpoints import one_line_warnings
     from zoo.overrides import parse_backend_overrides
     from zoo.training import distributed
     from zoo.training.distributed import current, describe_batch, is_main_process
@@ -227,14 +228,15 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     import torch
 
     torch.manual_seed(config.seed)
-    model = build_for_task(
-        ref,
-        task,
-        device=resolve_device(config.device),
-        backends=parse_backend_overrides(args.backend),
-        mlp_hidden=args.mlp_hidden,
-        ssd_gate=args.ssd_gate,
-    )
+    with one_line_warnings("train"):
+        model = build_for_task(
+            ref,
+            task,
+            device=resolve_device(config.device),
+            backends=parse_backend_overrides(args.backend),
+            mlp_hidden=args.mlp_hidden,
+            ssd_gate=args.ssd_gate,
+        )
     trainer = Trainer(model, task, config, out_dir=out)
     if not is_main_process():  # rank 0 speaks and writes for the job
         trainer.fit(resume=args.resume, overwrite=args.overwrite)

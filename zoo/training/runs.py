@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,17 @@ def build_for_task(
     against ``device``, where the trainer will run it. ``mlp_hidden`` / ``ssd_gate`` set the
     spec's training-memory opt-ins (:func:`zoo.overrides.spec_with_recompute`)."""
     from zoo.builder import build
+    from zoo.registry import PRESET
 
-    spec = spec_with_vocab(resolve_spec(ref), task.vocab_size)
+    spec = resolve_spec(ref)
+    if not (isinstance(ref, str) and ref in PRESET) and spec.get("vocab_size") != task.vocab_size:
+        # a preset's vocabulary is a placeholder; one the user wrote is worth a word
+        warnings.warn(
+            f"the spec's vocab_size {spec.get('vocab_size')} is replaced by the task's {task.vocab_size} "
+            "(the tokenizer or task decides the vocabulary)",
+            stacklevel=2,
+        )
+    spec = spec_with_vocab(spec, task.vocab_size)
     if backends:
         spec, _ = spec_with_backends(spec, backends, strict=strict, label=repr(ref))
     spec = spec_with_recompute(spec, mlp_hidden=mlp_hidden, ssd_gate=ssd_gate)
