@@ -84,7 +84,10 @@ def config_error(exc: Any, values: dict[str, Any], flags: dict[str, str] | None 
     for error in exc.errors(include_url=False):
         field = str(error["loc"][0]) if error.get("loc") else "?"
         flag = "--" + flags.get(field, field).replace("_", "-")
-        problems.append(f"{flag} {values.get(field)!r}: {flag_problem(error)}")
+        problem = flag_problem(error)
+        if field == "grad_clip" and flag == "--clip":  # the flag maps 0 to None: say so
+            problem = "must be > 0, or 0 to turn clipping off"
+        problems.append(f"{flag} {values.get(field)!r}: {problem}")
     return ZooError("; ".join(problems))
 
 
