@@ -99,7 +99,7 @@ def test_train_module_entry_point_checks_the_same_flags(capsys, tmp_path) -> Non
         (
             "--train-items",
             "4,40",
-            ("--train-items 40:", "needs seq_len >= 160"),
+            ("--train-items 40:", "needs --seq-len >= 160"),
             "4,x",
             "not a list of positive item counts",
         ),

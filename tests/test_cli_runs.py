@@ -94,6 +94,11 @@ def test_a_directory_flag_naming_a_file_is_one_line_before_any_work(tmp_path, ca
         (["train", "transformer-tiny", *FAST, "--task", "mqar", "--num-items", "0"], "--num-items 0: must be >= 1"),
         (["train", "transformer-tiny", *FAST, "--task", "mqar", "--vocab", "1"], "--vocab 1: must be >= 2"),
         (["train", "transformer-tiny", *FAST, "--clip", "-1"], "--clip -1.0: must be > 0, or 0 to turn clipping off"),
+        (["train", "transformer-tiny", *FAST, "--task", "mqar", "--vocab", "3"], "needs --vocab >= 66, got 3"),
+        (
+            ["train", "transformer-tiny", *FAST, "--task", "copy", "--seq-len", "8", "--num-items", "100"],
+            "got --seq-len 8",
+        ),
         (["compare", "=transformer-tiny", *FAST], "LABEL=REF needs both a label and a model"),
         (["compare", "transformer-tiny", *FAST, "--lrs", "1e-3,,2e-3"], "--lrs takes comma-separated numbers"),
         (["demo", "--minutes", "0"], "--minutes 0.0: must be > 0"),

@@ -81,14 +81,28 @@ def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
     if args.vocab < 2:
         raise ZooError(f"--vocab {args.vocab}: must be >= 2")
 
-    return make_task(
-        args.task,
-        data=args.data,
-        seq_len=args.seq_len,
-        seed=args.seed,
-        tokenizer=tokenizer if tokenizer is not None else args.tokenizer,
-        vocab_size=args.vocab,
-        num_items=args.num_items,
-        train_items=args.train_items,
-        train_seq_lens=args.train_seq_lens,
-    )
+    try:
+        return make_task(
+            args.task,
+            data=args.data,
+            seq_len=args.seq_len,
+            seed=args.seed,
+            tokenizer=tokenizer if tokenizer is not None else args.tokenizer,
+            vocab_size=args.vocab,
+            num_items=args.num_items,
+            train_items=args.train_items,
+            train_seq_lens=args.train_seq_lens,
+        )
+    except ZooError as exc:  # the task speaks of make_task's fields; the user typed flags
+        raise ZooError(in_flag_words(str(exc))) from None
+
+
+# make_task's keywords, as the flags that set them
+_FLAG_WORDS = {"vocab_size": "--vocab", "seq_len": "--seq-len", "num_items": "--num-items", "num_tokens": "--num-items"}
+
+
+def in_flag_words(message: str) -> str:
+    """A task's message with make_task's field names replaced by the flags that set them."""
+    import re
+
+    return re.sub(r"\b(" + "|".join(_FLAG_WORDS) + r")\b", lambda m: _FLAG_WORDS[m.group(1)], message)
