@@ -78,6 +78,16 @@ def test_a_directory_flag_naming_a_file_is_one_line_before_any_work(tmp_path, ca
     assert path.read_text() == "keep me"
 
 
+def test_a_default_run_directory_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default --out is runs/<model> under the working directory
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "transformer-tiny").write_text("keep me")
+    code = main(["train", "transformer-tiny", *TASK, *FAST, "--steps", "1"])
+    assert code == 2
+    assert_one_line(capsys.readouterr().err, "runs/transformer-tiny: is a file, not a directory; choose another --out")
+    assert (tmp_path / "runs" / "transformer-tiny").read_text() == "keep me"
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

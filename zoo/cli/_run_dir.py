@@ -25,6 +25,8 @@ def check_run_dir(args: argparse.Namespace, out: Path, config: TrainConfig) -> i
             f"--warmup {config.warmup_steps}: longer than --steps {config.steps}, so the learning rate never reaches "
             "--lr; give at most --steps"
         )
+    if out.exists() and not out.is_dir():  # the default runs/<name> too, which no flag check saw
+        raise ZooError(f"{out}: is a file, not a directory; choose another --out")
     if args.resume and args.overwrite:
         raise ZooError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
     latest = ckpt.latest_checkpoint(out)
