@@ -9,6 +9,7 @@ import json
 import pytest
 from test_cli_errors import assert_one_line  # a sibling module: tests/ is on sys.path
 
+import zoo
 import zoo.checkpoint as ckpt
 from zoo.cli import main
 
@@ -130,8 +131,8 @@ def test_bad_counts_are_assert_one_line(tmp_path, capsys, monkeypatch, argv, nee
     "flags, needle",
     [
         (["--max-new-tokens", "0"], "--max-new-tokens 0: must be an integer >= 1"),
-        (["--temperature", "-1"], "--temperature -1.0: must be a finite number >= 0"),
-        (["--temperature", "nan"], "--temperature nan"),
+        (["--temperature", "-1"], "--temperature -1.0: must be a finite number >= 0 (0: greedy)"),
+        (["--temperature", "nan"], "--temperature nan: must be a finite number >= 0 (0: greedy)"),
         (["--top-k", "0"], "--top-k 0: must be an integer >= 1"),
         (["--top-p", "1.5"], "--top-p 1.5: must lie in (0, 1]"),
         (["--seed", "-1"], "--seed -1: must be an integer in [0, 2**63)"),
@@ -142,7 +143,7 @@ def test_generate_refuses_sampling_flags_before_echoing_the_prompt(capsys, flags
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""  # the prompt is not echoed ahead of the error
-    assert_one_line(captured.err, needle)
+    assert captured.err.strip() == f"zoo generate: error: {needle}"  # the whole line: no Python-side wording
 
 
 def test_compare_keeps_another_commands_table_and_runs(tmp_path, capsys) -> None:
@@ -235,3 +236,13 @@ def test_merge_of_a_file_without_runs_is_assert_one_line(tmp_path, capsys) -> No
     for name, needle in [("metrics.jsonl", "holds no finished run"), ("other.json", "not runs of zoo compare")]:
         assert main(["compare", "--merge", str(tmp_path / name), "--out", str(tmp_path / "m")]) == 2
         assert_one_line(capsys.readouterr().err, f"--merge {tmp_path / name}", needle)
+
+
+def test_a_replaced_vocabulary_is_one_warning_per_command(tmp_path, capsys) -> None:
+    spec = zoo.resolve_spec("transformer-tiny").model_dump(mode="json")
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({**spec, "vocab_size": 1000}))
+    argv = ["compare", f"mine={path}", *TASK, *FAST, "--steps", "1", "--seeds", "2", "--no-plot"]
+    assert main([*argv, "--out", str(tmp_path / "cmp")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: the spec's vocab_size 1000 is replaced by the task's 32") == 1, err

@@ -171,6 +171,9 @@ def test_a_path_meant_from_the_files_directory_names_the_path_to_write(tmp_path,
     path = _write(tmp_path / "exp", "model = 'exp/spec.json'\n[task]\ndata = 'exp/corpus.txt'\n")
     assert load_run_file(path).model == "exp/spec.json"
     assert load_run_file(_write(tmp_path / "exp", "model = 'transmamba-tiny'\n")).model == "transmamba-tiny"
+    (tmp_path / "exp" / "transmamba-tiny").mkdir()  # a run directory of that preset beside the file
+    path = _write(tmp_path / "exp", "model = 'transmamba-tiny'\n").relative_to(tmp_path)
+    assert load_run_file(path).model == "transmamba-tiny"
 
 
 def test_no_model_anywhere_is_an_error(tmp_path) -> None:

@@ -73,7 +73,7 @@ lengths = positive_ints("sequence lengths", "256,512")
 
 
 def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
-    from zoo.data.tasks import make_task
+    from zoo.data.tasks import TaskError, make_task
     from zoo.errors import ZooError
 
     if args.num_items is not None and args.num_items < 1:
@@ -93,8 +93,8 @@ def task_from_args(args: argparse.Namespace, tokenizer: Any = None) -> Any:
             train_items=args.train_items,
             train_seq_lens=args.train_seq_lens,
         )
-    except ZooError as exc:  # the task speaks of make_task's fields; the user typed flags
-        raise ZooError(in_flag_words(str(exc))) from None
+    except TaskError as exc:  # a synthetic task's sizes speak of make_task's fields; the user typed flags
+        raise TaskError(in_flag_words(str(exc))) from exc
 
 
 # make_task's keywords, as the flags that set them

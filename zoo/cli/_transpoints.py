@@ -40,11 +40,16 @@ def transpoint_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @contextmanager
-def one_line_warnings(command: str) -> Iterator[None]:
-    """Show warnings raised inside as ``zoo COMMAND: warning: MESSAGE`` (one line, stderr)."""
+def one_line_warnings(command: str, *, speak: bool = True) -> Iterator[None]:
+    """Show warnings raised inside as ``zoo COMMAND: warning: MESSAGE`` (one line, stderr),
+    each message once however often it is raised (a comparison builds a model per run); with
+    ``speak`` False (a rank other than 0 of a distributed job) drop them."""
+    shown: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-        print(f"zoo {command}: warning: {message}", file=sys.stderr)
+        if speak and str(message) not in shown:
+            shown.add(str(message))
+            print(f"zoo {command}: warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = show

@@ -196,16 +196,15 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                     continue
                 run_dir = free_run_dir(out / label / run_name(lr, warmup, seed, lrs=len(lrs), warmups=len(warmups)))
                 torch.manual_seed(seed)
-                with one_line_warnings("compare"):
-                    model = runs.build_for_task(
-                        ref,
-                        task,
-                        device=device,
-                        backends=backends,
-                        strict=False,
-                        mlp_hidden=args.mlp_hidden,
-                        ssd_gate=args.ssd_gate,
-                    )
+                model = runs.build_for_task(
+                    ref,
+                    task,
+                    device=device,
+                    backends=backends,
+                    strict=False,
+                    mlp_hidden=args.mlp_hidden,
+                    ssd_gate=args.ssd_gate,
+                )
                 trainer = Trainer(model, task, config, out_dir=run_dir)
                 print(f"{head} {trainer.n_params:,} params, {config.steps} steps", file=sys.stderr)
                 tokens = config.steps * config.batch_size * config.grad_accum * task.seq_len
@@ -336,7 +335,8 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.models) == bool(args.merge):
         raise ZooError("zoo compare takes models to train or --merge COMPARE_JSON... to summarise (one of the two)")
     argv = getattr(args, "argv", sys.argv[1:])
-    rows = merge(args.merge) if args.merge else compare(args)
+    with one_line_warnings("compare"):  # one context: a warning repeated per run shows once
+        rows = merge(args.merge) if args.merge else compare(args)
     summary, sweep = summarise(rows)
     out = Path(args.out)
     accuracy = any("eval_accuracy" in row for row in rows)

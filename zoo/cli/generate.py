@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_sampling_flags(args: argparse.Namespace) -> None:
     """The sampling flags, each refusal one line naming the flag, before a model is loaded."""
+    import re
+
     from zoo.errors import ZooError
     from zoo.inference.sampling import sampling_problem
 
@@ -56,7 +58,7 @@ def check_sampling_flags(args: argparse.Namespace) -> None:
     )
     if problem is not None:
         name, value, rule = problem
-        rule = rule.removesuffix(" or None")  # a flag left out is the None
+        rule = re.sub(r" or (be )?None$", "", rule)  # a flag left out is the None
         raise ZooError(f"--{name.replace('_', '-')} {value}: {rule}")
 
 

@@ -228,7 +228,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     import torch
 
     torch.manual_seed(config.seed)
-    with one_line_warnings("train"):
+    with one_line_warnings("train", speak=is_main_process()):
         model = build_for_task(
             ref,
             task,

@@ -14,9 +14,9 @@ A file (TOML; YAML or JSON by suffix) holds::
 
 Every table is checked here, before anything is built: an unknown key is one line naming
 the key and its table. ``grad_clip = 0`` turns clipping off, as ``--clip 0`` does (TOML has
-no null). Relative paths (``model``, ``out``, ``[task] data``) are read from the working
-directory, as a flag's are; one that is missing there but present beside the file is refused
-with the path to write. A run records its resolved config (file, flags and defaults, validated) as
+no null). Relative paths (``out``, a spec file as ``model``, ``[task] data``) are read from the
+working directory, as a flag's are; a spec file or ``data`` missing there but present beside
+the file is refused with the path to write. A run records its resolved config (file, flags and defaults, validated) as
 ``config.json`` in its run directory; ``zoo train --config RUN/config.json`` repeats it.
 """
 
@@ -122,13 +122,14 @@ def _known_keys(table: str, model: type[BaseModel]) -> str:
     return f"the keys of [{table}] are {', '.join(model.model_fields)}"
 
 
-def _check_relative(path: Path, key: str, value: str) -> None:
-    """Refuse a relative path the file means from its own directory (it is read from the cwd)."""
+def _check_relative(path: Path, key: str, value: str, *, file: bool = False) -> None:
+    """Refuse a relative path the file means from its own directory (it is read from the cwd);
+    ``file``: only a file beside it counts (a spec file, not a directory of the same name)."""
     written = Path(value)
     if written.is_absolute() or written.exists() or path.parent == Path("."):
         return
     beside = path.parent / written
-    if beside.exists():
+    if beside.is_file() if file else beside.exists():
         raise ConfigFileError(
             f"{path}: {key} = {value!r}: relative paths in a config file are read from the working "
             f"directory, which has no {value}; the file's directory has it: write {str(beside)!r}"
@@ -182,7 +183,10 @@ def load_run_file(path: str | Path) -> RunFile:
             error = ConfigFileError(f"{error}; {_known_keys('train', TrainConfig)}")
         raise error from None
     if isinstance(model, str):
-        _check_relative(path, "model", model)
+        from zoo.registry import PRESET
+
+        if model not in PRESET:  # a preset's name is never a path
+            _check_relative(path, "model", model, file=True)
     if task.data is not None:
         _check_relative(path, "[task] data", task.data)
     return RunFile(
