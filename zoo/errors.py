@@ -37,30 +37,29 @@ def _span(indices: list[int]) -> str:
     return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
+def _layer_path(path: str) -> tuple[int | None, str]:
+    """``layers.3.mixer.x`` -> (3, ``mixer.x``); any other path -> (None, path)."""
+    head, _, rest = path.partition(".")
+    index, _, tail = rest.partition(".")
+    return (int(index), tail) if head == "layers" and index.isdigit() else (None, path)
+
+
 def _fold_layers(errors: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """One line for a mistake every layer repeats: ``layers.0.x: m`` .. ``layers.5.x: m``
-    become ``layers.0-5.x: m`` (in the message; ``SpecError.errors`` keeps each)."""
-    folded: dict[tuple[str, str], list[int]] = {}
-    order: list[tuple[str, str] | tuple[str, str, str]] = []
+    become ``layers.0-5.x: m``, at the first one's place (in the message; ``SpecError.errors``
+    keeps each)."""
+    layers: dict[tuple[str, str], list[int]] = {}
     for path, msg in errors:
-        head, _, rest = path.partition(".")
-        index, _, tail = rest.partition(".")
-        if head == "layers" and index.isdigit():
-            key = (tail, msg)
-            if key not in folded:
-                folded[key] = []
-                order.append(("layers", tail, msg))
-            folded[key].append(int(index))
-        else:
-            order.append((path, msg))
+        index, tail = _layer_path(path)
+        if index is not None:
+            layers.setdefault((tail, msg), []).append(index)
     out = []
-    for item in order:
-        if len(item) == 2:
-            out.append(item)
-            continue
-        _, tail, msg = item
-        path = f"layers.{_span(sorted(folded[(tail, msg)]))}" + (f".{tail}" if tail else "")
-        out.append((path, msg))
+    for path, msg in errors:
+        index, tail = _layer_path(path)
+        if index is None:
+            out.append((path, msg))
+        elif (tail, msg) in layers:  # the group's first error: the whole group, once
+            out.append((f"layers.{_span(sorted(layers.pop((tail, msg))))}" + (f".{tail}" if tail else ""), msg))
     return out
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from zoo.errors import ZooError
@@ -84,10 +88,7 @@ def config_error(exc: Any, values: dict[str, Any], flags: dict[str, str] | None 
     for error in exc.errors(include_url=False):
         field = str(error["loc"][0]) if error.get("loc") else "?"
         flag = "--" + flags.get(field, field).replace("_", "-")
-        problem = flag_problem(error)
-        if field == "grad_clip" and flag == "--clip":  # the flag maps 0 to None: say so
-            problem = "must be > 0, or 0 to turn clipping off"
-        problems.append(f"{flag} {values.get(field)!r}: {problem}")
+        problems.append(f"{flag} {values.get(field)!r}: {flag_problem(error)}")
     return ZooError("; ".join(problems))
 
 
@@ -108,3 +109,20 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
             continue
         shown = "%(default)s" if not isinstance(default, (list, tuple)) else " ".join(map(str, default))
         action.help = f"{action.help} (default: {shown})" if action.help else f"default: {shown}"
+
+
+@contextmanager
+def one_line_warnings(command: str, *, speak: bool = True) -> Iterator[None]:
+    """Show warnings raised inside as ``zoo COMMAND: warning: MESSAGE`` (one line, stderr),
+    each message once however often it is raised (a comparison builds a model per run); with
+    ``speak`` False (a rank other than 0 of a distributed job) drop them."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if speak and str(message) not in shown:
+            shown.add(str(message))
+            print(f"zoo {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield

@@ -20,11 +20,6 @@ from zoo.training.config import TrainConfig
 def check_run_dir(args: argparse.Namespace, out: Path, config: TrainConfig) -> int | None:
     """Refuse what would mix or lose runs in ``out`` (one line each, reading only); the step the
     run already reached when ``--resume`` finds nothing left to train, else None."""
-    if config.warmup_steps > config.steps:
-        raise ZooError(
-            f"--warmup {config.warmup_steps}: longer than --steps {config.steps}, so the learning rate never reaches "
-            "--lr; give at most --steps"
-        )
     if out.exists() and not out.is_dir():  # the default runs/<name> too, which no flag check saw
         raise ZooError(f"{out}: is a file, not a directory; choose another --out")
     if args.resume and args.overwrite:

@@ -8,11 +8,9 @@ one line on stderr.
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
+
+from zoo.cli._common import one_line_warnings
 
 
 def add_transpoint_args(parser: argparse.ArgumentParser) -> None:
@@ -37,23 +35,6 @@ def add_transpoint_args(parser: argparse.ArgumentParser) -> None:
 def transpoint_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``transpoints=`` / ``schedule=`` keywords of ``zoo.generate`` / ``resolve_transpoints``."""
     return {"transpoints": args.transpoints, "schedule": args.schedule}
-
-
-@contextmanager
-def one_line_warnings(command: str, *, speak: bool = True) -> Iterator[None]:
-    """Show warnings raised inside as ``zoo COMMAND: warning: MESSAGE`` (one line, stderr),
-    each message once however often it is raised (a comparison builds a model per run); with
-    ``speak`` False (a rank other than 0 of a distributed job) drop them."""
-    shown: set[str] = set()
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-        if speak and str(message) not in shown:
-            shown.add(str(message))
-            print(f"zoo {command}: warning: {message}", file=sys.stderr)
-
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        yield
 
 
 def use_transpoint_args(model: Any, length: int, args: argparse.Namespace, command: str) -> None:

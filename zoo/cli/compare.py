@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from zoo.checkpoint import atomic_write_text
+from zoo.cli._common import one_line_warnings
 from zoo.cli._run_dir import free_run_dir, keep_earlier_table
 from zoo.cli._task_args import add_task_args, task_from_args
-from zoo.cli._transpoints import one_line_warnings
 from zoo.cli.compare_report import markdown_table, parameter_note, plot_rows, record_json, sweep_table, thin_rows
 from zoo.cli.train import add_training_args, config_from_args
 from zoo.errors import ZooError

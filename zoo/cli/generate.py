@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.cli._transpoints import add_transpoint_args, one_line_warnings, transpoint_options
+from zoo.cli._common import one_line_warnings
+from zoo.cli._transpoints import add_transpoint_args, transpoint_options
 from zoo.cli.train import add_backend_arg
 
 # From this many new tokens on, a run whose text goes to a file (not the terminal) shows a

@@ -87,6 +87,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
+    if args.clip < 0:  # the flag maps 0 to None (no clipping), so TrainConfig's "> 0" would mislead
+        raise ZooError(f"--clip {args.clip}: must be > 0, or 0 to turn clipping off")
     values: dict[str, Any] = {
         "steps": args.steps,
         "batch_size": args.batch_size,
@@ -190,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
         raise ZooError("name a model (a preset or a spec file), or give --config FILE with a model key")
     out = Path(args.out or Path("runs") / _model_label(args.spec))
     # every refusal about --out before any process starts; it only reads the directory
-    finished = check_run_dir(args, out, run_config(args))
+    config = run_config(args)
+    finished = check_run_dir(args, out, config)
     if finished is not None:  # a job resubmitted with --resume after it ended: nothing to do
         print(f"note: {out} is already at step {finished} (--steps); nothing to train", file=sys.stderr)
         return 0
@@ -200,12 +203,12 @@ def run(args: argparse.Namespace) -> int:
         distributed.exec_torchrun(args.nproc, ["train", *distributed.strip_nproc(argv)])
     with distributed.process_group(args.device, getattr(args, "dist_timeout", 600.0)):
         with run_lock(out):  # before reading or writing anything in it: one writer per run directory
-            return _train(args, out)
+            return _train(args, out, config)
 
 
-def _train(args: argparse.Namespace, out: Path) -> int:
+def _train(args: argparse.Namespace, out: Path, config: TrainConfig) -> int:
     from zoo import checkpoint as ckpt
-    from zoo.cli._transpoints import one_line_warnings
+    from zoo.cli._common import one_line_warnings
     from zoo.overrides import parse_backend_overrides
     from zoo.training import distributed
     from zoo.training.distributed import current, describe_batch, is_main_process
@@ -224,7 +227,6 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     elif args.resume and is_main_process():
         print(f"note: {out} holds no checkpoint to resume; starting a new run", file=sys.stderr)
     task = task_from_args(args, tokenizer)
-    config = run_config(args)
     import torch
 
     torch.manual_seed(config.seed)
@@ -268,7 +270,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
 
 def run_config(args: argparse.Namespace) -> TrainConfig:
     """The run's TrainConfig from its flags and its config file's ``[train]`` table."""
-    return config_from_args(
+    config = config_from_args(
         args,
         **{
             "save_every": args.save_every,
@@ -278,6 +280,12 @@ def run_config(args: argparse.Namespace) -> TrainConfig:
             **getattr(args, "config_train", {}),
         },
     )
+    if config.warmup_steps > config.steps:
+        raise ZooError(
+            f"--warmup {config.warmup_steps}: longer than --steps {config.steps}, so the learning rate never reaches "
+            "--lr; give at most --steps"
+        )
+    return config
 
 
 # ------------------------------------------------------------ run config files (--config)
